@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Create or refresh swapd's virtual environment (.venv) and the system tools it uses.
+#   scripts/setup.sh            runtime + test dependencies (CPU: torch pinned by constraints.txt)
+#   scripts/setup.sh --gpu      also swap onnxruntime for onnxruntime-gpu (the two cannot coexist)
+# System packages (Debian/Ubuntu, installed when run as root or with passwordless sudo):
+#   ffmpeg (ffprobe for tests; swapd itself falls back to imageio-ffmpeg's ffmpeg),
+#   chromium + chromium-driver (the dashboard's browser test).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+GPU=0
+[[ "${1:-}" == "--gpu" ]] && GPU=1
+PYTHON="${PYTHON:-python3}"
+
+"$PYTHON" - <<'PY' || { echo "swapd needs Python 3.11 or newer" >&2; exit 1; }
+import sys
+sys.exit(0 if sys.version_info >= (3, 11) else 1)
+PY
+
+missing=()
+command -v ffprobe >/dev/null 2>&1 || missing+=(ffmpeg)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
+if ((${#missing[@]})); then
+    if command -v apt-get >/dev/null 2>&1; then
+        SUDO=""
+        if [[ $(id -u) -ne 0 ]]; then
+            if sudo -n true 2>/dev/null; then SUDO="sudo -n"; else SUDO=""; fi
+        fi
+        if [[ $(id -u) -eq 0 || -n "$SUDO" ]]; then
+            echo "setup: installing ${missing[*]} (Debian packages)"
+            $SUDO apt-get update -qq
+            DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+        else
+            echo "setup: please install ${missing[*]} (apt-get install ${missing[*]})" >&2
+        fi
+    else
+        echo "setup: please install ${missing[*]} with your package manager" >&2
+    fi
+fi
+
+[[ -x .venv/bin/python ]] || "$PYTHON" -m venv .venv
+# Reinstall only when the dependency list changed since the last setup.
+stamp=.venv/.swapd-setup
+want="$(cat pyproject.toml constraints.txt | sha256sum | cut -d' ' -f1) gpu=$GPU"
+if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$want" ]]; then
+    .venv/bin/python -m pip install -q --upgrade pip
+    .venv/bin/python -m pip install -q -c constraints.txt -e ".[test]"
+    if ((GPU)); then
+        .venv/bin/python -m pip uninstall -y -q onnxruntime
+        .venv/bin/python -m pip install -q -c constraints.txt -e ".[gpu]"
+    fi
+    echo "$want" > "$stamp"
+fi
+echo "setup: .venv ready ($(.venv/bin/python -c 'import torch, onnxruntime; print("torch", torch.__version__, "onnxruntime", onnxruntime.__version__)'))"

@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Set up (scripts/setup.sh), lint, then run the tests. Extra arguments go to pytest
+# (e.g. `scripts/test.sh -m slow` for the long ones).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+.venv/bin/ruff check swapd tests benchmarks
+exec .venv/bin/python -m pytest "$@"

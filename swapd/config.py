@@ -1,0 +1,225 @@
+"""swapd.toml and job files: schemas, loading, and errors that name the file, the key and the fix.
+
+Both are TOML, validated with pydantic. Any problem raises `ConfigError`, whose `problems` list
+holds one `(key, message)` per fault, and whose text reads like
+
+    jobs/alice_to_bob.toml: train.batch_sise: unknown key (expected one of: a, b, model, ...)
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from datetime import time as dtime
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+
+class ConfigError(ValueError):
+    """A configuration or job file is wrong. `problems` holds (key, message) pairs."""
+
+    def __init__(self, source: Path | str, problems: list[tuple[str, str]]) -> None:
+        self.source = str(source)
+        self.problems = problems
+        lines = [f"{self.source}: {key}: {msg}" if key else f"{self.source}: {msg}"
+                 for key, msg in problems]
+        super().__init__("\n".join(lines))
+
+    @property
+    def first_key(self) -> str | None:
+        return self.problems[0][0] if self.problems else None
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --- swapd.toml ------------------------------------------------------------------------------
+
+
+class ServiceSection(_Strict):
+    workspace: str = ""
+    max_workers: int = Field(1, ge=1, le=16)
+    poll_seconds: float = Field(1.0, gt=0, le=60)
+    stop_timeout: float = Field(25.0, gt=0, le=300)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class DashboardSection(_Strict):
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(8050, ge=0, le=65535)
+    token: str = ""
+
+
+class IngestSection(_Strict):
+    min_face_size: int = Field(64, ge=16)
+    settle_seconds: float = Field(1.0, ge=0)
+
+
+class MergeDefaults(_Strict):
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+
+class ServiceConfig(_Strict):
+    service: ServiceSection = ServiceSection()
+    dashboard: DashboardSection = DashboardSection()
+    ingest: IngestSection = IngestSection()
+    merge: MergeDefaults = MergeDefaults()
+
+
+def default_config_text() -> str:
+    """The commented default swapd.toml shipped inside the package."""
+    return resources.files("swapd").joinpath("swapd.toml").read_text(encoding="utf-8")
+
+
+def load_service_config(path: Path | None) -> ServiceConfig:
+    """Read swapd.toml; None means the defaults."""
+    if path is None:
+        return ServiceConfig()
+    data = _read_toml(path)
+    return _validate(ServiceConfig, data, path)
+
+
+# --- job files -------------------------------------------------------------------------------
+
+_WINDOW = re.compile(r"^\s*(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})\s*$")
+
+
+def parse_window(text: str) -> tuple[dtime, dtime]:
+    """'22:00-07:00' -> (22:00, 07:00). A window may cross midnight."""
+    m = _WINDOW.match(text)
+    if not m:
+        raise ValueError(f"'{text}' is not a time window like '22:00-07:00'")
+    h1, m1, h2, m2 = (int(g) for g in m.groups())
+    if h1 > 23 or h2 > 23 or m1 > 59 or m2 > 59:
+        raise ValueError(f"'{text}' has an hour above 23 or a minute above 59")
+    return dtime(h1, m1), dtime(h2, m2)
+
+
+class TrainSection(_Strict):
+    a: str = Field(description="face set to replace (faceswap's A, DFL's dst)")
+    b: str = Field(description="face set to put in (faceswap's B, DFL's src)")
+    model: str = "lightweight"
+    batch_size: int = Field(16, ge=1, le=1024)
+    iterations: int = Field(100_000, ge=0)
+    save_every: int = Field(250, ge=1)
+    snapshot_every: int = Field(0, ge=0)
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class ScheduleSection(_Strict):
+    windows: list[str] = Field(default_factory=list)
+    priority: int = 0
+
+    @field_validator("windows")
+    @classmethod
+    def _windows_parse(cls, value: list[str]) -> list[str]:
+        for window in value:
+            parse_window(window)
+        return value
+
+
+class ExportSection(_Strict):
+    on: list[Literal["save", "snapshot", "done"]] = Field(
+        default_factory=lambda: ["save", "done"])
+
+
+class MergeSection(_Strict):
+    footage: str
+    output: str | None = None
+    model: str | None = Field(None, description="an .onnx file; default: this job's newest export")
+    wait_for: Literal["export", "done"] = "export"
+    faces: Literal["all", "largest"] = "all"
+
+
+class JobFile(_Strict):
+    kind: Literal["train", "merge"] | None = None
+    train: TrainSection | None = None
+    schedule: ScheduleSection = ScheduleSection()
+    export: ExportSection = ExportSection()
+    merge: MergeSection | None = None
+
+    @model_validator(mode="after")
+    def _kind_matches(self) -> JobFile:
+        kind = self.kind or ("train" if self.train else "merge" if self.merge else None)
+        if kind is None:
+            raise ValueError("a job needs a [train] or a [merge] section")
+        if kind == "train" and self.train is None:
+            raise ValueError("kind = 'train' needs a [train] section")
+        if kind == "merge" and self.merge is None:
+            raise ValueError("kind = 'merge' needs a [merge] section")
+        if kind == "merge" and self.train is None and self.merge and not self.merge.model:
+            raise ValueError("a merge-only job needs merge.model (an .onnx file)")
+        object.__setattr__(self, "kind", kind)
+        return self
+
+
+def job_name(path: Path) -> str:
+    """A job's name is its file's stem: jobs/alice_to_bob.toml -> alice_to_bob."""
+    return path.stem
+
+
+def load_job_file(path: Path, shown_as: str | None = None) -> JobFile:
+    """Read and validate a job file. Model options are checked by `validate_job_options`."""
+    data = _read_toml(path, shown_as)
+    return _validate(JobFile, data, shown_as or path)
+
+
+def _read_toml(path: Path, shown_as: str | None = None) -> dict[str, Any]:
+    source = shown_as or str(path)
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as exc:
+        raise ConfigError(source, [("", f"cannot be read: {exc.strerror or exc}")]) from exc
+    try:
+        return tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(source, [("", "is not UTF-8 text")]) from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(source, [("", f"is not valid TOML: {exc}")]) from exc
+
+
+def _validate(schema: type[BaseModel], data: dict[str, Any], source: Path | str) -> Any:
+    try:
+        return schema.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(source, _explain(schema, exc)) from exc
+
+
+def _explain(schema: type[BaseModel], exc: ValidationError) -> list[tuple[str, str]]:
+    """Turn pydantic's errors into (dotted key, plain message) pairs a user can act on."""
+    problems: list[tuple[str, str]] = []
+    for err in exc.errors():
+        loc = [str(p) for p in err["loc"] if not str(p).startswith("function-")]
+        key = ".".join(loc)
+        if err["type"] == "extra_forbidden":
+            known = _known_keys(schema, loc[:-1])
+            hint = f" (expected one of: {', '.join(known)})" if known else ""
+            problems.append((key, f"unknown key{hint}"))
+        elif err["type"] == "missing":
+            problems.append((key, "is required but missing"))
+        else:
+            got = err.get("input")
+            shown = f" (got {got!r})" if not isinstance(got, dict | list) else ""
+            msg = err["msg"].removeprefix("Value error, ")
+            problems.append((key, f"{msg}{shown}"))
+    return problems
+
+
+def _known_keys(schema: type[BaseModel], loc: list[str]) -> list[str]:
+    model: Any = schema
+    for part in loc:
+        field = model.model_fields.get(part)
+        if field is None:
+            return []
+        annotation = field.annotation
+        candidates = getattr(annotation, "__args__", (annotation,))
+        model = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)),
+                     None)
+        if model is None:
+            return []
+    return sorted(model.model_fields)

@@ -1,0 +1,143 @@
+"""Job files: read jobs/*.toml, validate them, keep the state store in step.
+
+A bad job file never stops the service: it gets a problem record naming the file, the key and
+what was expected, an "error" state, and a status file beside it; the other jobs carry on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from swapd.config import ConfigError, JobFile, job_name, load_job_file
+from swapd.daemon.state import StateStore
+from swapd.workspace import Workspace
+
+
+@dataclass(frozen=True)
+class Job:
+    name: str
+    path: Path
+    spec: JobFile
+
+
+def validate_job(ws: Workspace, spec: JobFile, shown_as: str) -> None:
+    """Checks beyond the schema: the model and its options, and that the face sets exist."""
+    from swapd.trainer.models import UnknownModelError, model_options_class
+    from swapd.trainer.options import OptionsError, split_options
+
+    problems: list[tuple[str, str]] = []
+    if spec.train is not None:
+        try:
+            model_options_class(spec.train.model)
+            split_options(spec.train.model, spec.train.options)
+        except UnknownModelError as exc:
+            problems.append(("train.model", str(exc)))
+        except OptionsError as exc:
+            problems.append(("train.options", str(exc)))
+        for key in ("a", "b"):
+            folder = ws.resolve(getattr(spec.train, key))
+            if not folder.is_dir():
+                problems.append((f"train.{key}", f"face set folder {getattr(spec.train, key)!r}"
+                                 " does not exist (expected a folder of aligned faces)"))
+    if spec.merge is not None and spec.merge.model and not ws.resolve(spec.merge.model).is_file():
+        problems.append(("merge.model", f"{spec.merge.model!r} does not exist "
+                         "(expected an .onnx file exported by swapd)"))
+    if problems:
+        raise ConfigError(shown_as, problems)
+
+
+class JobRegistry:
+    """The valid jobs of a workspace, refreshed by `scan()`."""
+
+    def __init__(self, ws: Workspace, store: StateStore) -> None:
+        self.ws, self.store = ws, store
+        self.jobs: dict[str, Job] = {}
+        self._seen: dict[Path, tuple[int, int]] = {}  # file -> (size, mtime_ns) last read
+        self._failed: set[Path] = set()
+
+    def scan(self, recheck_failed: bool = False) -> tuple[set[str], set[str]]:
+        """Read new or changed job files. Returns (changed job names, removed job names)."""
+        changed: set[str] = set()
+        present: set[Path] = set()
+        for path in sorted(self.ws.jobs.glob("*.toml")):
+            present.add(path)
+            try:
+                stat = path.stat()
+            except OSError:
+                continue
+            key = (stat.st_size, stat.st_mtime_ns)
+            if self._seen.get(path) == key and not (recheck_failed and path in self._failed):
+                continue
+            self._seen[path] = key
+            if self._load(path):
+                changed.add(job_name(path))
+        removed = set()
+        for path in set(self._seen) - present:
+            del self._seen[path]
+            self._failed.discard(path)
+            name = job_name(path)
+            self.store.clear_problems(self.ws.relative(path))
+            if self.jobs.pop(name, None) is not None:
+                removed.add(name)
+            self.store.remove_job(name)
+            _remove_status_file(path)
+        return changed, removed
+
+    def _load(self, path: Path) -> bool:
+        """Validate one job file; True when it is (now) a valid job."""
+        name, shown = job_name(path), self.ws.relative(path)
+        try:
+            spec = load_job_file(path, shown_as=shown)
+            validate_job(self.ws, spec, shown)
+        except ConfigError as exc:
+            self._failed.add(path)
+            self.jobs.pop(name, None)
+            self.store.clear_problems(shown)
+            for key, message in exc.problems:
+                self.store.report_problem(shown, "job", f"{shown}: {key}: {message}", key=key)
+            if self.store.job(name) is None:
+                self.store.upsert_job(name, shown, "train", "error")
+            self.store.set_job_state(name, "error", str(exc))
+            return False
+        self._failed.discard(path)
+        self.store.clear_problems(shown)
+        config = spec.model_dump(mode="json")
+        existing = self.store.job(name)
+        unchanged_done = existing and existing.config == config and existing.state == "done"
+        self.store.upsert_job(
+            name, shown, spec.kind or "train", "done" if unchanged_done else "queued",
+            model=spec.train.model if spec.train else None,
+            target=spec.train.iterations if spec.train else 0, config=config)
+        self.jobs[name] = Job(name, path, spec)
+        return True
+
+
+def write_status_files(ws: Workspace, store: StateStore) -> None:
+    """jobs/<name>.status.json beside each job file: what the service thinks of it."""
+    for row in store.jobs():
+        path = ws.jobs / f"{row.name}.toml"
+        if not path.exists():
+            continue
+        status = {"job": row.name, "state": row.state, "iteration": row.iteration,
+                  "target": row.target, "egs": row.egs, "error": row.error,
+                  "updated": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(row.updated_at))}
+        target = path.with_suffix(".status.json")
+        text = json.dumps(status, indent=2) + "\n"
+        try:
+            if target.exists() and target.read_text(encoding="utf-8") == text:
+                continue
+            tmp = target.with_suffix(".json.tmp")
+            tmp.write_text(text, encoding="utf-8")
+            os.replace(tmp, target)
+        except OSError:
+            pass  # a read-only jobs folder must not stop the service
+
+
+def _remove_status_file(job_path: Path) -> None:
+    with contextlib.suppress(OSError):
+        job_path.with_suffix(".status.json").unlink()

@@ -1,0 +1,81 @@
+"""The merge worker: merges one footage file with an exported model, in its own process.
+
+    python -m swapd.daemon.merge_worker --workspace DIR --job NAME --input FILE --model ONNX
+        --output DIR [--faces all|largest] [--device auto|cpu|cuda]
+
+Exit status 0 when the merged file was written (recorded as a "merge" artifact), EXIT_BAD_INPUT
+when the footage cannot be read (the service then sets it aside), anything else is a crash.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+
+from swapd.daemon.state import StateStore
+from swapd.daemon.workers import EXIT_BAD_INPUT, EXIT_OK
+from swapd.workspace import Workspace
+
+log = logging.getLogger("swapd.merge_worker")
+
+
+def run(workspace: Workspace, job: str, source: Path, model: Path, output: Path,
+        faces: str, device: str) -> int:
+    from swapd.media import UnreadableMediaError
+    from swapd.merger.merge import MergeError, MergeOptions, merge_file
+
+    store = StateStore(workspace.state_db)
+    shown = workspace.relative(source)
+    store.log_event(f"merging {shown}", job)
+    last_report = 0.0
+
+    def progress(done: int, total: int) -> None:
+        nonlocal last_report
+        if time.monotonic() - last_report > 5 or done == total:
+            last_report = time.monotonic()
+            log.info("%s: %d/%d frames", shown, done, total)
+
+    try:
+        result = merge_file(source, output, model,
+                            options=MergeOptions(faces=faces, device=device), progress=progress)
+    except (UnreadableMediaError, MergeError) as exc:
+        log.error("%s", exc)
+        print(f"BAD INPUT: {exc}", file=sys.stderr)
+        store.close()
+        return EXIT_BAD_INPUT
+    store.add_artifact(job, "merge", str(result.output_path), None, {
+        "source": str(source),
+        "source_mtime": source.stat().st_mtime,
+        "frames": result.frames,
+        "faces_swapped": result.faces_swapped,
+        "seconds": round(result.seconds, 2),
+        "fps": round(result.fps, 2),
+        "model": str(model),
+    })
+    store.log_event(f"merged {shown} -> {workspace.relative(result.output_path)} "
+                    f"({result.frames} frames, {result.fps:.1f} fps)", job)
+    store.close()
+    return EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="swapd-merge-worker")
+    parser.add_argument("--workspace", required=True, type=Path)
+    parser.add_argument("--job", required=True)
+    parser.add_argument("--input", required=True, type=Path)
+    parser.add_argument("--model", required=True, type=Path)
+    parser.add_argument("--output", required=True, type=Path)
+    parser.add_argument("--faces", default="all", choices=["all", "largest"])
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return run(Workspace.open(args.workspace, create=False), args.job, args.input, args.model,
+               args.output, args.faces, args.device)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

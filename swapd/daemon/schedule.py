@@ -1,0 +1,57 @@
+"""Training windows: when a job may train, and when to look again.
+
+The service keeps an APScheduler (3.x) BackgroundScheduler with a cron trigger at every window's
+start and end, so jobs start and pause on time without the main loop polling the clock finely.
+"""
+
+from __future__ import annotations
+
+import threading
+from datetime import datetime, time
+
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.cron import CronTrigger
+
+from swapd.config import parse_window
+
+
+def in_window(windows: list[str], now: datetime | None = None) -> bool:
+    """True when `now` (local time) lies inside one of the windows; no windows = always."""
+    if not windows:
+        return True
+    current = (now or datetime.now()).time()
+    return any(_inside(current, *parse_window(w)) for w in windows)
+
+
+def _inside(current: time, start: time, end: time) -> bool:
+    if start == end:
+        return True  # '00:00-00:00' = all day
+    if start < end:
+        return start <= current < end
+    return current >= start or current < end  # crosses midnight
+
+
+class WindowClock:
+    """Wakes the service (sets `wake`) at every window boundary of the current jobs."""
+
+    def __init__(self, wake: threading.Event) -> None:
+        self._wake = wake
+        self._scheduler = BackgroundScheduler(daemon=True)
+        self._boundaries: set[time] = set()
+
+    def start(self) -> None:
+        self._scheduler.start()
+
+    def stop(self) -> None:
+        self._scheduler.shutdown(wait=False)
+
+    def set_windows(self, windows: list[str]) -> None:
+        """Replace the boundaries with those of these windows (all jobs' windows together)."""
+        boundaries = {t for w in windows for t in parse_window(w)}
+        if boundaries == self._boundaries:
+            return
+        self._scheduler.remove_all_jobs()
+        for moment in sorted(boundaries):
+            self._scheduler.add_job(self._wake.set, CronTrigger(hour=moment.hour,
+                                                                minute=moment.minute))
+        self._boundaries = boundaries

@@ -1,0 +1,362 @@
+"""The service: one process that owns the watcher, the scheduler, the state store and the
+dashboard, and starts and supervises the training and merge workers.
+
+The main loop sleeps until something changes (watchdog, a window boundary, a worker exiting, the
+poll timer), then reconciles: ingest new faces, (re)read job files, reap workers, start or stop
+training to match schedules and priorities, start the next merge, write status files.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from swapd.config import ServiceConfig
+from swapd.daemon import sdnotify
+from swapd.daemon.ingest import FaceIngest
+from swapd.daemon.jobs import Job, JobRegistry, write_status_files
+from swapd.daemon.schedule import WindowClock, in_window
+from swapd.daemon.state import StateStore
+from swapd.daemon.watcher import WorkspaceWatcher
+from swapd.daemon.workers import (
+    EXIT_BAD_INPUT,
+    EXIT_NON_FINITE,
+    EXIT_OK,
+    WorkerProcess,
+    start_worker,
+)
+from swapd.media import IMAGE_SUFFIXES, VIDEO_SUFFIXES
+from swapd.workspace import Workspace
+
+log = logging.getLogger("swapd.service")
+
+RESCAN_SECONDS = 30.0  # full rescan even without watchdog events
+MAX_CRASHES = 5  # consecutive worker crashes before a job is put in the error state
+STABLE_RUN_SECONDS = 120.0  # a worker that ran this long resets the crash count
+# States in which a training job wants a worker.
+RUNNABLE = ("queued", "waiting", "training", "paused")
+
+
+@dataclass
+class _Crashes:
+    count: int = 0
+    not_before: float = 0.0
+
+
+class Service:
+    def __init__(self, workspace: Workspace, config: ServiceConfig) -> None:
+        self.ws = workspace
+        self.config = config
+        self.wake = threading.Event()
+        self.stopping = threading.Event()
+        self.store = StateStore(workspace.state_db)
+        self.jobs = JobRegistry(workspace, self.store)
+        self.ingest = FaceIngest(workspace, self.store, config.ingest.min_face_size,
+                                 config.ingest.settle_seconds)
+        self.watcher = WorkspaceWatcher(workspace, self.wake)
+        self.clock = WindowClock(self.wake)
+        self.trainers: dict[str, WorkerProcess] = {}
+        self.merger: WorkerProcess | None = None
+        self._crashes: dict[str, _Crashes] = {}
+        self._merge_failed: set[Path] = set()
+        self._service_stopped: set[str] = set()  # jobs the service itself asked to stop
+        self._dashboard = None
+        self.dashboard_url: str | None = None
+
+    # --- lifecycle ----------------------------------------------------------------------------
+
+    def run(self) -> int:
+        self._install_signal_handlers()
+        self._recover_after_restart()
+        self.watcher.start()
+        self.clock.start()
+        self._start_dashboard()
+        sdnotify.notify("READY=1", "STATUS=watching " + str(self.ws.root))
+        self.store.log_event(f"service started on {self.ws.root}")
+        log.info("watching %s", self.ws.root)
+        watchdog_every = sdnotify.watchdog_interval()
+        last_rescan = last_status = last_ping = 0.0
+        try:
+            while not self.stopping.is_set():
+                self.wake.wait(timeout=self.config.service.poll_seconds)
+                self.wake.clear()
+                if self.stopping.is_set():
+                    break
+                now = time.monotonic()
+                if now - last_rescan >= RESCAN_SECONDS:
+                    self.watcher.mark_all()
+                    last_rescan = now
+                self.reconcile()
+                if now - last_status >= 2.0:
+                    write_status_files(self.ws, self.store)
+                    last_status = now
+                if watchdog_every and now - last_ping >= watchdog_every:
+                    sdnotify.notify("WATCHDOG=1")
+                    last_ping = now
+        finally:
+            self.shutdown()
+        return 0
+
+    def request_stop(self) -> None:
+        self.stopping.set()
+        self.wake.set()
+
+    def _install_signal_handlers(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        signals = [signal.SIGTERM, signal.SIGINT]
+        if sys.platform == "win32":
+            signals.append(signal.SIGBREAK)  # type: ignore[attr-defined]
+        for sig in signals:
+            signal.signal(sig, self._on_signal)
+
+    def _on_signal(self, signum: int, _frame: object) -> None:
+        if self.stopping.is_set():
+            log.warning("second stop signal: killing workers now")
+            for worker in self._workers():
+                worker.process.kill()
+            return
+        log.info("%s: stopping (workers save first)", signal.Signals(signum).name)
+        self.request_stop()
+
+    def _recover_after_restart(self) -> None:
+        """Jobs that were training when the service last stopped queue up again."""
+        for row in self.store.jobs():
+            if row.state in ("training", "paused", "interrupted", "waiting"):
+                self.store.set_job_state(row.name, "queued")
+
+    def _start_dashboard(self) -> None:
+        cfg = self.config.dashboard
+        if not cfg.enabled:
+            return
+        from swapd.dashboard.server import DashboardServer
+
+        try:
+            server = DashboardServer(self.ws, host=cfg.host, port=cfg.port,
+                                     token=cfg.token or None)
+            server.start()
+        except Exception as exc:  # a busy port must not stop training
+            log.error("dashboard not started: %s", exc)
+            self.store.log_event(f"dashboard not started: {exc}", level="error")
+            return
+        self._dashboard = server
+        self.dashboard_url = server.url
+        log.info("dashboard at %s", server.url)
+        print(f"swapd: dashboard at {server.url}", flush=True)
+
+    def shutdown(self) -> None:
+        """Ask every worker to save and stop, wait, kill stragglers, close everything."""
+        sdnotify.notify("STOPPING=1", "STATUS=saving and stopping")
+        workers = list(self._workers())
+        for worker in workers:
+            worker.request_stop(self.store)
+        deadline = time.monotonic() + self.config.service.stop_timeout
+        while any(w.poll() is None for w in workers) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        for worker in workers:
+            if worker.poll() is None:
+                log.error("%s worker of %s did not stop in time: killed", worker.kind,
+                          worker.job)
+                worker.process.kill()
+                worker.process.wait()
+        for name in self.trainers:
+            row = self.store.job(name)
+            if row is not None and row.state not in ("done", "error"):
+                self.store.set_job_state(name, "interrupted")
+        self.trainers.clear()
+        self.merger = None
+        self.store.log_event("service stopped")
+        write_status_files(self.ws, self.store)
+        self.clock.stop()
+        self.watcher.stop()
+        if self._dashboard is not None:
+            self._dashboard.stop()
+        self.store.close()
+
+    def _workers(self) -> list[WorkerProcess]:
+        return [*self.trainers.values(), *([self.merger] if self.merger else [])]
+
+    # --- the loop's work ----------------------------------------------------------------------
+
+    def reconcile(self) -> None:
+        changes = self.watcher.take_changes()
+        if "faces" in changes:
+            accepted, _, settling = self.ingest.scan()
+            if settling:
+                self._wake_later(self.config.ingest.settle_seconds)
+            changes.add("jobs")  # a face set that appeared may make a job valid
+        if "jobs" in changes:
+            _, removed = self.jobs.scan(recheck_failed="faces" in changes)
+            for name in removed:
+                if name in self.trainers:
+                    self.trainers[name].request_stop(self.store)
+        self.clock.set_windows(
+            [w for job in self.jobs.jobs.values() for w in job.spec.schedule.windows])
+        self._reap_workers()
+        self._schedule_training()
+        self._schedule_merge("footage" in changes)
+        for worker in self._workers():
+            if worker.kill_if_overdue(self.config.service.stop_timeout):
+                log.error("%s worker of %s ignored stop: killed", worker.kind, worker.job)
+
+    def _wake_later(self, seconds: float) -> None:
+        timer = threading.Timer(seconds + 0.1, self.watcher.mark_all)
+        timer.daemon = True
+        timer.start()
+
+    def _reap_workers(self) -> None:
+        for name, worker in list(self.trainers.items()):
+            code = worker.poll()
+            if code is None:
+                continue
+            del self.trainers[name]
+            self._after_training_exit(name, worker, code)
+            self.wake.set()
+        if self.merger is not None and (code := self.merger.poll()) is not None:
+            worker, self.merger = self.merger, None
+            self._after_merge_exit(worker, code)
+            self.wake.set()
+
+    def _after_training_exit(self, name: str, worker: WorkerProcess, code: int) -> None:
+        row = self.store.job(name)
+        if name in self._service_stopped:
+            self._service_stopped.discard(name)
+            if row is not None and row.state not in ("done", "error"):
+                self.store.set_job_state(name, "waiting")
+            return
+        if code in (EXIT_OK, EXIT_BAD_INPUT, EXIT_NON_FINITE):
+            self._crashes.pop(name, None)
+            return  # the worker recorded the outcome itself
+        crashes = self._crashes.setdefault(name, _Crashes())
+        if time.monotonic() - worker.started > STABLE_RUN_SECONDS:
+            crashes.count = 0
+        crashes.count += 1
+        reason = f"exit status {code}" if code > 0 else f"killed by signal {-code}"
+        message = (f"training worker of {name} crashed ({reason}); log: "
+                   f"{self.ws.relative(worker.log_path)}\n{worker.log_tail()}")
+        log.error("%s", message)
+        self.store.report_problem(self.ws.relative(worker.log_path), "worker", message)
+        if crashes.count >= MAX_CRASHES:
+            self.store.set_job_state(name, "error", f"crashed {crashes.count} times in a row; "
+                                     "fix the cause and touch the job file to retry")
+            return
+        delay = min(300.0, 2.0 ** crashes.count)
+        crashes.not_before = time.monotonic() + delay
+        self.store.set_job_state(name, "queued", f"restarting after a crash ({reason})")
+        self.store.log_event(f"worker crashed ({reason}); restarting in {delay:.0f} s", name,
+                             level="error")
+        self._wake_later(delay)
+
+    def _schedule_training(self) -> None:
+        wanted: list[Job] = []
+        for job in self.jobs.jobs.values():
+            if job.spec.train is None or self.stopping.is_set():
+                continue
+            row = self.store.job(job.name)
+            if row is None or row.state not in RUNNABLE:
+                continue
+            if not in_window(job.spec.schedule.windows):
+                if job.name not in self.trainers and row.state != "waiting":
+                    self.store.set_job_state(job.name, "waiting")
+                continue
+            if self._crashes.get(job.name, _Crashes()).not_before > time.monotonic():
+                continue
+            wanted.append(job)
+        wanted.sort(key=lambda j: (-j.spec.schedule.priority, j.name))
+        chosen = {j.name for j in wanted[: self.config.service.max_workers]}
+        for name, worker in self.trainers.items():
+            if name not in chosen and worker.stop_requested is None:
+                log.info("pausing %s (outside its window or outranked)", name)
+                self._service_stopped.add(name)
+                worker.request_stop(self.store)
+        running = sum(1 for w in self.trainers.values() if w.stop_requested is None)
+        for job in wanted:
+            if job.name in self.trainers or job.name not in chosen:
+                continue
+            if running >= self.config.service.max_workers:
+                break
+            self._start_training(job)
+            running += 1
+
+    def _start_training(self, job: Job) -> None:
+        self.store.take_controls(job.name)  # stale requests from a previous run
+        self.store.set_job_state(job.name, "training")
+        log_path = self.ws.logs / f"{job.name}.train.log"
+        self.trainers[job.name] = start_worker(
+            "train_worker", ["--workspace", str(self.ws.root), "--job", job.name],
+            job.name, "train", log_path)
+        log.info("training %s (worker pid %d)", job.name, self.trainers[job.name].pid)
+
+    # --- merging ------------------------------------------------------------------------------
+
+    def _schedule_merge(self, footage_changed: bool) -> None:
+        if self.merger is not None or self.stopping.is_set():
+            return
+        found = self._next_merge()
+        if found is None:
+            return
+        job, source, model, output = found
+        assert job.spec.merge is not None
+        self.merger = start_worker(
+            "merge_worker",
+            ["--workspace", str(self.ws.root), "--job", job.name, "--input", str(source),
+             "--model", str(model), "--output", str(output), "--faces", job.spec.merge.faces,
+             "--device", self.config.merge.device],
+            job.name, "merge", self.ws.logs / f"{job.name}.merge.log", source=source)
+        log.info("merging %s with %s", self.ws.relative(source), self.ws.relative(model))
+
+    def _next_merge(self) -> tuple[Job, Path, Path, Path] | None:
+        """The first footage file of any job that is ready to merge and not merged yet."""
+        for job in sorted(self.jobs.jobs.values(), key=lambda j: j.name):
+            merge = job.spec.merge
+            if merge is None:
+                continue
+            model = (self.ws.resolve(merge.model) if merge.model
+                     else self.ws.exports_dir(job.name) / "a_to_b.onnx")
+            row = self.store.job(job.name)
+            if not model.is_file() or row is None:
+                continue
+            if merge.wait_for == "done" and job.spec.train is not None and row.state != "done":
+                continue
+            footage = self.ws.resolve(merge.footage)
+            if not footage.is_dir():
+                continue
+            merged = {(a.info or {}).get("source") for a in
+                      self.store.artifacts(job.name, "merge", limit=100_000)}
+            for source in sorted(footage.iterdir()):
+                if (source.suffix.lower() not in VIDEO_SUFFIXES | IMAGE_SUFFIXES
+                        or str(source) in merged or source in self._merge_failed
+                        or not source.is_file()):
+                    continue
+                if time.time() - source.stat().st_mtime < self.config.ingest.settle_seconds:
+                    self._wake_later(self.config.ingest.settle_seconds)
+                    continue
+                output = self.ws.resolve(merge.output or f"output/{job.name}")
+                return job, source, model, output
+        return None
+
+    def _after_merge_exit(self, worker: WorkerProcess, code: int) -> None:
+        source = worker.source
+        assert source is not None
+        if code == EXIT_OK:
+            return
+        shown = self.ws.relative(source)
+        if code == EXIT_BAD_INPUT and source.exists():
+            from swapd.faces.validate import quarantine_file
+
+            reason = worker.log_tail(3).splitlines()[-1] if worker.log_tail() else "unreadable"
+            reason = reason.split("BAD INPUT: ", 1)[-1]
+            moved = quarantine_file(source, self.ws.quarantine / "footage", worker.job, reason)
+            self.store.report_problem(shown, "footage", reason, moved_to=self.ws.relative(moved))
+            self.store.log_event(f"set aside {shown}: {reason}", worker.job, level="warning")
+            return
+        self._merge_failed.add(source)
+        message = f"merge of {shown} crashed (exit status {code})\n{worker.log_tail()}"
+        self.store.report_problem(shown, "footage", message)
+        self.store.log_event(f"merge of {shown} failed; it is retried after a restart",
+                             worker.job, level="error")

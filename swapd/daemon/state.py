@@ -1,0 +1,326 @@
+"""The state store: one SQLite database (WAL) under <workspace>/.swapd/state.db.
+
+The daemon, the worker processes and the dashboard each open their own `StateStore`. Writers are
+short transactions; the dashboard only reads. WAL lets readers run while a worker writes, and the
+busy timeout absorbs the brief moments two writers meet.
+
+Tables
+    jobs       one row per job file: state, iteration, target, model, last error
+    losses     training history, written in batches (never one transaction per iteration)
+    artifacts  checkpoints, exports, previews, merged outputs: what exists and when it appeared
+    problems   bad input set aside: the file, the key or part, and what was expected
+    events     a short log of what happened, for the dashboard and `swapd status`
+    controls   requests from the CLI/dashboard (pause, resume, save, stop) picked up by workers
+
+Paths: artifacts hold absolute paths (workers write them as they make the files); problem
+sources and `moved_to` are relative to the workspace root, as the user sees them.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS jobs (
+    name        TEXT PRIMARY KEY,
+    path        TEXT NOT NULL,
+    kind        TEXT NOT NULL,            -- train | merge
+    state       TEXT NOT NULL,            -- queued | training | waiting | done | error | stopped
+    model       TEXT,
+    iteration   INTEGER NOT NULL DEFAULT 0,
+    target      INTEGER NOT NULL DEFAULT 0,
+    egs         REAL,                     -- examples per second, both sides, latest
+    error       TEXT,
+    config      TEXT,                     -- the validated job as JSON
+    created_at  REAL NOT NULL,
+    updated_at  REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS losses (
+    job        TEXT NOT NULL,
+    iteration  INTEGER NOT NULL,
+    time       REAL NOT NULL,
+    loss_a     REAL NOT NULL,
+    loss_b     REAL NOT NULL,
+    PRIMARY KEY (job, iteration)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS artifacts (
+    id         INTEGER PRIMARY KEY,
+    job        TEXT NOT NULL,
+    kind       TEXT NOT NULL,            -- checkpoint | export | preview | merge
+    path       TEXT NOT NULL,
+    iteration  INTEGER,
+    time       REAL NOT NULL,
+    info       TEXT
+);
+CREATE INDEX IF NOT EXISTS artifacts_job_kind ON artifacts (job, kind, time);
+CREATE TABLE IF NOT EXISTS problems (
+    id         INTEGER PRIMARY KEY,
+    time       REAL NOT NULL,
+    source     TEXT NOT NULL,            -- the file the problem is in
+    kind       TEXT NOT NULL,            -- job | face | footage | worker
+    key        TEXT,                     -- the key or part at fault, when there is one
+    message    TEXT NOT NULL,
+    moved_to   TEXT,                     -- where the file was set aside, if it was
+    active     INTEGER NOT NULL DEFAULT 1
+);
+CREATE INDEX IF NOT EXISTS problems_source ON problems (source, active);
+CREATE TABLE IF NOT EXISTS events (
+    id         INTEGER PRIMARY KEY,
+    time       REAL NOT NULL,
+    job        TEXT,
+    level      TEXT NOT NULL,
+    message    TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS controls (
+    id         INTEGER PRIMARY KEY,
+    job        TEXT NOT NULL,
+    action     TEXT NOT NULL,            -- pause | resume | save | stop
+    created_at REAL NOT NULL,
+    taken_at   REAL
+);
+"""
+
+
+@dataclass(frozen=True)
+class JobRow:
+    name: str
+    path: str
+    kind: str
+    state: str
+    model: str | None
+    iteration: int
+    target: int
+    egs: float | None
+    error: str | None
+    config: dict[str, Any] | None
+    created_at: float
+    updated_at: float
+
+
+@dataclass(frozen=True)
+class Problem:
+    id: int
+    time: float
+    source: str
+    kind: str
+    key: str | None
+    message: str
+    moved_to: str | None
+
+
+@dataclass(frozen=True)
+class Artifact:
+    id: int
+    job: str
+    kind: str
+    path: str
+    iteration: int | None
+    time: float
+    info: dict[str, Any] | None
+
+
+class StateStore:
+    """A connection to the workspace's state database. One per process (or thread)."""
+
+    def __init__(self, db_path: Path, readonly: bool = False) -> None:
+        self.path = Path(db_path)
+        if readonly:
+            uri = f"file:{self.path}?mode=ro"
+            self._db = sqlite3.connect(uri, uri=True, timeout=10.0, check_same_thread=False)
+        else:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(self.path, timeout=30.0, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(_SCHEMA)
+            self._db.execute(
+                "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)",
+                (str(SCHEMA_VERSION),),
+            )
+            self._db.commit()
+        self._db.row_factory = sqlite3.Row
+
+    def close(self) -> None:
+        self._db.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._db:
+            yield self._db
+
+    # --- jobs ---------------------------------------------------------------------------------
+
+    def upsert_job(self, name: str, path: str, kind: str, state: str, model: str | None = None,
+                   target: int = 0, config: dict[str, Any] | None = None) -> None:
+        """Create or refresh a job from its file; keeps its iteration and history."""
+        now = time.time()
+        with self._tx() as db:
+            db.execute(
+                """INSERT INTO jobs (name, path, kind, state, model, target, config, error,
+                                     created_at, updated_at)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, NULL, ?, ?)
+                   ON CONFLICT(name) DO UPDATE SET path=excluded.path, kind=excluded.kind,
+                     state=excluded.state, model=excluded.model, target=excluded.target,
+                     config=excluded.config, error=NULL, updated_at=excluded.updated_at""",
+                (name, path, kind, state, model, target,
+                 json.dumps(config) if config is not None else None, now, now),
+            )
+
+    def set_job_state(self, name: str, state: str, error: str | None = None) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE jobs SET state=?, error=?, updated_at=? WHERE name=?",
+                       (state, error, time.time(), name))
+
+    def set_job_progress(self, name: str, iteration: int, egs: float | None = None) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE jobs SET iteration=?, egs=COALESCE(?, egs), updated_at=? "
+                       "WHERE name=?", (iteration, egs, time.time(), name))
+
+    def remove_job(self, name: str) -> None:
+        with self._tx() as db:
+            db.execute("DELETE FROM jobs WHERE name=?", (name,))
+
+    def job(self, name: str) -> JobRow | None:
+        row = self._db.execute("SELECT * FROM jobs WHERE name=?", (name,)).fetchone()
+        return _job_row(row) if row else None
+
+    def jobs(self) -> list[JobRow]:
+        rows = self._db.execute("SELECT * FROM jobs ORDER BY name").fetchall()
+        return [_job_row(r) for r in rows]
+
+    # --- losses -------------------------------------------------------------------------------
+
+    def add_losses(self, job: str, rows: Iterable[tuple[int, float, float, float]]) -> None:
+        """Write a batch of (iteration, time, loss_a, loss_b) in one transaction."""
+        with self._tx() as db:
+            db.executemany(
+                "INSERT OR REPLACE INTO losses (job, iteration, time, loss_a, loss_b) "
+                "VALUES (?, ?, ?, ?, ?)",
+                ((job, it, t, la, lb) for it, t, la, lb in rows),
+            )
+
+    def losses(self, job: str, max_points: int = 2000) -> list[tuple[int, float, float]]:
+        """(iteration, loss_a, loss_b), thinned evenly to about max_points rows; the newest
+        row is always included so the graph never trails."""
+        count = self._db.execute("SELECT COUNT(*) FROM losses WHERE job=?", (job,)).fetchone()[0]
+        step = max(1, -(-count // max_points))
+        rows = self._db.execute(
+            "SELECT iteration, loss_a, loss_b FROM ("
+            "  SELECT iteration, loss_a, loss_b, ROW_NUMBER() OVER (ORDER BY iteration) AS n"
+            "  FROM losses WHERE job=?) WHERE (n - 1) % ? = 0 OR n = ? ORDER BY iteration",
+            (job, step, count),
+        ).fetchall()
+        return [(r[0], r[1], r[2]) for r in rows]
+
+    def truncate_losses(self, job: str, after_iteration: int) -> None:
+        """Forget losses past a checkpoint's iteration (they were never saved)."""
+        with self._tx() as db:
+            db.execute("DELETE FROM losses WHERE job=? AND iteration>?", (job, after_iteration))
+
+    # --- artifacts ----------------------------------------------------------------------------
+
+    def add_artifact(self, job: str, kind: str, path: str, iteration: int | None = None,
+                     info: dict[str, Any] | None = None) -> None:
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO artifacts (job, kind, path, iteration, time, info) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (job, kind, path, iteration, time.time(),
+                 json.dumps(info) if info is not None else None),
+            )
+
+    def artifacts(self, job: str | None = None, kind: str | None = None,
+                  limit: int = 100) -> list[Artifact]:
+        """Newest first."""
+        sql, args = "SELECT * FROM artifacts WHERE 1=1", []
+        if job is not None:
+            sql, args = sql + " AND job=?", [*args, job]
+        if kind is not None:
+            sql, args = sql + " AND kind=?", [*args, kind]
+        rows = self._db.execute(sql + " ORDER BY time DESC, id DESC LIMIT ?",
+                                (*args, limit)).fetchall()
+        return [Artifact(r["id"], r["job"], r["kind"], r["path"], r["iteration"], r["time"],
+                         json.loads(r["info"]) if r["info"] else None) for r in rows]
+
+    def latest_artifact(self, job: str, kind: str) -> Artifact | None:
+        found = self.artifacts(job, kind, limit=1)
+        return found[0] if found else None
+
+    # --- problems -----------------------------------------------------------------------------
+
+    def report_problem(self, source: str, kind: str, message: str, key: str | None = None,
+                       moved_to: str | None = None) -> None:
+        """Record bad input. A repeat of the same active problem is not duplicated."""
+        with self._tx() as db:
+            same = db.execute(
+                "SELECT id FROM problems WHERE source=? AND kind=? AND message=? AND active=1",
+                (source, kind, message)).fetchone()
+            if same:
+                db.execute("UPDATE problems SET time=?, moved_to=COALESCE(?, moved_to) "
+                           "WHERE id=?", (time.time(), moved_to, same[0]))
+                return
+            db.execute(
+                "INSERT INTO problems (time, source, kind, key, message, moved_to) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (time.time(), source, kind, key, message, moved_to))
+
+    def clear_problems(self, source: str) -> None:
+        """The file was fixed or removed: its problems are no longer active."""
+        with self._tx() as db:
+            db.execute("UPDATE problems SET active=0 WHERE source=?", (source,))
+
+    def problems(self, active_only: bool = True, limit: int = 200) -> list[Problem]:
+        where = "WHERE active=1" if active_only else ""
+        rows = self._db.execute(
+            f"SELECT * FROM problems {where} ORDER BY time DESC LIMIT ?", (limit,)).fetchall()
+        return [Problem(r["id"], r["time"], r["source"], r["kind"], r["key"], r["message"],
+                        r["moved_to"]) for r in rows]
+
+    # --- events -------------------------------------------------------------------------------
+
+    def log_event(self, message: str, job: str | None = None, level: str = "info") -> None:
+        with self._tx() as db:
+            db.execute("INSERT INTO events (time, job, level, message) VALUES (?, ?, ?, ?)",
+                       (time.time(), job, level, message))
+
+    def events(self, limit: int = 50) -> list[tuple[float, str | None, str, str]]:
+        rows = self._db.execute(
+            "SELECT time, job, level, message FROM events ORDER BY id DESC LIMIT ?",
+            (limit,)).fetchall()
+        return [(r[0], r[1], r[2], r[3]) for r in rows]
+
+    # --- controls -----------------------------------------------------------------------------
+
+    def request_control(self, job: str, action: str) -> None:
+        with self._tx() as db:
+            db.execute("INSERT INTO controls (job, action, created_at) VALUES (?, ?, ?)",
+                       (job, action, time.time()))
+
+    def take_controls(self, job: str) -> list[str]:
+        """Pending actions for a job, oldest first, marked as taken."""
+        with self._tx() as db:
+            rows = db.execute("SELECT id, action FROM controls WHERE job=? AND taken_at IS NULL "
+                              "ORDER BY id", (job,)).fetchall()
+            if rows:
+                db.executemany("UPDATE controls SET taken_at=? WHERE id=?",
+                               ((time.time(), r[0]) for r in rows))
+        return [r[1] for r in rows]
+
+
+def _job_row(r: sqlite3.Row) -> JobRow:
+    return JobRow(
+        name=r["name"], path=r["path"], kind=r["kind"], state=r["state"], model=r["model"],
+        iteration=r["iteration"], target=r["target"], egs=r["egs"], error=r["error"],
+        config=json.loads(r["config"]) if r["config"] else None,
+        created_at=r["created_at"], updated_at=r["updated_at"],
+    )

@@ -1,0 +1,207 @@
+"""The training worker: one process per training job, started and supervised by the service.
+
+    python -m swapd.daemon.train_worker --workspace DIR --job NAME
+
+It trains until the job's iteration target, a stop request (SIGTERM, SIGINT, the "stop" control,
+the service disappearing) or a crash. Every `save_every` iterations it saves an atomic checkpoint,
+writes a preview and (if the job asks) exports ONNX. Losses reach the state store in batches.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import time
+from pathlib import Path
+
+from swapd.config import ConfigError, JobFile, TrainSection
+from swapd.daemon.state import StateStore
+from swapd.daemon.workers import EXIT_BAD_INPUT, EXIT_NON_FINITE, EXIT_OK, parent_alive
+from swapd.workspace import Workspace
+
+log = logging.getLogger("swapd.train_worker")
+
+FLUSH_SECONDS = 2.0  # how often losses and progress reach the state store
+CONTROL_SECONDS = 0.5  # how often pending controls are read
+
+
+class _StopFlag:
+    """Set by SIGTERM/SIGINT; the loop checks it between iterations."""
+
+    def __init__(self) -> None:
+        self.set = False
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._handle)
+
+    def _handle(self, signum: int, _frame: object) -> None:
+        log.info("signal %s: saving and stopping", signal.Signals(signum).name)
+        self.set = True
+
+
+class TrainingRun:
+    """Drives a `Trainer` for one job and reports to the state store."""
+
+    def __init__(self, workspace: Workspace, name: str, job: JobFile, store: StateStore) -> None:
+        from swapd.trainer.loop import Trainer
+        from swapd.trainer.options import split_options
+
+        assert job.train is not None
+        self.ws, self.name, self.job, self.store = workspace, name, job, store
+        self.train: TrainSection = job.train
+        trainer_options, model_options = split_options(self.train.model, self.train.options)
+        self.model_dir = workspace.model_dir(name)
+        self.trainer = Trainer(
+            model=self.train.model,
+            model_options=model_options.model_dump(),
+            trainer_options=trainer_options,
+            faces_a=workspace.resolve(self.train.a),
+            faces_b=workspace.resolve(self.train.b),
+            model_dir=self.model_dir,
+            batch_size=self.train.batch_size,
+        )
+        # Losses past the checkpoint were never saved: the history restarts from there.
+        store.truncate_losses(name, self.trainer.iteration)
+        self._pending: list[tuple[int, float, float, float]] = []
+        self._last_flush = time.monotonic()
+        self._examples_since_flush = 0
+        self._saved_iteration = self.trainer.iteration
+        self._exported_iteration = -1
+
+    @property
+    def target_reached(self) -> bool:
+        return 0 < self.train.iterations <= self.trainer.iteration
+
+    def step(self) -> None:
+        stats = self.trainer.step()
+        self._pending.append((stats.iteration, time.time(), stats.loss_a, stats.loss_b))
+        self._examples_since_flush += stats.examples
+        if stats.iteration % self.train.save_every == 0:
+            self.save(reason="save")
+        if time.monotonic() - self._last_flush >= FLUSH_SECONDS:
+            self.flush()
+
+    def flush(self) -> None:
+        elapsed = time.monotonic() - self._last_flush
+        egs = self._examples_since_flush / elapsed if elapsed > 0 and self._pending else None
+        if self._pending:
+            self.store.add_losses(self.name, self._pending)
+            self._pending = []
+        self.store.set_job_progress(self.name, self.trainer.iteration, egs)
+        self._last_flush = time.monotonic()
+        self._examples_since_flush = 0
+
+    def save(self, reason: str) -> None:
+        """Checkpoint, preview, export (as the job asks) and pick up new faces."""
+        iteration = self.trainer.iteration
+        self.flush()
+        if iteration != self._saved_iteration:
+            path = self.trainer.save()
+            self._saved_iteration = iteration
+            self.store.add_artifact(self.name, "checkpoint", str(path), iteration)
+            preview = self.trainer.write_preview(self.ws.previews_dir(self.name) / "latest.png")
+            self.store.add_artifact(self.name, "preview", str(preview), iteration)
+        if reason in self.job.export.on and iteration != self._exported_iteration and iteration:
+            self.export()
+        if reason == "save":
+            added, removed = self.trainer.refresh_faces()
+            if added or removed:
+                self.store.log_event(f"faces changed: {added} added, {removed} removed",
+                                     self.name)
+
+    def export(self) -> None:
+        path = self.ws.exports_dir(self.name) / "a_to_b.onnx"
+        report = self.trainer.export_onnx(path)
+        self._exported_iteration = self.trainer.iteration
+        self.store.add_artifact(self.name, "export", str(path), self.trainer.iteration,
+                                {"max_abs_diff": report.max_abs_diff})
+        self.store.log_event(f"exported ONNX at iteration {self.trainer.iteration} "
+                             f"(parity max abs diff {report.max_abs_diff:.2e})", self.name)
+
+    def close(self) -> None:
+        self.trainer.close()
+
+
+def run(workspace: Workspace, name: str) -> int:
+    from swapd.trainer.loop import NonFiniteLossError
+
+    store = StateStore(workspace.state_db)
+    stop = _StopFlag()
+    row = store.job(name)
+    if row is None or row.config is None:
+        log.error("job %s is not in the state store", name)
+        return EXIT_BAD_INPUT
+    job = JobFile.model_validate(row.config)
+    try:
+        training = TrainingRun(workspace, name, job, store)
+    except (ConfigError, ValueError, FileNotFoundError) as exc:
+        store.set_job_state(name, "error", str(exc))
+        store.report_problem(row.path, "job", str(exc))
+        log.error("%s", exc)
+        return EXIT_BAD_INPUT
+    store.set_job_state(name, "training")
+    store.log_event(f"training from iteration {training.trainer.iteration}", name)
+    try:
+        final_state = _train(training, store, stop)
+    except NonFiniteLossError as exc:
+        # The step was refused before any weight changed; the last checkpoint stays the truth.
+        store.set_job_state(name, "error", f"training diverged: {exc}")
+        store.log_event(f"stopped: non-finite loss ({exc}); the last checkpoint is intact",
+                        name, level="error")
+        return EXIT_NON_FINITE
+    finally:
+        training.close()
+    store.set_job_state(name, final_state)
+    store.log_event(f"{final_state} at iteration {training.trainer.iteration}", name)
+    store.close()
+    return EXIT_OK
+
+
+def _train(training: TrainingRun, store: StateStore, stop: _StopFlag) -> str:
+    """The loop: returns the job's final state, "done" or "stopped", after saving."""
+    name = training.name
+    paused = False
+    last_controls = 0.0
+    while not stop.set and parent_alive():
+        if time.monotonic() - last_controls >= CONTROL_SECONDS:
+            last_controls = time.monotonic()
+            for action in store.take_controls(name):
+                if action == "stop":
+                    stop.set = True
+                elif action == "pause":
+                    paused = True
+                    training.save(reason="save")
+                    store.set_job_state(name, "paused")
+                elif action == "resume":
+                    paused = False
+                    store.set_job_state(name, "training")
+                elif action == "save":
+                    training.save(reason="save")
+                elif action == "export":
+                    training.export()
+            if stop.set:
+                break
+        if paused:
+            time.sleep(CONTROL_SECONDS)
+            continue
+        if training.target_reached:
+            training.save(reason="done")
+            return "done"
+        training.step()
+    training.save(reason="exit")
+    return "stopped"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="swapd-train-worker")
+    parser.add_argument("--workspace", required=True, type=Path)
+    parser.add_argument("--job", required=True)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return run(Workspace.open(args.workspace, create=False), args.job)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,200 @@
+"""Export a trained swap path (encoder + one decoder) to ONNX, checked against torch.
+
+The ONNX model takes input ``face``: float32 NCHW BGR in [0, 1] at ``input_size`` (any
+batch size) and gives output ``swapped`` in the same layout. Its metadata_props say how the
+input crop is made (``input_size``, ``coverage``; see
+:func:`swapd.trainer.data.crop_for_model`), which model made it, and that swapd did.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+from torch import Tensor, nn
+
+from swapd import __version__
+from swapd.trainer.checkpoint import atomic_path
+
+INPUT_NAME = "face"
+OUTPUT_NAME = "swapped"
+DEFAULT_OPSET = 17
+PARITY_TOLERANCE = 1e-3
+PRODUCER = "swapd"
+
+
+class ExportError(RuntimeError):
+    """An export that failed, did not match torch, or a file that is not a swapd export."""
+
+    def __init__(self, path: str | os.PathLike[str], reason: str) -> None:
+        self.path = Path(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")
+
+
+@dataclass(frozen=True)
+class ExportReport:
+    """What an export wrote and how closely onnxruntime matched torch."""
+
+    path: Path
+    max_abs_diff: float
+    input_size: int
+    opset: int
+    provider: str = "CPUExecutionProvider"
+
+
+class SwapPath(nn.Module):
+    """encoder -> decoder of one side, as a single-input module for export."""
+
+    def __init__(self, encoder: nn.Module, decoder: nn.Module) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.decoder = decoder
+
+    def forward(self, face: Tensor) -> Tensor:
+        return self.decoder(self.encoder(face))
+
+
+def onnx_providers() -> list[str]:
+    """CUDA first when this onnxruntime build has it, CPU always."""
+    available = ort.get_available_providers()
+    wanted = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    return [p for p in wanted if p in available] or ["CPUExecutionProvider"]
+
+
+def _onnx_bytes(module: nn.Module, input_size: int, opset: int) -> bytes:
+    buf = io.BytesIO()
+    dummy = torch.zeros(1, 3, input_size, input_size)
+    # The legacy TorchScript exporter is chosen on purpose (the dynamo one needs onnxscript);
+    # its deprecation notices are noise for swapd's users.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(
+            module,
+            (dummy,),
+            buf,
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+            opset_version=opset,
+            dynamo=False,
+        )
+    return buf.getvalue()
+
+
+def _with_metadata(data: bytes, metadata: dict[str, str]) -> bytes:
+    proto = onnx.load_from_string(data)
+    proto.producer_name = PRODUCER
+    proto.producer_version = __version__
+    del proto.metadata_props[:]
+    for key, value in metadata.items():
+        proto.metadata_props.add(key=key, value=value)
+    onnx.checker.check_model(proto)
+    return proto.SerializeToString()
+
+
+def _parity(session: ort.InferenceSession, module: nn.Module, faces: np.ndarray) -> float:
+    with torch.no_grad():
+        expected = module(torch.from_numpy(faces)).numpy()
+    (got,) = session.run([OUTPUT_NAME], {INPUT_NAME: faces})
+    if got.shape != expected.shape:
+        raise ValueError(f"onnxruntime output shape {got.shape} != torch {expected.shape}")
+    return float(np.max(np.abs(got - expected)))
+
+
+def export_swap_model(
+    model: nn.Module,
+    path: str | os.PathLike[str],
+    input_size: int,
+    side_to: str = "b",
+    *,
+    faces: np.ndarray | None = None,
+    coverage: float = 0.875,
+    model_name: str = "unknown",
+    metadata: dict[str, Any] | None = None,
+    opset: int = DEFAULT_OPSET,
+    tolerance: float = PARITY_TOLERANCE,
+) -> ExportReport:
+    """Export ``model.encoder`` + ``model.decoder_<side_to>`` to ``path`` and verify it.
+
+    ``faces``: float32 NCHW BGR [0, 1] crops used for the parity check (pass real face
+    crops; without them a seeded random batch is used). The file only appears at ``path``
+    once onnxruntime's output matches torch's within ``tolerance``; otherwise
+    :class:`ExportError` is raised and any earlier file at ``path`` is left untouched.
+    """
+    target = Path(path)
+    if side_to not in ("a", "b"):
+        raise ValueError(f"side_to must be 'a' or 'b', got {side_to!r}")
+    # A CPU float32 copy in eval mode, so exporting never disturbs a model mid-training.
+    module = (
+        SwapPath(copy.deepcopy(model.encoder), copy.deepcopy(getattr(model, f"decoder_{side_to}")))
+        .to("cpu", torch.float32)
+        .eval()
+    )
+    if faces is None:
+        faces = np.random.default_rng(0).random((4, 3, input_size, input_size), np.float32)
+    faces = np.ascontiguousarray(faces, dtype=np.float32)
+    if faces.ndim != 4 or faces.shape[1:] != (3, input_size, input_size):
+        raise ValueError(f"faces must be Nx3x{input_size}x{input_size}, got {faces.shape}")
+    info = {
+        "producer": PRODUCER,
+        "swapd_version": __version__,
+        "model": model_name,
+        "side_to": side_to,
+        "input_size": str(input_size),
+        "coverage": repr(float(coverage)),
+        "layout": "NCHW",
+        "channels": "BGR",
+        "range": "0..1",
+        "synthetic_media": "outputs of this model are synthetic media",
+    }
+    info.update({k: str(v) for k, v in (metadata or {}).items()})
+    try:
+        data = _with_metadata(_onnx_bytes(module, input_size, opset), info)
+    except Exception as exc:
+        raise ExportError(target, f"ONNX export failed: {exc}") from exc
+    providers = onnx_providers()
+    try:
+        with atomic_path(target) as tmp:
+            tmp.write_bytes(data)
+            session = ort.InferenceSession(str(tmp), providers=providers)
+            diff = _parity(session, module, faces)
+            del session  # release the file before it is renamed (Windows)
+            if not diff <= tolerance:  # also catches NaN
+                raise ExportError(
+                    target, f"onnxruntime differs from torch by {diff:.3g} (limit {tolerance})"
+                )
+    except ExportError:
+        raise
+    except Exception as exc:
+        raise ExportError(target, f"parity check failed: {exc}") from exc
+    return ExportReport(target, diff, input_size, opset, providers[0])
+
+
+def read_export_info(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The swapd metadata of an exported model (``input_size`` int, ``coverage`` float, ...)."""
+    p = Path(path)
+    if not p.is_file():
+        raise ExportError(p, "no such file")
+    try:
+        proto = onnx.load(str(p), load_external_data=False)
+    except Exception as exc:
+        raise ExportError(p, f"not a readable ONNX model ({exc})") from exc
+    info: dict[str, Any] = {prop.key: prop.value for prop in proto.metadata_props}
+    if info.get("producer") != PRODUCER:
+        raise ExportError(p, "not a swapd export (no swapd metadata)")
+    try:
+        info["input_size"] = int(info["input_size"])
+        info["coverage"] = float(info["coverage"])
+    except (KeyError, ValueError) as exc:
+        raise ExportError(p, f"bad swapd metadata ({exc})") from exc
+    return info

@@ -1,0 +1,237 @@
+"""Checking dropped face files before ingest, and setting bad ones aside.
+
+`inspect_face_file` reads one file and either describes it (`FaceFileInfo`) or raises
+`BadFaceError` naming the file and the problem: empty, not an image, truncated or corrupt,
+not square, too small, unreadable metadata, landmarks outside the image. `quarantine_file`
+moves a bad file out of the face folder (never deletes it) with the reason written beside it.
+`file_is_stable` tells whether a file has stopped changing, so half-copied files are skipped.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import struct
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from swapd.faces.faceswap_png import (
+    MAX_FILE_BYTES,
+    FaceFormatError,
+    FaceswapMeta,
+    png_chunks,
+    read_faceswap_header,
+)
+
+# How far (as a share of the image size) landmarks may lie outside the image before a face
+# is rejected: a jaw point just past the edge of a tight crop is normal, a face elsewhere is not.
+LANDMARK_TOLERANCE = 0.1
+
+_MAGIC = (
+    (b"\x89PNG\r\n\x1a\n", "png"),
+    (b"\xff\xd8\xff", "jpeg"),
+    (b"BM", "bmp"),
+)
+
+
+class BadFaceError(ValueError):
+    """A face file that cannot be used; `reason` says why in words a user can act on."""
+
+    def __init__(self, path: str | os.PathLike[str], reason: str) -> None:
+        self.path = Path(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")
+
+
+@dataclass
+class FaceFileInfo:
+    path: Path
+    width: int
+    height: int
+    channels: int  # 1 grayscale, 3 BGR, 4 BGRA
+    format: str  # "png", "jpeg", "webp", "bmp"
+    landmarks: np.ndarray | None  # 68x2 in the aligned image's pixels, when known
+    meta: FaceswapMeta | None  # faceswap metadata of a PNG, when present
+
+
+def sniff_format(data: bytes) -> str | None:
+    """The image format from the first bytes, or None."""
+    for magic, name in _MAGIC:
+        if data.startswith(magic):
+            return name
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "webp"
+    return None
+
+
+def _check_jpeg(data: bytes, path: Path) -> None:
+    """Walk the JPEG header segments and require the end-of-image marker."""
+    pos = 2
+    while pos + 4 <= len(data):
+        if data[pos] != 0xFF:
+            raise BadFaceError(path, f"corrupt JPEG: bad marker at byte {pos}")
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        if marker == 0xD9:
+            raise BadFaceError(path, "corrupt JPEG: image ends before any image data")
+        (length,) = struct.unpack(">H", data[pos + 2:pos + 4])
+        if length < 2 or pos + 2 + length > len(data):
+            raise BadFaceError(path, "truncated JPEG: a header segment runs past the end")
+        if marker == 0xDA:  # start of scan: entropy-coded data follows
+            break
+        pos += 2 + length
+    else:
+        raise BadFaceError(path, "truncated JPEG: no image data")
+    # Some writers pad after the end marker; anything else missing it was cut short.
+    if not data.rstrip(b"\x00\r\n\t ").endswith(b"\xff\xd9"):
+        raise BadFaceError(path, "truncated JPEG: no end-of-image marker (file cut short?)")
+
+
+def _check_landmarks(points: np.ndarray, width: int, height: int, path: Path,
+                     where: str) -> None:
+    tol_x, tol_y = LANDMARK_TOLERANCE * width, LANDMARK_TOLERANCE * height
+    lo, hi = points.min(axis=0), points.max(axis=0)
+    if lo[0] < -tol_x or lo[1] < -tol_y or hi[0] > width + tol_x or hi[1] > height + tol_y:
+        raise BadFaceError(path, f"landmarks lie outside the {where} ({width}x{height}): "
+                                 f"x {lo[0]:.0f}..{hi[0]:.0f}, y {lo[1]:.0f}..{hi[1]:.0f}")
+
+
+def _aligned_landmarks(meta: FaceswapMeta, path: Path) -> np.ndarray | None:
+    """68 landmarks in the aligned image, from swapd's extras when it wrote the file."""
+    extra = meta.swapd or {}
+    points = extra.get("aligned_landmarks")
+    if points is None:
+        return None
+    try:
+        arr = np.asarray(points, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise BadFaceError(path, f"swapd.aligned_landmarks is not numeric ({exc})") from exc
+    if arr.shape != (68, 2) or not np.isfinite(arr).all():
+        raise BadFaceError(path, f"swapd.aligned_landmarks must be 68x2 finite numbers, got "
+                                 f"shape {arr.shape}")
+    return arr
+
+
+def inspect_face_file(path: str | os.PathLike[str], min_size: int = 64) -> FaceFileInfo:
+    """Describe an aligned face file, or raise BadFaceError saying what is wrong with it."""
+    p = Path(path)
+    try:
+        st = p.stat()
+    except OSError as exc:
+        raise BadFaceError(p, f"cannot read file ({exc.strerror or exc})") from exc
+    if not p.is_file():
+        raise BadFaceError(p, "not a regular file")
+    if st.st_size == 0:
+        raise BadFaceError(p, "empty file (0 bytes)")
+    if st.st_size > MAX_FILE_BYTES:
+        raise BadFaceError(p, f"file is {st.st_size} bytes, too large for an aligned face")
+    try:
+        data = p.read_bytes()
+    except OSError as exc:
+        raise BadFaceError(p, f"cannot read file ({exc.strerror or exc})") from exc
+
+    fmt = sniff_format(data)
+    if fmt is None:
+        raise BadFaceError(p, f"not an image: content starts with {data[:12]!r}, not PNG, JPEG, "
+                              "WebP or BMP")
+    meta = None
+    if fmt == "png":
+        try:
+            png_chunks(data, str(p))
+            header = read_faceswap_header(data, str(p))
+            meta = None if header is None else FaceswapMeta.from_dict(header, str(p))
+        except FaceFormatError as exc:
+            raise BadFaceError(p, exc.reason) from exc
+    elif fmt == "jpeg":
+        _check_jpeg(data, p)
+
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if image is None:
+        raise BadFaceError(p, f"corrupt {fmt.upper()}: the image data cannot be decoded")
+    height, width = image.shape[:2]
+    channels = 1 if image.ndim == 2 else int(image.shape[2])
+    if width != height:
+        raise BadFaceError(p, f"not square ({width}x{height}): aligned faces are square crops")
+    if width < min_size:
+        raise BadFaceError(p, f"too small ({width}x{height}, minimum {min_size}x{min_size})")
+
+    landmarks = None
+    if meta is not None:
+        landmarks = _aligned_landmarks(meta, p)
+        if landmarks is not None:
+            _check_landmarks(landmarks, width, height, p, "image")
+        if meta.source_frame_dims is not None and meta.landmarks_xy.shape[0] >= 4:
+            frame_h, frame_w = meta.source_frame_dims
+            _check_landmarks(meta.landmarks_xy, frame_w, frame_h, p, "source frame")
+    return FaceFileInfo(path=p, width=width, height=height, channels=channels, format=fmt,
+                        landmarks=landmarks, meta=meta)
+
+
+def _safe_component(name: str) -> str:
+    """A folder name that cannot climb out of the quarantine root."""
+    cleaned = re.sub(r"[\\/\x00]", "_", name).strip(". ")
+    return cleaned or "unnamed"
+
+
+def quarantine_file(path: str | os.PathLike[str], quarantine_root: str | os.PathLike[str],
+                    set_name: str, reason: str) -> Path:
+    """Move `path` to `<quarantine_root>/<set_name>/` with `<name>.reason.txt` beside it.
+
+    Never overwrites: a name already taken gets a numeric suffix. Returns the new path.
+    """
+    src = Path(path)
+    folder = Path(quarantine_root) / _safe_component(set_name)
+    folder.mkdir(parents=True, exist_ok=True)
+    stem, suffix = src.stem, src.suffix
+    for k in range(10_000):
+        name = src.name if k == 0 else f"{stem}.{k}{suffix}"
+        dest = folder / name
+        note = folder / f"{name}.reason.txt"
+        if dest.exists():
+            continue
+        try:
+            # Creating the note exclusively reserves the name against a concurrent quarantine.
+            with open(note, "x", encoding="utf-8") as fh:
+                stamp = datetime.now().astimezone().isoformat(timespec="seconds")
+                fh.write(f"{reason}\n\nfile: {src}\nquarantined: {stamp}\n")
+        except FileExistsError:
+            continue
+        try:
+            shutil.move(str(src), str(dest))
+        except BaseException:
+            note.unlink(missing_ok=True)
+            raise
+        return dest
+    raise FileExistsError(f"{folder}: no free name for {src.name} in quarantine")
+
+
+def _signature(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_size, st.st_mtime_ns
+
+
+def stable_files(paths: list[Path], settle_seconds: float = 1.0) -> list[Path]:
+    """The files among `paths` whose size and mtime stay unchanged over one settle period.
+
+    One wait for the whole batch, so a folder of thousands of faces costs one settle time.
+    """
+    before = {p: _signature(Path(p)) for p in paths}
+    time.sleep(settle_seconds)
+    return [Path(p) for p, sig in before.items()
+            if sig is not None and _signature(Path(p)) == sig]
+
+
+def file_is_stable(path: str | os.PathLike[str], settle_seconds: float = 1.0) -> bool:
+    """True when the file exists and its size and mtime stay unchanged for `settle_seconds`."""
+    return bool(stable_files([Path(path)], settle_seconds))

@@ -1,0 +1,107 @@
+"""Putting a swapped face back into its frame: mask, colour matching, paste-back.
+
+Everything happens in two spaces linked by one 2x3 affine (``model_crop_matrix``): the model crop,
+where the mask is drawn once from the mean face, and the frame, into which the swapped crop and
+its mask are warped back and alpha-blended.  Only the face's bounding region of the frame is
+touched, so the cost per face does not grow with the frame size.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import cv2
+import numpy as np
+
+from swapd.faces.alignment import invert_affine, model_crop_matrix, transform_points
+from swapd.faces.landmarks import LEFT_BROW, MEAN_FACE_2D_68, RIGHT_BROW
+
+# Brows raised by this share of the unit face box, so the mask covers the lower forehead
+# (faceswap's "extended" idea): a mask ending at the brows leaves a visible seam above them.
+_BROW_LIFT = 0.08
+_MIN_STD = 1e-3
+
+
+@lru_cache(maxsize=16)
+def face_mask(size: int, coverage: float, centering: str = "face", erode: float = 0.04,
+              blur: float = 0.08) -> np.ndarray:
+    """Feathered face mask in model-crop space, float32 (size, size) in [0, 1].
+
+    The hull of the mean face (brows lifted), eroded by ``erode`` and Gaussian-blurred over
+    ``blur`` of the crop size, so the swapped face fades out inside the face outline.  The result
+    is read-only (cached).
+    """
+    face = MEAN_FACE_2D_68.copy()
+    face[RIGHT_BROW, 1] -= _BROW_LIFT
+    face[LEFT_BROW, 1] -= _BROW_LIFT
+    # The mean face is in unit coordinates, so aligning it to itself gives the unit->crop matrix.
+    points = transform_points(face, model_crop_matrix(MEAN_FACE_2D_68, size, coverage, centering))
+    mask = np.zeros((size, size), dtype=np.float32)
+    hull = cv2.convexHull(np.round(points * 16).astype(np.int32))
+    cv2.fillConvexPoly(mask, hull, 1.0, lineType=cv2.LINE_AA, shift=4)
+    radius = round(erode * size)
+    if radius > 0:
+        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
+        mask = cv2.erode(mask, kernel)
+    sigma = blur * size / 3.0
+    if sigma > 0:
+        mask = cv2.GaussianBlur(mask, (0, 0), sigma)
+    border = max(1, size // 64)  # nothing may reach the crop edge, or its outline would show
+    mask[:border], mask[-border:], mask[:, :border], mask[:, -border:] = 0, 0, 0, 0
+    mask.flags.writeable = False
+    return mask
+
+
+def match_colour(swapped: np.ndarray, original: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Shift the swapped crop's colours to the original crop's (mean/std per LAB channel).
+
+    Statistics are taken inside the mask only (weighted by it), so background in the crop does
+    not pull the face colour.  Both crops are uint8 BGR of the same size; returns uint8 BGR.
+    """
+    weights = mask.astype(np.float32)[..., None]
+    total = float(weights.sum())
+    if total < 1.0:
+        return swapped
+    src = cv2.cvtColor(swapped.astype(np.float32) * np.float32(1 / 255), cv2.COLOR_BGR2LAB)
+    ref = cv2.cvtColor(original.astype(np.float32) * np.float32(1 / 255), cv2.COLOR_BGR2LAB)
+
+    def stats(lab: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        mean = (lab * weights).sum(axis=(0, 1)) / total
+        var = (((lab - mean) ** 2) * weights).sum(axis=(0, 1)) / total
+        return mean, np.sqrt(var)
+
+    src_mean, src_std = stats(src)
+    ref_mean, ref_std = stats(ref)
+    # Bounded gain: a flat swapped face must not have its noise blown up to the target contrast.
+    gain = np.clip(ref_std / np.maximum(src_std, _MIN_STD), 0.25, 4.0)
+    out = (src - src_mean) * gain + ref_mean
+    out[..., 0] = np.clip(out[..., 0], 0.0, 100.0)
+    bgr = cv2.cvtColor(out.astype(np.float32), cv2.COLOR_LAB2BGR)
+    return np.clip(bgr * 255.0 + 0.5, 0, 255).astype(np.uint8)
+
+
+def paste_back(frame: np.ndarray, face: np.ndarray, mask: np.ndarray, matrix: np.ndarray) -> None:
+    """Blend a model-space ``face`` (uint8 BGR) into ``frame`` in place, weighted by ``mask``.
+
+    ``matrix`` is the 2x3 frame->crop affine the crop was cut with.
+    """
+    size = face.shape[1], face.shape[0]
+    inverse = invert_affine(matrix)
+    corners = np.array([[0, 0], [size[0], 0], [0, size[1]], [size[0], size[1]]], dtype=np.float64)
+    outline = transform_points(corners, inverse)
+    h, w = frame.shape[:2]
+    x0, y0 = np.maximum(np.floor(outline.min(axis=0)).astype(int), 0)
+    x1 = min(int(np.ceil(outline[:, 0].max())) + 1, w)
+    y1 = min(int(np.ceil(outline[:, 1].max())) + 1, h)
+    if x1 <= x0 or y1 <= y0:
+        return  # the face lies entirely outside the frame
+    inverse[:, 2] -= (x0, y0)  # warp straight into the region of interest
+    roi_size = (x1 - x0, y1 - y0)
+    warped = cv2.warpAffine(face, inverse, roi_size, flags=cv2.INTER_LINEAR,
+                            borderMode=cv2.BORDER_REPLICATE)
+    alpha = cv2.warpAffine(np.ascontiguousarray(mask, dtype=np.float32), inverse, roi_size,
+                           flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    roi = frame[y0:y1, x0:x1]
+    alpha = alpha[..., None]
+    blended = roi.astype(np.float32) * (1.0 - alpha) + warped.astype(np.float32) * alpha
+    roi[...] = np.clip(blended + 0.5, 0, 255).astype(np.uint8)

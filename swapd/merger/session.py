@@ -1,0 +1,163 @@
+"""onnxruntime sessions: execution-provider choice and the exported swap model.
+
+The exported model (see ``swapd.exporter.onnx_export``) takes input ``face``, NCHW float32 BGR in
+[0, 1] with a dynamic batch, and returns ``swapped`` in the same form; its metadata_props carry
+``input_size``, ``coverage``, ``centering`` and ``model``.  A ``.dfm``-style export (DeepFaceLive:
+NHWC input ``in_face:0``, output ``out_celeb_face:0``) runs too: the layout is read from the graph.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import onnxruntime as ort
+
+log = logging.getLogger(__name__)
+
+Device = Literal["auto", "cpu", "cuda"]
+DEFAULT_COVERAGE = 0.875  # faceswap's default, used only when a model does not say
+_OUTPUT_NAMES = ("swapped", "out_celeb_face:0")
+_CENTERINGS = ("legacy", "face", "head")
+
+
+class ModelLoadError(ValueError):
+    """An ONNX swap model is missing, unreadable or not shaped like a swap model."""
+
+    def __init__(self, path: str | os.PathLike[str], reason: str) -> None:
+        self.path = Path(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")
+
+
+def select_providers(device: str = "auto") -> list[str]:
+    """onnxruntime providers for ``device``: CUDA first when wanted and available, then CPU.
+
+    ``"cuda"`` on a machine without the CUDA provider logs a warning and falls back to CPU, so a
+    job written for a GPU box still runs elsewhere.
+    """
+    if device not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {device!r}")
+    available = ort.get_available_providers()
+    if device != "cpu" and "CUDAExecutionProvider" in available:
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    if device == "cuda":
+        log.warning("CUDAExecutionProvider is not available (have %s); using CPU", available)
+    return ["CPUExecutionProvider"]
+
+
+def create_session(path: str | os.PathLike[str], device: str = "auto",
+                   threads: int | None = None) -> ort.InferenceSession:
+    """An InferenceSession on the best provider for ``device``, retrying on CPU if CUDA fails."""
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+    # Idle worker threads would otherwise spin, stealing CPU from ffmpeg running beside us.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    providers = select_providers(device)
+    try:
+        return ort.InferenceSession(str(path), options, providers=providers)
+    except Exception:
+        if providers == ["CPUExecutionProvider"]:
+            raise
+        log.warning("could not start %s on CUDA; falling back to CPU", path, exc_info=True)
+        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the merger needs to know about an exported model."""
+
+    input_size: int
+    coverage: float
+    centering: str
+    model: str
+    channels_last: bool
+
+
+def _model_info(path: Path, session: ort.InferenceSession) -> ModelInfo:
+    # The ONNX metadata_props, as onnxruntime read them (no second parse of a large file; the
+    # exporter's read_export_info would also pull in torch and rejects non-swapd models).
+    meta = dict(session.get_modelmeta().custom_metadata_map)
+    inp = session.get_inputs()[0]
+    shape = list(inp.shape)
+    if len(shape) != 4:
+        raise ModelLoadError(path, f"input {inp.name!r} has shape {shape}, expected 4 dimensions")
+    channels_last = shape[3] == 3 and shape[1] != 3
+    spatial = shape[1] if channels_last else shape[2]
+    try:
+        size = int(meta.get("input_size") or spatial)
+        coverage = float(meta["coverage"]) if "coverage" in meta else DEFAULT_COVERAGE
+    except (TypeError, ValueError) as exc:
+        raise ModelLoadError(path, f"bad input_size/coverage metadata ({exc})") from exc
+    if "coverage" not in meta:
+        log.warning("%s has no coverage metadata; assuming %.3f", path, DEFAULT_COVERAGE)
+    centering = meta.get("centering", "face")
+    if centering not in _CENTERINGS:
+        raise ModelLoadError(path, f"unknown centering {centering!r} (expected {_CENTERINGS})")
+    if not 0.0 < coverage <= 1.0 or size < 8:
+        raise ModelLoadError(path, f"implausible input_size {size} / coverage {coverage}")
+    return ModelInfo(size, coverage, centering, meta.get("model", "unknown"), channels_last)
+
+
+class SwapSession:
+    """An exported swap model, ready to turn crops of face A into face B."""
+
+    def __init__(self, onnx_path: str | os.PathLike[str], device: str = "auto",
+                 threads: int | None = None) -> None:
+        self.path = Path(onnx_path)
+        if not self.path.is_file():
+            raise ModelLoadError(self.path, "model file does not exist")
+        try:
+            self.session = create_session(self.path, device, threads)
+        except Exception as exc:
+            raise ModelLoadError(self.path, f"onnxruntime cannot load it ({exc})") from exc
+        self.info = _model_info(self.path, self.session)
+        self.input_name = self.session.get_inputs()[0].name
+        outputs = [o.name for o in self.session.get_outputs()]
+        self.output_name = next((n for n in _OUTPUT_NAMES if n in outputs), outputs[0])
+        batch = self.session.get_inputs()[0].shape[0]
+        self.max_batch = batch if isinstance(batch, int) and batch > 0 else None
+
+    @property
+    def providers(self) -> list[str]:
+        """The providers onnxruntime actually uses, best first."""
+        return self.session.get_providers()
+
+    @property
+    def input_size(self) -> int:
+        return self.info.input_size
+
+    @property
+    def coverage(self) -> float:
+        return self.info.coverage
+
+    @property
+    def centering(self) -> str:
+        return self.info.centering
+
+    def swap(self, crops: np.ndarray) -> np.ndarray:
+        """Swap a batch of model crops: NHWC uint8 BGR in, NHWC uint8 BGR out."""
+        crops = np.asarray(crops)
+        size = self.info.input_size
+        if crops.dtype != np.uint8 or crops.ndim != 4 or crops.shape[1:] != (size, size, 3):
+            raise ValueError(f"crops must be uint8 (N, {size}, {size}, 3), "
+                             f"got {crops.dtype} {crops.shape}")
+        if len(crops) == 0:
+            return crops.copy()
+        x = crops.astype(np.float32) * np.float32(1.0 / 255.0)
+        if not self.info.channels_last:
+            x = x.transpose(0, 3, 1, 2)
+        step = self.max_batch or len(x)
+        outs = [self.session.run([self.output_name], {self.input_name: np.ascontiguousarray(
+            x[i:i + step])})[0] for i in range(0, len(x), step)]
+        y = np.concatenate(outs)
+        if not self.info.channels_last:
+            y = y.transpose(0, 2, 3, 1)
+        if y.shape != crops.shape:
+            raise ValueError(f"{self.path}: model returned shape {y.shape} for input {crops.shape}")
+        return np.clip(y * 255.0 + 0.5, 0, 255).astype(np.uint8)

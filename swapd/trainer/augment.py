@@ -1,0 +1,86 @@
+"""faceswap-style training augmentation on uint8 NHWC batches (numpy + cv2).
+
+Per face: horizontal flip (50 %), a small random rotation/zoom/shift applied to both the
+model input and the target, then a random warp of the input only: a 5x5 grid of control
+points jittered with Gaussian noise, interpolated to a dense map and applied with
+``cv2.remap``. The model learns to undo the warp, which is what makes the swap work.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+
+@dataclass(frozen=True)
+class AugmentSettings:
+    """Strength of each augmentation (faceswap's defaults)."""
+
+    warp: bool = True
+    flip: bool = True
+    rotation_deg: float = 10.0
+    zoom: float = 0.05
+    shift: float = 0.05
+    warp_noise: float = 5 / 256  # control-point noise, as a share of the side
+
+
+class Augmenter:
+    """Makes (warped input, target) pairs from a batch of model-size faces."""
+
+    def __init__(self, size: int, settings: AugmentSettings | None = None) -> None:
+        self.size = size
+        self.settings = settings or AugmentSettings()
+        # Control points span the image in pixel-centre coordinates, so a noise-free warp
+        # is the identity; the grid is interpolated to 1.25x the side and the outer 10 %
+        # cut off each way, leaving a smooth map of exactly `size` pixels.
+        points = np.linspace(-0.5, size - 0.5, 5, dtype=np.float32)
+        self._grid_x = np.broadcast_to(points, (5, 5)).copy()
+        self._grid_y = self._grid_x.T.copy()
+        self._pad = int(round(size * 1.25))
+        self._cut = slice(self._pad // 10, self._pad // 10 + size)
+
+    def __call__(
+        self, faces: np.ndarray, rng: np.random.Generator
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Return (inputs, targets), both uint8 NHWC like ``faces`` (which is not changed)."""
+        s = self.settings
+        targets = faces.copy()
+        if s.flip:
+            flip = rng.random(len(faces)) < 0.5
+            targets[flip] = targets[flip][:, :, ::-1]
+        for i in range(len(targets)):
+            targets[i] = self._transform(targets[i], rng)
+        if not s.warp:
+            return targets.copy(), targets
+        inputs = np.empty_like(targets)
+        for i in range(len(targets)):
+            inputs[i] = self._warp(targets[i], rng)
+        return inputs, targets
+
+    def _transform(self, face: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        s = self.settings
+        angle = rng.uniform(-s.rotation_deg, s.rotation_deg)
+        scale = rng.uniform(1 - s.zoom, 1 + s.zoom)
+        tx, ty = rng.uniform(-s.shift, s.shift, 2) * self.size
+        centre = ((self.size - 1) / 2, (self.size - 1) / 2)
+        mat = cv2.getRotationMatrix2D(centre, angle, scale)
+        mat[:, 2] += (tx, ty)
+        out = cv2.warpAffine(
+            face,
+            mat,
+            (self.size, self.size),
+            flags=cv2.INTER_LINEAR,
+            borderMode=cv2.BORDER_REPLICATE,
+        )
+        return out.reshape(face.shape)
+
+    def _warp(self, face: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        noise = rng.normal(scale=self.settings.warp_noise * self.size, size=(2, 5, 5))
+        maps = []
+        for grid, jitter in ((self._grid_x, noise[0]), (self._grid_y, noise[1])):
+            dense = cv2.resize((grid + jitter).astype(np.float32), (self._pad, self._pad))
+            maps.append(dense[self._cut, self._cut])
+        out = cv2.remap(face, maps[0], maps[1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        return out.reshape(face.shape)

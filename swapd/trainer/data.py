@@ -1,0 +1,265 @@
+"""Training data: the model crop, in-RAM face sets that follow their folder, batch loading.
+
+Faces on disk are aligned square images (BGR as cv2 decodes them). Each is decoded once,
+cropped with :func:`crop_for_model` and kept in RAM as uint8. :meth:`FaceSet.refresh`
+rescans the folder by ``stat`` so faces added during training join and removed ones leave.
+:class:`BatchLoader` builds augmented batches in a background thread.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from swapd.media import IMAGE_SUFFIXES
+from swapd.trainer.augment import Augmenter, AugmentSettings
+
+
+class FaceSetError(ValueError):
+    """A face folder that is missing or holds no usable face."""
+
+    def __init__(self, path: str | os.PathLike[str], reason: str) -> None:
+        self.path = Path(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")
+
+
+def crop_for_model(img: np.ndarray, size: int, coverage: float) -> np.ndarray:
+    """Centre crop keeping ``coverage`` of a square face's side, resized to ``size``.
+
+    The one definition of the model crop: training and merging both call it. Works for
+    HxW and HxWxC arrays; the result keeps ``img``'s dtype and channel count.
+    """
+    h, w = img.shape[:2]
+    if h != w:
+        raise ValueError(f"face image is not square ({w}x{h})")
+    if not 0 < coverage <= 1:
+        raise ValueError(f"coverage must be in (0, 1], got {coverage}")
+    side = max(1, int(round(h * coverage)))
+    start = (h - side) // 2
+    crop = img[start : start + side, start : start + side]
+    if side == size:
+        return crop.copy()
+    out = cv2.resize(crop, (size, size), interpolation=cv2.INTER_AREA)
+    return out.reshape(size, size, *img.shape[2:])
+
+
+def _decode(path: Path, grayscale: bool) -> np.ndarray:
+    """Decode an image file (unicode paths too); ValueError with the reason if it fails."""
+    data = np.fromfile(path, dtype=np.uint8)
+    if data.size == 0:
+        raise ValueError("empty file")
+    flags = cv2.IMREAD_GRAYSCALE if grayscale else cv2.IMREAD_COLOR
+    img = cv2.imdecode(data, flags)
+    if img is None:
+        raise ValueError("not a decodable image")
+    return img
+
+
+@dataclass(frozen=True)
+class _Entry:
+    stamp: tuple[int, int]  # (mtime_ns, size): a changed file is decoded again
+    face: np.ndarray | None
+    reason: str | None = None
+
+
+class FaceSet:
+    """All faces of one folder, decoded once and cropped to the model input (uint8 NHWC).
+
+    ``faces`` is a stacked array (replaced, never mutated, so readers in other threads can
+    keep using the one they took). ``skipped`` maps unusable files to the reason.
+    """
+
+    def __init__(
+        self,
+        folder: str | os.PathLike[str],
+        size: int,
+        coverage: float = 0.875,
+        grayscale: bool = False,
+    ) -> None:
+        self.folder = Path(folder)
+        self.size = size
+        self.coverage = coverage
+        self.grayscale = grayscale
+        self._entries: dict[Path, _Entry] = {}
+        self._lock = threading.Lock()
+        self.faces = np.empty((0, size, size, 1 if grayscale else 3), np.uint8)
+        self.paths: list[Path] = []
+        self.skipped: dict[Path, str] = {}
+        self.refresh()
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def _scan(self) -> dict[Path, tuple[int, int]]:
+        if not self.folder.is_dir():
+            raise FaceSetError(self.folder, "face folder does not exist")
+        found = {}
+        with os.scandir(self.folder) as it:
+            for entry in it:
+                name = entry.name
+                if name.startswith(".") or Path(name).suffix.lower() not in IMAGE_SUFFIXES:
+                    continue
+                try:
+                    if not entry.is_file():
+                        continue
+                    st = entry.stat()
+                except OSError:  # vanished between listing and stat
+                    continue
+                found[Path(entry.path)] = (st.st_mtime_ns, st.st_size)
+        return found
+
+    def _load(self, path: Path, stamp: tuple[int, int]) -> _Entry:
+        try:
+            img = _decode(path, self.grayscale)
+            face = crop_for_model(img, self.size, self.coverage)
+        except (OSError, ValueError, cv2.error) as exc:
+            return _Entry(stamp, None, str(exc))
+        return _Entry(stamp, face.reshape(self.size, self.size, -1))
+
+    def refresh(self) -> tuple[int, int]:
+        """Rescan the folder: decode new or changed files, drop removed ones.
+
+        Returns (added, removed) counts of usable faces.
+        """
+        with self._lock:
+            found = self._scan()
+            before = {p for p, e in self._entries.items() if e.face is not None}
+            entries = {}
+            for path, stamp in found.items():
+                old = self._entries.get(path)
+                entries[path] = (
+                    old if old is not None and old.stamp == stamp else self._load(path, stamp)
+                )
+            self._entries = entries
+            good = sorted(p for p, e in entries.items() if e.face is not None)
+            self.skipped = {p: e.reason or "" for p, e in sorted(entries.items()) if e.face is None}
+            if good:
+                self.faces = np.stack([entries[p].face for p in good])  # type: ignore[misc]
+            else:
+                self.faces = self.faces[:0]
+            self.paths = good
+            now = set(good)
+            return len(now - before), len(before - now)
+
+    def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        """``n`` faces drawn at random (with replacement only when the set is smaller)."""
+        faces = self.faces
+        if len(faces) == 0:
+            raise FaceSetError(self.folder, "no usable faces")
+        idx = rng.choice(len(faces), size=n, replace=len(faces) < n)
+        return faces[idx]
+
+
+def to_tensor_layout(batch: np.ndarray) -> np.ndarray:
+    """uint8 NHWC -> float32 NCHW in [0, 1] (contiguous, ready for ``torch.from_numpy``)."""
+    return np.ascontiguousarray(batch.transpose(0, 3, 1, 2), dtype=np.float32) / 255.0
+
+
+@dataclass
+class Batch:
+    """One training batch per side: warped inputs and their targets, float32 NCHW [0, 1]."""
+
+    input_a: np.ndarray
+    target_a: np.ndarray
+    input_b: np.ndarray
+    target_b: np.ndarray
+
+
+class LoaderClosedError(RuntimeError):
+    """``get()`` on a closed :class:`BatchLoader`."""
+
+
+class BatchLoader:
+    """Builds augmented batches for both sides in a background thread.
+
+    A bounded queue keeps a few batches ready; an exception in the thread is re-raised by
+    :meth:`get`. ``close()`` stops the thread and waits for it.
+    """
+
+    def __init__(
+        self,
+        set_a: FaceSet,
+        set_b: FaceSet,
+        batch_size: int,
+        augment: AugmentSettings,
+        seed: int | list[int] = 0,
+        prefetch: int = 3,
+    ) -> None:
+        if set_a.size != set_b.size:
+            raise ValueError("both face sets must have the same crop size")
+        self.set_a, self.set_b = set_a, set_b
+        self.batch_size = batch_size
+        self._augmenter = Augmenter(set_a.size, augment)
+        self._rng = np.random.default_rng(seed)
+        self._queue: queue.Queue[Batch | BaseException] = queue.Queue(maxsize=prefetch)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="swapd-batch-loader", daemon=True)
+        self._thread.start()
+
+    def _make(self) -> Batch:
+        parts = []
+        for face_set in (self.set_a, self.set_b):
+            faces = face_set.sample(self._rng, self.batch_size)
+            inputs, targets = self._augmenter(faces, self._rng)
+            parts += [to_tensor_layout(inputs), to_tensor_layout(targets)]
+        return Batch(*parts)
+
+    def _put(self, item: Batch | BaseException) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                item: Batch | BaseException = self._make()
+            except FaceSetError:
+                # A folder emptied mid-training: wait for faces to come back (the trainer
+                # reports the empty set itself) rather than ending the thread.
+                self._stop.wait(0.5)
+                continue
+            except BaseException as exc:  # handed to the consumer, then the thread ends
+                self._put(exc)
+                return
+            if not self._put(item):
+                return
+
+    def get(self, timeout: float | None = 60.0) -> Batch:
+        """The next batch (blocks until one is ready)."""
+        while True:
+            if self._stop.is_set():
+                raise LoaderClosedError("batch loader is closed")
+            try:
+                item = self._queue.get(timeout=0.1 if timeout is None else min(timeout, 0.1))
+            except queue.Empty:
+                if timeout is not None:
+                    timeout -= 0.1
+                    if timeout <= 0:
+                        raise TimeoutError("no batch ready in time") from None
+                if not self._thread.is_alive() and self._queue.empty():
+                    raise RuntimeError("batch loader thread ended unexpectedly") from None
+                continue
+            if isinstance(item, BaseException):
+                raise item
+            return item
+
+    def close(self) -> None:
+        """Stop the thread and drop queued batches; safe to call twice."""
+        self._stop.set()
+        while True:
+            try:
+                self._queue.get_nowait()
+            except queue.Empty:
+                break
+        self._thread.join(timeout=10)

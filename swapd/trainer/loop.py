@@ -1,0 +1,341 @@
+"""The training loop: one :class:`Trainer` per model folder, driven step by step by a worker.
+
+Each step takes a batch per side from the background loader, runs both sides through the
+shared encoder and their own decoder, sums the two losses and takes one Adam step.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from swapd.exporter.onnx_export import ExportReport, export_swap_model
+from swapd.trainer.augment import AugmentSettings
+from swapd.trainer.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from swapd.trainer.data import BatchLoader, FaceSet, FaceSetError, to_tensor_layout
+from swapd.trainer.losses import get_loss
+from swapd.trainer.models import SwapModel, build_model
+from swapd.trainer.options import OptionsError, TrainerOptions, validate_model_options
+from swapd.trainer.preview import make_grid, to_uint8_nhwc, write_png
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_NAME = "model.pt"
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A step produced a NaN/inf loss or gradient; the weights were not updated."""
+
+    def __init__(self, iteration: int, loss_a: float, loss_b: float) -> None:
+        self.iteration = iteration
+        self.loss_a = loss_a
+        self.loss_b = loss_b
+        super().__init__(
+            f"non-finite loss at iteration {iteration} (loss_a={loss_a}, loss_b={loss_b}); "
+            "weights left unchanged"
+        )
+
+
+@dataclass(frozen=True)
+class StepStats:
+    """What one training step did."""
+
+    iteration: int  # iterations completed, this step included
+    loss_a: float
+    loss_b: float
+    seconds: float
+    examples: int  # faces seen, both sides
+
+    @property
+    def examples_per_second(self) -> float:
+        return self.examples / self.seconds if self.seconds > 0 else 0.0
+
+
+def resolve_device(wanted: str) -> torch.device:
+    """ "auto" -> CUDA when available else CPU; "cuda" without CUDA falls back to CPU."""
+    if wanted in ("auto", "cuda") and torch.cuda.is_available():
+        return torch.device("cuda")
+    if wanted == "cuda":
+        log.warning("device 'cuda' asked for but CUDA is not available; training on the CPU")
+    return torch.device("cpu")
+
+
+def configure_threads() -> int:
+    """Set torch's CPU thread count for training.
+
+    With ``OMP_WAIT_POLICY=PASSIVE`` in the environment before torch was imported, all cores;
+    otherwise all cores but one, left to the batch loader and the daemon: OpenMP's default
+    spin-waiting makes oversubscribed threads stall each other. Measured on 2 cores shared
+    with other work (s/step, demo model): 1 thread 6.9, 2 spinning 10.3, 2 passive 3.0.
+    """
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    passive = os.environ.get("OMP_WAIT_POLICY", "").upper() == "PASSIVE"
+    torch.set_num_threads(cores if passive else max(1, cores - 1))
+    return torch.get_num_threads()
+
+
+def _now() -> str:
+    return datetime.now().astimezone().isoformat(timespec="seconds")
+
+
+class Trainer:
+    """Trains model ``model`` on faces_a/faces_b, keeping its checkpoint in ``model_dir``.
+
+    If ``model_dir/model.pt`` exists the model resumes from it (same iteration, optimizer
+    state); its model options must match ``model_options`` since they fix the architecture.
+    Trainer options may change from session to session.
+    """
+
+    def __init__(
+        self,
+        model: str,
+        model_options: dict[str, Any],
+        trainer_options: TrainerOptions,
+        faces_a: Path,
+        faces_b: Path,
+        model_dir: Path,
+        batch_size: int = 16,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.model_name = model
+        self.options = trainer_options
+        self.model_options = validate_model_options(model, model_options)
+        self.model_dir = Path(model_dir)
+        self.checkpoint_path = self.model_dir / CHECKPOINT_NAME
+        self.batch_size = batch_size
+        self.device = resolve_device(trainer_options.device)
+        if self.device.type == "cpu":
+            configure_threads()
+        self._autocast = self._autocast_context()
+        self._loss_fn = get_loss(trainer_options.loss)
+
+        self._remove_stale_temp_files()
+        state = load_checkpoint(self.checkpoint_path) if self.checkpoint_path.exists() else None
+        if state is not None:
+            self._check_same_model(state)
+        torch.manual_seed(trainer_options.seed)
+        self.model: SwapModel = build_model(model, self.model_options).to(self.device)
+        self.optimizer = torch.optim.Adam(
+            self.model.parameters(),
+            lr=trainer_options.learning_rate,
+            betas=(trainer_options.beta1, trainer_options.beta2),
+            eps=trainer_options.epsilon,
+        )
+        self.iteration = 0
+        self.history: list[dict[str, Any]] = []
+        if state is not None:
+            self._restore(state)
+        self._session = {
+            "start": _now(),
+            "end": None,
+            "start_iteration": self.iteration,
+            "iterations": 0,
+        }
+        self.history.append(self._session)
+
+        size = self.model_options.input_size  # type: ignore[attr-defined]
+        self.input_size: int = size
+        self.set_a = FaceSet(faces_a, size, trainer_options.coverage)
+        self.set_b = FaceSet(faces_b, size, trainer_options.coverage)
+        for face_set in (self.set_a, self.set_b):
+            if len(face_set) == 0:
+                raise FaceSetError(face_set.folder, "no usable faces to train on")
+        self._preview_a = self._pick_preview(self.set_a)
+        self._preview_b = self._pick_preview(self.set_b)
+        self.loader = BatchLoader(
+            self.set_a,
+            self.set_b,
+            batch_size,
+            AugmentSettings(warp=trainer_options.warp, flip=trainer_options.flip),
+            seed=[trainer_options.seed, self.iteration],
+        )
+
+    # -- construction helpers -------------------------------------------------------------
+
+    def _remove_stale_temp_files(self) -> None:
+        """Drop temp files a crash mid-save left behind (model.pt itself is always whole)."""
+        if self.model_dir.is_dir():
+            for stale in self.model_dir.glob(f".{CHECKPOINT_NAME}.*.tmp"):
+                stale.unlink(missing_ok=True)
+
+    def _autocast_context(self) -> Any:
+        if not self.options.mixed_precision:
+            return nullcontext
+        if self.device.type == "cuda" and torch.cuda.is_bf16_supported():
+            return lambda: torch.autocast("cuda", dtype=torch.bfloat16)
+        log.warning("mixed_precision needs a CUDA device with bf16; training in float32")
+        return nullcontext
+
+    def _check_same_model(self, state: dict[str, Any]) -> None:
+        if state["model"] != self.model_name:
+            raise OptionsError(
+                f"{self.checkpoint_path}: holds a {state['model']!r} model, "
+                f"the job asks for {self.model_name!r}"
+            )
+        wanted = self.model_options.model_dump()
+        if state["model_options"] != wanted:
+            diff = sorted(k for k in wanted if state["model_options"].get(k) != wanted[k])
+            raise OptionsError(
+                f"{self.checkpoint_path}: model options {', '.join(diff)} differ from the "
+                f"saved model's ({state['model_options']}); they are fixed when a model is created"
+            )
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        try:
+            self.model.load_state_dict(state["model_state"])
+            if "optimizer_state" in state:
+                self.optimizer.load_state_dict(state["optimizer_state"])
+        except (RuntimeError, ValueError, KeyError) as exc:
+            raise CheckpointError(self.checkpoint_path, f"does not fit the model ({exc})") from exc
+        for group in self.optimizer.param_groups:  # this session's trainer options win
+            group["lr"] = self.options.learning_rate
+            group["betas"] = (self.options.beta1, self.options.beta2)
+            group["eps"] = self.options.epsilon
+        self.iteration = int(state["iteration"])
+        self.history = list(state.get("history", {}).get("sessions", []))
+        rng = state.get("rng", {})
+        if isinstance(rng.get("torch"), torch.Tensor):
+            torch.set_rng_state(rng["torch"])
+
+    def _pick_preview(self, face_set: FaceSet) -> np.ndarray:
+        """Fixed, unaugmented faces for the preview rows (seeded, spread over the set)."""
+        n = min(self.options.preview_faces, len(face_set))
+        rng = np.random.default_rng(self.options.seed)
+        idx = np.sort(rng.choice(len(face_set), size=n, replace=False))
+        return face_set.faces[idx].copy()
+
+    # -- training --------------------------------------------------------------------------
+
+    def _tensor(self, array: np.ndarray) -> torch.Tensor:
+        tensor = torch.from_numpy(array)
+        if self.device.type == "cuda":
+            return tensor.pin_memory().to(self.device, non_blocking=True)
+        return tensor
+
+    def step(self) -> StepStats:
+        """One optimisation step on a batch of each side."""
+        start = time.perf_counter()
+        for face_set in (self.set_a, self.set_b):
+            if len(face_set) == 0:
+                raise FaceSetError(face_set.folder, "no usable faces left to train on")
+        batch = self.loader.get()
+        self.model.train()
+        with self._autocast():
+            out_a = self.model(self._tensor(batch.input_a), "a")
+            out_b = self.model(self._tensor(batch.input_b), "b")
+        loss_a = self._loss_fn(out_a, self._tensor(batch.target_a))
+        loss_b = self._loss_fn(out_b, self._tensor(batch.target_b))
+        la, lb = float(loss_a.detach()), float(loss_b.detach())
+        if not (math.isfinite(la) and math.isfinite(lb)):
+            raise NonFiniteLossError(self.iteration + 1, la, lb)
+        self.optimizer.zero_grad(set_to_none=True)
+        (loss_a + loss_b).backward()
+        grad_norms = [p.grad.norm() for p in self.model.parameters() if p.grad is not None]
+        if not torch.isfinite(torch.stack(grad_norms).sum()):
+            self.optimizer.zero_grad(set_to_none=True)
+            raise NonFiniteLossError(self.iteration + 1, la, lb)
+        self.optimizer.step()
+        self.iteration += 1
+        self._session["iterations"] = self.iteration - self._session["start_iteration"]
+        return StepStats(self.iteration, la, lb, time.perf_counter() - start, 2 * self.batch_size)
+
+    # -- saving, preview, export ---------------------------------------------------------
+
+    def state(self) -> dict[str, Any]:
+        """Everything :meth:`save` writes."""
+        self._session["end"] = _now()
+        rng: dict[str, Any] = {
+            "torch": torch.get_rng_state(),
+            "loader_seed": [self.options.seed, self.iteration],
+        }
+        if torch.cuda.is_available():
+            rng["cuda"] = torch.cuda.get_rng_state_all()
+        return {
+            "model": self.model_name,
+            "model_options": self.model_options.model_dump(),
+            "trainer_options": self.options.model_dump(),
+            "model_state": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+            "optimizer_state": self.optimizer.state_dict(),
+            "iteration": self.iteration,
+            "batch_size": self.batch_size,
+            "rng": rng,
+            "history": {"sessions": [dict(s) for s in self.history]},
+        }
+
+    def save(self) -> Path:
+        """Write the checkpoint atomically to ``model_dir/model.pt``."""
+        return save_checkpoint(self.checkpoint_path, self.state())
+
+    def _predict(self, faces: np.ndarray, side: str) -> np.ndarray:
+        with torch.no_grad(), self._autocast():
+            out = self.model(self._tensor(to_tensor_layout(faces)), side)
+        return to_uint8_nhwc(out.float().cpu().numpy())
+
+    def preview(self) -> np.ndarray:
+        """BGR uint8 grid: rows = preview faces; columns A, A>A, A>B, B, B>B, B>A."""
+        rows = min(len(self._preview_a), len(self._preview_b))
+        a, b = self._preview_a[:rows], self._preview_b[:rows]
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            columns = [
+                a,
+                self._predict(a, "a"),
+                self._predict(a, "b"),
+                b,
+                self._predict(b, "b"),
+                self._predict(b, "a"),
+            ]
+        finally:
+            self.model.train(was_training)
+        return make_grid(columns)
+
+    def write_preview(self, path: Path) -> Path:
+        """Write :meth:`preview` as a PNG, atomically."""
+        return write_png(path, self.preview())
+
+    def export_onnx(self, path: Path) -> ExportReport:
+        """Export the A->B swap to ONNX, checked against torch on real A crops."""
+        faces = to_tensor_layout(self.set_a.sample(np.random.default_rng(0), 8))
+        return export_swap_model(
+            self.model,
+            path,
+            self.input_size,
+            side_to="b",
+            faces=faces,
+            coverage=self.options.coverage,
+            model_name=self.model_name,
+            metadata={"iteration": self.iteration},
+        )
+
+    # -- faces, lifetime -------------------------------------------------------------------
+
+    def refresh_faces(self) -> tuple[int, int]:
+        """Rescan both face folders; returns (added, removed) over both sets."""
+        added_a, removed_a = self.set_a.refresh()
+        added_b, removed_b = self.set_b.refresh()
+        return added_a + added_b, removed_a + removed_b
+
+    def close(self) -> None:
+        """Stop the batch loader. The caller saves first if it wants to keep progress."""
+        self.loader.close()
+
+    def __enter__(self) -> Trainer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

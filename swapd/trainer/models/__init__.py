@@ -1,0 +1,128 @@
+"""Model registry: every architecture registers itself under a name.
+
+An architecture is an ``nn.Module`` subclass of :class:`SwapModel` (one shared encoder,
+``decoder_a`` and ``decoder_b``) with a nested pydantic ``Options`` class describing its
+options. Built-in architectures live in sibling modules and are imported on first use.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from typing import Any, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from torch import Tensor, nn
+
+_BUILTIN_MODULES = ("original", "lightweight")
+_REGISTRY: dict[str, type[SwapModel]] = {}
+
+Side = Literal["a", "b"]
+M = TypeVar("M", bound="type[SwapModel]")
+
+
+class UnknownModelError(KeyError):
+    """A model name that no architecture registered."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        super().__init__(f"unknown model {name!r}; known models: {', '.join(list_models())}")
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class CommonOptions(BaseModel):
+    """Options every faceswap-shaped model takes."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    input_size: int = Field(64, ge=16, le=1024, description="model input side, multiple of 16")
+    width: float = Field(1.0, gt=0, le=4, description="channel multiplier (1.0 = faceswap shape)")
+    dense_dim: int | None = Field(None, ge=1, description="bottleneck width (None = default)")
+
+    @field_validator("input_size")
+    @classmethod
+    def _multiple_of_16(cls, value: int) -> int:
+        if value % 16:
+            raise ValueError(f"must be a multiple of 16, got {value}")
+        return value
+
+
+class SwapModel(nn.Module):
+    """Faceswap-shaped autoencoder: ``forward(x, side)`` = ``decoder_<side>(encoder(x))``.
+
+    Input and output are NCHW float32 BGR in [0, 1] at ``input_size``.
+    """
+
+    Options: type[CommonOptions] = CommonOptions
+    encoder: nn.Module
+    decoder_a: nn.Module
+    decoder_b: nn.Module
+
+    def __init__(self, options: CommonOptions) -> None:
+        super().__init__()
+        self.options = options
+
+    def decoder(self, side: Side) -> nn.Module:
+        """The decoder for ``side`` ("a" or "b")."""
+        if side == "a":
+            return self.decoder_a
+        if side == "b":
+            return self.decoder_b
+        raise ValueError(f"side must be 'a' or 'b', got {side!r}")
+
+    def forward(self, x: Tensor, side: Side) -> Tensor:
+        return self.decoder(side)(self.encoder(x))
+
+
+def register(name: str) -> Callable[[M], M]:
+    """Class decorator adding an architecture to the registry under ``name``."""
+
+    def add(cls: M) -> M:
+        if name in _REGISTRY and _REGISTRY[name] is not cls:
+            raise ValueError(f"model name {name!r} is already registered")
+        _REGISTRY[name] = cls
+        return cls
+
+    return add
+
+
+def _load_builtin() -> None:
+    for module in _BUILTIN_MODULES:
+        importlib.import_module(f"{__name__}.{module}")
+
+
+def list_models() -> list[str]:
+    """Names of all registered models, sorted."""
+    _load_builtin()
+    return sorted(_REGISTRY)
+
+
+def model_class(name: str) -> type[SwapModel]:
+    """The registered class for ``name``; :class:`UnknownModelError` lists the known ones."""
+    _load_builtin()
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise UnknownModelError(name) from None
+
+
+def model_options_class(name: str) -> type[CommonOptions]:
+    """The pydantic ``Options`` class of model ``name``."""
+    return model_class(name).Options
+
+
+def build_model(name: str, options: dict[str, Any] | BaseModel | None = None) -> SwapModel:
+    """Construct model ``name`` from an options dict (validated) or an ``Options`` instance.
+
+    Raises :class:`UnknownModelError` or pydantic's ``ValidationError``; callers that want
+    a user-facing message go through :func:`swapd.trainer.options.split_options` first.
+    """
+    cls = model_class(name)
+    if isinstance(options, cls.Options):
+        opts = options
+    else:
+        raw = options.model_dump() if isinstance(options, BaseModel) else (options or {})
+        opts = cls.Options.model_validate(raw)
+    return cls(opts)

@@ -1,0 +1,110 @@
+"""faceswap's Original model, plus the building blocks the faceswap-shaped models share.
+
+Encoder: 5x5 stride-2 convs 128-256-512-1024 (the last dropped with ``lowmem``), dense
+bottleneck (1024; 512 with ``lowmem``), dense back to (size/16)^2 x 1024, one pixel-shuffle
+upscale to 512 channels. Each decoder: upscales 256-128-64 then a 5x5 sigmoid conv to BGR.
+About 82 M parameters at the defaults (64 px, width 1.0).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from pydantic import Field
+from torch import Tensor, nn
+
+from swapd.trainer.models import CommonOptions, SwapModel, register
+
+LEAK = 0.1  # faceswap's LeakyReLU slope
+
+
+def channels(base: int, width: float) -> int:
+    """``base`` channels scaled by the width multiplier (at least 4)."""
+    return max(4, round(base * width))
+
+
+def conv_block(c_in: int, c_out: int) -> nn.Sequential:
+    """faceswap's Conv2DBlock: 5x5 stride-2 conv + LeakyReLU; halves the side."""
+    return nn.Sequential(nn.Conv2d(c_in, c_out, 5, stride=2, padding=2), nn.LeakyReLU(LEAK))
+
+
+def upscale_block(c_in: int, c_out: int) -> nn.Sequential:
+    """faceswap's UpscaleBlock: 3x3 conv to 4x channels + LeakyReLU + pixel shuffle."""
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_out * 4, 3, padding=1), nn.LeakyReLU(LEAK), nn.PixelShuffle(2)
+    )
+
+
+class Reshape(nn.Module):
+    """Reshape a flat vector into a (C, H, W) map."""
+
+    def __init__(self, *shape: int) -> None:
+        super().__init__()
+        self.shape = shape
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x.view(x.shape[0], *self.shape)
+
+
+def make_encoder(
+    input_size: int,
+    convs: Sequence[int],
+    dense_dim: int,
+    reshape_channels: int,
+    upscale_to: int,
+) -> nn.Sequential:
+    """Conv stack, flatten, dense bottleneck, dense to (size/16)^2 maps, one upscale."""
+    layers: list[nn.Module] = []
+    c_in = 3
+    for c_out in convs:
+        layers.append(conv_block(c_in, c_out))
+        c_in = c_out
+    side = input_size // 2 ** len(convs)
+    seed = input_size // 16
+    layers += [
+        nn.Flatten(),
+        nn.Linear(c_in * side * side, dense_dim),
+        nn.Linear(dense_dim, reshape_channels * seed * seed),
+        Reshape(reshape_channels, seed, seed),
+        upscale_block(reshape_channels, upscale_to),
+    ]
+    return nn.Sequential(*layers)
+
+
+def make_decoder(c_in: int, upscales: Sequence[int]) -> nn.Sequential:
+    """Pixel-shuffle upscales then a 5x5 conv + sigmoid to a 3-channel image."""
+    layers: list[nn.Module] = []
+    for c_out in upscales:
+        layers.append(upscale_block(c_in, c_out))
+        c_in = c_out
+    layers += [nn.Conv2d(c_in, 3, 5, padding=2), nn.Sigmoid()]
+    return nn.Sequential(*layers)
+
+
+class OriginalOptions(CommonOptions):
+    """Options of the Original model."""
+
+    lowmem: bool = Field(False, description="drop the 1024 conv, bottleneck 512")
+
+
+@register("original")
+class Original(SwapModel):
+    """faceswap's Original autoencoder."""
+
+    Options = OriginalOptions
+
+    def __init__(self, options: OriginalOptions) -> None:
+        super().__init__(options)
+        w = options.width
+        convs = [128, 256, 512] if options.lowmem else [128, 256, 512, 1024]
+        dense = options.dense_dim or (512 if options.lowmem else 1024)
+        self.encoder = make_encoder(
+            options.input_size,
+            [channels(c, w) for c in convs],
+            dense,
+            channels(1024, w),
+            channels(512, w),
+        )
+        ups = [channels(c, w) for c in (256, 128, 64)]
+        self.decoder_a = make_decoder(channels(512, w), ups)
+        self.decoder_b = make_decoder(channels(512, w), ups)

@@ -1,0 +1,90 @@
+"""Trainer options, and routing a job's flat option table to trainer vs model options."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from swapd.trainer.models import UnknownModelError, model_options_class
+
+
+class OptionsError(ValueError):
+    """Options that do not validate; the message names each bad key and what was expected."""
+
+
+class TrainerOptions(BaseModel):
+    """How a model is trained (may change between sessions, unlike model options)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    loss: Literal["ssim", "mae", "mse"] = Field(
+        "ssim", description="ssim = (1 - SSIM) / 2 + mean absolute error"
+    )
+    learning_rate: float = Field(5e-5, gt=0, le=1)
+    beta1: float = Field(0.5, ge=0, lt=1)
+    beta2: float = Field(0.99, ge=0, lt=1)
+    epsilon: float = Field(1e-7, gt=0)
+    coverage: float = Field(0.875, gt=0, le=1, description="centre share of the face side fed")
+    warp: bool = True
+    flip: bool = True
+    preview_faces: int = Field(4, ge=1, le=64)
+    seed: int = Field(0, ge=0)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    mixed_precision: bool = Field(False, description="bf16 autocast, CUDA only")
+
+
+def format_validation_error(error: ValidationError, what: str) -> str:
+    """One line per bad key: ``key: problem (got value)``."""
+    lines = []
+    for item in error.errors():
+        key = ".".join(str(part) for part in item["loc"]) or "(options)"
+        extra = item["type"] == "extra_forbidden"
+        problem = f"unknown option for {what}" if extra else item["msg"]
+        lines.append(f"{key}: {problem} (got {item.get('input')!r})")
+    return "\n".join(lines)
+
+
+def validate_model_options(model: str, options: dict[str, Any]) -> BaseModel:
+    """Validate ``options`` against model ``model``'s Options, raising :class:`OptionsError`."""
+    try:
+        cls = model_options_class(model)
+    except UnknownModelError as exc:
+        raise OptionsError(str(exc)) from None
+    try:
+        return cls.model_validate(options)
+    except ValidationError as exc:
+        raise OptionsError(format_validation_error(exc, f"model {model!r}")) from None
+
+
+def split_options(model: str, options: dict[str, Any]) -> tuple[TrainerOptions, BaseModel]:
+    """Split one flat options table into (trainer options, model options), both validated.
+
+    Keys :class:`TrainerOptions` knows go there, every other key to the model's Options.
+    An unknown key is reported with the keys the trainer and the model accept.
+    """
+    try:
+        model_cls = model_options_class(model)
+    except UnknownModelError as exc:
+        raise OptionsError(str(exc)) from None
+    trainer_keys = set(TrainerOptions.model_fields)
+    trainer_raw = {k: v for k, v in options.items() if k in trainer_keys}
+    model_raw = {k: v for k, v in options.items() if k not in trainer_keys}
+    problems = []
+    try:
+        trainer = TrainerOptions.model_validate(trainer_raw)
+    except ValidationError as exc:
+        problems.append(format_validation_error(exc, "the trainer"))
+    try:
+        model_opts = model_cls.model_validate(model_raw)
+    except ValidationError as exc:
+        problems.append(format_validation_error(exc, f"model {model!r}"))
+    if problems:
+        unknown = any("unknown option" in p for p in problems)
+        if unknown:
+            problems.append(
+                f"known options: trainer: {', '.join(sorted(trainer_keys))}; "
+                f"model {model!r}: {', '.join(model_cls.model_fields)}"
+            )
+        raise OptionsError("\n".join(problems))
+    return trainer, model_opts

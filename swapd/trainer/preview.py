@@ -1,0 +1,65 @@
+"""Preview grid in faceswap's layout: columns A, A>A, A>B, B, B>B, B>A; one row per face."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from swapd.trainer.checkpoint import atomic_write_bytes
+
+COLUMNS = ("A", "A>A", "A>B", "B", "B>B", "B>A")
+MIN_CELL = 64  # cells smaller than this are upscaled so the headers stay readable
+
+
+def header_height(cell: int) -> int:
+    """Height in pixels of the header band above ``cell``-wide columns."""
+    return max(14, cell // 6)
+
+
+def to_uint8_nhwc(batch: np.ndarray) -> np.ndarray:
+    """float NCHW in [0, 1] -> uint8 NHWC."""
+    return (np.clip(batch.transpose(0, 2, 3, 1), 0, 1) * 255 + 0.5).astype(np.uint8)
+
+
+def make_grid(columns: list[np.ndarray]) -> np.ndarray:
+    """Lay six same-shape uint8 NHWC (BGR or 1-channel) batches side by side, with headers.
+
+    ``columns`` are, in order: A, A>A, A>B, B, B>B, B>A. Returns a BGR uint8 image of
+    ``header + rows * cell`` by ``6 * cell`` pixels.
+    """
+    if len(columns) != len(COLUMNS):
+        raise ValueError(f"need {len(COLUMNS)} columns, got {len(columns)}")
+    rows, size = columns[0].shape[0], columns[0].shape[1]
+    cell = max(size, MIN_CELL)
+    head = header_height(cell)
+    grid = np.full((head + rows * cell, len(COLUMNS) * cell, 3), 255, np.uint8)
+    grid[:head] = 32
+    scale = head / 30
+    for c, (name, batch) in enumerate(zip(COLUMNS, columns, strict=True)):
+        if batch.shape[:3] != (rows, size, size):
+            raise ValueError(f"column {name} has shape {batch.shape}, expected {columns[0].shape}")
+        (tw, th), _ = cv2.getTextSize(name, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+        org = (c * cell + (cell - tw) // 2, (head + th) // 2)
+        cv2.putText(
+            grid, name, org, cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA
+        )
+        for r in range(rows):
+            face = batch[r]
+            if face.shape[-1] == 1:
+                face = cv2.cvtColor(face, cv2.COLOR_GRAY2BGR)
+            if cell != size:
+                face = cv2.resize(face, (cell, cell), interpolation=cv2.INTER_NEAREST)
+            y = head + r * cell
+            grid[y : y + cell, c * cell : (c + 1) * cell] = face
+    return grid
+
+
+def write_png(path: str | os.PathLike[str], image: np.ndarray) -> Path:
+    """Encode ``image`` as PNG and write it atomically."""
+    ok, buf = cv2.imencode(".png", image)
+    if not ok:
+        raise ValueError(f"{path}: could not encode preview image")
+    return atomic_write_bytes(path, buf.tobytes())

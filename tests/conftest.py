@@ -1,0 +1,64 @@
+"""Shared fixtures: synthetic face sets and clips (made once per session), service processes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support import FAST_CONFIG, ServiceProcess
+
+REPO = Path(__file__).resolve().parents[1]
+ARTIFACTS = REPO / "test-artifacts"
+
+
+@pytest.fixture(scope="session")
+def artifacts_dir() -> Path:
+    ARTIFACTS.mkdir(exist_ok=True)
+    return ARTIFACTS
+
+
+@pytest.fixture(scope="session")
+def synthetic_sets(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Two small aligned face sets (faceswap PNGs) of the demo identities."""
+    from swapd.faces.synthetic import DEMO_A, DEMO_B, write_face_set
+
+    root = tmp_path_factory.mktemp("sets")
+    sets = {}
+    for name, identity, seed in (("alice", DEMO_A, 11), ("bob", DEMO_B, 12)):
+        write_face_set(root / name, identity, 48, seed=seed, size=128)
+        sets[name] = root / name
+    return sets
+
+
+@pytest.fixture(scope="session")
+def synthetic_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 2-second 640x360 clip of identity A with a sine-tone audio track."""
+    from swapd.faces.clip import write_clip
+
+    from swapd.faces.synthetic import DEMO_A
+
+    path = tmp_path_factory.mktemp("clip") / "clip.mp4"
+    write_clip(path, DEMO_A, seconds=2.0, size=(640, 360), fps=25, seed=5)
+    return path
+
+
+@pytest.fixture
+def service(tmp_path: Path) -> Iterator[Callable[[], ServiceProcess]]:
+    """Factory for service processes on tmp_path/ws; every one is killed at teardown."""
+    made: list[ServiceProcess] = []
+    config = tmp_path / "swapd.toml"
+    config.write_text(FAST_CONFIG)
+
+    def start() -> ServiceProcess:
+        svc = ServiceProcess(tmp_path / "ws", config, tmp_path / f"service{len(made)}.log")
+        svc.start()
+        made.append(svc)
+        return svc
+
+    yield start
+    for svc in made:
+        svc.kill()
+
+

@@ -1,0 +1,136 @@
+"""Job files and swapd.toml: valid ones load, bad ones name the file, the key and the fix."""
+
+from __future__ import annotations
+
+import tomllib
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+from swapd.config import (
+    ConfigError,
+    ServiceConfig,
+    default_config_text,
+    load_job_file,
+    load_service_config,
+)
+from swapd.daemon.jobs import validate_job
+from swapd.daemon.schedule import in_window
+from swapd.workspace import Workspace
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _job(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "jobs" / "alice_to_bob.toml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def test_design_example_job_loads(tmp_path: Path) -> None:
+    path = _job(tmp_path, """
+[train]
+a = "faces/alice"
+b = "faces/bob"
+model = "lightweight"
+batch_size = 16
+iterations = 100000
+save_every = 250
+snapshot_every = 5000
+[train.options]
+loss = "ssim"
+[schedule]
+windows = ["22:00-07:00"]
+priority = 0
+[export]
+on = ["snapshot", "done"]
+[merge]
+footage = "footage/alice_to_bob"
+output = "output/alice_to_bob"
+""")
+    job = load_job_file(path)
+    assert job.kind == "train"
+    assert job.train is not None and job.train.batch_size == 16
+    assert job.merge is not None and job.merge.wait_for == "export"
+
+
+@pytest.mark.parametrize(("text", "key", "words"), [
+    ('[train]\na = "faces/a"\nb = "faces/b"\nbatch_sise = 8\n', "train.batch_sise",
+     ["unknown key", "batch_size"]),
+    ('[train]\na = "faces/a"\nb = "faces/b"\nbatch_size = "big"\n', "train.batch_size",
+     ["integer", "'big'"]),
+    ('[train]\na = "faces/a"\n', "train.b", ["required"]),
+    ('[train]\na = "faces/a"\nb = "faces/b"\n[schedule]\nwindows = ["22-07"]\n',
+     "schedule.windows", ["22:00-07:00"]),
+    ('[schedule]\npriority = 1\n', "", ["[train] or a [merge]"]),
+])
+def test_bad_job_errors_name_file_key_and_expectation(tmp_path: Path, text: str, key: str,
+                                                      words: list[str]) -> None:
+    path = _job(tmp_path, text)
+    with pytest.raises(ConfigError) as caught:
+        load_job_file(path, shown_as="jobs/alice_to_bob.toml")
+    message = str(caught.value)
+    assert message.startswith("jobs/alice_to_bob.toml: ")
+    assert caught.value.problems[0][0] == key
+    for word in words:
+        assert word in message
+
+
+def test_not_toml_and_not_utf8(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_job_file(_job(tmp_path, "[train\n"))
+    path = _job(tmp_path, "")
+    path.write_bytes(b"\xff\xfe\x00garbage")
+    with pytest.raises(ConfigError, match="not UTF-8"):
+        load_job_file(path)
+
+
+def test_model_options_and_missing_sets_are_checked(tmp_path: Path) -> None:
+    ws = Workspace.open(tmp_path / "ws")
+    (ws.faces / "a").mkdir()
+    path = _job(tmp_path, '[train]\na = "faces/a"\nb = "faces/b"\nmodel = "lightweight"\n'
+                          '[train.options]\nwidht = 0.5\n')
+    with pytest.raises(ConfigError) as caught:
+        validate_job(ws, load_job_file(path), "jobs/x.toml")
+    keys = [key for key, _ in caught.value.problems]
+    assert keys == ["train.options", "train.b"]
+    assert "widht" in str(caught.value)
+    path = _job(tmp_path, '[train]\na = "faces/a"\nb = "faces/a"\nmodel = "nosuchmodel"\n')
+    with pytest.raises(ConfigError) as caught:
+        validate_job(ws, load_job_file(path), "jobs/x.toml")
+    assert caught.value.problems[0][0] == "train.model"
+    assert "lightweight" in str(caught.value)
+
+
+def test_default_swapd_toml_is_valid_and_commented() -> None:
+    text = default_config_text()
+    assert ServiceConfig.model_validate(tomllib.loads(text)) == ServiceConfig()
+    # The repository's swapd.toml is the packaged one.
+    assert (REPO / "swapd.toml").read_text() == text
+    keys = [line.split("=")[0].strip() for line in text.splitlines()
+            if "=" in line and not line.startswith("#")]
+    lines = text.splitlines()
+    for key in keys:
+        index = next(i for i, line in enumerate(lines) if line.startswith(f"{key} ="))
+        assert lines[index - 1].startswith("#"), f"{key} has no comment above it"
+
+
+def test_service_config_rejects_unknown_keys(tmp_path: Path) -> None:
+    path = tmp_path / "swapd.toml"
+    path.write_text("[dashboard]\nprot = 80\n")
+    with pytest.raises(ConfigError, match=r"dashboard\.prot: unknown key"):
+        load_service_config(path)
+
+
+@pytest.mark.parametrize(("windows", "hour", "inside"), [
+    ([], 3, True),
+    (["22:00-07:00"], 23, True),
+    (["22:00-07:00"], 3, True),
+    (["22:00-07:00"], 12, False),
+    (["09:00-17:00"], 12, True),
+    (["09:00-17:00"], 17, False),
+])
+def test_windows(windows: list[str], hour: int, inside: bool) -> None:
+    assert in_window(windows, datetime(2026, 1, 1, hour, 0)) is inside

@@ -1,0 +1,43 @@
+"""The state store: a real SQLite database in WAL mode, shared by several connections."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from swapd.daemon.state import StateStore
+
+
+def test_jobs_losses_artifacts_problems_controls(tmp_path: Path) -> None:
+    db = tmp_path / "state.db"
+    writer = StateStore(db)
+    assert sqlite3.connect(db).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    writer.upsert_job("j", "jobs/j.toml", "train", "queued", model="lightweight", target=100,
+                      config={"x": 1})
+    writer.set_job_progress("j", 42, egs=12.5)
+    writer.add_losses("j", [(i, float(i), 1.0 / i, 2.0 / i) for i in range(1, 5001)])
+    writer.add_artifact("j", "preview", "models/j/previews/latest.png", 42)
+    writer.report_problem("faces/b/x.png", "face", "truncated", moved_to="q/x.png")
+    writer.report_problem("faces/b/x.png", "face", "truncated")  # repeat: not duplicated
+    writer.request_control("j", "pause")
+
+    reader = StateStore(db, readonly=True)
+    job = reader.job("j")
+    assert job is not None and job.iteration == 42 and job.egs == 12.5 and job.config == {"x": 1}
+    thinned = reader.losses("j", max_points=500)
+    assert 400 <= len(thinned) <= 501 and thinned[0][0] == 1 and thinned[-1][0] == 5000
+    assert reader.latest_artifact("j", "preview").iteration == 42
+    assert len(reader.problems()) == 1 and reader.problems()[0].moved_to == "q/x.png"
+
+    # Losses past a checkpoint are forgotten on resume; upsert keeps the iteration.
+    writer.truncate_losses("j", 100)
+    assert max(it for it, _, _ in reader.losses("j", 100_000)) == 100
+    writer.upsert_job("j", "jobs/j.toml", "train", "queued", target=200)
+    assert reader.job("j").iteration == 42 and reader.job("j").target == 200
+
+    assert writer.take_controls("j") == ["pause"]
+    assert writer.take_controls("j") == []
+    writer.clear_problems("faces/b/x.png")
+    assert reader.problems() == []
+    writer.close()
+    reader.close()

@@ -1,0 +1,327 @@
+"""Trainer core: registry, options, data, augmentation, checkpoints, the loop, previews."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+
+from swapd.exporter.onnx_export import read_export_info
+from swapd.trainer.augment import Augmenter, AugmentSettings
+from swapd.trainer.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from swapd.trainer.data import BatchLoader, FaceSet, crop_for_model, to_tensor_layout
+from swapd.trainer.loop import NonFiniteLossError, Trainer
+from swapd.trainer.models import build_model, list_models, model_options_class
+from swapd.trainer.options import OptionsError, TrainerOptions, split_options
+from swapd.trainer.preview import COLUMNS, header_height
+
+FACE_PX = 48  # on-disk face side; the model crop is smaller
+TINY = {"input_size": 32, "width": 0.125, "dense_dim": 32}
+
+# Two identities that differ in every feature a swap should carry over.
+IDENTITIES = {
+    "a": {"skin": (80, 140, 220), "eyes": (200, 60, 20), "mouth": (40, 40, 160), "axes": (15, 20)},
+    "b": {
+        "skin": (160, 200, 120),
+        "eyes": (20, 160, 40),
+        "mouth": (160, 40, 120),
+        "axes": (18, 17),
+    },
+}
+
+
+def draw_face(identity: str, rng: np.random.Generator, size: int = FACE_PX) -> np.ndarray:
+    """A cartoon face: coloured ellipse, two eyes, a mouth; jittered pose and expression."""
+    p = IDENTITIES[identity]
+    k = size / 48
+    img = np.full((size, size, 3), rng.integers(20, 60), np.uint8)
+    cx, cy = size / 2 + rng.normal(0, k), size / 2 + rng.normal(0, k)
+
+    def pt(x: float, y: float) -> tuple[int, int]:
+        return int(round(cx + x * k)), int(round(cy + y * k))
+
+    def ax(w: float, h: float) -> tuple[int, int]:
+        return max(1, int(round(w * k))), max(1, int(round(h * k)))
+
+    cv2.ellipse(img, pt(0, 0), ax(*p["axes"]), rng.normal(0, 4), 0, 360, p["skin"], -1)
+    for side in (-1, 1):
+        cv2.circle(img, pt(6 * side, -5), max(1, int(3 * k)), p["eyes"], -1)
+    cv2.ellipse(img, pt(0, 9), ax(7, rng.uniform(1, 4)), 0, 0, 360, p["mouth"], -1)
+    return img
+
+
+def write_faces(folder: Path, identity: str, n: int, seed: int = 0) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    paths = []
+    for i in range(n):
+        path = folder / f"{identity}_{i:03d}.png"
+        cv2.imwrite(str(path), draw_face(identity, rng))
+        paths.append(path)
+    return paths
+
+
+@pytest.fixture()
+def faces(tmp_path: Path) -> tuple[Path, Path]:
+    a, b = tmp_path / "faces" / "a", tmp_path / "faces" / "b"
+    write_faces(a, "a", 12, seed=1)
+    write_faces(b, "b", 12, seed=2)
+    return a, b
+
+
+def make_trainer(faces: tuple[Path, Path], model_dir: Path, **opts: object) -> Trainer:
+    options = TrainerOptions(**{"learning_rate": 1e-3, "seed": 3, "preview_faces": 3, **opts})
+    return Trainer("lightweight", TINY, options, faces[0], faces[1], model_dir, batch_size=4)
+
+
+def weights(trainer: Trainer) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
+
+
+# -- registry and options ---------------------------------------------------------------
+
+
+def test_registry_lists_and_builds_models() -> None:
+    assert {"original", "lightweight"} <= set(list_models())
+    model = build_model("lightweight", TINY)
+    with torch.no_grad():
+        out = model(torch.rand(2, 3, 32, 32), "b")
+    assert out.shape == (2, 3, 32, 32)
+    assert float(out.min()) >= 0 and float(out.max()) <= 1  # sigmoid output
+    assert model_options_class("original")().lowmem is False
+
+
+@pytest.mark.parametrize(
+    ("name", "options", "expected"),
+    [
+        ("original", {}, 82_062_470),
+        ("original", {"lowmem": True}, 60_565_126),
+        ("lightweight", {}, 51_066_374),
+    ],
+)
+def test_full_size_parameter_counts(name: str, options: dict, expected: int) -> None:
+    with torch.device("meta"):
+        model = build_model(name, options)
+    assert sum(p.numel() for p in model.parameters()) == expected
+
+
+def test_split_options_routes_keys() -> None:
+    trainer, model = split_options("original", {"loss": "mae", "width": 0.5, "lowmem": True})
+    assert trainer.loss == "mae" and trainer.learning_rate == 5e-5
+    assert model.width == 0.5 and model.lowmem is True and model.input_size == 64
+
+
+def test_split_options_names_unknown_key() -> None:
+    with pytest.raises(OptionsError) as err:
+        split_options("lightweight", {"eye_multiplierr": 3, "loss": "ssim"})
+    msg = str(err.value)
+    assert "eye_multiplierr" in msg and "unknown option" in msg
+    assert "learning_rate" in msg and "input_size" in msg  # lists what is accepted
+
+
+def test_split_options_names_bad_value() -> None:
+    with pytest.raises(OptionsError) as err:
+        split_options("lightweight", {"input_size": 70, "loss": "huber"})
+    msg = str(err.value)
+    assert "input_size" in msg and "multiple of 16" in msg
+    assert "loss" in msg and "huber" in msg
+
+
+def test_unknown_model_lists_known_ones() -> None:
+    with pytest.raises(OptionsError) as err:
+        split_options("villian", {})
+    assert "villian" in str(err.value)
+    assert "lightweight" in str(err.value) and "original" in str(err.value)
+
+
+# -- data and augmentation ------------------------------------------------------------
+
+
+def test_crop_for_model_centre_crop() -> None:
+    img = np.zeros((64, 64, 3), np.uint8)
+    img[4:60, 4:60] = 255  # the central 56 px = coverage 0.875
+    crop = crop_for_model(img, 28, 0.875)
+    assert crop.shape == (28, 28, 3) and crop.dtype == np.uint8
+    assert crop.min() == 255
+    with pytest.raises(ValueError, match="not square"):
+        crop_for_model(np.zeros((64, 60, 3), np.uint8), 32, 0.875)
+
+
+def test_faceset_skips_bad_files_and_refreshes(tmp_path: Path) -> None:
+    folder = tmp_path / "set"
+    paths = write_faces(folder, "a", 3)
+    (folder / "broken.png").write_bytes(b"\x89PNG not really")
+    (folder / "empty.jpg").write_bytes(b"")
+    cv2.imwrite(str(folder / "wide.png"), np.zeros((40, 50, 3), np.uint8))
+    (folder / "notes.txt").write_text("not an image, ignored")
+    face_set = FaceSet(folder, 32, 0.875)
+    assert len(face_set) == 3 and face_set.faces.shape == (3, 32, 32, 3)
+    assert set(face_set.skipped) == {
+        folder / "broken.png",
+        folder / "empty.jpg",
+        folder / "wide.png",
+    }
+    assert "not square" in face_set.skipped[folder / "wide.png"]
+    assert "empty" in face_set.skipped[folder / "empty.jpg"]
+
+    write_faces(tmp_path / "more", "a", 2, seed=9)
+    (tmp_path / "more" / "a_000.png").rename(folder / "new.png")
+    paths[0].unlink()
+    assert face_set.refresh() == (1, 1)
+    assert folder / "new.png" in face_set.paths and paths[0] not in face_set.paths
+    assert face_set.refresh() == (0, 0)
+
+
+def test_augmenter_identity_without_noise_and_warps_with_it() -> None:
+    rng = np.random.default_rng(0)
+    faces = np.stack([draw_face("a", rng, 32) for _ in range(6)])
+    still = AugmentSettings(warp=True, flip=False, rotation_deg=0, zoom=0, shift=0, warp_noise=0)
+    inputs, targets = Augmenter(32, still)(faces, rng)
+    assert np.abs(inputs.astype(int) - faces).max() <= 1  # noise-free warp = identity
+    assert np.array_equal(targets, faces)
+    inputs, targets = Augmenter(32)(faces, rng)
+    assert inputs.shape == targets.shape == faces.shape
+    assert np.abs(inputs.astype(int) - targets).mean() > 1  # warp changes the input only
+
+
+def test_batch_loader_shapes_and_close(faces: tuple[Path, Path]) -> None:
+    set_a, set_b = FaceSet(faces[0], 32), FaceSet(faces[1], 32)
+    loader = BatchLoader(set_a, set_b, 5, AugmentSettings(), seed=1)
+    batch = loader.get()
+    for arr in (batch.input_a, batch.target_a, batch.input_b, batch.target_b):
+        assert arr.shape == (5, 3, 32, 32) and arr.dtype == np.float32
+        assert arr.min() >= 0 and arr.max() <= 1
+    loader.close()
+    assert not loader._thread.is_alive()
+
+
+# -- checkpoints ------------------------------------------------------------------------
+
+
+def test_checkpoint_roundtrip_and_corruption(tmp_path: Path) -> None:
+    path = tmp_path / "m" / "model.pt"
+    state = {"model": "x", "model_options": {}, "model_state": {"w": torch.ones(3)}, "iteration": 7}
+    save_checkpoint(path, state)
+    loaded = load_checkpoint(path)
+    assert loaded["iteration"] == 7 and torch.equal(loaded["model_state"]["w"], torch.ones(3))
+    assert [p.name for p in path.parent.iterdir()] == ["model.pt"]  # no temp files left
+
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError) as err:
+        load_checkpoint(path)
+    assert err.value.path == path and str(path) in str(err.value)
+
+    path.write_bytes(b"garbage" * 10)
+    with pytest.raises(CheckpointError, match="model.pt"):
+        load_checkpoint(path)
+
+
+# -- the training loop -------------------------------------------------------------------
+
+
+def test_training_lowers_loss_and_resumes(faces: tuple[Path, Path], tmp_path: Path) -> None:
+    model_dir = tmp_path / "model"
+    with make_trainer(faces, model_dir) as trainer:
+        losses = [trainer.step() for _ in range(40)]
+        assert trainer.iteration == 40 and losses[-1].iteration == 40
+        assert losses[0].examples == 8 and losses[0].seconds > 0
+        first = np.mean([s.loss_a + s.loss_b for s in losses[:5]])
+        last = np.mean([s.loss_a + s.loss_b for s in losses[-5:]])
+        assert last < 0.8 * first
+        trainer.save()
+        saved = weights(trainer)
+        saved_opt = trainer.optimizer.state_dict()["state"][0]["exp_avg"].clone()
+
+    with make_trainer(faces, model_dir) as resumed:
+        assert resumed.iteration == 40
+        for key, value in weights(resumed).items():
+            assert torch.equal(value, saved[key]), key
+        assert torch.equal(resumed.optimizer.state_dict()["state"][0]["exp_avg"], saved_opt)
+        assert resumed.step().iteration == 41
+        resumed.save()
+    history = load_checkpoint(model_dir / "model.pt")["history"]["sessions"]
+    assert [s["iterations"] for s in history] == [40, 1]
+
+
+def test_resume_rejects_different_architecture(faces: tuple[Path, Path], tmp_path: Path) -> None:
+    with make_trainer(faces, tmp_path / "m") as trainer:
+        trainer.save()
+    options = TrainerOptions()
+    with pytest.raises(OptionsError, match="dense_dim"):
+        Trainer("lightweight", {**TINY, "dense_dim": 64}, options, *faces, tmp_path / "m")
+
+
+def test_corrupt_checkpoint_names_file(faces: tuple[Path, Path], tmp_path: Path) -> None:
+    model_dir = tmp_path / "m"
+    model_dir.mkdir()
+    (model_dir / "model.pt").write_bytes(b"PK\x03\x04 truncated zip")
+    with pytest.raises(CheckpointError) as err:
+        make_trainer(faces, model_dir)
+    assert err.value.path == model_dir / "model.pt"
+
+
+def test_nan_loss_raises_and_leaves_weights(faces: tuple[Path, Path], tmp_path: Path) -> None:
+    with make_trainer(faces, tmp_path / "m") as trainer:
+        trainer.step()
+        with torch.no_grad():
+            trainer.model.decoder_a[-2].bias[0] = float("nan")  # poisons side A's output
+        before = weights(trainer)
+        steps_before = trainer.optimizer.state_dict()["state"][0]["step"].clone()
+        with pytest.raises(NonFiniteLossError) as err:
+            trainer.step()
+        assert err.value.iteration == 2
+        assert trainer.iteration == 1
+        for key, value in weights(trainer).items():
+            torch.testing.assert_close(value, before[key], rtol=0, atol=0, equal_nan=True)
+        assert torch.equal(trainer.optimizer.state_dict()["state"][0]["step"], steps_before)
+
+
+def test_preview_grid_layout(faces: tuple[Path, Path], tmp_path: Path) -> None:
+    with make_trainer(faces, tmp_path / "m") as trainer:
+        grid = trainer.preview()
+        cell = 64  # 32 px crops are shown upscaled to 64 px cells
+        head = header_height(cell)
+        assert grid.shape == (head + 3 * cell, len(COLUMNS) * cell, 3)
+        assert grid.dtype == np.uint8
+        assert COLUMNS == ("A", "A>A", "A>B", "B", "B>B", "B>A")
+        # column A / B hold the unaugmented preview faces, upscaled
+        a0 = cv2.resize(trainer._preview_a[0], (cell, cell), interpolation=cv2.INTER_NEAREST)
+        b0 = cv2.resize(trainer._preview_b[0], (cell, cell), interpolation=cv2.INTER_NEAREST)
+        assert np.array_equal(grid[head : head + cell, 0:cell], a0)
+        assert np.array_equal(grid[head : head + cell, 3 * cell : 4 * cell], b0)
+        assert grid[:head].std() > 0  # headers are drawn
+        path = trainer.write_preview(tmp_path / "previews" / "p.png")
+        assert np.array_equal(cv2.imread(str(path)), grid)
+
+
+def test_refresh_faces_during_training(faces: tuple[Path, Path], tmp_path: Path) -> None:
+    with make_trainer(faces, tmp_path / "m") as trainer:
+        trainer.step()
+        write_faces(tmp_path / "extra", "b", 2, seed=5)
+        for i, path in enumerate(sorted((tmp_path / "extra").iterdir())):
+            path.rename(faces[1] / f"new_{i}.png")
+        sorted(faces[0].iterdir())[0].unlink()
+        assert trainer.refresh_faces() == (2, 1)
+        assert len(trainer.set_a) == 11 and len(trainer.set_b) == 14
+        assert trainer.step().iteration == 2
+
+
+def test_trainer_exports_a_to_b(faces: tuple[Path, Path], tmp_path: Path) -> None:
+    with make_trainer(faces, tmp_path / "m") as trainer:
+        trainer.step()
+        report = trainer.export_onnx(tmp_path / "exports" / "swap.onnx")
+        assert report.max_abs_diff <= 1e-3 and report.input_size == 32
+        info = read_export_info(report.path)
+        assert info["coverage"] == 0.875 and info["model"] == "lightweight"
+        assert info["iteration"] == "1"
+        crops = to_tensor_layout(trainer.set_a.faces[:2])
+        session = ort.InferenceSession(str(report.path), providers=["CPUExecutionProvider"])
+        (got,) = session.run(["swapped"], {"face": crops})
+        with torch.no_grad():
+            expected = trainer.model(torch.from_numpy(crops), "b").numpy()
+        assert np.abs(got - expected).max() <= 1e-3

@@ -1,0 +1,140 @@
+"""Face-file validation for ingest, quarantine, and the stable-file check."""
+
+from __future__ import annotations
+
+import os
+import struct
+import threading
+import time
+import zlib
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from swapd.faces.faceswap_png import FaceswapMeta, write_aligned_png
+from swapd.faces.synthetic import DEMO_A, render_face, write_face_set
+from swapd.faces.validate import (
+    BadFaceError,
+    file_is_stable,
+    inspect_face_file,
+    quarantine_file,
+    stable_files,
+)
+
+
+@pytest.fixture(scope="module")
+def face() -> np.ndarray:
+    return render_face(DEMO_A, frame_size=(128, 128), face_height_px=90, background=2).image
+
+
+def _write(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
+
+
+def test_good_files(tmp_path: Path, face: np.ndarray) -> None:
+    [swapd_png] = write_face_set(tmp_path, DEMO_A, count=1, seed=1, size=96)
+    info = inspect_face_file(swapd_png)
+    assert (info.width, info.height, info.channels, info.format) == (96, 96, 3, "png")
+    assert info.meta is not None and info.landmarks is not None
+    assert info.landmarks.shape == (68, 2)
+
+    jpg = _write(tmp_path / "plain.jpg", cv2.imencode(".jpg", face)[1].tobytes())
+    info = inspect_face_file(jpg)
+    assert (info.format, info.channels, info.meta, info.landmarks) == ("jpeg", 3, None, None)
+
+    gray = tmp_path / "gray.png"
+    cv2.imwrite(str(gray), cv2.cvtColor(face, cv2.COLOR_BGR2GRAY))
+    assert inspect_face_file(gray).channels == 1
+
+
+def _bad_cases(tmp_path: Path, face: np.ndarray) -> list[tuple[Path, str]]:
+    png = cv2.imencode(".png", face)[1].tobytes()
+    jpg = cv2.imencode(".jpg", face)[1].tobytes()
+    cases = [
+        (_write(tmp_path / "empty.png", b""), "empty file"),
+        (_write(tmp_path / "notes.png", b"these are my notes, not a picture\n"), "not an image"),
+        (_write(tmp_path / "cut.png", png[: len(png) * 2 // 3]), "truncated PNG"),
+        (_write(tmp_path / "cut.jpg", jpg[: len(jpg) * 2 // 3]), "truncated JPEG"),
+        (_write(tmp_path / "wide.png", cv2.imencode(".png", face[:, :100])[1].tobytes()),
+         "not square"),
+        (_write(tmp_path / "tiny.png", cv2.imencode(".png", face[:32, :32])[1].tobytes()),
+         "too small"),
+    ]
+    flipped = bytearray(png)
+    flipped[len(png) // 2] ^= 0xFF  # damage the compressed image data
+    cases.append((_write(tmp_path / "flipped.png", bytes(flipped)), "CRC mismatch"))
+    meta = FaceswapMeta(x=0, y=0, w=50, h=50, landmarks_xy=np.full((68, 2), 5000.0),
+                        original_filename="far_0.png", face_index=0,
+                        source_filename="far.png", source_frame_dims=(360, 640))
+    cases.append((write_aligned_png(tmp_path / "far_0.png", face, meta),
+                  "landmarks lie outside the source frame"))
+    meta2 = FaceswapMeta(x=0, y=0, w=50, h=50, landmarks_xy=np.full((68, 2), 50.0),
+                         original_filename="off_0.png", face_index=0, source_filename="off.png",
+                         swapd={"aligned_landmarks": (np.full((68, 2), 50.0) + [400, 0])
+                                .tolist()})
+    cases.append((write_aligned_png(tmp_path / "off_0.png", face, meta2),
+                  "landmarks lie outside the image"))
+    hostile = png[:33] + _itxt(b"faceswap", b"__import__('os').system('true')") + png[33:]
+    cases.append((_write(tmp_path / "hostile.png", hostile), "not a plain Python literal"))
+    return cases
+
+
+def _itxt(keyword: bytes, text: bytes) -> bytes:
+    body = keyword + b"\0\0\0\0\0" + text
+    crc = zlib.crc32(body, zlib.crc32(b"iTXt")) & 0xFFFFFFFF
+    return struct.pack(">I", len(body)) + b"iTXt" + body + struct.pack(">I", crc)
+
+
+def test_each_bad_file_names_file_and_reason(tmp_path: Path, face: np.ndarray) -> None:
+    for path, reason in _bad_cases(tmp_path, face):
+        with pytest.raises(BadFaceError) as info:
+            inspect_face_file(path)
+        assert info.value.path == path
+        assert reason in info.value.reason, (path.name, info.value.reason)
+        assert str(path) in str(info.value)
+    with pytest.raises(BadFaceError, match="cannot read file"):
+        inspect_face_file(tmp_path / "missing.png")
+
+
+def test_quarantine_moves_and_never_overwrites(tmp_path: Path) -> None:
+    faces, root = tmp_path / "faces" / "alice", tmp_path / ".swapd" / "quarantine"
+    faces.mkdir(parents=True)
+    moved = []
+    for content in (b"first", b"second"):
+        src = _write(faces / "bad.png", content)
+        moved.append(quarantine_file(src, root, "alice", f"not an image ({content.decode()})"))
+        assert not src.exists()
+    assert moved[0] == root / "alice" / "bad.png"
+    assert moved[1] != moved[0] and moved[1].parent == root / "alice"
+    assert [p.read_bytes() for p in moved] == [b"first", b"second"]  # nothing lost
+    for p, word in zip(moved, ("first", "second"), strict=True):
+        note = p.with_name(p.name + ".reason.txt").read_text()
+        assert f"not an image ({word})" in note and "bad.png" in note
+    # A hostile set name cannot climb out of the quarantine root.
+    src = _write(faces / "x.png", b"x")
+    dest = quarantine_file(src, root, "../../escape", "test")
+    assert root in dest.parents
+
+
+def test_file_is_stable(tmp_path: Path) -> None:
+    path = _write(tmp_path / "a.png", b"abc")
+    assert file_is_stable(path, settle_seconds=0.2)
+    assert not file_is_stable(tmp_path / "missing.png", settle_seconds=0.05)
+
+    growing = tmp_path / "growing.png"
+    growing.write_bytes(b"x")
+
+    def append() -> None:
+        time.sleep(0.1)
+        with open(growing, "ab") as fh:
+            fh.write(b"more")
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    writer = threading.Thread(target=append)
+    writer.start()
+    assert stable_files([path, growing], settle_seconds=0.4) == [path]
+    writer.join()
