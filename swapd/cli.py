@@ -144,7 +144,7 @@ def cmd_merge(args: argparse.Namespace) -> int:
 
     bar = tqdm(unit="frame", desc=Path(args.input).name)
 
-    def progress(done: int, total: int) -> None:
+    def progress(done: int, total: int | None) -> None:
         bar.total = total
         bar.n = done
         bar.refresh()

@@ -16,7 +16,7 @@ DEMO_FACES = 240  # per identity
 
 DEMO_JOB_TOML = """\
 # The demo job: swap the synthetic identity demo_a for demo_b.
-# A tiny lightweight model (width 0.25 of faceswap's, 64 px) so a CPU shows swaps in minutes.
+# A tiny lightweight model (1/8 of faceswap's channels, 64 px) so a CPU shows swaps in minutes.
 
 [train]
 a = "faces/demo_a"          # the face to replace (faceswap's A, DFL's dst)
@@ -28,10 +28,10 @@ save_every = 100
 
 [train.options]
 input_size = 64
-width = 0.25
+width = 0.125
 dense_dim = 128
 loss = "ssim"
-learning_rate = 0.0003
+learning_rate = 0.0005
 
 [export]
 on = ["save", "done"]
@@ -43,7 +43,7 @@ wait_for = "done"           # merge once training reached its target
 """
 
 
-def create_demo_workspace(ws: Workspace, fresh: bool = False, iterations: int = 3000,
+def create_demo_workspace(ws: Workspace, fresh: bool = False, iterations: int = 900,
                           faces_per_set: int = DEMO_FACES) -> None:
     """Fill `ws` with the demo's faces, job and clip; keeps what exists unless `fresh`."""
     from swapd.faces.clip import write_clip
@@ -69,7 +69,8 @@ def create_demo_workspace(ws: Workspace, fresh: bool = False, iterations: int = 
     clip = footage / "demo_clip.mp4"
     if not clip.exists():
         staging_clip = ws.cache / "demo_clip.mp4"
-        write_clip(staging_clip, DEMO_A, seconds=5.0, size=(640, 360), fps=25, seed=3)
+        write_clip(staging_clip, DEMO_A, seconds=5.0, size=(640, 360), fps=25, seed=3,
+                   save_truth=False)
         staging_clip.replace(clip)
     job = ws.jobs / f"{DEMO_JOB}.toml"
     if not job.exists():

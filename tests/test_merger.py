@@ -356,6 +356,18 @@ def _one_second(clip: Path, dst: Path, *extra: str) -> int:
     return int(streams(ffprobe(dst), "video")[0]["nb_read_packets"])
 
 
+def test_frame_without_face_passes_through_but_is_marked(tmp_path: Path, model: Path) -> None:
+    src = tmp_path / "empty room.png"
+    room = make_background(SIZE, 8)
+    cv2.imwrite(str(src), room)
+    result = merge_file(src, tmp_path / "out", model)
+    assert result.faces_swapped == 0
+    image = cv2.imread(str(result.output_path))
+    assert np.abs(image.astype(int) - room).max() <= 3  # only the watermark's +-2.5 levels
+    verdict = verify_file(result.output_path)
+    assert verdict.metadata_tag and verdict.watermark.marked
+
+
 def test_clip_without_audio(work: Path, clip: Path, model: Path) -> None:
     silent = work / "silent.mov"
     frames = _one_second(clip, silent, "-an")

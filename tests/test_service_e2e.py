@@ -121,6 +121,8 @@ def test_bad_input_is_set_aside_and_the_valid_job_trains(service, synthetic_sets
     (ws / "jobs" / "typo.toml").write_text(
         TINY_JOB.format(iterations=40, save_every=20).replace("batch_size", "batch_sise"))
     (ws / "jobs" / "tiny.toml").write_text(TINY_JOB.format(iterations=40, save_every=20))
+    (ws / "footage" / "tiny").mkdir(parents=True)
+    (ws / "footage" / "tiny" / "holiday.mp4").write_bytes(b"not a video, just text\n")
 
     store = _store(ws)
 
@@ -151,6 +153,13 @@ def test_bad_input_is_set_aside_and_the_valid_job_trains(service, synthetic_sets
     # The valid job trains to its target regardless, and the service is still up.
     wait_for(lambda: store.job("tiny") and store.job("tiny").state == "done", 240,
              "the valid job to finish", svc.process)
+    # Its export is merged with the footage: the broken clip is set aside, named, not retried.
+    footage = wait_for(lambda: [p for p in store.problems() if p.kind == "footage"], 120,
+                       "the broken footage to be set aside", svc.process)
+    assert footage[0].message.startswith("footage/tiny/holiday.mp4: ")
+    assert footage[0].moved_to == ".swapd/quarantine/footage/tiny/holiday.mp4"
+    assert (ws / footage[0].moved_to).exists()
+    assert not (ws / "footage" / "tiny" / "holiday.mp4").exists()
     assert svc.process.poll() is None
     store.close()
     code, _ = svc.terminate()

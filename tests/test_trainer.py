@@ -325,3 +325,11 @@ def test_trainer_exports_a_to_b(faces: tuple[Path, Path], tmp_path: Path) -> Non
         with torch.no_grad():
             expected = trainer.model(torch.from_numpy(crops), "b").numpy()
         assert np.abs(got - expected).max() <= 1e-3
+
+
+def test_cuda_options_fall_back_cleanly(faces: tuple[Path, Path], tmp_path: Path) -> None:
+    with make_trainer(faces, tmp_path / "m", device="cuda", mixed_precision=True) as trainer:
+        assert trainer.device.type == ("cuda" if torch.cuda.is_available() else "cpu")
+        stats = trainer.step()
+        assert np.isfinite(stats.loss_a) and np.isfinite(stats.loss_b)
+        assert trainer.preview().dtype == np.uint8

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from swapd.config import ConfigError, JobFile, job_name, load_job_file
 from swapd.daemon.state import StateStore
+from swapd.fsutil import atomic_write_bytes
 from swapd.workspace import Workspace
 
 
@@ -131,9 +131,7 @@ def write_status_files(ws: Workspace, store: StateStore) -> None:
         try:
             if target.exists() and target.read_text(encoding="utf-8") == text:
                 continue
-            tmp = target.with_suffix(".json.tmp")
-            tmp.write_text(text, encoding="utf-8")
-            os.replace(tmp, target)
+            atomic_write_bytes(target, text.encode("utf-8"), durable=False)
         except OSError:
             pass  # a read-only jobs folder must not stop the service
 

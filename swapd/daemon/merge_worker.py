@@ -4,7 +4,8 @@
         --output DIR [--faces all|largest] [--device auto|cpu|cuda]
 
 Exit status 0 when the merged file was written (recorded as a "merge" artifact), EXIT_BAD_INPUT
-when the footage cannot be read (the service then sets it aside), anything else is a crash.
+when the footage cannot be read (it is moved to .swapd/quarantine/footage/<job>/ with its reason
+and recorded as a problem), anything else is a crash (the service reports it).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ log = logging.getLogger("swapd.merge_worker")
 
 def run(workspace: Workspace, job: str, source: Path, model: Path, output: Path,
         faces: str, device: str) -> int:
+    from swapd.faces.validate import quarantine_file
     from swapd.media import UnreadableMediaError
     from swapd.merger.merge import MergeError, MergeOptions, merge_file
 
@@ -32,18 +34,24 @@ def run(workspace: Workspace, job: str, source: Path, model: Path, output: Path,
     store.log_event(f"merging {shown}", job)
     last_report = 0.0
 
-    def progress(done: int, total: int) -> None:
+    def progress(done: int, total: int | None) -> None:
         nonlocal last_report
         if time.monotonic() - last_report > 5 or done == total:
             last_report = time.monotonic()
-            log.info("%s: %d/%d frames", shown, done, total)
+            log.info("%s: %d/%s frames", shown, done, total if total is not None else "?")
 
     try:
         result = merge_file(source, output, model,
                             options=MergeOptions(faces=faces, device=device), progress=progress)
     except (UnreadableMediaError, MergeError) as exc:
+        # The footage itself is bad: set it aside so it is not tried again, and say why.
+        reason = getattr(exc, "reason", str(exc))
         log.error("%s", exc)
-        print(f"BAD INPUT: {exc}", file=sys.stderr)
+        if source.exists():
+            moved = quarantine_file(source, workspace.quarantine / "footage", job, reason)
+            store.report_problem(shown, "footage", f"{shown}: {reason}",
+                                 moved_to=workspace.relative(moved))
+        store.log_event(f"set aside {shown}: {reason}", job, level="warning")
         store.close()
         return EXIT_BAD_INPUT
     store.add_artifact(job, "merge", str(result.output_path), None, {

@@ -36,6 +36,7 @@ from swapd.workspace import Workspace
 log = logging.getLogger("swapd.service")
 
 RESCAN_SECONDS = 30.0  # full rescan even without watchdog events
+PROGRESS_LOG_SECONDS = 30.0  # how often training progress goes to the log
 MAX_CRASHES = 5  # consecutive worker crashes before a job is put in the error state
 STABLE_RUN_SECONDS = 120.0  # a worker that ran this long resets the crash count
 # States in which a training job wants a worker.
@@ -81,6 +82,7 @@ class Service:
         log.info("watching %s", self.ws.root)
         watchdog_every = sdnotify.watchdog_interval()
         last_rescan = last_status = last_ping = 0.0
+        last_progress = time.monotonic()
         try:
             while not self.stopping.is_set():
                 self.wake.wait(timeout=self.config.service.poll_seconds)
@@ -95,6 +97,9 @@ class Service:
                 if now - last_status >= 2.0:
                     write_status_files(self.ws, self.store)
                     last_status = now
+                if now - last_progress >= PROGRESS_LOG_SECONDS:
+                    self._log_progress()
+                    last_progress = now
                 if watchdog_every and now - last_ping >= watchdog_every:
                     sdnotify.notify("WATCHDOG=1")
                     last_ping = now
@@ -177,6 +182,16 @@ class Service:
         if self._dashboard is not None:
             self._dashboard.stop()
         self.store.close()
+
+    def _log_progress(self) -> None:
+        for name in self.trainers:
+            row = self.store.job(name)
+            if row is not None:
+                target = f"/{row.target}" if row.target else ""
+                egs = f", {row.egs:.1f} EG/s" if row.egs else ""
+                log.info("%s: %s, iteration %d%s%s", name, row.state, row.iteration, target, egs)
+        sdnotify.notify("STATUS=" + ", ".join(f"{n} training" for n in self.trainers)
+                        if self.trainers else "STATUS=idle")
 
     def _workers(self) -> list[WorkerProcess]:
         return [*self.trainers.values(), *([self.merger] if self.merger else [])]
@@ -344,17 +359,12 @@ class Service:
         source = worker.source
         assert source is not None
         if code == EXIT_OK:
+            log.info("merged %s", self.ws.relative(source))
             return
+        if code == EXIT_BAD_INPUT:
+            log.warning("set aside %s (unreadable footage)", self.ws.relative(source))
+            return  # the worker moved it and recorded why
         shown = self.ws.relative(source)
-        if code == EXIT_BAD_INPUT and source.exists():
-            from swapd.faces.validate import quarantine_file
-
-            reason = worker.log_tail(3).splitlines()[-1] if worker.log_tail() else "unreadable"
-            reason = reason.split("BAD INPUT: ", 1)[-1]
-            moved = quarantine_file(source, self.ws.quarantine / "footage", worker.job, reason)
-            self.store.report_problem(shown, "footage", reason, moved_to=self.ws.relative(moved))
-            self.store.log_event(f"set aside {shown}: {reason}", worker.job, level="warning")
-            return
         self._merge_failed.add(source)
         message = f"merge of {shown} crashed (exit status {code})\n{worker.log_tail()}"
         self.store.report_problem(shown, "footage", message)

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from swapd import __version__
-from swapd.trainer.checkpoint import atomic_path
+from swapd.fsutil import atomic_path
 
 INPUT_NAME = "face"
 OUTPUT_NAME = "swapped"

@@ -19,7 +19,6 @@ import ast
 import math
 import os
 import struct
-import tempfile
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +26,8 @@ from typing import Any
 
 import cv2
 import numpy as np
+
+from swapd.fsutil import atomic_write_bytes
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 KEYWORD = b"faceswap"
@@ -271,20 +272,8 @@ def write_aligned_png(path: str | os.PathLike[str], image: np.ndarray,
     `durable=False` skips the fsync (still atomic): for bulk-generated files that can be
     regenerated, where an fsync per file would dominate the time.
     """
-    target = Path(path)
     data = encode_aligned_png(image, meta)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            if durable:
-                fh.flush()
-                os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return target
+    return atomic_write_bytes(path, data, durable=durable)
 
 
 def _read_capped(path: Path) -> bytes:

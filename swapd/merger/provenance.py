@@ -30,6 +30,7 @@ import cv2
 import numpy as np
 
 from swapd import __version__
+from swapd.fsutil import atomic_path, atomic_write_bytes
 from swapd.media import (
     IMAGE_SUFFIXES,
     VIDEO_SUFFIXES,
@@ -122,34 +123,6 @@ def ffmpeg_metadata_args(
         flags = ["use_metadata_tags", *(f.lstrip("+") for f in movflags)]
         args += ["-movflags", "".join(f"+{f}" for f in flags)]
     return args
-
-
-# --- atomic replace ---------------------------------------------------------------------
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        _replace_keeping_mode(Path(tmp), path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _replace_keeping_mode(tmp: Path, path: Path) -> None:
-    if path.exists():
-        os.chmod(tmp, path.stat().st_mode & 0o7777)
-    os.replace(tmp, path)
-    if hasattr(os, "O_DIRECTORY"):  # POSIX: make the rename itself durable
-        dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
 
 
 # --- PNG --------------------------------------------------------------------------------
@@ -315,7 +288,7 @@ def tag_image(path: str | os.PathLike[str], extra: Mapping[str, object] | None =
         tagged = _tag_jpeg(p, data, payload)
     else:
         raise UnreadableMediaError(p, "can only tag PNG or JPEG images")
-    _atomic_write(p, tagged)
+    atomic_write_bytes(p, tagged, keep_mode=True)
 
 
 def tag_video(path: str | os.PathLike[str], extra: Mapping[str, object] | None = None) -> None:
@@ -326,22 +299,14 @@ def tag_video(path: str | os.PathLike[str], extra: Mapping[str, object] | None =
     """
     p = Path(path)
     _check_file(p)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{p.stem}.", suffix=p.suffix, dir=p.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    cmd = [
-        ffmpeg_exe(), "-y", "-v", "error", "-i", str(p), "-map", "0", "-c", "copy",
-        *ffmpeg_metadata_args(p.suffix, extra), str(tmp),
-    ]  # fmt: skip
-    try:
+    with atomic_path(p, keep_mode=True, suffix=p.suffix) as tmp:
+        cmd = [
+            ffmpeg_exe(), "-y", "-v", "error", "-i", str(p), "-map", "0", "-c", "copy",
+            *ffmpeg_metadata_args(p.suffix, extra), str(tmp),
+        ]  # fmt: skip
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=_FFMPEG_TIMEOUT_S)
         if proc.returncode != 0:
             raise UnreadableMediaError(p, f"ffmpeg could not remux it: {proc.stderr.strip()}")
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        _replace_keeping_mode(tmp, p)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _video_tags(path: Path, probe: dict | None = None) -> dict[str, str]:

@@ -8,7 +8,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from swapd.trainer.checkpoint import atomic_write_bytes
+from swapd.fsutil import atomic_write_bytes
 
 COLUMNS = ("A", "A>A", "A>B", "B", "B>B", "B>A")
 MIN_CELL = 64  # cells smaller than this are upscaled so the headers stay readable

@@ -1,0 +1,68 @@
+"""Atomic file writes: a crash at any moment leaves either the old file or the new one.
+
+The bytes go to a temp file in the target's folder, are flushed and fsynced, then `os.replace`d
+over the target, and the folder is fsynced so the rename itself survives a power cut. Used for
+checkpoints, exports, previews, faces, tagged media and status files alike. No torch import
+here: the light commands (`swapd verify`, ingest) use it too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+
+def fsync_dir(folder: Path) -> None:
+    """fsync a directory so a rename inside it is durable (no-op where unsupported)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # Windows cannot open directories; NTFS journals the rename itself
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike[str], durable: bool = True, keep_mode: bool = False,
+                suffix: str = ".tmp") -> Iterator[Path]:
+    """Yield a temp path beside `path`; on clean exit it is moved over `path`.
+
+    If the body raises, the temp file is removed and `path` is left as it was, so a caller can
+    validate what it wrote (e.g. an ONNX parity check) before it goes live. `durable=False`
+    skips the fsyncs (still atomic), for bulk files that can be regenerated. `keep_mode` keeps
+    the permissions of the file being replaced. `suffix` lets tools that guess the format from
+    the name (ffmpeg) write the temp file.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix, dir=target.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        if durable:
+            with open(tmp, "rb+") as fh:
+                os.fsync(fh.fileno())
+        if keep_mode and target.exists():
+            os.chmod(tmp, target.stat().st_mode & 0o7777)
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    if durable:
+        fsync_dir(target.parent)
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, durable: bool = True,
+                       keep_mode: bool = False) -> Path:
+    """Write `data` to `path` atomically; returns the path."""
+    with atomic_path(path, durable=durable, keep_mode=keep_mode) as tmp:
+        tmp.write_bytes(data)
+    return Path(path)
