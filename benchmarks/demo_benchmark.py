@@ -5,10 +5,8 @@
 It builds the demo workspace in a temp folder and runs the demo job's training exactly as the
 worker does (same Trainer, same options), then exports ONNX and merges the demo clip.
 
-"Visible swap": on the fixed preview faces, the A>B output (A's faces swapped to B) is nearer,
-in mean squared pixel distance, to B's own reconstructions than to A's, for every preview face,
-and B>A likewise. The demo identities differ in skin tone, hair and face shape, so this is met
-when the preview shows recognisable swaps to a person, and not before.
+"Visible swap": the swap score (see `swap_score`) is 1.0 while both sides' losses are below
+RECONSTRUCTED_LOSS. The score is recorded every --check-every iterations in the timeline.
 """
 
 from __future__ import annotations
@@ -29,32 +27,34 @@ from swapd.trainer.loop import Trainer
 from swapd.trainer.options import split_options
 from swapd.workspace import Workspace
 
+# Below this loss (each side) the previews show the faces' own features, not an average blob.
+RECONSTRUCTED_LOSS = 0.25
 
-def swap_is_visible(trainer: Trainer) -> bool:
-    """A>B looks like B and B>A like A, on every preview face.
+
+def swap_score(trainer: Trainer) -> float:
+    """The share of preview swaps (A>B and B>A, every preview face) that look like their target.
 
     "Looks like" is judged on the face's centre (the middle half of the crop: skin, eyes, nose,
-    mouth; not the background): its mean colour is nearer to the mean colour of that side's own
-    reconstructions than to the other side's. The demo identities differ strongly in skin tone
-    and hair, so a person sees the swap once this holds, and not before.
+    mouth; not the background): its mean colour is nearer to the mean colour of the target
+    side's own reconstructions than to the source side's. The demo identities differ strongly
+    in skin tone and hair, so at 1.0 every swap in the preview shows the other identity.
     """
-    a, b = trainer._preview_a, trainer._preview_b  # the fixed, unaugmented preview faces
+    _, a_to_a, a_to_b, _, b_to_b, b_to_a = trainer.preview_columns()
 
     def centre_colour(faces: np.ndarray) -> np.ndarray:
         size = faces.shape[1]
         lo, hi = size // 4, size - size // 4
         return faces[:, lo:hi, lo:hi].astype(np.float32).mean(axis=(1, 2))
 
-    a_to_b = centre_colour(trainer._predict(a, "b"))
-    b_to_a = centre_colour(trainer._predict(b, "a"))
-    look_a = centre_colour(trainer._predict(a, "a")).mean(axis=0)
-    look_b = centre_colour(trainer._predict(b, "b")).mean(axis=0)
+    look_a, look_b = centre_colour(a_to_a).mean(axis=0), centre_colour(b_to_b).mean(axis=0)
 
-    def nearer(colours: np.ndarray, target: np.ndarray, other: np.ndarray) -> bool:
-        return bool((np.linalg.norm(colours - target, axis=1)
-                     < np.linalg.norm(colours - other, axis=1)).all())
+    def nearer(colours: np.ndarray, target: np.ndarray, other: np.ndarray) -> np.ndarray:
+        return (np.linalg.norm(colours - target, axis=1)
+                < np.linalg.norm(colours - other, axis=1))
 
-    return nearer(a_to_b, look_b, look_a) and nearer(b_to_a, look_a, look_b)
+    hits = np.concatenate([nearer(centre_colour(a_to_b), look_b, look_a),
+                           nearer(centre_colour(b_to_a), look_a, look_b)])
+    return float(hits.mean())
 
 
 def main() -> None:
@@ -86,6 +86,7 @@ def main() -> None:
                           ws.resolve(job.train.a), ws.resolve(job.train.b),
                           ws.model_dir(DEMO_JOB), batch_size)
         first_visible: tuple[int, float] | None = None
+        timeline: list[dict[str, float]] = []
         train_seconds = 0.0
         examples = 0
         t0 = time.perf_counter()
@@ -93,10 +94,19 @@ def main() -> None:
             stats = trainer.step()
             train_seconds += stats.seconds
             examples += stats.examples
-            due = first_visible is None and stats.iteration % args.check_every == 0
-            if due and swap_is_visible(trainer):
-                first_visible = (stats.iteration, time.perf_counter() - t0)
-                trainer.write_preview(args.out.with_name("demo_first_visible_swap.png"))
+            if stats.iteration % args.check_every == 0:
+                score = swap_score(trainer)
+                elapsed = time.perf_counter() - t0
+                timeline.append({"iteration": stats.iteration, "seconds": round(elapsed, 1),
+                                 "loss_a": round(stats.loss_a, 4),
+                                 "loss_b": round(stats.loss_b, 4), "swap_score": score})
+                print(json.dumps(timeline[-1]), flush=True)
+                # Early on both decoders draw their set's average face whatever the input: right
+                # colours, no swap. A swap counts once the faces themselves are reconstructed.
+                reconstructing = max(stats.loss_a, stats.loss_b) < RECONSTRUCTED_LOSS
+                if first_visible is None and score == 1.0 and reconstructing:
+                    first_visible = (stats.iteration, elapsed)
+                    trainer.write_preview(args.out.with_name("demo_first_visible_swap.png"))
         wall = time.perf_counter() - t0
         trainer.write_preview(args.out.with_name("demo_final_preview.png"))
         export_path = ws.exports_dir(DEMO_JOB) / "a_to_b.onnx"
@@ -125,6 +135,7 @@ def main() -> None:
         "merge_frames": result.frames,
         "merge_faces_swapped": result.faces_swapped,
         "merge_fps": round(result.fps, 1),
+        "timeline": timeline,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")

@@ -31,7 +31,7 @@ input_size = 64
 width = 0.125
 dense_dim = 128
 loss = "ssim"
-learning_rate = 0.0005
+learning_rate = 0.001
 
 [export]
 on = ["save", "done"]

@@ -66,3 +66,13 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, durable: bool 
     with atomic_path(path, durable=durable, keep_mode=keep_mode) as tmp:
         tmp.write_bytes(data)
     return Path(path)
+
+
+def file_stamp(path: Path) -> tuple[int, int] | None:
+    """(size, mtime in ns) of a file, or None if it vanished: cheap change detection for
+    rescans that must not re-read unchanged files."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return stat.st_size, stat.st_mtime_ns

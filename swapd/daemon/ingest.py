@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 from swapd.daemon.state import StateStore
+from swapd.fsutil import file_stamp
 from swapd.media import IMAGE_SUFFIXES
 from swapd.workspace import Workspace
 
@@ -33,14 +34,10 @@ class FaceIngest:
                 if not path.is_file() or path.suffix.lower() not in IMAGE_SUFFIXES:
                     continue
                 present.add(path)
-                try:
-                    stat = path.stat()
-                except OSError:
+                key = file_stamp(path)
+                if key is None or self._checked.get(path) == key:
                     continue
-                key = (stat.st_size, stat.st_mtime_ns)
-                if self._checked.get(path) == key:
-                    continue
-                if time.time() - stat.st_mtime < self.settle:
+                if time.time() - key[1] / 1e9 < self.settle:
                     settling = True  # still being copied, perhaps: look again shortly
                     continue
                 try:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from swapd.config import ConfigError, JobFile, job_name, load_job_file
 from swapd.daemon.state import StateStore
-from swapd.fsutil import atomic_write_bytes
+from swapd.fsutil import atomic_write_bytes, file_stamp
 from swapd.workspace import Workspace
 
 
@@ -66,11 +66,9 @@ class JobRegistry:
         present: set[Path] = set()
         for path in sorted(self.ws.jobs.glob("*.toml")):
             present.add(path)
-            try:
-                stat = path.stat()
-            except OSError:
+            key = file_stamp(path)
+            if key is None:
                 continue
-            key = (stat.st_size, stat.st_mtime_ns)
             if self._seen.get(path) == key and not (recheck_failed and path in self._failed):
                 continue
             self._seen[path] = key

@@ -4,6 +4,11 @@ Per face: horizontal flip (50 %), a small random rotation/zoom/shift applied to 
 model input and the target, then a random warp of the input only: a 5x5 grid of control
 points jittered with Gaussian noise, interpolated to a dense map and applied with
 ``cv2.remap``. The model learns to undo the warp, which is what makes the swap work.
+
+Colour jitter in L*a*b* (lightness ±30 %, a/b ±8 %, faceswap's ranges) is applied to the input
+only: each decoder must then draw its identity's own colouring rather than copy it from the
+input, so a swap takes the target's skin tone instead of the source's (measured in
+benchmarks/demo_benchmark.py: see docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -24,6 +29,9 @@ class AugmentSettings:
     zoom: float = 0.05
     shift: float = 0.05
     warp_noise: float = 5 / 256  # control-point noise, as a share of the side
+    colour: bool = True
+    lightness: float = 0.30  # L* scaled by up to ±30 %
+    chroma: float = 0.08  # a*, b* shifted by up to ±8 % of their range
 
 
 class Augmenter:
@@ -52,12 +60,21 @@ class Augmenter:
             targets[flip] = targets[flip][:, :, ::-1]
         for i in range(len(targets)):
             targets[i] = self._transform(targets[i], rng)
-        if not s.warp:
-            return targets.copy(), targets
         inputs = np.empty_like(targets)
         for i in range(len(targets)):
-            inputs[i] = self._warp(targets[i], rng)
+            face = self._warp(targets[i], rng) if s.warp else targets[i].copy()
+            inputs[i] = self._jitter_colour(face, rng) if s.colour else face
         return inputs, targets
+
+    def _jitter_colour(self, face: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        if face.ndim == 2 or face.shape[-1] == 1:
+            lit = face.astype(np.float32) * (1 + rng.uniform(-self.settings.lightness,
+                                                             self.settings.lightness))
+            return np.clip(lit, 0, 255).astype(np.uint8).reshape(face.shape)
+        lab = cv2.cvtColor(face, cv2.COLOR_BGR2LAB).astype(np.float32)
+        lab[..., 0] *= 1 + rng.uniform(-self.settings.lightness, self.settings.lightness)
+        lab[..., 1:] += rng.uniform(-self.settings.chroma, self.settings.chroma, 2) * 255
+        return cv2.cvtColor(np.clip(lab, 0, 255).astype(np.uint8), cv2.COLOR_LAB2BGR)
 
     def _transform(self, face: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         s = self.settings

@@ -160,7 +160,8 @@ class Trainer:
             self.set_a,
             self.set_b,
             batch_size,
-            AugmentSettings(warp=trainer_options.warp, flip=trainer_options.flip),
+            AugmentSettings(warp=trainer_options.warp, flip=trainer_options.flip,
+                            colour=trainer_options.colour_jitter),
             seed=[trainer_options.seed, self.iteration],
         )
 
@@ -287,6 +288,11 @@ class Trainer:
 
     def preview(self) -> np.ndarray:
         """BGR uint8 grid: rows = preview faces; columns A, A>A, A>B, B, B>B, B>A."""
+        return make_grid(self.preview_columns())
+
+    def preview_columns(self) -> list[np.ndarray]:
+        """The preview's six columns (A, A>A, A>B, B, B>B, B>A), each NHWC uint8 BGR, on the
+        fixed, unaugmented preview faces."""
         rows = min(len(self._preview_a), len(self._preview_b))
         a, b = self._preview_a[:rows], self._preview_b[:rows]
         was_training = self.model.training
@@ -302,7 +308,7 @@ class Trainer:
             ]
         finally:
             self.model.train(was_training)
-        return make_grid(columns)
+        return columns
 
     def write_preview(self, path: Path) -> Path:
         """Write :meth:`preview` as a PNG, atomically."""

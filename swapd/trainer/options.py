@@ -28,6 +28,7 @@ class TrainerOptions(BaseModel):
     coverage: float = Field(0.875, gt=0, le=1, description="centre share of the face side fed")
     warp: bool = True
     flip: bool = True
+    colour_jitter: bool = Field(True, description="L*a*b* jitter of the input only")
     preview_faces: int = Field(4, ge=1, le=64)
     seed: int = Field(0, ge=0)
     device: Literal["auto", "cpu", "cuda"] = "auto"
