@@ -40,6 +40,8 @@ def _setup_logging(ws: Workspace | None, level: str) -> None:
         root.addHandler(file)
     for noisy in ("watchdog", "waitress", "apscheduler"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # "Task queue depth is N" whenever a browser opens the page: not worth a warning.
+    logging.getLogger("waitress.queue").setLevel(logging.ERROR)
 
 
 def _service_config(args: argparse.Namespace) -> ServiceConfig:

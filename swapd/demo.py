@@ -43,7 +43,7 @@ wait_for = "done"           # merge once training reached its target
 """
 
 
-def create_demo_workspace(ws: Workspace, fresh: bool = False, iterations: int = 900,
+def create_demo_workspace(ws: Workspace, fresh: bool = False, iterations: int = 1100,
                           faces_per_set: int = DEMO_FACES) -> None:
     """Fill `ws` with the demo's faces, job and clip; keeps what exists unless `fresh`."""
     from swapd.faces.clip import write_clip

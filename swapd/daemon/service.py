@@ -285,6 +285,9 @@ class Service:
         wanted.sort(key=lambda j: (-j.spec.schedule.priority, j.name))
         chosen = {j.name for j in wanted[: self.config.service.max_workers]}
         for name, worker in self.trainers.items():
+            row = self.store.job(name)
+            if row is not None and row.state not in RUNNABLE:
+                continue  # finishing by itself (done, stopped by the user): let it exit
             if name not in chosen and worker.stop_requested is None:
                 log.info("pausing %s (outside its window or outranked)", name)
                 self._service_stopped.add(name)

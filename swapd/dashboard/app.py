@@ -27,7 +27,6 @@ from swapd.workspace import Workspace
 ASSETS_FOLDER = Path(__file__).parent / "assets"
 FILES_ROUTE = "/files/"
 SERVED_FOLDERS = ("models", "output")
-PREVIEW_COLUMNS = ("A", "A>A", "A>B", "B", "B>B", "B>A")
 LOSS_COLORS = {"A": "#2563eb", "B": "#ea580c"}
 STATE_CLASSES = {"training": "ok", "done": "done", "error": "bad", "waiting": "warn"}
 
@@ -240,7 +239,11 @@ def _merges_table(workspace: Workspace, merges: list[Artifact]) -> Any:
 
 
 def _exports_table(workspace: Workspace, exports: list[Artifact]) -> Any:
-    rows = [_artifact_row(workspace, a, with_iteration=True) for a in exports]
+    # An export is rewritten in place at every save: list each file once, at its newest.
+    newest: dict[str, Artifact] = {}
+    for artifact in exports:  # newest first
+        newest.setdefault(artifact.path, artifact)
+    rows = [_artifact_row(workspace, a, with_iteration=True) for a in newest.values()]
     return _table(["File", "Job", "Iteration", "Made", "Size"], rows, "No exports yet.",
                   "exports")
 
@@ -319,8 +322,8 @@ def _preview(workspace: Workspace, preview: Artifact | None) -> Any:
         return html.P("No preview yet: the trainer writes one at every save.", className="empty")
     iteration = f"iteration {preview.iteration:,}" if preview.iteration is not None else ""
     caption = " · ".join(p for p in (iteration, f"saved {_when(preview.time)}") if p)
+    # The grid image carries its own column headers (A, A>A, A>B, B, B>B, B>A).
     return html.Figure([
-        html.Div([html.Span(c) for c in PREVIEW_COLUMNS], className="preview-columns"),
         html.A(html.Img(id="preview-img", src=url, alt="latest preview"), href=url,
                target="_blank"),
         html.Figcaption(caption),
