@@ -59,7 +59,7 @@ def swap_score(trainer: Trainer) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--iterations", type=int, default=900)
+    parser.add_argument("--iterations", type=int, default=1300)
     parser.add_argument("--check-every", type=int, default=100)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/demo_results.json"))
     parser.add_argument("--batch-size", type=int, help="override the demo job's batch size")
