@@ -4,5 +4,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-.venv/bin/ruff check swapd tests benchmarks
+.venv/bin/ruff check --no-cache swapd tests benchmarks
 exec .venv/bin/python -m pytest "$@"

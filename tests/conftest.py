@@ -36,7 +36,6 @@ def synthetic_sets(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def synthetic_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 2-second 640x360 clip of identity A with a sine-tone audio track."""
     from swapd.faces.clip import write_clip
-
     from swapd.faces.synthetic import DEMO_A
 
     path = tmp_path_factory.mktemp("clip") / "clip.mp4"
