@@ -12,6 +12,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from swapd.errors import FileProblem
+
 VIDEO_SUFFIXES = {".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v"}
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
 
@@ -22,13 +24,8 @@ class MediaToolMissing(RuntimeError):
     """ffmpeg (or another required media tool) cannot be found."""
 
 
-class UnreadableMediaError(ValueError):
+class UnreadableMediaError(FileProblem, ValueError):
     """A media file is missing, empty, corrupt or of an unsupported kind."""
-
-    def __init__(self, path: str | os.PathLike[str], reason: str) -> None:
-        self.path = Path(path)
-        self.reason = reason
-        super().__init__(f"{self.path}: {reason}")
 
 
 def ffmpeg_exe() -> str:

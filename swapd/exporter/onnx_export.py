@@ -23,6 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from swapd import __version__
+from swapd.errors import FileProblem
 from swapd.fsutil import atomic_path
 
 INPUT_NAME = "face"
@@ -32,13 +33,8 @@ PARITY_TOLERANCE = 1e-3
 PRODUCER = "swapd"
 
 
-class ExportError(RuntimeError):
+class ExportError(FileProblem, RuntimeError):
     """An export that failed, did not match torch, or a file that is not a swapd export."""
-
-    def __init__(self, path: str | os.PathLike[str], reason: str) -> None:
-        self.path = Path(path)
-        self.reason = reason
-        super().__init__(f"{self.path}: {reason}")
 
 
 @dataclass(frozen=True)

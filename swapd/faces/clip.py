@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from swapd.errors import FileProblem
 from swapd.faces.synthetic import (
     Expression,
     Identity,
@@ -27,13 +28,8 @@ from swapd.media import ffmpeg_exe
 TONE_HZ = 440.0
 
 
-class ClipWriteError(RuntimeError):
+class ClipWriteError(FileProblem, RuntimeError):
     """ffmpeg failed while encoding a synthetic clip."""
-
-    def __init__(self, path: str | os.PathLike[str], reason: str) -> None:
-        self.path = Path(path)
-        self.reason = reason
-        super().__init__(f"{self.path}: {reason}")
 
 
 @dataclass

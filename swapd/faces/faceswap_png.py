@@ -27,6 +27,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from swapd.errors import FileProblem
 from swapd.fsutil import atomic_write_bytes
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -37,13 +38,8 @@ MAX_FILE_BYTES = 256 * 1024 * 1024  # an aligned face is a few hundred KiB at mo
 _MAX_CHUNK = 2**31 - 1  # the PNG spec's limit on a chunk length
 
 
-class FaceFormatError(ValueError):
+class FaceFormatError(FileProblem, ValueError):
     """An aligned-face file whose structure or metadata is not what the format allows."""
-
-    def __init__(self, path: str | os.PathLike[str], reason: str) -> None:
-        self.path = str(path)
-        self.reason = reason
-        super().__init__(f"{self.path}: {reason}")
 
 
 @dataclass

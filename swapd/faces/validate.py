@@ -21,6 +21,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from swapd.errors import FileProblem
 from swapd.faces.faceswap_png import (
     MAX_FILE_BYTES,
     FaceFormatError,
@@ -40,13 +41,8 @@ _MAGIC = (
 )
 
 
-class BadFaceError(ValueError):
+class BadFaceError(FileProblem, ValueError):
     """A face file that cannot be used; `reason` says why in words a user can act on."""
-
-    def __init__(self, path: str | os.PathLike[str], reason: str) -> None:
-        self.path = Path(path)
-        self.reason = reason
-        super().__init__(f"{self.path}: {reason}")
 
 
 @dataclass

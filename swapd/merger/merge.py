@@ -21,6 +21,7 @@ from typing import Literal
 import cv2
 import numpy as np
 
+from swapd.errors import FileProblem
 from swapd.faces.alignment import model_crop_matrix, warp_face
 from swapd.media import IMAGE_SUFFIXES, VIDEO_SUFFIXES, UnreadableMediaError
 from swapd.merger import watermark
@@ -38,14 +39,9 @@ OUTPUT_TAG = "_swapd"
 _FRAME_SLACK = 0.02
 
 
-class MergeError(RuntimeError):
+class MergeError(FileProblem, RuntimeError):
     """A merge failed for a reason other than an unreadable input (which raises
     :class:`swapd.media.UnreadableMediaError`)."""
-
-    def __init__(self, path: str | os.PathLike[str], reason: str) -> None:
-        self.path = Path(path)
-        self.reason = reason
-        super().__init__(f"{self.path}: {reason}")
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,8 @@ from typing import Literal
 import numpy as np
 import onnxruntime as ort
 
+from swapd.errors import FileProblem
+
 log = logging.getLogger(__name__)
 
 Device = Literal["auto", "cpu", "cuda"]
@@ -25,13 +27,8 @@ _OUTPUT_NAMES = ("swapped", "out_celeb_face:0")
 _CENTERINGS = ("legacy", "face", "head")
 
 
-class ModelLoadError(ValueError):
+class ModelLoadError(FileProblem, ValueError):
     """An ONNX swap model is missing, unreadable or not shaped like a swap model."""
-
-    def __init__(self, path: str | os.PathLike[str], reason: str) -> None:
-        self.path = Path(path)
-        self.reason = reason
-        super().__init__(f"{self.path}: {reason}")
 
 
 def select_providers(device: str = "auto") -> list[str]:

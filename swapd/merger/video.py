@@ -27,6 +27,7 @@ from typing import IO, TypeVar
 import cv2
 import numpy as np
 
+from swapd.errors import FileProblem
 from swapd.media import UnreadableMediaError, ffmpeg_exe, ffprobe_exe, probe_media
 from swapd.merger.provenance import ffmpeg_metadata_args
 
@@ -38,13 +39,8 @@ MP4_AUDIO_CODECS = frozenset({"aac", "mp3", "alac", "ac3", "eac3", "opus"})
 _STDERR_TAIL = 600
 
 
-class EncodeError(RuntimeError):
+class EncodeError(FileProblem, RuntimeError):
     """ffmpeg failed while writing an output file."""
-
-    def __init__(self, path: str | os.PathLike[str], reason: str) -> None:
-        self.path = Path(path)
-        self.reason = reason
-        super().__init__(f"{self.path}: {reason}")
 
 
 @dataclass(frozen=True)

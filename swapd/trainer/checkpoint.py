@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from swapd.errors import FileProblem
 from swapd.fsutil import atomic_path
 
 FORMAT = "swapd-checkpoint"
@@ -19,13 +20,8 @@ FORMAT_VERSION = 1
 REQUIRED_KEYS = ("format", "version", "model", "model_options", "model_state", "iteration")
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(FileProblem, RuntimeError):
     """A checkpoint that is missing, truncated, corrupt or not a swapd checkpoint."""
-
-    def __init__(self, path: str | os.PathLike[str], reason: str) -> None:
-        self.path = Path(path)
-        self.reason = reason
-        super().__init__(f"{self.path}: {reason}")
 
 
 def save_checkpoint(path: str | os.PathLike[str], state: dict[str, Any]) -> Path:

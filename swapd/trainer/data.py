@@ -17,17 +17,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from swapd.errors import FileProblem
 from swapd.media import IMAGE_SUFFIXES
 from swapd.trainer.augment import Augmenter, AugmentSettings
 
 
-class FaceSetError(ValueError):
+class FaceSetError(FileProblem, ValueError):
     """A face folder that is missing or holds no usable face."""
-
-    def __init__(self, path: str | os.PathLike[str], reason: str) -> None:
-        self.path = Path(path)
-        self.reason = reason
-        super().__init__(f"{self.path}: {reason}")
 
 
 def crop_for_model(img: np.ndarray, size: int, coverage: float) -> np.ndarray:
