@@ -214,7 +214,7 @@ class Service:
             [w for job in self.jobs.jobs.values() for w in job.spec.schedule.windows])
         self._reap_workers()
         self._schedule_training()
-        self._schedule_merge("footage" in changes)
+        self._schedule_merge()
         for worker in self._workers():
             if worker.kill_if_overdue(self.config.service.stop_timeout):
                 log.error("%s worker of %s ignored stop: killed", worker.kind, worker.job)
@@ -312,7 +312,7 @@ class Service:
 
     # --- merging ------------------------------------------------------------------------------
 
-    def _schedule_merge(self, footage_changed: bool) -> None:
+    def _schedule_merge(self) -> None:
         if self.merger is not None or self.stopping.is_set():
             return
         found = self._next_merge()
