@@ -45,7 +45,7 @@ def run(workspace: Workspace, job: str, source: Path, model: Path, output: Path,
                             options=MergeOptions(faces=faces, device=device), progress=progress)
     except (UnreadableMediaError, MergeError) as exc:
         # The footage itself is bad: set it aside so it is not tried again, and say why.
-        reason = getattr(exc, "reason", str(exc))
+        reason = exc.reason
         log.error("%s", exc)
         if source.exists():
             moved = quarantine_file(source, workspace.quarantine / "footage", job, reason)
