@@ -5,8 +5,21 @@
 It builds the demo workspace in a temp folder and runs the demo job's training exactly as the
 worker does (same Trainer, same options), then exports ONNX and merges the demo clip.
 
-"Visible swap": the swap score (see `swap_score`) is 1.0 while both sides' losses are below
-RECONSTRUCTED_LOSS. The score is recorded every --check-every iterations in the timeline.
+Two measures of the swaps are recorded every --check-every iterations in the timeline
+(--previews DIR also keeps the preview of each check):
+
+- the ground-truth swap score (`GroundTruth`): synthetic faces allow what photos cannot. For
+  each of a few held-out views (pose, expression, lighting, background) both identities are
+  rendered, so the true A>B of a view is B rendered in that very view. Faces are compared by
+  the mean absolute difference inside the true swap's face mask after matching each face's
+  colour statistics (mean and spread per channel), as the merger's colour match does: what is
+  left is the face's structure (shape, eyes, brows, nose, mouth), which is what a merged
+  frame shows of the new identity. A swap counts when the model's A>B is nearer to the true
+  swap than to the source face ("identity": it shows the other person) and nearer than to the
+  target identity in most other views ("pose": it follows the source's pose and expression
+  rather than drawing an average face). Likewise B>A. The first visible swap is the first check
+  where every swap of both directions counts.
+- the preview swap score (`swap_score`), the colour measure of earlier runs, kept to compare.
 """
 
 from __future__ import annotations
@@ -14,8 +27,10 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import shutil
 import tempfile
 import time
+import tomllib
 from pathlib import Path
 
 import numpy as np
@@ -23,12 +38,91 @@ import torch
 
 from swapd.config import JobFile
 from swapd.demo import DEMO_JOB, create_demo_workspace
+from swapd.faces.alignment import aligned_matrix, transform_points, warp_face
+from swapd.faces.masks import FACE, landmark_masks
+from swapd.faces.synthetic import DEMO_A, DEMO_B, Identity, random_view, render_face
+from swapd.trainer.data import crop_for_model, crop_landmarks
 from swapd.trainer.loop import Trainer
 from swapd.trainer.options import split_options
 from swapd.workspace import Workspace
 
-# Below this loss (each side) the previews show the faces' own features, not an average blob.
-RECONSTRUCTED_LOSS = 0.25
+
+def _centre(faces: np.ndarray) -> np.ndarray:
+    """The middle half of each face crop (skin, eyes, nose, mouth; no background), float32."""
+    size = faces.shape[1]
+    lo, hi = size // 4, size - size // 4
+    return faces[:, lo:hi, lo:hi].astype(np.float32)
+
+
+class GroundTruth:
+    """Held-out views rendered for both identities: the true swaps to measure the model's by."""
+
+    def __init__(self, views: int, input_size: int, coverage: float, seed: int = 77,
+                 aligned_size: int = 256) -> None:
+        rng = np.random.default_rng(seed)
+        frame = int(aligned_size * 1.5)
+        crops: dict[str, list[np.ndarray]] = {DEMO_A.name: [], DEMO_B.name: []}
+        masks: dict[str, list[np.ndarray]] = {DEMO_A.name: [], DEMO_B.name: []}
+        for _ in range(views):
+            view = random_view(rng)
+            background = int(rng.integers(1 << 30))
+            for identity in (DEMO_A, DEMO_B):
+                crop, mask = self._render(identity, view, background, frame, aligned_size,
+                                          input_size, coverage)
+                crops[identity.name].append(crop)
+                masks[identity.name].append(mask)
+        self.crops = {name: np.stack(faces) for name, faces in crops.items()}
+        self.masks = {name: np.stack(faces) for name, faces in masks.items()}
+
+    @staticmethod
+    def _render(identity: Identity, view: dict, background: int, frame: int, aligned_size: int,
+                input_size: int, coverage: float) -> tuple[np.ndarray, np.ndarray]:
+        rendered = render_face(identity, frame_size=(frame, frame), face_height_px=aligned_size
+                               * 0.75, background=background, **view)
+        matrix = aligned_matrix(rendered.landmarks, aligned_size, "face")
+        aligned = warp_face(rendered.image, matrix, aligned_size)
+        points = crop_landmarks(transform_points(rendered.landmarks, matrix), aligned_size,
+                                input_size, coverage)
+        mask = landmark_masks(points, input_size)[..., FACE].astype(np.float32) / 255
+        return crop_for_model(aligned, input_size, coverage), mask
+
+    @staticmethod
+    def _distance(face: np.ndarray, other: np.ndarray, mask: np.ndarray) -> float:
+        """Mean absolute difference inside ``mask`` of the two faces, each normalised to zero
+        mean and unit spread per channel inside the mask (the colour match of a merge)."""
+        weight = mask[..., None]
+
+        def normalised(x: np.ndarray) -> np.ndarray:
+            x = x.astype(np.float32)
+            mean = (x * weight).sum(axis=(0, 1)) / weight.sum()
+            spread = np.sqrt((((x - mean) ** 2) * weight).sum(axis=(0, 1)) / weight.sum())
+            return (x - mean) / (spread + 1e-3)
+
+        return float((np.abs(normalised(face) - normalised(other)) * weight).sum()
+                     / (weight.sum() * face.shape[-1]))
+
+    def score(self, trainer: Trainer) -> dict[str, float]:
+        """Share of swaps that count (see the module doc), per direction and overall."""
+        out = {}
+        for source, target, side in (("alice", "bob", "b"), ("bob", "alice", "a")):
+            swapped = trainer.predict(self.crops[source], side)
+            truth, masks = self.crops[target], self.masks[target]
+            # distance[i, j]: swap of view i against the target identity in view j
+            distance = np.array([[self._distance(s, t, masks[j]) for j, t in enumerate(truth)]
+                                 for s in swapped])
+            to_source = np.array([self._distance(s, src, masks[i]) for i, (s, src)
+                                  in enumerate(zip(swapped, self.crops[source], strict=True))])
+            same_view = np.diag(distance)
+            others = distance[~np.eye(len(truth), dtype=bool)].reshape(len(truth), -1)
+            identity = same_view < to_source
+            pose = same_view < np.median(others, axis=1)
+            key = "a_to_b" if side == "b" else "b_to_a"
+            out[key] = float((identity & pose).mean())
+            out[f"{key}_identity"] = float(identity.mean())
+            out[f"{key}_pose"] = float(pose.mean())
+            out[f"{key}_distance"] = round(float(same_view.mean()), 3)
+        out["both"] = (out["a_to_b"] + out["b_to_a"]) / 2
+        return out
 
 
 def swap_score(trainer: Trainer) -> float:
@@ -42,9 +136,7 @@ def swap_score(trainer: Trainer) -> float:
     _, a_to_a, a_to_b, _, b_to_b, b_to_a = trainer.preview_columns()
 
     def centre_colour(faces: np.ndarray) -> np.ndarray:
-        size = faces.shape[1]
-        lo, hi = size // 4, size - size // 4
-        return faces[:, lo:hi, lo:hi].astype(np.float32).mean(axis=(1, 2))
+        return _centre(faces).mean(axis=(1, 2))
 
     look_a, look_b = centre_colour(a_to_a).mean(axis=0), centre_colour(b_to_b).mean(axis=0)
 
@@ -64,7 +156,11 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("benchmarks/demo_results.json"))
     parser.add_argument("--batch-size", type=int, help="override the demo job's batch size")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a [train.options] value (numbers only), e.g. width=0.25")
+                        help="override a [train.options] value (TOML syntax), e.g. width=0.25")
+    parser.add_argument("--previews", type=Path, help="keep the preview of every check here")
+    parser.add_argument("--keep-model", type=Path, help="copy the final checkpoint here")
+    parser.add_argument("--views", type=int, default=8,
+                        help="held-out views rendered for the ground-truth swap score")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -79,12 +175,16 @@ def main() -> None:
         options = dict(job.train.options)
         for item in args.set:
             key, value = item.split("=", 1)
-            options[key] = float(value) if "." in value or "e" in value else int(value)
+            try:
+                options[key] = tomllib.loads(f"v = {value}")["v"]
+            except tomllib.TOMLDecodeError:  # a bare word: a string option
+                options[key] = value
         batch_size = args.batch_size or job.train.batch_size
         trainer_options, model_options = split_options(job.train.model, options)
         trainer = Trainer(job.train.model, model_options.model_dump(), trainer_options,
                           ws.resolve(job.train.a), ws.resolve(job.train.b),
                           ws.model_dir(DEMO_JOB), batch_size)
+        truth = GroundTruth(args.views, trainer.input_size, trainer_options.coverage)
         first_visible: tuple[int, float] | None = None
         timeline: list[dict[str, float]] = []
         train_seconds = 0.0
@@ -95,19 +195,26 @@ def main() -> None:
             train_seconds += stats.seconds
             examples += stats.examples
             if stats.iteration % args.check_every == 0:
-                score = swap_score(trainer)
                 elapsed = time.perf_counter() - t0
+                check_start = time.perf_counter()
+                ground_truth = truth.score(trainer)
+                score = swap_score(trainer)
+                t0 += time.perf_counter() - check_start  # measuring is not training time
                 timeline.append({"iteration": stats.iteration, "seconds": round(elapsed, 1),
                                  "loss_a": round(stats.loss_a, 4),
-                                 "loss_b": round(stats.loss_b, 4), "swap_score": score})
+                                 "loss_b": round(stats.loss_b, 4), "swap_score": score,
+                                 "ground_truth": ground_truth})
                 print(json.dumps(timeline[-1]), flush=True)
-                # Early on both decoders draw their set's average face whatever the input: right
-                # colours, no swap. A swap counts once the faces themselves are reconstructed.
-                reconstructing = max(stats.loss_a, stats.loss_b) < RECONSTRUCTED_LOSS
-                if first_visible is None and score == 1.0 and reconstructing:
+                if args.previews:
+                    trainer.write_preview(args.previews / f"preview_{stats.iteration:05d}.png")
+                if first_visible is None and ground_truth["both"] == 1.0:
                     first_visible = (stats.iteration, elapsed)
                     trainer.write_preview(args.out.with_name("demo_first_visible_swap.png"))
         wall = time.perf_counter() - t0
+        if args.keep_model:
+            trainer.save()
+            args.keep_model.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(trainer.checkpoint_path, args.keep_model)
         trainer.write_preview(args.out.with_name("demo_final_preview.png"))
         export_path = ws.exports_dir(DEMO_JOB) / "a_to_b.onnx"
         report = trainer.export_onnx(export_path)

@@ -6,6 +6,8 @@
     swapd verify  FILE [--json]                             is this file marked as made by swapd?
     swapd merge   INPUT --model FILE.onnx [--output DIR]    one merge, now, with a progress bar
     swapd pause | resume | save | stop JOB                  control a training job
+    swapd faces inspect FILE [--json]                       metadata of a faceswap / DFL face
+    swapd faces import DIR --set NAME [--workspace DIR]     copy a face set into a workspace
     swapd config                                            print the default swapd.toml
 """
 
@@ -182,6 +184,48 @@ def cmd_control(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_faces_inspect(args: argparse.Namespace) -> int:
+    from swapd.faces.validate import BadFaceError, inspect_face_file
+
+    try:
+        info = inspect_face_file(args.file, min_size=1)
+    except BadFaceError as exc:
+        print(f"swapd: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    description = info.describe()
+    if args.json:
+        print(json.dumps(description))
+        return 0
+    for key, value in description.items():
+        if key in ("landmarks", "source_landmarks") and value is not None:
+            value = f"{len(value)} points"
+        elif key == "pose" and value is not None:
+            value = ", ".join(f"{name} {angle:+.1f}°" for name, angle in value.items())
+        print(f"{key:>20}: {value}")
+    return 0
+
+
+def cmd_faces_import(args: argparse.Namespace) -> int:
+    from swapd.faces.importer import import_faces
+
+    config = _service_config(args)
+    ws = _workspace(args, config)
+    source = Path(args.dir)
+    if not source.is_dir():
+        print(f"swapd: {source}: not a folder", file=sys.stderr)
+        return EXIT_USAGE
+    destination = ws.face_set(args.set)
+    report = import_faces(source, destination, min_size=config.ingest.min_face_size)
+    for path, reason in report.skipped:
+        print(f"skipped {path}: {reason}", file=sys.stderr)
+    kinds = ", ".join(f"{n} {kind}" for kind, n in sorted(report.copied.items())) or "none"
+    print(f"imported into {ws.relative(destination)}: {kinds}; {report.unchanged} already there, "
+          f"{len(report.skipped)} skipped")
+    if not report.copied and not report.unchanged:
+        return EXIT_USAGE
+    return 1 if report.skipped else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="swapd", description="face-swap training service")
     parser.add_argument("--version", action="version", version=f"swapd {__version__}")
@@ -227,6 +271,19 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("job")
         p.add_argument("--workspace", type=Path)
         p.set_defaults(func=cmd_control)
+
+    faces = sub.add_parser("faces", help="inspect and import aligned faces").add_subparsers(
+        dest="faces_command", required=True)
+    p = faces.add_parser("inspect", help="print a face file's metadata (exit 2 if unusable)")
+    p.add_argument("file")
+    p.add_argument("--json", action="store_true", help="one JSON object")
+    p.set_defaults(func=cmd_faces_inspect)
+    p = faces.add_parser("import", help="copy a faceswap / DeepFaceLab face set in")
+    p.add_argument("dir", help="folder of aligned faces")
+    p.add_argument("--set", required=True, help="face set name (faces/<NAME>/)")
+    p.add_argument("--workspace", type=Path)
+    p.add_argument("--config", type=Path)
+    p.set_defaults(func=cmd_faces_import)
 
     p = sub.add_parser("config", help="print the default swapd.toml")
     p.set_defaults(func=lambda _args: print(default_config_text(), end="") or 0)

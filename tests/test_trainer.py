@@ -181,10 +181,10 @@ def test_augmenter_identity_without_noise_and_warps_with_it() -> None:
     faces = np.stack([draw_face("a", rng, 32) for _ in range(6)])
     still = AugmentSettings(warp=True, flip=False, rotation_deg=0, zoom=0, shift=0, warp_noise=0,
                            colour=False)
-    inputs, targets = Augmenter(32, still)(faces, rng)
+    inputs, targets, _ = Augmenter(32, still)(faces, rng)
     assert np.abs(inputs.astype(int) - faces).max() <= 1  # noise-free warp = identity
     assert np.array_equal(targets, faces)
-    inputs, targets = Augmenter(32)(faces, rng)
+    inputs, targets, _ = Augmenter(32)(faces, rng)
     assert inputs.shape == targets.shape == faces.shape
     assert np.abs(inputs.astype(int) - targets).mean() > 1  # warp changes the input only
 
@@ -193,9 +193,12 @@ def test_batch_loader_shapes_and_close(faces: tuple[Path, Path]) -> None:
     set_a, set_b = FaceSet(faces[0], 32), FaceSet(faces[1], 32)
     loader = BatchLoader(set_a, set_b, 5, AugmentSettings(), seed=1)
     batch = loader.get()
-    for arr in (batch.input_a, batch.target_a, batch.input_b, batch.target_b):
+    for arr in (batch.input_a, batch.target_a, batch.mask_a, batch.input_b, batch.target_b,
+                batch.mask_b):
         assert arr.shape == (5, 3, 32, 32) and arr.dtype == np.float32
         assert arr.min() >= 0 and arr.max() <= 1
+    # These plain PNGs carry no landmarks: every pixel counts as face, no eyes or mouth known.
+    assert (batch.mask_a[:, 0] == 1).all() and (batch.mask_a[:, 1:] == 0).all()
     loader.close()
     assert not loader._thread.is_alive()
 
@@ -340,7 +343,7 @@ def test_colour_jitter_changes_the_input_only() -> None:
     rng = np.random.default_rng(3)
     faces = rng.integers(40, 215, size=(6, 32, 32, 3), dtype=np.uint8)
     still = AugmentSettings(warp=False, flip=False, rotation_deg=0, zoom=0, shift=0, colour=True)
-    inputs, targets = Augmenter(32, still)(faces, np.random.default_rng(0))
+    inputs, targets, _ = Augmenter(32, still)(faces, np.random.default_rng(0))
     assert np.array_equal(targets, faces)  # targets keep the identity's true colours
     mean_shift = np.abs(inputs.astype(np.float32).mean(axis=(1, 2))
                         - faces.astype(np.float32).mean(axis=(1, 2)))

@@ -142,6 +142,14 @@ def run(workspace: Workspace, name: str) -> int:
         return EXIT_BAD_INPUT
     store.set_job_state(name, "training")
     store.log_event(f"training from iteration {training.trainer.iteration}", name)
+    trainer = training.trainer
+    if trainer.options.penalized_mask_loss or trainer.options.eye_multiplier > 1:
+        for face_set in (trainer.set_a, trainer.set_b):
+            if face_set.without_landmarks:
+                store.log_event(
+                    f"{face_set.without_landmarks} of {len(face_set)} faces in "
+                    f"{workspace.relative(face_set.folder)} carry no landmarks: the mask loss "
+                    "counts them whole, without eye or mouth weights", name, level="warning")
     try:
         final_state = _train(training, store, stop)
     except NonFiniteLossError as exc:

@@ -9,6 +9,7 @@ moves a bad file out of the face folder (never deletes it) with the reason writt
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -17,11 +18,13 @@ import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
 
 from swapd.errors import FileProblem
+from swapd.faces.dfl_jpg import DFLFormatError, DFLMeta, read_dfl_meta
 from swapd.faces.faceswap_png import (
     MAX_FILE_BYTES,
     FaceFormatError,
@@ -54,6 +57,71 @@ class FaceFileInfo:
     format: str  # "png", "jpeg", "webp", "bmp"
     landmarks: np.ndarray | None  # 68x2 in the aligned image's pixels, when known
     meta: FaceswapMeta | None  # faceswap metadata of a PNG, when present
+    dfl: DFLMeta | None = None  # DeepFaceLab metadata of a JPEG, when present
+
+    @property
+    def kind(self) -> str:
+        """Which tool's aligned face this is: "faceswap", "deepfacelab" or "plain"."""
+        if self.meta is not None:
+            return "faceswap"
+        if self.dfl is not None:
+            return "deepfacelab"
+        return "plain"
+
+    def describe(self) -> dict[str, Any]:
+        """A JSON-ready summary (what ``swapd faces inspect --json`` prints)."""
+        from swapd.faces.pose import PoseError, estimate_pose
+
+        pose = None
+        if self.pose_landmarks is not None:
+            with contextlib.suppress(PoseError):
+                angles = estimate_pose(self.pose_landmarks)
+                pose = {k: round(v, 2) for k, v in zip(("yaw", "pitch", "roll"),
+                                                       angles.as_tuple(), strict=True)}
+        source = None
+        if self.meta is not None:
+            source = self.meta.source_filename
+        elif self.dfl is not None:
+            source = self.dfl.source_filename
+        out: dict[str, Any] = {
+            "path": str(self.path),
+            "format": {"faceswap": "faceswap_png", "deepfacelab": "dfl_jpg"}.get(
+                self.kind, self.format),
+            "width": self.width,
+            "height": self.height,
+            "channels": self.channels,
+            "grayscale": self.channels == 1,
+            "status": "aligned" if self.pose_landmarks is not None else "unaligned",
+            "landmarks": None if self.landmarks is None else np.round(self.landmarks, 2).tolist(),
+            "source_landmarks": (None if self.meta is None
+                                 else np.round(self.meta.landmarks_xy, 2).tolist()),
+            "pose": pose,
+            "source_filename": source,
+        }
+        if self.meta is not None:
+            out["face_index"] = self.meta.face_index
+            out["source_frame_dims"] = self.meta.source_frame_dims
+            out["alignments_version"] = self.meta.alignments_version
+            out["masks"] = sorted(self.meta.mask)
+            if self.meta.swapd:
+                out["centering"] = self.meta.swapd.get("centering")
+        if self.dfl is not None:
+            out["face_type"] = self.dfl.face_type
+            out["source_rect"] = self.dfl.source_rect
+            out["has_xseg_mask"] = self.dfl.has_xseg_mask
+            out["source_landmarks"] = (None if self.dfl.source_landmarks is None
+                                       else np.round(self.dfl.source_landmarks, 2).tolist())
+        return out
+
+    @property
+    def pose_landmarks(self) -> np.ndarray | None:
+        """Landmarks to measure the head pose from: the aligned image's, else the source
+        frame's (the alignment keeps yaw and pitch)."""
+        if self.landmarks is not None:
+            return self.landmarks
+        if self.meta is not None and self.meta.landmarks_xy.shape == (68, 2):
+            return self.meta.landmarks_xy
+        return None
 
 
 def sniff_format(data: bytes) -> str | None:
@@ -146,8 +214,13 @@ def inspect_face_file(path: str | os.PathLike[str], min_size: int = 64) -> FaceF
             meta = None if header is None else FaceswapMeta.from_dict(header, str(p))
         except FaceFormatError as exc:
             raise BadFaceError(p, exc.reason) from exc
-    elif fmt == "jpeg":
+    dfl = None
+    if fmt == "jpeg":
         _check_jpeg(data, p)
+        try:
+            dfl = read_dfl_meta(data)
+        except DFLFormatError as exc:
+            raise BadFaceError(p, exc.reason) from exc
 
     image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     if image is None:
@@ -160,6 +233,9 @@ def inspect_face_file(path: str | os.PathLike[str], min_size: int = 64) -> FaceF
         raise BadFaceError(p, f"too small ({width}x{height}, minimum {min_size}x{min_size})")
 
     landmarks = None
+    if dfl is not None:
+        landmarks = dfl.landmarks.astype(np.float64)
+        _check_landmarks(landmarks, width, height, p, "image")
     if meta is not None:
         landmarks = _aligned_landmarks(meta, p)
         if landmarks is not None:
@@ -168,7 +244,7 @@ def inspect_face_file(path: str | os.PathLike[str], min_size: int = 64) -> FaceF
             frame_h, frame_w = meta.source_frame_dims
             _check_landmarks(meta.landmarks_xy, frame_w, frame_h, p, "source frame")
     return FaceFileInfo(path=p, width=width, height=height, channels=channels, format=fmt,
-                        landmarks=landmarks, meta=meta)
+                        landmarks=landmarks, meta=meta, dfl=dfl)
 
 
 def _safe_component(name: str) -> str:

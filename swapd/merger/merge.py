@@ -186,8 +186,8 @@ class Merger:
         frames = [image]
         faces = self.swap_frames(frames)
         ok, data = cv2.imencode(".png", frames[0])
-        if not ok:
-            raise MergeError(out, "PNG encoding failed")
+        if not ok:  # not the footage's fault: no MergeError, which would set the source aside
+            raise RuntimeError(f"{out}: PNG encoding failed")
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = out.with_name(f".{out.stem}.{uuid.uuid4().hex[:8]}.part.png")
         try:

@@ -1,9 +1,9 @@
 """faceswap-style training augmentation on uint8 NHWC batches (numpy + cv2).
 
-Per face: horizontal flip (50 %), a small random rotation/zoom/shift applied to both the
-model input and the target, then a random warp of the input only: a 5x5 grid of control
-points jittered with Gaussian noise, interpolated to a dense map and applied with
-``cv2.remap``. The model learns to undo the warp, which is what makes the swap work.
+Per face: horizontal flip (50 %), a small random rotation/zoom/shift applied to the model
+input, the target and the target's masks alike, then a random warp of the input only: a 5x5
+grid of control points jittered with Gaussian noise, interpolated to a dense map and applied
+with ``cv2.remap``. The model learns to undo the warp, which is what makes the swap work.
 
 Colour jitter in L*a*b* (lightness ±30 %, a/b ±8 %, faceswap's ranges) is applied to the input
 only: each decoder must then draw its identity's own colouring rather than copy it from the
@@ -50,21 +50,29 @@ class Augmenter:
         self._cut = slice(self._pad // 10, self._pad // 10 + size)
 
     def __call__(
-        self, faces: np.ndarray, rng: np.random.Generator
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Return (inputs, targets), both uint8 NHWC like ``faces`` (which is not changed)."""
+        self, faces: np.ndarray, rng: np.random.Generator, masks: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Return (inputs, targets, masks), uint8 NHWC like ``faces`` and ``masks`` (which are
+        not changed). The masks follow the targets' flip and transform; without ``masks`` the
+        third result is an empty array."""
         s = self.settings
         targets = faces.copy()
+        masks = np.empty((len(faces), *faces.shape[1:3], 0), np.uint8) if masks is None \
+            else masks.copy()
         if s.flip:
             flip = rng.random(len(faces)) < 0.5
             targets[flip] = targets[flip][:, :, ::-1]
+            masks[flip] = masks[flip][:, :, ::-1]
         for i in range(len(targets)):
-            targets[i] = self._transform(targets[i], rng)
+            matrix = self._random_transform(rng)
+            targets[i] = self._apply(targets[i], matrix)
+            if masks.shape[-1]:
+                masks[i] = self._apply(masks[i], matrix)
         inputs = np.empty_like(targets)
         for i in range(len(targets)):
             face = self._warp(targets[i], rng) if s.warp else targets[i].copy()
             inputs[i] = self._jitter_colour(face, rng) if s.colour else face
-        return inputs, targets
+        return inputs, targets, masks
 
     def _jitter_colour(self, face: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         if face.ndim == 2 or face.shape[-1] == 1:
@@ -76,7 +84,8 @@ class Augmenter:
         lab[..., 1:] += rng.uniform(-self.settings.chroma, self.settings.chroma, 2) * 255
         return cv2.cvtColor(np.clip(lab, 0, 255).astype(np.uint8), cv2.COLOR_LAB2BGR)
 
-    def _transform(self, face: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    def _random_transform(self, rng: np.random.Generator) -> np.ndarray:
+        """A 2x3 rotation/zoom/shift about the centre, within the settings' ranges."""
         s = self.settings
         angle = rng.uniform(-s.rotation_deg, s.rotation_deg)
         scale = rng.uniform(1 - s.zoom, 1 + s.zoom)
@@ -84,14 +93,17 @@ class Augmenter:
         centre = ((self.size - 1) / 2, (self.size - 1) / 2)
         mat = cv2.getRotationMatrix2D(centre, angle, scale)
         mat[:, 2] += (tx, ty)
+        return mat
+
+    def _apply(self, image: np.ndarray, matrix: np.ndarray) -> np.ndarray:
         out = cv2.warpAffine(
-            face,
-            mat,
+            image,
+            matrix,
             (self.size, self.size),
             flags=cv2.INTER_LINEAR,
             borderMode=cv2.BORDER_REPLICATE,
         )
-        return out.reshape(face.shape)
+        return out.reshape(image.shape)
 
     def _warp(self, face: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         noise = rng.normal(scale=self.settings.warp_noise * self.size, size=(2, 5, 5))

@@ -1,7 +1,8 @@
 """Training data: the model crop, in-RAM face sets that follow their folder, batch loading.
 
 Faces on disk are aligned square images (BGR as cv2 decodes them). Each is decoded once,
-cropped with :func:`crop_for_model` and kept in RAM as uint8. :meth:`FaceSet.refresh`
+cropped with :func:`crop_for_model` and kept in RAM as uint8, with its face/eye/mouth masks
+drawn from the landmarks in its header (:mod:`swapd.faces.masks`). :meth:`FaceSet.refresh`
 rescans the folder by ``stat`` so faces added during training join and removed ones leave.
 :class:`BatchLoader` builds augmented batches in a background thread.
 """
@@ -18,6 +19,9 @@ import cv2
 import numpy as np
 
 from swapd.errors import FileProblem
+from swapd.faces.dfl_jpg import DFLFormatError, read_dfl_meta
+from swapd.faces.faceswap_png import FaceFormatError, read_faceswap_header
+from swapd.faces.masks import MASK_CHANNELS, MaskType, full_face_mask, landmark_masks
 from swapd.media import IMAGE_SUFFIXES
 from swapd.trainer.augment import Augmenter, AugmentSettings
 
@@ -46,9 +50,8 @@ def crop_for_model(img: np.ndarray, size: int, coverage: float) -> np.ndarray:
     return out.reshape(size, size, *img.shape[2:])
 
 
-def _decode(path: Path, grayscale: bool) -> np.ndarray:
-    """Decode an image file (unicode paths too); ValueError with the reason if it fails."""
-    data = np.fromfile(path, dtype=np.uint8)
+def _decode(data: np.ndarray, grayscale: bool) -> np.ndarray:
+    """Decode an image file's bytes; ValueError with the reason if it fails."""
     if data.size == 0:
         raise ValueError("empty file")
     flags = cv2.IMREAD_GRAYSCALE if grayscale else cv2.IMREAD_COLOR
@@ -58,18 +61,54 @@ def _decode(path: Path, grayscale: bool) -> np.ndarray:
     return img
 
 
+def aligned_landmarks(data: bytes, where: str) -> np.ndarray | None:
+    """The landmarks of an aligned face in its own pixels: from a DeepFaceLab JPG's metadata,
+    or from the faceswap header swapd writes (``swapd.aligned_landmarks``); None when the file
+    has none. Hostile or broken DFL metadata raises :class:`DFLFormatError`."""
+    if data[:2] == b"\xff\xd8":
+        dfl = read_dfl_meta(data)
+        return None if dfl is None else dfl.landmarks.astype(np.float64)
+    try:
+        header = read_faceswap_header(data, where)
+    except FaceFormatError:
+        return None
+    extra = header.get("swapd") if header else None
+    points = extra.get("aligned_landmarks") if isinstance(extra, dict) else None
+    if points is None:
+        return None
+    try:
+        arr = np.asarray(points, dtype=np.float64)
+    except (TypeError, ValueError):
+        return None
+    if arr.shape not in ((68, 2), (5, 2)) or not np.isfinite(arr).all():
+        return None
+    return arr
+
+
+def crop_landmarks(points: np.ndarray, side: int, size: int, coverage: float) -> np.ndarray:
+    """Landmarks of a ``side``-pixel aligned face moved into :func:`crop_for_model`'s crop."""
+    crop = max(1, int(round(side * coverage)))
+    start = (side - crop) // 2
+    # Pixel centres: x in the face maps to (x - start + 0.5) * size / crop - 0.5 in the crop.
+    return (points - start + 0.5) * (size / crop) - 0.5
+
+
 @dataclass(frozen=True)
 class _Entry:
     stamp: tuple[int, int]  # (mtime_ns, size): a changed file is decoded again
     face: np.ndarray | None
+    mask: np.ndarray | None = None  # face/eyes/mouth, uint8 HxWx3
+    has_landmarks: bool = False
     reason: str | None = None
 
 
 class FaceSet:
     """All faces of one folder, decoded once and cropped to the model input (uint8 NHWC).
 
-    ``faces`` is a stacked array (replaced, never mutated, so readers in other threads can
-    keep using the one they took). ``skipped`` maps unusable files to the reason.
+    ``faces`` and ``masks`` (face, eyes, mouth: uint8 NHWC with 3 channels; a face without
+    landmarks gets an all-face mask) are stacked arrays, replaced together and never mutated,
+    so readers in other threads keep a consistent pair. ``skipped`` maps unusable files to the
+    reason; ``without_landmarks`` counts usable faces whose masks are not known.
     """
 
     def __init__(
@@ -78,17 +117,29 @@ class FaceSet:
         size: int,
         coverage: float = 0.875,
         grayscale: bool = False,
+        mask_type: MaskType = "extended",
     ) -> None:
         self.folder = Path(folder)
         self.size = size
         self.coverage = coverage
         self.grayscale = grayscale
+        self.mask_type: MaskType = mask_type
         self._entries: dict[Path, _Entry] = {}
         self._lock = threading.Lock()
-        self.faces = np.empty((0, size, size, 1 if grayscale else 3), np.uint8)
+        self._arrays = (np.empty((0, size, size, 1 if grayscale else 3), np.uint8),
+                        np.empty((0, size, size, MASK_CHANNELS), np.uint8))
         self.paths: list[Path] = []
         self.skipped: dict[Path, str] = {}
+        self.without_landmarks = 0
         self.refresh()
+
+    @property
+    def faces(self) -> np.ndarray:
+        return self._arrays[0]
+
+    @property
+    def masks(self) -> np.ndarray:
+        return self._arrays[1]
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -113,11 +164,20 @@ class FaceSet:
 
     def _load(self, path: Path, stamp: tuple[int, int]) -> _Entry:
         try:
-            img = _decode(path, self.grayscale)
+            data = np.fromfile(path, dtype=np.uint8)
+            img = _decode(data, self.grayscale)
             face = crop_for_model(img, self.size, self.coverage)
+            points = aligned_landmarks(data.tobytes(), str(path))
+        except DFLFormatError as exc:
+            return _Entry(stamp, None, reason=exc.reason)
         except (OSError, ValueError, cv2.error) as exc:
-            return _Entry(stamp, None, str(exc))
-        return _Entry(stamp, face.reshape(self.size, self.size, -1))
+            return _Entry(stamp, None, reason=str(exc))
+        if points is None:
+            mask = full_face_mask(self.size)
+        else:
+            points = crop_landmarks(points, img.shape[0], self.size, self.coverage)
+            mask = landmark_masks(points, self.size, self.mask_type)
+        return _Entry(stamp, face.reshape(self.size, self.size, -1), mask, points is not None)
 
     def refresh(self) -> tuple[int, int]:
         """Rescan the folder: decode new or changed files, drop removed ones.
@@ -136,21 +196,24 @@ class FaceSet:
             self._entries = entries
             good = sorted(p for p, e in entries.items() if e.face is not None)
             self.skipped = {p: e.reason or "" for p, e in sorted(entries.items()) if e.face is None}
+            self.without_landmarks = sum(not entries[p].has_landmarks for p in good)
             if good:
-                self.faces = np.stack([entries[p].face for p in good])  # type: ignore[misc]
+                self._arrays = (np.stack([entries[p].face for p in good]),  # type: ignore[misc]
+                                np.stack([entries[p].mask for p in good]))  # type: ignore[misc]
             else:
-                self.faces = self.faces[:0]
+                self._arrays = (self.faces[:0], self.masks[:0])
             self.paths = good
             now = set(good)
             return len(now - before), len(before - now)
 
-    def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
-        """``n`` faces drawn at random (with replacement only when the set is smaller)."""
-        faces = self.faces
+    def sample(self, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """``n`` faces and their masks drawn at random (with replacement only when the set is
+        smaller)."""
+        faces, masks = self._arrays
         if len(faces) == 0:
             raise FaceSetError(self.folder, "no usable faces")
         idx = rng.choice(len(faces), size=n, replace=len(faces) < n)
-        return faces[idx]
+        return faces[idx], masks[idx]
 
 
 def to_tensor_layout(batch: np.ndarray) -> np.ndarray:
@@ -160,12 +223,15 @@ def to_tensor_layout(batch: np.ndarray) -> np.ndarray:
 
 @dataclass
 class Batch:
-    """One training batch per side: warped inputs and their targets, float32 NCHW [0, 1]."""
+    """One training batch per side: warped inputs, their targets and the targets' masks
+    (face, eyes, mouth), all float32 NCHW in [0, 1]."""
 
     input_a: np.ndarray
     target_a: np.ndarray
+    mask_a: np.ndarray
     input_b: np.ndarray
     target_b: np.ndarray
+    mask_b: np.ndarray
 
 
 class LoaderClosedError(RuntimeError):
@@ -202,9 +268,10 @@ class BatchLoader:
     def _make(self) -> Batch:
         parts = []
         for face_set in (self.set_a, self.set_b):
-            faces = face_set.sample(self._rng, self.batch_size)
-            inputs, targets = self._augmenter(faces, self._rng)
-            parts += [to_tensor_layout(inputs), to_tensor_layout(targets)]
+            faces, masks = face_set.sample(self._rng, self.batch_size)
+            inputs, targets, masks = self._augmenter(faces, self._rng, masks)
+            parts += [to_tensor_layout(inputs), to_tensor_layout(targets),
+                      to_tensor_layout(masks)]
         return Batch(*parts)
 
     def _put(self, item: Batch | BaseException) -> bool:

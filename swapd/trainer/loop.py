@@ -23,7 +23,7 @@ from swapd.exporter.onnx_export import ExportReport, export_swap_model
 from swapd.trainer.augment import AugmentSettings
 from swapd.trainer.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from swapd.trainer.data import BatchLoader, FaceSet, FaceSetError, to_tensor_layout
-from swapd.trainer.losses import get_loss
+from swapd.trainer.losses import FaceLoss, get_loss
 from swapd.trainer.models import SwapModel, build_model
 from swapd.trainer.options import OptionsError, TrainerOptions, validate_model_options
 from swapd.trainer.preview import make_grid, to_uint8_nhwc, write_png
@@ -121,14 +121,24 @@ class Trainer:
         if self.device.type == "cpu":
             configure_threads()
         self._autocast = self._autocast_context()
-        self._loss_fn = get_loss(trainer_options.loss)
+        self._loss_fn = FaceLoss(
+            get_loss(trainer_options.loss),
+            penalized_mask=trainer_options.penalized_mask_loss,
+            background_weight=trainer_options.background_weight,
+            eye_multiplier=trainer_options.eye_multiplier,
+            mouth_multiplier=trainer_options.mouth_multiplier,
+        )
+        self._memory_format = (torch.channels_last if trainer_options.channels_last
+                               else torch.contiguous_format)
 
         self._remove_stale_temp_files()
         state = load_checkpoint(self.checkpoint_path) if self.checkpoint_path.exists() else None
         if state is not None:
             self._check_same_model(state)
         torch.manual_seed(trainer_options.seed)
-        self.model: SwapModel = build_model(model, self.model_options).to(self.device)
+        self.model: SwapModel = build_model(model, self.model_options).to(
+            self.device, memory_format=self._memory_format
+        )
         self.optimizer = torch.optim.Adam(
             self.model.parameters(),
             lr=trainer_options.learning_rate,
@@ -149,8 +159,10 @@ class Trainer:
 
         size = self.model_options.input_size  # type: ignore[attr-defined]
         self.input_size: int = size
-        self.set_a = FaceSet(faces_a, size, trainer_options.coverage)
-        self.set_b = FaceSet(faces_b, size, trainer_options.coverage)
+        self.set_a = FaceSet(faces_a, size, trainer_options.coverage,
+                             mask_type=trainer_options.mask_type)
+        self.set_b = FaceSet(faces_b, size, trainer_options.coverage,
+                             mask_type=trainer_options.mask_type)
         for face_set in (self.set_a, self.set_b):
             if len(face_set) == 0:
                 raise FaceSetError(face_set.folder, "no usable faces to train on")
@@ -224,8 +236,8 @@ class Trainer:
     def _tensor(self, array: np.ndarray) -> torch.Tensor:
         tensor = torch.from_numpy(array)
         if self.device.type == "cuda":
-            return tensor.pin_memory().to(self.device, non_blocking=True)
-        return tensor
+            tensor = tensor.pin_memory().to(self.device, non_blocking=True)
+        return tensor.contiguous(memory_format=self._memory_format)
 
     def step(self) -> StepStats:
         """One optimisation step on a batch of each side."""
@@ -238,8 +250,8 @@ class Trainer:
         with self._autocast():
             out_a = self.model(self._tensor(batch.input_a), "a")
             out_b = self.model(self._tensor(batch.input_b), "b")
-        loss_a = self._loss_fn(out_a, self._tensor(batch.target_a))
-        loss_b = self._loss_fn(out_b, self._tensor(batch.target_b))
+        loss_a = self._loss_fn(out_a, self._tensor(batch.target_a), self._tensor(batch.mask_a))
+        loss_b = self._loss_fn(out_b, self._tensor(batch.target_b), self._tensor(batch.mask_b))
         la, lb = float(loss_a.detach()), float(loss_b.detach())
         if not (math.isfinite(la) and math.isfinite(lb)):
             raise NonFiniteLossError(self.iteration + 1, la, lb)
@@ -281,9 +293,16 @@ class Trainer:
         """Write the checkpoint atomically to ``model_dir/model.pt``."""
         return save_checkpoint(self.checkpoint_path, self.state())
 
-    def _predict(self, faces: np.ndarray, side: str) -> np.ndarray:
-        with torch.no_grad(), self._autocast():
-            out = self.model(self._tensor(to_tensor_layout(faces)), side)
+    def predict(self, faces: np.ndarray, side: str) -> np.ndarray:
+        """Run uint8 NHWC model crops through the encoder and decoder ``side`` ("a" or "b"),
+        in eval mode, without gradients; returns uint8 NHWC."""
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with torch.no_grad(), self._autocast():
+                out = self.model(self._tensor(to_tensor_layout(faces)), side)
+        finally:
+            self.model.train(was_training)
         return to_uint8_nhwc(out.float().cpu().numpy())
 
     def preview(self) -> np.ndarray:
@@ -295,20 +314,8 @@ class Trainer:
         fixed, unaugmented preview faces."""
         rows = min(len(self._preview_a), len(self._preview_b))
         a, b = self._preview_a[:rows], self._preview_b[:rows]
-        was_training = self.model.training
-        self.model.eval()
-        try:
-            columns = [
-                a,
-                self._predict(a, "a"),
-                self._predict(a, "b"),
-                b,
-                self._predict(b, "b"),
-                self._predict(b, "a"),
-            ]
-        finally:
-            self.model.train(was_training)
-        return columns
+        return [a, self.predict(a, "a"), self.predict(a, "b"),
+                b, self.predict(b, "b"), self.predict(b, "a")]
 
     def write_preview(self, path: Path) -> Path:
         """Write :meth:`preview` as a PNG, atomically."""
@@ -316,7 +323,7 @@ class Trainer:
 
     def export_onnx(self, path: Path) -> ExportReport:
         """Export the A->B swap to ONNX, checked against torch on real A crops."""
-        faces = to_tensor_layout(self.set_a.sample(np.random.default_rng(0), 8))
+        faces = to_tensor_layout(self.set_a.sample(np.random.default_rng(0), 8)[0])
         return export_swap_model(
             self.model,
             path,

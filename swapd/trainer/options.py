@@ -26,12 +26,24 @@ class TrainerOptions(BaseModel):
     beta2: float = Field(0.99, ge=0, lt=1)
     epsilon: float = Field(1e-7, gt=0)
     coverage: float = Field(0.875, gt=0, le=1, description="centre share of the face side fed")
+    penalized_mask_loss: bool = Field(
+        True, description="weigh the loss by the face mask drawn from the landmarks"
+    )
+    mask_type: Literal["extended", "components"] = Field(
+        "extended", description="face hull: extended reaches above the brows"
+    )
+    background_weight: float = Field(
+        0.0, ge=0, le=1, description="weight of the area outside the face mask when penalized"
+    )
+    eye_multiplier: float = Field(3.0, ge=1, le=40, description="extra weight of the eyes")
+    mouth_multiplier: float = Field(2.0, ge=1, le=40, description="extra weight of the mouth")
     warp: bool = True
     flip: bool = True
     colour_jitter: bool = Field(True, description="L*a*b* jitter of the input only")
     preview_faces: int = Field(4, ge=1, le=64)
     seed: int = Field(0, ge=0)
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    channels_last: bool = Field(True, description="NHWC memory layout: faster convolutions")
     mixed_precision: bool = Field(False, description="bf16 autocast, CUDA only")
 
 

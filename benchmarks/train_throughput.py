@@ -1,0 +1,168 @@
+"""swapd's full training step against a bare PyTorch loop of the same model, in one run.
+
+    OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/train_throughput.py \\
+        [--models lightweight original] [--batch-size 16] [--steps 20] [--out results.json]
+
+For each model (at its options, or --set key=value overrides):
+
+- bare: forward both sides, the same loss, backward, Adam, on pre-made tensors of real faces;
+  no data pipeline, no bookkeeping. Run once per variant: contiguous (NCHW) vs channels_last,
+  Adam's for-each vs fused implementation.
+- swapd: ``Trainer.step()`` as the training worker calls it: background batch loading and
+  augmentation, masks, the penalized loss with eye/mouth multipliers, NaN guard, stats.
+
+Reported: seconds per step (median after warm-up), examples per second (both sides), the ratio
+swapd / best bare variant, and peak resident memory of the process after each part.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import statistics
+import tempfile
+import time
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from swapd.faces.synthetic import DEMO_A, DEMO_B, write_face_set
+from swapd.trainer.augment import AugmentSettings
+from swapd.trainer.data import BatchLoader, FaceSet
+from swapd.trainer.loop import Trainer, configure_threads
+from swapd.trainer.losses import FaceLoss, get_loss
+from swapd.trainer.models import build_model
+from swapd.trainer.options import TrainerOptions, split_options
+
+
+def peak_rss_mib() -> float:
+    """Peak resident set size of this process so far (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def bare_loop(model_name: str, model_options: dict[str, Any], options: TrainerOptions,
+              batches: list[tuple[torch.Tensor, ...]], steps: int, channels_last: bool,
+              fused: bool) -> list[float]:
+    """Seconds per step of the plain loop on pre-made batches (inputs, targets, masks)."""
+    torch.manual_seed(0)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    model = build_model(model_name, model_options).to(memory_format=fmt)
+    optimizer = torch.optim.Adam(model.parameters(), lr=options.learning_rate,
+                                 betas=(options.beta1, options.beta2), eps=options.epsilon,
+                                 fused=fused)
+    loss_fn = FaceLoss(get_loss(options.loss), options.penalized_mask_loss,
+                       options.background_weight, options.eye_multiplier,
+                       options.mouth_multiplier)
+    prepared = [tuple(t.contiguous(memory_format=fmt) for t in batch) for batch in batches]
+    times = []
+    for i in range(steps):
+        in_a, tg_a, m_a, in_b, tg_b, m_b = prepared[i % len(prepared)]
+        start = time.perf_counter()
+        loss = loss_fn(model(in_a, "a"), tg_a, m_a) + loss_fn(model(in_b, "b"), tg_b, m_b)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def swapd_loop(trainer: Trainer, steps: int) -> list[float]:
+    """Wall seconds per ``Trainer.step()`` (its own timer leaves out nothing it does)."""
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        trainer.step()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def summary(times: list[float], warmup: int, examples: int) -> dict[str, float]:
+    steady = times[warmup:]
+    median = statistics.median(steady)
+    return {"seconds_per_step": round(median, 4), "egs": round(examples / median, 1),
+            "steps_timed": len(steady)}
+
+
+def parse_sets(items: list[str]) -> dict[str, Any]:
+    out = {}
+    for item in items:
+        key, value = item.split("=", 1)
+        try:
+            out[key] = tomllib.loads(f"v = {value}")["v"]
+        except tomllib.TOMLDecodeError:
+            out[key] = value
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--models", nargs="+", default=["lightweight", "original"])
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--faces", type=int, default=64, help="synthetic faces per side")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="option override (TOML syntax), e.g. width=0.125")
+    parser.add_argument("--out", type=Path,
+                        default=Path("benchmarks/results/train_throughput.json"))
+    args = parser.parse_args()
+    threads = configure_threads()
+    results: dict[str, Any] = {
+        "machine": f"{platform.processor() or platform.machine()}, {threads} torch threads",
+        "torch": torch.__version__, "batch_size_per_side": args.batch_size, "models": {},
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        sets = Path(tmp)
+        write_face_set(sets / "a", DEMO_A, args.faces, seed=1)
+        write_face_set(sets / "b", DEMO_B, args.faces, seed=2)
+        for name in args.models:
+            options, model_options = split_options(name, parse_sets(args.set))
+            size = model_options.input_size  # type: ignore[attr-defined]
+            # Real augmented batches, made before timing, for the bare loop.
+            face_sets = [FaceSet(sets / side, size, options.coverage) for side in "ab"]
+            loader = BatchLoader(*face_sets, args.batch_size, AugmentSettings(), seed=0)
+            batches = []
+            for _ in range(4):
+                b = loader.get()
+                batches.append(tuple(torch.from_numpy(x) for x in (
+                    b.input_a, b.target_a, b.mask_a, b.input_b, b.target_b, b.mask_b)))
+            loader.close()
+            examples = 2 * args.batch_size
+            entry: dict[str, Any] = {"options": {**options.model_dump(),
+                                                 **model_options.model_dump()}}
+            bare = {}
+            for channels_last in (False, True):
+                for fused in (False, True):
+                    key = (f"{'channels_last' if channels_last else 'nchw'}"
+                           f"{'+fused_adam' if fused else ''}")
+                    times = bare_loop(name, model_options.model_dump(), options, batches,
+                                      args.steps, channels_last, fused)
+                    bare[key] = summary(times, args.warmup, examples)
+                    print(name, "bare", key, bare[key], flush=True)
+            entry["bare"] = bare
+            entry["peak_rss_mib_after_bare"] = round(peak_rss_mib(), 1)
+            with Trainer(name, model_options.model_dump(), options, sets / "a", sets / "b",
+                         Path(tmp) / f"model_{name}", args.batch_size) as trainer:
+                start = time.perf_counter()
+                trainer.step()
+                entry["first_step_seconds"] = round(time.perf_counter() - start, 2)
+                swapd = summary(swapd_loop(trainer, args.steps), args.warmup - 1, examples)
+            entry["swapd"] = swapd
+            print(name, "swapd", swapd, flush=True)
+            best_key = min(bare, key=lambda k: bare[k]["seconds_per_step"])
+            entry["best_bare"] = best_key
+            entry["swapd_vs_best_bare"] = round(
+                bare[best_key]["seconds_per_step"] / swapd["seconds_per_step"], 3)
+            entry["peak_rss_mib"] = round(peak_rss_mib(), 1)
+            results["models"][name] = entry
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
