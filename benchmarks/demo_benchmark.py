@@ -155,6 +155,7 @@ def main() -> None:
     parser.add_argument("--check-every", type=int, default=100)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/demo_results.json"))
     parser.add_argument("--batch-size", type=int, help="override the demo job's batch size")
+    parser.add_argument("--model", help="override the demo job's model")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a [train.options] value (TOML syntax), e.g. width=0.25")
     parser.add_argument("--previews", type=Path, help="keep the preview of every check here")
@@ -180,8 +181,9 @@ def main() -> None:
             except tomllib.TOMLDecodeError:  # a bare word: a string option
                 options[key] = value
         batch_size = args.batch_size or job.train.batch_size
-        trainer_options, model_options = split_options(job.train.model, options)
-        trainer = Trainer(job.train.model, model_options.model_dump(), trainer_options,
+        model_name = args.model or job.train.model
+        trainer_options, model_options = split_options(model_name, options)
+        trainer = Trainer(model_name, model_options.model_dump(), trainer_options,
                           ws.resolve(job.train.a), ws.resolve(job.train.b),
                           ws.model_dir(DEMO_JOB), batch_size)
         truth = GroundTruth(args.views, trainer.input_size, trainer_options.coverage)

@@ -105,6 +105,10 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--faces", type=int, default=64, help="synthetic faces per side")
+    parser.add_argument("--variants", nargs="+",
+                        default=["nchw", "nchw+fused_adam", "channels_last",
+                                 "channels_last+fused_adam"],
+                        help="bare-loop variants to time")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="option override (TOML syntax), e.g. width=0.125")
     parser.add_argument("--out", type=Path,
@@ -135,14 +139,12 @@ def main() -> None:
             entry: dict[str, Any] = {"options": {**options.model_dump(),
                                                  **model_options.model_dump()}}
             bare = {}
-            for channels_last in (False, True):
-                for fused in (False, True):
-                    key = (f"{'channels_last' if channels_last else 'nchw'}"
-                           f"{'+fused_adam' if fused else ''}")
-                    times = bare_loop(name, model_options.model_dump(), options, batches,
-                                      args.steps, channels_last, fused)
-                    bare[key] = summary(times, args.warmup, examples)
-                    print(name, "bare", key, bare[key], flush=True)
+            for key in args.variants:
+                channels_last, fused = key.startswith("channels_last"), key.endswith("fused_adam")
+                times = bare_loop(name, model_options.model_dump(), options, batches,
+                                  args.steps, channels_last, fused)
+                bare[key] = summary(times, args.warmup, examples)
+                print(name, "bare", key, bare[key], flush=True)
             entry["bare"] = bare
             entry["peak_rss_mib_after_bare"] = round(peak_rss_mib(), 1)
             with Trainer(name, model_options.model_dump(), options, sets / "a", sets / "b",

@@ -8,6 +8,10 @@
     swapd pause | resume | save | stop JOB                  control a training job
     swapd faces inspect FILE [--json]                       metadata of a faceswap / DFL face
     swapd faces import DIR --set NAME [--workspace DIR]     copy a face set into a workspace
+    swapd faces list [SET] [--workspace DIR] [--json]       the face index: status, pose, why
+    swapd faces extract INPUT --set NAME [--size 512]       faces of new footage, aligned
+    swapd train --model NAME -A DIR -B DIR --model-dir DIR  train without the service
+    swapd model summary NAME [--set key=value] [--json]     layers and parameter count
     swapd config                                            print the default swapd.toml
 """
 
@@ -18,7 +22,9 @@ import json
 import logging
 import logging.handlers
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from swapd import __version__
 from swapd.config import ConfigError, ServiceConfig, default_config_text, load_service_config
@@ -140,19 +146,25 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 0 if result.marked else 1
 
 
-def cmd_merge(args: argparse.Namespace) -> int:
+def _progress_bar(name: str) -> tuple[Any, Callable[[int, int | None], None]]:
+    """A tqdm bar on stderr and the (done, total) callback merge and extract report to."""
     from tqdm import tqdm
 
-    from swapd.media import UnreadableMediaError
-    from swapd.merger.merge import MergeError, MergeOptions, merge_file
-
-    bar = tqdm(unit="frame", desc=Path(args.input).name)
+    bar = tqdm(unit="frame", desc=name)
 
     def progress(done: int, total: int | None) -> None:
         bar.total = total
         bar.n = done
         bar.refresh()
 
+    return bar, progress
+
+
+def cmd_merge(args: argparse.Namespace) -> int:
+    from swapd.media import UnreadableMediaError
+    from swapd.merger.merge import MergeError, MergeOptions, merge_file
+
+    bar, progress = _progress_bar(Path(args.input).name)
     try:
         result = merge_file(Path(args.input), Path(args.output), Path(args.model),
                             options=MergeOptions(faces=args.faces, device=args.device),
@@ -226,6 +238,127 @@ def cmd_faces_import(args: argparse.Namespace) -> int:
     return 1 if report.skipped else 0
 
 
+def cmd_faces_extract(args: argparse.Namespace) -> int:
+    from swapd.extract.detect import DetectorError
+    from swapd.extract.extract import extract
+    from swapd.media import UnreadableMediaError
+
+    config = _service_config(args)
+    ws = _workspace(args, config)
+    destination = Path(args.output) if args.output else ws.face_set(args.set)
+    bar, progress = _progress_bar(Path(args.input).name)
+    try:
+        report = extract(Path(args.input), destination, size=args.size, centering=args.centering,
+                         detector=args.detector, min_face_size=args.min_face,
+                         redetect_every=args.redetect_every, progress=progress)
+    except (UnreadableMediaError, DetectorError) as exc:
+        bar.close()
+        print(f"swapd: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    bar.close()
+    resumed = f", {report.frames_skipped} already done" if report.frames_skipped else ""
+    print(f"{report.faces} faces from {report.frames} frames into {destination}{resumed} "
+          f"({report.frames_without_face} frames without a face, {report.fps:.1f} fps); "
+          f"alignments: {report.alignments[0].name}")
+    return 0
+
+
+def cmd_faces_list(args: argparse.Namespace) -> int:
+    from swapd.daemon.state import StateStore
+
+    ws = Workspace.open(args.workspace, create=False)
+    if not ws.state_db.exists():
+        print(f"swapd: no face index in {ws.root} yet (the service builds it)", file=sys.stderr)
+        return 1
+    store = StateStore(ws.state_db, readonly=True)
+    records = store.faces(args.set)
+    sets = store.face_sets()
+    store.close()
+    if args.set is not None and not records:
+        print(f"swapd: no indexed faces in set {args.set!r}; indexed sets: "
+              f"{', '.join(sets) or 'none'}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps({"sets": sets, "faces": [
+            {k: v for k, v in vars(r).items() if k != "landmarks" or args.landmarks}
+            for r in records]}))
+        return 0
+    for r in records:
+        if r.status == "quarantined":
+            detail = f"QUARANTINED: {r.reason} (moved to {r.moved_to})"
+        else:
+            pose = ("pose ?" if r.yaw is None else
+                    f"yaw {r.yaw:+5.1f} pitch {r.pitch:+5.1f} roll {r.roll:+5.1f}")
+            detail = f"{r.kind:<11} {r.width}x{r.height}x{r.channels}  {pose}"
+            if r.duplicate_of:
+                detail += f"  duplicate of {r.duplicate_of}"
+        print(f"{r.set_name}/{r.name}: {detail}")
+    for name, counts in sets.items():
+        if args.set is None or name == args.set:
+            print(f"{name}: {counts['ok']} ok, {counts['quarantined']} quarantined, "
+                  f"{counts['duplicates']} duplicates")
+    return 0
+
+
+def _parse_sets(items: list[str]) -> dict[str, Any]:
+    """``key=value`` pairs, values in TOML syntax (``width=0.5``, ``lowmem=true``); a bare
+    word is a string."""
+    import tomllib
+
+    options: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError("command line", [("--set", f"expected key=value, got {item!r}")])
+        try:
+            options[key.strip()] = tomllib.loads(f"v = {value}")["v"]
+        except tomllib.TOMLDecodeError:
+            options[key.strip()] = value
+    return options
+
+
+def cmd_model_summary(args: argparse.Namespace) -> int:
+    from swapd.trainer.models import build_model, summarize
+    from swapd.trainer.options import OptionsError, validate_model_options
+
+    try:
+        options = validate_model_options(args.name, _parse_sets(args.set))
+    except OptionsError as exc:
+        print(f"swapd: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    model = build_model(args.name, options)
+    rows = summarize(model)
+    total = sum(p.numel() for p in model.parameters())
+    if args.json:
+        print(json.dumps({"model": args.name, "parameters": total,
+                          "options": options.model_dump(), "layers": rows}))
+        return 0
+    print(f"{args.name} ({', '.join(f'{k}={v}' for k, v in options.model_dump().items())})")
+    width = max(len(r["name"]) for r in rows)
+    for row in rows:
+        print(f"  {row['name']:<{width}}  {row['parameters']:>12,}  {row['layer']}")
+    print(f"  {'total':<{width}}  {total:>12,} parameters")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from swapd.trainer.checkpoint import CheckpointError
+    from swapd.trainer.cli_train import run_training
+    from swapd.trainer.data import FaceSetError
+    from swapd.trainer.options import OptionsError
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        reached = run_training(args.model, Path(args.A), Path(args.B), Path(args.model_dir),
+                               _parse_sets(args.set), args.iterations, args.batch_size,
+                               args.save_every, args.export)
+    except (OptionsError, FaceSetError, CheckpointError) as exc:
+        print(f"swapd: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    print(f"saved {args.model_dir} at iteration {reached}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="swapd", description="face-swap training service")
     parser.add_argument("--version", action="version", version=f"swapd {__version__}")
@@ -284,6 +417,47 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workspace", type=Path)
     p.add_argument("--config", type=Path)
     p.set_defaults(func=cmd_faces_import)
+    p = faces.add_parser("extract", help="find, align and save the faces of new footage")
+    p.add_argument("input", help="a video, an image, or a folder of images")
+    p.add_argument("--set", required=True, help="face set to write (faces/<NAME>/)")
+    p.add_argument("--output", help="write here instead of the workspace's face set")
+    p.add_argument("--workspace", type=Path)
+    p.add_argument("--config", type=Path)
+    p.add_argument("--size", type=int, default=512, help="aligned face side in pixels")
+    p.add_argument("--centering", default="head", choices=["legacy", "face", "head"])
+    p.add_argument("--detector", default="mtcnn", help="detector plugin (default mtcnn)")
+    p.add_argument("--min-face", type=int, default=40, help="smallest face, in frame pixels")
+    p.add_argument("--redetect-every", type=int, default=5,
+                   help="video: full search every N frames, faces followed in between")
+    p.set_defaults(func=cmd_faces_extract)
+    p = faces.add_parser("list", help="the face index: each face's status, pose, duplicates")
+    p.add_argument("set", nargs="?", help="one face set (default: all)")
+    p.add_argument("--workspace", type=Path)
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--landmarks", action="store_true", help="include landmarks in --json")
+    p.set_defaults(func=cmd_faces_list)
+
+    p = sub.add_parser("train", help="train a model from the command line (no service)")
+    p.add_argument("--model", required=True, help="lightweight, original, ...")
+    p.add_argument("-A", required=True, help="faces of A, the face to replace")
+    p.add_argument("-B", required=True, help="faces of B, the face to put in")
+    p.add_argument("--model-dir", required=True, help="checkpoint folder (resumed if present)")
+    p.add_argument("--iterations", type=int, default=0, help="stop here (0 = until Ctrl-C)")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--save-every", type=int, default=250)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="a trainer or model option, e.g. --set learning_rate=1e-4")
+    p.add_argument("--export", action="store_true", help="export ONNX when done")
+    p.set_defaults(func=cmd_train)
+
+    model = sub.add_parser("model", help="model architectures").add_subparsers(
+        dest="model_command", required=True)
+    p = model.add_parser("summary", help="layers and parameter count of a model")
+    p.add_argument("name", help="model name (lightweight, original, ...)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="a model option, e.g. --set input_size=128 --set width=0.5")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_model_summary)
 
     p = sub.add_parser("config", help="print the default swapd.toml")
     p.set_defaults(func=lambda _args: print(default_config_text(), end="") or 0)

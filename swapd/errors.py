@@ -18,3 +18,7 @@ class FileProblem(Exception):
         self.path = Path(path)
         self.reason = reason
         super().__init__(f"{self.path}: {reason}")
+
+    def __reduce__(self) -> tuple[type[FileProblem], tuple[Path, str]]:
+        # Pickled by (path, reason), so the error crosses process pools intact.
+        return (self.__class__, (self.path, self.reason))

@@ -12,6 +12,9 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import cv2
+import numpy as np
+
 from swapd.errors import FileProblem
 
 VIDEO_SUFFIXES = {".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v"}
@@ -79,3 +82,16 @@ def probe_media(path: str | os.PathLike[str]) -> dict:
     if not info.get("streams"):
         raise UnreadableMediaError(p, "no audio or video streams found")
     return info
+
+
+def read_image(path: Path) -> np.ndarray:
+    """Decode an image file (unicode paths too) as BGR uint8; UnreadableMediaError says why not."""
+    if not path.is_file():
+        raise UnreadableMediaError(path, "file does not exist")
+    data = np.fromfile(path, dtype=np.uint8)
+    if data.size == 0:
+        raise UnreadableMediaError(path, "file is empty (0 bytes)")
+    image = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    if image is None:
+        raise UnreadableMediaError(path, "not a readable image (corrupt or unsupported format)")
+    return image

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import FAST_CONFIG, ServiceProcess
+from tests.support import FAST_CONFIG, ServiceProcess, write_faces
 
 REPO = Path(__file__).resolve().parents[1]
 ARTIFACTS = REPO / "test-artifacts"
@@ -61,3 +61,12 @@ def service(tmp_path: Path) -> Iterator[Callable[[], ServiceProcess]]:
         svc.kill()
 
 
+
+
+@pytest.fixture()
+def faces(tmp_path: Path) -> tuple[Path, Path]:
+    """Two folders of 12 small cartoon faces (plain PNGs) for fast trainer tests."""
+    a, b = tmp_path / "faces" / "a", tmp_path / "faces" / "b"
+    write_faces(a, "a", 12, seed=1)
+    write_faces(b, "b", 12, seed=2)
+    return a, b

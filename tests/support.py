@@ -11,7 +11,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
+
+from swapd.trainer.loop import Trainer
+from swapd.trainer.options import TrainerOptions
 
 
 def wait_for(predicate: Callable[[], object], timeout: float, what: str,
@@ -98,3 +103,58 @@ footage = "footage/tiny"
 def copy_set(src: Path, dst: Path) -> None:
     """Copy a face set into a watched workspace the way a user would, file by file."""
     shutil.copytree(src, dst)
+
+
+# -- cartoon faces for fast trainer tests --------------------------------------------------
+
+FACE_PX = 48  # on-disk face side; the model crop is smaller
+TINY = {"input_size": 32, "width": 0.125, "dense_dim": 32}
+
+# Two identities that differ in every feature a swap should carry over.
+IDENTITIES = {
+    "a": {"skin": (80, 140, 220), "eyes": (200, 60, 20), "mouth": (40, 40, 160), "axes": (15, 20)},
+    "b": {
+        "skin": (160, 200, 120),
+        "eyes": (20, 160, 40),
+        "mouth": (160, 40, 120),
+        "axes": (18, 17),
+    },
+}
+
+
+def draw_face(identity: str, rng: np.random.Generator, size: int = FACE_PX) -> np.ndarray:
+    """A cartoon face: coloured ellipse, two eyes, a mouth; jittered pose and expression."""
+    p = IDENTITIES[identity]
+    k = size / 48
+    img = np.full((size, size, 3), rng.integers(20, 60), np.uint8)
+    cx, cy = size / 2 + rng.normal(0, k), size / 2 + rng.normal(0, k)
+
+    def pt(x: float, y: float) -> tuple[int, int]:
+        return int(round(cx + x * k)), int(round(cy + y * k))
+
+    def ax(w: float, h: float) -> tuple[int, int]:
+        return max(1, int(round(w * k))), max(1, int(round(h * k)))
+
+    cv2.ellipse(img, pt(0, 0), ax(*p["axes"]), rng.normal(0, 4), 0, 360, p["skin"], -1)
+    for side in (-1, 1):
+        cv2.circle(img, pt(6 * side, -5), max(1, int(3 * k)), p["eyes"], -1)
+    cv2.ellipse(img, pt(0, 9), ax(7, rng.uniform(1, 4)), 0, 0, 360, p["mouth"], -1)
+    return img
+
+
+def write_faces(folder: Path, identity: str, n: int, seed: int = 0) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    paths = []
+    for i in range(n):
+        path = folder / f"{identity}_{i:03d}.png"
+        cv2.imwrite(str(path), draw_face(identity, rng))
+        paths.append(path)
+    return paths
+
+
+def make_trainer(faces: tuple[Path, Path], model_dir: Path, **opts: object) -> Trainer:
+    options = TrainerOptions(**{"learning_rate": 1e-3, "seed": 3, "preview_faces": 3, **opts})
+    return Trainer("lightweight", TINY, options, faces[0], faces[1], model_dir, batch_size=4)
+
+

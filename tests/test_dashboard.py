@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 import pytest
 
-from swapd.daemon.state import StateStore
+from swapd.daemon.state import FaceRecord, StateStore
 from swapd.dashboard.app import FileRefused, served_path
 from swapd.dashboard.server import DashboardConfigError, DashboardServer
 from swapd.workspace import Workspace
@@ -152,6 +152,11 @@ def _fill(ws: Workspace, store: StateStore) -> dict[str, Path]:
     bad = ws.faces / "bob" / "face_0007.png"
     store.report_problem(str(bad), "face", "not a PNG: the file is truncated", key="IHDR",
                          moved_to=str(ws.quarantine / "bob" / "face_0007.png"))
+    store.index_faces(
+        [FaceRecord("bob", f"face_{i:04d}.png", "ok", 1000, 1, hash=f"h{i % 6}")
+         for i in range(7)]
+        + [FaceRecord("bob", "face_0007.png", "quarantined", 10, 1, reason="truncated")],
+        set_name="bob")
     store.log_event("training started", job=JOB)
     store.log_event("exported lightweight_000199.onnx", job=JOB)
     return {"merged": merged, "export": export}
@@ -195,6 +200,10 @@ def test_dashboard_live_in_browser(workspace: Workspace, tmp_path: Path) -> None
         _wait_text(driver, "#problems", "face_0007.png", "truncated", "IHDR",
                    ".swapd/quarantine/bob/face_0007.png")
         _wait_text(driver, "#exports", "lightweight_000199.onnx")
+        # the face index: 7 files, one a copy of another, one set aside
+        _wait_text(driver, "#face-sets-table", "faces/bob")
+        assert _text(driver, "#face-sets-table").replace(" ", "") == "SetFacesQuarantined" \
+            "Duplicatesfaces/bob711"
         _wait_text(driver, "#events", "training started", "exported lightweight_000199.onnx")
         name, href = driver.execute_script(
             "const a = document.querySelector('#merges a'); return [a.textContent, a.href]")

@@ -18,13 +18,13 @@ import pytest
 import torch
 from torch import nn
 
+from swapd.extract.detect import Detection, FaceTracker, MtcnnDetector, create_detector
 from swapd.faces.alignment import model_crop_matrix, warp_face
 from swapd.faces.clip import ClipTruth, truth_path
 from swapd.faces.landmarks import five_points
 from swapd.faces.synthetic import DEMO_A, DEMO_B, make_background, render_face
 from swapd.media import UnreadableMediaError, ffmpeg_exe, ffprobe_exe
 from swapd.merger.blend import face_mask, match_colour, paste_back
-from swapd.merger.detect import Detection, FaceTracker, MtcnnDetector, create_detector
 from swapd.merger.merge import MergeError, MergeOptions, Merger, merge_file
 from swapd.merger.provenance import verify_file
 from swapd.merger.session import ModelLoadError, SwapSession, select_providers

@@ -9,6 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
+from swapd.extract.detect import MtcnnDetector
 from swapd.faces.clip import ClipTruth, truth_path, write_clip
 from swapd.faces.faceswap_png import read_aligned_png
 from swapd.faces.landmarks import five_points
@@ -21,7 +22,6 @@ from swapd.faces.synthetic import (
     render_face,
     write_face_set,
 )
-from swapd.merger.detect import MtcnnDetector
 
 FFPROBE = "/usr/bin/ffprobe"
 

@@ -18,64 +18,7 @@ from swapd.trainer.loop import NonFiniteLossError, Trainer
 from swapd.trainer.models import build_model, list_models, model_options_class
 from swapd.trainer.options import OptionsError, TrainerOptions, split_options
 from swapd.trainer.preview import COLUMNS, header_height
-
-FACE_PX = 48  # on-disk face side; the model crop is smaller
-TINY = {"input_size": 32, "width": 0.125, "dense_dim": 32}
-
-# Two identities that differ in every feature a swap should carry over.
-IDENTITIES = {
-    "a": {"skin": (80, 140, 220), "eyes": (200, 60, 20), "mouth": (40, 40, 160), "axes": (15, 20)},
-    "b": {
-        "skin": (160, 200, 120),
-        "eyes": (20, 160, 40),
-        "mouth": (160, 40, 120),
-        "axes": (18, 17),
-    },
-}
-
-
-def draw_face(identity: str, rng: np.random.Generator, size: int = FACE_PX) -> np.ndarray:
-    """A cartoon face: coloured ellipse, two eyes, a mouth; jittered pose and expression."""
-    p = IDENTITIES[identity]
-    k = size / 48
-    img = np.full((size, size, 3), rng.integers(20, 60), np.uint8)
-    cx, cy = size / 2 + rng.normal(0, k), size / 2 + rng.normal(0, k)
-
-    def pt(x: float, y: float) -> tuple[int, int]:
-        return int(round(cx + x * k)), int(round(cy + y * k))
-
-    def ax(w: float, h: float) -> tuple[int, int]:
-        return max(1, int(round(w * k))), max(1, int(round(h * k)))
-
-    cv2.ellipse(img, pt(0, 0), ax(*p["axes"]), rng.normal(0, 4), 0, 360, p["skin"], -1)
-    for side in (-1, 1):
-        cv2.circle(img, pt(6 * side, -5), max(1, int(3 * k)), p["eyes"], -1)
-    cv2.ellipse(img, pt(0, 9), ax(7, rng.uniform(1, 4)), 0, 0, 360, p["mouth"], -1)
-    return img
-
-
-def write_faces(folder: Path, identity: str, n: int, seed: int = 0) -> list[Path]:
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    paths = []
-    for i in range(n):
-        path = folder / f"{identity}_{i:03d}.png"
-        cv2.imwrite(str(path), draw_face(identity, rng))
-        paths.append(path)
-    return paths
-
-
-@pytest.fixture()
-def faces(tmp_path: Path) -> tuple[Path, Path]:
-    a, b = tmp_path / "faces" / "a", tmp_path / "faces" / "b"
-    write_faces(a, "a", 12, seed=1)
-    write_faces(b, "b", 12, seed=2)
-    return a, b
-
-
-def make_trainer(faces: tuple[Path, Path], model_dir: Path, **opts: object) -> Trainer:
-    options = TrainerOptions(**{"learning_rate": 1e-3, "seed": 3, "preview_faces": 3, **opts})
-    return Trainer("lightweight", TINY, options, faces[0], faces[1], model_dir, batch_size=4)
+from tests.support import TINY, draw_face, make_trainer, write_faces
 
 
 def weights(trainer: Trainer) -> dict[str, torch.Tensor]:
@@ -86,7 +29,7 @@ def weights(trainer: Trainer) -> dict[str, torch.Tensor]:
 
 
 def test_registry_lists_and_builds_models() -> None:
-    assert {"original", "lightweight"} <= set(list_models())
+    assert {"original", "lightweight", "iae"} <= set(list_models())
     model = build_model("lightweight", TINY)
     with torch.no_grad():
         out = model(torch.rand(2, 3, 32, 32), "b")
@@ -101,6 +44,7 @@ def test_registry_lists_and_builds_models() -> None:
         ("original", {}, 82_062_470),
         ("original", {"lowmem": True}, 60_565_126),
         ("lightweight", {}, 51_066_374),
+        ("iae", {}, 117_816_003),
     ],
 )
 def test_full_size_parameter_counts(name: str, options: dict, expected: int) -> None:
@@ -329,6 +273,23 @@ def test_trainer_exports_a_to_b(faces: tuple[Path, Path], tmp_path: Path) -> Non
         with torch.no_grad():
             expected = trainer.model(torch.from_numpy(crops), "b").numpy()
         assert np.abs(got - expected).max() <= 1e-3
+
+
+def test_iae_trains_swaps_and_exports(faces: tuple[Path, Path], tmp_path: Path) -> None:
+    options = TrainerOptions(learning_rate=1e-3, seed=3, preview_faces=3)
+    with Trainer("iae", TINY, options, faces[0], faces[1], tmp_path / "m", 4) as trainer:
+        shared_before = trainer.model.inter_both[0].weight.detach().clone()
+        only_a_before = trainer.model.inter_a[0].weight.detach().clone()
+        losses = [trainer.step() for _ in range(3)]
+        assert all(np.isfinite([s.loss_a, s.loss_b]).all() for s in losses)
+        # both sides train the shared block; each side its own
+        assert not torch.equal(trainer.model.inter_both[0].weight, shared_before)
+        assert not torch.equal(trainer.model.inter_a[0].weight, only_a_before)
+        crops = trainer.set_a.faces[:2]
+        assert not np.array_equal(trainer.predict(crops, "a"), trainer.predict(crops, "b"))
+        report = trainer.export_onnx(tmp_path / "iae.onnx")
+        assert report.max_abs_diff <= 1e-3
+        assert read_export_info(report.path)["model"] == "iae"
 
 
 def test_cuda_options_fall_back_cleanly(faces: tuple[Path, Path], tmp_path: Path) -> None:

@@ -201,8 +201,7 @@ class Service:
     def reconcile(self) -> None:
         changes = self.watcher.take_changes()
         if "faces" in changes:
-            accepted, _, settling = self.ingest.scan()
-            if settling:
+            if self.ingest.scan().settling:
                 self._wake_later(self.config.ingest.settle_seconds)
             changes.add("jobs")  # a face set that appeared may make a job valid
         if "jobs" in changes:

@@ -11,6 +11,8 @@ Tables
     problems   bad input set aside: the file, the key or part, and what was expected
     events     a short log of what happened, for the dashboard and `swapd status`
     controls   requests from the CLI/dashboard (pause, resume, save, stop) picked up by workers
+    faces      the face index: every file of every set, its content hash, size, channels,
+               landmarks, pose, source, status (ok / quarantined + why), duplicates
 
 Paths: artifacts hold absolute paths (workers write them as they make the files); problem
 sources and `moved_to` are relative to the workspace root, as the user sees them.
@@ -27,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the faces table (created in place in older databases)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -81,6 +83,30 @@ CREATE TABLE IF NOT EXISTS events (
     level      TEXT NOT NULL,
     message    TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS faces (
+    set_name     TEXT NOT NULL,
+    name         TEXT NOT NULL,            -- file name inside faces/<set>/
+    status       TEXT NOT NULL,            -- ok | quarantined
+    reason       TEXT,                     -- why it was quarantined
+    moved_to     TEXT,                     -- where it was set aside (workspace-relative)
+    size         INTEGER NOT NULL,         -- bytes; with mtime_ns, what a re-scan compares
+    mtime_ns     INTEGER NOT NULL,
+    hash         TEXT,                     -- BLAKE2b-128 of the content
+    kind         TEXT,                     -- faceswap | deepfacelab | plain
+    width        INTEGER,
+    height       INTEGER,
+    channels     INTEGER,
+    landmarks    TEXT,                     -- JSON [[x, y], ...] in the aligned image, if known
+    yaw          REAL,
+    pitch        REAL,
+    roll         REAL,
+    source       TEXT,                     -- the frame or video the face was extracted from
+    duplicate_of TEXT,                     -- an earlier file of the set with the same content
+    first_seen   REAL NOT NULL,
+    checked_at   REAL NOT NULL,
+    PRIMARY KEY (set_name, name)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS faces_hash ON faces (set_name, hash);
 CREATE TABLE IF NOT EXISTS controls (
     id         INTEGER PRIMARY KEY,
     job        TEXT NOT NULL,
@@ -116,6 +142,35 @@ class Problem:
     key: str | None
     message: str
     moved_to: str | None
+
+
+@dataclass(frozen=True)
+class FaceRecord:
+    """One row of the face index (see the faces table)."""
+
+    set_name: str
+    name: str
+    status: str
+    size: int
+    mtime_ns: int
+    reason: str | None = None
+    moved_to: str | None = None
+    hash: str | None = None
+    kind: str | None = None
+    width: int | None = None
+    height: int | None = None
+    channels: int | None = None
+    landmarks: list[list[float]] | None = None
+    yaw: float | None = None
+    pitch: float | None = None
+    roll: float | None = None
+    source: str | None = None
+    duplicate_of: str | None = None
+    first_seen: float = 0.0
+    checked_at: float = 0.0
+
+
+_FACE_COLUMNS = tuple(FaceRecord.__dataclass_fields__)
 
 
 @dataclass(frozen=True)
@@ -286,6 +341,62 @@ class StateStore:
         return [Problem(r["id"], r["time"], r["source"], r["kind"], r["key"], r["message"],
                         r["moved_to"]) for r in rows]
 
+    # --- face index ---------------------------------------------------------------------------
+
+    def face_stamps(self, set_name: str) -> dict[str, tuple[int, int, str]]:
+        """name -> (size, mtime_ns, status) of every indexed file of a set."""
+        rows = self._db.execute("SELECT name, size, mtime_ns, status FROM faces WHERE set_name=?",
+                                (set_name,)).fetchall()
+        return {r[0]: (r[1], r[2], r[3]) for r in rows}
+
+    def index_faces(self, records: Iterable[FaceRecord], removed: Iterable[str] = (),
+                    set_name: str | None = None) -> None:
+        """Write a scan's new or changed rows and drop removed files, in one transaction, then
+        mark duplicates (same content as an earlier-named ok file of the set). A row keeps the
+        first_seen of the file it replaces."""
+        records = list(records)
+        placeholders = ", ".join("?" for _ in _FACE_COLUMNS)
+        updates = ", ".join(f"{c}=excluded.{c}" for c in _FACE_COLUMNS
+                            if c not in ("set_name", "name", "first_seen"))
+        with self._tx() as db:
+            db.executemany(
+                f"INSERT INTO faces ({', '.join(_FACE_COLUMNS)}) VALUES ({placeholders}) "
+                f"ON CONFLICT(set_name, name) DO UPDATE SET {updates}",
+                [tuple(json.dumps(v) if c == "landmarks" and v is not None else v
+                       for c, v in zip(_FACE_COLUMNS, _record_values(r), strict=True))
+                 for r in records])
+            if set_name is not None:
+                db.executemany("DELETE FROM faces WHERE set_name=? AND name=?",
+                               [(set_name, name) for name in removed])
+            for changed_set in {r.set_name for r in records} | ({set_name} - {None}):
+                # A duplicate names the first file (by name) with the same content.
+                db.execute("UPDATE faces SET duplicate_of = NULL WHERE set_name = ? AND "
+                           "duplicate_of IS NOT NULL", (changed_set,))
+                db.execute(
+                    """UPDATE faces SET duplicate_of = first.name FROM (
+                           SELECT name AS copy, FIRST_VALUE(name) OVER (
+                               PARTITION BY hash ORDER BY name) AS name
+                           FROM faces WHERE set_name = ? AND status = 'ok'
+                           AND hash IS NOT NULL) AS first
+                       WHERE faces.set_name = ? AND faces.name = first.copy
+                       AND first.name != first.copy""", (changed_set, changed_set))
+
+    def faces(self, set_name: str | None = None) -> list[FaceRecord]:
+        """Indexed faces (one set, or all), by set and name."""
+        sql = "SELECT * FROM faces" + (" WHERE set_name=?" if set_name is not None else "")
+        rows = self._db.execute(sql + " ORDER BY set_name, name",
+                                () if set_name is None else (set_name,)).fetchall()
+        return [FaceRecord(**{c: (json.loads(r[c]) if c == "landmarks" and r[c] else r[c])
+                              for c in _FACE_COLUMNS}) for r in rows]
+
+    def face_sets(self) -> dict[str, dict[str, int]]:
+        """Per set: how many faces are ok, quarantined and duplicates."""
+        rows = self._db.execute(
+            "SELECT set_name, SUM(status='ok'), SUM(status='quarantined'), "
+            "SUM(duplicate_of IS NOT NULL) FROM faces GROUP BY set_name ORDER BY set_name"
+        ).fetchall()
+        return {r[0]: {"ok": r[1], "quarantined": r[2], "duplicates": r[3]} for r in rows}
+
     # --- events -------------------------------------------------------------------------------
 
     def log_event(self, message: str, job: str | None = None, level: str = "info") -> None:
@@ -315,6 +426,10 @@ class StateStore:
                 db.executemany("UPDATE controls SET taken_at=? WHERE id=?",
                                ((time.time(), r[0]) for r in rows))
         return [r[1] for r in rows]
+
+
+def _record_values(record: FaceRecord) -> tuple[Any, ...]:
+    return tuple(getattr(record, c) for c in _FACE_COLUMNS)
 
 
 def _job_row(r: sqlite3.Row) -> JobRow:

@@ -112,6 +112,7 @@ class Overview:
     exports: list[Artifact]
     problems: list[Problem]
     events: list[tuple[float, str | None, str, str]]
+    face_sets: dict[str, dict[str, int]]
 
 
 @dataclass(frozen=True)
@@ -137,7 +138,7 @@ def read_overview(workspace: Workspace) -> Overview | None:
     try:
         return Overview(store.jobs(), store.artifacts(kind="merge", limit=50),
                         store.artifacts(kind="export", limit=50), store.problems(limit=100),
-                        store.events(limit=40))
+                        store.events(limit=40), store.face_sets())
     except sqlite3.Error:  # the service is still creating the schema
         return None
     finally:
@@ -264,6 +265,16 @@ def _problems_table(workspace: Workspace, problems: list[Problem]) -> Any:
                   "No problems: all input was readable.", "problems")
 
 
+def _face_sets_table(face_sets: dict[str, dict[str, int]]) -> Any:
+    rows = [html.Tr([html.Td(f"faces/{name}"), html.Td(counts["ok"]),
+                     html.Td(counts["quarantined"],
+                             className="num error-text" if counts["quarantined"] else "num"),
+                     html.Td(counts["duplicates"])])
+            for name, counts in face_sets.items()]
+    return _table(["Set", "Faces", "Quarantined", "Duplicates"], rows,
+                  "No faces indexed yet.", "face-sets-table")
+
+
 def _events_table(events: list[tuple[float, str | None, str, str]]) -> Any:
     rows = [html.Tr([html.Td(_when(t)), html.Td(job or "—"),
                      html.Td(message, className=f"message level-{level}")])
@@ -367,7 +378,8 @@ def _layout(refresh_ms: int) -> Any:
             ], className="card"),
             html.Div([_card("Merged outputs", "merges-body"), _card("Exports", "exports-body")],
                      className="pair"),
-            _card("Problems", "problems-body"),
+            html.Div([_card("Face sets", "face-sets-body"), _card("Problems", "problems-body")],
+                     className="pair"),
             _card("Recent events", "events-body"),
         ]),
     ], className="page")
@@ -386,12 +398,13 @@ def create_app(workspace: Workspace, refresh_ms: int = 2000) -> Dash:
         Output("job-select", "options"), Output("job-select", "value"),
         Output("merges-body", "children"), Output("exports-body", "children"),
         Output("problems-body", "children"), Output("events-body", "children"),
+        Output("face-sets-body", "children"),
         Input("tick", "n_intervals"), State("job-select", "value"),
     )
     def refresh_overview(_tick: int | None, selected: str | None) -> tuple[Any, ...]:
         overview = read_overview(workspace)
         if overview is None:
-            overview = Overview([], [], [], [], [])
+            overview = Overview([], [], [], [], [], {})
             status = _status(None)
         else:
             status = _status(overview)
@@ -402,7 +415,8 @@ def create_app(workspace: Workspace, refresh_ms: int = 2000) -> Dash:
                 no_update if chosen == selected else chosen,
                 _merges_table(workspace, overview.merges),
                 _exports_table(workspace, overview.exports),
-                _problems_table(workspace, overview.problems), _events_table(overview.events))
+                _problems_table(workspace, overview.problems), _events_table(overview.events),
+                _face_sets_table(overview.face_sets))
 
     @app.callback(
         Output("loss-graph", "figure"), Output("loss-key", "data"),

@@ -49,15 +49,16 @@ class ExportReport:
 
 
 class SwapPath(nn.Module):
-    """encoder -> decoder of one side, as a single-input module for export."""
+    """A swap model's path to one side (``model(face, side)``) as a single-input module for
+    export: only the layers that path runs end up in the graph."""
 
-    def __init__(self, encoder: nn.Module, decoder: nn.Module) -> None:
+    def __init__(self, model: nn.Module, side: str) -> None:
         super().__init__()
-        self.encoder = encoder
-        self.decoder = decoder
+        self.model = model
+        self.side = side
 
     def forward(self, face: Tensor) -> Tensor:
-        return self.decoder(self.encoder(face))
+        return self.model(face, self.side)
 
 
 def onnx_providers() -> list[str]:
@@ -120,7 +121,7 @@ def export_swap_model(
     opset: int = DEFAULT_OPSET,
     tolerance: float = PARITY_TOLERANCE,
 ) -> ExportReport:
-    """Export ``model.encoder`` + ``model.decoder_<side_to>`` to ``path`` and verify it.
+    """Export ``model``'s path to ``side_to`` (``model(x, side_to)``) to ``path``, verified.
 
     ``faces``: float32 NCHW BGR [0, 1] crops used for the parity check (pass real face
     crops; without them a seeded random batch is used). The file only appears at ``path``
@@ -132,8 +133,8 @@ def export_swap_model(
         raise ValueError(f"side_to must be 'a' or 'b', got {side_to!r}")
     # A CPU float32 copy in eval mode, so exporting never disturbs a model mid-training.
     module = (
-        SwapPath(copy.deepcopy(model.encoder), copy.deepcopy(getattr(model, f"decoder_{side_to}")))
-        .to("cpu", torch.float32)
+        SwapPath(copy.deepcopy(model), side_to)
+        .to("cpu", torch.float32, memory_format=torch.contiguous_format)
         .eval()
     )
     if faces is None:

@@ -1,0 +1,1 @@
+"""Faces from new footage: detector and landmark plugins, alignment, aligned-face output."""

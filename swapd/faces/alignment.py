@@ -64,17 +64,42 @@ def unit_matrix(landmarks: np.ndarray) -> np.ndarray:
     return umeyama(points, mean_face)
 
 
-def aligned_matrix(landmarks: np.ndarray, size: int, centering: Centering = "face") -> np.ndarray:
-    """2x3 affine from frame pixels to an aligned face of `size` pixels at `centering`."""
-    pad = CENTERING_PADDING[centering]
-    span = 1.0 - pad  # share of the output the unit box covers
+def _unit_to_pixels(size: float, centering: str) -> np.ndarray:
+    """3x3 from mean-face unit coordinates to an aligned face of `size` pixels at `centering`."""
+    span = 1.0 - CENTERING_PADDING[centering]  # share of the output the unit box covers
     scale = size * span
-    to_pixels = np.array([
+    return np.array([
         [scale, 0.0, size / 2.0 - 0.5 * scale],
         [0.0, scale, size / 2.0 - 0.5 * scale - CENTERING_SHIFT_Y[centering] * size],
         [0.0, 0.0, 1.0],
     ])
-    return (to_pixels @ unit_matrix(landmarks))[:2]
+
+
+def aligned_matrix(landmarks: np.ndarray, size: int, centering: Centering = "face") -> np.ndarray:
+    """2x3 affine from frame pixels to an aligned face of `size` pixels at `centering`."""
+    return (_unit_to_pixels(size, centering) @ unit_matrix(landmarks))[:2]
+
+
+def recentre_matrix(size: int, stored: str, wanted: str) -> np.ndarray:
+    """2x3 affine from an aligned face of `size` pixels at centering `stored` to the same-size
+    face at centering `wanted` (e.g. a head-centred face to its face-centred crop).
+
+    Both are the same landmarks' alignment at different paddings, so the map needs no
+    landmarks: it is exact for faces swapd aligned, and as close as the two tools' mean faces
+    agree for faces from faceswap or DeepFaceLab.
+    """
+    full = _unit_to_pixels(size, wanted) @ np.linalg.inv(_unit_to_pixels(size, stored))
+    return full[:2]
+
+
+def recentre(face: np.ndarray, stored: str, wanted: str) -> np.ndarray:
+    """An aligned face re-cut at another centering, same size (a no-op when they match)."""
+    if stored == wanted:
+        return face
+    size = face.shape[0]
+    out = cv2.warpAffine(face, recentre_matrix(size, stored, wanted), (size, size),
+                         flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    return out.reshape(face.shape)
 
 
 def warp_face(frame: np.ndarray, matrix: np.ndarray, size: int) -> np.ndarray:

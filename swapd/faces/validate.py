@@ -10,6 +10,7 @@ moves a bad file out of the face folder (never deletes it) with the reason writt
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import re
 import shutil
@@ -55,9 +56,10 @@ class FaceFileInfo:
     height: int
     channels: int  # 1 grayscale, 3 BGR, 4 BGRA
     format: str  # "png", "jpeg", "webp", "bmp"
-    landmarks: np.ndarray | None  # 68x2 in the aligned image's pixels, when known
+    landmarks: np.ndarray | None  # 68x2 (or 5x2) in the aligned image's pixels, when known
     meta: FaceswapMeta | None  # faceswap metadata of a PNG, when present
     dfl: DFLMeta | None = None  # DeepFaceLab metadata of a JPEG, when present
+    content_hash: str | None = None  # BLAKE2b-128 of the file's bytes, hex
 
     @property
     def kind(self) -> str:
@@ -178,9 +180,9 @@ def _aligned_landmarks(meta: FaceswapMeta, path: Path) -> np.ndarray | None:
         arr = np.asarray(points, dtype=np.float64)
     except (TypeError, ValueError) as exc:
         raise BadFaceError(path, f"swapd.aligned_landmarks is not numeric ({exc})") from exc
-    if arr.shape != (68, 2) or not np.isfinite(arr).all():
-        raise BadFaceError(path, f"swapd.aligned_landmarks must be 68x2 finite numbers, got "
-                                 f"shape {arr.shape}")
+    if arr.shape not in ((68, 2), (5, 2)) or not np.isfinite(arr).all():
+        raise BadFaceError(path, f"swapd.aligned_landmarks must be 68x2 or 5x2 finite numbers, "
+                                 f"got shape {arr.shape}")
     return arr
 
 
@@ -244,7 +246,8 @@ def inspect_face_file(path: str | os.PathLike[str], min_size: int = 64) -> FaceF
             frame_h, frame_w = meta.source_frame_dims
             _check_landmarks(meta.landmarks_xy, frame_w, frame_h, p, "source frame")
     return FaceFileInfo(path=p, width=width, height=height, channels=channels, format=fmt,
-                        landmarks=landmarks, meta=meta, dfl=dfl)
+                        landmarks=landmarks, meta=meta, dfl=dfl,
+                        content_hash=hashlib.blake2b(data, digest_size=16).hexdigest())
 
 
 def _safe_component(name: str) -> str:

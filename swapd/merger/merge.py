@@ -22,11 +22,11 @@ import cv2
 import numpy as np
 
 from swapd.errors import FileProblem
+from swapd.extract.detect import Detection, Detector, FaceTracker, create_detector
 from swapd.faces.alignment import model_crop_matrix, warp_face
-from swapd.media import IMAGE_SUFFIXES, VIDEO_SUFFIXES, UnreadableMediaError
+from swapd.media import IMAGE_SUFFIXES, VIDEO_SUFFIXES, UnreadableMediaError, read_image
 from swapd.merger import watermark
 from swapd.merger.blend import face_mask, match_colour, paste_back
-from swapd.merger.detect import Detection, Detector, FaceTracker, create_detector
 from swapd.merger.provenance import tag_image
 from swapd.merger.session import SwapSession
 from swapd.merger.video import VideoWriter, probe_video, read_frames
@@ -179,7 +179,7 @@ class Merger:
         return done, faces
 
     def _merge_image(self, src: Path, out: Path, progress: Progress | None) -> tuple[int, int]:
-        image = _read_image(src)
+        image = read_image(src)
         if min(image.shape[:2]) < watermark.MIN_SIZE:
             raise MergeError(src, f"image {image.shape[1]}x{image.shape[0]} is too small to "
                                   f"watermark (minimum {watermark.MIN_SIZE}x{watermark.MIN_SIZE})")
@@ -200,18 +200,6 @@ class Merger:
         if progress is not None:
             progress(1, 1)
         return 1, faces
-
-
-def _read_image(path: Path) -> np.ndarray:
-    if not path.is_file():
-        raise UnreadableMediaError(path, "file does not exist")
-    data = np.fromfile(path, dtype=np.uint8)
-    if data.size == 0:
-        raise UnreadableMediaError(path, "file is empty (0 bytes)")
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR)
-    if image is None:
-        raise UnreadableMediaError(path, "not a readable image (corrupt or unsupported format)")
-    return image
 
 
 def _batched(frames: Iterable[np.ndarray], n: int) -> Iterator[list[np.ndarray]]:

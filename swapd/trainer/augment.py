@@ -56,33 +56,39 @@ class Augmenter:
         not changed). The masks follow the targets' flip and transform; without ``masks`` the
         third result is an empty array."""
         s = self.settings
-        targets = faces.copy()
-        masks = np.empty((len(faces), *faces.shape[1:3], 0), np.uint8) if masks is None \
-            else masks.copy()
+        n, channels = len(faces), faces.shape[-1]
+        # Target and masks travel together (one array, one warp per face): the same flip and
+        # transform by construction.
+        both = faces if masks is None else np.concatenate([faces, masks], axis=-1)
+        both = both.copy()
         if s.flip:
-            flip = rng.random(len(faces)) < 0.5
-            targets[flip] = targets[flip][:, :, ::-1]
-            masks[flip] = masks[flip][:, :, ::-1]
-        for i in range(len(targets)):
-            matrix = self._random_transform(rng)
-            targets[i] = self._apply(targets[i], matrix)
-            if masks.shape[-1]:
-                masks[i] = self._apply(masks[i], matrix)
-        inputs = np.empty_like(targets)
-        for i in range(len(targets)):
-            face = self._warp(targets[i], rng) if s.warp else targets[i].copy()
-            inputs[i] = self._jitter_colour(face, rng) if s.colour else face
+            flip = rng.random(n) < 0.5
+            both[flip] = both[flip][:, :, ::-1]
+        for i in range(n):
+            both[i] = self._apply(both[i], self._random_transform(rng))
+        targets = np.ascontiguousarray(both[..., :channels])
+        masks = np.ascontiguousarray(both[..., channels:])
+        inputs = np.stack([self._warp(t, rng) for t in targets]) if s.warp else targets.copy()
+        if s.colour:
+            inputs = self._jitter_colour(inputs, rng)
         return inputs, targets, masks
 
-    def _jitter_colour(self, face: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        if face.ndim == 2 or face.shape[-1] == 1:
-            lit = face.astype(np.float32) * (1 + rng.uniform(-self.settings.lightness,
-                                                             self.settings.lightness))
-            return np.clip(lit, 0, 255).astype(np.uint8).reshape(face.shape)
-        lab = cv2.cvtColor(face, cv2.COLOR_BGR2LAB).astype(np.float32)
-        lab[..., 0] *= 1 + rng.uniform(-self.settings.lightness, self.settings.lightness)
-        lab[..., 1:] += rng.uniform(-self.settings.chroma, self.settings.chroma, 2) * 255
-        return cv2.cvtColor(np.clip(lab, 0, 255).astype(np.uint8), cv2.COLOR_LAB2BGR)
+    def _jitter_colour(self, faces: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Per face: L* scaled by up to ±lightness, a*/b* shifted by up to ±chroma (in one
+        colour conversion each way for the whole batch)."""
+        n, size = len(faces), faces.shape[1]
+        light = 1 + rng.uniform(-self.settings.lightness, self.settings.lightness, n)
+        if faces.shape[-1] == 1:
+            lit = faces.astype(np.float32) * light[:, None, None, None]
+            return np.clip(lit, 0, 255).astype(np.uint8)
+        tall = faces.reshape(n * size, size, 3)  # the batch as one image for cvtColor
+        lab = cv2.cvtColor(tall, cv2.COLOR_BGR2LAB).astype(np.float32).reshape(faces.shape)
+        lab[..., 0] *= light[:, None, None]
+        lab[..., 1:] += (rng.uniform(-self.settings.chroma, self.settings.chroma, (n, 2))
+                         * 255)[:, None, None, :]
+        out = cv2.cvtColor(np.clip(lab, 0, 255).astype(np.uint8).reshape(n * size, size, 3),
+                           cv2.COLOR_LAB2BGR)
+        return out.reshape(faces.shape)
 
     def _random_transform(self, rng: np.random.Generator) -> np.ndarray:
         """A 2x3 rotation/zoom/shift about the centre, within the settings' ranges."""

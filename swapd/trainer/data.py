@@ -19,6 +19,13 @@ import cv2
 import numpy as np
 
 from swapd.errors import FileProblem
+from swapd.faces.alignment import (
+    CENTERING_PADDING,
+    Centering,
+    recentre,
+    recentre_matrix,
+    transform_points,
+)
 from swapd.faces.dfl_jpg import DFLFormatError, read_dfl_meta
 from swapd.faces.faceswap_png import FaceFormatError, read_faceswap_header
 from swapd.faces.masks import MASK_CHANNELS, MaskType, full_face_mask, landmark_masks
@@ -61,28 +68,52 @@ def _decode(data: np.ndarray, grayscale: bool) -> np.ndarray:
     return img
 
 
-def aligned_landmarks(data: bytes, where: str) -> np.ndarray | None:
-    """The landmarks of an aligned face in its own pixels: from a DeepFaceLab JPG's metadata,
-    or from the faceswap header swapd writes (``swapd.aligned_landmarks``); None when the file
-    has none. Hostile or broken DFL metadata raises :class:`DFLFormatError`."""
+# How DeepFaceLab's face types compare with swapd's centerings (their crops are close, not
+# identical: DFL's own mean face and paddings differ a little).
+DFL_CENTERING = {"half_face": "legacy", "midfull_face": "legacy", "full_face": "face",
+                 "full_face_no_align": "face", "whole_face": "face", "head": "head",
+                 "head_no_align": "head", "mark_only": "face"}
+
+
+@dataclass(frozen=True)
+class StoredGeometry:
+    """What a face file says about its own crop: landmarks in its pixels, its centering."""
+
+    landmarks: np.ndarray | None = None
+    centering: str | None = None  # None: unknown, taken to be the trainer's
+
+
+def stored_geometry(data: bytes, where: str) -> StoredGeometry:
+    """Landmarks and centering of an aligned face file's bytes.
+
+    DeepFaceLab JPGs: the landmarks of their metadata, centering from the face type. faceswap
+    PNGs: swapd's extras when swapd wrote the file (landmarks and centering); faceswap itself
+    stores faces head-centred (since 2.0) and its frame landmarks only. Hostile or broken DFL
+    metadata raises :class:`DFLFormatError`.
+    """
     if data[:2] == b"\xff\xd8":
         dfl = read_dfl_meta(data)
-        return None if dfl is None else dfl.landmarks.astype(np.float64)
+        if dfl is None:
+            return StoredGeometry()
+        return StoredGeometry(dfl.landmarks.astype(np.float64), DFL_CENTERING[dfl.face_type])
     try:
         header = read_faceswap_header(data, where)
     except FaceFormatError:
-        return None
-    extra = header.get("swapd") if header else None
-    points = extra.get("aligned_landmarks") if isinstance(extra, dict) else None
-    if points is None:
-        return None
+        return StoredGeometry()
+    if not header:
+        return StoredGeometry()
+    extra = header.get("swapd")
+    if not isinstance(extra, dict):
+        return StoredGeometry(centering="head")
+    centering = extra.get("centering")
+    centering = centering if centering in CENTERING_PADDING else None
     try:
-        arr = np.asarray(points, dtype=np.float64)
+        points = np.asarray(extra.get("aligned_landmarks"), dtype=np.float64)
     except (TypeError, ValueError):
-        return None
-    if arr.shape not in ((68, 2), (5, 2)) or not np.isfinite(arr).all():
-        return None
-    return arr
+        return StoredGeometry(centering=centering)
+    if points.shape not in ((68, 2), (5, 2)) or not np.isfinite(points).all():
+        return StoredGeometry(centering=centering)
+    return StoredGeometry(points, centering)
 
 
 def crop_landmarks(points: np.ndarray, side: int, size: int, coverage: float) -> np.ndarray:
@@ -118,8 +149,10 @@ class FaceSet:
         coverage: float = 0.875,
         grayscale: bool = False,
         mask_type: MaskType = "extended",
+        centering: Centering = "face",
     ) -> None:
         self.folder = Path(folder)
+        self.centering: Centering = centering
         self.size = size
         self.coverage = coverage
         self.grayscale = grayscale
@@ -166,8 +199,16 @@ class FaceSet:
         try:
             data = np.fromfile(path, dtype=np.uint8)
             img = _decode(data, self.grayscale)
+            stored = stored_geometry(data.tobytes(), str(path))
+            points = stored.landmarks
+            if stored.centering is not None and stored.centering != self.centering:
+                # A face stored at another centering (faceswap keeps head-centred faces) is
+                # re-cut at the trainer's before the coverage crop, landmarks alike.
+                img = recentre(img, stored.centering, self.centering)
+                if points is not None:
+                    points = transform_points(points, recentre_matrix(
+                        img.shape[0], stored.centering, self.centering))
             face = crop_for_model(img, self.size, self.coverage)
-            points = aligned_landmarks(data.tobytes(), str(path))
         except DFLFormatError as exc:
             return _Entry(stamp, None, reason=exc.reason)
         except (OSError, ValueError, cv2.error) as exc:

@@ -25,6 +25,7 @@ from swapd.trainer.checkpoint import CheckpointError, load_checkpoint, save_chec
 from swapd.trainer.data import BatchLoader, FaceSet, FaceSetError, to_tensor_layout
 from swapd.trainer.losses import FaceLoss, get_loss
 from swapd.trainer.models import SwapModel, build_model
+from swapd.trainer.optimizers import GradientClipper, build_optimizer, warmup_factor
 from swapd.trainer.options import OptionsError, TrainerOptions, validate_model_options
 from swapd.trainer.preview import make_grid, to_uint8_nhwc, write_png
 
@@ -139,12 +140,11 @@ class Trainer:
         self.model: SwapModel = build_model(model, self.model_options).to(
             self.device, memory_format=self._memory_format
         )
-        self.optimizer = torch.optim.Adam(
-            self.model.parameters(),
-            lr=trainer_options.learning_rate,
-            betas=(trainer_options.beta1, trainer_options.beta2),
-            eps=trainer_options.epsilon,
-        )
+        self.optimizer = build_optimizer(
+            trainer_options.optimizer, self.model.parameters(), trainer_options.learning_rate,
+            (trainer_options.beta1, trainer_options.beta2), trainer_options.epsilon,
+            trainer_options.weight_decay, self.device)
+        self.clipper = GradientClipper(trainer_options.clip_grad_norm, trainer_options.autoclip)
         self.iteration = 0
         self.history: list[dict[str, Any]] = []
         if state is not None:
@@ -159,10 +159,11 @@ class Trainer:
 
         size = self.model_options.input_size  # type: ignore[attr-defined]
         self.input_size: int = size
-        self.set_a = FaceSet(faces_a, size, trainer_options.coverage,
-                             mask_type=trainer_options.mask_type)
-        self.set_b = FaceSet(faces_b, size, trainer_options.coverage,
-                             mask_type=trainer_options.mask_type)
+        self.set_a, self.set_b = (
+            FaceSet(folder, size, trainer_options.coverage, mask_type=trainer_options.mask_type,
+                    centering=trainer_options.centering)
+            for folder in (faces_a, faces_b)
+        )
         for face_set in (self.set_a, self.set_b):
             if len(face_set) == 0:
                 raise FaceSetError(face_set.folder, "no usable faces to train on")
@@ -208,16 +209,22 @@ class Trainer:
             )
 
     def _restore(self, state: dict[str, Any]) -> None:
+        saved_optimizer = state.get("trainer_options", {}).get("optimizer", "adam")
         try:
             self.model.load_state_dict(state["model_state"])
-            if "optimizer_state" in state:
+            if "optimizer_state" in state and saved_optimizer == self.options.optimizer:
                 self.optimizer.load_state_dict(state["optimizer_state"])
+            elif "optimizer_state" in state:
+                log.info("optimizer changed from %s to %s: starting its state afresh",
+                         saved_optimizer, self.options.optimizer)
         except (RuntimeError, ValueError, KeyError) as exc:
             raise CheckpointError(self.checkpoint_path, f"does not fit the model ({exc})") from exc
         for group in self.optimizer.param_groups:  # this session's trainer options win
             group["lr"] = self.options.learning_rate
             group["betas"] = (self.options.beta1, self.options.beta2)
-            group["eps"] = self.options.epsilon
+            if "eps" in group:
+                group["eps"] = self.options.epsilon
+        self.clipper.history = list(state.get("autoclip_history", []))
         self.iteration = int(state["iteration"])
         self.history = list(state.get("history", {}).get("sessions", []))
         rng = state.get("rng", {})
@@ -245,26 +252,40 @@ class Trainer:
         for face_set in (self.set_a, self.set_b):
             if len(face_set) == 0:
                 raise FaceSetError(face_set.folder, "no usable faces left to train on")
-        batch = self.loader.get()
         self.model.train()
-        with self._autocast():
-            out_a = self.model(self._tensor(batch.input_a), "a")
-            out_b = self.model(self._tensor(batch.input_b), "b")
-        loss_a = self._loss_fn(out_a, self._tensor(batch.target_a), self._tensor(batch.mask_a))
-        loss_b = self._loss_fn(out_b, self._tensor(batch.target_b), self._tensor(batch.mask_b))
-        la, lb = float(loss_a.detach()), float(loss_b.detach())
-        if not (math.isfinite(la) and math.isfinite(lb)):
-            raise NonFiniteLossError(self.iteration + 1, la, lb)
         self.optimizer.zero_grad(set_to_none=True)
-        (loss_a + loss_b).backward()
-        grad_norms = [p.grad.norm() for p in self.model.parameters() if p.grad is not None]
-        if not torch.isfinite(torch.stack(grad_norms).sum()):
+        accumulate = self.options.accumulate
+        la = lb = 0.0
+        for _ in range(accumulate):  # gradients add up over `accumulate` batches
+            batch = self.loader.get()
+            with self._autocast():
+                out_a = self.model(self._tensor(batch.input_a), "a")
+                out_b = self.model(self._tensor(batch.input_b), "b")
+            loss_a = self._loss_fn(out_a, self._tensor(batch.target_a),
+                                   self._tensor(batch.mask_a))
+            loss_b = self._loss_fn(out_b, self._tensor(batch.target_b),
+                                   self._tensor(batch.mask_b))
+            part_a, part_b = float(loss_a.detach()), float(loss_b.detach())
+            if not (math.isfinite(part_a) and math.isfinite(part_b)):
+                self.optimizer.zero_grad(set_to_none=True)
+                raise NonFiniteLossError(self.iteration + 1, part_a, part_b)
+            la, lb = la + part_a / accumulate, lb + part_b / accumulate
+            ((loss_a + loss_b) / accumulate).backward()
+        params = [p for p in self.model.parameters() if p.grad is not None]
+        norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params]))
+        if not torch.isfinite(norm):
             self.optimizer.zero_grad(set_to_none=True)
             raise NonFiniteLossError(self.iteration + 1, la, lb)
+        if self.clipper.active:
+            self.clipper(params, norm)
+        lr = self.options.learning_rate * warmup_factor(self.iteration, self.options.warmup)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
         self.optimizer.step()
         self.iteration += 1
         self._session["iterations"] = self.iteration - self._session["start_iteration"]
-        return StepStats(self.iteration, la, lb, time.perf_counter() - start, 2 * self.batch_size)
+        return StepStats(self.iteration, la, lb, time.perf_counter() - start,
+                         2 * self.batch_size * accumulate)
 
     # -- saving, preview, export ---------------------------------------------------------
 
@@ -286,6 +307,7 @@ class Trainer:
             "iteration": self.iteration,
             "batch_size": self.batch_size,
             "rng": rng,
+            "autoclip_history": list(self.clipper.history),
             "history": {"sessions": [dict(s) for s in self.history]},
         }
 
@@ -332,7 +354,7 @@ class Trainer:
             faces=faces,
             coverage=self.options.coverage,
             model_name=self.model_name,
-            metadata={"iteration": self.iteration},
+            metadata={"iteration": self.iteration, "centering": self.options.centering},
         )
 
     # -- faces, lifetime -------------------------------------------------------------------

@@ -21,11 +21,20 @@ class TrainerOptions(BaseModel):
     loss: Literal["ssim", "mae", "mse"] = Field(
         "ssim", description="ssim = (1 - SSIM) / 2 + mean absolute error"
     )
+    optimizer: Literal["adam", "adamw", "adabelief", "rmsprop", "lion"] = "adam"
     learning_rate: float = Field(5e-5, gt=0, le=1)
     beta1: float = Field(0.5, ge=0, lt=1)
     beta2: float = Field(0.99, ge=0, lt=1)
     epsilon: float = Field(1e-7, gt=0)
+    weight_decay: float = Field(0.0, ge=0, lt=1)
+    warmup: int = Field(0, ge=0, description="iterations of linear learning-rate warmup")
+    clip_grad_norm: float = Field(0.0, ge=0, description="clip the gradient norm (0 = off)")
+    autoclip: bool = Field(False, description="clip to the 10th percentile of past norms")
+    accumulate: int = Field(1, ge=1, le=64, description="batches per optimizer step")
     coverage: float = Field(0.875, gt=0, le=1, description="centre share of the face side fed")
+    centering: Literal["legacy", "face", "head"] = Field(
+        "face", description="the crop the model learns (faces stored otherwise are re-cut)"
+    )
     penalized_mask_loss: bool = Field(
         True, description="weigh the loss by the face mask drawn from the landmarks"
     )

@@ -14,7 +14,7 @@ from typing import Any, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from torch import Tensor, nn
 
-_BUILTIN_MODULES = ("original", "lightweight")
+_BUILTIN_MODULES = ("original", "lightweight", "iae")
 _REGISTRY: dict[str, type[SwapModel]] = {}
 
 Side = Literal["a", "b"]
@@ -50,9 +50,11 @@ class CommonOptions(BaseModel):
 
 
 class SwapModel(nn.Module):
-    """Faceswap-shaped autoencoder: ``forward(x, side)`` = ``decoder_<side>(encoder(x))``.
+    """A swap autoencoder: ``forward(x, side)`` draws the face in ``x`` as side "a" or "b".
 
-    Input and output are NCHW float32 BGR in [0, 1] at ``input_size``.
+    The default shape is faceswap's (original, lightweight): ``decoder_<side>(encoder(x))``;
+    other shapes (iae) override ``forward``. Input and output are NCHW float32 BGR in [0, 1] at
+    ``input_size``.
     """
 
     Options: type[CommonOptions] = CommonOptions
@@ -126,3 +128,17 @@ def build_model(name: str, options: dict[str, Any] | BaseModel | None = None) ->
         raw = options.model_dump() if isinstance(options, BaseModel) else (options or {})
         opts = cls.Options.model_validate(raw)
     return cls(opts)
+
+
+def summarize(model: nn.Module) -> list[dict[str, Any]]:
+    """One row per leaf layer, in order: dotted name, the layer as torch prints it, and its
+    parameter count (what ``swapd model summary`` shows)."""
+    rows = []
+    for name, module in model.named_modules():
+        if name and not list(module.children()):
+            rows.append({
+                "name": name,
+                "layer": repr(module),
+                "parameters": sum(p.numel() for p in module.parameters(recurse=False)),
+            })
+    return rows

@@ -47,7 +47,15 @@ class Detection:
 
 @runtime_checkable
 class Detector(Protocol):
-    """A face detector plugin: finds faces and their 5 landmarks in a BGR uint8 frame."""
+    """A face detector plugin: finds faces and their landmarks in a BGR uint8 frame.
+
+    Each plugin declares what it returns: ``name`` (its registry name) and
+    ``landmark_points`` (5 for MTCNN; the extractor aligns by them, and masks for 5-point faces
+    are derived from them, see :mod:`swapd.faces.masks`).
+    """
+
+    name: str
+    landmark_points: int
 
     def detect(self, frame_bgr: np.ndarray) -> list[Detection]: ...
 
@@ -150,6 +158,7 @@ class MtcnnDetector:
     """
 
     name = "mtcnn"
+    landmark_points = 5
 
     def __init__(self, min_face_size: int = 40, score_threshold: float = 0.9,
                  stage_thresholds: tuple[float, float] = (0.6, 0.7),
@@ -301,7 +310,7 @@ class FaceTracker:
     def detect(self, frame_bgr: np.ndarray) -> list[Detection]:
         """Faces in this frame (call once per frame, in order)."""
         if (self._previous and self._since_full < self.redetect_every
-                and isinstance(self.detector, RefiningDetector)):
+                and callable(getattr(self.detector, "refine", None))):
             found = self.detector.refine(frame_bgr, self._previous)
             if len(found) == len(self._previous):
                 self._previous = found

@@ -1,0 +1,68 @@
+"""``swapd train``: train from the command line, as faceswap's ``train`` command does.
+
+    swapd train --model NAME -A DIR -B DIR --model-dir DIR [--iterations N] [--batch-size N]
+                [--save-every N] [--set key=value ...] [--export]
+
+No workspace or service: faces are read from -A/-B, the checkpoint, previews and (with
+``--export``) the ONNX export go to --model-dir. A folder that already holds a checkpoint
+resumes from it. Ctrl-C or SIGTERM saves and exits 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("swapd.train")
+
+
+def run_training(model: str, faces_a: Path, faces_b: Path, model_dir: Path,
+                 options: dict[str, Any], iterations: int, batch_size: int,
+                 save_every: int, export: bool, show_progress: bool = True) -> int:
+    """Train until ``iterations`` (0 = until stopped); returns the iteration reached."""
+    from tqdm import tqdm
+
+    from swapd.trainer.loop import Trainer
+    from swapd.trainer.options import split_options
+
+    trainer_options, model_options = split_options(model, options)
+    stop = {"now": False}
+
+    def request_stop(signum: int, _frame: object) -> None:
+        stop["now"] = True
+
+    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    trainer = Trainer(model, model_options.model_dump(), trainer_options, faces_a, faces_b,
+                      model_dir, batch_size)
+    bar = tqdm(total=iterations or None, initial=trainer.iteration, unit="it",
+               disable=not show_progress)
+    try:
+        saved = trainer.iteration
+        while not stop["now"] and (iterations == 0 or trainer.iteration < iterations):
+            stats = trainer.step()
+            bar.update(1)
+            bar.set_postfix(loss_a=f"{stats.loss_a:.4f}", loss_b=f"{stats.loss_b:.4f}",
+                            egs=f"{stats.examples_per_second:.0f}", refresh=False)
+            if stats.iteration % save_every == 0:
+                _save(trainer, model_dir)
+                saved = trainer.iteration
+                trainer.refresh_faces()
+        if trainer.iteration != saved:
+            _save(trainer, model_dir)
+        if export and trainer.iteration:
+            report = trainer.export_onnx(model_dir / "exports" / "a_to_b.onnx")
+            log.info("exported %s (parity max abs diff %.2e)", report.path,
+                     report.max_abs_diff)
+        return trainer.iteration
+    finally:
+        bar.close()
+        trainer.close()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _save(trainer: Any, model_dir: Path) -> None:
+    trainer.save()
+    trainer.write_preview(model_dir / "previews" / "latest.png")

@@ -1,0 +1,83 @@
+"""`swapd model summary` and `swapd train`, run as real processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from swapd.trainer.checkpoint import load_checkpoint
+from tests.support import wait_for
+
+ENV = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1]),
+       "OMP_WAIT_POLICY": "PASSIVE"}
+TINY = ["--set", "input_size=32", "--set", "width=0.125", "--set", "dense_dim=32",
+        "--set", "learning_rate=1e-3"]
+
+
+def swapd(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "swapd", *args], capture_output=True,
+                          text=True, timeout=timeout, env=ENV)
+
+
+@pytest.mark.parametrize(("name", "parameters"), [("original", 82_062_470),
+                                                   ("lightweight", 51_066_374)])
+def test_model_summary(name: str, parameters: int) -> None:
+    result = swapd("model", "summary", name, "--json")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["model"] == name and summary["parameters"] == parameters
+    assert sum(layer["parameters"] for layer in summary["layers"]) == parameters
+    assert summary["layers"][0]["layer"].startswith("Conv2d(3, 128, kernel_size=(5, 5)")
+    text = swapd("model", "summary", name, "--set", "input_size=128")
+    assert text.returncode == 0 and "total" in text.stdout and "input_size=128" in text.stdout
+    bad = swapd("model", "summary", name, "--set", "input_size=100")
+    assert bad.returncode == 2 and "multiple of 16" in bad.stderr
+
+
+def test_train_resumes_and_saves_on_ctrl_c(synthetic_sets: dict[str, Path],
+                                           tmp_path: Path) -> None:
+    model_dir = tmp_path / "model"
+    common = ["train", "--model", "lightweight", "-A", str(synthetic_sets["alice"]), "-B",
+              str(synthetic_sets["bob"]), "--model-dir", str(model_dir), "--batch-size", "4",
+              "--save-every", "3", *TINY]
+    first = swapd(*common, "--iterations", "6")
+    assert first.returncode == 0, first.stderr
+    assert "at iteration 6" in first.stdout
+    assert load_checkpoint(model_dir / "model.pt")["iteration"] == 6
+    assert (model_dir / "previews" / "latest.png").stat().st_size > 0
+
+    second = swapd(*common, "--iterations", "8", "--export")
+    assert second.returncode == 0, second.stderr
+    assert "at iteration 8" in second.stdout
+    assert (model_dir / "exports" / "a_to_b.onnx").exists()
+    sessions = load_checkpoint(model_dir / "model.pt")["history"]["sessions"]
+    assert [s["start_iteration"] for s in sessions] == [0, 6]
+
+    # No target: runs until Ctrl-C, then saves where it got to and exits 0.
+    proc = subprocess.Popen([sys.executable, "-m", "swapd", *common], env=ENV,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        checkpoint = model_dir / "model.pt"
+        before = checkpoint.stat().st_mtime_ns
+        wait_for(lambda: checkpoint.stat().st_mtime_ns != before, timeout=120,
+                 what="a save past iteration 8")
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    reached = load_checkpoint(model_dir / "model.pt")["iteration"]
+    assert reached >= 9 and f"at iteration {reached}" in out
+
+    bad = swapd("train", "--model", "lightweight", "-A", str(tmp_path / "none"), "-B",
+                str(synthetic_sets["bob"]), "--model-dir", str(tmp_path / "m2"), *TINY)
+    assert bad.returncode == 2 and "none" in bad.stderr
