@@ -160,6 +160,7 @@ def main() -> None:
                         help="override a [train.options] value (TOML syntax), e.g. width=0.25")
     parser.add_argument("--previews", type=Path, help="keep the preview of every check here")
     parser.add_argument("--keep-model", type=Path, help="copy the final checkpoint here")
+    parser.add_argument("--keep-merged", type=Path, help="copy the merged clip here")
     parser.add_argument("--views", type=int, default=8,
                         help="held-out views rendered for the ground-truth swap score")
     args = parser.parse_args()
@@ -226,6 +227,9 @@ def main() -> None:
 
         clip = ws.footage / DEMO_JOB / "demo_clip.mp4"
         result = merge_file(clip, ws.output / DEMO_JOB, export_path, options=MergeOptions())
+        if args.keep_merged:
+            args.keep_merged.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(result.output_path, args.keep_merged)
 
     results = {
         "machine": f"{platform.processor() or platform.machine()}, "

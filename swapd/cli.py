@@ -21,6 +21,7 @@ import argparse
 import json
 import logging
 import logging.handlers
+import sqlite3
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -226,7 +227,11 @@ def cmd_faces_import(args: argparse.Namespace) -> int:
     if not source.is_dir():
         print(f"swapd: {source}: not a folder", file=sys.stderr)
         return EXIT_USAGE
-    destination = ws.face_set(args.set)
+    try:
+        destination = ws.face_set(args.set)
+    except ValueError as exc:
+        print(f"swapd: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     report = import_faces(source, destination, min_size=config.ingest.min_face_size)
     for path, reason in report.skipped:
         print(f"skipped {path}: {reason}", file=sys.stderr)
@@ -245,7 +250,11 @@ def cmd_faces_extract(args: argparse.Namespace) -> int:
 
     config = _service_config(args)
     ws = _workspace(args, config)
-    destination = Path(args.output) if args.output else ws.face_set(args.set)
+    try:
+        destination = Path(args.output) if args.output else ws.face_set(args.set)
+    except ValueError as exc:
+        print(f"swapd: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     bar, progress = _progress_bar(Path(args.input).name)
     try:
         report = extract(Path(args.input), destination, size=args.size, centering=args.centering,
@@ -271,9 +280,14 @@ def cmd_faces_list(args: argparse.Namespace) -> int:
         print(f"swapd: no face index in {ws.root} yet (the service builds it)", file=sys.stderr)
         return 1
     store = StateStore(ws.state_db, readonly=True)
-    records = store.faces(args.set)
-    sets = store.face_sets()
-    store.close()
+    try:
+        records = store.faces(args.set)
+        sets = store.face_sets()
+    except sqlite3.OperationalError:  # a database from before the face index
+        print(f"swapd: no face index in {ws.root} yet (the service builds it)", file=sys.stderr)
+        return 1
+    finally:
+        store.close()
     if args.set is not None and not records:
         print(f"swapd: no indexed faces in set {args.set!r}; indexed sets: "
               f"{', '.join(sets) or 'none'}", file=sys.stderr)
@@ -298,6 +312,13 @@ def cmd_faces_list(args: argparse.Namespace) -> int:
             print(f"{name}: {counts['ok']} ok, {counts['quarantined']} quarantined, "
                   f"{counts['duplicates']} duplicates")
     return 0
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def _parse_sets(items: list[str]) -> dict[str, Any]:
@@ -443,8 +464,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-B", required=True, help="faces of B, the face to put in")
     p.add_argument("--model-dir", required=True, help="checkpoint folder (resumed if present)")
     p.add_argument("--iterations", type=int, default=0, help="stop here (0 = until Ctrl-C)")
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--save-every", type=int, default=250)
+    p.add_argument("--batch-size", type=_positive_int, default=16)
+    p.add_argument("--save-every", type=_positive_int, default=250)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="a trainer or model option, e.g. --set learning_rate=1e-4")
     p.add_argument("--export", action="store_true", help="export ONNX when done")

@@ -78,6 +78,11 @@ class Workspace:
         return self.internal / "cache"
 
     def face_set(self, name: str) -> Path:
+        """faces/<name>/; ValueError unless ``name`` is one plain folder name."""
+        if (not name or name in (".", "..") or "/" in name or "\\" in name
+                or name != name.strip() or name.startswith(".")):
+            raise ValueError(f"face set name {name!r} must be a plain folder name "
+                             "(no slashes, not empty, not starting with a dot)")
         return self.faces / name
 
     def model_dir(self, job: str) -> Path:

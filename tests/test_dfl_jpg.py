@@ -137,3 +137,51 @@ def test_truncated_jpeg_is_refused(synthetic_sets: dict[str, Path]) -> None:
         read_dfl_meta(data[:300])
     with pytest.raises(DFLFormatError, match="not a JPEG"):
         read_dfl_meta(b"GIF89a" + data)
+
+
+class _ForgedDtype:
+    """A void dtype whose state claims an object field: numpy would read pointers from data."""
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (np.dtype, ("V8", False, True),
+                (3, "|", None, ("a",), {"a": (np.dtype("O"), 0)}, 8, 1, 0))
+
+
+class _PointerArray:
+    def __reduce__(self) -> tuple[object, ...]:
+        from numpy._core.multiarray import _reconstruct
+
+        return (_reconstruct, (np.ndarray, (0,), b"b"),
+                (1, (68,), _ForgedDtype(), False, struct.pack("<Q", id(self)) * 68))
+
+
+class _ObjectArrayBomb:
+    def __reduce__(self) -> tuple[object, ...]:
+        return (np.ndarray, ((10**9,), "O"))
+
+
+@pytest.mark.parametrize(("landmarks", "reason"), [
+    (_PointerArray(), "refused dtype"),
+    (_ObjectArrayBomb(), "refused"),
+    (np.array([["x"] * 2] * 68, dtype=object), "refused dtype"),
+    ([[10**400, 0]] * 68, "not numeric"),
+])
+def test_numpy_objects_in_the_pickle_are_checked(synthetic_sets: dict[str, Path],
+                                                 landmarks: object, reason: str) -> None:
+    image, _ = _dfl_face(synthetic_sets)
+    data = encode_dfl_jpg(image, {"face_type": "full_face", "landmarks": landmarks,
+                                  "seg_ie_polys": np.zeros(3)})
+    with pytest.raises(DFLFormatError, match=reason):
+        read_dfl_meta(data)
+
+
+def test_plain_arrays_of_every_protocol_still_load(synthetic_sets: dict[str, Path]) -> None:
+    image, meta = _dfl_face(synthetic_sets)
+    for protocol in (2, 3, 4, 5):
+        payload = pickle.dumps({**meta.to_dict(), "xseg_mask": np.ones((4, 4), np.uint8),
+                                "eyebrows_expand_mod": np.float64(1.0)}, protocol=protocol)
+        clean = encode_dfl_jpg(image, meta)
+        start, end = next((s, e) for m, s, e in jpeg_segments(clean, "x") if m == 0xEF)
+        back = read_dfl_meta(_with_app15(clean[: start - 4] + clean[end:], payload))
+        assert back is not None and np.allclose(back.landmarks, meta.landmarks)
+        assert back.has_xseg_mask and back.eyebrows_expand_mod == 1.0

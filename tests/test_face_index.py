@@ -89,6 +89,16 @@ def test_rescan_is_incremental(indexed: tuple[Workspace, StateStore, FaceIngest]
     assert "PNG" in (row.reason or "")
     assert any(p.source == f"faces/alice/{victim.name}" for p in store.problems())
 
+    # Moved back as it was (same size and time): it is checked again, not taken as known.
+    shutil.move(moved, victim)
+    result = ingest.scan()
+    assert result.quarantined == 1 and not victim.exists()
+
+    # A removed set folder takes its rows with it.
+    shutil.rmtree(folder)
+    ingest.scan()
+    assert store.faces("alice") == [] and store.face_sets() == {}
+
 
 def test_duplicates_removals_and_settling(indexed: tuple[Workspace, StateStore,
                                                          FaceIngest]) -> None:

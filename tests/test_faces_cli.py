@@ -152,6 +152,16 @@ def test_import_copies_usable_faces_and_reports_the_rest(synthetic_sets: dict[st
     missing = swapd("faces", "import", str(tmp_path / "nope"), "--set", "x",
                     "--workspace", str(workspace))
     assert missing.returncode == 2 and "not a folder" in missing.stderr
+    climbing = swapd("faces", "import", str(source), "--set", "../models",
+                     "--workspace", str(workspace))
+    assert climbing.returncode == 2 and "plain folder name" in climbing.stderr
+
+    # A different face under a name the set already has is never overwritten.
+    other = sorted(synthetic_sets["alice"].glob("*.png"))[0]
+    (source / pngs[0].name).write_bytes(other.read_bytes())
+    clash = swapd("faces", "import", str(source), "--set", "bob", "--workspace", str(workspace))
+    assert clash.returncode == 1 and "already in" in clash.stderr
+    assert (workspace / "faces" / "bob" / pngs[0].name).read_bytes() == pngs[0].read_bytes()
 
 
 @pytest.mark.parametrize("kind", ["dfl", "faceswap"])

@@ -65,6 +65,20 @@ def test_extended_mask_reaches_above_the_brows(synthetic_sets: dict[str, Path]) 
     assert (components[extended == 0] == 0).all()  # components lies within extended
 
 
+def test_grown_face_mask_covers_a_band_outside_the_hull(
+        synthetic_sets: dict[str, Path]) -> None:
+    from swapd.faces.masks import grow_face
+
+    _, landmarks = _face_with_landmarks(synthetic_sets["alice"])
+    masks = landmark_masks(landmarks, 128)
+    grown = grow_face(masks, 0.06)
+    assert np.array_equal(grown[..., EYES:], masks[..., EYES:])
+    inside = masks[..., FACE] > 127
+    assert (grown[..., FACE][inside] > 127).mean() > 0.98  # the face itself still counts
+    assert (grown[..., FACE] > 127).sum() > 1.15 * inside.sum()
+    assert grow_face(masks, 0.0) is masks
+
+
 def test_bad_landmarks_are_refused() -> None:
     with pytest.raises(ValueError, match="68x2 or 5x2"):
         landmark_masks(np.zeros((12, 2)), 64)
@@ -89,6 +103,20 @@ def test_face_set_draws_masks_from_headers(synthetic_sets: dict[str, Path],
     bare = FaceSet(plain, 64)
     assert len(bare) == 3 and bare.without_landmarks == 3
     assert (bare.masks[..., FACE] == 255).all() and (bare.masks[..., EYES:] == 0).all()
+
+
+def test_landmarks_outside_the_image_are_not_used(synthetic_sets: dict[str, Path],
+                                                  tmp_path: Path) -> None:
+    from swapd.faces.faceswap_png import write_aligned_png
+
+    path = sorted(synthetic_sets["alice"].glob("*.png"))[0]
+    image, meta = read_aligned_png(path)
+    assert meta is not None and meta.swapd is not None
+    meta.swapd["aligned_landmarks"] = (np.asarray(meta.swapd["aligned_landmarks"]) * 1e6).tolist()
+    folder = tmp_path / "far"
+    write_aligned_png(folder / path.name, image, meta)
+    far = FaceSet(folder, 64)
+    assert len(far) == 1 and far.without_landmarks == 1  # trained whole, nothing drawn
 
 
 def test_masks_follow_the_targets_through_augmentation() -> None:

@@ -10,6 +10,7 @@ again, so re-scanning thousands of unchanged faces costs one ``stat`` each.
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import os
 import time
@@ -21,6 +22,8 @@ from pathlib import Path
 from swapd.daemon.state import FaceRecord, StateStore
 from swapd.media import IMAGE_SUFFIXES
 from swapd.workspace import Workspace
+
+log = logging.getLogger(__name__)
 
 # From this many files on, checks run in worker processes rather than threads: parsing the
 # faceswap header (ast.literal_eval) holds the GIL, so threads stop scaling; process start-up
@@ -55,8 +58,18 @@ class FaceIngest:
         total = ScanResult()
         if not self.ws.faces.is_dir():
             return total
-        for set_dir in sorted(p for p in self.ws.faces.iterdir() if p.is_dir()):
-            result = self.scan_set(set_dir)
+        present = sorted(p for p in self.ws.faces.iterdir() if p.is_dir())
+        for gone in set(self.store.face_sets()) - {p.name for p in present}:
+            self.store.forget_face_set(gone)  # the folder was removed: so are its faces
+        for set_dir in present:
+            try:
+                result = self.scan_set(set_dir)
+            except Exception as exc:  # one set's trouble (a vanished folder, a full disk, a
+                # broken pool) must not stop the service; the next scan tries again
+                log.exception("scanning %s failed", set_dir)
+                self.store.log_event(f"scanning faces/{set_dir.name} failed: {exc}",
+                                     level="error")
+                continue
             total.accepted += result.accepted
             total.quarantined += result.quarantined
             total.removed += result.removed
@@ -84,7 +97,8 @@ class FaceIngest:
                     continue
                 present.add(name)
                 old = known.get(name)
-                if old is not None and old[:2] == (st.st_size, st.st_mtime_ns):
+                # A quarantined row does not cover a file back in the set: check it again.
+                if old is not None and old == (st.st_size, st.st_mtime_ns, "ok"):
                     result.unchanged += 1
                     continue
                 if now - st.st_mtime_ns / 1e9 < self.settle:
@@ -104,7 +118,8 @@ class FaceIngest:
 
         check = partial(index_record, set_name, now=now, min_size=self.min_size)
         pool: Executor
-        if len(files) >= PROCESS_POOL_FROM and ingest_threads() > 1:
+        # Processes on POSIX only: under the Windows service sys.executable is not python.
+        if len(files) >= PROCESS_POOL_FROM and ingest_threads() > 1 and os.name == "posix":
             # spawn, not fork: the service has threads (watcher, dashboard) a fork would copy.
             pool = ProcessPoolExecutor(ingest_threads(),
                                        mp_context=multiprocessing.get_context("spawn"))
@@ -120,8 +135,11 @@ class FaceIngest:
                 continue
             assert isinstance(outcome, BadFaceError)
             shown = self.ws.relative(path)
-            moved = self.ws.relative(
-                quarantine_file(path, self.ws.quarantine, set_name, outcome.reason))
+            try:
+                moved = self.ws.relative(
+                    quarantine_file(path, self.ws.quarantine, set_name, outcome.reason))
+            except FileNotFoundError:  # removed while it was being checked
+                continue
             self.store.report_problem(shown, "face", f"{shown}: {outcome.reason}",
                                       moved_to=moved)
             self.store.log_event(f"set aside {shown}: {outcome.reason}", level="warning")
@@ -141,9 +159,11 @@ def index_record(set_name: str, file: tuple[Path, int, int], now: float,
     path, size, mtime_ns = file
     try:
         info = inspect_face_file(path, min_size=min_size)
+        described = info.describe()
     except BadFaceError as exc:
         return exc
-    described = info.describe()
+    except Exception as exc:  # a check that fails in a way nobody foresaw: still this file's
+        return BadFaceError(path, f"could not be checked ({type(exc).__name__}: {exc})")
     pose = described["pose"] or {}
     return FaceRecord(
         set_name, path.name, "ok", size, mtime_ns, hash=info.content_hash, kind=info.kind,

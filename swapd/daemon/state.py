@@ -199,7 +199,7 @@ class StateStore:
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(_SCHEMA)
             self._db.execute(
-                "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)",
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)",
                 (str(SCHEMA_VERSION),),
             )
             self._db.commit()
@@ -369,17 +369,26 @@ class StateStore:
                 db.executemany("DELETE FROM faces WHERE set_name=? AND name=?",
                                [(set_name, name) for name in removed])
             for changed_set in {r.set_name for r in records} | ({set_name} - {None}):
-                # A duplicate names the first file (by name) with the same content.
-                db.execute("UPDATE faces SET duplicate_of = NULL WHERE set_name = ? AND "
-                           "duplicate_of IS NOT NULL", (changed_set,))
-                db.execute(
-                    """UPDATE faces SET duplicate_of = first.name FROM (
-                           SELECT name AS copy, FIRST_VALUE(name) OVER (
-                               PARTITION BY hash ORDER BY name) AS name
-                           FROM faces WHERE set_name = ? AND status = 'ok'
-                           AND hash IS NOT NULL) AS first
-                       WHERE faces.set_name = ? AND faces.name = first.copy
-                       AND first.name != first.copy""", (changed_set, changed_set))
+                self._mark_duplicates(db, changed_set)
+
+    @staticmethod
+    def _mark_duplicates(db: sqlite3.Connection, set_name: str) -> None:
+        """A duplicate names the first ok file (by name) of its set with the same content."""
+        first: dict[str, str] = {}
+        marks = []
+        for name, digest, current in db.execute(
+                "SELECT name, hash, duplicate_of FROM faces WHERE set_name=? AND status='ok' "
+                "AND hash IS NOT NULL ORDER BY name", (set_name,)):
+            original = first.setdefault(digest, name)
+            wanted = None if original == name else original
+            if wanted != current:
+                marks.append((wanted, set_name, name))
+        db.executemany("UPDATE faces SET duplicate_of=? WHERE set_name=? AND name=?", marks)
+
+    def forget_face_set(self, set_name: str) -> None:
+        """Drop a face set's index rows (its folder is gone)."""
+        with self._tx() as db:
+            db.execute("DELETE FROM faces WHERE set_name=?", (set_name,))
 
     def faces(self, set_name: str | None = None) -> list[FaceRecord]:
         """Indexed faces (one set, or all), by set and name."""

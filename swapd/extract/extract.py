@@ -74,12 +74,16 @@ def _video_source(path: Path) -> _Source:
 
 
 def _image_source(paths: list[Path], name: str) -> _Source:
+    stems = [p.stem for p in paths]
+    # a.jpg and a.png would both write a_0.png: such names keep their suffix
+    names = [p.stem if stems.count(p.stem) == 1 else p.name.replace(".", "_") for p in paths]
+
     def frames() -> Iterator[tuple[str, np.ndarray | None]]:
-        for path in paths:
+        for path, frame_name in zip(paths, names, strict=True):
             try:
-                yield path.stem, read_image(path)
+                yield frame_name, read_image(path)
             except UnreadableMediaError:
-                yield path.stem, None  # recorded as a frame without faces; the rest goes on
+                yield frame_name, None  # recorded with the error; the rest goes on
 
     return _Source(name, False, frames, len(paths))
 
@@ -100,14 +104,17 @@ def open_source(path: Path) -> _Source:
 
 
 def _recorded_frames(record: Path) -> set[str]:
-    """Frames already in an alignments record; a line cut short by a crash is ignored."""
+    """Frames already done in an alignments record. A line cut short by a crash is ignored,
+    and so is a frame recorded with an error: a resumed run tries it again."""
     done = set()
     if record.exists():
         with record.open(encoding="utf-8") as lines:
             for line in lines:
                 try:
-                    done.add(json.loads(line)["frame"])
-                except (json.JSONDecodeError, KeyError, TypeError):
+                    entry = json.loads(line)
+                    if not entry.get("error"):
+                        done.add(entry["frame"])
+                except (json.JSONDecodeError, KeyError, TypeError, AttributeError):
                     continue
     return done
 

@@ -42,11 +42,21 @@ def import_faces(source: Path, destination: Path, min_size: int = 64) -> ImportR
             report.skipped.append((path, exc.reason))
             continue
         target = destination / path.name
-        if target.exists() and target.read_bytes() == path.read_bytes():
-            report.unchanged += 1
+        if target.exists():
+            if target.read_bytes() == path.read_bytes():
+                report.unchanged += 1
+            else:  # never overwrite a face already in the set
+                report.skipped.append((path, f"a different {target.name} is already in "
+                                             f"{destination}"))
             continue
         temp = destination / f".{path.name}.{uuid.uuid4().hex[:8]}.part"
-        shutil.copyfile(path, temp)
-        temp.replace(target)
+        try:
+            shutil.copyfile(path, temp)
+            temp.replace(target)
+        except OSError as exc:
+            report.skipped.append((path, f"could not be copied ({exc.strerror or exc})"))
+            continue
+        finally:
+            temp.unlink(missing_ok=True)
         report.copied[info.kind] += 1
     return report

@@ -116,6 +116,19 @@ def landmark_masks(landmarks: np.ndarray, size: int,
     raise ValueError(f"landmarks must be 68x2 or 5x2, got shape {lm.shape}")
 
 
+def grow_face(masks: np.ndarray, share: float) -> np.ndarray:
+    """The masks with the face channel dilated by ``share`` of the side and its edge softened:
+    the band just outside the landmarks' hull (cheek and temple when the head turns) is then
+    learned too, so a merge's blend mask never shows untrained pixels there."""
+    radius = int(round(share * masks.shape[0]))
+    if radius <= 0:
+        return masks
+    out = masks.copy()
+    face = _dilate(np.ascontiguousarray(masks[..., FACE]), radius)
+    out[..., FACE] = cv2.GaussianBlur(face, (0, 0), max(0.5, radius / 2))
+    return out
+
+
 def full_face_mask(size: int) -> np.ndarray:
     """The masks of a face without landmarks: all face, no eyes or mouth known, so a
     penalized loss weighs it like a plain one."""

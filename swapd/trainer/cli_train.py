@@ -33,9 +33,10 @@ def run_training(model: str, faces_a: Path, faces_b: Path, model_dir: Path,
     def request_stop(signum: int, _frame: object) -> None:
         stop["now"] = True
 
-    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    # Loading the faces can take a while: Ctrl-C then simply stops (nothing to save yet).
     trainer = Trainer(model, model_options.model_dump(), trainer_options, faces_a, faces_b,
                       model_dir, batch_size)
+    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     bar = tqdm(total=iterations or None, initial=trainer.iteration, unit="it",
                disable=not show_progress)
     try:

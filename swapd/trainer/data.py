@@ -28,7 +28,13 @@ from swapd.faces.alignment import (
 )
 from swapd.faces.dfl_jpg import DFLFormatError, read_dfl_meta
 from swapd.faces.faceswap_png import FaceFormatError, read_faceswap_header
-from swapd.faces.masks import MASK_CHANNELS, MaskType, full_face_mask, landmark_masks
+from swapd.faces.masks import (
+    MASK_CHANNELS,
+    MaskType,
+    full_face_mask,
+    grow_face,
+    landmark_masks,
+)
 from swapd.media import IMAGE_SUFFIXES
 from swapd.trainer.augment import Augmenter, AugmentSettings
 
@@ -104,7 +110,11 @@ def stored_geometry(data: bytes, where: str) -> StoredGeometry:
         return StoredGeometry()
     extra = header.get("swapd")
     if not isinstance(extra, dict):
-        return StoredGeometry(centering="head")
+        # faceswap stores faces head-centred since its 2.0 alignments; older ones are legacy.
+        source = header.get("source")
+        version = source.get("alignments_version", 2.0) if isinstance(source, dict) else 2.0
+        legacy = isinstance(version, (int, float)) and version < 2.0
+        return StoredGeometry(centering="legacy" if legacy else "head")
     centering = extra.get("centering")
     centering = centering if centering in CENTERING_PADDING else None
     try:
@@ -114,6 +124,12 @@ def stored_geometry(data: bytes, where: str) -> StoredGeometry:
     if points.shape not in ((68, 2), (5, 2)) or not np.isfinite(points).all():
         return StoredGeometry(centering=centering)
     return StoredGeometry(points, centering)
+
+
+def _inside(points: np.ndarray, side: int, tolerance: float = 0.1) -> bool:
+    """Landmarks within the image (give or take ``tolerance`` of its side)."""
+    margin = tolerance * side
+    return bool(points.min() >= -margin and points.max() <= side + margin)
 
 
 def crop_landmarks(points: np.ndarray, side: int, size: int, coverage: float) -> np.ndarray:
@@ -150,6 +166,7 @@ class FaceSet:
         grayscale: bool = False,
         mask_type: MaskType = "extended",
         centering: Centering = "face",
+        mask_dilation: float = 0.0,
     ) -> None:
         self.folder = Path(folder)
         self.centering: Centering = centering
@@ -157,6 +174,7 @@ class FaceSet:
         self.coverage = coverage
         self.grayscale = grayscale
         self.mask_type: MaskType = mask_type
+        self.mask_dilation = mask_dilation
         self._entries: dict[Path, _Entry] = {}
         self._lock = threading.Lock()
         self._arrays = (np.empty((0, size, size, 1 if grayscale else 3), np.uint8),
@@ -201,6 +219,8 @@ class FaceSet:
             img = _decode(data, self.grayscale)
             stored = stored_geometry(data.tobytes(), str(path))
             points = stored.landmarks
+            if points is not None and not _inside(points, img.shape[0]):
+                points = None  # landmarks far outside the image are not this face's
             if stored.centering is not None and stored.centering != self.centering:
                 # A face stored at another centering (faceswap keeps head-centred faces) is
                 # re-cut at the trainer's before the coverage crop, landmarks alike.
@@ -209,15 +229,16 @@ class FaceSet:
                     points = transform_points(points, recentre_matrix(
                         img.shape[0], stored.centering, self.centering))
             face = crop_for_model(img, self.size, self.coverage)
+            if points is None:
+                mask = full_face_mask(self.size)
+            else:
+                points = crop_landmarks(points, img.shape[0], self.size, self.coverage)
+                mask = grow_face(landmark_masks(points, self.size, self.mask_type),
+                                 self.mask_dilation)
         except DFLFormatError as exc:
             return _Entry(stamp, None, reason=exc.reason)
-        except (OSError, ValueError, cv2.error) as exc:
+        except (OSError, ValueError, OverflowError, cv2.error) as exc:
             return _Entry(stamp, None, reason=str(exc))
-        if points is None:
-            mask = full_face_mask(self.size)
-        else:
-            points = crop_landmarks(points, img.shape[0], self.size, self.coverage)
-            mask = landmark_masks(points, self.size, self.mask_type)
         return _Entry(stamp, face.reshape(self.size, self.size, -1), mask, points is not None)
 
     def refresh(self) -> tuple[int, int]:

@@ -25,7 +25,12 @@ from swapd.trainer.checkpoint import CheckpointError, load_checkpoint, save_chec
 from swapd.trainer.data import BatchLoader, FaceSet, FaceSetError, to_tensor_layout
 from swapd.trainer.losses import FaceLoss, get_loss
 from swapd.trainer.models import SwapModel, build_model
-from swapd.trainer.optimizers import GradientClipper, build_optimizer, warmup_factor
+from swapd.trainer.optimizers import (
+    ADABELIEF_EPSILON,
+    GradientClipper,
+    build_optimizer,
+    warmup_factor,
+)
 from swapd.trainer.options import OptionsError, TrainerOptions, validate_model_options
 from swapd.trainer.preview import make_grid, to_uint8_nhwc, write_png
 
@@ -142,7 +147,7 @@ class Trainer:
         )
         self.optimizer = build_optimizer(
             trainer_options.optimizer, self.model.parameters(), trainer_options.learning_rate,
-            (trainer_options.beta1, trainer_options.beta2), trainer_options.epsilon,
+            (trainer_options.beta1, trainer_options.beta2), self._epsilon(),
             trainer_options.weight_decay, self.device)
         self.clipper = GradientClipper(trainer_options.clip_grad_norm, trainer_options.autoclip)
         self.iteration = 0
@@ -161,7 +166,8 @@ class Trainer:
         self.input_size: int = size
         self.set_a, self.set_b = (
             FaceSet(folder, size, trainer_options.coverage, mask_type=trainer_options.mask_type,
-                    centering=trainer_options.centering)
+                    centering=trainer_options.centering,
+                    mask_dilation=trainer_options.mask_dilation)
             for folder in (faces_a, faces_b)
         )
         for face_set in (self.set_a, self.set_b):
@@ -185,6 +191,12 @@ class Trainer:
         if self.model_dir.is_dir():
             for stale in self.model_dir.glob(f".{CHECKPOINT_NAME}.*.tmp"):
                 stale.unlink(missing_ok=True)
+
+    def _epsilon(self) -> float:
+        options = self.options
+        if options.optimizer == "adabelief" and "epsilon" not in options.model_fields_set:
+            return ADABELIEF_EPSILON
+        return options.epsilon
 
     def _autocast_context(self) -> Any:
         if not self.options.mixed_precision:
@@ -223,8 +235,8 @@ class Trainer:
             group["lr"] = self.options.learning_rate
             group["betas"] = (self.options.beta1, self.options.beta2)
             if "eps" in group:
-                group["eps"] = self.options.epsilon
-        self.clipper.history = list(state.get("autoclip_history", []))
+                group["eps"] = self._epsilon()
+        self.clipper.history.extend(state.get("autoclip_history", []))
         self.iteration = int(state["iteration"])
         self.history = list(state.get("history", {}).get("sessions", []))
         rng = state.get("rng", {})

@@ -16,6 +16,7 @@ Networks", 2020) clips each step's gradient norm to a percentile of all norms se
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterable
 from typing import Any
 
@@ -25,6 +26,9 @@ from torch import Tensor
 from torch.optim import Optimizer
 
 OPTIMIZERS = ("adam", "adamw", "adabelief", "rmsprop", "lion")
+# AdaBelief adds epsilon to its variance estimate every step, so it wants a far smaller one than
+# Adam's 1e-7 (its paper's default), used unless the job sets epsilon itself.
+ADABELIEF_EPSILON = 1e-16
 
 
 class Lion(Optimizer):
@@ -94,6 +98,7 @@ def build_optimizer(name: str, params: Iterable[Tensor], lr: float, betas: tuple
                     eps: float, weight_decay: float, device: torch.device) -> Optimizer:
     """The optimizer called ``name`` (one of :data:`OPTIMIZERS`)."""
     params = list(params)
+    # Fused kernels: one pass over all parameters (CPU since torch 2.4, CUDA before).
     fused = {"fused": True} if device.type in ("cpu", "cuda") else {}
     if name == "adam":
         return torch.optim.Adam(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
@@ -118,16 +123,19 @@ def warmup_factor(iteration: int, warmup: int) -> float:
     return (iteration + 1) / warmup
 
 
+AUTOCLIP_HISTORY = 10_000  # norms remembered (faceswap's window), so cost and size stay flat
+
+
 class GradientClipper:
     """Clips the global gradient norm to ``max_norm``, or with ``autoclip`` to the
-    ``percentile`` of the norms seen so far (their history is saved with the checkpoint)."""
+    ``percentile`` of the last AUTOCLIP_HISTORY norms (saved with the checkpoint)."""
 
     def __init__(self, max_norm: float = 0.0, autoclip: bool = False,
                  percentile: float = 10.0) -> None:
         self.max_norm = max_norm
         self.autoclip = autoclip
         self.percentile = percentile
-        self.history: list[float] = []
+        self.history: deque[float] = deque(maxlen=AUTOCLIP_HISTORY)
 
     @property
     def active(self) -> bool:

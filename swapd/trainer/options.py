@@ -41,6 +41,9 @@ class TrainerOptions(BaseModel):
     mask_type: Literal["extended", "components"] = Field(
         "extended", description="face hull: extended reaches above the brows"
     )
+    mask_dilation: float = Field(
+        0.0, ge=0, le=0.25, description="grow the face mask by this share of the crop side"
+    )
     background_weight: float = Field(
         0.0, ge=0, le=1, description="weight of the area outside the face mask when penalized"
     )
