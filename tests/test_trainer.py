@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import cv2
@@ -229,6 +230,43 @@ def test_nan_loss_raises_and_leaves_weights(faces: tuple[Path, Path], tmp_path: 
         assert torch.equal(trainer.optimizer.state_dict()["state"][0]["step"], steps_before)
 
 
+def test_nan_rolls_back_to_the_checkpoint_with_a_lower_rate(faces: tuple[Path, Path],
+                                                           tmp_path: Path) -> None:
+    with make_trainer(faces, tmp_path / "m", nan_max_rollbacks=1) as trainer:
+        trainer.step()
+        trainer.step()
+        trainer.save()
+        saved = weights(trainer)
+        trainer.step()
+        with torch.no_grad():
+            trainer.model.decoder_a[-2].bias[0] = float("nan")
+        with pytest.raises(NonFiniteLossError) as err:
+            trainer.step()
+        record = trainer.try_roll_back(err.value)
+        assert record is not None and record["failed_at"] == 4 and record["back_to"] == 2
+        assert trainer.iteration == 2 and trainer.lr_scale == 0.5
+        for key, value in weights(trainer).items():
+            torch.testing.assert_close(value, saved[key], rtol=0, atol=0)
+        stats = trainer.step()  # training goes on, at half the learning rate
+        assert np.isfinite([stats.loss_a, stats.loss_b]).all() and stats.iteration == 3
+        assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(0.5e-3)
+        trainer.save()
+        with torch.no_grad():
+            trainer.model.decoder_a[-2].bias[0] = float("nan")
+        with pytest.raises(NonFiniteLossError) as again:
+            trainer.step()
+        assert trainer.try_roll_back(again.value) is None  # one rollback per session allowed
+    state = load_checkpoint(tmp_path / "m" / "model.pt")
+    assert state["lr_scale"] == 0.5 and state["rollbacks"][0]["back_to"] == 2
+    with make_trainer(faces, tmp_path / "m", on_nan="stop") as trainer:
+        assert trainer.lr_scale == 0.5  # kept across sessions
+        with torch.no_grad():
+            trainer.model.decoder_a[-2].bias[0] = float("nan")
+        with pytest.raises(NonFiniteLossError) as err:
+            trainer.step()
+        assert trainer.try_roll_back(err.value) is None
+
+
 def test_preview_grid_layout(faces: tuple[Path, Path], tmp_path: Path) -> None:
     with make_trainer(faces, tmp_path / "m") as trainer:
         grid = trainer.preview()
@@ -312,3 +350,36 @@ def test_colour_jitter_changes_the_input_only() -> None:
     for face, jittered in zip(faces, inputs, strict=True):  # ...but not its structure
         corr = np.corrcoef(face[..., 1].ravel(), jittered[..., 1].ravel())[0, 1]
         assert corr > 0.9
+
+
+def test_training_worker_rolls_back_and_rewrites_its_history(faces: tuple[Path, Path],
+                                                             tmp_path: Path) -> None:
+    from swapd.config import load_job_file
+    from swapd.daemon.state import StateStore
+    from swapd.daemon.train_worker import TrainingRun
+    from swapd.workspace import Workspace
+    from tests.support import TINY_JOB
+
+    ws = Workspace.open(tmp_path / "ws")
+    shutil.copytree(faces[0], ws.face_set("alice"))
+    shutil.copytree(faces[1], ws.face_set("bob"))
+    job_path = ws.jobs / "nan.toml"
+    job_path.write_text(TINY_JOB.format(iterations=100, save_every=2))
+    store = StateStore(ws.state_db)
+    store.upsert_job("nan", str(job_path), "train", "training")
+    run = TrainingRun(ws, "nan", load_job_file(job_path), store)
+    try:
+        for _ in range(3):
+            run.step()  # saves at iteration 2
+        run.flush()
+        with torch.no_grad():
+            run.trainer.model.decoder_a[-2].bias[0] = float("nan")
+        run.step()  # refused, rolled back to iteration 2: the worker goes on
+        assert run.trainer.iteration == 2 and run.trainer.lr_scale == 0.5
+        assert [row[0] for row in store.losses("nan")] == [1, 2]  # iteration 3 was undone
+        assert any("rolled back to the checkpoint at 2" in e[3] for e in store.events())
+        run.step()
+        assert run.trainer.iteration == 3
+    finally:
+        run.close()
+        store.close()

@@ -74,7 +74,22 @@ class TrainingRun:
         return 0 < self.train.iterations <= self.trainer.iteration
 
     def step(self) -> None:
-        stats = self.trainer.step()
+        from swapd.trainer.loop import NonFiniteLossError
+
+        try:
+            stats = self.trainer.step()
+        except NonFiniteLossError as exc:
+            record = self.trainer.try_roll_back(exc)
+            if record is None:
+                raise
+            # Losses past the checkpoint belong to the history that was undone.
+            self._pending = [p for p in self._pending if p[0] <= record["back_to"]]
+            self.store.truncate_losses(self.name, record["back_to"])
+            self.store.log_event(
+                f"non-finite loss at iteration {record['failed_at']}: rolled back to the "
+                f"checkpoint at {record['back_to']}, learning rate now "
+                f"{record['learning_rate']:.3g}", self.name, level="warning")
+            return
         self._pending.append((stats.iteration, time.time(), stats.loss_a, stats.loss_b))
         self._examples_since_flush += stats.examples
         if stats.iteration % self.train.save_every == 0:

@@ -24,7 +24,7 @@ def run_training(model: str, faces_a: Path, faces_b: Path, model_dir: Path,
     """Train until ``iterations`` (0 = until stopped); returns the iteration reached."""
     from tqdm import tqdm
 
-    from swapd.trainer.loop import Trainer
+    from swapd.trainer.loop import NonFiniteLossError, Trainer
     from swapd.trainer.options import split_options
 
     trainer_options, model_options = split_options(model, options)
@@ -42,7 +42,13 @@ def run_training(model: str, faces_a: Path, faces_b: Path, model_dir: Path,
     try:
         saved = trainer.iteration
         while not stop["now"] and (iterations == 0 or trainer.iteration < iterations):
-            stats = trainer.step()
+            try:
+                stats = trainer.step()
+            except NonFiniteLossError as exc:
+                if trainer.try_roll_back(exc) is None:
+                    raise
+                bar.n = trainer.iteration
+                continue
             bar.update(1)
             bar.set_postfix(loss_a=f"{stats.loss_a:.4f}", loss_b=f"{stats.loss_b:.4f}",
                             egs=f"{stats.examples_per_second:.0f}", refresh=False)

@@ -152,6 +152,8 @@ class Trainer:
         self.clipper = GradientClipper(trainer_options.clip_grad_norm, trainer_options.autoclip)
         self.iteration = 0
         self.history: list[dict[str, Any]] = []
+        self.lr_scale = 1.0  # lowered by each rollback after a non-finite loss
+        self.rollbacks: list[dict[str, Any]] = []
         if state is not None:
             self._restore(state)
         self._session = {
@@ -237,6 +239,8 @@ class Trainer:
             if "eps" in group:
                 group["eps"] = self._epsilon()
         self.clipper.history.extend(state.get("autoclip_history", []))
+        self.lr_scale = float(state.get("lr_scale", 1.0))
+        self.rollbacks = list(state.get("rollbacks", []))
         self.iteration = int(state["iteration"])
         self.history = list(state.get("history", {}).get("sessions", []))
         rng = state.get("rng", {})
@@ -290,7 +294,8 @@ class Trainer:
             raise NonFiniteLossError(self.iteration + 1, la, lb)
         if self.clipper.active:
             self.clipper(params, norm)
-        lr = self.options.learning_rate * warmup_factor(self.iteration, self.options.warmup)
+        lr = (self.options.learning_rate * self.lr_scale
+              * warmup_factor(self.iteration, self.options.warmup))
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.optimizer.step()
@@ -298,6 +303,33 @@ class Trainer:
         self._session["iterations"] = self.iteration - self._session["start_iteration"]
         return StepStats(self.iteration, la, lb, time.perf_counter() - start,
                          2 * self.batch_size * accumulate)
+
+    def try_roll_back(self, error: NonFiniteLossError) -> dict[str, Any] | None:
+        """After a non-finite loss: reload the last checkpoint's weights and optimizer state,
+        lower the learning rate by ``nan_lr_factor`` and return what was done (also kept in
+        the checkpoint's ``rollbacks``). None when the options say stop, this session has
+        rolled back ``nan_max_rollbacks`` times, or there is no checkpoint yet."""
+        session_rollbacks = [r for r in self.rollbacks
+                             if r.get("session_start") == self._session["start"]]
+        if (self.options.on_nan != "rollback" or not self.checkpoint_path.exists()
+                or len(session_rollbacks) >= self.options.nan_max_rollbacks):
+            return None
+        state = load_checkpoint(self.checkpoint_path)
+        self.model.load_state_dict(state["model_state"])
+        saved_optimizer = state.get("trainer_options", {}).get("optimizer", "adam")
+        if "optimizer_state" in state and saved_optimizer == self.options.optimizer:
+            self.optimizer.load_state_dict(state["optimizer_state"])
+        self.iteration = int(state["iteration"])
+        self._session["iterations"] = self.iteration - self._session["start_iteration"]
+        self.lr_scale *= self.options.nan_lr_factor
+        record = {"time": _now(), "session_start": self._session["start"],
+                  "failed_at": error.iteration, "back_to": self.iteration,
+                  "learning_rate": self.options.learning_rate * self.lr_scale,
+                  "loss_a": error.loss_a, "loss_b": error.loss_b}
+        self.rollbacks.append(record)
+        log.warning("non-finite loss at iteration %d: rolled back to %d, learning rate now %.3g",
+                    error.iteration, self.iteration, record["learning_rate"])
+        return record
 
     # -- saving, preview, export ---------------------------------------------------------
 
@@ -320,6 +352,8 @@ class Trainer:
             "batch_size": self.batch_size,
             "rng": rng,
             "autoclip_history": list(self.clipper.history),
+            "lr_scale": self.lr_scale,
+            "rollbacks": list(self.rollbacks),
             "history": {"sessions": [dict(s) for s in self.history]},
         }
 

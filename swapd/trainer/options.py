@@ -31,6 +31,12 @@ class TrainerOptions(BaseModel):
     clip_grad_norm: float = Field(0.0, ge=0, description="clip the gradient norm (0 = off)")
     autoclip: bool = Field(False, description="clip to the 10th percentile of past norms")
     accumulate: int = Field(1, ge=1, le=64, description="batches per optimizer step")
+    on_nan: Literal["rollback", "stop"] = Field(
+        "rollback", description="after a non-finite loss: reload the last checkpoint with a "
+        "lower learning rate and go on, or stop"
+    )
+    nan_lr_factor: float = Field(0.5, gt=0, lt=1, description="learning rate kept per rollback")
+    nan_max_rollbacks: int = Field(5, ge=0, description="rollbacks per session before stopping")
     coverage: float = Field(0.875, gt=0, le=1, description="centre share of the face side fed")
     centering: Literal["legacy", "face", "head"] = Field(
         "face", description="the crop the model learns (faces stored otherwise are re-cut)"
