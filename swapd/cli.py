@@ -12,6 +12,7 @@
     swapd faces extract INPUT --set NAME [--size 512]       faces of new footage, aligned
     swapd train --model NAME -A DIR -B DIR --model-dir DIR  train without the service
     swapd model summary NAME [--set key=value] [--json]     layers and parameter count
+    swapd losses JOB [--output FILE]                        a job's loss history as CSV
     swapd config                                            print the default swapd.toml
 """
 
@@ -23,9 +24,9 @@ import logging
 import logging.handlers
 import sqlite3
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from swapd import __version__
 from swapd.config import ConfigError, ServiceConfig, default_config_text, load_service_config
@@ -338,6 +339,40 @@ def _parse_sets(items: list[str]) -> dict[str, Any]:
     return options
 
 
+def _write_losses_csv(rows: Iterator[tuple[int, float, float, float]], out: IO[str]) -> None:
+    import csv
+    from datetime import UTC, datetime
+
+    writer = csv.writer(out)
+    writer.writerow(["iteration", "time", "loss_a", "loss_b"])
+    for iteration, when, loss_a, loss_b in rows:
+        stamp = datetime.fromtimestamp(when, UTC).isoformat(timespec="seconds")
+        writer.writerow([iteration, stamp, f"{loss_a:.6g}", f"{loss_b:.6g}"])
+
+
+def cmd_losses(args: argparse.Namespace) -> int:
+    """A job's whole loss history as CSV (iteration, time, loss_a, loss_b)."""
+    from swapd.daemon.state import StateStore
+
+    ws = Workspace.open(args.workspace, create=False)
+    if not ws.state_db.exists():
+        print(f"swapd: no swapd state in {ws.root}", file=sys.stderr)
+        return 1
+    store = StateStore(ws.state_db, readonly=True)
+    try:
+        if store.job(args.job) is None:
+            print(f"swapd: no job {args.job!r} in {ws.root}", file=sys.stderr)
+            return 1
+        if args.output:
+            with open(args.output, "w", newline="", encoding="utf-8") as out:
+                _write_losses_csv(store.iter_losses(args.job), out)
+        else:
+            _write_losses_csv(store.iter_losses(args.job), sys.stdout)
+    finally:
+        store.close()
+    return 0
+
+
 def cmd_model_summary(args: argparse.Namespace) -> int:
     from swapd.trainer.models import build_model, summarize
     from swapd.trainer.options import OptionsError, validate_model_options
@@ -470,6 +505,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a trainer or model option, e.g. --set learning_rate=1e-4")
     p.add_argument("--export", action="store_true", help="export ONNX when done")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("losses", help="a job's loss history as CSV")
+    p.add_argument("job")
+    p.add_argument("--workspace", type=Path)
+    p.add_argument("--output", help="write here instead of standard output")
+    p.set_defaults(func=cmd_losses)
 
     model = sub.add_parser("model", help="model architectures").add_subparsers(
         dest="model_command", required=True)

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import csv
+import os
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 from swapd.daemon.state import StateStore
@@ -41,3 +45,25 @@ def test_jobs_losses_artifacts_problems_controls(tmp_path: Path) -> None:
     assert reader.problems() == []
     writer.close()
     reader.close()
+
+
+def test_losses_export_as_csv(tmp_path: Path) -> None:
+    db = tmp_path / "ws" / ".swapd" / "state.db"
+    store = StateStore(db)
+    store.upsert_job("j", "jobs/j.toml", "train", "training")
+    store.add_losses("j", [(i, 1_700_000_000.0 + i, 1.0 / i, 2.0 / i) for i in range(1, 3001)])
+    store.close()
+    out = tmp_path / "losses.csv"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
+    result = subprocess.run([sys.executable, "-m", "swapd", "losses", "j", "--workspace",
+                             str(tmp_path / "ws"), "--output", str(out)],
+                            capture_output=True, text=True, timeout=60, env=env)
+    assert result.returncode == 0, result.stderr
+    rows = list(csv.reader(out.open()))
+    assert rows[0] == ["iteration", "time", "loss_a", "loss_b"]
+    assert len(rows) == 3001  # every iteration, not the dashboard's thinned curve
+    assert rows[1] == ["1", "2023-11-14T22:13:21+00:00", "1", "2"]
+    missing = subprocess.run([sys.executable, "-m", "swapd", "losses", "nope", "--workspace",
+                              str(tmp_path / "ws")], capture_output=True, text=True, timeout=60,
+                             env=env)
+    assert missing.returncode == 1 and "no job 'nope'" in missing.stderr

@@ -277,6 +277,12 @@ class StateStore:
         ).fetchall()
         return [(r[0], r[1], r[2]) for r in rows]
 
+    def iter_losses(self, job: str) -> Iterator[tuple[int, float, float, float]]:
+        """Every (iteration, time, loss_a, loss_b) of a job, in order (not thinned)."""
+        yield from self._db.execute(
+            "SELECT iteration, time, loss_a, loss_b FROM losses WHERE job=? ORDER BY iteration",
+            (job,))
+
     def truncate_losses(self, job: str, after_iteration: int) -> None:
         """Forget losses past a checkpoint's iteration (they were never saved)."""
         with self._tx() as db:
