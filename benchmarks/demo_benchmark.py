@@ -30,7 +30,6 @@ import platform
 import shutil
 import tempfile
 import time
-import tomllib
 from pathlib import Path
 
 import numpy as np
@@ -43,7 +42,7 @@ from swapd.faces.masks import FACE, landmark_masks
 from swapd.faces.synthetic import DEMO_A, DEMO_B, Identity, random_view, render_face
 from swapd.trainer.data import crop_for_model, crop_landmarks
 from swapd.trainer.loop import Trainer
-from swapd.trainer.options import split_options
+from swapd.trainer.options import parse_assignments, split_options
 from swapd.workspace import Workspace
 
 
@@ -175,12 +174,7 @@ def main() -> None:
         job: JobFile = load_job_file(ws.jobs / f"{DEMO_JOB}.toml")
         assert job.train is not None
         options = dict(job.train.options)
-        for item in args.set:
-            key, value = item.split("=", 1)
-            try:
-                options[key] = tomllib.loads(f"v = {value}")["v"]
-            except tomllib.TOMLDecodeError:  # a bare word: a string option
-                options[key] = value
+        options.update(parse_assignments(args.set))
         batch_size = args.batch_size or job.train.batch_size
         model_name = args.model or job.train.model
         trainer_options, model_options = split_options(model_name, options)

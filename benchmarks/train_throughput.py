@@ -24,7 +24,6 @@ import resource
 import statistics
 import tempfile
 import time
-import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +35,7 @@ from swapd.trainer.data import BatchLoader, FaceSet
 from swapd.trainer.loop import Trainer, configure_threads
 from swapd.trainer.losses import FaceLoss, get_loss
 from swapd.trainer.models import build_model
-from swapd.trainer.options import TrainerOptions, split_options
+from swapd.trainer.options import TrainerOptions, parse_assignments, split_options
 
 
 def peak_rss_mib() -> float:
@@ -87,17 +86,6 @@ def summary(times: list[float], warmup: int, examples: int) -> dict[str, float]:
             "steps_timed": len(steady)}
 
 
-def parse_sets(items: list[str]) -> dict[str, Any]:
-    out = {}
-    for item in items:
-        key, value = item.split("=", 1)
-        try:
-            out[key] = tomllib.loads(f"v = {value}")["v"]
-        except tomllib.TOMLDecodeError:
-            out[key] = value
-    return out
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--models", nargs="+", default=["lightweight", "original"])
@@ -124,7 +112,7 @@ def main() -> None:
         write_face_set(sets / "a", DEMO_A, args.faces, seed=1)
         write_face_set(sets / "b", DEMO_B, args.faces, seed=2)
         for name in args.models:
-            options, model_options = split_options(name, parse_sets(args.set))
+            options, model_options = split_options(name, parse_assignments(args.set))
             size = model_options.input_size  # type: ignore[attr-defined]
             # Real augmented batches, made before timing, for the bare loop.
             face_sets = [FaceSet(sets / side, size, options.coverage) for side in "ab"]

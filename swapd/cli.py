@@ -97,14 +97,22 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return cmd_run(args)
 
 
-def cmd_status(args: argparse.Namespace) -> int:
+def _read_state(workspace: Path | None, missing: str) -> tuple[Workspace, Any]:
+    """The workspace and its state store opened read-only; (ws, None) after printing
+    ``missing`` (formatted with the workspace root) when the service has not run there."""
     from swapd.daemon.state import StateStore
 
-    ws = Workspace.open(args.workspace, create=False)
+    ws = Workspace.open(workspace, create=False)
     if not ws.state_db.exists():
-        print(f"no swapd state in {ws.root} (has the service run there?)", file=sys.stderr)
+        print(missing.format(root=ws.root), file=sys.stderr)
+        return ws, None
+    return ws, StateStore(ws.state_db, readonly=True)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    ws, store = _read_state(args.workspace, "no swapd state in {root} (has the service run there?)")
+    if store is None:
         return 1
-    store = StateStore(ws.state_db, readonly=True)
     jobs, problems = store.jobs(), store.problems()
     if args.json:
         print(json.dumps({
@@ -274,13 +282,10 @@ def cmd_faces_extract(args: argparse.Namespace) -> int:
 
 
 def cmd_faces_list(args: argparse.Namespace) -> int:
-    from swapd.daemon.state import StateStore
-
-    ws = Workspace.open(args.workspace, create=False)
-    if not ws.state_db.exists():
-        print(f"swapd: no face index in {ws.root} yet (the service builds it)", file=sys.stderr)
+    ws, store = _read_state(args.workspace,
+                            "swapd: no face index in {root} yet (the service builds it)")
+    if store is None:
         return 1
-    store = StateStore(ws.state_db, readonly=True)
     try:
         records = store.faces(args.set)
         sets = store.face_sets()
@@ -322,23 +327,6 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _parse_sets(items: list[str]) -> dict[str, Any]:
-    """``key=value`` pairs, values in TOML syntax (``width=0.5``, ``lowmem=true``); a bare
-    word is a string."""
-    import tomllib
-
-    options: dict[str, Any] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ConfigError("command line", [("--set", f"expected key=value, got {item!r}")])
-        try:
-            options[key.strip()] = tomllib.loads(f"v = {value}")["v"]
-        except tomllib.TOMLDecodeError:
-            options[key.strip()] = value
-    return options
-
-
 def _write_losses_csv(rows: Iterator[tuple[int, float, float, float]], out: IO[str]) -> None:
     import csv
     from datetime import UTC, datetime
@@ -352,13 +340,9 @@ def _write_losses_csv(rows: Iterator[tuple[int, float, float, float]], out: IO[s
 
 def cmd_losses(args: argparse.Namespace) -> int:
     """A job's whole loss history as CSV (iteration, time, loss_a, loss_b)."""
-    from swapd.daemon.state import StateStore
-
-    ws = Workspace.open(args.workspace, create=False)
-    if not ws.state_db.exists():
-        print(f"swapd: no swapd state in {ws.root}", file=sys.stderr)
+    ws, store = _read_state(args.workspace, "swapd: no swapd state in {root}")
+    if store is None:
         return 1
-    store = StateStore(ws.state_db, readonly=True)
     try:
         if store.job(args.job) is None:
             print(f"swapd: no job {args.job!r} in {ws.root}", file=sys.stderr)
@@ -375,10 +359,10 @@ def cmd_losses(args: argparse.Namespace) -> int:
 
 def cmd_model_summary(args: argparse.Namespace) -> int:
     from swapd.trainer.models import build_model, summarize
-    from swapd.trainer.options import OptionsError, validate_model_options
+    from swapd.trainer.options import OptionsError, parse_assignments, validate_model_options
 
     try:
-        options = validate_model_options(args.name, _parse_sets(args.set))
+        options = validate_model_options(args.name, parse_assignments(args.set))
     except OptionsError as exc:
         print(f"swapd: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -401,12 +385,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     from swapd.trainer.checkpoint import CheckpointError
     from swapd.trainer.cli_train import run_training
     from swapd.trainer.data import FaceSetError
-    from swapd.trainer.options import OptionsError
+    from swapd.trainer.options import OptionsError, parse_assignments
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         reached = run_training(args.model, Path(args.A), Path(args.B), Path(args.model_dir),
-                               _parse_sets(args.set), args.iterations, args.batch_size,
+                               parse_assignments(args.set), args.iterations, args.batch_size,
                                args.save_every, args.export)
     except (OptionsError, FaceSetError, CheckpointError) as exc:
         print(f"swapd: {exc}", file=sys.stderr)

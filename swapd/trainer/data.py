@@ -215,9 +215,9 @@ class FaceSet:
 
     def _load(self, path: Path, stamp: tuple[int, int]) -> _Entry:
         try:
-            data = np.fromfile(path, dtype=np.uint8)
-            img = _decode(data, self.grayscale)
-            stored = stored_geometry(data.tobytes(), str(path))
+            raw = path.read_bytes()  # read once: decoded, and its header parsed
+            img = _decode(np.frombuffer(raw, np.uint8), self.grayscale)
+            stored = stored_geometry(raw, str(path))
             points = stored.landmarks
             if points is not None and not _inside(points, img.shape[0]):
                 points = None  # landmarks far outside the image are not this face's

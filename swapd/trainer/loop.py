@@ -222,7 +222,9 @@ class Trainer:
                 f"saved model's ({state['model_options']}); they are fixed when a model is created"
             )
 
-    def _restore(self, state: dict[str, Any]) -> None:
+    def _load_weights(self, state: dict[str, Any]) -> None:
+        """Model weights and (when the optimizer is the same kind) its state from a checkpoint;
+        the iteration is set too."""
         saved_optimizer = state.get("trainer_options", {}).get("optimizer", "adam")
         try:
             self.model.load_state_dict(state["model_state"])
@@ -233,6 +235,10 @@ class Trainer:
                          saved_optimizer, self.options.optimizer)
         except (RuntimeError, ValueError, KeyError) as exc:
             raise CheckpointError(self.checkpoint_path, f"does not fit the model ({exc})") from exc
+        self.iteration = int(state["iteration"])
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        self._load_weights(state)
         for group in self.optimizer.param_groups:  # this session's trainer options win
             group["lr"] = self.options.learning_rate
             group["betas"] = (self.options.beta1, self.options.beta2)
@@ -241,7 +247,6 @@ class Trainer:
         self.clipper.history.extend(state.get("autoclip_history", []))
         self.lr_scale = float(state.get("lr_scale", 1.0))
         self.rollbacks = list(state.get("rollbacks", []))
-        self.iteration = int(state["iteration"])
         self.history = list(state.get("history", {}).get("sessions", []))
         rng = state.get("rng", {})
         if isinstance(rng.get("torch"), torch.Tensor):
@@ -314,12 +319,7 @@ class Trainer:
         if (self.options.on_nan != "rollback" or not self.checkpoint_path.exists()
                 or len(session_rollbacks) >= self.options.nan_max_rollbacks):
             return None
-        state = load_checkpoint(self.checkpoint_path)
-        self.model.load_state_dict(state["model_state"])
-        saved_optimizer = state.get("trainer_options", {}).get("optimizer", "adam")
-        if "optimizer_state" in state and saved_optimizer == self.options.optimizer:
-            self.optimizer.load_state_dict(state["optimizer_state"])
-        self.iteration = int(state["iteration"])
+        self._load_weights(load_checkpoint(self.checkpoint_path))
         self._session["iterations"] = self.iteration - self._session["start_iteration"]
         self.lr_scale *= self.options.nan_lr_factor
         record = {"time": _now(), "session_start": self._session["start"],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tomllib
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -63,6 +64,21 @@ class TrainerOptions(BaseModel):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     channels_last: bool = Field(True, description="NHWC memory layout: faster convolutions")
     mixed_precision: bool = Field(False, description="bf16 autocast, CUDA only")
+
+
+def parse_assignments(items: list[str]) -> dict[str, Any]:
+    """``key=value`` overrides (``--set``), values in TOML syntax (``width=0.5``,
+    ``lowmem=true``); a bare word is a string. OptionsError for an item without ``=``."""
+    options: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise OptionsError(f"--set: expected key=value, got {item!r}")
+        try:
+            options[key.strip()] = tomllib.loads(f"v = {value}")["v"]
+        except tomllib.TOMLDecodeError:
+            options[key.strip()] = value
+    return options
 
 
 def format_validation_error(error: ValidationError, what: str) -> str:

@@ -15,7 +15,7 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from swapd.trainer.models import CommonOptions, Side, SwapModel, register
-from swapd.trainer.models.original import Reshape, channels, conv_block, make_decoder
+from swapd.trainer.models.original import Reshape, channels, conv_stack, make_decoder
 
 
 class IAEOptions(CommonOptions):
@@ -42,15 +42,9 @@ class IAE(SwapModel):
         super().__init__(options)
         w = options.width
         convs = [channels(c, w) for c in (128, 256, 512, 1024)]
-        layers: list[nn.Module] = []
-        c_in = 3
-        for c_out in convs:
-            layers.append(conv_block(c_in, c_out))
-            c_in = c_out
-        layers.append(nn.Flatten())
-        self.encoder = nn.Sequential(*layers)
+        self.encoder = nn.Sequential(*conv_stack(convs), nn.Flatten())
         seed = options.input_size // 16
-        flat = c_in * seed * seed
+        flat = convs[-1] * seed * seed
         dense = options.dense_dim or 1024
         half = channels(512, w)  # faceswap: encoder_dim / 2
         self.inter_a = _intermediate(flat, dense, half, seed)

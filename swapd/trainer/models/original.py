@@ -46,6 +46,15 @@ class Reshape(nn.Module):
         return x.view(x.shape[0], *self.shape)
 
 
+def conv_stack(convs: Sequence[int], c_in: int = 3) -> list[nn.Module]:
+    """faceswap's encoder convolutions: one stride-2 Conv2DBlock per entry of ``convs``."""
+    layers: list[nn.Module] = []
+    for c_out in convs:
+        layers.append(conv_block(c_in, c_out))
+        c_in = c_out
+    return layers
+
+
 def make_encoder(
     input_size: int,
     convs: Sequence[int],
@@ -54,11 +63,8 @@ def make_encoder(
     upscale_to: int,
 ) -> nn.Sequential:
     """Conv stack, flatten, dense bottleneck, dense to (size/16)^2 maps, one upscale."""
-    layers: list[nn.Module] = []
-    c_in = 3
-    for c_out in convs:
-        layers.append(conv_block(c_in, c_out))
-        c_in = c_out
+    layers = conv_stack(convs)
+    c_in = convs[-1]
     side = input_size // 2 ** len(convs)
     seed = input_size // 16
     layers += [
