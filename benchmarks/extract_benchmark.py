@@ -19,7 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from swapd.extract.extract import extract, read_alignments
+from swapd.extract.alignments import read_alignments
+from swapd.extract.extract import extract
 from swapd.faces.clip import ClipTruth, truth_path, write_clip
 from swapd.faces.landmarks import five_points
 from swapd.faces.synthetic import DEMO_A

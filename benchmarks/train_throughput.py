@@ -33,7 +33,7 @@ from swapd.faces.synthetic import DEMO_A, DEMO_B, write_face_set
 from swapd.trainer.augment import AugmentSettings
 from swapd.trainer.data import BatchLoader, FaceSet
 from swapd.trainer.loop import Trainer, configure_threads
-from swapd.trainer.losses import FaceLoss, get_loss
+from swapd.trainer.losses import FaceLoss, combine_losses
 from swapd.trainer.models import build_model
 from swapd.trainer.options import TrainerOptions, parse_assignments, split_options
 
@@ -53,7 +53,8 @@ def bare_loop(model_name: str, model_options: dict[str, Any], options: TrainerOp
     optimizer = torch.optim.Adam(model.parameters(), lr=options.learning_rate,
                                  betas=(options.beta1, options.beta2), eps=options.epsilon,
                                  fused=fused)
-    loss_fn = FaceLoss(get_loss(options.loss), options.penalized_mask_loss,
+    loss_fn = FaceLoss(combine_losses(options.loss, options.extra_losses),
+                       options.penalized_mask_loss,
                        options.background_weight, options.eye_multiplier,
                        options.mouth_multiplier)
     prepared = [tuple(t.contiguous(memory_format=fmt) for t in batch) for batch in batches]

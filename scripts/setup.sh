@@ -2,6 +2,8 @@
 # Create or refresh swapd's virtual environment (.venv) and the system tools it uses.
 #   scripts/setup.sh            runtime + test dependencies (CPU: torch pinned by constraints.txt)
 #   scripts/setup.sh --gpu      also swap onnxruntime for onnxruntime-gpu (the two cannot coexist)
+#   scripts/setup.sh --dlib     also the optional dlib plugin (its 68-point model is licensed for
+#                               non-commercial use only; the tests install it to test the plugin)
 # System packages (Debian/Ubuntu, installed when run as root or with passwordless sudo):
 #   ffmpeg (ffprobe for tests; swapd itself falls back to imageio-ffmpeg's ffmpeg),
 #   chromium + chromium-driver (the dashboard's browser test).
@@ -9,7 +11,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 GPU=0
-[[ "${1:-}" == "--gpu" ]] && GPU=1
+EXTRAS="test"
+for arg in "$@"; do
+    case "$arg" in
+        --gpu) GPU=1 ;;
+        --dlib) EXTRAS="test,dlib" ;;
+        *) echo "setup: unknown option $arg" >&2; exit 2 ;;
+    esac
+done
 PYTHON="${PYTHON:-python3}"
 
 "$PYTHON" - <<'PY' || { echo "swapd needs Python 3.11 or newer" >&2; exit 1; }
@@ -42,10 +51,10 @@ fi
 [[ -x .venv/bin/python ]] || "$PYTHON" -m venv .venv
 # Reinstall only when the dependency list changed since the last setup.
 stamp=.venv/.swapd-setup
-want="$(cat pyproject.toml constraints.txt | sha256sum | cut -d' ' -f1) gpu=$GPU"
+want="$(cat pyproject.toml constraints.txt | sha256sum | cut -d' ' -f1) gpu=$GPU extras=$EXTRAS"
 if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$want" ]]; then
     .venv/bin/python -m pip install -q --upgrade pip
-    .venv/bin/python -m pip install -q -c constraints.txt -e ".[test]"
+    .venv/bin/python -m pip install -q -c constraints.txt -e ".[$EXTRAS]"
     if ((GPU)); then
         .venv/bin/python -m pip uninstall -y -q onnxruntime
         .venv/bin/python -m pip install -q -c constraints.txt -e ".[gpu]"

@@ -12,6 +12,8 @@
     swapd faces extract INPUT --set NAME [--size 512]       faces of new footage, aligned
     swapd train --model NAME -A DIR -B DIR --model-dir DIR  train without the service
     swapd model summary NAME [--set key=value] [--json]     layers and parameter count
+    swapd model restore (DIR | --job NAME) [--snapshot N]   go back to the best backup / a snapshot
+    swapd model snapshots (DIR | --job NAME) [--json]       a model's snapshots and backup
     swapd losses JOB [--output FILE]                        a job's loss history as CSV
     swapd config                                            print the default swapd.toml
 """
@@ -171,14 +173,23 @@ def _progress_bar(name: str) -> tuple[Any, Callable[[int, int | None], None]]:
 
 
 def cmd_merge(args: argparse.Namespace) -> int:
+    from swapd.extract.alignments import AlignmentsError, load_alignments, record_beside
     from swapd.media import UnreadableMediaError
     from swapd.merger.merge import MergeError, MergeOptions, merge_file
 
+    record = None if args.detect else (args.alignments or record_beside(args.input))
+    try:
+        alignments = None if record is None else load_alignments(record)
+    except AlignmentsError as exc:
+        print(f"swapd merge: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if alignments is not None:
+        print(f"faces from {record} ({len(alignments)} frames recorded)")
     bar, progress = _progress_bar(Path(args.input).name)
     try:
         result = merge_file(Path(args.input), Path(args.output), Path(args.model),
                             options=MergeOptions(faces=args.faces, device=args.device),
-                            progress=progress)
+                            progress=progress, alignments=alignments)
     except (UnreadableMediaError, MergeError) as exc:
         bar.close()
         print(f"swapd merge: {exc}", file=sys.stderr)
@@ -207,11 +218,15 @@ def cmd_control(args: argparse.Namespace) -> int:
 
 
 def cmd_faces_inspect(args: argparse.Namespace) -> int:
+    from swapd.extract.detect import DetectorError, create_detector
+    from swapd.extract.face_landmarks import add_found_landmarks
     from swapd.faces.validate import BadFaceError, inspect_face_file
 
     try:
         info = inspect_face_file(args.file, min_size=1)
-    except BadFaceError as exc:
+        if args.detector != "none":
+            add_found_landmarks(info, create_detector(args.detector))
+    except (BadFaceError, DetectorError) as exc:
         print(f"swapd: {exc}", file=sys.stderr)
         return EXIT_USAGE
     description = info.describe()
@@ -309,7 +324,9 @@ def cmd_faces_list(args: argparse.Namespace) -> int:
         else:
             pose = ("pose ?" if r.yaw is None else
                     f"yaw {r.yaw:+5.1f} pitch {r.pitch:+5.1f} roll {r.roll:+5.1f}")
-            detail = f"{r.kind:<11} {r.width}x{r.height}x{r.channels}  {pose}"
+            found = ("unaligned" if r.landmarks_from is None
+                     else f"landmarks {r.landmarks_from}")
+            detail = f"{r.kind:<11} {r.width}x{r.height}x{r.channels}  {pose}  {found}"
             if r.duplicate_of:
                 detail += f"  duplicate of {r.duplicate_of}"
         print(f"{r.set_name}/{r.name}: {detail}")
@@ -357,6 +374,82 @@ def cmd_losses(args: argparse.Namespace) -> int:
     return 0
 
 
+def _model_dir(args: argparse.Namespace, idle: bool) -> Path | None:
+    """The model folder a ``swapd model`` command names (a folder, or --job NAME); None after
+    printing why not. ``idle``: refuse a job whose worker is running."""
+    if (args.model_dir is None) == (args.job is None):
+        print(f"swapd model {args.model_command}: give a model folder or --job NAME",
+              file=sys.stderr)
+        return None
+    if args.job is None:
+        return Path(args.model_dir)
+    ws, store = _read_state(args.workspace, "swapd: no swapd state in {root}")
+    if store is None:
+        return None
+    row = store.job(args.job)
+    store.close()
+    if row is None:
+        print(f"swapd: no job named {args.job!r} in {ws.root}", file=sys.stderr)
+        return None
+    if idle and row.state in ("training", "paused"):
+        print(f"swapd: job {args.job} is {row.state}: stop it first "
+              f"(swapd stop {args.job})", file=sys.stderr)
+        return None
+    return ws.model_dir(args.job)
+
+
+def cmd_model_restore(args: argparse.Namespace) -> int:
+    from swapd.trainer.backup import BackupError, restore_backup
+    from swapd.trainer.checkpoint import CheckpointError
+    from swapd.trainer.snapshots import SnapshotError, restore_snapshot
+
+    model_dir = _model_dir(args, idle=True)
+    if model_dir is None:
+        return EXIT_USAGE
+    try:
+        if args.snapshot is not None:
+            iteration, replaced = restore_snapshot(model_dir, args.snapshot)
+            what = f"the snapshot at iteration {iteration}"
+        else:
+            restored = restore_backup(model_dir)
+            iteration, replaced = restored.iteration, restored.replaced
+            what = f"the backup at iteration {iteration}"
+            if restored.average_loss is not None:
+                what += f", average loss {restored.average_loss:.4f}"
+    except (BackupError, SnapshotError, CheckpointError) as exc:
+        print(f"swapd: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    kept = "" if replaced is None else f"; the replaced one is kept as {replaced}"
+    print(f"restored {what}{kept}")
+    return 0
+
+
+def cmd_model_snapshots(args: argparse.Namespace) -> int:
+    from swapd.trainer.backup import backup_info
+    from swapd.trainer.snapshots import list_snapshots
+
+    model_dir = _model_dir(args, idle=False)
+    if model_dir is None:
+        return EXIT_USAGE
+    snapshots = list_snapshots(model_dir)
+    backup = backup_info(model_dir)
+    if args.json:
+        print(json.dumps({"model_dir": str(model_dir), "backup": backup,
+                          "snapshots": [{**s.info, "path": str(s.checkpoint)}
+                                        for s in snapshots]}))
+        return 0
+    for snap in snapshots:
+        loss = snap.info.get("average_loss")
+        shown = "loss ?" if loss is None else f"average loss {loss:.4f}"
+        print(f"{snap.iteration:>10}  {snap.info.get('time', '?')}  {shown}  {snap.checkpoint}")
+    if backup:
+        print(f"backup: iteration {backup['iteration']}, average loss "
+              f"{backup['average_loss']:.4f}")
+    if not snapshots:
+        print(f"no snapshots in {model_dir}")
+    return 0
+
+
 def cmd_model_summary(args: argparse.Namespace) -> int:
     from swapd.trainer.models import build_model, summarize
     from swapd.trainer.options import OptionsError, parse_assignments, validate_model_options
@@ -391,7 +484,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     try:
         reached = run_training(args.model, Path(args.A), Path(args.B), Path(args.model_dir),
                                parse_assignments(args.set), args.iterations, args.batch_size,
-                               args.save_every, args.export)
+                               args.save_every, args.export,
+                               snapshot_every=args.snapshot_every,
+                               snapshot_policy=args.snapshot_policy,
+                               snapshot_keep=args.snapshot_keep)
     except (OptionsError, FaceSetError, CheckpointError) as exc:
         print(f"swapd: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -437,6 +533,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", default="merged", help="output folder")
     p.add_argument("--faces", default="all", choices=["all", "largest"])
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--alignments", type=Path,
+                   help="faces per frame from `swapd faces extract` (default: "
+                        "INPUT_STEM.alignments.jsonl beside the input, when present)")
+    p.add_argument("--detect", action="store_true",
+                   help="detect every face, ignoring any alignments record")
     p.set_defaults(func=cmd_merge)
 
     for action in ("pause", "resume", "save", "stop"):
@@ -450,6 +551,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = faces.add_parser("inspect", help="print a face file's metadata (exit 2 if unusable)")
     p.add_argument("file")
     p.add_argument("--json", action="store_true", help="one JSON object")
+    p.add_argument("--detector", default="mtcnn",
+                   help="find landmarks the file lacks with this plugin (mtcnn, dlib; none: "
+                        "do not look)")
     p.set_defaults(func=cmd_faces_inspect)
     p = faces.add_parser("import", help="copy a faceswap / DeepFaceLab face set in")
     p.add_argument("dir", help="folder of aligned faces")
@@ -485,6 +589,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--iterations", type=int, default=0, help="stop here (0 = until Ctrl-C)")
     p.add_argument("--batch-size", type=_positive_int, default=16)
     p.add_argument("--save-every", type=_positive_int, default=250)
+    p.add_argument("--snapshot-every", type=int, default=0,
+                   help="keep a snapshot every N iterations (0 = none)")
+    p.add_argument("--snapshot-policy", default="all", choices=["all", "last", "thinned"])
+    p.add_argument("--snapshot-keep", type=_positive_int, default=10,
+                   help="snapshots the last / thinned policies keep (newest)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="a trainer or model option, e.g. --set learning_rate=1e-4")
     p.add_argument("--export", action="store_true", help="export ONNX when done")
@@ -504,6 +613,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a model option, e.g. --set input_size=128 --set width=0.5")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_model_summary)
+
+    p = model.add_parser("restore", help="make the backup (lowest average loss) the "
+                                         "checkpoint again")
+    p.add_argument("model_dir", nargs="?", type=Path, help="a model folder (swapd train's)")
+    p.add_argument("--job", help="a service job's model instead")
+    p.add_argument("--workspace", type=Path)
+    p.add_argument("--snapshot", type=int, metavar="ITERATION",
+                   help="restore this snapshot instead of the backup")
+    p.set_defaults(func=cmd_model_restore)
+    p = model.add_parser("snapshots", help="a model's snapshots: iteration, time, loss")
+    p.add_argument("model_dir", nargs="?", type=Path, help="a model folder (swapd train's)")
+    p.add_argument("--job", help="a service job's model instead")
+    p.add_argument("--workspace", type=Path)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_model_snapshots)
 
     p = sub.add_parser("config", help="print the default swapd.toml")
     p.set_defaults(func=lambda _args: print(default_config_text(), end="") or 0)

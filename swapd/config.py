@@ -58,6 +58,7 @@ class DashboardSection(_Strict):
 class IngestSection(_Strict):
     min_face_size: int = Field(64, ge=16)
     settle_seconds: float = Field(1.0, ge=0)
+    landmark_detector: Literal["mtcnn", "dlib", "none"] = "mtcnn"
 
 
 class MergeDefaults(_Strict):
@@ -108,6 +109,8 @@ class TrainSection(_Strict):
     iterations: int = Field(100_000, ge=0)
     save_every: int = Field(250, ge=1)
     snapshot_every: int = Field(0, ge=0)
+    snapshot_policy: Literal["all", "last", "thinned"] = "all"
+    snapshot_keep: int = Field(10, ge=1)
     options: dict[str, Any] = Field(default_factory=dict)
 
 

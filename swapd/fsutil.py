@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -65,6 +66,14 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, durable: bool 
     """Write `data` to `path` atomically; returns the path."""
     with atomic_path(path, durable=durable, keep_mode=keep_mode) as tmp:
         tmp.write_bytes(data)
+    return Path(path)
+
+
+def atomic_copy(source: str | os.PathLike[str], path: str | os.PathLike[str],
+                durable: bool = True) -> Path:
+    """Copy `source` to `path` atomically (streamed: checkpoints can be large); returns it."""
+    with atomic_path(path, durable=durable) as tmp:
+        shutil.copyfile(source, tmp)
     return Path(path)
 
 

@@ -17,7 +17,7 @@ import pytest
 
 from swapd.daemon.ingest import FaceIngest
 from swapd.daemon.state import StateStore
-from swapd.faces.faceswap_png import read_aligned_png
+from swapd.faces.faceswap_png import read_aligned_png, write_aligned_png
 from swapd.workspace import Workspace
 
 
@@ -165,3 +165,59 @@ def test_big_batches_run_in_worker_processes(indexed: tuple[Workspace, StateStor
     assert rows["not_square.png"].status == "quarantined"
     assert "not square (128x96)" in (rows["not_square.png"].reason or "")
     assert all(r.hash and r.yaw is not None for r in rows.values() if r.status == "ok")
+
+
+def test_faces_without_landmarks_get_them_from_the_detector(
+        indexed: tuple[Workspace, StateStore, FaceIngest]) -> None:
+    """Plain images and faceswap's own PNGs are indexed with the detector's landmarks (and a
+    pose from them); an image without a face is kept, unaligned."""
+    ws, store, ingest = indexed
+    folder = ws.face_set("alice")
+    first = sorted(folder.glob("*.png"))[0]
+    image, meta = read_aligned_png(first)
+    assert meta is not None and meta.swapd is not None
+    cv2.imwrite(str(folder / "plain.jpg"), image)
+    cv2.imwrite(str(folder / "blank.png"), np.full((128, 128, 3), 90, np.uint8))
+    meta.swapd = None  # as faceswap writes it: frame landmarks only
+    write_aligned_png(folder / "faceswap.png", image, meta)
+    for name in ("plain.jpg", "blank.png", "faceswap.png"):
+        _age(folder / name)
+    ingest.scan()
+    rows = {r.name: r for r in store.faces("alice")}
+    assert rows[first.name].landmarks_from == "file"
+    plain, blank, faceswap = rows["plain.jpg"], rows["blank.png"], rows["faceswap.png"]
+    assert plain.status == "ok" and plain.landmarks_from == "detected:mtcnn"
+    assert plain.landmarks is not None and len(plain.landmarks) == 5 and plain.yaw is not None
+    assert faceswap.landmarks_from == "mapped:mtcnn" and len(faceswap.landmarks or []) == 68
+    assert blank.status == "ok" and blank.landmarks is None and blank.landmarks_from is None
+    assert abs(plain.yaw - rows[first.name].yaw) < 8, (plain.yaw, rows[first.name].yaw)
+
+    listing = subprocess.run([sys.executable, "-m", "swapd", "faces", "list", "alice",
+                              "--workspace", str(ws.root)], capture_output=True, text=True,
+                             timeout=60, env={**os.environ,
+                                              "PYTHONPATH": str(Path(__file__).parents[1])})
+    assert listing.returncode == 0, listing.stderr
+    assert "blank.png: plain" in listing.stdout and "unaligned" in listing.stdout
+    assert "landmarks detected:mtcnn" in listing.stdout
+
+
+def test_an_older_database_gains_the_new_column(tmp_path: Path) -> None:
+    import sqlite3
+
+    db = tmp_path / "state.db"
+    old = sqlite3.connect(db)
+    old.execute("CREATE TABLE faces (set_name TEXT NOT NULL, name TEXT NOT NULL, status TEXT "
+                "NOT NULL, reason TEXT, moved_to TEXT, size INTEGER NOT NULL, mtime_ns INTEGER "
+                "NOT NULL, hash TEXT, kind TEXT, width INTEGER, height INTEGER, channels "
+                "INTEGER, landmarks TEXT, yaw REAL, pitch REAL, roll REAL, source TEXT, "
+                "duplicate_of TEXT, first_seen REAL NOT NULL, checked_at REAL NOT NULL, "
+                "PRIMARY KEY (set_name, name)) WITHOUT ROWID")
+    old.execute("INSERT INTO faces (set_name, name, status, size, mtime_ns, first_seen, "
+                "checked_at) VALUES ('a', 'x.png', 'ok', 1, 2, 0, 0)")
+    old.commit()
+    old.close()
+    assert StateStore(db, readonly=True).faces("a")[0].landmarks_from is None
+    store = StateStore(db)
+    assert store.faces("a")[0].name == "x.png"
+    columns = {row[1] for row in store._db.execute("PRAGMA table_info(faces)")}
+    assert "landmarks_from" in columns

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from swapd.faces.dfl_jpg import DFLMeta, encode_dfl_jpg
-from swapd.faces.faceswap_png import read_aligned_png
+from swapd.faces.faceswap_png import read_aligned_png, write_aligned_png
 from swapd.faces.landmarks import five_points
 from swapd.faces.pose import estimate_pose
 from swapd.faces.synthetic import DEMO_A, DEMO_B, make_identity, random_view, render_face
@@ -83,14 +83,47 @@ def test_inspect_faceswap_dfl_plain_and_grayscale(synthetic_sets: dict[str, Path
     info = json.loads(swapd("faces", "inspect", str(gray), "--json").stdout)
     assert info["channels"] == 1 and info["grayscale"] is True
 
+    # A plain image: MTCNN finds its five landmarks, unless told not to look.
     plain = tmp_path / "plain.png"
     cv2.imwrite(str(plain), cv2.imread(str(png)))
     info = json.loads(swapd("faces", "inspect", str(plain), "--json").stdout)
-    assert info["format"] == "png" and info["status"] == "unaligned"
+    assert info["format"] == "png" and info["status"] == "aligned"
+    assert info["landmarks_from"] == "detected:mtcnn" and len(info["landmarks"]) == 5
+    truth5 = five_points(np.array(meta.swapd["aligned_landmarks"]))
+    eyes = np.linalg.norm(truth5[0] - truth5[1])
+    assert np.linalg.norm(np.array(info["landmarks"]) - truth5, axis=1).mean() / eyes < 0.15
+    info = json.loads(swapd("faces", "inspect", str(plain), "--json", "--detector", "none").stdout)
+    assert info["status"] == "unaligned"
     assert info["landmarks"] is None and info["pose"] is None
+    # No face in it at all: accepted, unaligned.
+    blank = tmp_path / "blank.png"
+    cv2.imwrite(str(blank), np.full((128, 128, 3), 90, np.uint8))
+    info = json.loads(swapd("faces", "inspect", str(blank), "--json").stdout)
+    assert info["status"] == "unaligned" and info["landmarks_from"] is None
 
     text = swapd("faces", "inspect", str(png))
     assert text.returncode == 0 and "68 points" in text.stdout and "yaw" in text.stdout
+
+
+def test_faceswap_faces_get_their_68_landmarks_mapped_into_the_image(
+        synthetic_sets: dict[str, Path], tmp_path: Path) -> None:
+    """faceswap's own PNGs carry frame landmarks only: the detector's five points place all 68
+    in the aligned image (ground truth: the generator's)."""
+    errors = []
+    for k, png in enumerate(sorted(synthetic_sets["alice"].glob("*.png"))[:6]):
+        image, meta = read_aligned_png(png)
+        assert meta is not None and meta.swapd is not None
+        truth = np.array(meta.swapd["aligned_landmarks"])
+        meta.swapd = None  # as faceswap writes it
+        face = write_aligned_png(tmp_path / f"faceswap_{k}.png", image, meta)
+        info = json.loads(swapd("faces", "inspect", str(face), "--json").stdout)
+        assert info["format"] == "faceswap_png" and info["landmarks_from"] == "mapped:mtcnn"
+        found = np.array(info["landmarks"])
+        assert found.shape == (68, 2)
+        eyes = np.linalg.norm(truth[36:42].mean(axis=0) - truth[42:48].mean(axis=0))
+        errors.append(np.linalg.norm(found - truth, axis=1).mean() / eyes)
+    print(f"faceswap faces, 68 landmarks mapped by MTCNN's five: NME {np.mean(errors):.3f}")
+    assert np.mean(errors) < 0.08
 
 
 class _Hostile:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -18,7 +19,11 @@ import pytest
 import torch
 from torch import nn
 
+from swapd.daemon.merge_worker import _recorded_faces
+from swapd.daemon.state import StateStore
+from swapd.extract.alignments import AlignmentsError, load_alignments, record_beside
 from swapd.extract.detect import Detection, FaceTracker, MtcnnDetector, create_detector
+from swapd.extract.extract import extract
 from swapd.faces.alignment import model_crop_matrix, warp_face
 from swapd.faces.clip import ClipTruth, truth_path
 from swapd.faces.landmarks import five_points
@@ -29,6 +34,7 @@ from swapd.merger.merge import MergeError, MergeOptions, Merger, merge_file
 from swapd.merger.provenance import verify_file
 from swapd.merger.session import ModelLoadError, SwapSession, select_providers
 from swapd.merger.video import VideoWriter, _probe_with_opencv, probe_video, read_frames
+from swapd.workspace import Workspace
 
 pytestmark = pytest.mark.skipif(ffprobe_exe() is None, reason="needs ffmpeg's ffprobe")
 
@@ -434,3 +440,101 @@ def test_corrupt_input_names_file_and_leaves_nothing(tmp_path: Path, clip: Path,
         merge_file(src, out_dir, model)
     assert str(src) in str(caught.value)
     assert not out_dir.exists() or list(out_dir.iterdir()) == []
+
+
+# --- alignments records ---------------------------------------------------------------------
+
+
+class _CountingDetector:
+    """MTCNN, counting the frames it is asked to search."""
+
+    name = "counting"
+    landmark_points = 5
+
+    def __init__(self) -> None:
+        self.inner, self.calls = MtcnnDetector(), 0
+
+    def detect(self, frame: np.ndarray) -> list[Detection]:
+        self.calls += 1
+        return self.inner.detect(frame)
+
+
+def test_merge_replays_the_alignments_record_beside_the_footage(tmp_path: Path, clip: Path,
+                                                                model: Path) -> None:
+    """Frames in the record get exactly their recorded faces (none where the user deleted a
+    detection); only frames missing from it are searched."""
+    footage = tmp_path / "footage"
+    footage.mkdir()
+    source = footage / clip.name
+    source.write_bytes(clip.read_bytes())
+    extract(source, tmp_path / "faces")
+    lines = [json.loads(line) for line in
+             (tmp_path / "faces" / f"{source.stem}.alignments.jsonl").read_text().splitlines()]
+    for entry in lines[10:20]:
+        entry["faces"] = []  # deleted by hand: these frames keep their own face
+    kept = lines[:40]  # the last 10 frames are not in the record: they are searched
+    (footage / f"{source.stem}.alignments.jsonl").write_text(
+        "".join(json.dumps(entry) + "\n" for entry in kept))
+    record = record_beside(source)
+    assert record is not None
+
+    counting = _CountingDetector()
+    merger = Merger(model, detector=counting)
+    result = merger.merge_file(source, tmp_path / "out", alignments=load_alignments(record))
+    assert result.frames == 50
+    assert result.faces_swapped == 40
+    assert counting.calls <= 10  # only the unrecorded tail (tracked: fewer full searches)
+
+    frames = list(read_frames(probe_video(result.output_path)))
+    originals = list(read_frames(probe_video(source)))
+    truth = ClipTruth.load(truth_path(clip))
+
+    def face_change(i: int) -> float:
+        rows, cols = face_box(truth.landmarks[i], shrink=0.25)
+        return float(np.abs(frames[i].astype(int) - originals[i].astype(int))[rows, cols].mean())
+
+    assert face_change(5) > 40 and face_change(45) > 40  # swapped (recorded / detected)
+    assert face_change(15) < 6  # the deleted detection: left alone
+
+
+def test_a_broken_alignments_record_names_its_line(tmp_path: Path, clip: Path,
+                                                   model: Path) -> None:
+    record = tmp_path / "clip.alignments.jsonl"
+    good = {"frame": "clip_000000", "faces": [
+        {"box": [1, 2, 3, 4], "score": 1, "landmarks": [[1, 2]] * 5}]}
+    bad = {"frame": "clip_000001", "faces": [{"box": [1, 2, 3], "landmarks": [[1, 2]] * 5}]}
+    record.write_text(json.dumps(good) + "\n" + json.dumps(bad) + "\n")
+    with pytest.raises(AlignmentsError, match=r"line 2: box must have shape \(4,\)"):
+        load_alignments(record)
+    record.write_text(json.dumps(good) + "\n{not json\n" + json.dumps(good) + "\n")
+    with pytest.raises(AlignmentsError, match="line 2 is not JSON"):
+        load_alignments(record)
+    nan = dict(good, faces=[dict(good["faces"][0], landmarks=[[float("nan"), 1]] * 68)])
+    record.write_text(json.dumps(good) + "\n" + json.dumps(nan) + "\n")
+    with pytest.raises(AlignmentsError, match="line 2: landmarks holds NaN"):
+        load_alignments(record)
+    # A torn last line is an interrupted extraction, not an error.
+    record.write_text(json.dumps(good) + "\n" + json.dumps(good)[:20])
+    assert list(load_alignments(record)) == ["clip_000000"]
+
+    # The CLI refuses a broken record it was given, naming the file and line.
+    record.write_text(json.dumps(bad) + "\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "swapd", "merge", str(clip), "--model", str(model), "--output",
+         str(tmp_path / "out"), "--alignments", str(record)], capture_output=True, text=True,
+        timeout=120)
+    assert result.returncode == 2
+    assert str(record) in result.stderr and "line 1" in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_merge_worker_ignores_a_broken_record_and_says_so(tmp_path: Path) -> None:
+    ws = Workspace.open(tmp_path / "ws")
+    source = ws.root / "footage" / "job" / "clip.mp4"
+    source.parent.mkdir(parents=True)
+    source.write_bytes(b"")
+    (source.parent / "clip.alignments.jsonl").write_text('{"frame": 5}\n')
+    store = StateStore(ws.state_db)
+    assert _recorded_faces(ws, store, "job", source) is None
+    [problem] = store.problems()
+    assert "clip.alignments.jsonl" in problem.message and "line 1" in problem.message

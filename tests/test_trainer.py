@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import cv2
@@ -12,9 +15,18 @@ import pytest
 import torch
 
 from swapd.exporter.onnx_export import read_export_info
+from swapd.faces.dfl_jpg import DFLMeta, encode_dfl_jpg
+from swapd.faces.faceswap_png import read_aligned_png, write_aligned_png
+from swapd.faces.synthetic import DEMO_A, write_face_set
 from swapd.trainer.augment import Augmenter, AugmentSettings
 from swapd.trainer.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from swapd.trainer.data import BatchLoader, FaceSet, crop_for_model, to_tensor_layout
+from swapd.trainer.data import (
+    BatchLoader,
+    FaceSet,
+    FoundLandmarks,
+    crop_for_model,
+    to_tensor_layout,
+)
 from swapd.trainer.loop import NonFiniteLossError, Trainer
 from swapd.trainer.models import build_model, list_models, model_options_class
 from swapd.trainer.options import OptionsError, TrainerOptions, split_options
@@ -383,3 +395,142 @@ def test_training_worker_rolls_back_and_rewrites_its_history(faces: tuple[Path, 
     finally:
         run.close()
         store.close()
+
+
+def test_faceswap_faces_train_with_masks_from_found_landmarks(tmp_path: Path) -> None:
+    """faceswap's PNGs hold frame landmarks only: the trainer's masks come from landmarks the
+    detector places (or the face index's, when it has them), not from an all-face guess."""
+    # Head-centred, as faceswap stores faces; the swapd-written originals know their landmarks.
+    originals = write_face_set(tmp_path / "swapd", DEMO_A, 4, seed=5, size=128,
+                               centering="head")
+    folder = tmp_path / "faceswap"
+    folder.mkdir()
+    truth = {}
+    for png in originals:
+        image, meta = read_aligned_png(png)
+        assert meta is not None and meta.swapd is not None
+        truth[png.name] = np.array(meta.swapd["aligned_landmarks"])
+        meta.swapd = None  # as faceswap writes it
+        write_aligned_png(folder / png.name, image, meta)
+    wanted = FaceSet(tmp_path / "swapd", 64, 0.875).masks
+
+    assert FaceSet(folder, 64, 0.875).without_landmarks == 4  # no source: all-face masks
+
+    found = FaceSet(folder, 64, 0.875, find_landmarks=FoundLandmarks())
+    assert found.without_landmarks == 0
+    face_found, face_wanted = found.masks[..., 0] > 127, wanted[..., 0] > 127
+    iou = (face_found & face_wanted).sum() / (face_found | face_wanted).sum()
+    print(f"face masks from detected landmarks vs ground truth: IoU {iou:.3f}")
+    assert iou > 0.85
+
+    def no_detector(path: Path, stamp: tuple[int, int]) -> np.ndarray:
+        return truth[path.name]
+
+    indexed = FaceSet(folder, 64, 0.875,
+                      find_landmarks=FoundLandmarks(no_detector, detector="no-such-plugin"))
+    assert indexed.without_landmarks == 0
+    np.testing.assert_array_equal(indexed.masks, wanted)
+
+
+def test_deepfacelab_faces_are_cut_from_their_own_landmarks(tmp_path: Path) -> None:
+    """A DFL face's crop follows its 68 landmarks, whatever padding and scale its face type
+    used: the same face cut by DFL differently trains on the same pixels as swapd's cut."""
+    originals = write_face_set(tmp_path / "swapd", DEMO_A, 3, seed=6, size=256, centering="face")
+    reference = FaceSet(tmp_path / "swapd", 64, 0.875)
+    folder = tmp_path / "dfl"
+    folder.mkdir()
+    angle, scale, shift = np.radians(6.0), 0.82, np.array([9.0, -7.0])
+    rotation = scale * np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    centre = np.array([128.0, 128.0])
+    similarity = np.hstack([rotation, (centre - rotation @ centre + shift)[:, None]])
+    for png in originals:
+        image, meta = read_aligned_png(png)
+        assert meta is not None and meta.swapd is not None
+        warped = cv2.warpAffine(image, similarity, (256, 256), flags=cv2.INTER_LINEAR,
+                                borderMode=cv2.BORDER_REFLECT)
+        points = np.asarray(meta.swapd["aligned_landmarks"]) @ rotation.T + similarity[:, 2]
+        (folder / f"{png.stem}.jpg").write_bytes(encode_dfl_jpg(warped, DFLMeta(
+            face_type="whole_face", landmarks=points.astype(np.float32)), quality=98))
+    dfl = FaceSet(folder, 64, 0.875)
+    assert dfl.without_landmarks == 0
+    # Interpolating twice and the JPEG cost a little; a crop off by a few pixels costs far more.
+    diff = np.abs(dfl.faces.astype(int) - reference.faces.astype(int)).mean()
+    face_dfl, face_ref = dfl.masks[..., 0] > 127, reference.masks[..., 0] > 127
+    iou = (face_dfl & face_ref).sum() / (face_dfl | face_ref).sum()
+    print(f"DFL crop vs swapd's: mean abs difference {diff:.2f} levels, face mask IoU {iou:.3f}")
+    assert diff < 5 and iou > 0.97
+
+
+def test_training_with_other_losses_and_extras(faces: tuple[Path, Path], tmp_path: Path) -> None:
+    trainer = make_trainer(faces, tmp_path / "m", loss="ffl",
+                           extra_losses={"gmsd": 0.5, "pixel_gradient_diff": 1.0, "logcosh": 1.0})
+    try:
+        losses = [trainer.step() for _ in range(4)]
+    finally:
+        trainer.close()
+    assert all(np.isfinite([s.loss_a, s.loss_b]).all() for s in losses)
+
+
+@pytest.mark.parametrize(("policy", "periodic", "last"),
+                         [("always", True, True), ("exit", False, True), ("never", False, False)])
+def test_optimizer_state_is_saved_by_policy(faces: tuple[Path, Path], tmp_path: Path,
+                                            policy: str, periodic: bool, last: bool) -> None:
+    trainer = make_trainer(faces, tmp_path / "m", save_optimizer=policy)
+    try:
+        trainer.step()
+        path = trainer.save()
+        assert ("optimizer_state" in load_checkpoint(path)) is periodic
+        small = path.stat().st_size
+        trainer.step()
+        trainer.save(final=True)
+        assert ("optimizer_state" in load_checkpoint(path)) is last
+        assert (path.stat().st_size > 1.5 * small) is (last and not periodic)
+    finally:
+        trainer.close()
+    resumed = make_trainer(faces, tmp_path / "m", save_optimizer=policy)
+    try:
+        assert resumed.iteration == 2
+        assert bool(resumed.optimizer.state) is last  # Adam's moments came back, or start afresh
+        resumed.step()
+    finally:
+        resumed.close()
+
+
+def test_backup_keeps_the_lowest_average_and_restore_brings_it_back(
+        faces: tuple[Path, Path], tmp_path: Path) -> None:
+    model_dir = tmp_path / "m"
+    trainer = make_trainer(faces, model_dir)
+    averages = {}
+    try:
+        for scale in (1.0, 1.0, 300.0):  # the third stretch trains far too fast: worse loss
+            trainer.lr_scale = scale
+            stats = [trainer.step() for _ in range(4)]
+            averages[trainer.iteration] = np.mean([(s.loss_a + s.loss_b) / 2 for s in stats])
+            trainer.save()
+    finally:
+        trainer.close()
+    best = min(averages, key=averages.__getitem__)
+    assert best != 12, averages  # the worse stretch did not replace the backup
+    info = json.loads((model_dir / "backup" / "backup.json").read_text())
+    assert info["iteration"] == best
+    assert info["average_loss"] == pytest.approx(averages[best], rel=1e-5)
+    assert load_checkpoint(model_dir / "backup" / "model.pt")["iteration"] == best
+    assert load_checkpoint(model_dir / "model.pt")["iteration"] == 12
+
+    result = subprocess.run([sys.executable, "-m", "swapd", "model", "restore", str(model_dir)],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert f"iteration {best}" in result.stdout
+    assert load_checkpoint(model_dir / "model.pt")["iteration"] == best
+    assert load_checkpoint(model_dir / "replaced" / "model-12.pt")["iteration"] == 12
+    resumed = make_trainer(faces, model_dir)
+    try:
+        assert resumed.iteration == best and resumed.backup == info
+    finally:
+        resumed.close()
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = subprocess.run([sys.executable, "-m", "swapd", "model", "restore", str(empty)],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "no backup to restore" in result.stderr

@@ -138,3 +138,60 @@ def test_file_is_stable(tmp_path: Path) -> None:
     writer.start()
     assert stable_files([path, growing], settle_seconds=0.4) == [path]
     writer.join()
+
+
+@pytest.mark.parametrize("layout", ["grey", "bgr", "bgra", "grey16", "bgr16"])
+def test_png_sizes_read_without_decoding_match_the_decoder(tmp_path: Path, face: np.ndarray,
+                                                           layout: str) -> None:
+    image = {"grey": cv2.cvtColor(face, cv2.COLOR_BGR2GRAY), "bgr": face,
+             "bgra": cv2.cvtColor(face, cv2.COLOR_BGR2BGRA),
+             "grey16": cv2.cvtColor(face, cv2.COLOR_BGR2GRAY).astype(np.uint16) * 257,
+             "bgr16": face.astype(np.uint16) * 257}[layout]
+    path = _write(tmp_path / f"{layout}.png", cv2.imencode(".png", image)[1].tobytes())
+    decoded = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    info = inspect_face_file(path)
+    assert (info.height, info.width, info.channels) == (
+        *decoded.shape[:2], 1 if decoded.ndim == 2 else decoded.shape[2])
+
+
+def _with_fixed_crcs(data: bytes) -> bytes:
+    """Recompute every chunk's CRC, so only the image data itself is wrong."""
+    out, pos = bytearray(data), 8
+    while pos < len(out):
+        (length,) = struct.unpack(">I", out[pos:pos + 4])
+        body = bytes(out[pos + 4:pos + 8 + length])
+        struct.pack_into(">I", out, pos + 8 + length, zlib.crc32(body) & 0xFFFFFFFF)
+        pos += 12 + length
+    return bytes(out)
+
+
+def test_damaged_image_data_behind_valid_crcs_is_caught(tmp_path: Path,
+                                                        face: np.ndarray) -> None:
+    """Ingest proves the pixels decode without decoding them; it must never pass a file the
+    decoder rejects."""
+    png = cv2.imencode(".png", face)[1].tobytes()
+    start = png.index(b"IDAT") + 4
+    end = start + struct.unpack(">I", png[start - 8:start - 4])[0]
+    rng = np.random.default_rng(3)
+    rejected = 0
+    for k in range(60):
+        damaged = bytearray(png)
+        for pos in rng.integers(start, end, size=int(rng.integers(1, 4))):
+            damaged[pos] = int(rng.integers(0, 256))
+        path = _write(tmp_path / f"damaged_{k}.png", _with_fixed_crcs(bytes(damaged)))
+        try:
+            inspect_face_file(path)
+        except BadFaceError as exc:
+            rejected += 1
+            assert "PNG" in exc.reason
+        else:  # accepted: then the decoder must read it too
+            assert cv2.imread(str(path), cv2.IMREAD_UNCHANGED) is not None
+    assert rejected >= 55  # nearly every random change breaks the zlib checksum or a filter
+
+    # The compressed data cut short inside an intact chunk structure.
+    length = (end - start) // 2
+    short = (png[:start - 8] + struct.pack(">I", length) + b"IDAT" + png[start:start + length]
+             + b"\0\0\0\0" + png[end + 4:])
+    path = _write(tmp_path / "short.png", _with_fixed_crcs(short))
+    with pytest.raises(BadFaceError, match="image data"):
+        inspect_face_file(path)

@@ -10,6 +10,7 @@ again, so re-scanning thousands of unchanged faces costs one ``stat`` each.
 
 from __future__ import annotations
 
+import functools
 import logging
 import multiprocessing
 import os
@@ -18,10 +19,14 @@ from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from swapd.daemon.state import FaceRecord, StateStore
 from swapd.media import IMAGE_SUFFIXES
 from swapd.workspace import Workspace
+
+if TYPE_CHECKING:
+    from swapd.extract.detect import Detector
 
 log = logging.getLogger(__name__)
 
@@ -49,9 +54,12 @@ def ingest_threads() -> int:
 
 class FaceIngest:
     def __init__(self, ws: Workspace, store: StateStore, min_size: int,
-                 settle_seconds: float) -> None:
+                 settle_seconds: float, landmark_detector: str = "mtcnn") -> None:
+        """``landmark_detector``: the plugin that finds landmarks for faces whose files lack
+        them (see swapd.extract.face_landmarks), or "none"."""
         self.ws, self.store = ws, store
         self.min_size, self.settle = min_size, settle_seconds
+        self.landmark_detector = landmark_detector
 
     def scan(self) -> ScanResult:
         """Check new and changed files of every set, update the index."""
@@ -116,7 +124,8 @@ class FaceIngest:
                result: ScanResult) -> list[FaceRecord]:
         from swapd.faces.validate import BadFaceError, quarantine_file
 
-        check = partial(index_record, set_name, now=now, min_size=self.min_size)
+        check = partial(index_record, set_name, now=now, min_size=self.min_size,
+                        landmark_detector=self.landmark_detector)
         pool: Executor
         # Processes on POSIX only: under the Windows service sys.executable is not python.
         if len(files) >= PROCESS_POOL_FROM and ingest_threads() > 1 and os.name == "posix":
@@ -150,24 +159,46 @@ class FaceIngest:
         return records
 
 
+@functools.cache
+def _landmark_detector(name: str) -> Detector:
+    """One detector per process (pool workers included), made when a face first needs it."""
+    from swapd.extract.detect import create_detector
+
+    return create_detector(name)
+
+
 def index_record(set_name: str, file: tuple[Path, int, int], now: float,
-                 min_size: int) -> FaceRecord | Exception:
+                 min_size: int, landmark_detector: str = "mtcnn") -> FaceRecord | Exception:
     """The index row of a good face file, or the BadFaceError saying what is wrong with it.
-    (A module-level function, so process pools can run it.)"""
+    (A module-level function, so process pools can run it.)
+
+    A face whose file has no landmarks in its image's pixels (plain images, faceswap's own
+    PNGs) gets them from the detector; one it cannot find stays in the set, unaligned.
+    """
+    from swapd.extract.face_landmarks import add_found_landmarks
     from swapd.faces.validate import BadFaceError, inspect_face_file
 
     path, size, mtime_ns = file
     try:
         info = inspect_face_file(path, min_size=min_size)
-        described = info.describe()
     except BadFaceError as exc:
         return exc
     except Exception as exc:  # a check that fails in a way nobody foresaw: still this file's
         return BadFaceError(path, f"could not be checked ({type(exc).__name__}: {exc})")
+    try:
+        if info.landmarks is None and landmark_detector != "none":
+            add_found_landmarks(info, _landmark_detector(landmark_detector))
+    except Exception:  # the file is good; only its landmarks stay unknown
+        log.exception("finding landmarks in %s failed", path)
+    try:
+        described = info.describe()
+    except Exception as exc:
+        return BadFaceError(path, f"could not be described ({type(exc).__name__}: {exc})")
     pose = described["pose"] or {}
     return FaceRecord(
         set_name, path.name, "ok", size, mtime_ns, hash=info.content_hash, kind=info.kind,
         width=info.width, height=info.height, channels=info.channels,
-        landmarks=described["landmarks"], yaw=pose.get("yaw"), pitch=pose.get("pitch"),
+        landmarks=described["landmarks"], landmarks_from=info.landmarks_from,
+        yaw=pose.get("yaw"), pitch=pose.get("pitch"),
         roll=pose.get("roll"), source=described["source_filename"], first_seen=now,
         checked_at=now)

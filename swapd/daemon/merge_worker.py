@@ -3,6 +3,9 @@
     python -m swapd.daemon.merge_worker --workspace DIR --job NAME --input FILE --model ONNX
         --output DIR [--faces all|largest] [--device auto|cpu|cuda]
 
+An alignments record beside the footage (``clip.alignments.jsonl`` from ``swapd faces
+extract``) gives the faces of the frames it holds; a broken one is reported and ignored.
+
 Exit status 0 when the merged file was written (recorded as a "merge" artifact), EXIT_BAD_INPUT
 when the footage cannot be read (it is moved to .swapd/quarantine/footage/<job>/ with its reason
 and recorded as a problem), anything else is a crash (the service reports it).
@@ -15,10 +18,14 @@ import logging
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from swapd.daemon.state import StateStore
 from swapd.daemon.workers import EXIT_BAD_INPUT, EXIT_OK
 from swapd.workspace import Workspace
+
+if TYPE_CHECKING:
+    from swapd.extract.detect import Detection
 
 log = logging.getLogger("swapd.merge_worker")
 
@@ -42,7 +49,8 @@ def run(workspace: Workspace, job: str, source: Path, model: Path, output: Path,
 
     try:
         result = merge_file(source, output, model,
-                            options=MergeOptions(faces=faces, device=device), progress=progress)
+                            options=MergeOptions(faces=faces, device=device), progress=progress,
+                            alignments=_recorded_faces(workspace, store, job, source))
     except (UnreadableMediaError, MergeError) as exc:
         # The footage itself is bad: set it aside so it is not tried again, and say why.
         reason = exc.reason
@@ -67,6 +75,28 @@ def run(workspace: Workspace, job: str, source: Path, model: Path, output: Path,
                     f"({result.frames} frames, {result.fps:.1f} fps)", job)
     store.close()
     return EXIT_OK
+
+
+def _recorded_faces(workspace: Workspace, store: StateStore, job: str, source: Path
+                    ) -> dict[str, list[Detection]] | None:
+    """The faces of the alignments record beside the footage, if there is one and it is sound.
+    A broken record is reported and left out: the faces are then detected."""
+    from swapd.extract.alignments import AlignmentsError, load_alignments, record_beside
+
+    record = record_beside(source)
+    if record is None:
+        return None
+    shown = workspace.relative(record)
+    try:
+        frames = load_alignments(record)
+    except AlignmentsError as exc:
+        store.report_problem(shown, "alignments", f"{shown}: {exc.reason}")
+        store.log_event(f"ignored {shown} ({exc.reason}); detecting faces instead", job,
+                        level="warning")
+        return None
+    store.log_event(f"faces of {workspace.relative(source)} from {shown} "
+                    f"({len(frames)} frames recorded)", job)
+    return frames
 
 
 def main(argv: list[str] | None = None) -> int:

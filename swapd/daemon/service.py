@@ -58,7 +58,7 @@ class Service:
         self.store = StateStore(workspace.state_db)
         self.jobs = JobRegistry(workspace, self.store)
         self.ingest = FaceIngest(workspace, self.store, config.ingest.min_face_size,
-                                 config.ingest.settle_seconds)
+                                 config.ingest.settle_seconds, config.ingest.landmark_detector)
         self.watcher = WorkspaceWatcher(workspace, self.wake)
         self.clock = WindowClock(self.wake)
         self.trainers: dict[str, WorkerProcess] = {}

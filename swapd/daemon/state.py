@@ -29,7 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-SCHEMA_VERSION = 2  # 2: the faces table (created in place in older databases)
+# 2: the faces table (created in place in older databases); 3: faces.landmarks_from (added)
+SCHEMA_VERSION = 3
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -97,6 +98,7 @@ CREATE TABLE IF NOT EXISTS faces (
     height       INTEGER,
     channels     INTEGER,
     landmarks    TEXT,                     -- JSON [[x, y], ...] in the aligned image, if known
+    landmarks_from TEXT,                   -- file | mapped:<detector> | detected:<detector>
     yaw          REAL,
     pitch        REAL,
     roll         REAL,
@@ -161,6 +163,7 @@ class FaceRecord:
     height: int | None = None
     channels: int | None = None
     landmarks: list[list[float]] | None = None
+    landmarks_from: str | None = None  # "file", "mapped:mtcnn", "detected:mtcnn"; None: unaligned
     yaw: float | None = None
     pitch: float | None = None
     roll: float | None = None
@@ -198,12 +201,19 @@ class StateStore:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(_SCHEMA)
+            self._migrate()
             self._db.execute(
                 "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)",
                 (str(SCHEMA_VERSION),),
             )
             self._db.commit()
         self._db.row_factory = sqlite3.Row
+
+    def _migrate(self) -> None:
+        """Bring tables made by an older swapd up to this schema (columns are only added)."""
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(faces)")}
+        if "landmarks_from" not in columns:
+            self._db.execute("ALTER TABLE faces ADD COLUMN landmarks_from TEXT")
 
     def close(self) -> None:
         self._db.close()
@@ -401,8 +411,19 @@ class StateStore:
         sql = "SELECT * FROM faces" + (" WHERE set_name=?" if set_name is not None else "")
         rows = self._db.execute(sql + " ORDER BY set_name, name",
                                 () if set_name is None else (set_name,)).fetchall()
+        if not rows:
+            return []
+        have = set(rows[0].keys())  # a read-only look at an older database lacks new columns
         return [FaceRecord(**{c: (json.loads(r[c]) if c == "landmarks" and r[c] else r[c])
-                              for c in _FACE_COLUMNS}) for r in rows]
+                              for c in _FACE_COLUMNS if c in have}) for r in rows]
+
+    def indexed_landmarks(self, set_name: str, name: str, size: int, mtime_ns: int
+                          ) -> list[list[float]] | None:
+        """The landmarks the index holds for this exact file (same size and mtime), if any."""
+        row = self._db.execute(
+            "SELECT landmarks FROM faces WHERE set_name=? AND name=? AND size=? AND mtime_ns=? "
+            "AND status='ok'", (set_name, name, size, mtime_ns)).fetchone()
+        return json.loads(row[0]) if row is not None and row[0] else None
 
     def face_sets(self) -> dict[str, dict[str, int]]:
         """Per set: how many faces are ok, quarantined and duplicates."""

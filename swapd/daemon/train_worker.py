@@ -4,7 +4,8 @@
 
 It trains until the job's iteration target, a stop request (SIGTERM, SIGINT, the "stop" control,
 the service disappearing) or a crash. Every `save_every` iterations it saves an atomic checkpoint,
-writes a preview and (if the job asks) exports ONNX. Losses reach the state store in batches.
+writes a preview and (if the job asks) exports ONNX; every `snapshot_every` it also keeps a
+snapshot. Losses reach the state store in batches.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ class TrainingRun:
     """Drives a `Trainer` for one job and reports to the state store."""
 
     def __init__(self, workspace: Workspace, name: str, job: JobFile, store: StateStore) -> None:
+        from swapd.trainer.data import FoundLandmarks
         from swapd.trainer.loop import Trainer
         from swapd.trainer.options import split_options
 
@@ -60,6 +62,9 @@ class TrainingRun:
             faces_b=workspace.resolve(self.train.b),
             model_dir=self.model_dir,
             batch_size=self.train.batch_size,
+            # Faces the service indexed already need no second landmark search.
+            landmarks=FoundLandmarks(lambda path, stamp: store.indexed_landmarks(
+                path.parent.name, path.name, size=stamp[1], mtime_ns=stamp[0])),
         )
         # Losses past the checkpoint were never saved: the history restarts from there.
         store.truncate_losses(name, self.trainer.iteration)
@@ -94,6 +99,8 @@ class TrainingRun:
         self._examples_since_flush += stats.examples
         if stats.iteration % self.train.save_every == 0:
             self.save(reason="save")
+        if self.train.snapshot_every and stats.iteration % self.train.snapshot_every == 0:
+            self.snapshot()
         if time.monotonic() - self._last_flush >= FLUSH_SECONDS:
             self.flush()
 
@@ -110,9 +117,12 @@ class TrainingRun:
     def save(self, reason: str) -> None:
         """Checkpoint, preview, export (as the job asks) and pick up new faces."""
         iteration = self.trainer.iteration
+        final = reason in ("exit", "done")
         self.flush()
-        if iteration != self._saved_iteration:
-            path = self.trainer.save()
+        # Under save_optimizer = "exit" the last save writes again, with the optimizer's state.
+        if iteration != self._saved_iteration or (
+                final and self.trainer.options.save_optimizer == "exit"):
+            path = self.trainer.save(final=final)
             self._saved_iteration = iteration
             self.store.add_artifact(self.name, "checkpoint", str(path), iteration)
             preview = self.trainer.write_preview(self.ws.previews_dir(self.name) / "latest.png")
@@ -124,6 +134,13 @@ class TrainingRun:
             if added or removed:
                 self.store.log_event(f"faces changed: {added} added, {removed} removed",
                                      self.name)
+
+    def snapshot(self) -> None:
+        """Save (and export, if the job exports on snapshots), then keep the snapshot."""
+        self.save(reason="snapshot")
+        taken = self.trainer.snapshot(self.train.snapshot_policy, self.train.snapshot_keep)
+        self.store.log_event(f"snapshot at iteration {taken.iteration} "
+                             f"({self.ws.relative(taken.folder)})", self.name)
 
     def export(self) -> None:
         path = self.ws.exports_dir(self.name) / "a_to_b.onnx"

@@ -33,11 +33,18 @@ class Detection:
 
     Landmark order (MTCNN's): eye on the image left, eye on the image right, nose tip, mouth
     corner on the image left, mouth corner on the image right — as ``landmarks.five_points``.
+    A plugin that finds more points (dlib: 68) gives them all in ``landmarks``.
     """
 
     box: np.ndarray
     score: float
     landmarks5: np.ndarray
+    landmarks: np.ndarray | None = None  # every point the plugin found, when more than five
+
+    @property
+    def points(self) -> np.ndarray:
+        """The most landmarks known: ``landmarks`` when the plugin gave more than five."""
+        return self.landmarks5 if self.landmarks is None else self.landmarks
 
     @property
     def area(self) -> float:
@@ -307,6 +314,14 @@ class FaceTracker:
         self._previous: list[Detection] = []
         self._since_full = 0
 
+    @property
+    def name(self) -> str:
+        return self.detector.name
+
+    @property
+    def landmark_points(self) -> int:
+        return self.detector.landmark_points
+
     def detect(self, frame_bgr: np.ndarray) -> list[Detection]:
         """Faces in this frame (call once per frame, in order)."""
         if (self._previous and self._since_full < self.redetect_every
@@ -321,7 +336,14 @@ class FaceTracker:
         return self._previous
 
 
-DETECTORS: dict[str, Callable[..., Detector]] = {"mtcnn": MtcnnDetector}
+def _dlib_detector(**options: object) -> Detector:
+    # Imported on demand: dlib is an optional extra (pip install "swapd[dlib]").
+    from swapd.extract.dlib_68 import DlibDetector
+
+    return DlibDetector(**options)  # type: ignore[arg-type]
+
+
+DETECTORS: dict[str, Callable[..., Detector]] = {"mtcnn": MtcnnDetector, "dlib": _dlib_detector}
 
 
 def register_detector(name: str, factory: Callable[..., Detector]) -> None:
@@ -330,7 +352,8 @@ def register_detector(name: str, factory: Callable[..., Detector]) -> None:
 
 
 def create_detector(name: str = "mtcnn", **options: object) -> Detector:
-    """Instantiate a registered detector plugin with its options."""
+    """Instantiate a registered detector plugin with its options (None: the plugin's default)."""
+    options = {k: v for k, v in options.items() if v is not None}
     try:
         factory = DETECTORS[name]
     except KeyError:

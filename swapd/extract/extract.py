@@ -7,11 +7,12 @@ detects faces (a detector plugin from :mod:`swapd.extract.detect`), aligns each 
 cut from it), with the landmarks, the source frame and swapd's extras (centering, size, aligned
 landmarks, pose, detector) in its header.
 
-Beside the faces, ``<source>.alignments.jsonl`` gets one line per frame: the frame, and for
-each face its index, box, score, frame landmarks, the 2x3 frame->aligned matrix and the file
+Beside the faces, ``<source>.alignments.jsonl`` (see :mod:`swapd.extract.alignments`) gets
+one line per frame: the frame, and for each face its index, box, score, frame landmarks (all
+the plugin found: 5 for MTCNN, 68 for dlib), the 2x3 frame->aligned matrix and the file
 written. The file is appended as frames finish, so an interrupted extraction resumes where it
 stopped: frames already recorded are skipped (for a video they are still decoded, not
-searched).
+searched). The merger replays the record when it lies beside the footage.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from swapd.extract.alignments import record_path, recorded_frames, video_frame_name
 from swapd.extract.detect import Detection, Detector, FaceTracker, create_detector
 from swapd.faces.alignment import Centering, aligned_matrix, transform_points, warp_face
 from swapd.faces.faceswap_png import FaceswapMeta, write_aligned_png
@@ -68,7 +70,7 @@ def _video_source(path: Path) -> _Source:
 
     def frames() -> Iterator[tuple[str, np.ndarray | None]]:
         for i, frame in enumerate(read_frames(info)):
-            yield f"{path.stem}_{i:06d}", frame
+            yield video_frame_name(path.stem, i), frame
 
     return _Source(path.stem, True, frames, info.expected_frames)
 
@@ -103,26 +105,10 @@ def open_source(path: Path) -> _Source:
     raise UnreadableMediaError(path, f"not a video, image or folder ({suffix or 'no suffix'})")
 
 
-def _recorded_frames(record: Path) -> set[str]:
-    """Frames already done in an alignments record. A line cut short by a crash is ignored,
-    and so is a frame recorded with an error: a resumed run tries it again."""
-    done = set()
-    if record.exists():
-        with record.open(encoding="utf-8") as lines:
-            for line in lines:
-                try:
-                    entry = json.loads(line)
-                    if not entry.get("error"):
-                        done.add(entry["frame"])
-                except (json.JSONDecodeError, KeyError, TypeError, AttributeError):
-                    continue
-    return done
-
-
 def _face_meta(detection: Detection, matrix: np.ndarray, size: int, centering: Centering,
                frame_name: str, face_name: str, index: int, frame_shape: tuple[int, ...],
                is_video: bool, detector: str) -> FaceswapMeta:
-    points = detection.landmarks5
+    points = detection.points
     try:
         pose: list[float] | None = list(estimate_pose(points).as_tuple())
     except PoseError:
@@ -156,8 +142,8 @@ def extract(source_path: str | os.PathLike[str], output: str | os.PathLike[str],
               if isinstance(detector, str) else detector)
     plugin_name = getattr(plugin, "name", type(plugin).__name__)
     finder = FaceTracker(plugin, redetect_every if source.is_video else 1)
-    record = out / f"{source.name}.alignments.jsonl"
-    done = _recorded_frames(record)
+    record = record_path(out, source.name)
+    done = recorded_frames(record)
     report = ExtractReport(alignments=[record])
     timings = report.seconds
     clock = time.perf_counter()
@@ -181,7 +167,7 @@ def extract(source_path: str | os.PathLike[str], output: str | os.PathLike[str],
             for index, detection in enumerate(detections):
                 assert frame is not None
                 clock = time.perf_counter()
-                matrix = aligned_matrix(detection.landmarks5, size, centering)
+                matrix = aligned_matrix(detection.points, size, centering)
                 face = warp_face(frame, matrix, size)
                 timings["align"] += time.perf_counter() - clock
                 clock = time.perf_counter()
@@ -194,7 +180,7 @@ def extract(source_path: str | os.PathLike[str], output: str | os.PathLike[str],
                     "index": index, "file": face_name,
                     "box": np.round(detection.box, 2).tolist(),
                     "score": round(float(detection.score), 4),
-                    "landmarks": np.round(detection.landmarks5, 3).tolist(),
+                    "landmarks": np.round(detection.points, 3).tolist(),
                     "matrix": np.round(matrix, 6).tolist(),
                 })
             clock = time.perf_counter()
@@ -210,16 +196,3 @@ def extract(source_path: str | os.PathLike[str], output: str | os.PathLike[str],
             clock = time.perf_counter()
     report.wall_seconds = time.perf_counter() - started
     return report
-
-
-def read_alignments(record: str | os.PathLike[str]) -> dict[str, list[dict[str, object]]]:
-    """An alignments record as {frame name: faces}, for the merger and for tests."""
-    frames: dict[str, list[dict[str, object]]] = {}
-    with Path(record).open(encoding="utf-8") as lines:
-        for line in lines:
-            try:
-                entry = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a line cut short by a crash
-            frames[entry["frame"]] = entry["faces"]
-    return frames

@@ -15,7 +15,6 @@ checked against the expected shape; chunks are length-, CRC- and size-checked fi
 
 from __future__ import annotations
 
-import ast
 import math
 import os
 import struct
@@ -28,6 +27,7 @@ import cv2
 import numpy as np
 
 from swapd.errors import FileProblem
+from swapd.faces.literal import parse_literal
 from swapd.fsutil import atomic_write_bytes
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -213,6 +213,52 @@ def png_chunks(data: bytes, where: str = "<bytes>", verify_crc: bool = True
             return chunks
 
 
+# IHDR colour types whose pixel layout is read as stored (grey, RGB, RGBA): samples per pixel.
+_SAMPLES = {0: 1, 2: 3, 6: 4}
+
+
+def png_pixel_check(data: bytes, chunks: list[tuple[bytes, int, int]], where: str
+                    ) -> tuple[int, int, int] | None:
+    """Prove a PNG's image data decodes, without decoding it: (width, height, channels).
+
+    The chunk CRCs (checked by png_chunks), the zlib stream's own checksum, its exact length
+    and a valid filter type on every row are everything a PNG decoder can fail on; checking
+    them costs half of a decode. Returns None for the layouts this does not cover (palette,
+    grey+alpha, transparency chunks, interlacing, bit depths other than 8/16): decode those.
+    Raises FaceFormatError for data that cannot decode.
+    """
+    ihdr = next(((s, e) for ctype, s, e in chunks if ctype == b"IHDR"), None)
+    if ihdr is None or ihdr[1] - ihdr[0] != 13:
+        raise FaceFormatError(where, "corrupt PNG: no valid IHDR chunk")
+    width, height, depth, colour, _, _, interlace = struct.unpack(
+        ">IIBBBBB", data[ihdr[0]:ihdr[1]])
+    if width == 0 or height == 0:
+        raise FaceFormatError(where, f"corrupt PNG: image size {width}x{height}")
+    samples = _SAMPLES.get(colour)
+    if samples is None or depth not in (8, 16) or interlace or any(
+            ctype == b"tRNS" for ctype, _, _ in chunks):
+        return None
+    row = 1 + width * samples * depth // 8
+    expected = row * height
+    if expected > MAX_FILE_BYTES:
+        raise FaceFormatError(where, f"PNG claims {width}x{height} pixels, too large for a face")
+    stream = b"".join(data[s:e] for ctype, s, e in chunks if ctype == b"IDAT")
+    inflater = zlib.decompressobj()
+    try:
+        raw = inflater.decompress(stream, expected + 1)
+    except zlib.error as exc:
+        raise FaceFormatError(where, f"corrupt PNG: the image data does not inflate ({exc})"
+                              ) from exc
+    if len(raw) < expected or not inflater.eof:
+        raise FaceFormatError(where, f"truncated PNG: the image data ends after {len(raw)} of "
+                                     f"{expected} bytes")
+    if len(raw) > expected or inflater.unconsumed_tail:
+        raise FaceFormatError(where, "corrupt PNG: more image data than the image size holds")
+    if np.frombuffer(raw, np.uint8)[::row].max() > 4:
+        raise FaceFormatError(where, "corrupt PNG: a row has an unknown filter type")
+    return width, height, samples
+
+
 def _itxt_chunk(keyword: bytes, text: bytes) -> bytes:
     # keyword, NUL, compression flag 0, method 0, empty language tag + NUL, empty
     # translated keyword + NUL, then the text: the layout faceswap writes and reads.
@@ -285,14 +331,18 @@ def _read_capped(path: Path) -> bytes:
         raise FaceFormatError(path, f"cannot read file ({exc.strerror or exc})") from exc
 
 
-def read_faceswap_header(source: str | os.PathLike[str] | bytes,
-                         where: str | None = None) -> dict[str, Any] | None:
-    """The raw faceswap header dict of a PNG (path or bytes), or None when it has none."""
+def read_faceswap_header(source: str | os.PathLike[str] | bytes, where: str | None = None,
+                         chunks: list[tuple[bytes, int, int]] | None = None
+                         ) -> dict[str, Any] | None:
+    """The raw faceswap header dict of a PNG (path or bytes), or None when it has none.
+
+    ``chunks``: the data's chunks when the caller has already walked them (see png_chunks).
+    """
     if isinstance(source, (bytes, bytearray, memoryview)):
         data, where = bytes(source), where or "<bytes>"
     else:
         data, where = _read_capped(Path(source)), where or str(source)
-    for ctype, start, end in png_chunks(data, where):
+    for ctype, start, end in chunks if chunks is not None else png_chunks(data, where):
         if ctype != b"iTXt":
             continue
         if end - start > MAX_META_BYTES:
@@ -311,9 +361,9 @@ def _literal(text: bytes, where: str) -> dict[str, Any]:
     except UnicodeDecodeError as exc:
         raise FaceFormatError(where, f"faceswap header is not UTF-8 ({exc.reason})") from exc
     try:
-        # literal_eval only builds literals (no names, calls or attributes), so a crafted
-        # header cannot run code; deep nesting surfaces as RecursionError/MemoryError.
-        value = ast.literal_eval(source)
+        # Only literals are built (no names, calls or attributes), so a crafted header cannot
+        # run code; deep nesting surfaces as RecursionError/MemoryError.
+        value = parse_literal(source)
     except (ValueError, TypeError, SyntaxError, RecursionError, MemoryError) as exc:
         raise FaceFormatError(where, "faceswap header is not a plain Python literal "
                                      f"({type(exc).__name__}: {str(exc)[:80]})") from exc

@@ -31,6 +31,7 @@ from swapd.faces.faceswap_png import (
     FaceFormatError,
     FaceswapMeta,
     png_chunks,
+    png_pixel_check,
     read_faceswap_header,
 )
 
@@ -60,6 +61,9 @@ class FaceFileInfo:
     meta: FaceswapMeta | None  # faceswap metadata of a PNG, when present
     dfl: DFLMeta | None = None  # DeepFaceLab metadata of a JPEG, when present
     content_hash: str | None = None  # BLAKE2b-128 of the file's bytes, hex
+    # Where ``landmarks`` came from: "file", or a detector ("mapped:mtcnn": the file's frame
+    # landmarks moved into the image; "detected:mtcnn"); None while there are none.
+    landmarks_from: str | None = None
 
     @property
     def kind(self) -> str:
@@ -95,6 +99,7 @@ class FaceFileInfo:
             "grayscale": self.channels == 1,
             "status": "aligned" if self.pose_landmarks is not None else "unaligned",
             "landmarks": None if self.landmarks is None else np.round(self.landmarks, 2).tolist(),
+            "landmarks_from": self.landmarks_from,
             "source_landmarks": (None if self.meta is None
                                  else np.round(self.meta.landmarks_xy, 2).tolist()),
             "pose": pose,
@@ -209,11 +214,13 @@ def inspect_face_file(path: str | os.PathLike[str], min_size: int = 64) -> FaceF
         raise BadFaceError(p, f"not an image: content starts with {data[:12]!r}, not PNG, JPEG, "
                               "WebP or BMP")
     meta = None
+    size: tuple[int, int, int] | None = None  # width, height, channels, once known
     if fmt == "png":
         try:
-            png_chunks(data, str(p))
-            header = read_faceswap_header(data, str(p))
+            chunks = png_chunks(data, str(p))
+            header = read_faceswap_header(data, str(p), chunks)
             meta = None if header is None else FaceswapMeta.from_dict(header, str(p))
+            size = png_pixel_check(data, chunks, str(p))
         except FaceFormatError as exc:
             raise BadFaceError(p, exc.reason) from exc
     dfl = None
@@ -224,11 +231,12 @@ def inspect_face_file(path: str | os.PathLike[str], min_size: int = 64) -> FaceF
         except DFLFormatError as exc:
             raise BadFaceError(p, exc.reason) from exc
 
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
-    if image is None:
-        raise BadFaceError(p, f"corrupt {fmt.upper()}: the image data cannot be decoded")
-    height, width = image.shape[:2]
-    channels = 1 if image.ndim == 2 else int(image.shape[2])
+    if size is None:
+        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+        if image is None:
+            raise BadFaceError(p, f"corrupt {fmt.upper()}: the image data cannot be decoded")
+        size = image.shape[1], image.shape[0], 1 if image.ndim == 2 else int(image.shape[2])
+    width, height, channels = size
     if width != height:
         raise BadFaceError(p, f"not square ({width}x{height}): aligned faces are square crops")
     if width < min_size:
@@ -247,6 +255,7 @@ def inspect_face_file(path: str | os.PathLike[str], min_size: int = 64) -> FaceF
             _check_landmarks(meta.landmarks_xy, frame_w, frame_h, p, "source frame")
     return FaceFileInfo(path=p, width=width, height=height, channels=channels, format=fmt,
                         landmarks=landmarks, meta=meta, dfl=dfl,
+                        landmarks_from=None if landmarks is None else "file",
                         content_hash=hashlib.blake2b(data, digest_size=16).hexdigest())
 
 

@@ -1,6 +1,7 @@
 """Merging: swap the faces in a video or image with an exported model and write the result.
 
-Per frame: detect faces -> model crop from each face's 5 landmarks -> swap (all faces of a few
+Per frame: detect faces (or replay the alignments record of ``swapd faces extract`` found
+beside the footage) -> model crop from each face's 5 landmarks -> swap (all faces of a few
 frames in one batch) -> colour-match -> paste back -> watermark -> encode.  Every output is
 watermarked and carries the provenance tag; there is deliberately no option to skip either.
 """
@@ -14,6 +15,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from itertools import islice
 from pathlib import Path
 from typing import Literal
@@ -22,6 +24,7 @@ import cv2
 import numpy as np
 
 from swapd.errors import FileProblem
+from swapd.extract.alignments import RecordedFaces, video_frame_name
 from swapd.extract.detect import Detection, Detector, FaceTracker, create_detector
 from swapd.faces.alignment import model_crop_matrix, warp_face
 from swapd.media import IMAGE_SUFFIXES, VIDEO_SUFFIXES, UnreadableMediaError, read_image
@@ -50,7 +53,7 @@ class MergeOptions:
 
     detector: str = "mtcnn"
     min_face_size: int = 40  # pixels
-    score_threshold: float = 0.9
+    score_threshold: float | None = None  # None: the detector plugin's default
     faces: Literal["all", "largest"] = "all"
     colour_match: bool = True
     # Share of the crop size the blend mask keeps inside the mean face's outline. 0.08, not
@@ -140,16 +143,17 @@ class Merger:
         return len(jobs)
 
     def merge_file(self, input_path: str | os.PathLike[str], output_dir: str | os.PathLike[str],
-                   progress: Progress | None = None) -> MergeResult:
+                   progress: Progress | None = None,
+                   alignments: dict[str, list[Detection]] | None = None) -> MergeResult:
         """Merge one video or image into ``output_dir`` (see :func:`merge_file`)."""
         src = Path(input_path)
         suffix = src.suffix.lower()
         out = output_path_for(src, output_dir)
         started = time.perf_counter()
         if suffix in VIDEO_SUFFIXES:
-            frames, faces = self._merge_video(src, out, progress)
+            frames, faces = self._merge_video(src, out, progress, alignments)
         elif suffix in IMAGE_SUFFIXES:
-            frames, faces = self._merge_image(src, out, progress)
+            frames, faces = self._merge_image(src, out, progress, alignments)
         else:
             supported = ", ".join(sorted(VIDEO_SUFFIXES | IMAGE_SUFFIXES))
             raise UnreadableMediaError(src, f"unsupported file type {suffix or '(none)'!r} "
@@ -162,11 +166,14 @@ class Merger:
         return {"source_file": src.name, "model": self.session.info.model,
                 "model_file": self.session.path.name}
 
-    def _merge_video(self, src: Path, out: Path, progress: Progress | None) -> tuple[int, int]:
+    def _merge_video(self, src: Path, out: Path, progress: Progress | None,
+                     alignments: dict[str, list[Detection]] | None) -> tuple[int, int]:
         info = probe_video(src)
         total = info.expected_frames
         done = faces = 0
-        tracker = FaceTracker(self.detector, self.options.redetect_every)
+        tracker: Detector = FaceTracker(self.detector, self.options.redetect_every)
+        if alignments:
+            tracker = RecordedFaces(alignments, partial(video_frame_name, src.stem), tracker)
         with VideoWriter(out, info.width, info.height, info.fps, info, crf=self.options.crf,
                          preset=self.options.preset, provenance=self._provenance(src)) as writer:
             for batch in _batched(read_frames(info), self.options.batch_frames):
@@ -181,13 +188,17 @@ class Merger:
                     src, f"truncated or corrupt: decoded {done} of {info.frames} frames")
         return done, faces
 
-    def _merge_image(self, src: Path, out: Path, progress: Progress | None) -> tuple[int, int]:
+    def _merge_image(self, src: Path, out: Path, progress: Progress | None,
+                     alignments: dict[str, list[Detection]] | None) -> tuple[int, int]:
         image = read_image(src)
         if min(image.shape[:2]) < watermark.MIN_SIZE:
             raise MergeError(src, f"image {image.shape[1]}x{image.shape[0]} is too small to "
                                   f"watermark (minimum {watermark.MIN_SIZE}x{watermark.MIN_SIZE})")
         frames = [image]
-        faces = self.swap_frames(frames)
+        detector = self.detector
+        if alignments:
+            detector = RecordedFaces(alignments, lambda _: src.stem, detector)
+        faces = self.swap_frames(frames, detector)
         ok, data = cv2.imencode(".png", frames[0])
         if not ok:  # not the footage's fault: no MergeError, which would set the source aside
             raise RuntimeError(f"{out}: PNG encoding failed")
@@ -213,13 +224,15 @@ def _batched(frames: Iterable[np.ndarray], n: int) -> Iterator[list[np.ndarray]]
 
 def merge_file(input_path: str | os.PathLike[str], output_dir: str | os.PathLike[str],
                model_path: str | os.PathLike[str], options: MergeOptions | None = None,
-               progress: Progress | None = None) -> MergeResult:
+               progress: Progress | None = None,
+               alignments: dict[str, list[Detection]] | None = None) -> MergeResult:
     """Swap the faces in one video or image with ``model_path`` and write it to ``output_dir``.
 
     Videos become ``<stem>_swapd.mp4`` (H.264 with the source's audio), images
     ``<stem>_swapd.png``; both watermarked and provenance-tagged.  ``progress(done, total)`` is
     called as frames finish (``total`` may be None when the container does not say).  An
     unreadable input raises :class:`UnreadableMediaError` naming the file; no partial output is
-    ever left behind.
+    ever left behind. ``alignments`` (see :func:`swapd.extract.alignments.load_alignments`):
+    the faces recorded per frame by ``swapd faces extract``, used instead of detecting.
     """
-    return Merger(model_path, options).merge_file(input_path, output_dir, progress)
+    return Merger(model_path, options).merge_file(input_path, output_dir, progress, alignments)

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from swapd.errors import FileProblem
-from swapd.fsutil import atomic_path
+from swapd.fsutil import atomic_copy, atomic_path
 
 FORMAT = "swapd-checkpoint"
 FORMAT_VERSION = 1
@@ -57,3 +57,19 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
             p, f"checkpoint format {state['version']} is newer than this swapd ({FORMAT_VERSION})"
         )
     return state
+
+
+def restore_checkpoint(source: Path, current: Path) -> tuple[int, Path | None]:
+    """Make ``source`` (a backup or snapshot) the checkpoint at ``current`` again.
+
+    The checkpoint being replaced is first copied to ``replaced/model-<iteration>.pt`` beside
+    it; both copies are atomic, so ``current`` is at every moment the old or the new one.
+    Returns (the restored iteration, where the replaced checkpoint went, if there was one).
+    """
+    state = load_checkpoint(source)  # a broken copy must not replace a good checkpoint
+    replaced = None
+    if current.is_file():
+        iteration = int(load_checkpoint(current)["iteration"])
+        replaced = atomic_copy(current, current.parent / "replaced" / f"model-{iteration}.pt")
+    atomic_copy(source, current)
+    return int(state["iteration"]), replaced

@@ -20,7 +20,9 @@ log = logging.getLogger("swapd.train")
 
 def run_training(model: str, faces_a: Path, faces_b: Path, model_dir: Path,
                  options: dict[str, Any], iterations: int, batch_size: int,
-                 save_every: int, export: bool, show_progress: bool = True) -> int:
+                 save_every: int, export: bool, show_progress: bool = True,
+                 snapshot_every: int = 0, snapshot_policy: str = "all",
+                 snapshot_keep: int = 10) -> int:
     """Train until ``iterations`` (0 = until stopped); returns the iteration reached."""
     from tqdm import tqdm
 
@@ -56,8 +58,11 @@ def run_training(model: str, faces_a: Path, faces_b: Path, model_dir: Path,
                 _save(trainer, model_dir)
                 saved = trainer.iteration
                 trainer.refresh_faces()
-        if trainer.iteration != saved:
-            _save(trainer, model_dir)
+            if snapshot_every and stats.iteration % snapshot_every == 0:
+                trainer.snapshot(snapshot_policy, snapshot_keep)  # type: ignore[arg-type]
+                saved = trainer.iteration
+        if trainer.iteration != saved or trainer_options.save_optimizer == "exit":
+            _save(trainer, model_dir, final=True)
         if export and trainer.iteration:
             report = trainer.export_onnx(model_dir / "exports" / "a_to_b.onnx")
             log.info("exported %s (parity max abs diff %.2e)", report.path,
@@ -70,6 +75,6 @@ def run_training(model: str, faces_a: Path, faces_b: Path, model_dir: Path,
             signal.signal(sig, handler)
 
 
-def _save(trainer: Any, model_dir: Path) -> None:
-    trainer.save()
+def _save(trainer: Any, model_dir: Path, final: bool = False) -> None:
+    trainer.save(final=final)
     trainer.write_preview(model_dir / "previews" / "latest.png")

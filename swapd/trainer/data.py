@@ -9,9 +9,11 @@ rescans the folder by ``stat`` so faces added during training join and removed o
 
 from __future__ import annotations
 
+import logging
 import os
 import queue
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,12 +21,16 @@ import cv2
 import numpy as np
 
 from swapd.errors import FileProblem
+from swapd.extract.detect import Detector, create_detector
+from swapd.extract.face_landmarks import find_face_landmarks
 from swapd.faces.alignment import (
     CENTERING_PADDING,
     Centering,
+    aligned_matrix,
     recentre,
     recentre_matrix,
     transform_points,
+    warp_face,
 )
 from swapd.faces.dfl_jpg import DFLFormatError, read_dfl_meta
 from swapd.faces.faceswap_png import FaceFormatError, read_faceswap_header
@@ -37,6 +43,8 @@ from swapd.faces.masks import (
 )
 from swapd.media import IMAGE_SUFFIXES
 from swapd.trainer.augment import Augmenter, AugmentSettings
+
+log = logging.getLogger(__name__)
 
 
 class FaceSetError(FileProblem, ValueError):
@@ -87,12 +95,28 @@ class StoredGeometry:
 
     landmarks: np.ndarray | None = None
     centering: str | None = None  # None: unknown, taken to be the trainer's
+    frame_landmarks: np.ndarray | None = None  # faceswap's, in the source frame's pixels
+    # Cut the trainer's crop from the landmarks themselves (DeepFaceLab's face types pad its
+    # own mean face, which swapd's centerings match only roughly).
+    realign: bool = False
+
+
+def _points(value: object) -> np.ndarray | None:
+    """68x2 or 5x2 finite landmarks, or None."""
+    try:
+        points = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        return None
+    if points.shape not in ((68, 2), (5, 2)) or not np.isfinite(points).all():
+        return None
+    return points
 
 
 def stored_geometry(data: bytes, where: str) -> StoredGeometry:
     """Landmarks and centering of an aligned face file's bytes.
 
-    DeepFaceLab JPGs: the landmarks of their metadata, centering from the face type. faceswap
+    DeepFaceLab JPGs: the landmarks of their metadata (the crop is re-derived from them), the
+    nearest centering to the face type. faceswap
     PNGs: swapd's extras when swapd wrote the file (landmarks and centering); faceswap itself
     stores faces head-centred (since 2.0) and its frame landmarks only. Hostile or broken DFL
     metadata raises :class:`DFLFormatError`.
@@ -101,7 +125,8 @@ def stored_geometry(data: bytes, where: str) -> StoredGeometry:
         dfl = read_dfl_meta(data)
         if dfl is None:
             return StoredGeometry()
-        return StoredGeometry(dfl.landmarks.astype(np.float64), DFL_CENTERING[dfl.face_type])
+        return StoredGeometry(dfl.landmarks.astype(np.float64), DFL_CENTERING[dfl.face_type],
+                              realign=True)
     try:
         header = read_faceswap_header(data, where)
     except FaceFormatError:
@@ -114,16 +139,43 @@ def stored_geometry(data: bytes, where: str) -> StoredGeometry:
         source = header.get("source")
         version = source.get("alignments_version", 2.0) if isinstance(source, dict) else 2.0
         legacy = isinstance(version, (int, float)) and version < 2.0
-        return StoredGeometry(centering="legacy" if legacy else "head")
+        alignments = header.get("alignments")
+        frame = (_points(alignments.get("landmarks_xy")) if isinstance(alignments, dict)
+                 else None)
+        return StoredGeometry(centering="legacy" if legacy else "head", frame_landmarks=frame)
     centering = extra.get("centering")
     centering = centering if centering in CENTERING_PADDING else None
-    try:
-        points = np.asarray(extra.get("aligned_landmarks"), dtype=np.float64)
-    except (TypeError, ValueError):
-        return StoredGeometry(centering=centering)
-    if points.shape not in ((68, 2), (5, 2)) or not np.isfinite(points).all():
-        return StoredGeometry(centering=centering)
-    return StoredGeometry(points, centering)
+    return StoredGeometry(_points(extra.get("aligned_landmarks")), centering)
+
+
+# Landmarks for a face whose file lacks them in its image's pixels:
+# (path, (mtime_ns, size), image as stored, frame landmarks or None) -> N x 2 points or None.
+LandmarkSource = Callable[[Path, tuple[int, int], np.ndarray, np.ndarray | None],
+                          np.ndarray | None]
+
+
+class FoundLandmarks:
+    """The trainer's landmark source: the face index's landmarks when it holds this exact
+    file (the service indexed it already), else the detector's (see
+    :mod:`swapd.extract.face_landmarks`; the detector is made on first use)."""
+
+    def __init__(self, indexed: Callable[[Path, tuple[int, int]], object] | None = None,
+                 detector: str = "mtcnn") -> None:
+        self.indexed, self.detector_name = indexed, detector
+        self._detector: Detector | None = None
+        self._lock = threading.Lock()
+
+    def __call__(self, path: Path, stamp: tuple[int, int], image: np.ndarray,
+                 frame_landmarks: np.ndarray | None) -> np.ndarray | None:
+        if self.indexed is not None:
+            points = _points(self.indexed(path, stamp))
+            if points is not None:
+                return points
+        with self._lock:
+            if self._detector is None:
+                self._detector = create_detector(self.detector_name)
+        found = find_face_landmarks(image, self._detector, frame_landmarks)
+        return None if found is None else found.points
 
 
 def _inside(points: np.ndarray, side: int, tolerance: float = 0.1) -> bool:
@@ -167,8 +219,10 @@ class FaceSet:
         mask_type: MaskType = "extended",
         centering: Centering = "face",
         mask_dilation: float = 0.0,
+        find_landmarks: LandmarkSource | None = None,
     ) -> None:
         self.folder = Path(folder)
+        self.find_landmarks = find_landmarks
         self.centering: Centering = centering
         self.size = size
         self.coverage = coverage
@@ -221,7 +275,15 @@ class FaceSet:
             points = stored.landmarks
             if points is not None and not _inside(points, img.shape[0]):
                 points = None  # landmarks far outside the image are not this face's
-            if stored.centering is not None and stored.centering != self.centering:
+            if points is None and self.find_landmarks is not None:
+                points = self._found_landmarks(path, stamp, img, stored.frame_landmarks)
+            if stored.realign and points is not None and len(points) == 68:
+                # Cut exactly as swapd's extraction would have: align by the face's own 68
+                # landmarks at the trainer's centering (any DFL face type, any scale).
+                matrix = aligned_matrix(points, img.shape[0], self.centering)
+                img = warp_face(img, matrix, img.shape[0])
+                points = transform_points(points, matrix)
+            elif stored.centering is not None and stored.centering != self.centering:
                 # A face stored at another centering (faceswap keeps head-centred faces) is
                 # re-cut at the trainer's before the coverage crop, landmarks alike.
                 img = recentre(img, stored.centering, self.centering)
@@ -240,6 +302,16 @@ class FaceSet:
         except (OSError, ValueError, OverflowError, cv2.error) as exc:
             return _Entry(stamp, None, reason=str(exc))
         return _Entry(stamp, face.reshape(self.size, self.size, -1), mask, points is not None)
+
+    def _found_landmarks(self, path: Path, stamp: tuple[int, int], img: np.ndarray,
+                         frame: np.ndarray | None) -> np.ndarray | None:
+        assert self.find_landmarks is not None
+        try:
+            points = self.find_landmarks(path, stamp, img, frame)
+        except Exception:  # the face is still good to train on, with an all-face mask
+            log.exception("finding landmarks in %s failed", path)
+            return None
+        return points if points is not None and _inside(points, img.shape[0]) else None
 
     def refresh(self) -> tuple[int, int]:
         """Rescan the folder: decode new or changed files, drop removed ones.

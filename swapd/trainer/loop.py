@@ -21,9 +21,17 @@ import torch
 
 from swapd.exporter.onnx_export import ExportReport, export_swap_model
 from swapd.trainer.augment import AugmentSettings
+from swapd.trainer.backup import keep_backup
 from swapd.trainer.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from swapd.trainer.data import BatchLoader, FaceSet, FaceSetError, to_tensor_layout
-from swapd.trainer.losses import FaceLoss, get_loss
+from swapd.trainer.data import (
+    BatchLoader,
+    FaceSet,
+    FaceSetError,
+    FoundLandmarks,
+    LandmarkSource,
+    to_tensor_layout,
+)
+from swapd.trainer.losses import FaceLoss, combine_losses
 from swapd.trainer.models import SwapModel, build_model
 from swapd.trainer.optimizers import (
     ADABELIEF_EPSILON,
@@ -33,6 +41,7 @@ from swapd.trainer.optimizers import (
 )
 from swapd.trainer.options import OptionsError, TrainerOptions, validate_model_options
 from swapd.trainer.preview import make_grid, to_uint8_nhwc, write_png
+from swapd.trainer.snapshots import Policy, Snapshot, prune_snapshots, take_snapshot
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +123,10 @@ class Trainer:
         faces_b: Path,
         model_dir: Path,
         batch_size: int = 16,
+        landmarks: LandmarkSource | None = None,
     ) -> None:
+        """``landmarks``: where faces whose files lack landmarks get them (default: the
+        detector, see :class:`FoundLandmarks`)."""
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.model_name = model
@@ -128,7 +140,7 @@ class Trainer:
             configure_threads()
         self._autocast = self._autocast_context()
         self._loss_fn = FaceLoss(
-            get_loss(trainer_options.loss),
+            combine_losses(trainer_options.loss, trainer_options.extra_losses),
             penalized_mask=trainer_options.penalized_mask_loss,
             background_weight=trainer_options.background_weight,
             eye_multiplier=trainer_options.eye_multiplier,
@@ -153,6 +165,10 @@ class Trainer:
         self.iteration = 0
         self.history: list[dict[str, Any]] = []
         self.lr_scale = 1.0  # lowered by each rollback after a non-finite loss
+        self._loss_since_save: list[float] = []  # for the backup: the average between saves
+        self.backup: dict[str, Any] | None = None  # the backup's iteration and average loss
+        self.last_average_loss: float | None = None  # between the last two saves
+        self._saved_at = -1  # the iteration model.pt holds, when this session wrote it
         self.rollbacks: list[dict[str, Any]] = []
         if state is not None:
             self._restore(state)
@@ -169,7 +185,8 @@ class Trainer:
         self.set_a, self.set_b = (
             FaceSet(folder, size, trainer_options.coverage, mask_type=trainer_options.mask_type,
                     centering=trainer_options.centering,
-                    mask_dilation=trainer_options.mask_dilation)
+                    mask_dilation=trainer_options.mask_dilation,
+                    find_landmarks=landmarks or FoundLandmarks())
             for folder in (faces_a, faces_b)
         )
         for face_set in (self.set_a, self.set_b):
@@ -247,6 +264,7 @@ class Trainer:
         self.clipper.history.extend(state.get("autoclip_history", []))
         self.lr_scale = float(state.get("lr_scale", 1.0))
         self.rollbacks = list(state.get("rollbacks", []))
+        self.backup = state.get("backup")
         self.history = list(state.get("history", {}).get("sessions", []))
         rng = state.get("rng", {})
         if isinstance(rng.get("torch"), torch.Tensor):
@@ -305,6 +323,7 @@ class Trainer:
             group["lr"] = lr
         self.optimizer.step()
         self.iteration += 1
+        self._loss_since_save.append((la + lb) / 2)
         self._session["iterations"] = self.iteration - self._session["start_iteration"]
         return StepStats(self.iteration, la, lb, time.perf_counter() - start,
                          2 * self.batch_size * accumulate)
@@ -320,6 +339,7 @@ class Trainer:
                 or len(session_rollbacks) >= self.options.nan_max_rollbacks):
             return None
         self._load_weights(load_checkpoint(self.checkpoint_path))
+        self._loss_since_save = []  # those iterations are undone
         self._session["iterations"] = self.iteration - self._session["start_iteration"]
         self.lr_scale *= self.options.nan_lr_factor
         record = {"time": _now(), "session_start": self._session["start"],
@@ -333,7 +353,7 @@ class Trainer:
 
     # -- saving, preview, export ---------------------------------------------------------
 
-    def state(self) -> dict[str, Any]:
+    def state(self, with_optimizer: bool = True) -> dict[str, Any]:
         """Everything :meth:`save` writes."""
         self._session["end"] = _now()
         rng: dict[str, Any] = {
@@ -342,24 +362,52 @@ class Trainer:
         }
         if torch.cuda.is_available():
             rng["cuda"] = torch.cuda.get_rng_state_all()
-        return {
+        state = {
             "model": self.model_name,
             "model_options": self.model_options.model_dump(),
             "trainer_options": self.options.model_dump(),
             "model_state": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
-            "optimizer_state": self.optimizer.state_dict(),
             "iteration": self.iteration,
             "batch_size": self.batch_size,
             "rng": rng,
             "autoclip_history": list(self.clipper.history),
             "lr_scale": self.lr_scale,
             "rollbacks": list(self.rollbacks),
+            "backup": self.backup,
             "history": {"sessions": [dict(s) for s in self.history]},
         }
+        if with_optimizer:
+            state["optimizer_state"] = self.optimizer.state_dict()
+        return state
 
-    def save(self) -> Path:
-        """Write the checkpoint atomically to ``model_dir/model.pt``."""
-        return save_checkpoint(self.checkpoint_path, self.state())
+    def save(self, final: bool = False) -> Path:
+        """Write the checkpoint atomically to ``model_dir/model.pt``. ``final``: the session's
+        last save (stop, target reached), which keeps the optimizer's state under
+        ``save_optimizer = "exit"``."""
+        policy = self.options.save_optimizer
+        with_optimizer = policy == "always" or (policy == "exit" and final)
+        average = (sum(self._loss_since_save) / len(self._loss_since_save)
+                   if self._loss_since_save else None)
+        best = average is not None and (self.backup is None
+                                        or average < self.backup["average_loss"])
+        if best:
+            self.backup = {"iteration": self.iteration, "average_loss": average,
+                           "time": _now()}
+        path = save_checkpoint(self.checkpoint_path, self.state(with_optimizer))
+        self._loss_since_save = []
+        self.last_average_loss, self._saved_at = average, self.iteration
+        if best:
+            keep_backup(path, dict(self.backup or {}))
+        return path
+
+    def snapshot(self, policy: Policy = "all", keep: int = 10) -> Snapshot:
+        """Keep this iteration's checkpoint as a snapshot (saving first unless it is saved),
+        then prune older snapshots by ``policy`` (see :mod:`swapd.trainer.snapshots`)."""
+        path = self.checkpoint_path if self._saved_at == self.iteration else self.save()
+        taken = take_snapshot(path, self.iteration, {"time": _now(),
+                                                     "average_loss": self.last_average_loss})
+        prune_snapshots(self.model_dir, policy, keep)
+        return taken
 
     def predict(self, faces: np.ndarray, side: str) -> np.ndarray:
         """Run uint8 NHWC model crops through the encoder and decoder ``side`` ("a" or "b"),

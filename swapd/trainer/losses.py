@@ -1,9 +1,13 @@
 """Reconstruction losses on NCHW images in [0, 1], and the masked loss the trainer uses.
 
-"ssim" follows faceswap's default pairing of a structural loss with a pixel loss, kept
-simple: ``(1 - SSIM) / 2 + MAE`` with equal weights (faceswap pairs SSIM with MSE; MAE keeps
-the pixel term's gradient from vanishing as the error gets small, which matters at the low
-iteration counts swapd's small models run for).
+Every loss returns one value per image, (N,). faceswap's names: ``ssim`` (structural
+dissimilarity, (1 - SSIM) / 2), ``ms_ssim`` (multi-scale, 1 - MS-SSIM, from the
+``pytorch-msssim`` package), ``mae``, ``mse``, ``logcosh``, ``gmsd`` (gradient magnitude
+similarity deviation), ``ffl`` (focal frequency loss) and ``pixel_gradient_diff``.
+:func:`combine_losses` adds up to three weighted extras to a primary loss, as faceswap's
+loss_function_2..4 do. swapd's default is ssim plus mae at weight 1 (faceswap pairs SSIM with
+MSE; MAE keeps the pixel term's gradient from vanishing as the error gets small, which matters
+at the low iteration counts swapd's small CPU models run for).
 
 :class:`FaceLoss` applies faceswap's penalized mask loss (the background counts only
 ``background_weight``) and its eye and mouth multipliers (the loss again on the eye / mouth
@@ -12,10 +16,13 @@ regions alone, times the multiplier) using the masks the batch loader draws from
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Mapping
 from functools import lru_cache
 
 import torch
+import torch.nn.functional as F
+from pytorch_msssim import ms_ssim as _ms_ssim
 from torch import Tensor
 
 LossFn = Callable[[Tensor, Tensor], Tensor]  # (pred, target) NCHW -> per-image loss (N,)
@@ -72,9 +79,81 @@ def mse(pred: Tensor, target: Tensor) -> Tensor:
     return (pred.float() - target.float()).square().mean(dim=(1, 2, 3))
 
 
-def ssim_mae(pred: Tensor, target: Tensor) -> Tensor:
-    """Structural dissimilarity plus mean absolute error, per image."""
-    return (1 - ssim(pred, target)) / 2 + mae(pred, target)
+def dssim(pred: Tensor, target: Tensor) -> Tensor:
+    """Structural dissimilarity, (1 - SSIM) / 2, per image."""
+    return (1 - ssim(pred, target)) / 2
+
+
+def ms_ssim(pred: Tensor, target: Tensor) -> Tensor:
+    """1 - multi-scale SSIM (Wang et al. 2003: five scales), per image.
+
+    The Gaussian window shrinks with the image so that its four halvings still fit (the
+    package needs side > (window - 1) * 16: window 3 at 64 px, 7 at 128 px, 11 from 161 px).
+    """
+    side = min(pred.shape[-2:])
+    window = min(11, (side - 1) // 16 + 1)
+    window -= 1 - window % 2  # odd
+    if window < 3:
+        raise ValueError(f"ms_ssim needs faces larger than 32 px, got {side} px")
+    value = _ms_ssim(pred.float(), target.float(), data_range=1.0, size_average=False,
+                     win_size=window)
+    return 1 - value
+
+
+def logcosh(pred: Tensor, target: Tensor) -> Tensor:
+    """Mean log(cosh(error)) per image: like MSE for small errors, like MAE for large ones.
+    Written as x + softplus(-2x) - log 2, which does not overflow."""
+    x = pred.float() - target.float()
+    return (x + F.softplus(-2 * x) - math.log(2.0)).mean(dim=(1, 2, 3))
+
+
+# BT.601 luma of BGR images (swapd's faces are BGR, as OpenCV decodes them).
+_LUMA_BGR = (0.114, 0.587, 0.299)
+# GMSD's stability constant: 170 on 0..255 images (Xue et al.), here on 0..1.
+_GMSD_C = 170 / 255**2
+
+
+def _gradient_magnitude(luma: Tensor) -> Tensor:
+    prewitt = torch.tensor([[1.0, 0.0, -1.0]] * 3, device=luma.device) / 3
+    kernels = torch.stack([prewitt, prewitt.T])[:, None]  # (2, 1, 3, 3): x and y
+    grad = F.conv2d(luma, kernels)
+    return torch.sqrt(grad.square().sum(dim=1) + 1e-12)  # eps: sqrt has no gradient at 0
+
+
+def gmsd(pred: Tensor, target: Tensor) -> Tensor:
+    """Gradient magnitude similarity deviation (Xue et al. 2014), per image: the standard
+    deviation of the gradient similarity map of the luma, at half resolution as in the paper."""
+    weights = torch.tensor(_LUMA_BGR, device=pred.device).view(1, 3, 1, 1)
+    lumas = [(x.float() * weights).sum(dim=1, keepdim=True) if x.shape[1] == 3 else x.float()
+             for x in (pred, target)]
+    grad_p, grad_t = (_gradient_magnitude(F.avg_pool2d(y, 2)) for y in lumas)
+    similarity = (2 * grad_p * grad_t + _GMSD_C) / (grad_p**2 + grad_t**2 + _GMSD_C)
+    return similarity.flatten(1).std(dim=1)
+
+
+def ffl(pred: Tensor, target: Tensor, alpha: float = 1.0) -> Tensor:
+    """Focal frequency loss (Jiang et al., ICCV 2021), per image: the squared distance of the
+    two 2-D spectra, each frequency weighted by its own distance (to the power ``alpha``,
+    normalised per image and channel, not differentiated), so the frequencies the model gets
+    most wrong count most. As the authors' ``focal-frequency-loss`` package computes it, with
+    one patch and no log weighting."""
+    diff = torch.fft.fft2(pred.float(), norm="ortho") - torch.fft.fft2(target.float(),
+                                                                       norm="ortho")
+    distance = diff.real.square() + diff.imag.square()
+    weight = distance.sqrt() ** alpha
+    weight = weight / weight.amax(dim=(-2, -1), keepdim=True).clamp_min(1e-12)
+    return (weight.detach() * distance).mean(dim=(1, 2, 3))
+
+
+def pixel_gradient_diff(pred: Tensor, target: Tensor) -> Tensor:
+    """Gradient difference loss (Mathieu et al. 2016), per image: how far the size of each
+    horizontal and vertical pixel step differs from the target's (sharpens edges)."""
+    pred, target = pred.float(), target.float()
+    dx = (pred[..., :, 1:] - pred[..., :, :-1]).abs() - (target[..., :, 1:]
+                                                           - target[..., :, :-1]).abs()
+    dy = (pred[..., 1:, :] - pred[..., :-1, :]).abs() - (target[..., 1:, :]
+                                                           - target[..., :-1, :]).abs()
+    return dx.abs().mean(dim=(1, 2, 3)) + dy.abs().mean(dim=(1, 2, 3))
 
 
 class FaceLoss:
@@ -111,12 +190,35 @@ class FaceLoss:
         return (per_term * multipliers).sum()
 
 
-LOSSES: dict[str, LossFn] = {"ssim": ssim_mae, "mae": mae, "mse": mse}
+LOSSES: dict[str, LossFn] = {
+    "ssim": dssim, "ms_ssim": ms_ssim, "mae": mae, "mse": mse, "logcosh": logcosh,
+    "gmsd": gmsd, "ffl": ffl, "pixel_gradient_diff": pixel_gradient_diff,
+}
+MAX_EXTRA_LOSSES = 3  # as faceswap's loss_function_2..4
 
 
 def get_loss(name: str) -> LossFn:
-    """The per-image loss function called ``name`` ("ssim", "mae" or "mse")."""
+    """The per-image loss function called ``name`` (see :data:`LOSSES`)."""
     try:
         return LOSSES[name]
     except KeyError:
         raise ValueError(f"unknown loss {name!r}; known: {', '.join(LOSSES)}") from None
+
+
+def combine_losses(primary: str, extras: Mapping[str, float] | None = None) -> LossFn:
+    """``primary`` plus each extra loss times its weight, per image (weight 0: left out)."""
+    extras = {name: weight for name, weight in (extras or {}).items() if weight}
+    if len(extras) > MAX_EXTRA_LOSSES:
+        raise ValueError(f"at most {MAX_EXTRA_LOSSES} extra losses, got {len(extras)}")
+    first = get_loss(primary)
+    terms = [(get_loss(name), float(weight)) for name, weight in extras.items()]
+    if not terms:
+        return first
+
+    def combined(pred: Tensor, target: Tensor) -> Tensor:
+        total = first(pred, target)
+        for loss, weight in terms:
+            total = total + weight * loss(pred, target)
+        return total
+
+    return combined

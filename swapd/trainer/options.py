@@ -5,7 +5,7 @@ from __future__ import annotations
 import tomllib
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from swapd.trainer.models import UnknownModelError, model_options_class
 
@@ -19,8 +19,12 @@ class TrainerOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    loss: Literal["ssim", "mae", "mse"] = Field(
-        "ssim", description="ssim = (1 - SSIM) / 2 + mean absolute error"
+    loss: Literal["ssim", "ms_ssim", "mae", "mse", "logcosh", "gmsd", "ffl",
+                  "pixel_gradient_diff"] = Field("ssim", description="the primary loss")
+    extra_losses: dict[str, float] = Field(
+        default_factory=lambda: {"mae": 1.0},
+        description="up to 3 more losses and their weights, added to the primary "
+        "(faceswap's loss_function_2..4), e.g. {mse = 1.0, ffl = 0.5}; {} for none",
     )
     optimizer: Literal["adam", "adamw", "adabelief", "rmsprop", "lion"] = "adam"
     learning_rate: float = Field(5e-5, gt=0, le=1)
@@ -59,11 +63,31 @@ class TrainerOptions(BaseModel):
     warp: bool = True
     flip: bool = True
     colour_jitter: bool = Field(True, description="L*a*b* jitter of the input only")
+    save_optimizer: Literal["always", "exit", "never"] = Field(
+        "always", description="keep the optimizer's state in the checkpoint at every save, "
+        "only at the session's last save (faceswap's default: smaller, faster saves), or never "
+        "(a resume then starts the optimizer afresh; the weights are always kept)"
+    )
     preview_faces: int = Field(4, ge=1, le=64)
     seed: int = Field(0, ge=0)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     channels_last: bool = Field(True, description="NHWC memory layout: faster convolutions")
     mixed_precision: bool = Field(False, description="bf16 autocast, CUDA only")
+
+
+    @field_validator("extra_losses")
+    @classmethod
+    def _known_extra_losses(cls, value: dict[str, float]) -> dict[str, float]:
+        from swapd.trainer.losses import LOSSES, MAX_EXTRA_LOSSES
+
+        unknown = sorted(set(value) - set(LOSSES))
+        if unknown:
+            raise ValueError(f"unknown loss {', '.join(unknown)}; known: {', '.join(LOSSES)}")
+        if any(not 0 <= weight <= 100 for weight in value.values()):
+            raise ValueError("weights must be between 0 and 100")
+        if len([w for w in value.values() if w]) > MAX_EXTRA_LOSSES:
+            raise ValueError(f"at most {MAX_EXTRA_LOSSES} extra losses")
+        return value
 
 
 def parse_assignments(items: list[str]) -> dict[str, Any]:

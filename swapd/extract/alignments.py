@@ -1,0 +1,168 @@
+"""Alignments records: what extraction found in each frame, for resuming and for merging.
+
+``swapd faces extract`` writes ``<source>.alignments.jsonl`` beside the faces it extracts: one
+JSON line per frame, ``{"frame": NAME, "faces": [{"index", "file", "box", "score",
+"landmarks", "matrix"}, ...]}`` (an ``"error"`` key marks a frame that could not be read).
+Frame names are the image's stem, or ``<video stem>_<frame number, 6 digits>``.
+
+The merger replays a record found beside the footage (``clip.mp4`` +
+``clip.alignments.jsonl``) instead of detecting: a frame in the record gets exactly its
+recorded faces (none, if the user deleted a wrong detection), a frame missing from it is
+searched as usual. So faces fixed or removed by hand stay fixed in every merge.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from swapd.errors import FileProblem
+from swapd.extract.detect import Detection, Detector
+from swapd.faces.landmarks import five_points
+
+SUFFIX = ".alignments.jsonl"
+MAX_RECORD_BYTES = 512 * 1024 * 1024
+
+
+class AlignmentsError(FileProblem, ValueError):
+    """An alignments record that cannot be used; the reason names the line."""
+
+
+def video_frame_name(stem: str, index: int) -> str:
+    """A video frame's name in alignments records and extracted faces' names."""
+    return f"{stem}_{index:06d}"
+
+
+def record_path(folder: str | os.PathLike[str], source_name: str) -> Path:
+    return Path(folder) / f"{source_name}{SUFFIX}"
+
+
+def record_beside(media: str | os.PathLike[str]) -> Path | None:
+    """The alignments record of a footage file, when one lies beside it."""
+    path = Path(media)
+    candidate = record_path(path.parent, path.stem)
+    return candidate if candidate.is_file() else None
+
+
+def read_alignments(record: str | os.PathLike[str]) -> dict[str, list[dict[str, object]]]:
+    """An alignments record as {frame name: faces} (raw), for tests and tools."""
+    frames: dict[str, list[dict[str, object]]] = {}
+    with Path(record).open(encoding="utf-8") as lines:
+        for line in lines:
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line cut short by a crash
+            frames[entry["frame"]] = entry["faces"]
+    return frames
+
+
+def recorded_frames(record: Path) -> set[str]:
+    """Frames already done in an alignments record. A line cut short by a crash is ignored,
+    and so is a frame recorded with an error: a resumed run tries it again."""
+    done = set()
+    if record.exists():
+        with record.open(encoding="utf-8") as lines:
+            for line in lines:
+                try:
+                    entry = json.loads(line)
+                    if not entry.get("error"):
+                        done.add(entry["frame"])
+                except (json.JSONDecodeError, KeyError, TypeError, AttributeError):
+                    continue
+    return done
+
+
+def _numbers(value: object, shape: tuple[int, ...] | None, what: str) -> np.ndarray:
+    try:
+        array = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{what} is not numeric") from exc
+    if shape is not None and array.shape != shape:
+        raise ValueError(f"{what} must have shape {shape}, got {array.shape}")
+    if not np.isfinite(array).all():
+        raise ValueError(f"{what} holds NaN or infinite values")
+    return array
+
+
+def _detection(face: object) -> Detection:
+    if not isinstance(face, dict):
+        raise ValueError("a face must be an object")
+    points = _numbers(face.get("landmarks"), None, "landmarks")
+    if points.shape not in ((5, 2), (68, 2)):
+        raise ValueError(f"landmarks must be 5x2 or 68x2, got shape {points.shape}")
+    box = _numbers(face.get("box"), (4,), "box")
+    score = face.get("score", 1.0)
+    if isinstance(score, bool) or not isinstance(score, (int, float)) or not math.isfinite(score):
+        raise ValueError("score must be a number")
+    if len(points) == 68:
+        return Detection(box, float(score), five_points(points), landmarks=points)
+    return Detection(box, float(score), points)
+
+
+def load_alignments(record: str | os.PathLike[str]) -> dict[str, list[Detection]]:
+    """A record's faces per frame, checked; AlignmentsError names the line that is wrong.
+
+    Frames recorded with an error are left out (the merger searches them); a torn last line
+    (an extraction cut short) is ignored.
+    """
+    path = Path(record)
+    try:
+        if path.stat().st_size > MAX_RECORD_BYTES:
+            raise AlignmentsError(path, f"over {MAX_RECORD_BYTES} bytes")
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise AlignmentsError(path, f"cannot read it ({exc})") from exc
+    frames: dict[str, list[Detection]] = {}
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError as exc:
+            if number == len(lines):
+                break  # the torn last line of an interrupted extraction
+            raise AlignmentsError(path, f"line {number} is not JSON ({exc.msg})") from exc
+        try:
+            if not isinstance(entry, dict) or not isinstance(entry.get("frame"), str):
+                raise ValueError('each line must be an object with a "frame" name')
+            if entry.get("error"):
+                continue
+            faces = entry.get("faces")
+            if not isinstance(faces, list):
+                raise ValueError('"faces" must be a list')
+            frames[entry["frame"]] = [_detection(face) for face in faces]
+        except ValueError as exc:
+            raise AlignmentsError(path, f"line {number}: {exc}") from exc
+    return frames
+
+
+class RecordedFaces:
+    """A detector that replays an alignments record frame by frame, in order.
+
+    ``names(i)`` is the record's name for the i-th frame it is called on; frames the record
+    does not hold go to ``fallback``.
+    """
+
+    name = "alignments"
+
+    def __init__(self, frames: dict[str, list[Detection]], names: Callable[[int], str],
+                 fallback: Detector) -> None:
+        self.frames, self.names, self.fallback = frames, names, fallback
+        self.landmark_points = fallback.landmark_points
+        self.replayed = 0  # frames answered from the record
+        self._index = 0
+
+    def detect(self, frame_bgr: np.ndarray) -> list[Detection]:
+        name = self.names(self._index)
+        self._index += 1
+        recorded = self.frames.get(name)
+        if recorded is None:
+            return self.fallback.detect(frame_bgr)
+        self.replayed += 1
+        return recorded
