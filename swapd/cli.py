@@ -14,6 +14,7 @@
     swapd model summary NAME [--set key=value] [--json]     layers and parameter count
     swapd model restore (DIR | --job NAME) [--snapshot N]   go back to the best backup / a snapshot
     swapd model snapshots (DIR | --job NAME) [--json]       a model's snapshots and backup
+    swapd model export (DIR | --job NAME) [--snapshot N]    a checkpoint or snapshot to ONNX
     swapd losses JOB [--output FILE]                        a job's loss history as CSV
     swapd config                                            print the default swapd.toml
 """
@@ -424,6 +425,31 @@ def cmd_model_restore(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_model_export(args: argparse.Namespace) -> int:
+    from swapd.exporter.checkpoint_export import export_checkpoint
+    from swapd.exporter.onnx_export import ExportError
+    from swapd.trainer.checkpoint import CheckpointError
+    from swapd.trainer.data import FaceSetError
+    from swapd.trainer.snapshots import SnapshotError, find_snapshot
+
+    model_dir = _model_dir(args, idle=False)
+    if model_dir is None:
+        return EXIT_USAGE
+    try:
+        if args.snapshot is not None:
+            checkpoint = find_snapshot(model_dir, args.snapshot).checkpoint
+            name = f"a_to_b_{args.snapshot}.onnx"
+        else:
+            checkpoint, name = model_dir / "model.pt", "a_to_b.onnx"
+        output = args.output or model_dir / "exports" / name
+        report = export_checkpoint(checkpoint, output, args.faces)
+    except (SnapshotError, CheckpointError, ExportError, FaceSetError) as exc:
+        print(f"swapd: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    print(f"exported {report.path} (parity max abs diff {report.max_abs_diff:.2e})")
+    return 0
+
+
 def cmd_model_snapshots(args: argparse.Namespace) -> int:
     from swapd.trainer.backup import backup_info
     from swapd.trainer.snapshots import list_snapshots
@@ -487,7 +513,8 @@ def cmd_train(args: argparse.Namespace) -> int:
                                args.save_every, args.export,
                                snapshot_every=args.snapshot_every,
                                snapshot_policy=args.snapshot_policy,
-                               snapshot_keep=args.snapshot_keep)
+                               snapshot_keep=args.snapshot_keep,
+                               tracker=not args.no_tracker, tracker_faces=args.tracker_faces)
     except (OptionsError, FaceSetError, CheckpointError) as exc:
         print(f"swapd: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -594,6 +621,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--snapshot-policy", default="all", choices=["all", "last", "thinned"])
     p.add_argument("--snapshot-keep", type=_positive_int, default=10,
                    help="snapshots the last / thinned policies keep (newest)")
+    p.add_argument("--tracker-faces", type=int, default=0,
+                   help="faces per set in each snapshot's tracker data (0 = every face)")
+    p.add_argument("--no-tracker", action="store_true", help="snapshots without tracker data")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="a trainer or model option, e.g. --set learning_rate=1e-4")
     p.add_argument("--export", action="store_true", help="export ONNX when done")
@@ -622,6 +652,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--snapshot", type=int, metavar="ITERATION",
                    help="restore this snapshot instead of the backup")
     p.set_defaults(func=cmd_model_restore)
+    p = model.add_parser("export", help="export a checkpoint or snapshot to ONNX (A>B)")
+    p.add_argument("model_dir", nargs="?", type=Path, help="a model folder (swapd train's)")
+    p.add_argument("--job", help="a service job's model instead")
+    p.add_argument("--workspace", type=Path)
+    p.add_argument("--snapshot", type=int, metavar="ITERATION", help="this snapshot's model")
+    p.add_argument("--faces", type=Path, help="A faces for the parity check (default: swapd's "
+                                              "synthetic faces)")
+    p.add_argument("--output", type=Path, help="default: <model dir>/exports/a_to_b.onnx, or "
+                                               "a_to_b_<iteration>.onnx for a snapshot")
+    p.set_defaults(func=cmd_model_export)
     p = model.add_parser("snapshots", help="a model's snapshots: iteration, time, loss")
     p.add_argument("model_dir", nargs="?", type=Path, help="a model folder (swapd train's)")
     p.add_argument("--job", help="a service job's model instead")

@@ -111,6 +111,8 @@ class TrainSection(_Strict):
     snapshot_every: int = Field(0, ge=0)
     snapshot_policy: Literal["all", "last", "thinned"] = "all"
     snapshot_keep: int = Field(10, ge=1)
+    tracker: bool = Field(True, description="tracker data at each snapshot")
+    tracker_faces: int = Field(0, ge=0, description="faces per set tracked (0 = every face)")
     options: dict[str, Any] = Field(default_factory=dict)
 
 

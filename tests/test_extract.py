@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 import pytest
 
-from swapd.extract.alignments import read_alignments
+from swapd.extract.alignments import load_alignments, read_alignments
 from swapd.extract.extract import extract
 from swapd.faces.alignment import transform_points
 from swapd.faces.clip import ClipTruth, truth_path
@@ -74,6 +74,8 @@ def test_extraction_resumes_after_an_interruption(synthetic_clip: Path, tmp_path
     assert report.frames_skipped == 20 and report.frames == 30
     assert len(read_alignments(record)) == 50
     assert len(list(out.glob("*.png"))) == 50
+    # The torn line was cut, not left in the middle: the merger reads the whole record.
+    assert len(load_alignments(record)) == 50
 
 
 def test_image_folder_with_a_bad_image(synthetic_clip: Path, tmp_path: Path) -> None:

@@ -513,6 +513,16 @@ def test_a_broken_alignments_record_names_its_line(tmp_path: Path, clip: Path,
     record.write_text(json.dumps(good) + "\n" + json.dumps(nan) + "\n")
     with pytest.raises(AlignmentsError, match="line 2: landmarks holds NaN"):
         load_alignments(record)
+    for hostile, problem in ((dict(good["faces"][0], landmarks=[[10**400, 1]] * 5), "line 2: "),
+                             ('{"frame": "x", "faces": [{"score": 1' + "0" * 5000 + "}]}",
+                              "line 2 is not"),
+                             ('{"frame": "x", "faces": ' + "[" * 100_000 + "]" * 100_000 + "}",
+                              "line 2 is not")):
+        line = hostile if isinstance(hostile, str) else json.dumps(
+            dict(good, faces=[hostile]))
+        record.write_text(json.dumps(good) + "\n" + line + "\n")
+        with pytest.raises(AlignmentsError, match=problem):
+            load_alignments(record)
     # A torn last line is an interrupted extraction, not an error.
     record.write_text(json.dumps(good) + "\n" + json.dumps(good)[:20])
     assert list(load_alignments(record)) == ["clip_000000"]

@@ -7,8 +7,18 @@ import json
 import shutil
 from pathlib import Path
 
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from swapd.exporter.onnx_export import read_export_info
+from swapd.merger.session import SwapSession
 from swapd.trainer.checkpoint import load_checkpoint
-from swapd.trainer.snapshots import list_snapshots, to_keep
+from swapd.trainer.data import to_tensor_layout
+from swapd.trainer.snapshots import list_snapshots, prune_snapshots, take_snapshot, to_keep
+from swapd.trainer.tracker import pick_even_over_yaw, read_tracked
+from tests.support import make_trainer
 from tests.test_train_cli import TINY, swapd
 
 
@@ -27,6 +37,18 @@ def test_policies_choose_which_snapshots_stay() -> None:
     assert to_keep([], "thinned", 3) == set()
 
 
+def test_interrupted_snapshots_are_cleared_once_a_newer_one_is_complete(tmp_path: Path) -> None:
+    checkpoint = tmp_path / "model.pt"
+    checkpoint.write_bytes(b"a checkpoint")
+    (tmp_path / "snapshots" / "00000003").mkdir(parents=True)  # killed while copying
+    (tmp_path / "snapshots" / "00000003" / "model.pt").write_bytes(b"a chec")
+    (tmp_path / "snapshots" / "00000009").mkdir()  # newer: may be being written right now
+    take_snapshot(checkpoint, 5, {})
+    assert prune_snapshots(tmp_path, "all", 10) == []
+    assert sorted(p.name for p in (tmp_path / "snapshots").iterdir()) == ["00000005",
+                                                                          "00000009"]
+
+
 def test_train_keeps_snapshots_that_list_and_restore(synthetic_sets: dict[str, Path],
                                                      tmp_path: Path) -> None:
     model_dir = tmp_path / "model"
@@ -39,6 +61,10 @@ def test_train_keeps_snapshots_that_list_and_restore(synthetic_sets: dict[str, P
     assert [s.iteration for s in list_snapshots(model_dir)] == [4, 6]  # 2 was pruned
     for snap in list_snapshots(model_dir):
         assert load_checkpoint(snap.checkpoint)["iteration"] == snap.iteration
+        tracked = read_tracked(snap.folder)  # every face of both sets, with its images
+        assert len(tracked) == len(list(synthetic_sets["alice"].glob("*.png"))) + len(
+            list(synthetic_sets["bob"].glob("*.png")))
+        assert all((snap.folder / "tracker" / t.recon).is_file() for t in tracked)
     (model_dir / "snapshots" / "00000008").mkdir()  # an interrupted snapshot: no info file
 
     listing = swapd("model", "snapshots", str(model_dir), "--json")
@@ -54,6 +80,19 @@ def test_train_keeps_snapshots_that_list_and_restore(synthetic_sets: dict[str, P
     assert load_checkpoint(model_dir / "replaced" / "model-6.pt")["iteration"] == 6
     missing = swapd("model", "restore", str(model_dir), "--snapshot", "5")
     assert missing.returncode == 2 and "no snapshot at iteration 5 (have: 4, 6)" in missing.stderr
+
+    # A snapshot exports on its own (parity checked on the A faces), beside the other exports.
+    exported = swapd("model", "export", str(model_dir), "--snapshot", "6", "--faces",
+                     str(synthetic_sets["alice"]))
+    assert exported.returncode == 0, exported.stderr
+    onnx_path = model_dir / "exports" / "a_to_b_6.onnx"
+    assert read_export_info(onnx_path)["iteration"] == "6"
+    session = SwapSession(onnx_path)
+    swapped = session.swap(np.zeros((2, 32, 32, 3), np.uint8))
+    assert swapped.shape == (2, 32, 32, 3)
+    current = swapd("model", "export", str(model_dir))  # the checkpoint, synthetic faces
+    assert current.returncode == 0, current.stderr
+    assert read_export_info(model_dir / "exports" / "a_to_b.onnx")["iteration"] == "4"
 
     resumed = swapd(*common, "--iterations", "5")
     assert resumed.returncode == 0, resumed.stderr
@@ -85,4 +124,45 @@ def test_the_training_worker_takes_snapshots(faces: tuple[Path, Path], tmp_path:
     # Snapshots at 2, 4, ..., 12; thinned keeping one: 12, and the first of 2-3, 4-7, 8-15.
     assert [s.iteration for s in list_snapshots(ws.model_dir("snaps"))] == [2, 4, 8, 12]
     assert sum("snapshot at iteration" in e[3] for e in store.events()) == 6
+    # The tracker rows follow the snapshots kept; every face of both sets, at each.
+    sides = {(row["iteration"], row["side"]): row["faces"]
+             for row in store.tracker_snapshots("snaps")}
+    counts = {"a": len(list(faces[0].glob("*.png"))), "b": len(list(faces[1].glob("*.png")))}
+    assert sides == {(i, side): counts[side] for i in (2, 4, 8, 12) for side in "ab"}
+    worst = store.tracked_faces("snaps", 12, "a", order="loss", limit=3)
+    assert len(worst) == 3 and worst[0]["loss"] >= worst[1]["loss"] >= worst[2]["loss"] > 0
+    folder = ws.model_dir("snaps") / "snapshots" / "00000012" / "tracker"
+    image = cv2.imread(str(folder / worst[0]["recon"]))
+    assert image is not None and image.shape == (32, 32, 3)
+    assert cv2.imread(str(folder / worst[0]["swap"])) is not None
+    assert all(row["swap"] is None for row in store.tracked_faces("snaps", 12, "b"))
+    timeline = store.face_timeline("snaps", "a", worst[0]["face"])
+    assert [row["iteration"] for row in timeline] == [2, 4, 8, 12]
     store.close()
+
+
+def test_tracker_losses_are_the_training_loss_face_by_face(faces: tuple[Path, Path],
+                                                          tmp_path: Path) -> None:
+    trainer = make_trainer(faces, tmp_path / "m")
+    try:
+        trainer.step()
+        crops, masks = trainer.set_a.faces[:6], trainer.set_a.masks[:6]
+        outputs, losses = trainer.evaluate(crops, masks, "a")
+        assert outputs.shape == crops.shape and losses.shape == (6,)
+        with torch.no_grad():
+            trainer.model.eval()
+            inputs = torch.from_numpy(to_tensor_layout(crops))
+            batch_loss = trainer._loss_fn(trainer.model(inputs, "a"), inputs,
+                                          torch.from_numpy(to_tensor_layout(masks)))
+        assert losses.mean() == pytest.approx(float(batch_loss), rel=1e-4)
+    finally:
+        trainer.close()
+
+
+def test_tracked_faces_are_picked_evenly_over_yaw() -> None:
+    yaws = np.array([0.0, 1, 2, 3, 4, 5, 30, np.nan, -30, -29])
+    assert sorted(yaws[pick_even_over_yaw(yaws, 3)]) == [-30, 2, 30]  # the ends, the middle
+    assert np.isnan(yaws[pick_even_over_yaw(yaws, 10)]).sum() == 1
+    few_known = np.array([1.0, np.nan, np.nan])
+    assert np.isnan(few_known[pick_even_over_yaw(few_known, 2)]).sum() == 1
+    assert list(pick_even_over_yaw(yaws, 0)) == list(range(10))

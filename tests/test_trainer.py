@@ -21,6 +21,7 @@ from swapd.faces.synthetic import DEMO_A, write_face_set
 from swapd.trainer.augment import Augmenter, AugmentSettings
 from swapd.trainer.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from swapd.trainer.data import (
+    YAW_BAND_DEGREES,
     BatchLoader,
     FaceSet,
     FoundLandmarks,
@@ -137,7 +138,7 @@ def test_augmenter_identity_without_noise_and_warps_with_it() -> None:
     rng = np.random.default_rng(0)
     faces = np.stack([draw_face("a", rng, 32) for _ in range(6)])
     still = AugmentSettings(warp=True, flip=False, rotation_deg=0, zoom=0, shift=0, warp_noise=0,
-                           colour=False)
+                           colour=False, clahe=0)
     inputs, targets, _ = Augmenter(32, still)(faces, rng)
     assert np.abs(inputs.astype(int) - faces).max() <= 1  # noise-free warp = identity
     assert np.array_equal(targets, faces)
@@ -353,7 +354,8 @@ def test_cuda_options_fall_back_cleanly(faces: tuple[Path, Path], tmp_path: Path
 def test_colour_jitter_changes_the_input_only() -> None:
     rng = np.random.default_rng(3)
     faces = rng.integers(40, 215, size=(6, 32, 32, 3), dtype=np.uint8)
-    still = AugmentSettings(warp=False, flip=False, rotation_deg=0, zoom=0, shift=0, colour=True)
+    still = AugmentSettings(warp=False, flip=False, rotation_deg=0, zoom=0, shift=0, colour=True,
+                            clahe=0)
     inputs, targets, _ = Augmenter(32, still)(faces, np.random.default_rng(0))
     assert np.array_equal(targets, faces)  # targets keep the identity's true colours
     mean_shift = np.abs(inputs.astype(np.float32).mean(axis=(1, 2))
@@ -362,6 +364,35 @@ def test_colour_jitter_changes_the_input_only() -> None:
     for face, jittered in zip(faces, inputs, strict=True):  # ...but not its structure
         corr = np.corrcoef(face[..., 1].ravel(), jittered[..., 1].ravel())[0, 1]
         assert corr > 0.9
+
+
+def test_clahe_equalises_a_share_of_the_inputs_only() -> None:
+    rng = np.random.default_rng(4)
+    # Low-contrast faces: CLAHE spreads their lightness.
+    faces = (np.stack([draw_face("a", rng, 64) for _ in range(40)]) // 4 + 96).astype(np.uint8)
+    still = dict(warp=False, flip=False, rotation_deg=0, zoom=0, shift=0, colour=False)
+    inputs, targets, _ = Augmenter(64, AugmentSettings(**still, clahe=1.0))(faces, rng)
+    assert np.array_equal(targets, faces)
+    spread = inputs.reshape(40, -1).std(axis=1) / faces.reshape(40, -1).std(axis=1)
+    assert (spread > 1.01).all() and spread.mean() > 1.05, spread
+    inputs, _, _ = Augmenter(64, AugmentSettings(**still, clahe=0.5))(faces, rng)
+    changed = (inputs != faces).reshape(40, -1).any(axis=1)
+    assert 10 <= changed.sum() <= 30  # about half
+    grey = faces[..., :1]
+    inputs, targets, _ = Augmenter(64, AugmentSettings(**still, clahe=1.0))(grey, rng)
+    assert inputs.shape == grey.shape and not np.array_equal(inputs, grey)
+
+
+def test_augmentation_options_reach_the_augmenter(faces: tuple[Path, Path],
+                                                  tmp_path: Path) -> None:
+    trainer = make_trainer(faces, tmp_path / "m", rotation=0, zoom=0.1, shift=0, clahe=0.25,
+                           clahe_max_grid=2)
+    try:
+        settings = trainer.loader._augmenter.settings
+        assert (settings.rotation_deg, settings.zoom, settings.shift) == (0, 0.1, 0)
+        assert (settings.clahe, settings.clahe_max_grid) == (0.25, 2)
+    finally:
+        trainer.close()
 
 
 def test_training_worker_rolls_back_and_rewrites_its_history(faces: tuple[Path, Path],
@@ -534,3 +565,91 @@ def test_backup_keeps_the_lowest_average_and_restore_brings_it_back(
     result = subprocess.run([sys.executable, "-m", "swapd", "model", "restore", str(empty)],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and "no backup to restore" in result.stderr
+
+
+def test_uniform_yaw_draws_rare_angles_as_often_as_frontal_ones(tmp_path: Path) -> None:
+    paths = write_face_set(tmp_path / "all", DEMO_A, 60, seed=8, size=96)
+    folder = tmp_path / "skewed"
+    folder.mkdir()
+    rare = []
+    for path in paths:  # keep every near-frontal face and only three turned ones
+        _, meta = read_aligned_png(path)
+        assert meta is not None and meta.swapd is not None
+        yaw = meta.swapd["pose"][0]
+        if abs(yaw) < 12 or (abs(yaw) > 22 and len(rare) < 3):
+            shutil.copy(path, folder / path.name)
+            if abs(yaw) > 22:
+                rare.append(folder / path.name)
+    assert len(rare) == 3
+    shares = {}
+    for uniform in (False, True):
+        face_set = FaceSet(folder, 32, 0.875, uniform_yaw=uniform)
+        rows = [face_set.paths.index(path) for path in rare]
+        faces, _ = face_set.sample(np.random.default_rng(0), 4000)
+        # Which drawn faces are the turned ones (each crop is unique in this set).
+        is_rare = (faces[:, None] == face_set.faces[rows][None]).all(axis=(2, 3, 4)).any(axis=1)
+        shares[uniform] = float(is_rare.mean())
+    weights = face_set._arrays[2]
+    bands = [int(np.floor(face_set._entries[path].yaw / YAW_BAND_DEGREES))  # type: ignore[operator]
+             for path in face_set.paths]
+    per_band = {band: weights[[i for i, b in enumerate(bands) if b == band]].sum()
+                for band in set(bands)}
+    expected = float(weights[rows].sum())
+    print(f"turned faces drawn: {shares[False]:.1%} plainly, {shares[True]:.1%} by yaw band "
+          f"(expected {expected:.1%}; 3 of {len(face_set)} faces, {len(per_band)} bands)")
+    assert np.allclose(list(per_band.values()), 1 / len(per_band))  # every band alike
+    assert abs(shares[True] - expected) < 0.03
+    assert shares[False] < 0.15 and shares[True] > 2 * shares[False]
+
+
+def test_rollback_without_saved_optimizer_state_starts_it_afresh(faces: tuple[Path, Path],
+                                                                 tmp_path: Path) -> None:
+    trainer = make_trainer(faces, tmp_path / "m", save_optimizer="never")
+    try:
+        trainer.step()
+        trainer.save()
+        for _ in range(3):
+            trainer.step()
+        assert trainer.optimizer.state  # the diverging run's moments
+        with torch.no_grad():
+            trainer.model.decoder_a[-2].bias[0] = float("nan")
+        with pytest.raises(NonFiniteLossError) as failure:
+            trainer.step()
+        assert trainer.try_roll_back(failure.value) is not None
+        assert trainer.iteration == 1 and not trainer.optimizer.state  # none carried over
+        trainer.step()
+    finally:
+        trainer.close()
+
+
+def test_a_failed_backup_copy_is_not_counted_and_restore_survives_a_broken_checkpoint(
+        faces: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import swapd.trainer.loop as loop
+
+    model_dir = tmp_path / "m"
+    trainer = make_trainer(faces, model_dir)
+    try:
+        trainer.step()
+        trainer.save()  # the first backup
+        first = json.loads((model_dir / "backup" / "backup.json").read_text())
+
+        def disk_full(*args: object) -> None:
+            raise OSError(28, "No space left on device")
+
+        monkeypatch.setattr(loop, "keep_backup", disk_full)
+        trainer.step()
+        trainer._loss_since_save = [first["average_loss"] / 2]  # surely a new best
+        with pytest.raises(OSError):
+            trainer.save()
+        assert trainer.backup == first  # the copy failed: the old backup still counts
+    finally:
+        trainer.close()
+    monkeypatch.undo()
+
+    (model_dir / "model.pt").write_bytes(b"PK\x03\x04 cut short")  # a broken checkpoint
+    result = subprocess.run([sys.executable, "-m", "swapd", "model", "restore", str(model_dir)],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert load_checkpoint(model_dir / "model.pt")["iteration"] == first["iteration"]
+    [kept] = (model_dir / "replaced").glob("model-unreadable-*.pt")
+    assert kept.read_bytes() == b"PK\x03\x04 cut short"  # set aside, not lost

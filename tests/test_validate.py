@@ -195,3 +195,45 @@ def test_damaged_image_data_behind_valid_crcs_is_caught(tmp_path: Path,
     path = _write(tmp_path / "short.png", _with_fixed_crcs(short))
     with pytest.raises(BadFaceError, match="image data"):
         inspect_face_file(path)
+
+
+def _chunk(ctype: bytes, body: bytes) -> bytes:
+    return (struct.pack(">I", len(body)) + ctype + body
+            + struct.pack(">I", zlib.crc32(body, zlib.crc32(ctype)) & 0xFFFFFFFF))
+
+
+def _rebuilt(png: bytes, edit: str) -> bytes:
+    """``png`` with its chunk list changed the way a broken or hostile writer might."""
+    chunks, pos = [], 8
+    while pos < len(png):
+        (length,) = struct.unpack(">I", png[pos:pos + 4])
+        chunks.append((png[pos + 4:pos + 8], png[pos + 8:pos + 8 + length]))
+        pos += 12 + length
+    ihdr = chunks[0][1]
+    if edit == "compression method 1":
+        chunks[0] = (b"IHDR", ihdr[:10] + b"\x01" + ihdr[11:])
+    elif edit == "filter method 1":
+        chunks[0] = (b"IHDR", ihdr[:11] + b"\x01" + ihdr[12:])
+    elif edit == "IHDR twice":
+        chunks.insert(1, chunks[0])
+    elif edit == "IHDR not first":
+        chunks.insert(1, chunks.pop(0))
+    elif edit == "unknown critical chunk":
+        chunks.insert(1, (b"ABCD", b"whatever"))
+    elif edit == "image data split by text":
+        data = b"".join(body for ctype, body in chunks if ctype == b"IDAT")
+        chunks = [c for c in chunks if c[0] != b"IDAT"]
+        half = len(data) // 2
+        chunks[1:1] = [(b"IDAT", data[:half]), (b"tEXt", b"k\x00v"), (b"IDAT", data[half:])]
+    return png[:8] + b"".join(_chunk(ctype, body) for ctype, body in chunks)
+
+
+@pytest.mark.parametrize("edit", ["compression method 1", "filter method 1", "IHDR twice",
+                                  "IHDR not first", "unknown critical chunk",
+                                  "image data split by text"])
+def test_png_structures_the_decoder_refuses_are_refused(tmp_path: Path, face: np.ndarray,
+                                                        edit: str) -> None:
+    path = _write(tmp_path / "odd.png", _rebuilt(cv2.imencode(".png", face)[1].tobytes(), edit))
+    assert cv2.imread(str(path), cv2.IMREAD_UNCHANGED) is None  # libpng says no...
+    with pytest.raises(BadFaceError, match="corrupt PNG"):  # ...and so does the check
+        inspect_face_file(path)

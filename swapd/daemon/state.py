@@ -29,8 +29,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-# 2: the faces table (created in place in older databases); 3: faces.landmarks_from (added)
-SCHEMA_VERSION = 3
+# 2: the faces table (created in place in older databases); 3: faces.landmarks_from (added);
+# 4: the tracked_faces table (created in place)
+SCHEMA_VERSION = 4
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -109,6 +110,28 @@ CREATE TABLE IF NOT EXISTS faces (
     PRIMARY KEY (set_name, name)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS faces_hash ON faces (set_name, hash);
+CREATE TABLE IF NOT EXISTS tracked_faces (  -- the snapshot tracker: each face at each snapshot
+    job        TEXT NOT NULL,
+    side       TEXT NOT NULL,             -- a | b
+    face       TEXT NOT NULL,             -- file name in the set
+    iteration  INTEGER NOT NULL,          -- the snapshot's
+    loss       REAL NOT NULL,
+    yaw        REAL,
+    pitch      REAL,
+    recon      TEXT NOT NULL,             -- image, relative to the snapshot's folder
+    swap       TEXT,                      -- A faces: the swap to B
+    PRIMARY KEY (job, side, face, iteration)  -- one face's timeline is one key range
+) WITHOUT ROWID;
+-- one snapshot's faces of a side, by loss: an index range, worst or best first
+CREATE INDEX IF NOT EXISTS tracked_faces_by_loss ON tracked_faces (job, iteration, side, loss);
+CREATE TABLE IF NOT EXISTS tracker_snapshots (  -- written with the rows: no scan to summarise
+    job        TEXT NOT NULL,
+    iteration  INTEGER NOT NULL,
+    side       TEXT NOT NULL,
+    faces      INTEGER NOT NULL,
+    mean_loss  REAL NOT NULL,
+    PRIMARY KEY (job, iteration, side)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS controls (
     id         INTEGER PRIMARY KEY,
     job        TEXT NOT NULL,
@@ -432,6 +455,57 @@ class StateStore:
             "SUM(duplicate_of IS NOT NULL) FROM faces GROUP BY set_name ORDER BY set_name"
         ).fetchall()
         return {r[0]: {"ok": r[1], "quarantined": r[2], "duplicates": r[3]} for r in rows}
+
+    # --- snapshot tracker --------------------------------------------------------------------
+
+    def add_tracked_faces(self, job: str, iteration: int, tracked: Iterable[Any]) -> None:
+        """A snapshot's tracker data (objects with side, face, loss, yaw, pitch, recon, swap),
+        and its per-side summary, in one transaction."""
+        tracked = list(tracked)
+        rows = [(job, t.side, t.face, iteration, t.loss, t.yaw, t.pitch, t.recon, t.swap)
+                for t in tracked]
+        summary = []
+        for side in sorted({t.side for t in tracked}):
+            losses = [t.loss for t in tracked if t.side == side]
+            summary.append((job, iteration, side, len(losses), sum(losses) / len(losses)))
+        with self._tx() as db:
+            db.executemany("INSERT OR REPLACE INTO tracked_faces (job, side, face, iteration, "
+                           "loss, yaw, pitch, recon, swap) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                           rows)
+            db.executemany("INSERT OR REPLACE INTO tracker_snapshots VALUES (?, ?, ?, ?, ?)",
+                           summary)
+
+    def forget_tracked_faces(self, job: str, iterations: Iterable[int]) -> None:
+        """Drop the tracker data of snapshots that were pruned."""
+        pairs = [(job, i) for i in iterations]
+        with self._tx() as db:
+            db.executemany("DELETE FROM tracked_faces WHERE job=? AND iteration=?", pairs)
+            db.executemany("DELETE FROM tracker_snapshots WHERE job=? AND iteration=?", pairs)
+
+    def tracker_snapshots(self, job: str) -> list[dict[str, Any]]:
+        """Per snapshot with tracker data: iteration, side, faces and mean loss."""
+        rows = self._db.execute(
+            "SELECT iteration, side, faces, mean_loss FROM tracker_snapshots WHERE job=? "
+            "ORDER BY iteration, side", (job,)).fetchall()
+        return [dict(r) for r in rows]
+
+    def tracked_faces(self, job: str, iteration: int, side: str, order: str = "loss",
+                      limit: int = 100, offset: int = 0) -> list[dict[str, Any]]:
+        """One snapshot's faces of one side, worst first (``order="loss"``), best first
+        ("best"), by name or by yaw; a page of ``limit`` from ``offset``."""
+        order_by = {"loss": "loss DESC", "best": "loss", "face": "face", "yaw": "yaw"}[order]
+        rows = self._db.execute(
+            f"SELECT * FROM tracked_faces WHERE job=? AND iteration=? AND side=? "
+            f"ORDER BY {order_by} LIMIT ? OFFSET ?",
+            (job, iteration, side, limit, offset)).fetchall()
+        return [dict(r) for r in rows]
+
+    def face_timeline(self, job: str, side: str, face: str) -> list[dict[str, Any]]:
+        """One face across every snapshot: iteration, loss and images, oldest first."""
+        rows = self._db.execute(
+            "SELECT iteration, loss, recon, swap FROM tracked_faces WHERE job=? AND side=? "
+            "AND face=? ORDER BY iteration", (job, side, face)).fetchall()
+        return [dict(r) for r in rows]
 
     # --- events -------------------------------------------------------------------------------
 

@@ -138,9 +138,14 @@ class TrainingRun:
     def snapshot(self) -> None:
         """Save (and export, if the job exports on snapshots), then keep the snapshot."""
         self.save(reason="snapshot")
-        taken = self.trainer.snapshot(self.train.snapshot_policy, self.train.snapshot_keep)
-        self.store.log_event(f"snapshot at iteration {taken.iteration} "
-                             f"({self.ws.relative(taken.folder)})", self.name)
+        taken = self.trainer.snapshot(self.train.snapshot_policy, self.train.snapshot_keep,
+                                      self.train.tracker, self.train.tracker_faces)
+        snapshot = taken.snapshot
+        self.store.add_tracked_faces(self.name, snapshot.iteration, taken.tracked)
+        self.store.forget_tracked_faces(self.name, taken.removed)
+        self.store.log_event(f"snapshot at iteration {snapshot.iteration} "
+                             f"({self.ws.relative(snapshot.folder)}, "
+                             f"{len(taken.tracked)} faces tracked)", self.name)
 
     def export(self) -> None:
         path = self.ws.exports_dir(self.name) / "a_to_b.onnx"

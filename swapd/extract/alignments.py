@@ -6,9 +6,12 @@ JSON line per frame, ``{"frame": NAME, "faces": [{"index", "file", "box", "score
 Frame names are the image's stem, or ``<video stem>_<frame number, 6 digits>``.
 
 The merger replays a record found beside the footage (``clip.mp4`` +
-``clip.alignments.jsonl``) instead of detecting: a frame in the record gets exactly its
-recorded faces (none, if the user deleted a wrong detection), a frame missing from it is
-searched as usual. So faces fixed or removed by hand stay fixed in every merge.
+``clip.alignments.jsonl``; for images also the record of their whole folder,
+``<folder>/<folder>.alignments.jsonl``, frames named by image stem) instead of detecting: a
+frame in the record gets exactly its recorded faces (none, if the user deleted a wrong
+detection), a frame missing from it is searched as usual. So faces fixed or removed by hand
+stay fixed in every merge. Records are named by stem: ``clip.mp4`` and ``clip.mkv`` in one
+folder would share one.
 """
 
 from __future__ import annotations
@@ -43,10 +46,14 @@ def record_path(folder: str | os.PathLike[str], source_name: str) -> Path:
 
 
 def record_beside(media: str | os.PathLike[str]) -> Path | None:
-    """The alignments record of a footage file, when one lies beside it."""
+    """The alignments record of a footage file, when one lies beside it: ``<stem>`` for a
+    video or image, else (an image of a folder extracted as a whole) ``<folder name>``."""
     path = Path(media)
-    candidate = record_path(path.parent, path.stem)
-    return candidate if candidate.is_file() else None
+    for name in (path.stem, path.parent.name):
+        candidate = record_path(path.parent, name)
+        if candidate.is_file():
+            return candidate
+    return None
 
 
 def read_alignments(record: str | os.PathLike[str]) -> dict[str, list[dict[str, object]]]:
@@ -128,6 +135,9 @@ def load_alignments(record: str | os.PathLike[str]) -> dict[str, list[Detection]
             if number == len(lines):
                 break  # the torn last line of an interrupted extraction
             raise AlignmentsError(path, f"line {number} is not JSON ({exc.msg})") from exc
+        except (ValueError, RecursionError) as exc:  # e.g. a 5,000-digit number, deep nesting
+            raise AlignmentsError(path, f"line {number} is not usable JSON "
+                                        f"({type(exc).__name__})") from exc
         try:
             if not isinstance(entry, dict) or not isinstance(entry.get("frame"), str):
                 raise ValueError('each line must be an object with a "frame" name')
@@ -137,7 +147,7 @@ def load_alignments(record: str | os.PathLike[str]) -> dict[str, list[Detection]
             if not isinstance(faces, list):
                 raise ValueError('"faces" must be a list')
             frames[entry["frame"]] = [_detection(face) for face in faces]
-        except ValueError as exc:
+        except (ValueError, TypeError, OverflowError) as exc:
             raise AlignmentsError(path, f"line {number}: {exc}") from exc
     return frames
 
@@ -165,4 +175,7 @@ class RecordedFaces:
         if recorded is None:
             return self.fallback.detect(frame_bgr)
         self.replayed += 1
+        seed = getattr(self.fallback, "seed", None)
+        if callable(seed):  # a tracker follows on from the recorded faces, not stale ones
+            seed(recorded)
         return recorded

@@ -322,6 +322,12 @@ class FaceTracker:
     def landmark_points(self) -> int:
         return self.detector.landmark_points
 
+    def seed(self, faces: list[Detection]) -> None:
+        """Faces known for the current frame from elsewhere (an alignments record): the next
+        frame is tracked from them."""
+        self._previous = list(faces)
+        self._since_full = 1
+
     def detect(self, frame_bgr: np.ndarray) -> list[Detection]:
         """Faces in this frame (call once per frame, in order)."""
         if (self._previous and self._since_full < self.redetect_every

@@ -125,6 +125,15 @@ def _face_meta(detection: Detection, matrix: np.ndarray, size: int, centering: C
     )
 
 
+def _drop_torn_line(record: Path) -> None:
+    """Cut a last line a crash left unfinished, so the record stays one JSON object a line."""
+    if not record.is_file():
+        return
+    data = record.read_bytes()
+    if data and not data.endswith(b"\n"):
+        os.truncate(record, data.rfind(b"\n") + 1)
+
+
 def extract(source_path: str | os.PathLike[str], output: str | os.PathLike[str],
             size: int = 512, centering: Centering = "head", detector: str | Detector = "mtcnn",
             min_face_size: int = 40, redetect_every: int = 5,
@@ -147,9 +156,8 @@ def extract(source_path: str | os.PathLike[str], output: str | os.PathLike[str],
     report = ExtractReport(alignments=[record])
     timings = report.seconds
     clock = time.perf_counter()
+    _drop_torn_line(record)
     with record.open("a", encoding="utf-8") as log:
-        if record.stat().st_size and not record.read_bytes().endswith(b"\n"):
-            log.write("\n")  # a crash cut the last line short: start a fresh one
         for frame_name, frame in source.frames():
             timings["decode"] += time.perf_counter() - clock
             if frame_name in done:

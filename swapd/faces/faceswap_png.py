@@ -215,6 +215,7 @@ def png_chunks(data: bytes, where: str = "<bytes>", verify_crc: bool = True
 
 # IHDR colour types whose pixel layout is read as stored (grey, RGB, RGBA): samples per pixel.
 _SAMPLES = {0: 1, 2: 3, 6: 4}
+_CRITICAL_CHUNKS = {b"IHDR", b"PLTE", b"IDAT", b"IEND"}
 
 
 def png_pixel_check(data: bytes, chunks: list[tuple[bytes, int, int]], where: str
@@ -227,16 +228,28 @@ def png_pixel_check(data: bytes, chunks: list[tuple[bytes, int, int]], where: st
     grey+alpha, transparency chunks, interlacing, bit depths other than 8/16): decode those.
     Raises FaceFormatError for data that cannot decode.
     """
-    ihdr = next(((s, e) for ctype, s, e in chunks if ctype == b"IHDR"), None)
-    if ihdr is None or ihdr[1] - ihdr[0] != 13:
-        raise FaceFormatError(where, "corrupt PNG: no valid IHDR chunk")
-    width, height, depth, colour, _, _, interlace = struct.unpack(
-        ">IIBBBBB", data[ihdr[0]:ihdr[1]])
+    types = [ctype for ctype, _, _ in chunks]
+    if types[0] != b"IHDR" or types.count(b"IHDR") != 1 or chunks[0][2] - chunks[0][1] != 13:
+        raise FaceFormatError(where, "corrupt PNG: the first chunk is not one valid IHDR")
+    width, height, depth, colour, compression, filtering, interlace = struct.unpack(
+        ">IIBBBBB", data[chunks[0][1]:chunks[0][2]])
     if width == 0 or height == 0:
         raise FaceFormatError(where, f"corrupt PNG: image size {width}x{height}")
+    if compression or filtering:
+        raise FaceFormatError(where, f"corrupt PNG: unknown compression ({compression}) or "
+                                     f"filter method ({filtering})")
+    unknown = sorted({t.decode("latin-1") for t in types
+                      if t[:1].isupper() and t not in _CRITICAL_CHUNKS})
+    if unknown:  # a decoder must refuse a critical chunk it does not know
+        raise FaceFormatError(where, f"corrupt PNG: unknown critical chunk {', '.join(unknown)}")
+    idat = [i for i, t in enumerate(types) if t == b"IDAT"]
+    if not idat or idat[-1] - idat[0] != len(idat) - 1:
+        raise FaceFormatError(where, "corrupt PNG: the image data chunks are missing or not "
+                                     "consecutive")
     samples = _SAMPLES.get(colour)
-    if samples is None or depth not in (8, 16) or interlace or any(
-            ctype == b"tRNS" for ctype, _, _ in chunks):
+    if width != height:  # refused as not square anyway: no need to inflate anything
+        return width, height, samples or 3
+    if samples is None or depth not in (8, 16) or interlace or b"tRNS" in types:
         return None
     row = 1 + width * samples * depth // 8
     expected = row * height

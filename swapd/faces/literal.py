@@ -26,8 +26,12 @@ _TOKEN = re.compile(
     r"""(?=[A-Za-z_'"()])(?:"""
     r"""([A-Za-z]{0,2})('[^'\\\n\r]*(?:\\.[^'\\\n\r]*)*'|"[^"\\\n\r]*(?:\\.[^"\\\n\r]*)*")"""
     r"""|(?<![\w.])([A-Za-z_]\w*)"""  # a name, but not the "e" of 1e-05 or the "j" of 1j
-    r"""|(\()|(\)))""")
+    r"""|(\()|(\))"""
+    # A quote that opens no complete string: give up at once (retrying the string pattern
+    # from every later quote would take time quadratic in the line's length).
+    r"""|(['"]))""")
 _KEYWORDS = {"True": "true", "False": "false", "None": "null"}
+_SURROGATE = re.compile("[\ud800-\udfff]")
 # What may sit inside parentheses for them to surely be a tuple: two or more numbers, or nothing.
 _NUMBER = r"\s*[-0-9.eE]+\s*"
 _FLAT_TUPLE = re.compile(rf"(?:{_NUMBER},)+{_NUMBER}|\s*")
@@ -37,13 +41,19 @@ class _NotJson(Exception):
     """The fast path does not apply; use ast.literal_eval."""
 
 
+# Longer texts go straight to literal_eval (a faceswap header is a few KiB).
+FAST_PATH_MAX_CHARS = 1 << 20
+
+
 def parse_literal(text: str) -> Any:
     """The value of a Python literal, as ``ast.literal_eval(text)`` gives it (tuples as lists).
 
     Raises what literal_eval raises (ValueError, SyntaxError, RecursionError...) for text that
     is not a plain literal.
     """
-    if "\x00" not in text:  # Python source cannot hold NUL; let literal_eval say so
+    # Python source cannot hold NUL, and line breaks bring its indentation rules: str() of a
+    # dict has neither, so such texts are left to literal_eval to judge.
+    if len(text) <= FAST_PATH_MAX_CHARS and not any(c in text for c in "\x00\n\r"):
         try:
             return _parse_as_json(text)
         except (_NotJson, ValueError, SyntaxError, RecursionError):
@@ -57,13 +67,17 @@ def _parse_as_json(text: str) -> Any:
     marker = f"\x00bytes-{secrets.token_hex(8)}:"
 
     def respell(match: re.Match[str]) -> str:
-        prefix, quoted, name, opening, closing = match.groups()
+        prefix, quoted, name, opening, closing, stray_quote = match.groups()
+        if stray_quote is not None:
+            raise _NotJson
         if quoted is not None:
             if not prefix and "\\" not in quoted:
                 return json.dumps(quoted[1:-1])
             if prefix.lower() not in ("", "b", "r", "u", "br", "rb"):
                 raise _NotJson  # f-strings and the like: let literal_eval refuse them
             value = ast.literal_eval(prefix + quoted)
+            if isinstance(value, str) and _SURROGATE.search(value):
+                raise _NotJson  # JSON would pair "\ud83d\ude00" into one character
             if isinstance(value, bytes):
                 blobs.append(value)
                 return json.dumps(f"{marker}{len(blobs) - 1}")

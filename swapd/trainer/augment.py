@@ -5,10 +5,12 @@ input, the target and the target's masks alike, then a random warp of the input 
 grid of control points jittered with Gaussian noise, interpolated to a dense map and applied
 with ``cv2.remap``. The model learns to undo the warp, which is what makes the swap work.
 
-Colour jitter in L*a*b* (lightness ±30 %, a/b ±8 %, faceswap's ranges) is applied to the input
-only: each decoder must then draw its identity's own colouring rather than copy it from the
-input, so a swap takes the target's skin tone instead of the source's (measured in
-benchmarks/demo_benchmark.py: see docs/benchmarks.md).
+Contrast-limited adaptive histogram equalisation (CLAHE, on L*; faceswap's 50 % chance, tile
+grids of 1 to 4 per side, more for faces over 128 px) and colour jitter in L*a*b* (lightness
+±30 %, a/b ±8 %, faceswap's ranges) are applied to the input only: each decoder must then draw
+its identity's own colouring rather than copy it from the input, so a swap takes the target's
+skin tone instead of the source's (measured in benchmarks/demo_benchmark.py: see
+docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ class AugmentSettings:
     colour: bool = True
     lightness: float = 0.30  # L* scaled by up to ±30 %
     chroma: float = 0.08  # a*, b* shifted by up to ±8 % of their range
+    clahe: float = 0.5  # share of inputs equalised
+    clahe_max_grid: int = 4  # tiles per side, at most (times size // 128 for big faces)
 
 
 class Augmenter:
@@ -69,6 +73,8 @@ class Augmenter:
         targets = np.ascontiguousarray(both[..., :channels])
         masks = np.ascontiguousarray(both[..., channels:])
         inputs = np.stack([self._warp(t, rng) for t in targets]) if s.warp else targets.copy()
+        if s.clahe > 0:
+            inputs = self._equalise(inputs, rng)
         if s.colour:
             inputs = self._jitter_colour(inputs, rng)
         return inputs, targets, masks
@@ -89,6 +95,21 @@ class Augmenter:
         out = cv2.cvtColor(np.clip(lab, 0, 255).astype(np.uint8).reshape(n * size, size, 3),
                            cv2.COLOR_LAB2BGR)
         return out.reshape(faces.shape)
+
+    def _equalise(self, faces: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """CLAHE on the lightness of a random ``clahe`` share of the faces, in place."""
+        chosen = np.flatnonzero(rng.random(len(faces)) < self.settings.clahe)
+        base = max(1, self.size // 128)
+        for i, grid in zip(chosen, rng.integers(1, self.settings.clahe_max_grid + 1,
+                                                len(chosen)), strict=True):
+            clahe = cv2.createCLAHE(clipLimit=2.0, tileGridSize=(int(grid) * base,) * 2)
+            if faces.shape[-1] == 1:
+                faces[i, ..., 0] = clahe.apply(np.ascontiguousarray(faces[i, ..., 0]))
+                continue
+            lab = cv2.cvtColor(faces[i], cv2.COLOR_BGR2LAB)
+            lab[..., 0] = clahe.apply(np.ascontiguousarray(lab[..., 0]))
+            faces[i] = cv2.cvtColor(lab, cv2.COLOR_LAB2BGR)
+        return faces
 
     def _random_transform(self, rng: np.random.Generator) -> np.ndarray:
         """A 2x3 rotation/zoom/shift about the centre, within the settings' ranges."""

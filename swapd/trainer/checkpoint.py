@@ -7,6 +7,7 @@ Writes go through :func:`swapd.fsutil.atomic_path` (temp file in the same folder
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -69,7 +70,10 @@ def restore_checkpoint(source: Path, current: Path) -> tuple[int, Path | None]:
     state = load_checkpoint(source)  # a broken copy must not replace a good checkpoint
     replaced = None
     if current.is_file():
-        iteration = int(load_checkpoint(current)["iteration"])
-        replaced = atomic_copy(current, current.parent / "replaced" / f"model-{iteration}.pt")
+        try:
+            name = f"model-{int(load_checkpoint(current)['iteration'])}.pt"
+        except CheckpointError:  # a broken checkpoint is just when a restore is needed
+            name = f"model-unreadable-{time.strftime('%Y%m%d-%H%M%S')}.pt"
+        replaced = atomic_copy(current, current.parent / "replaced" / name)
     atomic_copy(source, current)
     return int(state["iteration"]), replaced

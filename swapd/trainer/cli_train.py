@@ -2,6 +2,8 @@
 
     swapd train --model NAME -A DIR -B DIR --model-dir DIR [--iterations N] [--batch-size N]
                 [--save-every N] [--set key=value ...] [--export]
+                [--snapshot-every N [--snapshot-policy all|last|thinned] [--snapshot-keep K]
+                 [--tracker-faces N | --no-tracker]]
 
 No workspace or service: faces are read from -A/-B, the checkpoint, previews and (with
 ``--export``) the ONNX export go to --model-dir. A folder that already holds a checkpoint
@@ -22,7 +24,7 @@ def run_training(model: str, faces_a: Path, faces_b: Path, model_dir: Path,
                  options: dict[str, Any], iterations: int, batch_size: int,
                  save_every: int, export: bool, show_progress: bool = True,
                  snapshot_every: int = 0, snapshot_policy: str = "all",
-                 snapshot_keep: int = 10) -> int:
+                 snapshot_keep: int = 10, tracker: bool = True, tracker_faces: int = 0) -> int:
     """Train until ``iterations`` (0 = until stopped); returns the iteration reached."""
     from tqdm import tqdm
 
@@ -59,7 +61,8 @@ def run_training(model: str, faces_a: Path, faces_b: Path, model_dir: Path,
                 saved = trainer.iteration
                 trainer.refresh_faces()
             if snapshot_every and stats.iteration % snapshot_every == 0:
-                trainer.snapshot(snapshot_policy, snapshot_keep)  # type: ignore[arg-type]
+                trainer.snapshot(snapshot_policy, snapshot_keep,  # type: ignore[arg-type]
+                                 tracker, tracker_faces)
                 saved = trainer.iteration
         if trainer.iteration != saved or trainer_options.save_optimizer == "exit":
             _save(trainer, model_dir, final=True)

@@ -9,6 +9,7 @@ rescans the folder by ``stat`` so faces added during training join and removed o
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import queue
@@ -41,6 +42,7 @@ from swapd.faces.masks import (
     grow_face,
     landmark_masks,
 )
+from swapd.faces.pose import PoseError, estimate_pose
 from swapd.media import IMAGE_SUFFIXES
 from swapd.trainer.augment import Augmenter, AugmentSettings
 
@@ -199,6 +201,8 @@ class _Entry:
     mask: np.ndarray | None = None  # face/eyes/mouth, uint8 HxWx3
     has_landmarks: bool = False
     reason: str | None = None
+    yaw: float | None = None  # degrees, from the landmarks
+    pitch: float | None = None
 
 
 class FaceSet:
@@ -220,6 +224,7 @@ class FaceSet:
         centering: Centering = "face",
         mask_dilation: float = 0.0,
         find_landmarks: LandmarkSource | None = None,
+        uniform_yaw: bool = False,
     ) -> None:
         self.folder = Path(folder)
         self.find_landmarks = find_landmarks
@@ -231,8 +236,9 @@ class FaceSet:
         self.mask_dilation = mask_dilation
         self._entries: dict[Path, _Entry] = {}
         self._lock = threading.Lock()
+        self.uniform_yaw = uniform_yaw
         self._arrays = (np.empty((0, size, size, 1 if grayscale else 3), np.uint8),
-                        np.empty((0, size, size, MASK_CHANNELS), np.uint8))
+                        np.empty((0, size, size, MASK_CHANNELS), np.uint8), np.empty(0))
         self.paths: list[Path] = []
         self.skipped: dict[Path, str] = {}
         self.without_landmarks = 0
@@ -248,6 +254,14 @@ class FaceSet:
 
     def __len__(self) -> int:
         return len(self.paths)
+
+    def poses(self) -> np.ndarray:
+        """(yaw, pitch) in degrees of each face in ``paths`` order; NaN where unknown."""
+        with self._lock:
+            entries = [self._entries[path] for path in self.paths]
+        return np.array([[np.nan if e.yaw is None else e.yaw,
+                          np.nan if e.pitch is None else e.pitch] for e in entries],
+                        dtype=np.float64).reshape(-1, 2)
 
     def _scan(self) -> dict[Path, tuple[int, int]]:
         if not self.folder.is_dir():
@@ -291,6 +305,11 @@ class FaceSet:
                     points = transform_points(points, recentre_matrix(
                         img.shape[0], stored.centering, self.centering))
             face = crop_for_model(img, self.size, self.coverage)
+            yaw = pitch = None
+            if points is not None:
+                with contextlib.suppress(PoseError):
+                    pose = estimate_pose(points)
+                    yaw, pitch = pose.yaw, pose.pitch
             if points is None:
                 mask = full_face_mask(self.size)
             else:
@@ -301,7 +320,8 @@ class FaceSet:
             return _Entry(stamp, None, reason=exc.reason)
         except (OSError, ValueError, OverflowError, cv2.error) as exc:
             return _Entry(stamp, None, reason=str(exc))
-        return _Entry(stamp, face.reshape(self.size, self.size, -1), mask, points is not None)
+        return _Entry(stamp, face.reshape(self.size, self.size, -1), mask, points is not None,
+                      yaw=yaw, pitch=pitch)
 
     def _found_landmarks(self, path: Path, stamp: tuple[int, int], img: np.ndarray,
                          frame: np.ndarray | None) -> np.ndarray | None:
@@ -333,21 +353,40 @@ class FaceSet:
             self.without_landmarks = sum(not entries[p].has_landmarks for p in good)
             if good:
                 self._arrays = (np.stack([entries[p].face for p in good]),  # type: ignore[misc]
-                                np.stack([entries[p].mask for p in good]))  # type: ignore[misc]
+                                np.stack([entries[p].mask for p in good]),  # type: ignore[misc]
+                                yaw_weights([entries[p].yaw for p in good]))
             else:
-                self._arrays = (self.faces[:0], self.masks[:0])
+                self._arrays = (self.faces[:0], self.masks[:0], np.empty(0))
             self.paths = good
             now = set(good)
             return len(now - before), len(before - now)
 
     def sample(self, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
         """``n`` faces and their masks drawn at random (with replacement only when the set is
-        smaller)."""
-        faces, masks = self._arrays
+        smaller; always with ``uniform_yaw``, where each yaw band is drawn equally often)."""
+        faces, masks, weights = self._arrays
         if len(faces) == 0:
             raise FaceSetError(self.folder, "no usable faces")
-        idx = rng.choice(len(faces), size=n, replace=len(faces) < n)
+        if self.uniform_yaw:
+            idx = rng.choice(len(faces), size=n, p=weights)
+        else:
+            idx = rng.choice(len(faces), size=n, replace=len(faces) < n)
         return faces[idx], masks[idx]
+
+
+# DeepFaceLab's uniform_yaw: faces are drawn by yaw band, each band as often as any other.
+YAW_BAND_DEGREES = 10.0
+
+
+def yaw_weights(yaws: list[float | None]) -> np.ndarray:
+    """Sampling probabilities that give every occupied yaw band (and the faces of unknown
+    yaw, as one band) the same share."""
+    bands = [None if yaw is None else int(np.floor(yaw / YAW_BAND_DEGREES)) for yaw in yaws]
+    counts: dict[int | None, int] = {}
+    for band in bands:
+        counts[band] = counts.get(band, 0) + 1
+    weights = np.array([1.0 / counts[band] for band in bands])
+    return weights / weights.sum()
 
 
 def to_tensor_layout(batch: np.ndarray) -> np.ndarray:

@@ -21,7 +21,7 @@ import torch
 
 from swapd.exporter.onnx_export import ExportReport, export_swap_model
 from swapd.trainer.augment import AugmentSettings
-from swapd.trainer.backup import keep_backup
+from swapd.trainer.backup import backup_info, keep_backup
 from swapd.trainer.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from swapd.trainer.data import (
     BatchLoader,
@@ -42,6 +42,7 @@ from swapd.trainer.optimizers import (
 from swapd.trainer.options import OptionsError, TrainerOptions, validate_model_options
 from swapd.trainer.preview import make_grid, to_uint8_nhwc, write_png
 from swapd.trainer.snapshots import Policy, Snapshot, prune_snapshots, take_snapshot
+from swapd.trainer.tracker import TrackedFace, track
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,13 @@ class NonFiniteLossError(FloatingPointError):
             f"non-finite loss at iteration {iteration} (loss_a={loss_a}, loss_b={loss_b}); "
             "weights left unchanged"
         )
+
+
+@dataclass(frozen=True)
+class SnapshotTaken:
+    snapshot: Snapshot
+    removed: list[int]  # iterations of older snapshots the policy pruned
+    tracked: list[TrackedFace]  # the snapshot's tracker data
 
 
 @dataclass(frozen=True)
@@ -186,7 +194,8 @@ class Trainer:
             FaceSet(folder, size, trainer_options.coverage, mask_type=trainer_options.mask_type,
                     centering=trainer_options.centering,
                     mask_dilation=trainer_options.mask_dilation,
-                    find_landmarks=landmarks or FoundLandmarks())
+                    find_landmarks=landmarks or FoundLandmarks(),
+                    uniform_yaw=trainer_options.uniform_yaw)
             for folder in (faces_a, faces_b)
         )
         for face_set in (self.set_a, self.set_b):
@@ -199,7 +208,10 @@ class Trainer:
             self.set_b,
             batch_size,
             AugmentSettings(warp=trainer_options.warp, flip=trainer_options.flip,
-                            colour=trainer_options.colour_jitter),
+                            rotation_deg=trainer_options.rotation, zoom=trainer_options.zoom,
+                            shift=trainer_options.shift, colour=trainer_options.colour_jitter,
+                            clahe=trainer_options.clahe,
+                            clahe_max_grid=trainer_options.clahe_max_grid),
             seed=[trainer_options.seed, self.iteration],
         )
 
@@ -247,9 +259,13 @@ class Trainer:
             self.model.load_state_dict(state["model_state"])
             if "optimizer_state" in state and saved_optimizer == self.options.optimizer:
                 self.optimizer.load_state_dict(state["optimizer_state"])
-            elif "optimizer_state" in state:
-                log.info("optimizer changed from %s to %s: starting its state afresh",
-                         saved_optimizer, self.options.optimizer)
+            else:
+                # Not saved (save_optimizer), or another optimizer: start its state afresh,
+                # also when rolling back (the moments of the diverged run must not stay).
+                self.optimizer.state.clear()
+                if "optimizer_state" in state:
+                    log.info("optimizer changed from %s to %s: starting its state afresh",
+                             saved_optimizer, self.options.optimizer)
         except (RuntimeError, ValueError, KeyError) as exc:
             raise CheckpointError(self.checkpoint_path, f"does not fit the model ({exc})") from exc
         self.iteration = int(state["iteration"])
@@ -264,7 +280,8 @@ class Trainer:
         self.clipper.history.extend(state.get("autoclip_history", []))
         self.lr_scale = float(state.get("lr_scale", 1.0))
         self.rollbacks = list(state.get("rollbacks", []))
-        self.backup = state.get("backup")
+        # backup.json, written once the copy is in place, is the truth about the backup.
+        self.backup = backup_info(self.model_dir)
         self.history = list(state.get("history", {}).get("sessions", []))
         rng = state.get("rng", {})
         if isinstance(rng.get("torch"), torch.Tensor):
@@ -373,7 +390,6 @@ class Trainer:
             "autoclip_history": list(self.clipper.history),
             "lr_scale": self.lr_scale,
             "rollbacks": list(self.rollbacks),
-            "backup": self.backup,
             "history": {"sessions": [dict(s) for s in self.history]},
         }
         if with_optimizer:
@@ -388,38 +404,58 @@ class Trainer:
         with_optimizer = policy == "always" or (policy == "exit" and final)
         average = (sum(self._loss_since_save) / len(self._loss_since_save)
                    if self._loss_since_save else None)
-        best = average is not None and (self.backup is None
-                                        or average < self.backup["average_loss"])
-        if best:
-            self.backup = {"iteration": self.iteration, "average_loss": average,
-                           "time": _now()}
         path = save_checkpoint(self.checkpoint_path, self.state(with_optimizer))
         self._loss_since_save = []
         self.last_average_loss, self._saved_at = average, self.iteration
-        if best:
-            keep_backup(path, dict(self.backup or {}))
+        if average is not None and (self.backup is None
+                                    or average < self.backup["average_loss"]):
+            info = {"iteration": self.iteration, "average_loss": average, "time": _now()}
+            keep_backup(path, info)
+            self.backup = info  # only once the copy and backup.json exist
         return path
 
-    def snapshot(self, policy: Policy = "all", keep: int = 10) -> Snapshot:
+    def snapshot(self, policy: Policy = "all", keep: int = 10, tracker: bool = True,
+                 tracker_faces: int = 0) -> SnapshotTaken:
         """Keep this iteration's checkpoint as a snapshot (saving first unless it is saved),
-        then prune older snapshots by ``policy`` (see :mod:`swapd.trainer.snapshots`)."""
+        with its tracker data (``tracker_faces`` per set, 0 = all; see
+        :mod:`swapd.trainer.tracker`), then prune older snapshots by ``policy`` (see
+        :mod:`swapd.trainer.snapshots`)."""
         path = self.checkpoint_path if self._saved_at == self.iteration else self.save()
         taken = take_snapshot(path, self.iteration, {"time": _now(),
                                                      "average_loss": self.last_average_loss})
-        prune_snapshots(self.model_dir, policy, keep)
-        return taken
+        tracked = track(self, taken.folder, tracker_faces) if tracker else []
+        removed = prune_snapshots(self.model_dir, policy, keep)
+        return SnapshotTaken(taken, removed, tracked)
 
     def predict(self, faces: np.ndarray, side: str) -> np.ndarray:
         """Run uint8 NHWC model crops through the encoder and decoder ``side`` ("a" or "b"),
         in eval mode, without gradients; returns uint8 NHWC."""
+        return self._eval(faces, side)[0]
+
+    def evaluate(self, faces: np.ndarray, masks: np.ndarray, side: str
+                 ) -> tuple[np.ndarray, np.ndarray]:
+        """Reconstruct unaugmented faces through decoder ``side``: the uint8 outputs and each
+        face's training loss against itself (masks: face, eyes, mouth, uint8 NHWC)."""
+        out, loss = self._eval(faces, side, masks)
+        assert loss is not None
+        return out, loss
+
+    def _eval(self, faces: np.ndarray, side: str, masks: np.ndarray | None = None
+              ) -> tuple[np.ndarray, np.ndarray | None]:
         was_training = self.model.training
         self.model.eval()
+        loss = None
         try:
             with torch.no_grad(), self._autocast():
-                out = self.model(self._tensor(to_tensor_layout(faces)), side)
+                inputs = self._tensor(to_tensor_layout(faces))
+                out = self.model(inputs, side)
+                if masks is not None:
+                    loss = self._loss_fn.per_image(out, inputs,
+                                                   self._tensor(to_tensor_layout(masks)))
         finally:
             self.model.train(was_training)
-        return to_uint8_nhwc(out.float().cpu().numpy())
+        return (to_uint8_nhwc(out.float().cpu().numpy()),
+                None if loss is None else loss.float().cpu().numpy())
 
     def preview(self) -> np.ndarray:
         """BGR uint8 grid: rows = preview faces; columns A, A>A, A>B, B, B>B, B>A."""

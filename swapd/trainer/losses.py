@@ -173,8 +173,13 @@ class FaceLoss:
                        ((1, eye_multiplier), (2, mouth_multiplier)) if weight > 1]
 
     def __call__(self, pred: Tensor, target: Tensor, masks: Tensor) -> Tensor:
+        return self.per_image(pred, target, masks).mean()
+
+    def per_image(self, pred: Tensor, target: Tensor, masks: Tensor) -> Tensor:
+        """The loss of each image, (N,): the batch loss is their mean (the snapshot tracker
+        records them face by face)."""
         if not self.penalized_mask and not self.extras:
-            return self.primary(pred, target).mean()
+            return self.primary(pred, target)
         if self.penalized_mask:
             face = masks[:, 0:1]
             weights = [face + self.background_weight * (1 - face)]
@@ -185,9 +190,8 @@ class FaceLoss:
         stacked = torch.cat(weights)
         per_image = self.primary(pred.repeat(len(weights), 1, 1, 1) * stacked,
                                  target.repeat(len(weights), 1, 1, 1) * stacked)
-        per_term = per_image.view(len(weights), -1).mean(dim=1)
         multipliers = torch.tensor([1.0] + [m for _, m in self.extras], device=pred.device)
-        return (per_term * multipliers).sum()
+        return (per_image.view(len(weights), -1) * multipliers[:, None]).sum(dim=0)
 
 
 LOSSES: dict[str, LossFn] = {

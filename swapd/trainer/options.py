@@ -62,12 +62,20 @@ class TrainerOptions(BaseModel):
     mouth_multiplier: float = Field(2.0, ge=1, le=40, description="extra weight of the mouth")
     warp: bool = True
     flip: bool = True
+    rotation: float = Field(10.0, ge=0, le=45, description="random rotation, ± degrees")
+    zoom: float = Field(0.05, ge=0, le=0.5, description="random zoom, ± share")
+    shift: float = Field(0.05, ge=0, le=0.5, description="random shift, ± share of the side")
     colour_jitter: bool = Field(True, description="L*a*b* jitter of the input only")
+    clahe: float = Field(0.5, ge=0, le=1, description="share of inputs given CLAHE (0 = off)")
+    clahe_max_grid: int = Field(4, ge=1, le=16, description="CLAHE tiles per side, at most")
     save_optimizer: Literal["always", "exit", "never"] = Field(
         "always", description="keep the optimizer's state in the checkpoint at every save, "
         "only at the session's last save (faceswap's default: smaller, faster saves), or never "
         "(a resume then starts the optimizer afresh; the weights are always kept)"
     )
+    uniform_yaw: bool = Field(
+        False, description="draw faces by yaw band, each band equally often (DeepFaceLab's "
+        "uniform_yaw): rare angles are seen as often as frontal ones")
     preview_faces: int = Field(4, ge=1, le=64)
     seed: int = Field(0, ge=0)
     device: Literal["auto", "cpu", "cuda"] = "auto"

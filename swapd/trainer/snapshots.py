@@ -93,6 +93,7 @@ def prune_snapshots(model_dir: str | os.PathLike[str], policy: Policy, keep: int
     """Delete the snapshots the policy does not keep; returns their iterations."""
     snapshots = list_snapshots(model_dir)
     kept = to_keep([s.iteration for s in snapshots], policy, keep)
+    _remove_interrupted(Path(model_dir), snapshots)
     removed = []
     for snapshot in snapshots:
         if snapshot.iteration not in kept:
@@ -103,11 +104,30 @@ def prune_snapshots(model_dir: str | os.PathLike[str], policy: Policy, keep: int
     return removed
 
 
+def find_snapshot(model_dir: str | os.PathLike[str], iteration: int) -> Snapshot:
+    """The snapshot taken at ``iteration``; SnapshotError lists the ones there are."""
+    snapshots = list_snapshots(model_dir)
+    for snapshot in snapshots:
+        if snapshot.iteration == iteration:
+            return snapshot
+    have = ", ".join(str(s.iteration) for s in snapshots) or "none"
+    raise SnapshotError(Path(model_dir), f"no snapshot at iteration {iteration} (have: {have})")
+
+
+def _remove_interrupted(model_dir: Path, complete: list[Snapshot]) -> None:
+    """Delete folders of snapshots a crash interrupted (no info file), older than the newest
+    complete one (a newer one may be being written)."""
+    if not complete:
+        return
+    done = {s.folder for s in complete}
+    for folder in (model_dir / FOLDER).iterdir():
+        if (folder not in done and folder.is_dir() and folder.name.isdigit()
+                and int(folder.name) < complete[-1].iteration):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
 def restore_snapshot(model_dir: str | os.PathLike[str], iteration: int
                      ) -> tuple[int, Path | None]:
     """Make a snapshot the model's checkpoint again (the replaced one is kept)."""
-    for snapshot in list_snapshots(model_dir):
-        if snapshot.iteration == iteration:
-            return restore_checkpoint(snapshot.checkpoint, Path(model_dir) / "model.pt")
-    have = ", ".join(str(s.iteration) for s in list_snapshots(model_dir)) or "none"
-    raise SnapshotError(Path(model_dir), f"no snapshot at iteration {iteration} (have: {have})")
+    snapshot = find_snapshot(model_dir, iteration)
+    return restore_checkpoint(snapshot.checkpoint, Path(model_dir) / "model.pt")

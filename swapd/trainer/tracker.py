@@ -1,0 +1,118 @@
+"""Snapshot tracker data: how the model reconstructs (and swaps) each face, at each snapshot.
+
+At a snapshot every face of both sets (or ``cap`` of each, chosen evenly over yaw) goes
+through the model unaugmented, as the trainer crops it: its loss (the training loss, face by
+face), the reconstruction, and for the A side the swap to B, with the face's yaw and pitch.
+The images are small WebP files in the snapshot's folder (``tracker/a/``, ``tracker/b/``) and
+the numbers one JSON line per face in ``tracker/faces.jsonl``, so a model trained without the
+service keeps them too; the service also writes them to the state database, where the
+dashboard can list thousands of faces over many snapshots quickly.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import cv2
+import numpy as np
+
+from swapd.fsutil import atomic_write_bytes
+from swapd.trainer.data import FaceSet
+
+if TYPE_CHECKING:
+    from swapd.trainer.loop import Trainer
+
+FOLDER = "tracker"
+RECORD = "faces.jsonl"
+WEBP_QUALITY = 85
+BATCH = 64
+
+
+@dataclass(frozen=True)
+class TrackedFace:
+    side: str  # "a" or "b"
+    face: str  # file name in the set
+    loss: float
+    yaw: float | None
+    pitch: float | None
+    recon: str  # image file, relative to the snapshot folder
+    swap: str | None  # A faces only: the swap to B
+
+
+def pick_even_over_yaw(yaws: np.ndarray, cap: int) -> np.ndarray:
+    """Indices of ``cap`` faces spread evenly over yaw, from one end to the other (all of
+    them when cap is 0 or more than there are); faces of unknown yaw only fill what is left."""
+    n = len(yaws)
+    if cap <= 0 or cap >= n:
+        return np.arange(n)
+    known = np.flatnonzero(~np.isnan(yaws))
+    if cap > len(known):
+        unknown = np.flatnonzero(np.isnan(yaws))[: cap - len(known)]
+        return np.sort(np.concatenate([known, unknown]))
+    by_yaw = known[np.argsort(yaws[known], kind="stable")]
+    return np.sort(by_yaw[np.linspace(0, len(known) - 1, cap).round().astype(int)])
+
+
+def _batches(n: int) -> Iterator[slice]:
+    for start in range(0, n, BATCH):
+        yield slice(start, min(n, start + BATCH))
+
+
+def _write_webp(path: Path, image: np.ndarray) -> None:
+    ok, data = cv2.imencode(".webp", image, [cv2.IMWRITE_WEBP_QUALITY, WEBP_QUALITY])
+    if not ok:
+        raise RuntimeError(f"{path}: WebP encoding failed")
+    atomic_write_bytes(path, data.tobytes(), durable=False)  # re-made by the next snapshot
+
+
+def _pose(value: float) -> float | None:
+    return None if math.isnan(value) else round(float(value), 2)
+
+
+def track_side(trainer: Trainer, face_set: FaceSet, side: str, folder: Path, cap: int
+               ) -> list[TrackedFace]:
+    """Run one set's faces through the model and write their images under ``folder``."""
+    poses = face_set.poses()
+    rows = pick_even_over_yaw(poses[:, 0], cap)
+    faces, masks = face_set.faces[rows], face_set.masks[rows]
+    names = [face_set.paths[i].name for i in rows]
+    out_dir = folder / side
+    tracked: list[TrackedFace] = []
+    for part in _batches(len(rows)):
+        crops = faces[part]
+        recon, loss = trainer.evaluate(crops, masks[part], side)
+        swap = trainer.predict(crops, "b") if side == "a" else None
+        for j, i in enumerate(range(part.start, part.stop)):
+            stem = Path(names[i]).stem
+            _write_webp(out_dir / f"{stem}.recon.webp", recon[j])
+            swap_name = None
+            if swap is not None:
+                swap_name = f"{side}/{stem}.swap.webp"
+                _write_webp(folder / swap_name, swap[j])
+            yaw, pitch = poses[rows[i]]
+            tracked.append(TrackedFace(side, names[i], round(float(loss[j]), 6), _pose(yaw),
+                                       _pose(pitch), f"{side}/{stem}.recon.webp", swap_name))
+    return tracked
+
+
+def track(trainer: Trainer, snapshot_folder: Path, cap: int = 0) -> list[TrackedFace]:
+    """Tracker data of both sets for the snapshot in ``snapshot_folder`` (see module doc)."""
+    folder = snapshot_folder / FOLDER
+    tracked = (track_side(trainer, trainer.set_a, "a", folder, cap)
+               + track_side(trainer, trainer.set_b, "b", folder, cap))
+    lines = "".join(json.dumps(asdict(face)) + "\n" for face in tracked)
+    atomic_write_bytes(folder / RECORD, lines.encode("utf-8"))
+    return tracked
+
+
+def read_tracked(snapshot_folder: Path) -> list[TrackedFace]:
+    """The tracker data a snapshot folder holds (empty when it has none)."""
+    path = snapshot_folder / FOLDER / RECORD
+    if not path.is_file():
+        return []
+    return [TrackedFace(**json.loads(line)) for line in path.read_text().splitlines() if line]
