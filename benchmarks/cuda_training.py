@@ -38,10 +38,11 @@ def _sync() -> None:
 
 
 def run(model: str, precision: str, faces: tuple[Path, Path], work: Path, steps: int,
-        batch_size: int, device: str) -> dict[str, Any]:
-    options = {"device": device, "mixed_precision": precision == "bf16", "seed": 1}
+        batch_size: int, device: str, workers: int = 0) -> dict[str, Any]:
+    options = {"device": device, "mixed_precision": precision == "bf16", "seed": 1,
+               "loader_workers": workers}
     trainer_options, model_options = split_options(model, options)
-    model_dir = work / f"{model}_{precision}"
+    model_dir = work / f"{model}_{precision}_{workers}"
     trainer = Trainer(model, model_options.model_dump(), trainer_options, faces[0], faces[1],
                       model_dir, batch_size)
     assert trainer.device.type == device, trainer.device
@@ -70,7 +71,8 @@ def run(model: str, precision: str, faces: tuple[Path, Path], work: Path, steps:
     per_step = statistics.median(seconds[min(5, steps - 1):])
     first, last = np.mean(losses[:5]), np.mean(losses[-5:])
     return {
-        "model": model, "precision": precision, "batch_size": batch_size, "steps": steps,
+        "model": model, "precision": precision, "loader_workers": trainer.loader_workers,
+        "batch_size": batch_size, "steps": steps,
         "seconds_per_step": round(per_step, 4),
         "examples_per_second": round(2 * batch_size / per_step, 1),
         "loss_first5": round(float(first), 4), "loss_last5": round(float(last), 4),
@@ -91,6 +93,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--faces", type=int, default=64)
+    parser.add_argument("--workers", type=int, nargs="+", default=[0],
+                        help="batch-loader threads to compare (0 = the trainer's auto)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/cuda_training.json"))
     parser.add_argument("--device", default="cuda",
                         help="cpu only to try the script itself where no GPU is")
@@ -108,10 +112,11 @@ def main() -> None:
         print(f"faces rendered in {time.perf_counter() - started:.1f} s", flush=True)
         for model in args.models:
             for precision in args.precisions:
-                result = run(model, precision, (work / "a", work / "b"), work, args.steps,
-                             args.batch_size, args.device)
-                print(json.dumps(result), flush=True)
-                results["runs"].append(result)
+                for workers in args.workers:
+                    result = run(model, precision, (work / "a", work / "b"), work, args.steps,
+                                 args.batch_size, args.device, workers)
+                    print(json.dumps(result), flush=True)
+                    results["runs"].append(result)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
 

@@ -15,6 +15,7 @@
     swapd model restore (DIR | --job NAME) [--snapshot N]   go back to the best backup / a snapshot
     swapd model snapshots (DIR | --job NAME) [--json]       a model's snapshots and backup
     swapd model export (DIR | --job NAME) [--snapshot N]    a checkpoint or snapshot to ONNX
+    swapd model sessions (DIR | --job NAME) [--output F]    training sessions as CSV
     swapd losses JOB [--output FILE]                        a job's loss history as CSV
     swapd config                                            print the default swapd.toml
 """
@@ -345,19 +346,30 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _write_losses_csv(rows: Iterator[tuple[int, float, float, float]], out: IO[str]) -> None:
+def _write_losses_csv(rows: Callable[[], Iterator[tuple[Any, ...]]], out: IO[str]) -> None:
+    """iteration, time, loss_a, loss_b, then a column per loss component and side
+    (``a_ssim``, ``a_mae``, ``a_eyes``, ...; empty where a row has none). ``rows`` is called
+    twice: once to learn the components' names, once to write."""
     import csv
     from datetime import UTC, datetime
 
+    names: dict[str, None] = {}  # ordered set
+    for *_, components in rows():
+        for side, parts in (components or {}).items():
+            for name in parts:
+                names.setdefault(f"{side}_{name}")
     writer = csv.writer(out)
-    writer.writerow(["iteration", "time", "loss_a", "loss_b"])
-    for iteration, when, loss_a, loss_b in rows:
+    writer.writerow(["iteration", "time", "loss_a", "loss_b", *names])
+    for iteration, when, loss_a, loss_b, components in rows():
         stamp = datetime.fromtimestamp(when, UTC).isoformat(timespec="seconds")
-        writer.writerow([iteration, stamp, f"{loss_a:.6g}", f"{loss_b:.6g}"])
+        flat = {f"{side}_{name}": value for side, parts in (components or {}).items()
+                for name, value in parts.items()}
+        writer.writerow([iteration, stamp, f"{loss_a:.6g}", f"{loss_b:.6g}",
+                         *(f"{flat[n]:.6g}" if n in flat else "" for n in names)])
 
 
 def cmd_losses(args: argparse.Namespace) -> int:
-    """A job's whole loss history as CSV (iteration, time, loss_a, loss_b)."""
+    """A job's whole loss history as CSV (iteration, time, loss_a, loss_b, components)."""
     ws, store = _read_state(args.workspace, "swapd: no swapd state in {root}")
     if store is None:
         return 1
@@ -367,9 +379,9 @@ def cmd_losses(args: argparse.Namespace) -> int:
             return 1
         if args.output:
             with open(args.output, "w", newline="", encoding="utf-8") as out:
-                _write_losses_csv(store.iter_losses(args.job), out)
+                _write_losses_csv(lambda: store.iter_losses(args.job), out)
         else:
-            _write_losses_csv(store.iter_losses(args.job), sys.stdout)
+            _write_losses_csv(lambda: store.iter_losses(args.job), sys.stdout)
     finally:
         store.close()
     return 0
@@ -450,12 +462,47 @@ def cmd_model_export(args: argparse.Namespace) -> int:
     return 0
 
 
+SESSION_COLUMNS = ("start", "end", "start_iteration", "end_iteration", "iterations",
+                   "batch_size")
+
+
+def cmd_model_sessions(args: argparse.Namespace) -> int:
+    """Every training session the checkpoint remembers: when, from and to which iteration,
+    at which batch size (an unfinished session, cut by a crash, has no end)."""
+    import csv
+
+    from swapd.trainer.checkpoint import CheckpointError, load_checkpoint
+
+    model_dir = _model_dir(args, idle=False)
+    if model_dir is None:
+        return EXIT_USAGE
+    try:
+        sessions = load_checkpoint(model_dir / "model.pt").get("history", {}).get("sessions", [])
+    except CheckpointError as exc:
+        print(f"swapd: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    rows = []
+    for session in sessions:
+        first, count = session.get("start_iteration", 0), session.get("iterations", 0)
+        rows.append([session.get("start"), session.get("end") or "", first, first + count,
+                     count, session.get("batch_size", "")])
+    if args.output:
+        with open(args.output, "w", newline="", encoding="utf-8") as out:
+            csv.writer(out).writerows([SESSION_COLUMNS, *rows])
+    else:
+        csv.writer(sys.stdout).writerows([SESSION_COLUMNS, *rows])
+    return 0
+
+
 def cmd_model_snapshots(args: argparse.Namespace) -> int:
     from swapd.trainer.backup import backup_info
     from swapd.trainer.snapshots import list_snapshots
 
     model_dir = _model_dir(args, idle=False)
     if model_dir is None:
+        return EXIT_USAGE
+    if not model_dir.is_dir():
+        print(f"swapd: {model_dir}: no such model folder", file=sys.stderr)
         return EXIT_USAGE
     snapshots = list_snapshots(model_dir)
     backup = backup_info(model_dir)
@@ -662,6 +709,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", type=Path, help="default: <model dir>/exports/a_to_b.onnx, or "
                                                "a_to_b_<iteration>.onnx for a snapshot")
     p.set_defaults(func=cmd_model_export)
+    p = model.add_parser("sessions", help="a model's training sessions as CSV")
+    p.add_argument("model_dir", nargs="?", type=Path, help="a model folder (swapd train's)")
+    p.add_argument("--job", help="a service job's model instead")
+    p.add_argument("--workspace", type=Path)
+    p.add_argument("--output", type=Path, help="write here instead of standard output")
+    p.set_defaults(func=cmd_model_sessions)
     p = model.add_parser("snapshots", help="a model's snapshots: iteration, time, loss")
     p.add_argument("model_dir", nargs="?", type=Path, help="a model folder (swapd train's)")
     p.add_argument("--job", help="a service job's model instead")

@@ -77,6 +77,38 @@ def atomic_copy(source: str | os.PathLike[str], path: str | os.PathLike[str],
     return Path(path)
 
 
+class FolderLock:
+    """An exclusive advisory lock on a file (``flock``), held by one process at a time: a
+    trainer holds its model folder's so a restore (or a second trainer) cannot change the
+    model under it. Released by :meth:`release` or when the process ends, however it ends.
+    Where ``fcntl`` is missing (Windows) it always succeeds."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self._fd: int | None = None
+
+    def acquire(self) -> bool:
+        """Take the lock without waiting; False when another holder has it."""
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - Windows
+            return True
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            return False
+        self._fd = fd
+        return True
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the descriptor drops the flock
+            self._fd = None
+
+
 def file_stamp(path: Path) -> tuple[int, int] | None:
     """(size, mtime in ns) of a file, or None if it vanished: cheap change detection for
     rescans that must not re-read unchanged files."""

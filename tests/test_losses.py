@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 from swapd.trainer.losses import (
     LOSSES,
+    FaceLoss,
     combine_losses,
     ffl,
     get_loss,
@@ -138,9 +139,26 @@ def test_extra_losses_add_with_their_weights() -> None:
     combined = combine_losses("ssim", {"mse": 2.0, "ffl": 0.5, "gmsd": 0.0})
     expected = get_loss("ssim")(pred, target) + 2 * mse(pred, target) + 0.5 * ffl(pred, target)
     assert torch.allclose(combined(pred, target), expected)
-    assert combine_losses("mae", {}) is get_loss("mae")
+    assert torch.equal(combine_losses("mae", {})(pred, target), mae(pred, target))
+    twice = combine_losses("mae", {"mae": 1.0})  # the primary again is a second term
+    assert [name for name, _, _ in twice.parts] == ["mae", "mae_2"]
     with pytest.raises(ValueError, match="at most 3"):
         combine_losses("ssim", {"mse": 1, "mae": 1, "ffl": 1, "gmsd": 1})
+
+
+def test_the_loss_breaks_down_into_parts_that_add_up() -> None:
+    gen = torch.Generator().manual_seed(8)
+    pred, target = _faces(9), _faces(10)
+    masks = (torch.rand(3, 3, 64, 64, generator=gen) > 0.5).float()
+    loss = FaceLoss(combine_losses("ssim", {"mae": 1.0, "ffl": 0.5}), eye_multiplier=3,
+                    mouth_multiplier=2)
+    per_image, parts = loss.breakdown(pred, target, masks)
+    assert set(parts) == {"ssim", "mae", "ffl", "eyes", "mouth"}
+    assert sum(float(v) for v in parts.values()) == pytest.approx(float(per_image.mean()),
+                                                                  rel=1e-5)
+    assert float(loss(pred, target, masks)) == pytest.approx(float(per_image.mean()))
+    plain = FaceLoss(mae, penalized_mask=False, eye_multiplier=1, mouth_multiplier=1)
+    assert set(plain.breakdown(pred, target, masks)[1]) == {"loss"}
 
 
 def test_extra_losses_are_validated_as_options() -> None:

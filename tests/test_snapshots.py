@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -12,12 +13,14 @@ import numpy as np
 import pytest
 import torch
 
+from swapd.daemon.state import StateStore
 from swapd.exporter.onnx_export import read_export_info
 from swapd.merger.session import SwapSession
-from swapd.trainer.checkpoint import load_checkpoint
+from swapd.trainer.checkpoint import ModelBusyError, load_checkpoint
 from swapd.trainer.data import to_tensor_layout
+from swapd.trainer.options import OptionsError
 from swapd.trainer.snapshots import list_snapshots, prune_snapshots, take_snapshot, to_keep
-from swapd.trainer.tracker import pick_even_over_yaw, read_tracked
+from swapd.trainer.tracker import pick_even_over_yaw, read_tracked, track
 from tests.support import make_trainer
 from tests.test_train_cli import TINY, swapd
 
@@ -77,16 +80,21 @@ def test_train_keeps_snapshots_that_list_and_restore(synthetic_sets: dict[str, P
     restored = swapd("model", "restore", str(model_dir), "--snapshot", "4")
     assert restored.returncode == 0, restored.stderr
     assert load_checkpoint(model_dir / "model.pt")["iteration"] == 4
-    assert load_checkpoint(model_dir / "replaced" / "model-6.pt")["iteration"] == 6
+    [replaced] = (model_dir / "replaced").glob("model-6-*.pt")
+    assert load_checkpoint(replaced)["iteration"] == 6
+    # Going back to 4 set the later snapshot aside (not deleted), out of the policy's way.
+    assert [s.iteration for s in list_snapshots(model_dir)] == [4]
+    [aside] = (model_dir / "snapshots").glob("abandoned-*")
+    assert load_checkpoint(aside / "00000006" / "model.pt")["iteration"] == 6
     missing = swapd("model", "restore", str(model_dir), "--snapshot", "5")
-    assert missing.returncode == 2 and "no snapshot at iteration 5 (have: 4, 6)" in missing.stderr
+    assert missing.returncode == 2 and "no snapshot at iteration 5 (have: 4)" in missing.stderr
 
     # A snapshot exports on its own (parity checked on the A faces), beside the other exports.
-    exported = swapd("model", "export", str(model_dir), "--snapshot", "6", "--faces",
+    exported = swapd("model", "export", str(model_dir), "--snapshot", "4", "--faces",
                      str(synthetic_sets["alice"]))
     assert exported.returncode == 0, exported.stderr
-    onnx_path = model_dir / "exports" / "a_to_b_6.onnx"
-    assert read_export_info(onnx_path)["iteration"] == "6"
+    onnx_path = model_dir / "exports" / "a_to_b_4.onnx"
+    assert read_export_info(onnx_path)["iteration"] == "4"
     session = SwapSession(onnx_path)
     swapped = session.swap(np.zeros((2, 32, 32, 3), np.uint8))
     assert swapped.shape == (2, 32, 32, 3)
@@ -138,6 +146,12 @@ def test_the_training_worker_takes_snapshots(faces: tuple[Path, Path], tmp_path:
     assert all(row["swap"] is None for row in store.tracked_faces("snaps", 12, "b"))
     timeline = store.face_timeline("snaps", "a", worst[0]["face"])
     assert [row["iteration"] for row in timeline] == [2, 4, 8, 12]
+    # Every iteration's loss went to the database with its components, which add up to it.
+    losses = list(store.iter_losses("snaps"))
+    assert [row[0] for row in losses] == list(range(1, 13))
+    _, _, loss_a, _, parts = losses[-1]
+    assert set(parts["a"]) == {"ssim", "mae", "eyes", "mouth"}
+    assert sum(parts["a"].values()) == pytest.approx(loss_a, rel=1e-4)
     store.close()
 
 
@@ -166,3 +180,116 @@ def test_tracked_faces_are_picked_evenly_over_yaw() -> None:
     few_known = np.array([1.0, np.nan, np.nan])
     assert np.isnan(few_known[pick_even_over_yaw(few_known, 2)]).sum() == 1
     assert list(pick_even_over_yaw(yaws, 0)) == list(range(10))
+
+
+# -- the model folder under changes: review regressions -------------------------------------
+
+
+def test_a_backup_under_other_loss_settings_is_set_aside_not_compared(
+        faces: tuple[Path, Path], tmp_path: Path) -> None:
+    model_dir = tmp_path / "m"
+    trainer = make_trainer(faces, model_dir)
+    try:
+        trainer.step()
+        trainer.save()
+    finally:
+        trainer.close()
+    first = json.loads((model_dir / "backup" / "backup.json").read_text())
+    # MSE alone gives far smaller numbers than SSIM + MAE: they must not be compared.
+    trainer = make_trainer(faces, model_dir, loss="mse", extra_losses={})
+    try:
+        trainer.step()
+        trainer.save()
+    finally:
+        trainer.close()
+    now = json.loads((model_dir / "backup" / "backup.json").read_text())
+    assert now["iteration"] == 2 and now["loss_settings"]["loss"] == "mse"
+    [aside] = (model_dir / "backup").glob("superseded-*")
+    assert json.loads((aside / "backup.json").read_text()) == first
+    assert load_checkpoint(aside / "model.pt")["iteration"] == 1
+
+
+def test_one_trainer_per_model_folder_and_no_restore_under_it(faces: tuple[Path, Path],
+                                                             tmp_path: Path) -> None:
+    model_dir = tmp_path / "m"
+    trainer = make_trainer(faces, model_dir)
+    try:
+        trainer.step()
+        trainer.save()
+        with pytest.raises(ModelBusyError, match="another trainer"):
+            make_trainer(faces, model_dir)
+        refused = swapd("model", "restore", str(model_dir))
+        assert refused.returncode == 2 and "stop it first" in refused.stderr
+    finally:
+        trainer.close()
+    assert swapd("model", "restore", str(model_dir)).returncode == 0  # free again
+
+
+def test_restoring_twice_keeps_both_replaced_checkpoints(faces: tuple[Path, Path],
+                                                        tmp_path: Path) -> None:
+    model_dir = tmp_path / "m"
+    for _ in range(2):  # train from the backup to iteration 3 again, then go back again
+        trainer = make_trainer(faces, model_dir)
+        try:
+            while trainer.iteration < 3:
+                trainer.step()
+                trainer.save()
+        finally:
+            trainer.close()
+        assert swapd("model", "restore", str(model_dir)).returncode == 0
+    assert len(list((model_dir / "replaced").glob("model-3-*.pt"))) == 2
+
+
+def test_the_snapshot_just_taken_is_never_pruned(tmp_path: Path) -> None:
+    checkpoint = tmp_path / "model.pt"
+    checkpoint.write_bytes(b"a checkpoint")
+    for iteration in (4, 3):  # 3 taken after going back from 4
+        take_snapshot(checkpoint, iteration, {})
+    assert prune_snapshots(tmp_path, "last", 1, just_taken=3) == []
+    assert prune_snapshots(tmp_path, "last", 1) == [3]
+
+
+def test_stale_temp_files_of_interrupted_copies_are_cleared(faces: tuple[Path, Path],
+                                                           tmp_path: Path) -> None:
+    model_dir = tmp_path / "m"
+    stale = [model_dir / ".model.pt.abc.tmp", model_dir / "backup" / ".model.pt.x1.tmp",
+             model_dir / "replaced" / ".model.pt.x2.tmp",
+             model_dir / "snapshots" / "00000002" / ".model.pt.x3.tmp"]
+    for path in stale:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"half a checkpoint")
+    make_trainer(faces, model_dir).close()
+    assert not any(path.exists() for path in stale)
+
+
+def test_losses_that_cannot_work_at_the_model_size_fail_when_the_trainer_is_made(
+        faces: tuple[Path, Path], tmp_path: Path) -> None:
+    with pytest.raises(OptionsError, match="ms_ssim needs faces larger than 32 px"):
+        make_trainer(faces, tmp_path / "m", loss="ms_ssim")  # the tiny model is 32 px
+
+
+def test_tracker_rows_for_faces_of_the_same_stem_and_a_loss_that_is_not_finite(
+        faces: tuple[Path, Path], tmp_path: Path) -> None:
+    folder = tmp_path / "a"
+    shutil.copytree(faces[0], folder)
+    first = sorted(folder.glob("*.png"))[0]
+    cv2.imwrite(str(first.with_suffix(".jpg")), cv2.imread(str(first)))  # a.png and a.jpg
+    trainer = make_trainer((folder, faces[1]), tmp_path / "m")
+    try:
+        tracked = track(trainer, tmp_path / "snap", cap=0)
+    finally:
+        trainer.close()
+    images = [t.recon for t in tracked if t.side == "a"]
+    assert len(images) == len(set(images)) == len(list(folder.iterdir()))
+    assert all((tmp_path / "snap" / "tracker" / image).is_file() for image in images)
+
+    store = StateStore(tmp_path / "state.db")
+    store.add_tracked_faces("j", 5, [replace(tracked[0], loss=None), *tracked[1:]])
+    worst = store.tracked_faces("j", 5, tracked[0].side, limit=1000)
+    assert worst[-1]["loss"] is None  # stored, and listed after every finite loss
+    store.close()
+
+
+def test_model_snapshots_of_a_missing_folder_is_an_error(tmp_path: Path) -> None:
+    result = swapd("model", "snapshots", str(tmp_path / "nowhere"))
+    assert result.returncode == 2 and "no such model folder" in result.stderr

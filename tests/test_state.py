@@ -51,7 +51,9 @@ def test_losses_export_as_csv(tmp_path: Path) -> None:
     db = tmp_path / "ws" / ".swapd" / "state.db"
     store = StateStore(db)
     store.upsert_job("j", "jobs/j.toml", "train", "training")
-    store.add_losses("j", [(i, 1_700_000_000.0 + i, 1.0 / i, 2.0 / i) for i in range(1, 3001)])
+    store.add_losses("j", [(i, 1_700_000_000.0 + i, 1.0 / i, 2.0 / i) for i in range(1, 3000)])
+    parts = {"a": {"ssim": 0.1, "mae": 0.2, "eyes": 0.3}, "b": {"ssim": 0.4, "mae": 0.5}}
+    store.add_losses("j", [(3000, 1_700_003_000.0, 0.6, 0.9, parts)])  # with its components
     store.close()
     out = tmp_path / "losses.csv"
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
@@ -60,9 +62,11 @@ def test_losses_export_as_csv(tmp_path: Path) -> None:
                             capture_output=True, text=True, timeout=60, env=env)
     assert result.returncode == 0, result.stderr
     rows = list(csv.reader(out.open()))
-    assert rows[0] == ["iteration", "time", "loss_a", "loss_b"]
+    assert rows[0] == ["iteration", "time", "loss_a", "loss_b", "a_ssim", "a_mae", "a_eyes",
+                       "b_ssim", "b_mae"]
     assert len(rows) == 3001  # every iteration, not the dashboard's thinned curve
-    assert rows[1] == ["1", "2023-11-14T22:13:21+00:00", "1", "2"]
+    assert rows[1] == ["1", "2023-11-14T22:13:21+00:00", "1", "2", "", "", "", "", ""]
+    assert rows[-1][4:] == ["0.1", "0.2", "0.3", "0.4", "0.5"]
     missing = subprocess.run([sys.executable, "-m", "swapd", "losses", "nope", "--workspace",
                               str(tmp_path / "ws")], capture_output=True, text=True, timeout=60,
                              env=env)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import signal
@@ -59,6 +60,13 @@ def test_train_resumes_and_saves_on_ctrl_c(synthetic_sets: dict[str, Path],
     assert (model_dir / "exports" / "a_to_b.onnx").exists()
     sessions = load_checkpoint(model_dir / "model.pt")["history"]["sessions"]
     assert [s["start_iteration"] for s in sessions] == [0, 6]
+    listing = swapd("model", "sessions", str(model_dir))
+    assert listing.returncode == 0, listing.stderr
+    rows = list(csv.reader(listing.stdout.splitlines()))
+    assert rows[0] == ["start", "end", "start_iteration", "end_iteration", "iterations",
+                       "batch_size"]
+    assert [r[2:] for r in rows[1:]] == [["0", "6", "6", "4"], ["6", "8", "2", "4"]]
+    assert all(r[0] and r[1] for r in rows[1:])  # both sessions ended cleanly
 
     # No target: runs until Ctrl-C, then saves where it got to and exits 0.
     proc = subprocess.Popen([sys.executable, "-m", "swapd", *common], env=ENV,

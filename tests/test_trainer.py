@@ -158,7 +158,28 @@ def test_batch_loader_shapes_and_close(faces: tuple[Path, Path]) -> None:
     # These plain PNGs carry no landmarks: every pixel counts as face, no eyes or mouth known.
     assert (batch.mask_a[:, 0] == 1).all() and (batch.mask_a[:, 1:] == 0).all()
     loader.close()
-    assert not loader._thread.is_alive()
+    assert not any(t.is_alive() for t in loader._threads)
+
+
+def test_batch_loader_workers_build_batches_side_by_side(faces: tuple[Path, Path]) -> None:
+    set_a, set_b = FaceSet(faces[0], 32), FaceSet(faces[1], 32)
+    one = BatchLoader(set_a, set_b, 4, AugmentSettings(), seed=[1, 0])
+    again = BatchLoader(set_a, set_b, 4, AugmentSettings(), seed=[1, 0])
+    try:  # one worker: the same seed gives the same batches
+        assert np.array_equal(one.get().input_a, again.get().input_a)
+    finally:
+        one.close()
+        again.close()
+    loader = BatchLoader(set_a, set_b, 4, AugmentSettings(), seed=[1, 0], workers=3)
+    try:
+        assert len(loader._threads) == 3
+        batches = [loader.get() for _ in range(12)]
+        assert all(b.input_a.shape == (4, 3, 32, 32) for b in batches)
+        # Each worker draws its own stream: no two batches are the same.
+        assert len({b.input_a.tobytes() for b in batches}) == 12
+    finally:
+        loader.close()
+    assert not any(t.is_alive() for t in loader._threads)
 
 
 # -- checkpoints ------------------------------------------------------------------------
@@ -281,7 +302,7 @@ def test_nan_rolls_back_to_the_checkpoint_with_a_lower_rate(faces: tuple[Path, P
 
 
 def test_preview_grid_layout(faces: tuple[Path, Path], tmp_path: Path) -> None:
-    with make_trainer(faces, tmp_path / "m") as trainer:
+    with make_trainer(faces, tmp_path / "m", penalized_mask_loss=False) as trainer:
         grid = trainer.preview()
         cell = 64  # 32 px crops are shown upscaled to 64 px cells
         head = header_height(cell)
@@ -296,6 +317,27 @@ def test_preview_grid_layout(faces: tuple[Path, Path], tmp_path: Path) -> None:
         assert grid[:head].std() > 0  # headers are drawn
         path = trainer.write_preview(tmp_path / "previews" / "p.png")
         assert np.array_equal(cv2.imread(str(path)), grid)
+
+
+def test_preview_tints_what_the_mask_leaves_out_and_keeps_a_timelapse(
+        synthetic_sets: dict[str, Path], tmp_path: Path) -> None:
+    options = TrainerOptions(learning_rate=1e-3, seed=3, preview_faces=2, timelapse=True)
+    with Trainer("lightweight", TINY, options, synthetic_sets["alice"], synthetic_sets["bob"],
+                 tmp_path / "m", batch_size=4) as trainer:
+        face, mask = trainer._preview_a[0], trainer._preview_mask_a[0]
+        assert 0 < (mask > 127).mean() < 1  # a face mask from the landmarks
+        shown = trainer.preview_columns()[0][0].astype(int)
+        inside, outside = mask == 255, mask == 0
+        assert np.array_equal(shown[inside], face[inside])  # the face itself untouched
+        redder = shown[outside][:, 2] - face[outside][:, 2].astype(int)
+        bluer = shown[outside][:, 0] - face[outside][:, 0].astype(int)
+        assert (redder >= 0).all() and (bluer <= 0).all() and redder.mean() > 20
+        previews = tmp_path / "m" / "previews"
+        trainer.write_preview(previews / "latest.png")
+        trainer.step()
+        trainer.write_preview(previews / "latest.png")
+    assert sorted(p.name for p in (previews / "timelapse").iterdir()) == [
+        "00000000.png", "00000001.png"]
 
 
 def test_refresh_faces_during_training(faces: tuple[Path, Path], tmp_path: Path) -> None:
@@ -553,7 +595,8 @@ def test_backup_keeps_the_lowest_average_and_restore_brings_it_back(
     assert result.returncode == 0, result.stderr
     assert f"iteration {best}" in result.stdout
     assert load_checkpoint(model_dir / "model.pt")["iteration"] == best
-    assert load_checkpoint(model_dir / "replaced" / "model-12.pt")["iteration"] == 12
+    [replaced] = (model_dir / "replaced").glob("model-12-*.pt")
+    assert load_checkpoint(replaced)["iteration"] == 12
     resumed = make_trainer(faces, model_dir)
     try:
         assert resumed.iteration == best and resumed.backup == info
@@ -633,7 +676,7 @@ def test_a_failed_backup_copy_is_not_counted_and_restore_survives_a_broken_check
         trainer.save()  # the first backup
         first = json.loads((model_dir / "backup" / "backup.json").read_text())
 
-        def disk_full(*args: object) -> None:
+        def disk_full(*args: object, **kwargs: object) -> None:
             raise OSError(28, "No space left on device")
 
         monkeypatch.setattr(loop, "keep_backup", disk_full)
@@ -653,3 +696,29 @@ def test_a_failed_backup_copy_is_not_counted_and_restore_survives_a_broken_check
     assert load_checkpoint(model_dir / "model.pt")["iteration"] == first["iteration"]
     [kept] = (model_dir / "replaced").glob("model-unreadable-*.pt")
     assert kept.read_bytes() == b"PK\x03\x04 cut short"  # set aside, not lost
+
+
+def test_this_sessions_optimizer_options_survive_resume_and_rollback(faces: tuple[Path, Path],
+                                                                    tmp_path: Path) -> None:
+    first = make_trainer(faces, tmp_path / "m", optimizer="adamw", weight_decay=0.1)
+    try:
+        first.step()
+        first.save()
+    finally:
+        first.close()
+    trainer = make_trainer(faces, tmp_path / "m", optimizer="adamw", weight_decay=0.2, beta1=0.3)
+    try:
+        def settings() -> tuple:
+            group = trainer.optimizer.param_groups[0]
+            return group["betas"][0], group["weight_decay"]
+
+        assert settings() == (0.3, 0.2)  # resumed with this session's options
+        trainer.step()
+        with torch.no_grad():
+            trainer.model.decoder_a[-2].bias[0] = float("nan")
+        with pytest.raises(NonFiniteLossError) as failure:
+            trainer.step()
+        assert trainer.try_roll_back(failure.value) is not None
+        assert settings() == (0.3, 0.2)  # ...and after rolling back to the old checkpoint
+    finally:
+        trainer.close()

@@ -30,8 +30,8 @@ from pathlib import Path
 from typing import Any
 
 # 2: the faces table (created in place in older databases); 3: faces.landmarks_from (added);
-# 4: the tracked_faces table (created in place)
-SCHEMA_VERSION = 4
+# 4: the tracked_faces table (created in place); 5: losses.components (added)
+SCHEMA_VERSION = 5
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -55,6 +55,7 @@ CREATE TABLE IF NOT EXISTS losses (
     time       REAL NOT NULL,
     loss_a     REAL NOT NULL,
     loss_b     REAL NOT NULL,
+    components TEXT,                     -- JSON {"a": {part: value}, "b": {...}}
     PRIMARY KEY (job, iteration)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS artifacts (
@@ -115,7 +116,7 @@ CREATE TABLE IF NOT EXISTS tracked_faces (  -- the snapshot tracker: each face a
     side       TEXT NOT NULL,             -- a | b
     face       TEXT NOT NULL,             -- file name in the set
     iteration  INTEGER NOT NULL,          -- the snapshot's
-    loss       REAL NOT NULL,
+    loss       REAL,                      -- NULL: not finite
     yaw        REAL,
     pitch      REAL,
     recon      TEXT NOT NULL,             -- image, relative to the snapshot's folder
@@ -128,8 +129,8 @@ CREATE TABLE IF NOT EXISTS tracker_snapshots (  -- written with the rows: no sca
     job        TEXT NOT NULL,
     iteration  INTEGER NOT NULL,
     side       TEXT NOT NULL,
-    faces      INTEGER NOT NULL,
-    mean_loss  REAL NOT NULL,
+    faces      INTEGER NOT NULL,          -- with a finite loss
+    mean_loss  REAL,
     PRIMARY KEY (job, iteration, side)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS controls (
@@ -237,6 +238,9 @@ class StateStore:
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(faces)")}
         if "landmarks_from" not in columns:
             self._db.execute("ALTER TABLE faces ADD COLUMN landmarks_from TEXT")
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(losses)")}
+        if "components" not in columns:
+            self._db.execute("ALTER TABLE losses ADD COLUMN components TEXT")
 
     def close(self) -> None:
         self._db.close()
@@ -288,13 +292,16 @@ class StateStore:
 
     # --- losses -------------------------------------------------------------------------------
 
-    def add_losses(self, job: str, rows: Iterable[tuple[int, float, float, float]]) -> None:
-        """Write a batch of (iteration, time, loss_a, loss_b) in one transaction."""
+    def add_losses(self, job: str, rows: Iterable[tuple[Any, ...]]) -> None:
+        """Write a batch of (iteration, time, loss_a, loss_b[, components]) in one
+        transaction; ``components``: {"a": {name: value}, "b": {...}} (see FaceLoss.breakdown),
+        stored as JSON."""
         with self._tx() as db:
             db.executemany(
-                "INSERT OR REPLACE INTO losses (job, iteration, time, loss_a, loss_b) "
-                "VALUES (?, ?, ?, ?, ?)",
-                ((job, it, t, la, lb) for it, t, la, lb in rows),
+                "INSERT OR REPLACE INTO losses (job, iteration, time, loss_a, loss_b, "
+                "components) VALUES (?, ?, ?, ?, ?, ?)",
+                ((job, *row[:4], json.dumps(row[4]) if len(row) > 4 and row[4] else None)
+                 for row in rows),
             )
 
     def losses(self, job: str, max_points: int = 2000) -> list[tuple[int, float, float]]:
@@ -310,11 +317,20 @@ class StateStore:
         ).fetchall()
         return [(r[0], r[1], r[2]) for r in rows]
 
-    def iter_losses(self, job: str) -> Iterator[tuple[int, float, float, float]]:
-        """Every (iteration, time, loss_a, loss_b) of a job, in order (not thinned)."""
-        yield from self._db.execute(
-            "SELECT iteration, time, loss_a, loss_b FROM losses WHERE job=? ORDER BY iteration",
-            (job,))
+    def iter_losses(self, job: str) -> Iterator[tuple[int, float, float, float,
+                                                     dict[str, dict[str, float]] | None]]:
+        """Every (iteration, time, loss_a, loss_b, components or None) of a job, in order
+        (not thinned)."""
+        try:
+            rows = self._db.execute(
+                "SELECT iteration, time, loss_a, loss_b, components FROM losses WHERE job=? "
+                "ORDER BY iteration", (job,))
+        except sqlite3.OperationalError:  # a read-only look at a database from before them
+            rows = self._db.execute(
+                "SELECT iteration, time, loss_a, loss_b, NULL FROM losses WHERE job=? "
+                "ORDER BY iteration", (job,))
+        for row in rows:
+            yield row[0], row[1], row[2], row[3], json.loads(row[4]) if row[4] else None
 
     def truncate_losses(self, job: str, after_iteration: int) -> None:
         """Forget losses past a checkpoint's iteration (they were never saved)."""
@@ -466,9 +482,12 @@ class StateStore:
                 for t in tracked]
         summary = []
         for side in sorted({t.side for t in tracked}):
-            losses = [t.loss for t in tracked if t.side == side]
-            summary.append((job, iteration, side, len(losses), sum(losses) / len(losses)))
+            losses = [t.loss for t in tracked if t.side == side and t.loss is not None]
+            mean = sum(losses) / len(losses) if losses else None
+            summary.append((job, iteration, side, len(losses), mean))
         with self._tx() as db:
+            # A snapshot taken again at this iteration (after a restore) replaces all of it.
+            db.execute("DELETE FROM tracked_faces WHERE job=? AND iteration=?", (job, iteration))
             db.executemany("INSERT OR REPLACE INTO tracked_faces (job, side, face, iteration, "
                            "loss, yaw, pitch, recon, swap) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                            rows)

@@ -16,6 +16,7 @@ import signal
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from swapd.config import ConfigError, JobFile, TrainSection
 from swapd.daemon.state import StateStore
@@ -68,7 +69,7 @@ class TrainingRun:
         )
         # Losses past the checkpoint were never saved: the history restarts from there.
         store.truncate_losses(name, self.trainer.iteration)
-        self._pending: list[tuple[int, float, float, float]] = []
+        self._pending: list[tuple[Any, ...]] = []
         self._last_flush = time.monotonic()
         self._examples_since_flush = 0
         self._saved_iteration = self.trainer.iteration
@@ -95,7 +96,9 @@ class TrainingRun:
                 f"checkpoint at {record['back_to']}, learning rate now "
                 f"{record['learning_rate']:.3g}", self.name, level="warning")
             return
-        self._pending.append((stats.iteration, time.time(), stats.loss_a, stats.loss_b))
+        self._pending.append((stats.iteration, time.time(), stats.loss_a, stats.loss_b, {
+            side: {name: float(f"{value:.6g}") for name, value in parts.items()}
+            for side, parts in (("a", stats.components_a), ("b", stats.components_b))}))
         self._examples_since_flush += stats.examples
         if stats.iteration % self.train.save_every == 0:
             self.save(reason="save")

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from swapd.errors import FileProblem
-from swapd.fsutil import atomic_copy, atomic_path
+from swapd.fsutil import FolderLock, atomic_copy, atomic_path
 
 FORMAT = "swapd-checkpoint"
 FORMAT_VERSION = 1
@@ -23,6 +23,13 @@ REQUIRED_KEYS = ("format", "version", "model", "model_options", "model_state", "
 
 class CheckpointError(FileProblem, RuntimeError):
     """A checkpoint that is missing, truncated, corrupt or not a swapd checkpoint."""
+
+
+class ModelBusyError(CheckpointError):
+    """A model folder a running trainer holds (see swapd.fsutil.FolderLock)."""
+
+
+LOCK_NAME = ".trainer.lock"  # in the model folder, held by the trainer using it
 
 
 def save_checkpoint(path: str | os.PathLike[str], state: dict[str, Any]) -> Path:
@@ -68,12 +75,39 @@ def restore_checkpoint(source: Path, current: Path) -> tuple[int, Path | None]:
     Returns (the restored iteration, where the replaced checkpoint went, if there was one).
     """
     state = load_checkpoint(source)  # a broken copy must not replace a good checkpoint
+    lock = FolderLock(current.parent / LOCK_NAME)
+    if not lock.acquire():
+        raise ModelBusyError(current.parent, "a trainer is using this model folder: stop it "
+                                             "first, then restore")
+    try:
+        return _replace_checkpoint(source, current, int(state["iteration"]))
+    finally:
+        lock.release()
+
+
+def _replace_checkpoint(source: Path, current: Path, iteration: int) -> tuple[int, Path | None]:
     replaced = None
     if current.is_file():
         try:
-            name = f"model-{int(load_checkpoint(current)['iteration'])}.pt"
+            label = str(int(load_checkpoint(current)["iteration"]))
         except CheckpointError:  # a broken checkpoint is just when a restore is needed
-            name = f"model-unreadable-{time.strftime('%Y%m%d-%H%M%S')}.pt"
-        replaced = atomic_copy(current, current.parent / "replaced" / name)
+            label = "unreadable"
+        replaced = atomic_copy(current, _unused_name(current.parent / "replaced",
+                                                     f"model-{label}"))
     atomic_copy(source, current)
-    return int(state["iteration"]), replaced
+    return iteration, replaced
+
+
+def _unused_name(folder: Path, stem: str) -> Path:
+    """``folder/<stem>-<time>.pt``, numbered if taken: a kept checkpoint is never overwritten
+    (restoring twice to the same iteration replaces two different models)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    base = f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    for k in range(10_000):
+        path = folder / (f"{base}.pt" if k == 0 else f"{base}-{k}.pt")
+        try:
+            with open(path, "x"):  # reserve the name
+                return path
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"{folder}: no free name for {stem}")

@@ -412,10 +412,12 @@ class LoaderClosedError(RuntimeError):
 
 
 class BatchLoader:
-    """Builds augmented batches for both sides in a background thread.
+    """Builds augmented batches for both sides in background threads.
 
-    A bounded queue keeps a few batches ready; an exception in the thread is re-raised by
-    :meth:`get`. ``close()`` stops the thread and waits for it.
+    A bounded queue keeps a few batches ready; an exception in a thread is re-raised by
+    :meth:`get`. ``close()`` stops the threads and waits for them. ``workers`` threads build
+    batches side by side (OpenCV and numpy release the GIL for the heavy parts): one keeps
+    the batch order reproducible from ``seed``; more keep a GPU fed.
     """
 
     def __init__(
@@ -426,23 +428,32 @@ class BatchLoader:
         augment: AugmentSettings,
         seed: int | list[int] = 0,
         prefetch: int = 3,
+        workers: int = 1,
     ) -> None:
         if set_a.size != set_b.size:
             raise ValueError("both face sets must have the same crop size")
+        if workers < 1:
+            raise ValueError(f"workers must be >= 1, got {workers}")
         self.set_a, self.set_b = set_a, set_b
         self.batch_size = batch_size
         self._augmenter = Augmenter(set_a.size, augment)
-        self._rng = np.random.default_rng(seed)
-        self._queue: queue.Queue[Batch | BaseException] = queue.Queue(maxsize=prefetch)
+        seeds = seed if isinstance(seed, list) else [seed]
+        rngs = ([np.random.default_rng(seed)] if workers == 1
+                else [np.random.default_rng([*seeds, k]) for k in range(workers)])
+        self._queue: queue.Queue[Batch | BaseException] = queue.Queue(
+            maxsize=max(prefetch, 2 * workers))
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="swapd-batch-loader", daemon=True)
-        self._thread.start()
+        self._threads = [threading.Thread(target=self._run, args=(rng,), daemon=True,
+                                          name=f"swapd-batch-loader-{k}")
+                         for k, rng in enumerate(rngs)]
+        for thread in self._threads:
+            thread.start()
 
-    def _make(self) -> Batch:
+    def _make(self, rng: np.random.Generator) -> Batch:
         parts = []
         for face_set in (self.set_a, self.set_b):
-            faces, masks = face_set.sample(self._rng, self.batch_size)
-            inputs, targets, masks = self._augmenter(faces, self._rng, masks)
+            faces, masks = face_set.sample(rng, self.batch_size)
+            inputs, targets, masks = self._augmenter(faces, rng, masks)
             parts += [to_tensor_layout(inputs), to_tensor_layout(targets),
                       to_tensor_layout(masks)]
         return Batch(*parts)
@@ -456,10 +467,10 @@ class BatchLoader:
                 continue
         return False
 
-    def _run(self) -> None:
+    def _run(self, rng: np.random.Generator) -> None:
         while not self._stop.is_set():
             try:
-                item: Batch | BaseException = self._make()
+                item: Batch | BaseException = self._make(rng)
             except FaceSetError:
                 # A folder emptied mid-training: wait for faces to come back (the trainer
                 # reports the empty set itself) rather than ending the thread.
@@ -483,19 +494,21 @@ class BatchLoader:
                     timeout -= 0.1
                     if timeout <= 0:
                         raise TimeoutError("no batch ready in time") from None
-                if not self._thread.is_alive() and self._queue.empty():
-                    raise RuntimeError("batch loader thread ended unexpectedly") from None
+                if (not any(t.is_alive() for t in self._threads)
+                        and self._queue.empty()):
+                    raise RuntimeError("batch loader threads ended unexpectedly") from None
                 continue
             if isinstance(item, BaseException):
                 raise item
             return item
 
     def close(self) -> None:
-        """Stop the thread and drop queued batches; safe to call twice."""
+        """Stop the threads and drop queued batches; safe to call twice."""
         self._stop.set()
         while True:
             try:
                 self._queue.get_nowait()
             except queue.Empty:
                 break
-        self._thread.join(timeout=10)
+        for thread in self._threads:
+            thread.join(timeout=10)

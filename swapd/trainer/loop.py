@@ -11,7 +11,7 @@ import math
 import os
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -20,9 +20,16 @@ import numpy as np
 import torch
 
 from swapd.exporter.onnx_export import ExportReport, export_swap_model
+from swapd.fsutil import FolderLock
 from swapd.trainer.augment import AugmentSettings
 from swapd.trainer.backup import backup_info, keep_backup
-from swapd.trainer.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from swapd.trainer.checkpoint import (
+    LOCK_NAME,
+    CheckpointError,
+    ModelBusyError,
+    load_checkpoint,
+    save_checkpoint,
+)
 from swapd.trainer.data import (
     BatchLoader,
     FaceSet,
@@ -40,11 +47,16 @@ from swapd.trainer.optimizers import (
     warmup_factor,
 )
 from swapd.trainer.options import OptionsError, TrainerOptions, validate_model_options
-from swapd.trainer.preview import make_grid, to_uint8_nhwc, write_png
+from swapd.trainer.preview import make_grid, overlay_mask, to_uint8_nhwc, write_png
 from swapd.trainer.snapshots import Policy, Snapshot, prune_snapshots, take_snapshot
 from swapd.trainer.tracker import TrackedFace, track
 
 log = logging.getLogger(__name__)
+
+# Trainer options that change what a loss value means (a backup's loss compares only if equal).
+LOSS_SETTINGS = ("loss", "extra_losses", "penalized_mask_loss", "background_weight",
+                 "eye_multiplier", "mouth_multiplier", "mask_type", "mask_dilation",
+                 "coverage", "centering")
 
 CHECKPOINT_NAME = "model.pt"
 
@@ -78,6 +90,10 @@ class StepStats:
     loss_b: float
     seconds: float
     examples: int  # faces seen, both sides
+    # The loss split into parts that add up to it (each loss function on the face, the eye
+    # and mouth terms): see FaceLoss.breakdown.
+    components_a: dict[str, float] = field(default_factory=dict)
+    components_b: dict[str, float] = field(default_factory=dict)
 
     @property
     def examples_per_second(self) -> float:
@@ -185,11 +201,18 @@ class Trainer:
             "end": None,
             "start_iteration": self.iteration,
             "iterations": 0,
+            "batch_size": batch_size,
         }
         self.history.append(self._session)
 
         size = self.model_options.input_size  # type: ignore[attr-defined]
         self.input_size: int = size
+        try:  # a loss that cannot work at this size (ms_ssim below 33 px) fails here, clearly
+            blank = torch.zeros(1, 3, size, size)
+            self._loss_fn.per_image(blank, blank, torch.zeros(1, 3, size, size))
+        except ValueError as exc:
+            raise OptionsError(f"loss {trainer_options.loss!r} with extra losses "
+                               f"{trainer_options.extra_losses}: {exc}") from None
         self.set_a, self.set_b = (
             FaceSet(folder, size, trainer_options.coverage, mask_type=trainer_options.mask_type,
                     centering=trainer_options.centering,
@@ -201,8 +224,8 @@ class Trainer:
         for face_set in (self.set_a, self.set_b):
             if len(face_set) == 0:
                 raise FaceSetError(face_set.folder, "no usable faces to train on")
-        self._preview_a = self._pick_preview(self.set_a)
-        self._preview_b = self._pick_preview(self.set_b)
+        self._preview_a, self._preview_mask_a = self._pick_preview(self.set_a)
+        self._preview_b, self._preview_mask_b = self._pick_preview(self.set_b)
         self.loader = BatchLoader(
             self.set_a,
             self.set_b,
@@ -213,15 +236,26 @@ class Trainer:
                             clahe=trainer_options.clahe,
                             clahe_max_grid=trainer_options.clahe_max_grid),
             seed=[trainer_options.seed, self.iteration],
+            workers=self.loader_workers,
         )
+        # Last: held while this trainer lives, so no restore or second trainer changes the
+        # model folder under it.
+        self._folder_lock = FolderLock(self.model_dir / LOCK_NAME)
+        if not self._folder_lock.acquire():
+            self.loader.close()
+            raise ModelBusyError(self.model_dir, "another trainer is using this model folder")
 
     # -- construction helpers -------------------------------------------------------------
 
     def _remove_stale_temp_files(self) -> None:
         """Drop temp files a crash mid-save left behind (model.pt itself is always whole)."""
         if self.model_dir.is_dir():
-            for stale in self.model_dir.glob(f".{CHECKPOINT_NAME}.*.tmp"):
-                stale.unlink(missing_ok=True)
+            # model.pt's own, and those of copies into backup/, replaced/, snapshots/<n>/
+            for pattern in (f".{CHECKPOINT_NAME}.*.tmp", f"*/.{CHECKPOINT_NAME}.*.tmp",
+                            f"*/*/.{CHECKPOINT_NAME}.*.tmp", "*/.*.json.*.tmp",
+                            "*/*/.*.json.*.tmp"):
+                for stale in self.model_dir.glob(pattern):
+                    stale.unlink(missing_ok=True)
 
     def _epsilon(self) -> float:
         options = self.options
@@ -268,15 +302,18 @@ class Trainer:
                              saved_optimizer, self.options.optimizer)
         except (RuntimeError, ValueError, KeyError) as exc:
             raise CheckpointError(self.checkpoint_path, f"does not fit the model ({exc})") from exc
+        for group in self.optimizer.param_groups:  # this session's trainer options win
+            group["lr"] = self.options.learning_rate
+            if "betas" in group:
+                group["betas"] = (self.options.beta1, self.options.beta2)
+            if "eps" in group:
+                group["eps"] = self._epsilon()
+            if "weight_decay" in group:
+                group["weight_decay"] = self.options.weight_decay
         self.iteration = int(state["iteration"])
 
     def _restore(self, state: dict[str, Any]) -> None:
         self._load_weights(state)
-        for group in self.optimizer.param_groups:  # this session's trainer options win
-            group["lr"] = self.options.learning_rate
-            group["betas"] = (self.options.beta1, self.options.beta2)
-            if "eps" in group:
-                group["eps"] = self._epsilon()
         self.clipper.history.extend(state.get("autoclip_history", []))
         self.lr_scale = float(state.get("lr_scale", 1.0))
         self.rollbacks = list(state.get("rollbacks", []))
@@ -287,12 +324,22 @@ class Trainer:
         if isinstance(rng.get("torch"), torch.Tensor):
             torch.set_rng_state(rng["torch"])
 
-    def _pick_preview(self, face_set: FaceSet) -> np.ndarray:
-        """Fixed, unaugmented faces for the preview rows (seeded, spread over the set)."""
+    @property
+    def loader_workers(self) -> int:
+        """Batch-building threads: the option's, or 1 on the CPU, up to 4 beside a GPU."""
+        if self.options.loader_workers:
+            return self.options.loader_workers
+        if self.device.type == "cpu":
+            return 1
+        return max(1, min(4, (os.cpu_count() or 2) - 1))
+
+    def _pick_preview(self, face_set: FaceSet) -> tuple[np.ndarray, np.ndarray]:
+        """Fixed, unaugmented faces for the preview rows (seeded, spread over the set), and
+        their face masks."""
         n = min(self.options.preview_faces, len(face_set))
         rng = np.random.default_rng(self.options.seed)
         idx = np.sort(rng.choice(len(face_set), size=n, replace=False))
-        return face_set.faces[idx].copy()
+        return face_set.faces[idx].copy(), face_set.masks[idx, ..., 0].copy()
 
     # -- training --------------------------------------------------------------------------
 
@@ -312,16 +359,24 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         accumulate = self.options.accumulate
         la = lb = 0.0
+        components_a: dict[str, float] = {}
+        components_b: dict[str, float] = {}
         for _ in range(accumulate):  # gradients add up over `accumulate` batches
             batch = self.loader.get()
             with self._autocast():
                 out_a = self.model(self._tensor(batch.input_a), "a")
                 out_b = self.model(self._tensor(batch.input_b), "b")
-            loss_a = self._loss_fn(out_a, self._tensor(batch.target_a),
-                                   self._tensor(batch.mask_a))
-            loss_b = self._loss_fn(out_b, self._tensor(batch.target_b),
-                                   self._tensor(batch.mask_b))
+            per_a, parts_a = self._loss_fn.breakdown(out_a, self._tensor(batch.target_a),
+                                                     self._tensor(batch.mask_a))
+            per_b, parts_b = self._loss_fn.breakdown(out_b, self._tensor(batch.target_b),
+                                                     self._tensor(batch.mask_b))
+            loss_a, loss_b = per_a.mean(), per_b.mean()
             part_a, part_b = float(loss_a.detach()), float(loss_b.detach())
+            for total, parts in ((components_a, parts_a), (components_b, parts_b)):
+                # One device-to-host copy for all parts (each float() would sync a GPU).
+                values = torch.stack(list(parts.values())).float().tolist()
+                for name, value in zip(parts, values, strict=True):
+                    total[name] = total.get(name, 0.0) + value / accumulate
             if not (math.isfinite(part_a) and math.isfinite(part_b)):
                 self.optimizer.zero_grad(set_to_none=True)
                 raise NonFiniteLossError(self.iteration + 1, part_a, part_b)
@@ -343,7 +398,7 @@ class Trainer:
         self._loss_since_save.append((la + lb) / 2)
         self._session["iterations"] = self.iteration - self._session["start_iteration"]
         return StepStats(self.iteration, la, lb, time.perf_counter() - start,
-                         2 * self.batch_size * accumulate)
+                         2 * self.batch_size * accumulate, components_a, components_b)
 
     def try_roll_back(self, error: NonFiniteLossError) -> dict[str, Any] | None:
         """After a non-finite loss: reload the last checkpoint's weights and optimizer state,
@@ -407,12 +462,18 @@ class Trainer:
         path = save_checkpoint(self.checkpoint_path, self.state(with_optimizer))
         self._loss_since_save = []
         self.last_average_loss, self._saved_at = average, self.iteration
-        if average is not None and (self.backup is None
-                                    or average < self.backup["average_loss"]):
-            info = {"iteration": self.iteration, "average_loss": average, "time": _now()}
-            keep_backup(path, info)
+        settings = self._loss_settings()
+        comparable = self.backup is not None and self.backup.get("loss_settings") == settings
+        if average is not None and (not comparable or average < self.backup["average_loss"]):
+            info = {"iteration": self.iteration, "average_loss": average, "time": _now(),
+                    "loss_settings": settings}
+            keep_backup(path, info, supersede=self.backup is not None and not comparable)
             self.backup = info  # only once the copy and backup.json exist
         return path
+
+    def _loss_settings(self) -> dict[str, Any]:
+        """The options a loss value depends on: losses compare only when these agree."""
+        return {key: getattr(self.options, key) for key in LOSS_SETTINGS}
 
     def snapshot(self, policy: Policy = "all", keep: int = 10, tracker: bool = True,
                  tracker_faces: int = 0) -> SnapshotTaken:
@@ -421,10 +482,15 @@ class Trainer:
         :mod:`swapd.trainer.tracker`), then prune older snapshots by ``policy`` (see
         :mod:`swapd.trainer.snapshots`)."""
         path = self.checkpoint_path if self._saved_at == self.iteration else self.save()
-        taken = take_snapshot(path, self.iteration, {"time": _now(),
-                                                     "average_loss": self.last_average_loss})
-        tracked = track(self, taken.folder, tracker_faces) if tracker else []
-        removed = prune_snapshots(self.model_dir, policy, keep)
+        tracked: list[TrackedFace] = []
+
+        def fill(folder: Path) -> None:  # before snapshot.json: a snapshot is whole or absent
+            tracked.extend(track(self, folder, tracker_faces))
+
+        taken = take_snapshot(path, self.iteration,
+                              {"time": _now(), "average_loss": self.last_average_loss},
+                              fill if tracker else None)
+        removed = prune_snapshots(self.model_dir, policy, keep, just_taken=self.iteration)
         return SnapshotTaken(taken, removed, tracked)
 
     def predict(self, faces: np.ndarray, side: str) -> np.ndarray:
@@ -446,11 +512,12 @@ class Trainer:
         self.model.eval()
         loss = None
         try:
-            with torch.no_grad(), self._autocast():
+            with torch.no_grad():
                 inputs = self._tensor(to_tensor_layout(faces))
-                out = self.model(inputs, side)
-                if masks is not None:
-                    loss = self._loss_fn.per_image(out, inputs,
+                with self._autocast():
+                    out = self.model(inputs, side)
+                if masks is not None:  # in float32, as the training step computes it
+                    loss = self._loss_fn.per_image(out.float(), inputs,
                                                    self._tensor(to_tensor_layout(masks)))
         finally:
             self.model.train(was_training)
@@ -466,12 +533,20 @@ class Trainer:
         fixed, unaugmented preview faces."""
         rows = min(len(self._preview_a), len(self._preview_b))
         a, b = self._preview_a[:rows], self._preview_b[:rows]
-        return [a, self.predict(a, "a"), self.predict(a, "b"),
-                b, self.predict(b, "b"), self.predict(b, "a")]
+        shown_a, shown_b = a, b
+        if self.options.penalized_mask_loss:  # show what the loss counts: the mask's outside
+            shown_a = overlay_mask(a, self._preview_mask_a[:rows])
+            shown_b = overlay_mask(b, self._preview_mask_b[:rows])
+        return [shown_a, self.predict(a, "a"), self.predict(a, "b"),
+                shown_b, self.predict(b, "b"), self.predict(b, "a")]
 
     def write_preview(self, path: Path) -> Path:
-        """Write :meth:`preview` as a PNG, atomically."""
-        return write_png(path, self.preview())
+        """Write :meth:`preview` as a PNG, atomically; with ``timelapse`` also a copy in
+        ``timelapse/<iteration>.png`` beside it (the same fixed faces at every save)."""
+        grid = self.preview()
+        if self.options.timelapse:
+            write_png(path.parent / "timelapse" / f"{self.iteration:08d}.png", grid)
+        return write_png(path, grid)
 
     def export_onnx(self, path: Path) -> ExportReport:
         """Export the A->B swap to ONNX, checked against torch on real A crops."""
@@ -496,8 +571,10 @@ class Trainer:
         return added_a + added_b, removed_a + removed_b
 
     def close(self) -> None:
-        """Stop the batch loader. The caller saves first if it wants to keep progress."""
+        """Stop the batch loader and free the model folder. The caller saves first if it
+        wants to keep progress."""
         self.loader.close()
+        self._folder_lock.release()
 
     def __enter__(self) -> Trainer:
         return self

@@ -169,8 +169,11 @@ class FaceLoss:
         self.primary = primary
         self.penalized_mask = penalized_mask
         self.background_weight = background_weight
-        self.extras = [(channel, weight) for channel, weight in
-                       ((1, eye_multiplier), (2, mouth_multiplier)) if weight > 1]
+        # (component name, mask channel, multiplier) of the region terms that are on
+        self._regions = [(name, channel, weight) for name, channel, weight in
+                         (("eyes", 1, eye_multiplier), ("mouth", 2, mouth_multiplier))
+                         if weight > 1]
+        self.extras = [(name, weight) for name, _, weight in self._regions]
 
     def __call__(self, pred: Tensor, target: Tensor, masks: Tensor) -> Tensor:
         return self.per_image(pred, target, masks).mean()
@@ -178,20 +181,36 @@ class FaceLoss:
     def per_image(self, pred: Tensor, target: Tensor, masks: Tensor) -> Tensor:
         """The loss of each image, (N,): the batch loss is their mean (the snapshot tracker
         records them face by face)."""
-        if not self.penalized_mask and not self.extras:
-            return self.primary(pred, target)
-        if self.penalized_mask:
-            face = masks[:, 0:1]
-            weights = [face + self.background_weight * (1 - face)]
-        else:
-            weights = [torch.ones_like(masks[:, 0:1])]
-        weights += [masks[:, channel : channel + 1] for channel, _ in self.extras]
-        # All terms in one batch: [face-weighted, eyes only, mouth only].
-        stacked = torch.cat(weights)
-        per_image = self.primary(pred.repeat(len(weights), 1, 1, 1) * stacked,
-                                 target.repeat(len(weights), 1, 1, 1) * stacked)
-        multipliers = torch.tensor([1.0] + [m for _, m in self.extras], device=pred.device)
-        return (per_image.view(len(weights), -1) * multipliers[:, None]).sum(dim=0)
+        return self.breakdown(pred, target, masks)[0]
+
+    def breakdown(self, pred: Tensor, target: Tensor, masks: Tensor
+                  ) -> tuple[Tensor, dict[str, Tensor]]:
+        """Each image's loss (N,) and the batch loss split into components that add up to
+        it: each loss function's share on the face (or the whole image) and, when their
+        multipliers are on, the eye and mouth terms. Components are detached scalars."""
+        regions = ["face"] + [name for name, _ in self.extras]
+        if self.penalized_mask or self.extras:
+            if self.penalized_mask:
+                face = masks[:, 0:1]
+                weights = [face + self.background_weight * (1 - face)]
+            else:
+                weights = [torch.ones_like(masks[:, 0:1])]
+            weights += [masks[:, channel : channel + 1] for _, channel, _ in self._regions]
+            # All regions in one batch: [face-weighted, eyes only, mouth only].
+            stacked = torch.cat(weights)
+            pred = pred.repeat(len(weights), 1, 1, 1) * stacked
+            target = target.repeat(len(weights), 1, 1, 1) * stacked
+        parts = (self.primary.by_part(pred, target) if isinstance(self.primary, CombinedLoss)
+                 else {"loss": self.primary(pred, target)})
+        multipliers = torch.tensor([1.0] + [m for _, _, m in self._regions],
+                                   device=pred.device)
+        by_region = {name: value.view(len(regions), -1) * multipliers[:, None]
+                     for name, value in parts.items()}
+        per_image = sum(by_region.values()).sum(dim=0)  # type: ignore[union-attr]
+        components = {name: value[0].mean().detach() for name, value in by_region.items()}
+        for r, region in enumerate(regions[1:], start=1):
+            components[region] = sum(v[r] for v in by_region.values()).mean().detach()
+        return per_image, components  # type: ignore[return-value]
 
 
 LOSSES: dict[str, LossFn] = {
@@ -209,20 +228,26 @@ def get_loss(name: str) -> LossFn:
         raise ValueError(f"unknown loss {name!r}; known: {', '.join(LOSSES)}") from None
 
 
-def combine_losses(primary: str, extras: Mapping[str, float] | None = None) -> LossFn:
+class CombinedLoss:
+    """A primary loss plus weighted extras, per image; ``parts`` names each term."""
+
+    def __init__(self, parts: list[tuple[str, LossFn, float]]) -> None:
+        self.parts = parts
+
+    def __call__(self, pred: Tensor, target: Tensor) -> Tensor:
+        return sum(self.by_part(pred, target).values())  # type: ignore[return-value]
+
+    def by_part(self, pred: Tensor, target: Tensor) -> dict[str, Tensor]:
+        """Each term's per-image value, weighted: they add up to the loss."""
+        return {name: weight * loss(pred, target) for name, loss, weight in self.parts}
+
+
+def combine_losses(primary: str, extras: Mapping[str, float] | None = None) -> CombinedLoss:
     """``primary`` plus each extra loss times its weight, per image (weight 0: left out)."""
     extras = {name: weight for name, weight in (extras or {}).items() if weight}
     if len(extras) > MAX_EXTRA_LOSSES:
         raise ValueError(f"at most {MAX_EXTRA_LOSSES} extra losses, got {len(extras)}")
-    first = get_loss(primary)
-    terms = [(get_loss(name), float(weight)) for name, weight in extras.items()]
-    if not terms:
-        return first
-
-    def combined(pred: Tensor, target: Tensor) -> Tensor:
-        total = first(pred, target)
-        for loss, weight in terms:
-            total = total + weight * loss(pred, target)
-        return total
-
-    return combined
+    parts = [(primary, get_loss(primary), 1.0)]
+    for name, weight in extras.items():  # the primary again as an extra is a second term
+        parts.append((name if name != primary else f"{name}_2", get_loss(name), float(weight)))
+    return CombinedLoss(parts)

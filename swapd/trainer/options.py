@@ -77,9 +77,14 @@ class TrainerOptions(BaseModel):
         False, description="draw faces by yaw band, each band equally often (DeepFaceLab's "
         "uniform_yaw): rare angles are seen as often as frontal ones")
     preview_faces: int = Field(4, ge=1, le=64)
+    timelapse: bool = Field(False, description="keep every save's preview in "
+                            "previews/timelapse/ (the same fixed faces each time)")
     seed: int = Field(0, ge=0)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     channels_last: bool = Field(True, description="NHWC memory layout: faster convolutions")
+    loader_workers: int = Field(
+        0, ge=0, le=32, description="threads building batches; 0 = auto: 1 on the CPU "
+        "(reproducible order, and torch needs the cores), up to 4 beside a GPU")
     mixed_precision: bool = Field(False, description="bf16 autocast, CUDA only")
 
 

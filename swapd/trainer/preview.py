@@ -57,6 +57,21 @@ def make_grid(columns: list[np.ndarray]) -> np.ndarray:
     return grid
 
 
+# The preview tints what the penalized loss leaves out (outside the face mask) red, as faceswap.
+MASK_TINT = (0, 0, 255)
+MASK_TINT_OPACITY = 0.4
+
+
+def overlay_mask(faces: np.ndarray, masks: np.ndarray) -> np.ndarray:
+    """uint8 NHWC faces (BGR or 1-channel) with the area outside their masks (uint8 NHW,
+    255 = face) tinted red; returns BGR."""
+    if faces.shape[-1] == 1:
+        faces = np.repeat(faces, 3, axis=-1)
+    outside = (1.0 - masks.astype(np.float32) / 255.0)[..., None] * MASK_TINT_OPACITY
+    tinted = faces * (1.0 - outside) + np.array(MASK_TINT, np.float32) * outside
+    return (tinted + 0.5).astype(np.uint8)
+
+
 def write_png(path: str | os.PathLike[str], image: np.ndarray) -> Path:
     """Encode ``image`` as PNG and write it atomically."""
     ok, buf = cv2.imencode(".png", image)

@@ -16,6 +16,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -48,11 +50,19 @@ def snapshot_folder(model_dir: str | os.PathLike[str], iteration: int) -> Path:
     return Path(model_dir) / FOLDER / f"{iteration:08d}"
 
 
-def take_snapshot(checkpoint: Path, iteration: int, info: dict[str, Any]) -> Snapshot:
-    """Copy a just-written checkpoint into its snapshot folder. The info file goes last: a
-    folder without it is an interrupted snapshot, which listings skip."""
+def take_snapshot(checkpoint: Path, iteration: int, info: dict[str, Any],
+                  fill: Callable[[Path], object] | None = None) -> Snapshot:
+    """Copy a just-written checkpoint into its snapshot folder; ``fill(folder)`` adds what
+    belongs with it (tracker data). The info file goes last: a folder without it is an
+    interrupted snapshot, which listings skip. A snapshot taken again at the same iteration
+    (after a restore) replaces the old one wholly."""
     folder = snapshot_folder(checkpoint.parent, iteration)
+    if folder.exists():
+        (folder / INFO).unlink(missing_ok=True)
+        shutil.rmtree(folder)
     atomic_copy(checkpoint, folder / "model.pt")
+    if fill is not None:
+        fill(folder)
     record = {"iteration": iteration, **info}
     atomic_write_bytes(folder / INFO, json.dumps(record, indent=2).encode("utf-8"))
     return Snapshot(iteration, folder, record)
@@ -88,11 +98,12 @@ def to_keep(iterations: list[int], policy: Policy, keep: int) -> set[int]:
     return kept
 
 
-def prune_snapshots(model_dir: str | os.PathLike[str], policy: Policy, keep: int
-                    ) -> list[int]:
-    """Delete the snapshots the policy does not keep; returns their iterations."""
+def prune_snapshots(model_dir: str | os.PathLike[str], policy: Policy, keep: int,
+                    just_taken: int | None = None) -> list[int]:
+    """Delete the snapshots the policy does not keep (never ``just_taken``); returns their
+    iterations."""
     snapshots = list_snapshots(model_dir)
-    kept = to_keep([s.iteration for s in snapshots], policy, keep)
+    kept = to_keep([s.iteration for s in snapshots], policy, keep) | {just_taken}
     _remove_interrupted(Path(model_dir), snapshots)
     removed = []
     for snapshot in snapshots:
@@ -126,8 +137,25 @@ def _remove_interrupted(model_dir: Path, complete: list[Snapshot]) -> None:
             shutil.rmtree(folder, ignore_errors=True)
 
 
+def set_aside_after(model_dir: str | os.PathLike[str], iteration: int) -> Path | None:
+    """After going back to ``iteration``: move the snapshots of the abandoned timeline (later
+    iterations) into ``snapshots/abandoned-<time>/``, so the new timeline's snapshots are not
+    pruned in their favour, and nothing is deleted. Returns that folder, if any moved."""
+    later = [s for s in list_snapshots(model_dir) if s.iteration > iteration]
+    if not later:
+        return None
+    aside = Path(model_dir) / FOLDER / f"abandoned-{time.strftime('%Y%m%d-%H%M%S')}"
+    aside.mkdir(parents=True, exist_ok=True)
+    for snapshot in later:
+        snapshot.folder.rename(aside / snapshot.folder.name)
+    return aside
+
+
 def restore_snapshot(model_dir: str | os.PathLike[str], iteration: int
                      ) -> tuple[int, Path | None]:
-    """Make a snapshot the model's checkpoint again (the replaced one is kept)."""
+    """Make a snapshot the model's checkpoint again (the replaced one is kept, and later
+    snapshots are set aside)."""
     snapshot = find_snapshot(model_dir, iteration)
-    return restore_checkpoint(snapshot.checkpoint, Path(model_dir) / "model.pt")
+    restored = restore_checkpoint(snapshot.checkpoint, Path(model_dir) / "model.pt")
+    set_aside_after(model_dir, restored[0])
+    return restored

@@ -37,7 +37,7 @@ BATCH = 64
 class TrackedFace:
     side: str  # "a" or "b"
     face: str  # file name in the set
-    loss: float
+    loss: float | None  # None if it was not finite
     yaw: float | None
     pitch: float | None
     recon: str  # image file, relative to the snapshot folder
@@ -88,15 +88,18 @@ def track_side(trainer: Trainer, face_set: FaceSet, side: str, folder: Path, cap
         recon, loss = trainer.evaluate(crops, masks[part], side)
         swap = trainer.predict(crops, "b") if side == "a" else None
         for j, i in enumerate(range(part.start, part.stop)):
-            stem = Path(names[i]).stem
-            _write_webp(out_dir / f"{stem}.recon.webp", recon[j])
+            name = names[i]  # the whole name: a.png and a.jpg are different faces
+            _write_webp(out_dir / f"{name}.recon.webp", recon[j])
             swap_name = None
             if swap is not None:
-                swap_name = f"{side}/{stem}.swap.webp"
+                swap_name = f"{side}/{name}.swap.webp"
                 _write_webp(folder / swap_name, swap[j])
             yaw, pitch = poses[rows[i]]
-            tracked.append(TrackedFace(side, names[i], round(float(loss[j]), 6), _pose(yaw),
-                                       _pose(pitch), f"{side}/{stem}.recon.webp", swap_name))
+            value = float(loss[j])
+            tracked.append(TrackedFace(side, name,
+                                       round(value, 6) if math.isfinite(value) else None,
+                                       _pose(yaw), _pose(pitch), f"{side}/{name}.recon.webp",
+                                       swap_name))
     return tracked
 
 
