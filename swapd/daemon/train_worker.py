@@ -165,6 +165,7 @@ class TrainingRun:
 
 def run(workspace: Workspace, name: str) -> int:
     from swapd.trainer.loop import NonFiniteLossError
+    from swapd.trainer.lr_finder import apply_lr_finder
 
     store = StateStore(workspace.state_db)
     stop = _StopFlag()
@@ -183,6 +184,15 @@ def run(workspace: Workspace, name: str) -> int:
     store.set_job_state(name, "training")
     store.log_event(f"training from iteration {training.trainer.iteration}", name)
     trainer = training.trainer
+    found = apply_lr_finder(trainer)
+    if found is not None:
+        graph = f"; graph {workspace.relative(found.graph)}" if found.graph else ""
+        store.log_event(f"learning-rate finder: lowest loss at {found.best:.3g}, "
+                        f"learning rate {found.chosen:.3g}{graph}", name)
+        if trainer.options.lr_finder == "graph_and_exit":
+            training.close()
+            store.set_job_state(name, "stopped")
+            return EXIT_OK
     if trainer.options.penalized_mask_loss or trainer.options.eye_multiplier > 1:
         for face_set in (trainer.set_a, trainer.set_b):
             if face_set.without_landmarks:

@@ -7,7 +7,8 @@
 
 No workspace or service: faces are read from -A/-B, the checkpoint, previews and (with
 ``--export``) the ONNX export go to --model-dir. A folder that already holds a checkpoint
-resumes from it. Ctrl-C or SIGTERM saves and exits 0.
+resumes from it. Ctrl-C or SIGTERM saves and exits 0. Under ``torchrun`` it trains on
+several GPUs (see :mod:`swapd.trainer.distributed`).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ def run_training(model: str, faces_a: Path, faces_b: Path, model_dir: Path,
     from tqdm import tqdm
 
     from swapd.trainer.loop import NonFiniteLossError, Trainer
+    from swapd.trainer.lr_finder import apply_lr_finder
     from swapd.trainer.options import split_options
 
     trainer_options, model_options = split_options(model, options)
@@ -40,12 +42,26 @@ def run_training(model: str, faces_a: Path, faces_b: Path, model_dir: Path,
     # Loading the faces can take a while: Ctrl-C then simply stops (nothing to save yet).
     trainer = Trainer(model, model_options.model_dump(), trainer_options, faces_a, faces_b,
                       model_dir, batch_size)
+    found = apply_lr_finder(trainer)
+    if found is not None:
+        log.info("learning-rate finder: lowest loss at %.3g, training at %.3g%s", found.best,
+                 found.chosen, f" (graph: {found.graph})" if found.graph else "")
+        if trainer_options.lr_finder == "graph_and_exit":
+            trainer.close()
+            return trainer.iteration
     previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     bar = tqdm(total=iterations or None, initial=trainer.iteration, unit="it",
-               disable=not show_progress)
+               disable=not show_progress or not trainer.is_main)
+    distributed = trainer.distributed
+
+    def stopping() -> bool:  # under torchrun every process stops at the same step
+        if distributed is None:
+            return stop["now"]
+        return distributed.any(stop["now"], trainer.device)
+
     try:
         saved = trainer.iteration
-        while not stop["now"] and (iterations == 0 or trainer.iteration < iterations):
+        while not stopping() and (iterations == 0 or trainer.iteration < iterations):
             try:
                 stats = trainer.step()
             except NonFiniteLossError as exc:
@@ -60,13 +76,13 @@ def run_training(model: str, faces_a: Path, faces_b: Path, model_dir: Path,
                 _save(trainer, model_dir)
                 saved = trainer.iteration
                 trainer.refresh_faces()
-            if snapshot_every and stats.iteration % snapshot_every == 0:
+            if snapshot_every and stats.iteration % snapshot_every == 0 and trainer.is_main:
                 trainer.snapshot(snapshot_policy, snapshot_keep,  # type: ignore[arg-type]
                                  tracker, tracker_faces)
                 saved = trainer.iteration
         if trainer.iteration != saved or trainer_options.save_optimizer == "exit":
             _save(trainer, model_dir, final=True)
-        if export and trainer.iteration:
+        if export and trainer.iteration and trainer.is_main:
             report = trainer.export_onnx(model_dir / "exports" / "a_to_b.onnx")
             log.info("exported %s (parity max abs diff %.2e)", report.path,
                      report.max_abs_diff)
@@ -79,5 +95,7 @@ def run_training(model: str, faces_a: Path, faces_b: Path, model_dir: Path,
 
 
 def _save(trainer: Any, model_dir: Path, final: bool = False) -> None:
-    trainer.save(final=final)
+    trainer.save(final=final)  # only the first process of a torchrun group writes
+    if not trainer.is_main:
+        return
     trainer.write_preview(model_dir / "previews" / "latest.png")

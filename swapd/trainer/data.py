@@ -429,31 +429,43 @@ class BatchLoader:
         seed: int | list[int] = 0,
         prefetch: int = 3,
         workers: int = 1,
+        shard: tuple[int, int] = (0, 1),
     ) -> None:
+        """``shard`` (rank, world size): under DistributedDataParallel each process draws the
+        same global batch of ``batch_size`` faces per side and keeps its own share, so the
+        processes together train on exactly the faces one process would (with one worker)."""
         if set_a.size != set_b.size:
             raise ValueError("both face sets must have the same crop size")
         if workers < 1:
             raise ValueError(f"workers must be >= 1, got {workers}")
+        rank, world = shard
+        if batch_size % world:
+            raise ValueError(f"batch size {batch_size} does not split over {world} processes")
         self.set_a, self.set_b = set_a, set_b
         self.batch_size = batch_size
+        self._share = slice(rank * batch_size // world, (rank + 1) * batch_size // world)
         self._augmenter = Augmenter(set_a.size, augment)
         seeds = seed if isinstance(seed, list) else [seed]
-        rngs = ([np.random.default_rng(seed)] if workers == 1
-                else [np.random.default_rng([*seeds, k]) for k in range(workers)])
+        # Per worker: the draw of faces (the same in every process of a shard group) and the
+        # augmentation (each process its own).
+        rngs = [(np.random.default_rng(seeds if workers == 1 else [*seeds, k]),
+                 np.random.default_rng([*seeds, k, 7919, rank])) for k in range(workers)]
         self._queue: queue.Queue[Batch | BaseException] = queue.Queue(
             maxsize=max(prefetch, 2 * workers))
         self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._run, args=(rng,), daemon=True,
+        self._threads = [threading.Thread(target=self._run, args=(pair,), daemon=True,
                                           name=f"swapd-batch-loader-{k}")
-                         for k, rng in enumerate(rngs)]
+                         for k, pair in enumerate(rngs)]
         for thread in self._threads:
             thread.start()
 
-    def _make(self, rng: np.random.Generator) -> Batch:
+    def _make(self, rngs: tuple[np.random.Generator, np.random.Generator]) -> Batch:
+        draw, augment = rngs
         parts = []
         for face_set in (self.set_a, self.set_b):
-            faces, masks = face_set.sample(rng, self.batch_size)
-            inputs, targets, masks = self._augmenter(faces, rng, masks)
+            faces, masks = face_set.sample(draw, self.batch_size)
+            faces, masks = faces[self._share], masks[self._share]
+            inputs, targets, masks = self._augmenter(faces, augment, masks)
             parts += [to_tensor_layout(inputs), to_tensor_layout(targets),
                       to_tensor_layout(masks)]
         return Batch(*parts)
@@ -467,10 +479,10 @@ class BatchLoader:
                 continue
         return False
 
-    def _run(self, rng: np.random.Generator) -> None:
+    def _run(self, rngs: tuple[np.random.Generator, np.random.Generator]) -> None:
         while not self._stop.is_set():
             try:
-                item: Batch | BaseException = self._make(rng)
+                item: Batch | BaseException = self._make(rngs)
             except FaceSetError:
                 # A folder emptied mid-training: wait for faces to come back (the trainer
                 # reports the empty set itself) rather than ending the thread.

@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from swapd.exporter.onnx_export import ExportReport, export_swap_model
 from swapd.fsutil import FolderLock
@@ -38,6 +40,7 @@ from swapd.trainer.data import (
     LandmarkSource,
     to_tensor_layout,
 )
+from swapd.trainer.distributed import BothSides, from_environment
 from swapd.trainer.losses import FaceLoss, combine_losses
 from swapd.trainer.models import SwapModel, build_model
 from swapd.trainer.optimizers import (
@@ -160,6 +163,12 @@ class Trainer:
         self.checkpoint_path = self.model_dir / CHECKPOINT_NAME
         self.batch_size = batch_size
         self.device = resolve_device(trainer_options.device)
+        # Under torchrun: one process per GPU (or CPU process), see swapd.trainer.distributed.
+        self.distributed = from_environment(self.device.type)
+        if self.distributed is not None and self.device.type == "cuda":
+            self.device = torch.device("cuda", self.distributed.local_rank)
+            torch.cuda.set_device(self.device)
+        self.is_main = self.distributed is None or self.distributed.is_main
         if self.device.type == "cpu":
             configure_threads()
         self._autocast = self._autocast_context()
@@ -173,7 +182,8 @@ class Trainer:
         self._memory_format = (torch.channels_last if trainer_options.channels_last
                                else torch.contiguous_format)
 
-        self._remove_stale_temp_files()
+        if self.is_main:  # another process's temp file may be a save in progress
+            self._remove_stale_temp_files()
         state = load_checkpoint(self.checkpoint_path) if self.checkpoint_path.exists() else None
         if state is not None:
             self._check_same_model(state)
@@ -192,6 +202,8 @@ class Trainer:
         self._loss_since_save: list[float] = []  # for the backup: the average between saves
         self.backup: dict[str, Any] | None = None  # the backup's iteration and average loss
         self.last_average_loss: float | None = None  # between the last two saves
+        self.lr_override: float | None = None  # the learning-rate finder's, while it runs
+        self.lr_found: float | None = None  # the finder's result, kept in the checkpoint
         self._saved_at = -1  # the iteration model.pt holds, when this session wrote it
         self.rollbacks: list[dict[str, Any]] = []
         if state is not None:
@@ -237,11 +249,16 @@ class Trainer:
                             clahe_max_grid=trainer_options.clahe_max_grid),
             seed=[trainer_options.seed, self.iteration],
             workers=self.loader_workers,
+            shard=((0, 1) if self.distributed is None
+                   else (self.distributed.rank, self.distributed.world_size)),
         )
+        both = BothSides(self.model)
+        self._both: nn.Module = (both if self.distributed is None else DistributedDataParallel(
+            both, device_ids=[self.device.index] if self.device.type == "cuda" else None))
         # Last: held while this trainer lives, so no restore or second trainer changes the
-        # model folder under it.
+        # model folder under it (by the first process of a distributed run).
         self._folder_lock = FolderLock(self.model_dir / LOCK_NAME)
-        if not self._folder_lock.acquire():
+        if self.is_main and not self._folder_lock.acquire():
             self.loader.close()
             raise ModelBusyError(self.model_dir, "another trainer is using this model folder")
 
@@ -317,6 +334,7 @@ class Trainer:
         self.clipper.history.extend(state.get("autoclip_history", []))
         self.lr_scale = float(state.get("lr_scale", 1.0))
         self.rollbacks = list(state.get("rollbacks", []))
+        self.lr_found = state.get("lr_found")
         # backup.json, written once the copy is in place, is the truth about the backup.
         self.backup = backup_info(self.model_dir)
         self.history = list(state.get("history", {}).get("sessions", []))
@@ -364,8 +382,8 @@ class Trainer:
         for _ in range(accumulate):  # gradients add up over `accumulate` batches
             batch = self.loader.get()
             with self._autocast():
-                out_a = self.model(self._tensor(batch.input_a), "a")
-                out_b = self.model(self._tensor(batch.input_b), "b")
+                out_a, out_b = self._both(self._tensor(batch.input_a),
+                                          self._tensor(batch.input_b))
             per_a, parts_a = self._loss_fn.breakdown(out_a, self._tensor(batch.target_a),
                                                      self._tensor(batch.mask_a))
             per_b, parts_b = self._loss_fn.breakdown(out_b, self._tensor(batch.target_b),
@@ -377,7 +395,10 @@ class Trainer:
                 values = torch.stack(list(parts.values())).float().tolist()
                 for name, value in zip(parts, values, strict=True):
                     total[name] = total.get(name, 0.0) + value / accumulate
-            if not (math.isfinite(part_a) and math.isfinite(part_b)):
+            bad = not (math.isfinite(part_a) and math.isfinite(part_b))
+            if self.distributed is not None:  # every process must stop together
+                bad = self.distributed.any(bad, self.device)
+            if bad:
                 self.optimizer.zero_grad(set_to_none=True)
                 raise NonFiniteLossError(self.iteration + 1, part_a, part_b)
             la, lb = la + part_a / accumulate, lb + part_b / accumulate
@@ -389,12 +410,19 @@ class Trainer:
             raise NonFiniteLossError(self.iteration + 1, la, lb)
         if self.clipper.active:
             self.clipper(params, norm)
-        lr = (self.options.learning_rate * self.lr_scale
-              * warmup_factor(self.iteration, self.options.warmup))
+        lr = self.lr_override or (self.options.learning_rate * self.lr_scale
+                                  * warmup_factor(self.iteration, self.options.warmup))
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.optimizer.step()
         self.iteration += 1
+        if self.distributed is not None:  # report the global batch's losses, as one process
+            names_a, names_b = list(components_a), list(components_b)
+            means = self.distributed.all_mean(
+                [la, lb, *components_a.values(), *components_b.values()], self.device)
+            la, lb = means[0], means[1]
+            components_a = dict(zip(names_a, means[2:2 + len(names_a)], strict=True))
+            components_b = dict(zip(names_b, means[2 + len(names_a):], strict=True))
         self._loss_since_save.append((la + lb) / 2)
         self._session["iterations"] = self.iteration - self._session["start_iteration"]
         return StepStats(self.iteration, la, lb, time.perf_counter() - start,
@@ -445,6 +473,7 @@ class Trainer:
             "autoclip_history": list(self.clipper.history),
             "lr_scale": self.lr_scale,
             "rollbacks": list(self.rollbacks),
+            "lr_found": self.lr_found,
             "history": {"sessions": [dict(s) for s in self.history]},
         }
         if with_optimizer:
@@ -455,6 +484,9 @@ class Trainer:
         """Write the checkpoint atomically to ``model_dir/model.pt``. ``final``: the session's
         last save (stop, target reached), which keeps the optimizer's state under
         ``save_optimizer = "exit"``."""
+        if not self.is_main:  # the first process writes for all
+            self._loss_since_save = []
+            return self.checkpoint_path
         policy = self.options.save_optimizer
         with_optimizer = policy == "always" or (policy == "exit" and final)
         average = (sum(self._loss_since_save) / len(self._loss_since_save)
@@ -470,6 +502,11 @@ class Trainer:
             keep_backup(path, info, supersede=self.backup is not None and not comparable)
             self.backup = info  # only once the copy and backup.json exist
         return path
+
+    def use_learning_rate(self, rate: float) -> None:
+        """Train at ``rate`` from now on (the learning-rate finder's), and keep it."""
+        self.options.learning_rate = rate
+        self.lr_found = rate
 
     def _loss_settings(self) -> dict[str, Any]:
         """The options a loss value depends on: losses compare only when these agree."""

@@ -68,6 +68,12 @@ class TrainerOptions(BaseModel):
     colour_jitter: bool = Field(True, description="L*a*b* jitter of the input only")
     clahe: float = Field(0.5, ge=0, le=1, description="share of inputs given CLAHE (0 = off)")
     clahe_max_grid: int = Field(4, ge=1, le=16, description="CLAHE tiles per side, at most")
+    lr_finder: Literal["off", "set", "graph_and_set", "graph_and_exit"] = Field(
+        "off", description="search the learning rate before training (faceswap's modes): use "
+        "it, also draw the graph (<model dir>/lr_finder/), or only draw the graph")
+    lr_finder_strength: Literal["default", "aggressive", "extreme"] = Field(
+        "default", description="the rate at the lowest loss divided by 10, 5 or 2.5")
+    lr_finder_iterations: int = Field(1000, ge=10, le=100_000)
     save_optimizer: Literal["always", "exit", "never"] = Field(
         "always", description="keep the optimizer's state in the checkpoint at every save, "
         "only at the session's last save (faceswap's default: smaller, faster saves), or never "

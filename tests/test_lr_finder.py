@@ -1,0 +1,61 @@
+"""The learning-rate finder: a search that trains nothing, faceswap's strengths and modes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from swapd.trainer.checkpoint import load_checkpoint
+from swapd.trainer.lr_finder import STRENGTH, find_learning_rate
+from tests.support import make_trainer
+from tests.test_train_cli import TINY, swapd
+
+
+def test_the_search_leaves_the_model_as_it_was(faces: tuple[Path, Path], tmp_path: Path) -> None:
+    trainer = make_trainer(faces, tmp_path / "m")
+    try:
+        trainer.step()
+        weights = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+        moments = trainer.optimizer.state_dict()["state"][0]["exp_avg"].clone()
+        result = find_learning_rate(trainer, 40, "aggressive", graph_dir=tmp_path / "graphs")
+        assert trainer.iteration == 1 and trainer.lr_override is None
+        for name, value in trainer.model.state_dict().items():
+            assert torch.equal(value, weights[name]), name
+        assert torch.equal(trainer.optimizer.state_dict()["state"][0]["exp_avg"], moments)
+        trainer.step()  # and training goes on from there
+    finally:
+        trainer.close()
+    assert np.all(np.diff(result.learning_rates) > 0)  # exponentially rising
+    assert len(result.learning_rates) == len(result.losses) <= 40
+    assert result.best == result.learning_rates[int(np.argmin(result.losses))]
+    assert result.chosen == pytest.approx(result.best / STRENGTH["aggressive"])
+    assert STRENGTH == {"default": 10.0, "aggressive": 5.0, "extreme": 2.5}  # faceswap's
+    assert result.graph is not None and cv2.imread(str(result.graph)) is not None
+
+
+def test_train_finds_its_learning_rate_once_or_only_draws_the_graph(
+        synthetic_sets: dict[str, Path], tmp_path: Path) -> None:
+    model_dir = tmp_path / "model"
+    common = ["train", "--model", "lightweight", "-A", str(synthetic_sets["alice"]), "-B",
+              str(synthetic_sets["bob"]), "--model-dir", str(model_dir), "--batch-size", "4",
+              *TINY, "--set", "lr_finder_iterations=25"]
+    only_graph = swapd(*common, "--set", "lr_finder=graph_and_exit", "--iterations", "5")
+    assert only_graph.returncode == 0, only_graph.stderr
+    assert len(list((model_dir / "lr_finder").glob("*.png"))) == 1
+    assert not (model_dir / "model.pt").exists()  # nothing trained
+
+    found = swapd(*common, "--set", "lr_finder=set", "--iterations", "2")
+    assert found.returncode == 0, found.stderr
+    assert "learning-rate finder" in found.stderr
+    state = load_checkpoint(model_dir / "model.pt")
+    assert state["iteration"] == 2 and state["lr_found"] > 0
+    assert state["trainer_options"]["learning_rate"] == state["lr_found"]
+
+    again = swapd(*common, "--set", "lr_finder=set", "--iterations", "3")
+    assert again.returncode == 0, again.stderr
+    assert "learning-rate finder" not in again.stderr  # the rate found is reused
+    assert load_checkpoint(model_dir / "model.pt")["lr_found"] == state["lr_found"]
