@@ -551,6 +551,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from swapd.trainer.checkpoint import CheckpointError
     from swapd.trainer.cli_train import run_training
     from swapd.trainer.data import FaceSetError
+    from swapd.trainer.lr_finder import LRFinderError
     from swapd.trainer.options import OptionsError, parse_assignments
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -562,7 +563,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                                snapshot_policy=args.snapshot_policy,
                                snapshot_keep=args.snapshot_keep,
                                tracker=not args.no_tracker, tracker_faces=args.tracker_faces)
-    except (OptionsError, FaceSetError, CheckpointError) as exc:
+    except (OptionsError, FaceSetError, CheckpointError, LRFinderError) as exc:
         print(f"swapd: {exc}", file=sys.stderr)
         return EXIT_USAGE
     print(f"saved {args.model_dir} at iteration {reached}")

@@ -23,6 +23,8 @@ def test_the_search_leaves_the_model_as_it_was(faces: tuple[Path, Path], tmp_pat
         moments = trainer.optimizer.state_dict()["state"][0]["exp_avg"].clone()
         result = find_learning_rate(trainer, 40, "aggressive", graph_dir=tmp_path / "graphs")
         assert trainer.iteration == 1 and trainer.lr_override is None
+        assert trainer.history[-1] is trainer._session  # the session record still tracked
+        assert trainer._session["iterations"] == 1
         for name, value in trainer.model.state_dict().items():
             assert torch.equal(value, weights[name]), name
         assert torch.equal(trainer.optimizer.state_dict()["state"][0]["exp_avg"], moments)
@@ -31,7 +33,8 @@ def test_the_search_leaves_the_model_as_it_was(faces: tuple[Path, Path], tmp_pat
         trainer.close()
     assert np.all(np.diff(result.learning_rates) > 0)  # exponentially rising
     assert len(result.learning_rates) == len(result.losses) <= 40
-    assert result.best == result.learning_rates[int(np.argmin(result.losses))]
+    skip = len(result.losses) // 10  # the first tenth only wanders
+    assert result.best == result.learning_rates[skip + int(np.argmin(result.losses[skip:]))]
     assert result.chosen == pytest.approx(result.best / STRENGTH["aggressive"])
     assert STRENGTH == {"default": 10.0, "aggressive": 5.0, "extreme": 2.5}  # faceswap's
     assert result.graph is not None and cv2.imread(str(result.graph)) is not None
@@ -42,7 +45,7 @@ def test_train_finds_its_learning_rate_once_or_only_draws_the_graph(
     model_dir = tmp_path / "model"
     common = ["train", "--model", "lightweight", "-A", str(synthetic_sets["alice"]), "-B",
               str(synthetic_sets["bob"]), "--model-dir", str(model_dir), "--batch-size", "4",
-              *TINY, "--set", "lr_finder_iterations=25"]
+              *TINY, "--set", "lr_finder_iterations=80"]
     only_graph = swapd(*common, "--set", "lr_finder=graph_and_exit", "--iterations", "5")
     assert only_graph.returncode == 0, only_graph.stderr
     assert len(list((model_dir / "lr_finder").glob("*.png"))) == 1
@@ -52,10 +55,22 @@ def test_train_finds_its_learning_rate_once_or_only_draws_the_graph(
     assert found.returncode == 0, found.stderr
     assert "learning-rate finder" in found.stderr
     state = load_checkpoint(model_dir / "model.pt")
-    assert state["iteration"] == 2 and state["lr_found"] > 0
-    assert state["trainer_options"]["learning_rate"] == state["lr_found"]
+    found_rate = state["lr_found"]["rate"]
+    assert state["iteration"] == 2 and found_rate > 0
+    assert state["trainer_options"]["learning_rate"] == found_rate
+    assert state["lr_found"]["found_for"] == {"learning_rate": 1e-3, "strength": "default",
+                                              "batch_size": 4}
 
     again = swapd(*common, "--set", "lr_finder=set", "--iterations", "3")
     assert again.returncode == 0, again.stderr
     assert "learning-rate finder" not in again.stderr  # the rate found is reused
+    assert "found by an earlier search" in again.stderr
     assert load_checkpoint(model_dir / "model.pt")["lr_found"] == state["lr_found"]
+
+    # Another strength: what the rate was found for changed, so it searches again.
+    other = swapd(*common, "--set", "lr_finder=set", "--set", "lr_finder_strength=extreme",
+                  "--iterations", "4")
+    assert other.returncode == 0, other.stderr
+    assert "learning-rate finder" in other.stderr
+    assert load_checkpoint(model_dir / "model.pt")["lr_found"]["found_for"]["strength"] == (
+        "extreme")

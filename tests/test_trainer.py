@@ -171,15 +171,34 @@ def test_batch_loader_workers_build_batches_side_by_side(faces: tuple[Path, Path
         one.close()
         again.close()
     loader = BatchLoader(set_a, set_b, 4, AugmentSettings(), seed=[1, 0], workers=3)
+    again = BatchLoader(set_a, set_b, 4, AugmentSettings(), seed=[1, 0], workers=3)
     try:
         assert len(loader._threads) == 3
         batches = [loader.get() for _ in range(12)]
         assert all(b.input_a.shape == (4, 3, 32, 32) for b in batches)
-        # Each worker draws its own stream: no two batches are the same.
+        # Each worker draws its own stream: no two batches are the same...
         assert len({b.input_a.tobytes() for b in batches}) == 12
+        # ...and read in turn, the order is the seed's, however the threads race.
+        assert all(np.array_equal(b.input_a, again.get().input_a) for b in batches)
     finally:
         loader.close()
+        again.close()
     assert not any(t.is_alive() for t in loader._threads)
+
+    # Two processes of a DDP group, two workers each: at every step their shares make up
+    # the global batch one process draws.
+    still = AugmentSettings(warp=False, flip=False, rotation_deg=0, zoom=0, shift=0,
+                            colour=False, clahe=0)
+    whole = BatchLoader(set_a, set_b, 4, still, seed=[2, 0], workers=2)
+    halves = [BatchLoader(set_a, set_b, 4, still, seed=[2, 0], workers=2, shard=(r, 2))
+              for r in (0, 1)]
+    try:
+        for _ in range(6):
+            joined = np.concatenate([half.get().target_a for half in halves])
+            assert np.array_equal(joined, whole.get().target_a)
+    finally:
+        for each in (whole, *halves):
+            each.close()
 
 
 # -- checkpoints ------------------------------------------------------------------------

@@ -165,7 +165,7 @@ class TrainingRun:
 
 def run(workspace: Workspace, name: str) -> int:
     from swapd.trainer.loop import NonFiniteLossError
-    from swapd.trainer.lr_finder import apply_lr_finder
+    from swapd.trainer.lr_finder import LRFinderError, apply_lr_finder
 
     store = StateStore(workspace.state_db)
     stop = _StopFlag()
@@ -184,7 +184,13 @@ def run(workspace: Workspace, name: str) -> int:
     store.set_job_state(name, "training")
     store.log_event(f"training from iteration {training.trainer.iteration}", name)
     trainer = training.trainer
-    found = apply_lr_finder(trainer)
+    try:
+        found = apply_lr_finder(trainer)
+    except LRFinderError as exc:
+        training.close()
+        store.set_job_state(name, "error", str(exc))
+        store.log_event(f"learning-rate finder: {exc}", name, level="error")
+        return EXIT_BAD_INPUT
     if found is not None:
         graph = f"; graph {workspace.relative(found.graph)}" if found.graph else ""
         store.log_event(f"learning-rate finder: lowest loss at {found.best:.3g}, "

@@ -75,7 +75,8 @@ def run_training(model: str, faces_a: Path, faces_b: Path, model_dir: Path,
             if stats.iteration % save_every == 0:
                 _save(trainer, model_dir)
                 saved = trainer.iteration
-                trainer.refresh_faces()
+                if distributed is None:  # every process must keep the same sets
+                    trainer.refresh_faces()
             if snapshot_every and stats.iteration % snapshot_every == 0 and trainer.is_main:
                 trainer.snapshot(snapshot_policy, snapshot_keep,  # type: ignore[arg-type]
                                  tracker, tracker_faces)

@@ -416,8 +416,8 @@ class BatchLoader:
 
     A bounded queue keeps a few batches ready; an exception in a thread is re-raised by
     :meth:`get`. ``close()`` stops the threads and waits for them. ``workers`` threads build
-    batches side by side (OpenCV and numpy release the GIL for the heavy parts): one keeps
-    the batch order reproducible from ``seed``; more keep a GPU fed.
+    batches side by side (OpenCV and numpy release the GIL for the heavy parts), each into
+    its own queue, read in turn, so the batch order follows from ``seed`` however many.
     """
 
     def __init__(
@@ -450,12 +450,17 @@ class BatchLoader:
         # augmentation (each process its own).
         rngs = [(np.random.default_rng(seeds if workers == 1 else [*seeds, k]),
                  np.random.default_rng([*seeds, k, 7919, rank])) for k in range(workers)]
-        self._queue: queue.Queue[Batch | BaseException] = queue.Queue(
-            maxsize=max(prefetch, 2 * workers))
+        # One queue per worker, read in turn: worker k builds steps k, k + workers, ..., so
+        # the order of batches is fixed by the seed however the threads race (and every
+        # process of a DDP group takes its share of the same global draw at each step).
+        depth = max(2, -(-prefetch // workers))
+        self._queues: list[queue.Queue[Batch | BaseException]] = [
+            queue.Queue(maxsize=depth) for _ in range(workers)]
+        self._next = 0
         self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._run, args=(pair,), daemon=True,
+        self._threads = [threading.Thread(target=self._run, args=(pair, q), daemon=True,
                                           name=f"swapd-batch-loader-{k}")
-                         for k, pair in enumerate(rngs)]
+                         for k, (pair, q) in enumerate(zip(rngs, self._queues, strict=True))]
         for thread in self._threads:
             thread.start()
 
@@ -470,16 +475,18 @@ class BatchLoader:
                       to_tensor_layout(masks)]
         return Batch(*parts)
 
-    def _put(self, item: Batch | BaseException) -> bool:
+    def _put(self, item: Batch | BaseException,
+             out: queue.Queue[Batch | BaseException]) -> bool:
         while not self._stop.is_set():
             try:
-                self._queue.put(item, timeout=0.1)
+                out.put(item, timeout=0.1)
                 return True
             except queue.Full:
                 continue
         return False
 
-    def _run(self, rngs: tuple[np.random.Generator, np.random.Generator]) -> None:
+    def _run(self, rngs: tuple[np.random.Generator, np.random.Generator],
+             out: queue.Queue[Batch | BaseException]) -> None:
         while not self._stop.is_set():
             try:
                 item: Batch | BaseException = self._make(rngs)
@@ -489,9 +496,9 @@ class BatchLoader:
                 self._stop.wait(0.5)
                 continue
             except BaseException as exc:  # handed to the consumer, then the thread ends
-                self._put(exc)
+                self._put(exc, out)
                 return
-            if not self._put(item):
+            if not self._put(item, out):
                 return
 
     def get(self, timeout: float | None = 60.0) -> Batch:
@@ -499,17 +506,18 @@ class BatchLoader:
         while True:
             if self._stop.is_set():
                 raise LoaderClosedError("batch loader is closed")
+            source = self._queues[self._next]
             try:
-                item = self._queue.get(timeout=0.1 if timeout is None else min(timeout, 0.1))
+                item = source.get(timeout=0.1 if timeout is None else min(timeout, 0.1))
             except queue.Empty:
                 if timeout is not None:
                     timeout -= 0.1
                     if timeout <= 0:
                         raise TimeoutError("no batch ready in time") from None
-                if (not any(t.is_alive() for t in self._threads)
-                        and self._queue.empty()):
-                    raise RuntimeError("batch loader threads ended unexpectedly") from None
+                if not self._threads[self._next].is_alive() and source.empty():
+                    raise RuntimeError("batch loader thread ended unexpectedly") from None
                 continue
+            self._next = (self._next + 1) % len(self._queues)
             if isinstance(item, BaseException):
                 raise item
             return item
@@ -517,10 +525,11 @@ class BatchLoader:
     def close(self) -> None:
         """Stop the threads and drop queued batches; safe to call twice."""
         self._stop.set()
-        while True:
-            try:
-                self._queue.get_nowait()
-            except queue.Empty:
-                break
+        for source in self._queues:
+            while True:
+                try:
+                    source.get_nowait()
+                except queue.Empty:
+                    break
         for thread in self._threads:
             thread.join(timeout=10)

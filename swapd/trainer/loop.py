@@ -203,7 +203,8 @@ class Trainer:
         self.backup: dict[str, Any] | None = None  # the backup's iteration and average loss
         self.last_average_loss: float | None = None  # between the last two saves
         self.lr_override: float | None = None  # the learning-rate finder's, while it runs
-        self.lr_found: float | None = None  # the finder's result, kept in the checkpoint
+        # The finder's rate and what it was found for, kept in the checkpoint.
+        self.lr_found: dict[str, Any] | None = None
         self._saved_at = -1  # the iteration model.pt holds, when this session wrote it
         self.rollbacks: list[dict[str, Any]] = []
         if state is not None:
@@ -334,7 +335,8 @@ class Trainer:
         self.clipper.history.extend(state.get("autoclip_history", []))
         self.lr_scale = float(state.get("lr_scale", 1.0))
         self.rollbacks = list(state.get("rollbacks", []))
-        self.lr_found = state.get("lr_found")
+        found = state.get("lr_found")
+        self.lr_found = found if isinstance(found, dict) else None
         # backup.json, written once the copy is in place, is the truth about the backup.
         self.backup = backup_info(self.model_dir)
         self.history = list(state.get("history", {}).get("sessions", []))
@@ -503,10 +505,11 @@ class Trainer:
             self.backup = info  # only once the copy and backup.json exist
         return path
 
-    def use_learning_rate(self, rate: float) -> None:
-        """Train at ``rate`` from now on (the learning-rate finder's), and keep it."""
+    def use_learning_rate(self, rate: float, record: dict[str, Any]) -> None:
+        """Train at ``rate`` from now on (the learning-rate finder's); ``record`` (the rate and
+        what it was found for) is kept in the checkpoint."""
         self.options.learning_rate = rate
-        self.lr_found = rate
+        self.lr_found = record
 
     def _loss_settings(self) -> dict[str, Any]:
         """The options a loss value depends on: losses compare only when these agree."""

@@ -8,12 +8,14 @@ afterwards: the search trains nothing.
 Modes (the ``lr_finder`` trainer option): ``set`` uses the rate found, ``graph_and_set`` also
 writes the loss-against-rate graph to ``<model dir>/lr_finder/<time>.png``, ``graph_and_exit``
 writes the graph and stops. The rate found is kept in the checkpoint, so later sessions of the
-same model reuse it instead of searching again.
+same model reuse it instead of searching again, as long as the job's learning rate, the
+strength and the batch size are those it was found for.
 """
 
 from __future__ import annotations
 
 import copy
+import logging
 import math
 import time
 from dataclasses import dataclass
@@ -28,10 +30,16 @@ from swapd.trainer.preview import write_png
 if TYPE_CHECKING:
     from swapd.trainer.loop import Trainer
 
+log = logging.getLogger(__name__)
+
 START, END = 1e-10, 1.0
 STRENGTH = {"default": 10.0, "aggressive": 5.0, "extreme": 2.5}
 SMOOTHING = 0.98  # exponential moving average of the loss, bias-corrected
 DIVERGED = 4.0  # stop once the smoothed loss is this many times its lowest
+
+
+class LRFinderError(RuntimeError):
+    """A search that found nothing usable (no finite loss, or no minimum)."""
 
 
 @dataclass(frozen=True)
@@ -51,6 +59,7 @@ def find_learning_rate(trainer: Trainer, iterations: int, strength: str = "defau
     model_state = copy.deepcopy(trainer.model.state_dict())
     optimizer_state = copy.deepcopy(trainer.optimizer.state_dict())
     iteration, session = trainer.iteration, dict(trainer._session)
+    clip_history = list(trainer.clipper.history)  # AutoClip's norms: the search's are not real
     rates, losses = [], []
     average = 0.0
     lowest = math.inf
@@ -74,11 +83,17 @@ def find_learning_rate(trainer: Trainer, iterations: int, strength: str = "defau
         trainer.lr_override = None
         trainer.model.load_state_dict(model_state)
         trainer.optimizer.load_state_dict(optimizer_state)
-        trainer.iteration, trainer._session = iteration, session
+        trainer.iteration = iteration
+        trainer._session.update(session)  # in place: the history holds this very dict
+        trainer.clipper.history.clear()
+        trainer.clipper.history.extend(clip_history)
         trainer._loss_since_save = []
     if not losses:
-        raise RuntimeError("the learning-rate finder got no finite loss at all")
-    best = rates[int(np.argmin(losses))]
+        raise LRFinderError("the learning-rate finder got no finite loss at all")
+    # The first tenth of the sweep is skipped when looking for the lowest loss: at rates
+    # that change nothing the smoothed loss only wanders with the batches.
+    skip = len(losses) // 10
+    best = rates[skip + int(np.argmin(losses[skip:]))]
     chosen = best / STRENGTH[strength]
     graph = None
     if graph_dir is not None:
@@ -128,12 +143,25 @@ def apply_lr_finder(trainer: Trainer) -> LRFinderResult | None:
     mode = trainer.options.lr_finder
     if mode == "off":
         return None
-    if trainer.lr_found is not None and mode != "graph_and_exit":
-        trainer.use_learning_rate(trainer.lr_found)
+    # A rate found earlier holds while what it was found for holds (the job's rate, the
+    # strength, the batch size); any change searches again.
+    found_for = {"learning_rate": trainer.options.learning_rate,
+                 "strength": trainer.options.lr_finder_strength,
+                 "batch_size": trainer.batch_size}
+    earlier = trainer.lr_found
+    if (mode != "graph_and_exit" and earlier is not None
+            and earlier.get("found_for") == found_for):
+        log.info("learning rate %.3g, found by an earlier search", earlier["rate"])
+        trainer.use_learning_rate(earlier["rate"], earlier)
         return None
     graph_dir = trainer.model_dir / "lr_finder" if mode != "set" and trainer.is_main else None
     result = find_learning_rate(trainer, trainer.options.lr_finder_iterations,
                                 trainer.options.lr_finder_strength, graph_dir)
+    if result.best == result.learning_rates[-1] and len(result.learning_rates) > 1:
+        raise LRFinderError(
+            f"the loss still fell at the last rate tried ({result.best:.3g}): no minimum to "
+            "pick; keep lr_finder off or give it more iterations")
     if mode != "graph_and_exit":
-        trainer.use_learning_rate(result.chosen)
+        trainer.use_learning_rate(result.chosen, {"rate": result.chosen,
+                                                  "found_for": found_for})
     return result
