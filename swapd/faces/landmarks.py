@@ -102,3 +102,15 @@ _CENTRE = (_lo + _hi) / 2.0
 MEAN_FACE_2D_68: np.ndarray = (_FRONTAL - _CENTRE) * _SCALE + 0.5
 MEAN_FACE_2D_51: np.ndarray = MEAN_FACE_2D_68[ALIGN_POINTS]
 MEAN_FACE_2D_5: np.ndarray = five_points(MEAN_FACE_2D_68)
+
+
+def landmark_array(value: object, what: str = "landmarks") -> np.ndarray:
+    """``value`` as 68x2 or 5x2 finite float64 landmarks; ValueError saying what is wrong
+    (``what`` names them in the message)."""
+    try:
+        points = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{what} is not numeric ({exc})") from exc
+    if points.shape not in ((68, 2), (5, 2)) or not np.isfinite(points).all():
+        raise ValueError(f"{what} must be 68x2 or 5x2 finite numbers, got shape {points.shape}")
+    return points

@@ -34,6 +34,7 @@ from swapd.faces.faceswap_png import (
     png_pixel_check,
     read_faceswap_header,
 )
+from swapd.faces.landmarks import landmark_array
 
 # How far (as a share of the image size) landmarks may lie outside the image before a face
 # is rejected: a jaw point just past the edge of a tight crop is normal, a face elsewhere is not.
@@ -182,13 +183,9 @@ def _aligned_landmarks(meta: FaceswapMeta, path: Path) -> np.ndarray | None:
     if points is None:
         return None
     try:
-        arr = np.asarray(points, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise BadFaceError(path, f"swapd.aligned_landmarks is not numeric ({exc})") from exc
-    if arr.shape not in ((68, 2), (5, 2)) or not np.isfinite(arr).all():
-        raise BadFaceError(path, f"swapd.aligned_landmarks must be 68x2 or 5x2 finite numbers, "
-                                 f"got shape {arr.shape}")
-    return arr
+        return landmark_array(points, "swapd.aligned_landmarks")
+    except ValueError as exc:
+        raise BadFaceError(path, str(exc)) from exc
 
 
 def inspect_face_file(path: str | os.PathLike[str], min_size: int = 64) -> FaceFileInfo:

@@ -35,6 +35,7 @@ from swapd.faces.alignment import (
 )
 from swapd.faces.dfl_jpg import DFLFormatError, read_dfl_meta
 from swapd.faces.faceswap_png import FaceFormatError, read_faceswap_header
+from swapd.faces.landmarks import landmark_array
 from swapd.faces.masks import (
     MASK_CHANNELS,
     MaskType,
@@ -104,14 +105,11 @@ class StoredGeometry:
 
 
 def _points(value: object) -> np.ndarray | None:
-    """68x2 or 5x2 finite landmarks, or None."""
+    """68x2 or 5x2 finite landmarks, or None (a face without usable ones trains unmasked)."""
     try:
-        points = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError):
+        return landmark_array(value)
+    except ValueError:
         return None
-    if points.shape not in ((68, 2), (5, 2)) or not np.isfinite(points).all():
-        return None
-    return points
 
 
 def stored_geometry(data: bytes, where: str) -> StoredGeometry:
