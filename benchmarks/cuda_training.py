@@ -1,4 +1,4 @@
-"""swapd's trainer on a CUDA GPU: float32 against bf16 mixed precision, in one run.
+"""swapd's trainer on a CUDA GPU: float32 against bf16 (and fp16) mixed precision, in one run.
 
     python benchmarks/cuda_training.py [--models original lightweight] [--steps 60] \\
         [--batch-size 16] [--out benchmarks/results/cuda_training.json]
@@ -39,7 +39,8 @@ def _sync() -> None:
 
 def run(model: str, precision: str, faces: tuple[Path, Path], work: Path, steps: int,
         batch_size: int, device: str, workers: int = 0) -> dict[str, Any]:
-    options = {"device": device, "mixed_precision": precision == "bf16", "seed": 1,
+    options = {"device": device, "seed": 1,
+               "mixed_precision": "off" if precision == "fp32" else precision,
                "loader_workers": workers}
     trainer_options, model_options = split_options(model, options)
     model_dir = work / f"{model}_{precision}_{workers}"
@@ -89,7 +90,8 @@ def run(model: str, precision: str, faces: tuple[Path, Path], work: Path, steps:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--models", nargs="+", default=["original", "lightweight"])
-    parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16"])
+    parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16", "fp16"],
+                        choices=["fp32", "bf16", "fp16"])
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--faces", type=int, default=64)

@@ -157,6 +157,8 @@ def main() -> None:
     parser.add_argument("--model", help="override the demo job's model")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a [train.options] value (TOML syntax), e.g. width=0.25")
+    parser.add_argument("--unset", action="append", default=[], metavar="KEY",
+                        help="drop a [train.options] key (e.g. width, for a model without it)")
     parser.add_argument("--previews", type=Path, help="keep the preview of every check here")
     parser.add_argument("--keep-model", type=Path, help="copy the final checkpoint here")
     parser.add_argument("--keep-merged", type=Path, help="copy the merged clip here")
@@ -175,13 +177,16 @@ def main() -> None:
         assert job.train is not None
         options = dict(job.train.options)
         options.update(parse_assignments(args.set))
+        for key in args.unset:
+            options.pop(key, None)
         batch_size = args.batch_size or job.train.batch_size
         model_name = args.model or job.train.model
         trainer_options, model_options = split_options(model_name, options)
         trainer = Trainer(model_name, model_options.model_dump(), trainer_options,
                           ws.resolve(job.train.a), ws.resolve(job.train.b),
                           ws.model_dir(DEMO_JOB), batch_size)
-        truth = GroundTruth(args.views, trainer.input_size, trainer_options.coverage)
+        # the trainer's coverage: a model may fix its own crop (SAEHD's face type)
+        truth = GroundTruth(args.views, trainer.input_size, trainer.options.coverage)
         first_visible: tuple[int, float] | None = None
         timeline: list[dict[str, float]] = []
         train_seconds = 0.0

@@ -12,7 +12,9 @@ For each model (at its options, or --set key=value overrides):
   augmentation, masks, the penalized loss with eye/mouth multipliers, NaN guard, stats.
 
 Reported: seconds per step (median after warm-up), examples per second (both sides), the ratio
-swapd / best bare variant, and peak resident memory of the process after each part.
+swapd / best bare variant, and peak resident memory of the process after each part. With
+``--also-grayscale`` each model's swapd step is timed a second time as a one-channel model
+(``grayscale = true``, faces converted on load), beside the colour figures.
 """
 
 from __future__ import annotations
@@ -100,6 +102,8 @@ def main() -> None:
                         help="bare-loop variants to time")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="option override (TOML syntax), e.g. width=0.125")
+    parser.add_argument("--also-grayscale", action="store_true",
+                        help="also time each model's swapd step in grayscale")
     parser.add_argument("--out", type=Path,
                         default=Path("benchmarks/results/train_throughput.json"))
     args = parser.parse_args()
@@ -149,6 +153,20 @@ def main() -> None:
             entry["swapd_vs_best_bare"] = round(
                 bare[best_key]["seconds_per_step"] / swapd["seconds_per_step"], 3)
             entry["peak_rss_mib"] = round(peak_rss_mib(), 1)
+            if args.also_grayscale:
+                gray = {**model_options.model_dump(), "grayscale": True}
+                with Trainer(name, gray, options, sets / "a", sets / "b",
+                             Path(tmp) / f"model_{name}_gray", args.batch_size) as trainer:
+                    trainer.step()
+                    entry["swapd_grayscale"] = summary(swapd_loop(trainer, args.steps),
+                                                       args.warmup - 1, examples)
+                    entry["face_cache_bytes"] = {
+                        "colour": int(face_sets[0].faces.nbytes),
+                        "grayscale": int(trainer.set_a.faces.nbytes)}
+                entry["grayscale_speedup"] = round(
+                    swapd["seconds_per_step"]
+                    / entry["swapd_grayscale"]["seconds_per_step"], 3)
+                print(name, "swapd grayscale", entry["swapd_grayscale"], flush=True)
             results["models"][name] = entry
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")

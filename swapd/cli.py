@@ -16,6 +16,7 @@
     swapd model snapshots (DIR | --job NAME) [--json]       a model's snapshots and backup
     swapd model export (DIR | --job NAME) [--snapshot N]    a checkpoint or snapshot to ONNX
     swapd model sessions (DIR | --job NAME) [--output F]    training sessions as CSV
+    swapd model compare (DIR | --job NAME) N M [--image F]  how each face moved between snapshots
     swapd losses JOB [--output FILE]                        a job's loss history as CSV
     swapd config                                            print the default swapd.toml
 """
@@ -523,6 +524,47 @@ def cmd_model_snapshots(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_comparison(comparison: Any) -> None:
+    print(f"snapshots {comparison.first} -> {comparison.second}")
+    for side in comparison.sides:
+        if not side.faces:
+            print(f"  side {side.side.upper()}: no face tracked in both")
+            continue
+        print(f"  side {side.side.upper()}: {side.faces} faces, mean loss "
+              f"{side.mean_before:.4f} -> {side.mean_after:.4f}; {side.improved} better, "
+              f"{side.worsened} worse")
+        for title, changes in (("most improved", side.most_improved),
+                               ("most worsened", side.most_worsened)):
+            for change in changes:
+                print(f"    {title}: {change.face}  {change.before:.4f} -> {change.after:.4f}")
+
+
+def cmd_model_compare(args: argparse.Namespace) -> int:
+    from swapd.trainer.compare import compare_snapshots, comparison_grid
+    from swapd.trainer.preview import write_png
+    from swapd.trainer.snapshots import SnapshotError, find_snapshot
+
+    model_dir = _model_dir(args, idle=False)
+    if model_dir is None:
+        return EXIT_USAGE
+    try:
+        first = find_snapshot(model_dir, args.first)
+        second = find_snapshot(model_dir, args.second)
+        comparison = compare_snapshots(first, second, args.top)
+        if args.image:
+            shown = [c for side in comparison.sides
+                     for c in side.most_improved + side.most_worsened]
+            write_png(args.image, comparison_grid(first, second, shown))
+    except SnapshotError as exc:
+        print(f"swapd: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.json:
+        print(json.dumps(comparison.to_json()))
+    else:
+        _print_comparison(comparison)
+    return 0
+
+
 def cmd_model_summary(args: argparse.Namespace) -> int:
     from swapd.trainer.models import build_model, summarize
     from swapd.trainer.options import OptionsError, parse_assignments, validate_model_options
@@ -722,6 +764,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workspace", type=Path)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_model_snapshots)
+    p = model.add_parser("compare", help="two snapshots' tracker data: each face's loss "
+                                         "then and now")
+    p.add_argument("model_dir", nargs="?", type=Path, help="a model folder (swapd train's)")
+    p.add_argument("first", type=int, metavar="FIRST", help="iteration of the earlier snapshot")
+    p.add_argument("second", type=int, metavar="SECOND", help="iteration of the later one")
+    p.add_argument("--job", help="a service job's model instead")
+    p.add_argument("--workspace", type=Path)
+    p.add_argument("--top", type=_positive_int, default=5,
+                   help="faces listed as most improved / worsened per side (default 5)")
+    p.add_argument("--image", type=Path, help="also write those faces' images side by side "
+                                              "(PNG: reconstruction then swap, before/after)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_model_compare)
 
     p = sub.add_parser("config", help="print the default swapd.toml")
     p.set_defaults(func=lambda _args: print(default_config_text(), end="") or 0)

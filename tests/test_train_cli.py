@@ -27,15 +27,18 @@ def swapd(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
                           text=True, timeout=timeout, env=ENV)
 
 
-@pytest.mark.parametrize(("name", "parameters"), [("original", 82_062_470),
-                                                   ("lightweight", 51_066_374)])
-def test_model_summary(name: str, parameters: int) -> None:
+@pytest.mark.parametrize(("name", "parameters", "first"), [
+    ("original", 82_062_470, "Conv2d(3, 128, kernel_size=(5, 5)"),
+    ("lightweight", 51_066_374, "Conv2d(3, 128, kernel_size=(5, 5)"),
+    ("saehd", 82_376_555, "Conv2d(3, 64, kernel_size=(5, 5)"),
+])
+def test_model_summary(name: str, parameters: int, first: str) -> None:
     result = swapd("model", "summary", name, "--json")
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
     assert summary["model"] == name and summary["parameters"] == parameters
     assert sum(layer["parameters"] for layer in summary["layers"]) == parameters
-    assert summary["layers"][0]["layer"].startswith("Conv2d(3, 128, kernel_size=(5, 5)")
+    assert summary["layers"][0]["layer"].startswith(first)
     text = swapd("model", "summary", name, "--set", "input_size=128")
     assert text.returncode == 0 and "total" in text.stdout and "input_size=128" in text.stdout
     bad = swapd("model", "summary", name, "--set", "input_size=100")

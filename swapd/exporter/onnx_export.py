@@ -1,9 +1,12 @@
 """Export a trained swap path (encoder + one decoder) to ONNX, checked against torch.
 
 The ONNX model takes input ``face``: float32 NCHW BGR in [0, 1] at ``input_size`` (any
-batch size) and gives output ``swapped`` in the same layout. Its metadata_props say how the
-input crop is made (``input_size``, ``coverage``; see
-:func:`swapd.trainer.data.crop_for_model`), which model made it, and that swapd did.
+batch size) and gives output ``swapped`` in the same layout, and, when the model learned a
+mask, output ``mask`` (N, 1, H, W) in [0, 1]. A grayscale model's export still takes and gives
+BGR: the graph converts to gray on the way in and repeats the channel on the way out, so the
+merger needs to know nothing about it. Its metadata_props say how the input crop is made
+(``input_size``, ``coverage``; see :func:`swapd.trainer.data.crop_for_model`), which model
+made it, and that swapd did.
 """
 
 from __future__ import annotations
@@ -28,6 +31,9 @@ from swapd.fsutil import atomic_path
 
 INPUT_NAME = "face"
 OUTPUT_NAME = "swapped"
+MASK_OUTPUT_NAME = "mask"
+# ITU-R BT.601 luma in BGR order: what cv2.cvtColor(..., COLOR_BGR2GRAY) computes.
+GRAY_WEIGHTS = (0.114, 0.587, 0.299)
 DEFAULT_OPSET = 17
 PARITY_TOLERANCE = 1e-3
 PRODUCER = "swapd"
@@ -50,15 +56,33 @@ class ExportReport:
 
 class SwapPath(nn.Module):
     """A swap model's path to one side (``model(face, side)``) as a single-input module for
-    export: only the layers that path runs end up in the graph."""
+    export: only the layers that path runs end up in the graph. BGR in, BGR out (a grayscale
+    model's channel converted both ways), plus the learned mask as a second output."""
 
     def __init__(self, model: nn.Module, side: str) -> None:
         super().__init__()
         self.model = model
         self.side = side
+        self.grayscale = getattr(model, "image_channels", 3) == 1
+        self.learns_mask = bool(getattr(model, "learns_mask", False))
+        self.register_buffer("gray_weights", torch.tensor(GRAY_WEIGHTS).view(1, 3, 1, 1),
+                             persistent=False)
 
-    def forward(self, face: Tensor) -> Tensor:
-        return self.model(face, self.side)
+    @property
+    def output_names(self) -> list[str]:
+        return [OUTPUT_NAME, MASK_OUTPUT_NAME] if self.learns_mask else [OUTPUT_NAME]
+
+    def forward(self, face: Tensor) -> Tensor | tuple[Tensor, Tensor]:
+        if self.grayscale:
+            face = (face * self.gray_weights).sum(dim=1, keepdim=True)
+        out = self.model(face, self.side)
+        channels = 1 if self.grayscale else 3
+        swapped = out[:, :channels]
+        if self.grayscale:
+            swapped = swapped.expand(-1, 3, -1, -1)
+        if self.learns_mask:
+            return swapped, out[:, channels:channels + 1]
+        return swapped
 
 
 def onnx_providers() -> list[str]:
@@ -68,8 +92,9 @@ def onnx_providers() -> list[str]:
     return [p for p in wanted if p in available] or ["CPUExecutionProvider"]
 
 
-def _onnx_bytes(module: nn.Module, input_size: int, opset: int) -> bytes:
+def _onnx_bytes(module: SwapPath, input_size: int, opset: int) -> bytes:
     buf = io.BytesIO()
+    names = module.output_names
     dummy = torch.zeros(1, 3, input_size, input_size)
     # The legacy TorchScript exporter is chosen on purpose (the dynamo one needs onnxscript);
     # its deprecation notices are noise for swapd's users.
@@ -80,8 +105,8 @@ def _onnx_bytes(module: nn.Module, input_size: int, opset: int) -> bytes:
             (dummy,),
             buf,
             input_names=[INPUT_NAME],
-            output_names=[OUTPUT_NAME],
-            dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+            output_names=names,
+            dynamic_axes={name: {0: "batch"} for name in [INPUT_NAME, *names]},
             opset_version=opset,
             dynamo=False,
         )
@@ -99,13 +124,20 @@ def _with_metadata(data: bytes, metadata: dict[str, str]) -> bytes:
     return proto.SerializeToString()
 
 
-def _parity(session: ort.InferenceSession, module: nn.Module, faces: np.ndarray) -> float:
+def _parity(session: ort.InferenceSession, module: SwapPath, faces: np.ndarray) -> float:
+    """The largest difference between onnxruntime and torch over every output."""
     with torch.no_grad():
-        expected = module(torch.from_numpy(faces)).numpy()
-    (got,) = session.run([OUTPUT_NAME], {INPUT_NAME: faces})
-    if got.shape != expected.shape:
-        raise ValueError(f"onnxruntime output shape {got.shape} != torch {expected.shape}")
-    return float(np.max(np.abs(got - expected)))
+        expected = module(torch.from_numpy(faces))
+    if isinstance(expected, Tensor):
+        expected = (expected,)
+    got = session.run(module.output_names, {INPUT_NAME: faces})
+    worst = 0.0
+    for name, ours, theirs in zip(module.output_names, got, expected, strict=True):
+        if ours.shape != tuple(theirs.shape):
+            raise ValueError(f"onnxruntime output {name!r} shape {ours.shape} != torch "
+                             f"{tuple(theirs.shape)}")
+        worst = max(worst, float(np.max(np.abs(ours - theirs.numpy()))))
+    return worst
 
 
 def export_swap_model(
@@ -124,9 +156,10 @@ def export_swap_model(
     """Export ``model``'s path to ``side_to`` (``model(x, side_to)``) to ``path``, verified.
 
     ``faces``: float32 NCHW BGR [0, 1] crops used for the parity check (pass real face
-    crops; without them a seeded random batch is used). The file only appears at ``path``
-    once onnxruntime's output matches torch's within ``tolerance``; otherwise
-    :class:`ExportError` is raised and any earlier file at ``path`` is left untouched.
+    crops, 3-channel even for a grayscale model; without them a seeded random batch is used).
+    The file only appears at ``path`` once onnxruntime's output matches torch's within
+    ``tolerance``; otherwise :class:`ExportError` is raised and any earlier file at ``path`` is
+    left untouched.
     """
     target = Path(path)
     if side_to not in ("a", "b"):
@@ -151,6 +184,8 @@ def export_swap_model(
         "coverage": repr(float(coverage)),
         "layout": "NCHW",
         "channels": "BGR",
+        "grayscale": "1" if module.grayscale else "0",
+        "learned_mask": "1" if module.learns_mask else "0",
         "range": "0..1",
         "synthetic_media": "outputs of this model are synthetic media",
     }

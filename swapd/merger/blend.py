@@ -39,6 +39,17 @@ def face_mask(size: int, coverage: float, centering: str = "face", erode: float 
     mask = np.zeros((size, size), dtype=np.float32)
     hull = cv2.convexHull(np.round(points * 16).astype(np.int32))
     cv2.fillConvexPoly(mask, hull, 1.0, lineType=cv2.LINE_AA, shift=4)
+    mask = feather(mask, erode, blur)
+    mask.flags.writeable = False
+    return mask
+
+
+def feather(mask: np.ndarray, erode: float, blur: float) -> np.ndarray:
+    """A square float32 mask in [0, 1] eroded by ``erode`` and Gaussian-blurred over ``blur``
+    of its side, with a zero border: the blend weight of a face (the mean face's outline, or
+    the mask a model learned)."""
+    size = mask.shape[0]
+    mask = np.array(mask, dtype=np.float32)  # a copy: the caller's mask stays as it was
     radius = round(erode * size)
     if radius > 0:
         kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
@@ -48,7 +59,6 @@ def face_mask(size: int, coverage: float, centering: str = "face", erode: float 
         mask = cv2.GaussianBlur(mask, (0, 0), sigma)
     border = max(1, size // 64)  # nothing may reach the crop edge, or its outline would show
     mask[:border], mask[-border:], mask[:, :border], mask[:, -border:] = 0, 0, 0, 0
-    mask.flags.writeable = False
     return mask
 
 

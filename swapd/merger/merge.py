@@ -29,7 +29,7 @@ from swapd.extract.detect import Detection, Detector, FaceTracker, create_detect
 from swapd.faces.alignment import model_crop_matrix, warp_face
 from swapd.media import IMAGE_SUFFIXES, VIDEO_SUFFIXES, UnreadableMediaError, read_image
 from swapd.merger import watermark
-from swapd.merger.blend import face_mask, match_colour, paste_back
+from swapd.merger.blend import face_mask, feather, match_colour, paste_back
 from swapd.merger.provenance import tag_image
 from swapd.merger.session import SwapSession
 from swapd.merger.video import VideoWriter, probe_video, read_frames
@@ -61,6 +61,11 @@ class MergeOptions:
     # counts the landmarks' hull only), and 0.04 let those untrained pixels show.
     mask_erode: float = 0.08
     mask_blur: float = 0.08
+    # A model that learned its mask blends with it (it follows the face the model was trained
+    # on, turned heads included); it is only softened by these shares.
+    learned_mask: bool = True
+    learned_mask_erode: float = 0.02
+    learned_mask_blur: float = 0.05
     redetect_every: int = 5  # video: full detection every n frames, tracking between (1 = off)
     batch_frames: int = 4  # frames whose faces go through the model in one batch
     crf: int = 18
@@ -133,11 +138,16 @@ class Merger:
                 crops.append(warp_face(frame, matrix, info.input_size))
         if crops:
             originals = np.stack(crops)
-            swapped = self.session.swap(originals)
-            for (index, matrix), new, old in zip(jobs, swapped, originals, strict=True):
+            swapped, learned = self.session.swap_with_masks(originals)
+            for k, ((index, matrix), new, old) in enumerate(
+                    zip(jobs, swapped, originals, strict=True)):
+                mask = self.mask
+                if learned is not None and self.options.learned_mask:
+                    mask = feather(learned[k], self.options.learned_mask_erode,
+                                   self.options.learned_mask_blur)
                 if self.options.colour_match:
-                    new = match_colour(new, old, self.mask)
-                paste_back(frames[index], new, self.mask, matrix)
+                    new = match_colour(new, old, mask)
+                paste_back(frames[index], new, mask, matrix)
         for index, frame in enumerate(frames):
             frames[index] = watermark.embed(frame)
         return len(jobs)

@@ -2,7 +2,8 @@
 
 The exported model (see ``swapd.exporter.onnx_export``) takes input ``face``, NCHW float32 BGR in
 [0, 1] with a dynamic batch, and returns ``swapped`` in the same form; its metadata_props carry
-``input_size``, ``coverage``, ``centering`` and ``model``.  A ``.dfm``-style export (DeepFaceLive:
+``input_size``, ``coverage``, ``centering`` and ``model``; a model that learned its mask also
+returns ``mask`` (N, 1, H, W) in [0, 1].  A ``.dfm``-style export (DeepFaceLive:
 NHWC input ``in_face:0``, output ``out_celeb_face:0``) runs too: the layout is read from the graph.
 """
 
@@ -24,6 +25,7 @@ log = logging.getLogger(__name__)
 Device = Literal["auto", "cpu", "cuda"]
 DEFAULT_COVERAGE = 0.875  # faceswap's default, used only when a model does not say
 _OUTPUT_NAMES = ("swapped", "out_celeb_face:0")
+_MASK_OUTPUT = "mask"
 _CENTERINGS = ("legacy", "face", "head")
 
 
@@ -117,6 +119,7 @@ class SwapSession:
         self.input_name = self.session.get_inputs()[0].name
         outputs = [o.name for o in self.session.get_outputs()]
         self.output_name = next((n for n in _OUTPUT_NAMES if n in outputs), outputs[0])
+        self.mask_name = _MASK_OUTPUT if _MASK_OUTPUT in outputs else None
         batch = self.session.get_inputs()[0].shape[0]
         self.max_batch = batch if isinstance(batch, int) and batch > 0 else None
 
@@ -137,24 +140,40 @@ class SwapSession:
     def centering(self) -> str:
         return self.info.centering
 
+    @property
+    def learned_mask(self) -> bool:
+        """Whether the model gives its own mask with each face."""
+        return self.mask_name is not None
+
     def swap(self, crops: np.ndarray) -> np.ndarray:
         """Swap a batch of model crops: NHWC uint8 BGR in, NHWC uint8 BGR out."""
+        return self.swap_with_masks(crops)[0]
+
+    def swap_with_masks(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """:meth:`swap`, and the model's learned masks (float32 NHW in [0, 1]) when it has
+        them, else None."""
         crops = np.asarray(crops)
         size = self.info.input_size
         if crops.dtype != np.uint8 or crops.ndim != 4 or crops.shape[1:] != (size, size, 3):
             raise ValueError(f"crops must be uint8 (N, {size}, {size}, 3), "
                              f"got {crops.dtype} {crops.shape}")
+        masks = None if self.mask_name is None else np.zeros((len(crops), size, size), np.float32)
         if len(crops) == 0:
-            return crops.copy()
+            return crops.copy(), masks
         x = crops.astype(np.float32) * np.float32(1.0 / 255.0)
         if not self.info.channels_last:
             x = x.transpose(0, 3, 1, 2)
         step = self.max_batch or len(x)
-        outs = [self.session.run([self.output_name], {self.input_name: np.ascontiguousarray(
-            x[i:i + step])})[0] for i in range(0, len(x), step)]
-        y = np.concatenate(outs)
+        names = [self.output_name] if self.mask_name is None else [self.output_name,
+                                                                   self.mask_name]
+        runs = [self.session.run(names, {self.input_name: np.ascontiguousarray(x[i:i + step])})
+                for i in range(0, len(x), step)]
+        y = np.concatenate([run[0] for run in runs])
         if not self.info.channels_last:
             y = y.transpose(0, 2, 3, 1)
         if y.shape != crops.shape:
             raise ValueError(f"{self.path}: model returned shape {y.shape} for input {crops.shape}")
-        return np.clip(y * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        if masks is not None:
+            masks = np.concatenate([run[1] for run in runs]).reshape(masks.shape)
+            masks = np.clip(masks, 0.0, 1.0)
+        return np.clip(y * 255.0 + 0.5, 0, 255).astype(np.uint8), masks

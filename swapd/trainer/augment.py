@@ -4,6 +4,8 @@ Per face: horizontal flip (50 %), a small random rotation/zoom/shift applied to 
 input, the target and the target's masks alike, then a random warp of the input only: a 5x5
 grid of control points jittered with Gaussian noise, interpolated to a dense map and applied
 with ``cv2.remap``. The model learns to undo the warp, which is what makes the swap work.
+With ``warp_to_landmarks`` the input's warp instead moves each face's landmarks toward a
+similar face's of the other side (:mod:`swapd.trainer.warp_landmarks`).
 
 Contrast-limited adaptive histogram equalisation (CLAHE, on L*; faceswap's 50 % chance, tile
 grids of 1 to 4 per side, more for faces over 128 px) and colour jitter in L*a*b* (lightness
@@ -31,6 +33,8 @@ class AugmentSettings:
     zoom: float = 0.05
     shift: float = 0.05
     warp_noise: float = 5 / 256  # control-point noise, as a share of the side
+    warp_to_landmarks: bool = False  # warp toward the other side's landmarks (faces with them)
+    landmark_noise: float = 2 / 256  # destination landmark noise, as a share of the side
     colour: bool = True
     lightness: float = 0.30  # L* scaled by up to ±30 %
     chroma: float = 0.08  # a*, b* shifted by up to ±8 % of their range
@@ -54,25 +58,37 @@ class Augmenter:
         self._cut = slice(self._pad // 10, self._pad // 10 + size)
 
     def __call__(
-        self, faces: np.ndarray, rng: np.random.Generator, masks: np.ndarray | None = None
+        self, faces: np.ndarray, rng: np.random.Generator, masks: np.ndarray | None = None,
+        landmarks: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Return (inputs, targets, masks), uint8 NHWC like ``faces`` and ``masks`` (which are
         not changed). The masks follow the targets' flip and transform; without ``masks`` the
-        third result is an empty array."""
+        third result is an empty array. With ``warp_to_landmarks``, ``landmarks`` drive the
+        input's warp: each face's 68 crop landmarks (N, 68, 2) and those of its closest faces
+        of the other side (N, K, 68, 2), one of which is drawn per face; NaN where unknown (a
+        face without them gets the grid warp)."""
         s = self.settings
         n, channels = len(faces), faces.shape[-1]
         # Target and masks travel together (one array, one warp per face): the same flip and
         # transform by construction.
         both = faces if masks is None else np.concatenate([faces, masks], axis=-1)
         both = both.copy()
+        flip = np.zeros(n, dtype=bool)
         if s.flip:
             flip = rng.random(n) < 0.5
             both[flip] = both[flip][:, :, ::-1]
+        matrices = []
         for i in range(n):
-            both[i] = self._apply(both[i], self._random_transform(rng))
+            matrices.append(self._random_transform(rng))
+            both[i] = self._apply(both[i], matrices[i])
         targets = np.ascontiguousarray(both[..., :channels])
         masks = np.ascontiguousarray(both[..., channels:])
-        inputs = np.stack([self._warp(t, rng) for t in targets]) if s.warp else targets.copy()
+        if s.warp and s.warp_to_landmarks and landmarks is not None:
+            inputs = self._warp_to_landmarks(targets, landmarks, flip, matrices, rng)
+        elif s.warp:
+            inputs = np.stack([self._warp(t, rng) for t in targets])
+        else:
+            inputs = targets.copy()
         if s.clahe > 0:
             inputs = self._equalise(inputs, rng)
         if s.colour:
@@ -132,8 +148,49 @@ class Augmenter:
         )
         return out.reshape(image.shape)
 
+    def _warp_to_landmarks(self, targets: np.ndarray, landmarks: tuple[np.ndarray, np.ndarray],
+                           flip: np.ndarray, matrices: list[np.ndarray],
+                           rng: np.random.Generator) -> np.ndarray:
+        """Per target: the landmark warp from its landmarks to those of one of its candidates
+        (drawn at random), both moved by the target's own flip and transform (so the warp is
+        the one the aligned face would get, carried along), plus noise; the grid warp where
+        they are unknown.
+
+        A flip mirrors both point sets without renumbering them: source and destination stay
+        paired point by point, and mirroring keeps their distance, so the match stays close.
+
+        ``rng`` gives the grid noise of every face, used or not, and the landmark draws come
+        from a generator spawned from it (which leaves its stream alone): ``rng`` is drawn
+        exactly as with the option off, so switching it on changes the warp and nothing else
+        (the same targets, the same colour jitter, the other side's batch too).
+        """
+        from swapd.trainer.warp_landmarks import follow, warp_to_landmarks
+
+        own = rng.spawn(1)[0]
+        src, candidates = landmarks
+        known = np.isfinite(src).all(axis=(1, 2)) & (candidates.shape[1] > 0)
+        inputs = []
+        for i, target in enumerate(targets):
+            noise = self._grid_noise(rng)
+            warped = None
+            dst = candidates[i, own.integers(candidates.shape[1])] if known[i] else None
+            if dst is not None and np.isfinite(dst).all():
+                moved_src = follow(src[i], bool(flip[i]), matrices[i], self.size)
+                moved_dst = follow(dst, bool(flip[i]), matrices[i], self.size)
+                moved_dst += own.normal(scale=self.settings.landmark_noise * self.size,
+                                        size=moved_dst.shape)
+                warped = warp_to_landmarks(target, moved_src, moved_dst)
+            inputs.append(self._grid_warp(target, noise) if warped is None else warped)
+        return np.stack(inputs)
+
+    def _grid_noise(self, rng: np.random.Generator) -> np.ndarray:
+        return rng.normal(scale=self.settings.warp_noise * self.size, size=(2, 5, 5))
+
     def _warp(self, face: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        noise = rng.normal(scale=self.settings.warp_noise * self.size, size=(2, 5, 5))
+        return self._grid_warp(face, self._grid_noise(rng))
+
+    def _grid_warp(self, face: np.ndarray, noise: np.ndarray) -> np.ndarray:
+        """The 5x5 control grid moved by ``noise`` (2, 5, 5), as a dense map, applied."""
         maps = []
         for grid, jitter in ((self._grid_x, noise[0]), (self._grid_y, noise[1])):
             dense = cv2.resize((grid + jitter).astype(np.float32), (self._pad, self._pad))

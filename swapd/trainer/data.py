@@ -17,6 +17,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -46,6 +47,7 @@ from swapd.faces.masks import (
 from swapd.faces.pose import PoseError, estimate_pose
 from swapd.media import IMAGE_SUFFIXES
 from swapd.trainer.augment import Augmenter, AugmentSettings
+from swapd.trainer.warp_landmarks import ClosestMatches
 
 log = logging.getLogger(__name__)
 
@@ -201,14 +203,25 @@ class _Entry:
     reason: str | None = None
     yaw: float | None = None  # degrees, from the landmarks
     pitch: float | None = None
+    landmarks: np.ndarray | None = None  # 68x2 float32 in the model crop's pixels
+
+
+class FaceArrays(NamedTuple):
+    """One consistent snapshot of a :class:`FaceSet`'s stacked arrays (row i: face i)."""
+
+    faces: np.ndarray  # uint8 NHWC
+    masks: np.ndarray  # uint8 NHWC, face/eyes/mouth
+    weights: np.ndarray  # sampling probabilities by yaw band
+    landmarks: np.ndarray  # float32 (N, 68, 2) in the crop's pixels; NaN where unknown
 
 
 class FaceSet:
     """All faces of one folder, decoded once and cropped to the model input (uint8 NHWC).
 
     ``faces`` and ``masks`` (face, eyes, mouth: uint8 NHWC with 3 channels; a face without
-    landmarks gets an all-face mask) are stacked arrays, replaced together and never mutated,
-    so readers in other threads keep a consistent pair. ``skipped`` maps unusable files to the
+    landmarks gets an all-face mask) and ``landmarks`` (68 points in the crop, NaN when not
+    known) are stacked arrays, replaced together and never mutated (:attr:`arrays`), so readers
+    in other threads keep a consistent set. ``skipped`` maps unusable files to the
     reason; ``without_landmarks`` counts usable faces whose masks are not known.
     """
 
@@ -235,8 +248,9 @@ class FaceSet:
         self._entries: dict[Path, _Entry] = {}
         self._lock = threading.Lock()
         self.uniform_yaw = uniform_yaw
-        self._arrays = (np.empty((0, size, size, 1 if grayscale else 3), np.uint8),
-                        np.empty((0, size, size, MASK_CHANNELS), np.uint8), np.empty(0))
+        self._arrays = FaceArrays(np.empty((0, size, size, 1 if grayscale else 3), np.uint8),
+                                  np.empty((0, size, size, MASK_CHANNELS), np.uint8),
+                                  np.empty(0), np.empty((0, 68, 2), np.float32))
         self.paths: list[Path] = []
         self.skipped: dict[Path, str] = {}
         self.without_landmarks = 0
@@ -249,6 +263,15 @@ class FaceSet:
     @property
     def masks(self) -> np.ndarray:
         return self._arrays[1]
+
+    @property
+    def landmarks(self) -> np.ndarray:
+        return self._arrays.landmarks
+
+    @property
+    def arrays(self) -> FaceArrays:
+        """Faces, masks, weights and landmarks of one moment (a refresh replaces them all)."""
+        return self._arrays
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -319,7 +342,9 @@ class FaceSet:
         except (OSError, ValueError, OverflowError, cv2.error) as exc:
             return _Entry(stamp, None, reason=str(exc))
         return _Entry(stamp, face.reshape(self.size, self.size, -1), mask, points is not None,
-                      yaw=yaw, pitch=pitch)
+                      yaw=yaw, pitch=pitch,
+                      landmarks=(points.astype(np.float32)
+                                 if points is not None and len(points) == 68 else None))
 
     def _found_landmarks(self, path: Path, stamp: tuple[int, int], img: np.ndarray,
                          frame: np.ndarray | None) -> np.ndarray | None:
@@ -350,11 +375,16 @@ class FaceSet:
             self.skipped = {p: e.reason or "" for p, e in sorted(entries.items()) if e.face is None}
             self.without_landmarks = sum(not entries[p].has_landmarks for p in good)
             if good:
-                self._arrays = (np.stack([entries[p].face for p in good]),  # type: ignore[misc]
-                                np.stack([entries[p].mask for p in good]),  # type: ignore[misc]
-                                yaw_weights([entries[p].yaw for p in good]))
+                unknown = np.full((68, 2), np.nan, np.float32)
+                self._arrays = FaceArrays(
+                    np.stack([entries[p].face for p in good]),  # type: ignore[misc]
+                    np.stack([entries[p].mask for p in good]),  # type: ignore[misc]
+                    yaw_weights([entries[p].yaw for p in good]),
+                    np.stack([unknown if entries[p].landmarks is None
+                              else entries[p].landmarks for p in good]))  # type: ignore[misc]
             else:
-                self._arrays = (self.faces[:0], self.masks[:0], np.empty(0))
+                self._arrays = FaceArrays(self.faces[:0], self.masks[:0], np.empty(0),
+                                          self.landmarks[:0])
             self.paths = good
             now = set(good)
             return len(now - before), len(before - now)
@@ -362,14 +392,18 @@ class FaceSet:
     def sample(self, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
         """``n`` faces and their masks drawn at random (with replacement only when the set is
         smaller; always with ``uniform_yaw``, where each yaw band is drawn equally often)."""
-        faces, masks, weights = self._arrays
-        if len(faces) == 0:
+        arrays = self._arrays
+        idx = self.draw(rng, n, arrays)
+        return arrays.faces[idx], arrays.masks[idx]
+
+    def draw(self, rng: np.random.Generator, n: int, arrays: FaceArrays) -> np.ndarray:
+        """The rows of ``arrays`` (a snapshot from :attr:`arrays`) that :meth:`sample` takes."""
+        count = len(arrays.faces)
+        if count == 0:
             raise FaceSetError(self.folder, "no usable faces")
         if self.uniform_yaw:
-            idx = rng.choice(len(faces), size=n, p=weights)
-        else:
-            idx = rng.choice(len(faces), size=n, replace=len(faces) < n)
-        return faces[idx], masks[idx]
+            return rng.choice(count, size=n, p=arrays.weights)
+        return rng.choice(count, size=n, replace=count < n)
 
 
 # DeepFaceLab's uniform_yaw: faces are drawn by yaw band, each band as often as any other.
@@ -443,6 +477,9 @@ class BatchLoader:
         self.batch_size = batch_size
         self._share = slice(rank * batch_size // world, (rank + 1) * batch_size // world)
         self._augmenter = Augmenter(set_a.size, augment)
+        # Warp to landmarks: each side's faces matched with the other side's closest ones.
+        self._matches = (ClosestMatches() if augment.warp and augment.warp_to_landmarks
+                         else None)
         seeds = seed if isinstance(seed, list) else [seed]
         # Per worker: the draw of faces (the same in every process of a shard group) and the
         # augmentation (each process its own).
@@ -464,11 +501,34 @@ class BatchLoader:
 
     def _make(self, rngs: tuple[np.random.Generator, np.random.Generator]) -> Batch:
         draw, augment = rngs
+        if self._matches is not None:
+            return self._make_to_landmarks(draw, augment, self._matches)
         parts = []
         for face_set in (self.set_a, self.set_b):
             faces, masks = face_set.sample(draw, self.batch_size)
             faces, masks = faces[self._share], masks[self._share]
             inputs, targets, masks = self._augmenter(faces, augment, masks)
+            parts += [to_tensor_layout(inputs), to_tensor_layout(targets),
+                      to_tensor_layout(masks)]
+        return Batch(*parts)
+
+    def _make_to_landmarks(self, draw: np.random.Generator, augment: np.random.Generator,
+                           matches: ClosestMatches) -> Batch:
+        """:meth:`_make` with warp to landmarks: the same faces drawn, each handed with the
+        landmarks of its closest matches on the other side (the augmenter draws one). Both
+        sets' arrays are read once, so faces, landmarks and match table agree even while a
+        refresh replaces them."""
+        snapshots = (self.set_a.arrays, self.set_b.arrays)
+        parts = []
+        for side, face_set in enumerate((self.set_a, self.set_b)):
+            own, other = snapshots[side], snapshots[1 - side]
+            idx = face_set.draw(draw, self.batch_size, own)[self._share]
+            table = matches.table(side, own.landmarks, other.landmarks)[idx]
+            # (n, k, 68, 2); NaN for a face without landmarks (its row of the table is -1).
+            candidates = np.where((table >= 0)[..., None, None], other.landmarks[table], np.nan)
+            inputs, targets, masks = self._augmenter(
+                own.faces[idx], augment, own.masks[idx],
+                landmarks=(own.landmarks[idx], candidates.astype(np.float32)))
             parts += [to_tensor_layout(inputs), to_tensor_layout(targets),
                       to_tensor_layout(masks)]
         return Batch(*parts)

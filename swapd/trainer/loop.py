@@ -10,7 +10,6 @@ import logging
 import math
 import os
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -50,6 +49,7 @@ from swapd.trainer.optimizers import (
     warmup_factor,
 )
 from swapd.trainer.options import OptionsError, TrainerOptions, validate_model_options
+from swapd.trainer.precision import MixedPrecision
 from swapd.trainer.preview import make_grid, overlay_mask, to_uint8_nhwc, write_png
 from swapd.trainer.snapshots import Policy, Snapshot, prune_snapshots, take_snapshot
 from swapd.trainer.tracker import TrackedFace, track
@@ -59,7 +59,7 @@ log = logging.getLogger(__name__)
 # Trainer options that change what a loss value means (a backup's loss compares only if equal).
 LOSS_SETTINGS = ("loss", "extra_losses", "penalized_mask_loss", "background_weight",
                  "eye_multiplier", "mouth_multiplier", "mask_type", "mask_dilation",
-                 "coverage", "centering")
+                 "coverage", "centering", "mask_loss_weight")
 
 CHECKPOINT_NAME = "model.pt"
 
@@ -171,7 +171,7 @@ class Trainer:
         self.is_main = self.distributed is None or self.distributed.is_main
         if self.device.type == "cpu":
             configure_threads()
-        self._autocast = self._autocast_context()
+        self.precision = MixedPrecision(trainer_options.mixed_precision, self.device)
         self._loss_fn = FaceLoss(
             combine_losses(trainer_options.loss, trainer_options.extra_losses),
             penalized_mask=trainer_options.penalized_mask_loss,
@@ -191,6 +191,7 @@ class Trainer:
         self.model: SwapModel = build_model(model, self.model_options).to(
             self.device, memory_format=self._memory_format
         )
+        self._use_model_crop()
         self.optimizer = build_optimizer(
             trainer_options.optimizer, self.model.parameters(), trainer_options.learning_rate,
             (trainer_options.beta1, trainer_options.beta2), self._epsilon(),
@@ -221,17 +222,18 @@ class Trainer:
         size = self.model_options.input_size  # type: ignore[attr-defined]
         self.input_size: int = size
         try:  # a loss that cannot work at this size (ms_ssim below 33 px) fails here, clearly
-            blank = torch.zeros(1, 3, size, size)
+            blank = torch.zeros(1, self.model.image_channels, size, size)
             self._loss_fn.per_image(blank, blank, torch.zeros(1, 3, size, size))
         except ValueError as exc:
             raise OptionsError(f"loss {trainer_options.loss!r} with extra losses "
                                f"{trainer_options.extra_losses}: {exc}") from None
         self.set_a, self.set_b = (
-            FaceSet(folder, size, trainer_options.coverage, mask_type=trainer_options.mask_type,
-                    centering=trainer_options.centering,
+            FaceSet(folder, size, self.options.coverage, mask_type=trainer_options.mask_type,
+                    centering=self.options.centering,
                     mask_dilation=trainer_options.mask_dilation,
                     find_landmarks=landmarks or FoundLandmarks(),
-                    uniform_yaw=trainer_options.uniform_yaw)
+                    uniform_yaw=trainer_options.uniform_yaw,
+                    grayscale=self.model.image_channels == 1)
             for folder in (faces_a, faces_b)
         )
         for face_set in (self.set_a, self.set_b):
@@ -243,7 +245,9 @@ class Trainer:
             self.set_a,
             self.set_b,
             batch_size,
-            AugmentSettings(warp=trainer_options.warp, flip=trainer_options.flip,
+            AugmentSettings(warp=trainer_options.warp,
+                            warp_to_landmarks=trainer_options.warp_to_landmarks,
+                            flip=trainer_options.flip,
                             rotation_deg=trainer_options.rotation, zoom=trainer_options.zoom,
                             shift=trainer_options.shift, colour=trainer_options.colour_jitter,
                             clahe=trainer_options.clahe,
@@ -281,13 +285,19 @@ class Trainer:
             return ADABELIEF_EPSILON
         return options.epsilon
 
-    def _autocast_context(self) -> Any:
-        if not self.options.mixed_precision:
-            return nullcontext
-        if self.device.type == "cuda" and torch.cuda.is_bf16_supported():
-            return lambda: torch.autocast("cuda", dtype=torch.bfloat16)
-        log.warning("mixed_precision needs a CUDA device with bf16; training in float32")
-        return nullcontext
+    def _use_model_crop(self) -> None:
+        """A model that fixes its crop (SAEHD's face type) sets centering and coverage."""
+        crop = self.model.crop()
+        if crop is None:
+            return
+        centering, coverage = crop
+        asked = self.options.model_fields_set & {"centering", "coverage"}
+        if asked and (self.options.centering, self.options.coverage) != crop:
+            log.warning("model %s fixes its crop (centering %s, coverage %.3f); the job's "
+                        "%s is not used", self.model_name, centering, coverage,
+                        " and ".join(sorted(asked)))
+        self.options = self.options.model_copy(
+            update={"centering": centering, "coverage": coverage})
 
     def _check_same_model(self, state: dict[str, Any]) -> None:
         if state["model"] != self.model_name:
@@ -333,6 +343,7 @@ class Trainer:
     def _restore(self, state: dict[str, Any]) -> None:
         self._load_weights(state)
         self.clipper.history.extend(state.get("autoclip_history", []))
+        self.precision.load_state_dict(state.get("grad_scaler") or {})
         self.lr_scale = float(state.get("lr_scale", 1.0))
         self.rollbacks = list(state.get("rollbacks", []))
         found = state.get("lr_found")
@@ -383,13 +394,11 @@ class Trainer:
         components_b: dict[str, float] = {}
         for _ in range(accumulate):  # gradients add up over `accumulate` batches
             batch = self.loader.get()
-            with self._autocast():
+            with self.precision.autocast():
                 out_a, out_b = self._both(self._tensor(batch.input_a),
                                           self._tensor(batch.input_b))
-            per_a, parts_a = self._loss_fn.breakdown(out_a, self._tensor(batch.target_a),
-                                                     self._tensor(batch.mask_a))
-            per_b, parts_b = self._loss_fn.breakdown(out_b, self._tensor(batch.target_b),
-                                                     self._tensor(batch.mask_b))
+            per_a, parts_a = self._side_loss(out_a, batch.target_a, batch.mask_a)
+            per_b, parts_b = self._side_loss(out_b, batch.target_b, batch.mask_b)
             loss_a, loss_b = per_a.mean(), per_b.mean()
             part_a, part_b = float(loss_a.detach()), float(loss_b.detach())
             for total, parts in ((components_a, parts_a), (components_b, parts_b)):
@@ -404,19 +413,24 @@ class Trainer:
                 self.optimizer.zero_grad(set_to_none=True)
                 raise NonFiniteLossError(self.iteration + 1, part_a, part_b)
             la, lb = la + part_a / accumulate, lb + part_b / accumulate
-            ((loss_a + loss_b) / accumulate).backward()
+            self.precision.backward((loss_a + loss_b) / accumulate)
+        self.precision.unscale(self.optimizer)
         params = [p for p in self.model.parameters() if p.grad is not None]
         norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params]))
         if not torch.isfinite(norm):
-            self.optimizer.zero_grad(set_to_none=True)
-            raise NonFiniteLossError(self.iteration + 1, la, lb)
-        if self.clipper.active:
-            self.clipper(params, norm)
-        lr = self.lr_override or (self.options.learning_rate * self.lr_scale
-                                  * warmup_factor(self.iteration, self.options.warmup))
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
-        self.optimizer.step()
+            if self.precision.scaling:  # fp16 overflow: skip the step, lower the scale
+                self.precision.skip_overflow(self.optimizer)
+            else:
+                self.optimizer.zero_grad(set_to_none=True)
+                raise NonFiniteLossError(self.iteration + 1, la, lb)
+        else:
+            if self.clipper.active:
+                self.clipper(params, norm)
+            lr = self.lr_override or (self.options.learning_rate * self.lr_scale
+                                      * warmup_factor(self.iteration, self.options.warmup))
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+            self.precision.step(self.optimizer)
         self.iteration += 1
         if self.distributed is not None:  # report the global batch's losses, as one process
             names_a, names_b = list(components_a), list(components_b)
@@ -429,6 +443,21 @@ class Trainer:
         self._session["iterations"] = self.iteration - self._session["start_iteration"]
         return StepStats(self.iteration, la, lb, time.perf_counter() - start,
                          2 * self.batch_size * accumulate, components_a, components_b)
+
+    def _side_loss(self, output: torch.Tensor, target: np.ndarray, masks: np.ndarray
+                   ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """One side's loss per face and its components: the face loss on the drawn face and,
+        for a model that learns its mask, the mask's own loss against the landmark face mask
+        (MSE, times ``mask_loss_weight``; component "mask")."""
+        masks_t = self._tensor(masks)
+        face, learned = self.model.split(output)
+        per_image, parts = self._loss_fn.breakdown(face, self._tensor(target), masks_t)
+        if learned is not None:
+            mask_loss = (learned.float() - masks_t[:, 0:1]).square().mean(dim=(1, 2, 3))
+            mask_loss = mask_loss * self.options.mask_loss_weight
+            per_image = per_image + mask_loss
+            parts = {**parts, "mask": mask_loss.mean().detach()}
+        return per_image, parts
 
     def try_roll_back(self, error: NonFiniteLossError) -> dict[str, Any] | None:
         """After a non-finite loss: reload the last checkpoint's weights and optimizer state,
@@ -473,6 +502,7 @@ class Trainer:
             "batch_size": self.batch_size,
             "rng": rng,
             "autoclip_history": list(self.clipper.history),
+            "grad_scaler": self.precision.state_dict(),
             "lr_scale": self.lr_scale,
             "rollbacks": list(self.rollbacks),
             "lr_found": self.lr_found,
@@ -535,50 +565,64 @@ class Trainer:
 
     def predict(self, faces: np.ndarray, side: str) -> np.ndarray:
         """Run uint8 NHWC model crops through the encoder and decoder ``side`` ("a" or "b"),
-        in eval mode, without gradients; returns uint8 NHWC."""
+        in eval mode, without gradients; returns uint8 NHWC (the model's channels)."""
         return self._eval(faces, side)[0]
+
+    def predict_with_mask(self, faces: np.ndarray, side: str
+                          ) -> tuple[np.ndarray, np.ndarray | None]:
+        """:meth:`predict`, and the learned mask (uint8 NHW, 255 = face) when the model
+        learns one."""
+        out, _, mask = self._eval(faces, side)
+        return out, mask
 
     def evaluate(self, faces: np.ndarray, masks: np.ndarray, side: str
                  ) -> tuple[np.ndarray, np.ndarray]:
         """Reconstruct unaugmented faces through decoder ``side``: the uint8 outputs and each
         face's training loss against itself (masks: face, eyes, mouth, uint8 NHWC)."""
-        out, loss = self._eval(faces, side, masks)
+        out, loss, _ = self._eval(faces, side, masks)
         assert loss is not None
         return out, loss
 
     def _eval(self, faces: np.ndarray, side: str, masks: np.ndarray | None = None
-              ) -> tuple[np.ndarray, np.ndarray | None]:
+              ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+        """(faces drawn, per-face face loss when ``masks`` are given, learned masks)."""
         was_training = self.model.training
         self.model.eval()
         loss = None
         try:
             with torch.no_grad():
                 inputs = self._tensor(to_tensor_layout(faces))
-                with self._autocast():
-                    out = self.model(inputs, side)
+                with self.precision.autocast():
+                    out, learned = self.model.split(self.model(inputs, side))
                 if masks is not None:  # in float32, as the training step computes it
                     loss = self._loss_fn.per_image(out.float(), inputs,
                                                    self._tensor(to_tensor_layout(masks)))
         finally:
             self.model.train(was_training)
         return (to_uint8_nhwc(out.float().cpu().numpy()),
-                None if loss is None else loss.float().cpu().numpy())
+                None if loss is None else loss.float().cpu().numpy(),
+                None if learned is None else to_uint8_nhwc(learned.float().cpu().numpy())[..., 0])
 
     def preview(self) -> np.ndarray:
         """BGR uint8 grid: rows = preview faces; columns A, A>A, A>B, B, B>B, B>A."""
         return make_grid(self.preview_columns())
 
     def preview_columns(self) -> list[np.ndarray]:
-        """The preview's six columns (A, A>A, A>B, B, B>B, B>A), each NHWC uint8 BGR, on the
-        fixed, unaugmented preview faces."""
+        """The preview's six columns (A, A>A, A>B, B, B>B, B>A), each NHWC uint8 (BGR, or one
+        channel for a grayscale model), on the fixed, unaugmented preview faces. The A and B
+        columns tint what the penalized loss leaves out; a model that learns its mask has
+        the outside of its own mask tinted on the faces it draws."""
         rows = min(len(self._preview_a), len(self._preview_b))
         a, b = self._preview_a[:rows], self._preview_b[:rows]
         shown_a, shown_b = a, b
         if self.options.penalized_mask_loss:  # show what the loss counts: the mask's outside
             shown_a = overlay_mask(a, self._preview_mask_a[:rows])
             shown_b = overlay_mask(b, self._preview_mask_b[:rows])
-        return [shown_a, self.predict(a, "a"), self.predict(a, "b"),
-                shown_b, self.predict(b, "b"), self.predict(b, "a")]
+        drawn = []
+        for faces, side in ((a, "a"), (a, "b"), (b, "b"), (b, "a")):
+            out, learned = self.predict_with_mask(faces, side)
+            drawn.append(out if learned is None else overlay_mask(out, learned))
+        return [shown_a, drawn[0], drawn[1], shown_b, drawn[2], drawn[3]]
 
     def write_preview(self, path: Path) -> Path:
         """Write :meth:`preview` as a PNG, atomically; with ``timelapse`` also a copy in
@@ -590,13 +634,15 @@ class Trainer:
 
     def export_onnx(self, path: Path) -> ExportReport:
         """Export the A->B swap to ONNX, checked against torch on real A crops."""
-        faces = to_tensor_layout(self.set_a.sample(np.random.default_rng(0), 8)[0])
+        faces = self.set_a.sample(np.random.default_rng(0), 8)[0]
+        if faces.shape[-1] == 1:  # the export takes BGR (and converts to gray itself)
+            faces = np.repeat(faces, 3, axis=-1)
         return export_swap_model(
             self.model,
             path,
             self.input_size,
             side_to="b",
-            faces=faces,
+            faces=to_tensor_layout(faces),
             coverage=self.options.coverage,
             model_name=self.model_name,
             metadata={"iteration": self.iteration, "centering": self.options.centering},

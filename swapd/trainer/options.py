@@ -61,6 +61,10 @@ class TrainerOptions(BaseModel):
     eye_multiplier: float = Field(3.0, ge=1, le=40, description="extra weight of the eyes")
     mouth_multiplier: float = Field(2.0, ge=1, le=40, description="extra weight of the mouth")
     warp: bool = True
+    warp_to_landmarks: bool = Field(
+        False, description="warp each input toward the landmarks of one of the 10 closest "
+        "faces of the other side instead of a random grid (faceswap's warp_to_landmarks; "
+        "faces without 68 landmarks keep the grid warp)")
     flip: bool = True
     rotation: float = Field(10.0, ge=0, le=45, description="random rotation, ± degrees")
     zoom: float = Field(0.05, ge=0, le=0.5, description="random zoom, ± share")
@@ -91,8 +95,20 @@ class TrainerOptions(BaseModel):
     loader_workers: int = Field(
         0, ge=0, le=32, description="threads building batches; 0 = auto: 1 on the CPU "
         "(reproducible order, and torch needs the cores), up to 4 beside a GPU")
-    mixed_precision: bool = Field(False, description="bf16 autocast, CUDA only")
+    mixed_precision: Literal["off", "bf16", "fp16"] = Field(
+        "off", description="CUDA only: bf16 autocast, or fp16 autocast with a gradient "
+        "scaler (GPUs without bf16); true means bf16")
+    mask_loss_weight: float = Field(
+        1.0, ge=0, le=100, description="weight of a learned mask's loss (MSE against the "
+        "landmark face mask; models with learn_mask)")
 
+
+    @field_validator("mixed_precision", mode="before")
+    @classmethod
+    def _precision_from_bool(cls, value: object) -> object:
+        if isinstance(value, bool):  # the option was a switch for bf16 before fp16 came
+            return "bf16" if value else "off"
+        return value
 
     @field_validator("extra_losses")
     @classmethod

@@ -14,7 +14,7 @@ from typing import Any, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from torch import Tensor, nn
 
-_BUILTIN_MODULES = ("original", "lightweight", "iae")
+_BUILTIN_MODULES = ("original", "lightweight", "iae", "dfl_sae", "saehd")
 _REGISTRY: dict[str, type[SwapModel]] = {}
 
 Side = Literal["a", "b"]
@@ -40,6 +40,12 @@ class CommonOptions(BaseModel):
     input_size: int = Field(64, ge=16, le=1024, description="model input side, multiple of 16")
     width: float = Field(1.0, gt=0, le=4, description="channel multiplier (1.0 = faceswap shape)")
     dense_dim: int | None = Field(None, ge=1, description="bottleneck width (None = default)")
+    learn_mask: bool = Field(
+        False, description="a mask decoder beside each face decoder, trained on the landmark "
+        "face mask; previews show it and the merger blends with it")
+    grayscale: bool = Field(
+        False, description="train one channel (black-and-white footage): colour faces are "
+        "converted on load; a third of the face cache and of the first and last layers' work")
 
     @field_validator("input_size")
     @classmethod
@@ -53,8 +59,9 @@ class SwapModel(nn.Module):
     """A swap autoencoder: ``forward(x, side)`` draws the face in ``x`` as side "a" or "b".
 
     The default shape is faceswap's (original, lightweight): ``decoder_<side>(encoder(x))``;
-    other shapes (iae) override ``forward``. Input and output are NCHW float32 BGR in [0, 1] at
-    ``input_size``.
+    other shapes (iae, dfl_sae, saehd) override ``forward``. Input: NCHW float32 in [0, 1] at
+    ``input_size`` with :attr:`image_channels` channels (BGR, or one gray channel). Output: the
+    same, followed by one mask channel when the model :attr:`learns_mask` (see :meth:`split`).
     """
 
     Options: type[CommonOptions] = CommonOptions
@@ -65,6 +72,27 @@ class SwapModel(nn.Module):
     def __init__(self, options: CommonOptions) -> None:
         super().__init__()
         self.options = options
+
+    @property
+    def image_channels(self) -> int:
+        """Channels of the face the model takes and draws: 3 (BGR) or 1 (grayscale)."""
+        return 1 if self.options.grayscale else 3
+
+    @property
+    def learns_mask(self) -> bool:
+        """Whether :meth:`forward`'s output carries a learned mask as its last channel."""
+        return self.options.learn_mask
+
+    def split(self, output: Tensor) -> tuple[Tensor, Tensor | None]:
+        """(face, mask or None) of a :meth:`forward` output."""
+        if self.learns_mask:
+            return output[:, : self.image_channels], output[:, self.image_channels :]
+        return output, None
+
+    def crop(self) -> tuple[str, float] | None:
+        """(centering, coverage) this model fixes for its faces, as DeepFaceLab's face type
+        does, or None: the trainer's ``centering`` and ``coverage`` options decide."""
+        return None
 
     def decoder(self, side: Side) -> nn.Module:
         """The decoder for ``side`` ("a" or "b")."""

@@ -42,7 +42,7 @@ class IAE(SwapModel):
         super().__init__(options)
         w = options.width
         convs = [channels(c, w) for c in (128, 256, 512, 1024)]
-        self.encoder = nn.Sequential(*conv_stack(convs), nn.Flatten())
+        self.encoder = nn.Sequential(*conv_stack(convs, self.image_channels), nn.Flatten())
         seed = options.input_size // 16
         flat = convs[-1] * seed * seed
         dense = options.dense_dim or 1024
@@ -50,7 +50,9 @@ class IAE(SwapModel):
         self.inter_a = _intermediate(flat, dense, half, seed)
         self.inter_b = _intermediate(flat, dense, half, seed)
         self.inter_both = _intermediate(flat, dense, half, seed)
-        self.decoder_shared = make_decoder(2 * half, [channels(c, w) for c in (512, 256, 128, 64)])
+        self.decoder_shared = make_decoder(
+            2 * half, [channels(c, w) for c in (512, 256, 128, 64)], self.image_channels,
+            options.learn_mask)
 
     def forward(self, x: Tensor, side: Side) -> Tensor:
         if side not in ("a", "b"):

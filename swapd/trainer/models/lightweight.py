@@ -30,7 +30,10 @@ class Lightweight(SwapModel):
             options.dense_dim or 512,
             channels(512, w),
             channels(256, w),
+            self.image_channels,
         )
         ups = [channels(c, w) for c in (512, 256, 128)]
-        self.decoder_a = make_decoder(channels(256, w), ups)
-        self.decoder_b = make_decoder(channels(256, w), ups)
+        self.decoder_a = make_decoder(channels(256, w), ups, self.image_channels,
+                                      options.learn_mask)
+        self.decoder_b = make_decoder(channels(256, w), ups, self.image_channels,
+                                      options.learn_mask)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import torch
 from pydantic import Field
 from torch import Tensor, nn
 
@@ -46,7 +47,7 @@ class Reshape(nn.Module):
         return x.view(x.shape[0], *self.shape)
 
 
-def conv_stack(convs: Sequence[int], c_in: int = 3) -> list[nn.Module]:
+def conv_stack(convs: Sequence[int], c_in: int) -> list[nn.Module]:
     """faceswap's encoder convolutions: one stride-2 Conv2DBlock per entry of ``convs``."""
     layers: list[nn.Module] = []
     for c_out in convs:
@@ -61,9 +62,10 @@ def make_encoder(
     dense_dim: int,
     reshape_channels: int,
     upscale_to: int,
+    c_in: int = 3,
 ) -> nn.Sequential:
     """Conv stack, flatten, dense bottleneck, dense to (size/16)^2 maps, one upscale."""
-    layers = conv_stack(convs)
+    layers = conv_stack(convs, c_in)
     c_in = convs[-1]
     side = input_size // 2 ** len(convs)
     seed = input_size // 16
@@ -77,14 +79,36 @@ def make_encoder(
     return nn.Sequential(*layers)
 
 
-def make_decoder(c_in: int, upscales: Sequence[int]) -> nn.Sequential:
-    """Pixel-shuffle upscales then a 5x5 conv + sigmoid to a 3-channel image."""
+def _upscales_to_image(c_in: int, upscales: Sequence[int], out_channels: int) -> nn.Sequential:
     layers: list[nn.Module] = []
     for c_out in upscales:
         layers.append(upscale_block(c_in, c_out))
         c_in = c_out
-    layers += [nn.Conv2d(c_in, 3, 5, padding=2), nn.Sigmoid()]
+    layers += [nn.Conv2d(c_in, out_channels, 5, padding=2), nn.Sigmoid()]
     return nn.Sequential(*layers)
+
+
+class FaceAndMask(nn.Module):
+    """faceswap's decoder with ``learn_mask``: the face branch and, from the same input, a
+    mask branch of the same upscales ending in one sigmoid channel; outputs them stacked."""
+
+    def __init__(self, face: nn.Module, mask: nn.Module) -> None:
+        super().__init__()
+        self.face = face
+        self.mask = mask
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.cat([self.face(x), self.mask(x)], dim=1)
+
+
+def make_decoder(c_in: int, upscales: Sequence[int], out_channels: int = 3,
+                 mask: bool = False) -> nn.Module:
+    """Pixel-shuffle upscales then a 5x5 conv + sigmoid to an ``out_channels`` image; with
+    ``mask`` also faceswap's mask branch (see :class:`FaceAndMask`)."""
+    face = _upscales_to_image(c_in, upscales, out_channels)
+    if not mask:
+        return face  # the plain Sequential: checkpoints keep their layer names
+    return FaceAndMask(face, _upscales_to_image(c_in, upscales, 1))
 
 
 class OriginalOptions(CommonOptions):
@@ -110,7 +134,10 @@ class Original(SwapModel):
             dense,
             channels(1024, w),
             channels(512, w),
+            self.image_channels,
         )
         ups = [channels(c, w) for c in (256, 128, 64)]
-        self.decoder_a = make_decoder(channels(512, w), ups)
-        self.decoder_b = make_decoder(channels(512, w), ups)
+        self.decoder_a = make_decoder(channels(512, w), ups, self.image_channels,
+                                      options.learn_mask)
+        self.decoder_b = make_decoder(channels(512, w), ups, self.image_channels,
+                                      options.learn_mask)

@@ -1,0 +1,161 @@
+"""faceswap's warp to landmarks (from dfaker): the input's warp moves a face's landmarks
+toward those of a similar face of the other side, instead of jittering a 5x5 grid.
+
+Each face of one side is matched once with the ``CLOSEST`` faces of the other side whose 68
+landmarks are nearest (sum of squared point distances, in model-crop pixels: faceswap's
+``_cache_closest_matches``); per sample one of them is drawn, its landmarks get Gaussian noise
+(``2 / 256`` of the side) and become the destination. The corners and edge midpoints stay put;
+jaw points inside the convex hull of both faces' cores (landmarks 17 on) are left out so they
+cannot fold the map. The dense map is the piecewise-linear interpolation of the point pairs
+over their Delaunay triangulation (``scipy.interpolate.griddata``), applied with
+``cv2.remap``.
+
+Where this differs from faceswap (lib/training/augmentation.py ``_random_warp_landmarks``):
+
+* faceswap evaluates ``griddata`` on a (row, column) grid with (x, y) points, so its map is
+  the transpose of the intended one; here each landmark pixel lands on its destination.
+* faceswap warps with the landmarks as stored, after it has flipped and rotated the image;
+  here both faces' landmarks follow the target's flip and transform (see
+  :meth:`swapd.trainer.augment.Augmenter.__call__`).
+* The core hull is built from float points (faceswap truncates them to int32).
+"""
+
+from __future__ import annotations
+
+import threading
+from functools import lru_cache
+
+import cv2
+import numpy as np
+
+CLOSEST = 10  # faces of the other side a face may be warped toward
+CORE = 17  # landmarks 17..67: brows, nose, eyes, mouth
+CANDIDATES = 18  # points 0..17 may be dropped when inside the core's hull (as faceswap)
+CHUNK = 512  # source faces per block of the distance matrix (512 x 5,000 float64: 20 MB)
+
+
+def has_landmarks(points: np.ndarray) -> np.ndarray:
+    """Per face of an (N, 68, 2) array: whether its landmarks are known (finite)."""
+    return np.isfinite(points).all(axis=(1, 2))
+
+
+def closest_matches(src: np.ndarray, dst: np.ndarray, k: int = CLOSEST) -> np.ndarray:
+    """For each face of ``src`` (N, 68, 2), the indices into ``dst`` (M, 68, 2) of the ``k``
+    faces with the smallest sum of squared landmark distances, nearest first.
+
+    NaN rows (faces without landmarks) of ``dst`` are never matched; those of ``src`` get a
+    row of -1. ``k`` shrinks to the number of ``dst`` faces with landmarks. The distances
+    come from one matrix product per block of ``CHUNK`` source faces.
+    """
+    targets = np.flatnonzero(has_landmarks(dst))
+    k = min(k, len(targets))
+    out = np.full((len(src), k), -1, np.int64)
+    rows = np.flatnonzero(has_landmarks(src))
+    if k == 0 or len(rows) == 0:
+        return out
+    flat = dst[targets].reshape(len(targets), -1).astype(np.float64)
+    centre = flat.mean(axis=0)  # centred: |a|^2 + |b|^2 - 2ab loses less to rounding
+    flat -= centre
+    norms = np.einsum("ij,ij->i", flat, flat)
+    for start in range(0, len(rows), CHUNK):
+        block = rows[start:start + CHUNK]
+        a = src[block].reshape(len(block), -1).astype(np.float64) - centre
+        dist = np.einsum("ij,ij->i", a, a)[:, None] + norms[None, :] - 2 * (a @ flat.T)
+        part = np.argpartition(dist, k - 1, axis=1)[:, :k]
+        order = np.argsort(np.take_along_axis(dist, part, axis=1), axis=1, kind="stable")
+        out[block] = targets[np.take_along_axis(part, order, axis=1)]
+    return out
+
+
+class ClosestMatches:
+    """Closest-match tables between two face sets, one per direction, rebuilt on first use
+    after either set's landmarks change (:meth:`FaceSet.refresh` replaces its arrays; an
+    unchanged rescan keeps the table). Safe to share between loader threads."""
+
+    def __init__(self, k: int = CLOSEST) -> None:
+        self.k = k
+        self._lock = threading.Lock()
+        self._tables: dict[object, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+
+    def table(self, key: object, src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+        """:func:`closest_matches` of ``src`` in ``dst``, cached under ``key`` (a direction)."""
+        with self._lock:
+            cached = self._tables.get(key)
+            if cached is not None and _same(cached[0], src) and _same(cached[1], dst):
+                table = cached[2]
+            else:
+                table = closest_matches(src, dst, self.k)
+            self._tables[key] = (src, dst, table)
+            return table
+
+
+def _same(a: np.ndarray, b: np.ndarray) -> bool:
+    return a is b or (a.shape == b.shape and np.array_equal(a, b, equal_nan=True))
+
+
+def edge_anchors(size: int) -> np.ndarray:
+    """The 8 fixed points: corners and edge midpoints (faceswap's, in pixel centres)."""
+    top, mid = size - 1, size // 2 - 1
+    return np.array([(0, 0), (0, top), (top, top), (top, 0),
+                     (mid, 0), (mid, top), (top, mid), (0, mid)], dtype=np.float64)
+
+
+@lru_cache(maxsize=8)
+def _pixel_grid(size: int) -> np.ndarray:
+    """(size * size, 2) pixel centres as (x, y), row by row."""
+    ys, xs = np.mgrid[0:size, 0:size]
+    grid = np.stack([xs.ravel(), ys.ravel()], axis=1).astype(np.float64)
+    grid.flags.writeable = False
+    return grid
+
+
+def kept_points(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """Indices of the landmarks that steer the warp: all but the first ``CANDIDATES`` points
+    lying in (or on) the convex hull of both faces' core landmarks, in either face."""
+    hull = cv2.convexHull(np.concatenate([src[CORE:], dst[CORE:]]).astype(np.float32))
+    dropped = {i for points in (src, dst) for i in range(CANDIDATES)
+               if cv2.pointPolygonTest(hull, (float(points[i, 0]), float(points[i, 1])),
+                                       False) >= 0}
+    return np.array([i for i in range(len(src)) if i not in dropped], dtype=np.int64)
+
+
+def landmark_maps(src: np.ndarray, dst: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """``cv2.remap`` maps (x, y) that move an image's ``src`` landmarks to ``dst``: the output
+    pixel at each destination point reads the input at its source point. Raises
+    ``scipy.spatial.QhullError`` (a RuntimeError) or ValueError for degenerate points."""
+    from scipy.interpolate import griddata  # only paid for when the option is on
+
+    keep = kept_points(src, dst)
+    anchors = edge_anchors(size)
+    src_points = np.concatenate([src[keep].astype(np.float64), anchors])
+    dst_points = np.concatenate([dst[keep].astype(np.float64), anchors])
+    grid = _pixel_grid(size)
+    values = griddata(dst_points, src_points, grid, method="linear")
+    # The anchors span the image, so NaN (outside the triangulation) is rounding at the
+    # border only: those pixels read themselves.
+    values = np.where(np.isnan(values), grid, values)
+    maps = values.reshape(size, size, 2).astype(np.float32)
+    return np.ascontiguousarray(maps[..., 0]), np.ascontiguousarray(maps[..., 1])
+
+
+def warp_to_landmarks(image: np.ndarray, src: np.ndarray, dst: np.ndarray) -> np.ndarray | None:
+    """``image`` (HxW or HxWxC, square) warped so its ``src`` landmarks move to ``dst``; None
+    when the points are degenerate (the caller falls back to the grid warp)."""
+    from scipy.spatial import QhullError
+
+    try:
+        map_x, map_y = landmark_maps(src, dst, image.shape[0])
+    except (QhullError, ValueError):
+        return None
+    out = cv2.remap(image, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    return out.reshape(image.shape)
+
+
+def follow(points: np.ndarray, flipped: bool, matrix: np.ndarray, size: int) -> np.ndarray:
+    """(…, 68, 2) landmarks moved like the image: mirrored first when ``flipped``, then the
+    2x3 affine ``matrix`` (``cv2.warpAffine``'s, in pixel centres)."""
+    pts = points.astype(np.float64)
+    if flipped:
+        pts = pts.copy()
+        pts[..., 0] = size - 1 - pts[..., 0]
+    return pts @ matrix[:, :2].T + matrix[:, 2]

@@ -1,0 +1,153 @@
+"""Learned masks: trained against the landmark face mask, shown in the preview, exported as a
+second ONNX output and used by the merger to blend."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import cv2
+import numpy as np
+import onnxruntime as ort
+import torch
+from torch import nn
+
+from swapd.exporter.onnx_export import read_export_info
+from swapd.faces.synthetic import DEMO_A, render_face
+from swapd.merger.blend import feather
+from swapd.merger.merge import MergeOptions, Merger
+from swapd.merger.session import SwapSession
+from swapd.trainer.checkpoint import load_checkpoint
+from swapd.trainer.data import to_tensor_layout
+from swapd.trainer.loop import Trainer
+from swapd.trainer.options import TrainerOptions
+from tests.support import TINY
+
+MASKED = {**TINY, "learn_mask": True}
+
+
+def _mask_error(trainer: Trainer) -> float:
+    """Mean squared error of the learned mask against the landmark mask, preview faces."""
+    _, learned = trainer.predict_with_mask(trainer._preview_a, "a")
+    assert learned is not None
+    truth = trainer._preview_mask_a.astype(np.float32) / 255
+    return float(np.mean((learned.astype(np.float32) / 255 - truth) ** 2))
+
+
+def test_learned_mask_trains_toward_the_face_mask_and_is_shown(
+        synthetic_sets: dict[str, Path], tmp_path: Path) -> None:
+    options = TrainerOptions(learning_rate=1e-3, seed=3, preview_faces=2, mask_loss_weight=2.0)
+    with Trainer("lightweight", MASKED, options, synthetic_sets["alice"], synthetic_sets["bob"],
+                 tmp_path / "m", batch_size=8) as trainer:
+        assert trainer.model.learns_mask
+        before = _mask_error(trainer)
+        stats = [trainer.step() for _ in range(40)]
+        after = _mask_error(trainer)
+        assert after < before * 0.6, (before, after)
+        # the mask's loss is its own component, and part of the side's loss
+        first, last = stats[0].components_a, stats[-1].components_a
+        assert "mask" in first and last["mask"] < first["mask"]
+        assert abs(sum(last.values()) - stats[-1].loss_a) < 1e-4
+        # the faces the model draws are tinted outside its own mask in the preview
+        face, learned = trainer.predict_with_mask(trainer._preview_a, "a")
+        shown = trainer.preview_columns()[1]
+        outside = learned < 40
+        assert outside.any() and (learned > 215).any()
+        assert (shown[outside][:, 2].astype(int) >= face[outside][:, 2]).all()
+        assert np.array_equal(shown[learned == 255], face[learned == 255])
+        trainer.save()
+        iteration = trainer.iteration
+    # the mask decoder's weights are in the checkpoint and a resume carries on
+    state = load_checkpoint(tmp_path / "m" / "model.pt")
+    assert any(".mask." in key for key in state["model_state"])
+    with Trainer("lightweight", MASKED, options, synthetic_sets["alice"], synthetic_sets["bob"],
+                 tmp_path / "m", batch_size=8) as resumed:
+        assert resumed.iteration == iteration
+        assert abs(_mask_error(resumed) - after) < 1e-6
+
+
+def test_learned_mask_is_exported_beside_the_face(synthetic_sets: dict[str, Path],
+                                                  tmp_path: Path) -> None:
+    options = TrainerOptions(learning_rate=1e-3, seed=3, preview_faces=2)
+    with Trainer("lightweight", MASKED, options, synthetic_sets["alice"], synthetic_sets["bob"],
+                 tmp_path / "m", batch_size=4) as trainer:
+        trainer.step()
+        report = trainer.export_onnx(tmp_path / "swap.onnx")
+        crops = trainer.set_a.faces[:3]
+        with torch.no_grad():
+            expected = trainer.model(torch.from_numpy(to_tensor_layout(crops)), "b").numpy()
+    assert report.max_abs_diff <= 1e-3
+    assert read_export_info(report.path)["learned_mask"] == "1"
+    session = ort.InferenceSession(str(report.path), providers=["CPUExecutionProvider"])
+    assert [o.name for o in session.get_outputs()] == ["swapped", "mask"]
+    face, mask = session.run(None, {"face": to_tensor_layout(crops)})
+    assert np.abs(face - expected[:, :3]).max() <= 1e-3
+    assert np.abs(mask - expected[:, 3:]).max() <= 1e-3
+    swap = SwapSession(report.path, device="cpu")
+    faces, masks = swap.swap_with_masks(crops)
+    assert swap.learned_mask and faces.shape == crops.shape
+    assert masks is not None and masks.shape == crops.shape[:3]
+    assert np.abs(masks - mask[:, 0]).max() < 1e-6
+
+
+class _InvertLeftHalf(nn.Module):
+    """A 'swap' drawing 1 - x, with a learned mask that keeps only the crop's left half."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        mask = torch.zeros(1, 1, size, size)
+        mask[..., : size // 2] = 1
+        self.register_buffer("keep", mask)
+
+    def forward(self, face: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return 1 - face, self.keep.expand(face.shape[0], -1, -1, -1)
+
+
+def _export_half(path: Path, size: int) -> Path:
+    import onnx
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(_InvertLeftHalf(size).eval(), torch.rand(1, 3, size, size), str(path),
+                          input_names=["face"], output_names=["swapped", "mask"],
+                          dynamic_axes={n: {0: "batch"} for n in ("face", "swapped", "mask")},
+                          opset_version=17, dynamo=False)
+    proto = onnx.load(str(path))
+    for key, value in {"input_size": str(size), "coverage": "0.875", "centering": "face",
+                       "model": "half"}.items():
+        proto.metadata_props.add(key=key, value=value)
+    onnx.save(proto, str(path))
+    return path
+
+
+def test_merger_blends_with_the_learned_mask(tmp_path: Path) -> None:
+    model = _export_half(tmp_path / "half.onnx", 64)
+    shot = render_face(DEMO_A, frame_size=(320, 320), centre=(160, 160), face_height_px=150,
+                       background=4)
+    src = tmp_path / "face.png"
+    cv2.imwrite(str(src), shot.image)
+    options = MergeOptions(colour_match=False)
+    out = cv2.imread(str(Merger(model, options).merge_file(src, tmp_path / "out").output_path))
+    diff = np.abs(out.astype(int) - shot.image).sum(axis=2)
+    # The face's left half (in the picture: the crop is upright here) is replaced, the right
+    # half kept (up to the watermark), though the mean-face mask would cover both.
+    landmarks = shot.landmarks
+    nose_x = landmarks[30, 0]
+    rows = slice(int(landmarks[27, 1]), int(landmarks[8, 1]) - 10)
+    left = diff[rows, int(landmarks[0, 0]) + 10: int(nose_x) - 15]
+    right = diff[rows, int(nose_x) + 15: int(landmarks[16, 0]) - 10]
+    assert left.mean() > 100 and right.mean() < 12, (left.mean(), right.mean())
+    # with learned masks off, the mean face's mask is used and both halves change
+    plain = MergeOptions(colour_match=False, learned_mask=False)
+    out = cv2.imread(str(Merger(model, plain).merge_file(src, tmp_path / "plain").output_path))
+    diff = np.abs(out.astype(int) - shot.image).sum(axis=2)
+    assert diff[rows, int(nose_x) + 15: int(landmarks[16, 0]) - 10].mean() > 40
+
+
+def test_feather_softens_a_mask_inside_its_edge() -> None:
+    mask = np.zeros((64, 64), np.float32)
+    mask[8:56, 8:56] = 1
+    soft = feather(mask, erode=0.05, blur=0.05)
+    assert mask[8, 8] == 1  # the caller's mask is left as it was
+    assert soft[32, 32] > 0.99 and soft[9, 32] < 0.2 and soft[0].max() == 0
+    assert 0 < soft[12, 32] < 1

@@ -1,0 +1,90 @@
+"""Mixed precision: fp16 with a gradient scaler, bf16, and the float32 fallback on the CPU.
+
+CUDA is not needed to check the scaler's logic: torch runs fp16 autocast and its GradScaler
+on the CPU too, so the trainer's real step is run with them here (MixedPrecision's
+``allow_cpu``), and an overflow is made by setting the scale far too high.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from swapd.trainer.checkpoint import load_checkpoint
+from swapd.trainer.options import OptionsError, TrainerOptions, split_options
+from swapd.trainer.precision import MixedPrecision
+from tests.support import make_trainer
+
+CPU = torch.device("cpu")
+
+
+def _weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def test_option_values_and_the_old_switch() -> None:
+    assert TrainerOptions().mixed_precision == "off"
+    assert TrainerOptions(mixed_precision=True).mixed_precision == "bf16"
+    assert TrainerOptions(mixed_precision=False).mixed_precision == "off"
+    assert TrainerOptions(mixed_precision="fp16").mixed_precision == "fp16"
+    with pytest.raises(OptionsError, match="mixed_precision"):
+        split_options("lightweight", {"mixed_precision": "fp8"})
+
+
+@pytest.mark.parametrize("mode", ["bf16", "fp16"])
+def test_the_cpu_falls_back_to_float32_with_a_warning(mode: str, faces: tuple[Path, Path],
+                                                      tmp_path: Path,
+                                                      caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING), \
+            make_trainer(faces, tmp_path / "m", mixed_precision=mode) as trainer:
+        assert trainer.precision.mode == "off" and not trainer.precision.scaling
+        assert np.isfinite(trainer.step().loss_a)
+    assert "needs a CUDA device" in caplog.text
+
+
+def test_fp16_steps_scale_the_loss_and_skip_an_overflow(faces: tuple[Path, Path],
+                                                        tmp_path: Path) -> None:
+    with make_trainer(faces, tmp_path / "m") as trainer:
+        trainer.precision = MixedPrecision("fp16", CPU, allow_cpu=True)
+        scaler = trainer.precision.scaler
+        before = _weights(trainer.model)
+        stats = trainer.step()
+        assert np.isfinite(stats.loss_a) and np.isfinite(stats.loss_b)
+        changed = _weights(trainer.model)
+        assert any(not torch.equal(before[k], changed[k]) for k in before)
+        assert scaler.get_scale() == 65536.0  # no overflow: the scale stays
+
+        # A scale so large the scaled gradients overflow fp16's... and float32's range: the
+        # step is skipped (weights untouched), the scale lowered, and it is no NaN error.
+        scaler.update(new_scale=3e38)
+        stats = trainer.step()
+        assert stats.iteration == 2 and np.isfinite(stats.loss_a)
+        after = _weights(trainer.model)
+        assert all(torch.equal(changed[k], after[k]) for k in changed)
+        assert scaler.get_scale() < 3e38
+
+        # (the scale halves per overflow; in real training it comes down over some steps)
+        scaler.update(new_scale=1024.0)
+        trainer.step()  # and training goes on
+        assert any(not torch.equal(after[k], v) for k, v in _weights(trainer.model).items())
+        trainer.save()
+        scale = scaler.get_scale()
+    saved = load_checkpoint(tmp_path / "m" / "model.pt")
+    assert saved["grad_scaler"]["scale"] == scale
+
+
+def test_the_scaler_state_round_trips_and_the_modes_autocast() -> None:
+    precision = MixedPrecision("fp16", CPU, allow_cpu=True)
+    precision.scaler.scale(torch.ones(()))  # the scale exists from the first scaled loss on
+    precision.scaler.update(new_scale=1024.0)
+    resumed = MixedPrecision("fp16", CPU, allow_cpu=True)
+    resumed.load_state_dict(precision.state_dict())
+    assert resumed.scaler.get_scale() == 1024.0
+    off = MixedPrecision("off", CPU)
+    assert off.state_dict() == {} and off.autocast().__enter__() is None
+    with MixedPrecision("bf16", CPU, allow_cpu=True).autocast():
+        assert torch.nn.Linear(4, 4)(torch.rand(2, 4)).dtype == torch.bfloat16
