@@ -32,6 +32,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 
@@ -56,8 +57,8 @@ def _centre(faces: np.ndarray) -> np.ndarray:
 class GroundTruth:
     """Held-out views rendered for both identities: the true swaps to measure the model's by."""
 
-    def __init__(self, views: int, input_size: int, coverage: float, seed: int = 77,
-                 aligned_size: int = 256) -> None:
+    def __init__(self, views: int, input_size: int, coverage: float, centering: str = "face",
+                 seed: int = 77, aligned_size: int = 256) -> None:
         rng = np.random.default_rng(seed)
         frame = int(aligned_size * 1.5)
         crops: dict[str, list[np.ndarray]] = {DEMO_A.name: [], DEMO_B.name: []}
@@ -67,7 +68,7 @@ class GroundTruth:
             background = int(rng.integers(1 << 30))
             for identity in (DEMO_A, DEMO_B):
                 crop, mask = self._render(identity, view, background, frame, aligned_size,
-                                          input_size, coverage)
+                                          input_size, coverage, centering)
                 crops[identity.name].append(crop)
                 masks[identity.name].append(mask)
         self.crops = {name: np.stack(faces) for name, faces in crops.items()}
@@ -75,10 +76,11 @@ class GroundTruth:
 
     @staticmethod
     def _render(identity: Identity, view: dict, background: int, frame: int, aligned_size: int,
-                input_size: int, coverage: float) -> tuple[np.ndarray, np.ndarray]:
+                input_size: int, coverage: float, centering: str
+                ) -> tuple[np.ndarray, np.ndarray]:
         rendered = render_face(identity, frame_size=(frame, frame), face_height_px=aligned_size
                                * 0.75, background=background, **view)
-        matrix = aligned_matrix(rendered.landmarks, aligned_size, "face")
+        matrix = aligned_matrix(rendered.landmarks, aligned_size, centering)
         aligned = warp_face(rendered.image, matrix, aligned_size)
         points = crop_landmarks(transform_points(rendered.landmarks, matrix), aligned_size,
                                 input_size, coverage)
@@ -103,14 +105,18 @@ class GroundTruth:
     def score(self, trainer: Trainer) -> dict[str, float]:
         """Share of swaps that count (see the module doc), per direction and overall."""
         out = {}
+        crops = self.crops
+        if trainer.model.image_channels == 1:  # a grayscale model: compared in gray
+            crops = {name: np.stack([cv2.cvtColor(f, cv2.COLOR_BGR2GRAY)[..., None]
+                                     for f in faces]) for name, faces in crops.items()}
         for source, target, side in (("alice", "bob", "b"), ("bob", "alice", "a")):
-            swapped = trainer.predict(self.crops[source], side)
-            truth, masks = self.crops[target], self.masks[target]
+            swapped = trainer.predict(crops[source], side)
+            truth, masks = crops[target], self.masks[target]
             # distance[i, j]: swap of view i against the target identity in view j
             distance = np.array([[self._distance(s, t, masks[j]) for j, t in enumerate(truth)]
                                  for s in swapped])
             to_source = np.array([self._distance(s, src, masks[i]) for i, (s, src)
-                                  in enumerate(zip(swapped, self.crops[source], strict=True))])
+                                  in enumerate(zip(swapped, crops[source], strict=True))])
             same_view = np.diag(distance)
             others = distance[~np.eye(len(truth), dtype=bool)].reshape(len(truth), -1)
             identity = same_view < to_source
@@ -150,7 +156,7 @@ def swap_score(trainer: Trainer) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--iterations", type=int, default=1300)
+    parser.add_argument("--iterations", type=int, default=900)
     parser.add_argument("--check-every", type=int, default=100)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/demo_results.json"))
     parser.add_argument("--batch-size", type=int, help="override the demo job's batch size")
@@ -186,7 +192,8 @@ def main() -> None:
                           ws.resolve(job.train.a), ws.resolve(job.train.b),
                           ws.model_dir(DEMO_JOB), batch_size)
         # the trainer's coverage: a model may fix its own crop (SAEHD's face type)
-        truth = GroundTruth(args.views, trainer.input_size, trainer.options.coverage)
+        truth = GroundTruth(args.views, trainer.input_size, trainer.options.coverage,
+                            trainer.options.centering)
         first_visible: tuple[int, float] | None = None
         timeline: list[dict[str, float]] = []
         train_seconds = 0.0

@@ -36,7 +36,7 @@ from swapd.trainer.augment import AugmentSettings
 from swapd.trainer.data import BatchLoader, FaceSet
 from swapd.trainer.loop import Trainer, configure_threads
 from swapd.trainer.losses import FaceLoss, combine_losses
-from swapd.trainer.models import build_model
+from swapd.trainer.models import SwapModel, build_model
 from swapd.trainer.options import TrainerOptions, parse_assignments, split_options
 
 
@@ -64,12 +64,23 @@ def bare_loop(model_name: str, model_options: dict[str, Any], options: TrainerOp
     for i in range(steps):
         in_a, tg_a, m_a, in_b, tg_b, m_b = prepared[i % len(prepared)]
         start = time.perf_counter()
-        loss = loss_fn(model(in_a, "a"), tg_a, m_a) + loss_fn(model(in_b, "b"), tg_b, m_b)
+        loss = (_loss(model, loss_fn, model(in_a, "a"), tg_a, m_a)
+                + _loss(model, loss_fn, model(in_b, "b"), tg_b, m_b))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         times.append(time.perf_counter() - start)
     return times
+
+
+def _loss(model: SwapModel, loss_fn: FaceLoss, output: torch.Tensor, target: torch.Tensor,
+          masks: torch.Tensor) -> torch.Tensor:
+    """The face loss, plus a learned mask's (MSE against the face mask) as swapd adds it."""
+    face, learned = model.split(output)
+    loss = loss_fn(face, target, masks)
+    if learned is not None:
+        loss = loss + (learned - masks[:, 0:1]).square().mean()
+    return loss
 
 
 def swapd_loop(trainer: Trainer, steps: int) -> list[float]:
@@ -119,8 +130,12 @@ def main() -> None:
         for name in args.models:
             options, model_options = split_options(name, parse_assignments(args.set))
             size = model_options.input_size  # type: ignore[attr-defined]
+            with torch.device("meta"):  # only for its crop and channels: no weights made
+                shape = build_model(name, model_options)
+            centering, coverage = shape.crop() or (options.centering, options.coverage)
             # Real augmented batches, made before timing, for the bare loop.
-            face_sets = [FaceSet(sets / side, size, options.coverage) for side in "ab"]
+            face_sets = [FaceSet(sets / side, size, coverage, centering=centering,
+                                 grayscale=shape.image_channels == 1) for side in "ab"]
             loader = BatchLoader(*face_sets, args.batch_size, AugmentSettings(), seed=0)
             batches = []
             for _ in range(4):

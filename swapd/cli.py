@@ -191,7 +191,8 @@ def cmd_merge(args: argparse.Namespace) -> int:
     bar, progress = _progress_bar(Path(args.input).name)
     try:
         result = merge_file(Path(args.input), Path(args.output), Path(args.model),
-                            options=MergeOptions(faces=args.faces, device=args.device),
+                            options=MergeOptions(faces=args.faces, device=args.device,
+                                                 learned_mask=not args.no_learned_mask),
                             progress=progress, alignments=alignments)
     except (UnreadableMediaError, MergeError) as exc:
         bar.close()
@@ -653,6 +654,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--alignments", type=Path,
                    help="faces per frame from `swapd faces extract` (default: "
                         "INPUT_STEM.alignments.jsonl beside the input, when present)")
+    p.add_argument("--no-learned-mask", action="store_true",
+                   help="blend with the mean face's outline even when the model learned a mask")
     p.add_argument("--detect", action="store_true",
                    help="detect every face, ignoring any alignments record")
     p.set_defaults(func=cmd_merge)

@@ -139,6 +139,8 @@ class MergeSection(_Strict):
     model: str | None = Field(None, description="an .onnx file; default: this job's newest export")
     wait_for: Literal["export", "done"] = "export"
     faces: Literal["all", "largest"] = "all"
+    learned_mask: bool = Field(True, description="blend with the model's learned mask when it "
+                               "has one (else the mean face's outline)")
 
 
 class JobFile(_Strict):

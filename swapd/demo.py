@@ -33,6 +33,7 @@ dense_dim = 128
 loss = "ssim"
 learning_rate = 0.001
 coverage = 0.7              # a tighter crop than faceswap's 0.875: the face, less background
+learn_mask = true           # a learned mask: better swaps per iteration, blends turned heads
 clahe = 0.0                 # faceswap's 50 % CLAHE off: the demo was measured without it
 
 [export]
@@ -45,7 +46,7 @@ wait_for = "done"           # merge once training reached its target
 """
 
 
-def create_demo_workspace(ws: Workspace, fresh: bool = False, iterations: int = 1300,
+def create_demo_workspace(ws: Workspace, fresh: bool = False, iterations: int = 900,
                           faces_per_set: int = DEMO_FACES) -> None:
     """Fill `ws` with the demo's faces, job and clip; keeps what exists unless `fresh`."""
     from swapd.faces.clip import write_clip

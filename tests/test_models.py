@@ -12,6 +12,7 @@ import torch
 
 from swapd.exporter.onnx_export import export_swap_model, read_export_info
 from swapd.faces.alignment import CENTERING_PADDING
+from swapd.trainer.checkpoint import load_checkpoint
 from swapd.trainer.data import DFL_CENTERING
 from swapd.trainer.loop import Trainer
 from swapd.trainer.models import SwapModel, build_model, list_models, model_options_class
@@ -178,7 +179,8 @@ def test_parameter_counts_match_the_arithmetic() -> None:
     ("name", "options", "key", "words"),
     [
         ("saehd", {"input_size": 80}, "input_size", "multiple of 32"),
-        ("saehd", {"input_size": 80, "archi": "df-t"}, None, None),  # 't' alone: 16 will do
+        ("saehd", {"input_size": 80, "archi": "df-t"}, "input_size", "multiple of 32"),
+        ("saehd", {"input_size": 80, "archi": "df-u"}, None, None),  # 'u' alone: 16 will do
         ("saehd", {"archi": "liae-ux"}, "archi", "unknown letter 'x'"),
         ("saehd", {"archi": "dfhd"}, "archi", "'df' or 'liae'"),
         ("saehd", {"archi": "df-"}, "archi", "letters"),
@@ -265,9 +267,34 @@ def test_short_training_run(name: str, options: dict[str, Any], faces: tuple[Pat
     with Trainer(name, {**SMALL[name], **options}, trainer_options, faces[0], faces[1],
                  tmp_path / "m", batch_size=2) as trainer:
         crop = trainer.model.crop()
-        if crop is not None:  # SAEHD's face type sets the trainer's crop
+        if crop is not None:  # SAEHD's face type sets the trainer's crop, everywhere
             assert (trainer.options.centering, trainer.options.coverage) == crop
+            for face_set in (trainer.set_a, trainer.set_b):
+                assert (face_set.centering, face_set.coverage) == crop
         steps = [trainer.step() for _ in range(2)]
         for stats in steps:
             assert np.isfinite([stats.loss_a, stats.loss_b]).all()
             assert "mask" in stats.components_a  # the learned mask has its own loss
+        if crop is not None:
+            trainer.save()
+            saved = load_checkpoint(tmp_path / "m" / "model.pt")["trainer_options"]
+            assert (saved["centering"], saved["coverage"]) == crop
+            info = read_export_info(trainer.export_onnx(tmp_path / "m.onnx").path)
+            assert (info["centering"], info["coverage"]) == crop
+
+
+@pytest.mark.parametrize("archi", ["df", "liae-u", "df-d", "liae-t", "df-udt"])
+@pytest.mark.parametrize("size", [64, 80, 96])
+def test_every_size_the_options_accept_runs(archi: str, size: int) -> None:
+    """The size checks and the architecture agree: what validates also runs."""
+    options = {"archi": archi, "input_size": size, "learn_mask": True}
+    try:
+        validate_model_options("saehd", options)
+    except OptionsError:
+        assert size % 32 and set(archi.partition("-")[2]) & {"d", "t"}
+        return
+    cls = model_options_class("saehd")
+    model = build_model("saehd", cls.model_construct(**{**cls().model_dump(), **options,
+                                                        **TINY_WIDTHS["saehd"]}))
+    with torch.no_grad():
+        assert model(torch.rand(1, 3, size, size), "a").shape == (1, 4, size, size)

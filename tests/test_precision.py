@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from swapd.trainer.checkpoint import load_checkpoint
+from swapd.trainer.loop import NonFiniteLossError
 from swapd.trainer.options import OptionsError, TrainerOptions, split_options
 from swapd.trainer.precision import MixedPrecision
 from tests.support import make_trainer
@@ -88,3 +89,52 @@ def test_the_scaler_state_round_trips_and_the_modes_autocast() -> None:
     assert off.state_dict() == {} and off.autocast().__enter__() is None
     with MixedPrecision("bf16", CPU, allow_cpu=True).autocast():
         assert torch.nn.Linear(4, 4)(torch.rand(2, 4)).dtype == torch.bfloat16
+
+
+def _norm_of_one_step(faces: tuple[Path, Path], model_dir: Path, fp16: bool,
+                      accumulate: int) -> float:
+    with make_trainer(faces, model_dir, autoclip=True, accumulate=accumulate) as trainer:
+        if fp16:
+            trainer.precision = MixedPrecision("fp16", CPU, allow_cpu=True)
+        trainer.step()
+        return trainer.clipper.history[-1]
+
+
+@pytest.mark.parametrize("accumulate", [1, 2])
+def test_fp16_gradients_are_unscaled_before_they_are_measured(
+        faces: tuple[Path, Path], tmp_path: Path, accumulate: int) -> None:
+    """AutoClip records the gradient norm it clips by: under fp16 it must be the true norm
+    (the same batches, the same weights), not 65,536 times it."""
+    full = _norm_of_one_step(faces, tmp_path / "fp32", False, accumulate)
+    half = _norm_of_one_step(faces, tmp_path / "fp16", True, accumulate)
+    assert abs(half - full) / full < 0.05, (full, half)
+
+
+def test_fp16_nan_gradients_are_not_taken_for_overflows_forever(
+        faces: tuple[Path, Path], tmp_path: Path) -> None:
+    with make_trainer(faces, tmp_path / "m", on_nan="stop") as trainer:
+        trainer.precision = MixedPrecision("fp16", CPU, allow_cpu=True)
+        first = next(trainer.model.parameters())
+        first.register_hook(lambda grad: torch.full_like(grad, float("nan")))
+        before = _weights(trainer.model)
+        with pytest.raises(NonFiniteLossError):
+            for _ in range(40):  # the scale halves from 65,536 to below 1 in 17 steps
+                assert trainer.step().skipped
+        assert trainer.precision.scaler.get_scale() < 1
+        assert all(torch.equal(before[k], v) for k, v in _weights(trainer.model).items())
+
+
+def test_the_learning_rate_finder_leaves_the_scaler_as_it_found_it(
+        faces: tuple[Path, Path], tmp_path: Path) -> None:
+    from swapd.trainer.lr_finder import find_learning_rate
+
+    with make_trainer(faces, tmp_path / "m") as trainer:
+        trainer.precision = MixedPrecision("fp16", CPU, allow_cpu=True)
+        trainer.step()
+        scaler = trainer.precision.scaler
+        scaler.update(new_scale=1e9)  # the first sweep steps overflow
+        before = trainer.precision.state_dict()
+        result = find_learning_rate(trainer, 30)
+        assert trainer.precision.state_dict() == before
+        # the overflowed steps learned nothing and are not points of the sweep
+        assert 0 < len(result.learning_rates) < 30

@@ -741,3 +741,34 @@ def test_this_sessions_optimizer_options_survive_resume_and_rollback(faces: tupl
         assert settings() == (0.3, 0.2)  # ...and after rolling back to the old checkpoint
     finally:
         trainer.close()
+
+
+def test_a_model_saved_before_newer_options_existed_resumes_with_its_backup(
+        faces: tuple[Path, Path], tmp_path: Path) -> None:
+    """A checkpoint and backup written before learn_mask, grayscale and mask_loss_weight
+    existed: the model resumes (the missing options are their defaults, the architecture it
+    was built with) and a worse save does not push its best backup aside."""
+    model_dir = tmp_path / "m"
+    with make_trainer(faces, model_dir) as trainer:
+        for _ in range(3):
+            trainer.step()
+        trainer.save()
+    state = load_checkpoint(model_dir / "model.pt")
+    for key in ("learn_mask", "grayscale"):
+        del state["model_options"][key]
+    save_checkpoint(model_dir / "model.pt", state)
+    info_path = model_dir / "backup" / "backup.json"
+    info = json.loads(info_path.read_text())
+    assert "mask_loss_weight" not in info["loss_settings"]  # only for models with a mask
+    del info["loss_settings"]["mask_dilation"]  # as if written before the option existed
+    info_path.write_text(json.dumps(info))
+
+    with make_trainer(faces, model_dir) as resumed:
+        assert resumed.iteration == 3
+        resumed.lr_scale = 300.0  # far too fast: a worse average than the backup's
+        for _ in range(3):
+            resumed.step()
+        resumed.save()
+    assert sorted(p.name for p in (model_dir / "backup").iterdir()) == ["backup.json",
+                                                                       "model.pt"]
+    assert json.loads(info_path.read_text())["iteration"] == 3

@@ -31,7 +31,7 @@ log = logging.getLogger("swapd.merge_worker")
 
 
 def run(workspace: Workspace, job: str, source: Path, model: Path, output: Path,
-        faces: str, device: str) -> int:
+        faces: str, device: str, learned_mask: bool = True) -> int:
     from swapd.faces.validate import quarantine_file
     from swapd.media import UnreadableMediaError
     from swapd.merger.merge import MergeError, MergeOptions, merge_file
@@ -49,7 +49,9 @@ def run(workspace: Workspace, job: str, source: Path, model: Path, output: Path,
 
     try:
         result = merge_file(source, output, model,
-                            options=MergeOptions(faces=faces, device=device), progress=progress,
+                            options=MergeOptions(faces=faces, device=device,
+                                                 learned_mask=learned_mask),
+                            progress=progress,
                             alignments=_recorded_faces(workspace, store, job, source))
     except (UnreadableMediaError, MergeError) as exc:
         # The footage itself is bad: set it aside so it is not tried again, and say why.
@@ -108,11 +110,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", required=True, type=Path)
     parser.add_argument("--faces", default="all", choices=["all", "largest"])
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--no-learned-mask", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     return run(Workspace.open(args.workspace, create=False), args.job, args.input, args.model,
-               args.output, args.faces, args.device)
+               args.output, args.faces, args.device, learned_mask=not args.no_learned_mask)
 
 
 if __name__ == "__main__":

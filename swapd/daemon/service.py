@@ -323,7 +323,8 @@ class Service:
             "merge_worker",
             ["--workspace", str(self.ws.root), "--job", job.name, "--input", str(source),
              "--model", str(model), "--output", str(output), "--faces", job.spec.merge.faces,
-             "--device", self.config.merge.device],
+             "--device", self.config.merge.device,
+             *([] if job.spec.merge.learned_mask else ["--no-learned-mask"])],
             job.name, "merge", self.ws.logs / f"{job.name}.merge.log", source=source)
         log.info("merging %s with %s", self.ws.relative(source), self.ws.relative(model))
 

@@ -199,13 +199,16 @@ def run(workspace: Workspace, name: str) -> int:
             training.close()
             store.set_job_state(name, "stopped")
             return EXIT_OK
-    if trainer.options.penalized_mask_loss or trainer.options.eye_multiplier > 1:
+    if (trainer.options.penalized_mask_loss or trainer.options.eye_multiplier > 1
+            or trainer.model.learns_mask):
+        learned = "; the learned mask does not train on them" if trainer.model.learns_mask else ""
         for face_set in (trainer.set_a, trainer.set_b):
             if face_set.without_landmarks:
                 store.log_event(
                     f"{face_set.without_landmarks} of {len(face_set)} faces in "
                     f"{workspace.relative(face_set.folder)} carry no landmarks: the mask loss "
-                    "counts them whole, without eye or mouth weights", name, level="warning")
+                    f"counts them whole, without eye or mouth weights{learned}", name,
+                    level="warning")
     try:
         final_state = _train(training, store, stop)
     except NonFiniteLossError as exc:

@@ -62,10 +62,12 @@ class MergeOptions:
     mask_erode: float = 0.08
     mask_blur: float = 0.08
     # A model that learned its mask blends with it (it follows the face the model was trained
-    # on, turned heads included); it is only softened by these shares.
+    # on, turned heads included), softened by these shares. Less erosion let the edge of the
+    # learned mask (the B face's hairline above the brows, a far temple) show as a light
+    # seam in the demo's merges (benchmarks/results/demo_merge_masks.png).
     learned_mask: bool = True
-    learned_mask_erode: float = 0.02
-    learned_mask_blur: float = 0.05
+    learned_mask_erode: float = 0.05
+    learned_mask_blur: float = 0.08
     redetect_every: int = 5  # video: full detection every n frames, tracking between (1 = off)
     batch_frames: int = 4  # frames whose faces go through the model in one batch
     crf: int = 18

@@ -213,6 +213,7 @@ class FaceArrays(NamedTuple):
     masks: np.ndarray  # uint8 NHWC, face/eyes/mouth
     weights: np.ndarray  # sampling probabilities by yaw band
     landmarks: np.ndarray  # float32 (N, 68, 2) in the crop's pixels; NaN where unknown
+    mask_known: np.ndarray  # bool (N,): the mask was drawn from landmarks (not all-face)
 
 
 class FaceSet:
@@ -250,7 +251,8 @@ class FaceSet:
         self.uniform_yaw = uniform_yaw
         self._arrays = FaceArrays(np.empty((0, size, size, 1 if grayscale else 3), np.uint8),
                                   np.empty((0, size, size, MASK_CHANNELS), np.uint8),
-                                  np.empty(0), np.empty((0, 68, 2), np.float32))
+                                  np.empty(0), np.empty((0, 68, 2), np.float32),
+                                  np.empty(0, bool))
         self.paths: list[Path] = []
         self.skipped: dict[Path, str] = {}
         self.without_landmarks = 0
@@ -381,10 +383,11 @@ class FaceSet:
                     np.stack([entries[p].mask for p in good]),  # type: ignore[misc]
                     yaw_weights([entries[p].yaw for p in good]),
                     np.stack([unknown if entries[p].landmarks is None
-                              else entries[p].landmarks for p in good]))  # type: ignore[misc]
+                              else entries[p].landmarks for p in good]),  # type: ignore[misc]
+                    np.array([entries[p].has_landmarks for p in good], bool))
             else:
                 self._arrays = FaceArrays(self.faces[:0], self.masks[:0], np.empty(0),
-                                          self.landmarks[:0])
+                                          self.landmarks[:0], np.empty(0, bool))
             self.paths = good
             now = set(good)
             return len(now - before), len(before - now)
@@ -429,7 +432,8 @@ def to_tensor_layout(batch: np.ndarray) -> np.ndarray:
 @dataclass
 class Batch:
     """One training batch per side: warped inputs, their targets and the targets' masks
-    (face, eyes, mouth), all float32 NCHW in [0, 1]."""
+    (face, eyes, mouth), all float32 NCHW in [0, 1]; and per face whether its mask was drawn
+    from landmarks (float32 (N,), 1 or 0: an all-face mask must not teach a learned mask)."""
 
     input_a: np.ndarray
     target_a: np.ndarray
@@ -437,6 +441,8 @@ class Batch:
     input_b: np.ndarray
     target_b: np.ndarray
     mask_b: np.ndarray
+    mask_known_a: np.ndarray
+    mask_known_b: np.ndarray
 
 
 class LoaderClosedError(RuntimeError):
@@ -500,38 +506,31 @@ class BatchLoader:
             thread.start()
 
     def _make(self, rngs: tuple[np.random.Generator, np.random.Generator]) -> Batch:
+        """Draw and augment one batch of each side. Both sets' arrays are read once, so faces,
+        masks, landmarks (and the match table) agree even while a refresh replaces them. With
+        warp to landmarks each face comes with the landmarks of its closest matches on the
+        other side (the augmenter draws one)."""
         draw, augment = rngs
-        if self._matches is not None:
-            return self._make_to_landmarks(draw, augment, self._matches)
-        parts = []
-        for face_set in (self.set_a, self.set_b):
-            faces, masks = face_set.sample(draw, self.batch_size)
-            faces, masks = faces[self._share], masks[self._share]
-            inputs, targets, masks = self._augmenter(faces, augment, masks)
-            parts += [to_tensor_layout(inputs), to_tensor_layout(targets),
-                      to_tensor_layout(masks)]
-        return Batch(*parts)
-
-    def _make_to_landmarks(self, draw: np.random.Generator, augment: np.random.Generator,
-                           matches: ClosestMatches) -> Batch:
-        """:meth:`_make` with warp to landmarks: the same faces drawn, each handed with the
-        landmarks of its closest matches on the other side (the augmenter draws one). Both
-        sets' arrays are read once, so faces, landmarks and match table agree even while a
-        refresh replaces them."""
         snapshots = (self.set_a.arrays, self.set_b.arrays)
-        parts = []
+        parts: dict[str, np.ndarray] = {}
         for side, face_set in enumerate((self.set_a, self.set_b)):
             own, other = snapshots[side], snapshots[1 - side]
             idx = face_set.draw(draw, self.batch_size, own)[self._share]
-            table = matches.table(side, own.landmarks, other.landmarks)[idx]
-            # (n, k, 68, 2); NaN for a face without landmarks (its row of the table is -1).
-            candidates = np.where((table >= 0)[..., None, None], other.landmarks[table], np.nan)
-            inputs, targets, masks = self._augmenter(
-                own.faces[idx], augment, own.masks[idx],
-                landmarks=(own.landmarks[idx], candidates.astype(np.float32)))
-            parts += [to_tensor_layout(inputs), to_tensor_layout(targets),
-                      to_tensor_layout(masks)]
-        return Batch(*parts)
+            landmarks = None
+            if self._matches is not None:
+                table = self._matches.table(side, own.landmarks, other.landmarks)[idx]
+                # (n, k, 68, 2); NaN for a face without landmarks (its table row is -1).
+                candidates = np.where((table >= 0)[..., None, None], other.landmarks[table],
+                                      np.nan)
+                landmarks = (own.landmarks[idx], candidates.astype(np.float32))
+            inputs, targets, masks = self._augmenter(own.faces[idx], augment, own.masks[idx],
+                                                     landmarks=landmarks)
+            name = "ab"[side]
+            parts |= {f"input_{name}": to_tensor_layout(inputs),
+                      f"target_{name}": to_tensor_layout(targets),
+                      f"mask_{name}": to_tensor_layout(masks),
+                      f"mask_known_{name}": own.mask_known[idx].astype(np.float32)}
+        return Batch(**parts)
 
     def _put(self, item: Batch | BaseException,
              out: queue.Queue[Batch | BaseException]) -> bool:

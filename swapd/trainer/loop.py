@@ -50,7 +50,13 @@ from swapd.trainer.optimizers import (
 )
 from swapd.trainer.options import OptionsError, TrainerOptions, validate_model_options
 from swapd.trainer.precision import MixedPrecision
-from swapd.trainer.preview import make_grid, overlay_mask, to_uint8_nhwc, write_png
+from swapd.trainer.preview import (
+    composite,
+    make_grid,
+    overlay_mask,
+    to_uint8_nhwc,
+    write_png,
+)
 from swapd.trainer.snapshots import Policy, Snapshot, prune_snapshots, take_snapshot
 from swapd.trainer.tracker import TrackedFace, track
 
@@ -97,10 +103,20 @@ class StepStats:
     # and mouth terms): see FaceLoss.breakdown.
     components_a: dict[str, float] = field(default_factory=dict)
     components_b: dict[str, float] = field(default_factory=dict)
+    skipped: bool = False  # fp16: the gradients overflowed, the weights were left unchanged
 
     @property
     def examples_per_second(self) -> float:
         return self.examples / self.seconds if self.seconds > 0 else 0.0
+
+
+def _with_defaults(saved: object, current: dict[str, Any]) -> dict[str, Any] | None:
+    """A backup's loss settings for the keys of ``current``, a key it predates at its default
+    (so an older backup still compares); None if it has none."""
+    if not isinstance(saved, dict):
+        return None
+    defaults = TrainerOptions().model_dump()
+    return {key: saved.get(key, defaults.get(key)) for key in current}
 
 
 def resolve_device(wanted: str) -> torch.device:
@@ -306,8 +322,15 @@ class Trainer:
                 f"the job asks for {self.model_name!r}"
             )
         wanted = self.model_options.model_dump()
-        if state["model_options"] != wanted:
-            diff = sorted(k for k in wanted if state["model_options"].get(k) != wanted[k])
+        # Through the model's Options: a checkpoint from before an option existed has its
+        # default (the architecture it was built with), not a difference.
+        try:
+            saved = validate_model_options(self.model_name, state["model_options"]).model_dump()
+        except OptionsError as exc:
+            raise CheckpointError(self.checkpoint_path, f"its model options no longer "
+                                  f"validate ({exc})") from None
+        if saved != wanted:
+            diff = sorted(k for k in wanted if saved.get(k) != wanted[k])
             raise OptionsError(
                 f"{self.checkpoint_path}: model options {', '.join(diff)} differ from the "
                 f"saved model's ({state['model_options']}); they are fixed when a model is created"
@@ -397,8 +420,10 @@ class Trainer:
             with self.precision.autocast():
                 out_a, out_b = self._both(self._tensor(batch.input_a),
                                           self._tensor(batch.input_b))
-            per_a, parts_a = self._side_loss(out_a, batch.target_a, batch.mask_a)
-            per_b, parts_b = self._side_loss(out_b, batch.target_b, batch.mask_b)
+            per_a, parts_a = self._side_loss(out_a, batch.target_a, batch.mask_a,
+                                             batch.mask_known_a)
+            per_b, parts_b = self._side_loss(out_b, batch.target_b, batch.mask_b,
+                                             batch.mask_known_b)
             loss_a, loss_b = per_a.mean(), per_b.mean()
             part_a, part_b = float(loss_a.detach()), float(loss_b.detach())
             for total, parts in ((components_a, parts_a), (components_b, parts_b)):
@@ -417,10 +442,10 @@ class Trainer:
         self.precision.unscale(self.optimizer)
         params = [p for p in self.model.parameters() if p.grad is not None]
         norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params]))
-        if not torch.isfinite(norm):
-            if self.precision.scaling:  # fp16 overflow: skip the step, lower the scale
-                self.precision.skip_overflow(self.optimizer)
-            else:
+        skipped = not torch.isfinite(norm)
+        if skipped:
+            # fp16: an overflow skips the step and lowers the scale, until no scale helps
+            if not (self.precision.scaling and self.precision.skip_overflow(self.optimizer)):
                 self.optimizer.zero_grad(set_to_none=True)
                 raise NonFiniteLossError(self.iteration + 1, la, lb)
         else:
@@ -442,19 +467,21 @@ class Trainer:
         self._loss_since_save.append((la + lb) / 2)
         self._session["iterations"] = self.iteration - self._session["start_iteration"]
         return StepStats(self.iteration, la, lb, time.perf_counter() - start,
-                         2 * self.batch_size * accumulate, components_a, components_b)
+                         2 * self.batch_size * accumulate, components_a, components_b, skipped)
 
-    def _side_loss(self, output: torch.Tensor, target: np.ndarray, masks: np.ndarray
-                   ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def _side_loss(self, output: torch.Tensor, target: np.ndarray, masks: np.ndarray,
+                   mask_known: np.ndarray) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """One side's loss per face and its components: the face loss on the drawn face and,
         for a model that learns its mask, the mask's own loss against the landmark face mask
-        (MSE, times ``mask_loss_weight``; component "mask")."""
+        (MSE, times ``mask_loss_weight``; component "mask") on faces whose mask was drawn from
+        landmarks (a face without them has an all-face mask, which would teach a square)."""
         masks_t = self._tensor(masks)
         face, learned = self.model.split(output)
         per_image, parts = self._loss_fn.breakdown(face, self._tensor(target), masks_t)
         if learned is not None:
             mask_loss = (learned.float() - masks_t[:, 0:1]).square().mean(dim=(1, 2, 3))
-            mask_loss = mask_loss * self.options.mask_loss_weight
+            known = torch.from_numpy(mask_known).to(mask_loss.device)
+            mask_loss = mask_loss * known * self.options.mask_loss_weight
             per_image = per_image + mask_loss
             parts = {**parts, "mask": mask_loss.mean().detach()}
         return per_image, parts
@@ -527,7 +554,8 @@ class Trainer:
         self._loss_since_save = []
         self.last_average_loss, self._saved_at = average, self.iteration
         settings = self._loss_settings()
-        comparable = self.backup is not None and self.backup.get("loss_settings") == settings
+        comparable = (self.backup is not None
+                      and _with_defaults(self.backup.get("loss_settings"), settings) == settings)
         if average is not None and (not comparable or average < self.backup["average_loss"]):
             info = {"iteration": self.iteration, "average_loss": average, "time": _now(),
                     "loss_settings": settings}
@@ -542,8 +570,10 @@ class Trainer:
         self.lr_found = record
 
     def _loss_settings(self) -> dict[str, Any]:
-        """The options a loss value depends on: losses compare only when these agree."""
-        return {key: getattr(self.options, key) for key in LOSS_SETTINGS}
+        """The options a loss value depends on: losses compare only when these agree (the
+        mask's weight only for a model that learns one)."""
+        return {key: getattr(self.options, key) for key in LOSS_SETTINGS
+                if key != "mask_loss_weight" or self.model.learns_mask}
 
     def snapshot(self, policy: Policy = "all", keep: int = 10, tracker: bool = True,
                  tracker_faces: int = 0) -> SnapshotTaken:
@@ -610,8 +640,8 @@ class Trainer:
     def preview_columns(self) -> list[np.ndarray]:
         """The preview's six columns (A, A>A, A>B, B, B>B, B>A), each NHWC uint8 (BGR, or one
         channel for a grayscale model), on the fixed, unaugmented preview faces. The A and B
-        columns tint what the penalized loss leaves out; a model that learns its mask has
-        the outside of its own mask tinted on the faces it draws."""
+        columns tint what the penalized loss leaves out; a model that learns its mask has the
+        faces it draws blended onto their sources by that mask, as the merger would."""
         rows = min(len(self._preview_a), len(self._preview_b))
         a, b = self._preview_a[:rows], self._preview_b[:rows]
         shown_a, shown_b = a, b
@@ -621,7 +651,7 @@ class Trainer:
         drawn = []
         for faces, side in ((a, "a"), (a, "b"), (b, "b"), (b, "a")):
             out, learned = self.predict_with_mask(faces, side)
-            drawn.append(out if learned is None else overlay_mask(out, learned))
+            drawn.append(out if learned is None else composite(out, faces, learned))
         return [shown_a, drawn[0], drawn[1], shown_b, drawn[2], drawn[3]]
 
     def write_preview(self, path: Path) -> Path:

@@ -60,6 +60,7 @@ def find_learning_rate(trainer: Trainer, iterations: int, strength: str = "defau
     optimizer_state = copy.deepcopy(trainer.optimizer.state_dict())
     iteration, session = trainer.iteration, dict(trainer._session)
     clip_history = list(trainer.clipper.history)  # AutoClip's norms: the search's are not real
+    scaler_state = trainer.precision.state_dict()  # fp16: the search's overflows are not real
     rates, losses = [], []
     average = 0.0
     lowest = math.inf
@@ -71,6 +72,8 @@ def find_learning_rate(trainer: Trainer, iterations: int, strength: str = "defau
                 stats = trainer.step()
             except NonFiniteLossError:  # the rates from here on diverge
                 break
+            if stats.skipped:  # an fp16 overflow: nothing was learned at this rate
+                continue
             loss = (stats.loss_a + stats.loss_b) / 2
             average = SMOOTHING * average + (1 - SMOOTHING) * loss
             smoothed = average / (1 - SMOOTHING ** (i + 1))
@@ -87,6 +90,7 @@ def find_learning_rate(trainer: Trainer, iterations: int, strength: str = "defau
         trainer._session.update(session)  # in place: the history holds this very dict
         trainer.clipper.history.clear()
         trainer.clipper.history.extend(clip_history)
+        trainer.precision.load_state_dict(scaler_state)
         trainer._loss_since_save = []
     if not losses:
         raise LRFinderError("the learning-rate finder got no finite loss at all")

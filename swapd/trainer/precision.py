@@ -18,6 +18,10 @@ from torch import Tensor
 
 log = logging.getLogger(__name__)
 
+# Overflows halve the scale. Below 1 the gradients are not finite at any scale: that is a
+# NaN from the model, not an overflow, and the trainer treats it as one.
+MIN_LOSS_SCALE = 1.0
+
 PrecisionMode = Literal["off", "bf16", "fp16"]
 
 
@@ -71,12 +75,14 @@ class MixedPrecision:
         else:
             optimizer.step()
 
-    def skip_overflow(self, optimizer: torch.optim.Optimizer) -> None:
+    def skip_overflow(self, optimizer: torch.optim.Optimizer) -> bool:
         """After unscaled gradients came out non-finite under fp16: skip this step and lower
-        the scale, as the scaler's own step would."""
+        the scale, as the scaler's own step would. False once the scale has fallen below
+        :data:`MIN_LOSS_SCALE` (no scale helps: the gradients themselves are NaN)."""
         self.scaler.step(optimizer)  # sees the recorded inf and does not step
         self.scaler.update()
         optimizer.zero_grad(set_to_none=True)
+        return self.scaler.get_scale() >= MIN_LOSS_SCALE
 
     def state_dict(self) -> dict[str, Any]:
         return self.scaler.state_dict() if self.scaling else {}

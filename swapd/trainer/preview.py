@@ -72,6 +72,15 @@ def overlay_mask(faces: np.ndarray, masks: np.ndarray) -> np.ndarray:
     return (tinted + 0.5).astype(np.uint8)
 
 
+def composite(drawn: np.ndarray, onto: np.ndarray, masks: np.ndarray) -> np.ndarray:
+    """uint8 NHWC faces ``drawn`` by a model blended onto the faces they came from by the
+    model's learned masks (uint8 NHW, 255 = face): the swap in its frame, as the merger
+    pastes it back (faceswap's preview of a learned mask)."""
+    alpha = (masks.astype(np.float32) / 255.0)[..., None]
+    blended = drawn.astype(np.float32) * alpha + onto.astype(np.float32) * (1.0 - alpha)
+    return (blended + 0.5).astype(np.uint8)
+
+
 def write_png(path: str | os.PathLike[str], image: np.ndarray) -> Path:
     """Encode ``image`` as PNG and write it atomically."""
     ok, buf = cv2.imencode(".png", image)

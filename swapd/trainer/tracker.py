@@ -2,11 +2,12 @@
 
 At a snapshot every face of both sets (or ``cap`` of each, chosen evenly over yaw) goes
 through the model unaugmented, as the trainer crops it: its loss (the training loss, face by
-face), the reconstruction, and for the A side the swap to B, with the face's yaw and pitch.
-The images are small WebP files in the snapshot's folder (``tracker/a/``, ``tracker/b/``) and
-the numbers one JSON line per face in ``tracker/faces.jsonl``, so a model trained without the
-service keeps them too; the service also writes them to the state database, where the
-dashboard can list thousands of faces over many snapshots quickly.
+face; a learned mask's own loss is not part of it), the reconstruction, and for the A side
+the swap to B, with the face's yaw and pitch. The images are small WebP files in the
+snapshot's folder (``tracker/a/``, ``tracker/b/``) and the numbers one JSON line per face in
+``tracker/faces.jsonl``, so a model trained without the service keeps them too; the service
+also writes them to the state database, where the dashboard can list thousands of faces over
+many snapshots quickly.
 """
 
 from __future__ import annotations

@@ -80,7 +80,7 @@ class SAEHDOptions(CommonOptions):
     """Options of the SAEHD model (DeepFaceLab's names; ``input_size`` is its resolution)."""
 
     input_size: int = Field(
-        128, ge=64, le=640, description="resolution, a multiple of 16 (of 32 with 'd')")
+        128, ge=64, le=640, description="resolution, a multiple of 16 (of 32 with 'd' or 't')")
     width: float = Field(1.0, description="not used (e_dims / d_dims size it)")
     dense_dim: int | None = Field(None, description="not used (see ae_dims)")
     learn_mask: bool = Field(
@@ -123,7 +123,8 @@ class SAEHDOptions(CommonOptions):
 
     @model_validator(mode="after")
     def _resolution_fits_archi(self) -> SAEHDOptions:
-        if "d" in split_archi(self.archi)[1] and self.input_size % 32:
+        # 'd' halves the dense code's side, 't' adds a fifth downscale: either needs size/32.
+        if set(split_archi(self.archi)[1]) & {"d", "t"} and self.input_size % 32:
             # Raised as the input_size key's error, so messages name the key to change.
             error = PydanticCustomError(
                 "multiple_of_32", f"must be a multiple of 32 with archi {self.archi!r}")
