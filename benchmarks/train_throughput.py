@@ -47,11 +47,13 @@ def peak_rss_mib() -> float:
 
 def bare_loop(model_name: str, model_options: dict[str, Any], options: TrainerOptions,
               batches: list[tuple[torch.Tensor, ...]], steps: int, channels_last: bool,
-              fused: bool) -> list[float]:
-    """Seconds per step of the plain loop on pre-made batches (inputs, targets, masks)."""
+              fused: bool, compiled: bool = False) -> list[float]:
+    """Seconds per step of the plain loop on pre-made batches (inputs, targets, masks);
+    ``compiled``: the model through ``torch.compile`` (its first steps include compiling)."""
     torch.manual_seed(0)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     model = build_model(model_name, model_options).to(memory_format=fmt)
+    forward = torch.compile(model) if compiled else model
     optimizer = torch.optim.Adam(model.parameters(), lr=options.learning_rate,
                                  betas=(options.beta1, options.beta2), eps=options.epsilon,
                                  fused=fused)
@@ -64,8 +66,8 @@ def bare_loop(model_name: str, model_options: dict[str, Any], options: TrainerOp
     for i in range(steps):
         in_a, tg_a, m_a, in_b, tg_b, m_b = prepared[i % len(prepared)]
         start = time.perf_counter()
-        loss = (_loss(model, loss_fn, model(in_a, "a"), tg_a, m_a)
-                + _loss(model, loss_fn, model(in_b, "b"), tg_b, m_b))
+        loss = (_loss(model, loss_fn, forward(in_a, "a"), tg_a, m_a)
+                + _loss(model, loss_fn, forward(in_b, "b"), tg_b, m_b))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -110,7 +112,7 @@ def main() -> None:
     parser.add_argument("--variants", nargs="+",
                         default=["nchw", "nchw+fused_adam", "channels_last",
                                  "channels_last+fused_adam"],
-                        help="bare-loop variants to time")
+                        help="bare-loop variants to time (also ...+compile: torch.compile)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="option override (TOML syntax), e.g. width=0.125")
     parser.add_argument("--also-grayscale", action="store_true",
@@ -148,10 +150,12 @@ def main() -> None:
                                                  **model_options.model_dump()}}
             bare = {}
             for key in args.variants:
-                channels_last, fused = key.startswith("channels_last"), key.endswith("fused_adam")
+                parts = key.split("+")
+                channels_last, fused = "channels_last" in parts, "fused_adam" in parts
                 times = bare_loop(name, model_options.model_dump(), options, batches,
-                                  args.steps, channels_last, fused)
+                                  args.steps, channels_last, fused, "compile" in parts)
                 bare[key] = summary(times, args.warmup, examples)
+                bare[key]["first_step_seconds"] = round(times[0], 2)
                 print(name, "bare", key, bare[key], flush=True)
             entry["bare"] = bare
             entry["peak_rss_mib_after_bare"] = round(peak_rss_mib(), 1)
