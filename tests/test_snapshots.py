@@ -188,20 +188,14 @@ def test_tracked_faces_are_picked_evenly_over_yaw() -> None:
 def test_a_backup_under_other_loss_settings_is_set_aside_not_compared(
         faces: tuple[Path, Path], tmp_path: Path) -> None:
     model_dir = tmp_path / "m"
-    trainer = make_trainer(faces, model_dir)
-    try:
+    with make_trainer(faces, model_dir) as trainer:
         trainer.step()
         trainer.save()
-    finally:
-        trainer.close()
     first = json.loads((model_dir / "backup" / "backup.json").read_text())
     # MSE alone gives far smaller numbers than SSIM + MAE: they must not be compared.
-    trainer = make_trainer(faces, model_dir, loss="mse", extra_losses={})
-    try:
+    with make_trainer(faces, model_dir, loss="mse", extra_losses={}) as trainer:
         trainer.step()
         trainer.save()
-    finally:
-        trainer.close()
     now = json.loads((model_dir / "backup" / "backup.json").read_text())
     assert now["iteration"] == 2 and now["loss_settings"]["loss"] == "mse"
     [aside] = (model_dir / "backup").glob("superseded-*")

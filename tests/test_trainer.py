@@ -651,7 +651,7 @@ def test_uniform_yaw_draws_rare_angles_as_often_as_frontal_ones(tmp_path: Path) 
         # Which drawn faces are the turned ones (each crop is unique in this set).
         is_rare = (faces[:, None] == face_set.faces[rows][None]).all(axis=(2, 3, 4)).any(axis=1)
         shares[uniform] = float(is_rare.mean())
-    weights = face_set._arrays[2]
+    weights = face_set.arrays.weights
     bands = [int(np.floor(face_set._entries[path].yaw / YAW_BAND_DEGREES))  # type: ignore[operator]
              for path in face_set.paths]
     per_band = {band: weights[[i for i, b in enumerate(bands) if b == band]].sum()

@@ -260,11 +260,11 @@ class FaceSet:
 
     @property
     def faces(self) -> np.ndarray:
-        return self._arrays[0]
+        return self._arrays.faces
 
     @property
     def masks(self) -> np.ndarray:
-        return self._arrays[1]
+        return self._arrays.masks
 
     @property
     def landmarks(self) -> np.ndarray:
