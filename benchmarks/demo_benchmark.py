@@ -190,7 +190,8 @@ def main() -> None:
         trainer_options, model_options = split_options(model_name, options)
         trainer = Trainer(model_name, model_options.model_dump(), trainer_options,
                           ws.resolve(job.train.a), ws.resolve(job.train.b),
-                          ws.model_dir(DEMO_JOB), batch_size)
+                          ws.model_dir(DEMO_JOB), batch_size,
+                          iterations_target=args.iterations)  # as the worker: the job's target
         # the trainer's coverage: a model may fix its own crop (SAEHD's face type)
         truth = GroundTruth(args.views, trainer.input_size, trainer.options.coverage,
                             trainer.options.centering)

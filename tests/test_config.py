@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import tomllib
 from datetime import datetime
 from pathlib import Path
@@ -102,6 +103,40 @@ def test_model_options_and_missing_sets_are_checked(tmp_path: Path) -> None:
         validate_job(ws, load_job_file(path), "jobs/x.toml")
     assert caught.value.problems[0][0] == "train.model"
     assert "lightweight" in str(caught.value)
+
+
+def test_a_cosine_schedule_needs_an_end(tmp_path: Path) -> None:
+    ws = Workspace.open(tmp_path / "ws")
+    (ws.faces / "a").mkdir()
+    job = ('[train]\na = "faces/a"\nb = "faces/a"\niterations = {iterations}\n'
+           '[train.options]\nlr_schedule = "cosine"\nwarmup = 100\n')
+    path = _job(tmp_path, job.format(iterations=0))  # no target: where would it end?
+    with pytest.raises(ConfigError) as caught:
+        validate_job(ws, load_job_file(path), "jobs/x.toml")
+    assert caught.value.problems == [("train.options", "lr_schedule = 'cosine' needs an end: "
+                                      "set lr_decay_iterations or the job's iterations")]
+    path = _job(tmp_path, job.format(iterations=50))
+    with pytest.raises(ConfigError, match="ends at iteration 50, within the warmup"):
+        validate_job(ws, load_job_file(path), "jobs/x.toml")
+    validate_job(ws, load_job_file(_job(tmp_path, job.format(iterations=500))), "jobs/x.toml")
+
+
+def test_the_readme_job_file_is_valid_and_shows_the_defaults() -> None:
+    from swapd.config import JobFile
+    from swapd.trainer.options import split_options
+
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    (block,) = [b for b in re.findall(r"```toml\n(.*?)```", readme, re.S)
+                if b.startswith("[train]")]
+    data = tomllib.loads(block)
+    job = JobFile.model_validate(data)
+    assert job.train is not None
+    trainer_options, model_options = split_options(job.train.model, job.train.options)
+    defaults = split_options(job.train.model, {})
+    for shown, default in zip((trainer_options, model_options), defaults, strict=True):
+        for key in shown.model_fields_set:  # each value the README shows is the default
+            assert getattr(shown, key) == getattr(default, key), key
+    assert {"lr_schedule", "mask_decoder", "learn_mask"} <= set(job.train.options)
 
 
 def test_default_swapd_toml_is_valid_and_commented() -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import onnxruntime as ort
+import pytest
 import torch
 from torch import nn
 
@@ -34,11 +35,13 @@ def _mask_error(trainer: Trainer) -> float:
     return float(np.mean((learned.astype(np.float32) / 255 - truth) ** 2))
 
 
+@pytest.mark.parametrize("mask_decoder", ["separate", "shared"])
 def test_learned_mask_trains_toward_the_face_mask_and_is_shown(
-        synthetic_sets: dict[str, Path], tmp_path: Path) -> None:
+        synthetic_sets: dict[str, Path], tmp_path: Path, mask_decoder: str) -> None:
     options = TrainerOptions(learning_rate=1e-3, seed=3, preview_faces=2, mask_loss_weight=2.0)
-    with Trainer("lightweight", MASKED, options, synthetic_sets["alice"], synthetic_sets["bob"],
-                 tmp_path / "m", batch_size=8) as trainer:
+    model_options = {**MASKED, "mask_decoder": mask_decoder}
+    with Trainer("lightweight", model_options, options, synthetic_sets["alice"],
+                 synthetic_sets["bob"], tmp_path / "m", batch_size=8) as trainer:
         assert trainer.model.learns_mask
         before = _mask_error(trainer)
         stats = [trainer.step() for _ in range(40)]
@@ -58,20 +61,25 @@ def test_learned_mask_trains_toward_the_face_mask_and_is_shown(
         assert np.abs(shown - expected).max() <= 0.5 + 1e-3
         trainer.save()
         iteration = trainer.iteration
-    # the mask decoder's weights are in the checkpoint and a resume carries on
-    state = load_checkpoint(tmp_path / "m" / "model.pt")
-    assert any(".mask." in key for key in state["model_state"])
-    with Trainer("lightweight", MASKED, options, synthetic_sets["alice"], synthetic_sets["bob"],
-                 tmp_path / "m", batch_size=8) as resumed:
+    # the mask decoder's weights are in the checkpoint (a shared one: the face decoder's last
+    # conv draws one channel more) and a resume carries on
+    weights = load_checkpoint(tmp_path / "m" / "model.pt")["model_state"]
+    assert any(".mask." in key for key in weights) == (mask_decoder == "separate")
+    last_conv = [w for key, w in weights.items() if key.startswith("decoder_a.")][-1]
+    assert last_conv.shape == ((1,) if mask_decoder == "separate" else (4,))  # its bias
+    with Trainer("lightweight", model_options, options, synthetic_sets["alice"],
+                 synthetic_sets["bob"], tmp_path / "m", batch_size=8) as resumed:
         assert resumed.iteration == iteration
         assert abs(_mask_error(resumed) - after) < 1e-6
 
 
+@pytest.mark.parametrize("mask_decoder", ["separate", "shared"])
 def test_learned_mask_is_exported_beside_the_face(synthetic_sets: dict[str, Path],
-                                                  tmp_path: Path) -> None:
+                                                  tmp_path: Path, mask_decoder: str) -> None:
     options = TrainerOptions(learning_rate=1e-3, seed=3, preview_faces=2)
-    with Trainer("lightweight", MASKED, options, synthetic_sets["alice"], synthetic_sets["bob"],
-                 tmp_path / "m", batch_size=4) as trainer:
+    with Trainer("lightweight", {**MASKED, "mask_decoder": mask_decoder}, options,
+                 synthetic_sets["alice"], synthetic_sets["bob"], tmp_path / "m",
+                 batch_size=4) as trainer:
         trainer.step()
         report = trainer.export_onnx(tmp_path / "swap.onnx")
         crops = trainer.set_a.faces[:3]

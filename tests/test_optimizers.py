@@ -1,4 +1,5 @@
-"""Optimizers against their papers' update rules; warmup, clipping, accumulation in the trainer."""
+"""Optimizers against their papers' update rules; warmup, the cosine schedule, clipping,
+accumulation in the trainer."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from swapd.trainer.optimizers import (
     GradientClipper,
     Lion,
     build_optimizer,
+    schedule_factor,
     warmup_factor,
 )
 from tests.support import make_trainer
@@ -84,6 +86,51 @@ def test_warmup_and_clipping() -> None:
         limit = auto([p], p.grad.norm())
     assert limit == pytest.approx(float(np.percentile([1, 2, 3, 4], 10)))
     assert float(p.grad.norm()) == pytest.approx(limit)
+
+
+def test_cosine_schedule_after_the_warmup() -> None:
+    # constant: the warmup, then 1, whatever the end
+    assert [schedule_factor(i, 2, "constant", 10) for i in (0, 1, 2, 50)] == [0.5, 1, 1, 1]
+    cosine = [schedule_factor(i, 2, "cosine", 12, floor=0.1) for i in range(15)]
+    assert cosine[:3] == [0.5, 1.0, 1.0]  # the warmup, then the cosine's top
+    assert cosine[7] == pytest.approx(0.55)  # half way: half between 1 and the floor
+    assert cosine[12:] == [pytest.approx(0.1)] * 3  # the end and after: the floor
+    assert all(a > b for a, b in zip(cosine[2:12], cosine[3:13], strict=True))
+    assert schedule_factor(5, 0, "cosine", 10, floor=0.0) == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="needs an end past the warmup"):
+        schedule_factor(6, 5, "cosine", 5)
+
+
+def test_trainer_follows_the_cosine_to_the_job_target(faces: tuple[Path, Path],
+                                                      tmp_path: Path) -> None:
+    from swapd.trainer.loop import Trainer
+    from swapd.trainer.options import TrainerOptions
+    from tests.support import TINY
+
+    options = TrainerOptions(learning_rate=1e-3, lr_schedule="cosine", lr_floor=0.2, warmup=1)
+    with pytest.raises(ValueError, match="needs an end: set lr_decay_iterations"):
+        Trainer("lightweight", TINY, options, *faces, tmp_path / "m", batch_size=2)
+    with Trainer("lightweight", TINY, options, *faces, tmp_path / "m", batch_size=2,
+                 iterations_target=5) as trainer:
+        rates = []
+        for _ in range(6):
+            trainer.step()
+            rates.append(trainer.optimizer.param_groups[0]["lr"])
+        trainer.save()
+    # steps 0..5: warmup (1 step), then the cosine from 1e-3 to 2e-4 at iteration 5
+    expected = [1e-3 * schedule_factor(i, 1, "cosine", 5, 0.2) for i in range(6)]
+    assert rates == pytest.approx(expected)
+    assert rates[1] == pytest.approx(1e-3) and rates[5] == pytest.approx(2e-4)
+    # lr_decay_iterations wins over the target; a resume goes on along the same curve
+    longer = options.model_copy(update={"lr_decay_iterations": 11})
+    with Trainer("lightweight", TINY, longer, *faces, tmp_path / "m", batch_size=2,
+                 iterations_target=5) as trainer:
+        assert trainer.iteration == 6
+        assert trainer.scheduled_learning_rate() == pytest.approx(
+            1e-3 * schedule_factor(6, 1, "cosine", 11, 0.2))
+        trainer.step()
+        assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(
+            1e-3 * schedule_factor(6, 1, "cosine", 11, 0.2))
 
 
 def test_trainer_options_accumulate_warmup_switch(faces: tuple[Path, Path],

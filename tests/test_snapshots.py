@@ -124,6 +124,7 @@ def test_the_training_worker_takes_snapshots(faces: tuple[Path, Path], tmp_path:
     store = StateStore(ws.state_db)
     store.upsert_job("snaps", str(job_path), "train", "training")
     run = TrainingRun(ws, "snaps", load_job_file(job_path), store)
+    assert run.trainer.lr_schedule_end == 100  # the job's target: where a cosine would end
     try:
         for _ in range(12):
             run.step()

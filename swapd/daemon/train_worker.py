@@ -66,6 +66,7 @@ class TrainingRun:
             # Faces the service indexed already need no second landmark search.
             landmarks=FoundLandmarks(lambda path, stamp: store.indexed_landmarks(
                 path.parent.name, path.name, size=stamp[1], mtime_ns=stamp[0])),
+            iterations_target=self.train.iterations,
         )
         # Losses past the checkpoint were never saved: the history restarts from there.
         store.truncate_losses(name, self.trainer.iteration)

@@ -41,7 +41,7 @@ def run_training(model: str, faces_a: Path, faces_b: Path, model_dir: Path,
 
     # Loading the faces can take a while: Ctrl-C then simply stops (nothing to save yet).
     trainer = Trainer(model, model_options.model_dump(), trainer_options, faces_a, faces_b,
-                      model_dir, batch_size)
+                      model_dir, batch_size, iterations_target=iterations)
     found = apply_lr_finder(trainer)
     if found is not None:
         log.info("learning-rate finder: lowest loss at %.3g, training at %.3g%s", found.best,

@@ -46,9 +46,14 @@ from swapd.trainer.optimizers import (
     ADABELIEF_EPSILON,
     GradientClipper,
     build_optimizer,
-    warmup_factor,
+    schedule_factor,
 )
-from swapd.trainer.options import OptionsError, TrainerOptions, validate_model_options
+from swapd.trainer.options import (
+    OptionsError,
+    TrainerOptions,
+    schedule_problem,
+    validate_model_options,
+)
 from swapd.trainer.precision import MixedPrecision
 from swapd.trainer.preview import (
     composite,
@@ -167,11 +172,17 @@ class Trainer:
         model_dir: Path,
         batch_size: int = 16,
         landmarks: LandmarkSource | None = None,
+        iterations_target: int = 0,
     ) -> None:
         """``landmarks``: where faces whose files lack landmarks get them (default: the
-        detector, see :class:`FoundLandmarks`)."""
+        detector, see :class:`FoundLandmarks`). ``iterations_target``: the job's (0 = none),
+        where a cosine learning-rate schedule ends unless ``lr_decay_iterations`` says."""
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        problem = schedule_problem(trainer_options, iterations_target)
+        if problem:
+            raise ValueError(problem)
+        self.lr_schedule_end = trainer_options.lr_decay_iterations or iterations_target
         self.model_name = model
         self.options = trainer_options
         self.model_options = validate_model_options(model, model_options)
@@ -451,8 +462,7 @@ class Trainer:
         else:
             if self.clipper.active:
                 self.clipper(params, norm)
-            lr = self.lr_override or (self.options.learning_rate * self.lr_scale
-                                      * warmup_factor(self.iteration, self.options.warmup))
+            lr = self.lr_override or self.scheduled_learning_rate()
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
             self.precision.step(self.optimizer)
@@ -562,6 +572,14 @@ class Trainer:
             keep_backup(path, info, supersede=self.backup is not None and not comparable)
             self.backup = info  # only once the copy and backup.json exist
         return path
+
+    def scheduled_learning_rate(self) -> float:
+        """The rate of the coming step: the options' rate after rollbacks, times the
+        schedule's factor (warmup, cosine) at this iteration."""
+        options = self.options
+        return options.learning_rate * self.lr_scale * schedule_factor(
+            self.iteration, options.warmup, options.lr_schedule, self.lr_schedule_end,
+            options.lr_floor)
 
     def use_learning_rate(self, rate: float, record: dict[str, Any]) -> None:
         """Train at ``rate`` from now on (the learning-rate finder's); ``record`` (the rate and

@@ -1,4 +1,4 @@
-"""Optimizers, learning-rate warmup and gradient clipping (plain and AutoClip).
+"""Optimizers, the learning-rate schedule (warmup, cosine decay) and gradient clipping.
 
 adam, adamw and rmsprop are torch's own (fused kernels where the device has them). lion and
 adabelief are written out here from their papers, each tested against its update rule:
@@ -16,6 +16,7 @@ Networks", 2020) clips each step's gradient norm to a percentile of all norms se
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import Iterable
 from typing import Any
@@ -121,6 +122,21 @@ def warmup_factor(iteration: int, warmup: int) -> float:
     if warmup <= 0 or iteration >= warmup:
         return 1.0
     return (iteration + 1) / warmup
+
+
+def schedule_factor(iteration: int, warmup: int, schedule: str = "constant", end: int = 0,
+                    floor: float = 0.1) -> float:
+    """Learning-rate multiplier of step ``iteration`` (counted from 0): the warmup, then 1
+    (``constant``) or, nanoGPT's ``cosine``, half a cosine from 1 down to ``floor`` at
+    iteration ``end``, and ``floor`` after it."""
+    if iteration < warmup or schedule == "constant":
+        return warmup_factor(iteration, warmup)
+    if schedule != "cosine":
+        raise ValueError(f"unknown learning-rate schedule {schedule!r}")
+    if end <= warmup:
+        raise ValueError(f"a cosine schedule needs an end past the warmup ({warmup}), got {end}")
+    progress = min(1.0, (iteration - warmup) / (end - warmup))
+    return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 AUTOCLIP_HISTORY = 10_000  # norms remembered (faceswap's window), so cost and size stay flat

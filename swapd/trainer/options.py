@@ -33,6 +33,14 @@ class TrainerOptions(BaseModel):
     epsilon: float = Field(1e-7, gt=0)
     weight_decay: float = Field(0.0, ge=0, lt=1)
     warmup: int = Field(0, ge=0, description="iterations of linear learning-rate warmup")
+    lr_schedule: Literal["constant", "cosine"] = Field(
+        "constant", description="after the warmup: keep the rate, or lower it along half a "
+        "cosine to lr_floor x learning_rate at lr_decay_iterations (nanoGPT's schedule)")
+    lr_decay_iterations: int = Field(
+        0, ge=0, description="the iteration where the cosine ends (0 = the job's iteration "
+        "target); the rate stays at the floor after it")
+    lr_floor: float = Field(0.1, ge=0, le=1, description="the cosine's end, a share of "
+                            "learning_rate")
     clip_grad_norm: float = Field(0.0, ge=0, description="clip the gradient norm (0 = off)")
     autoclip: bool = Field(False, description="clip to the 10th percentile of past norms")
     accumulate: int = Field(1, ge=1, le=64, description="batches per optimizer step")
@@ -161,6 +169,21 @@ def validate_model_options(model: str, options: dict[str, Any]) -> BaseModel:
         return cls.model_validate(options)
     except ValidationError as exc:
         raise OptionsError(format_validation_error(exc, f"model {model!r}")) from None
+
+
+def schedule_problem(options: TrainerOptions, iterations_target: int) -> str | None:
+    """Why the learning-rate schedule cannot run for a job of ``iterations_target``
+    iterations (0 = no target), or None when it can."""
+    if options.lr_schedule != "cosine":
+        return None
+    end = options.lr_decay_iterations or iterations_target
+    if end == 0:
+        return ("lr_schedule = 'cosine' needs an end: set lr_decay_iterations or the job's "
+                "iterations")
+    if end <= options.warmup:
+        return (f"the cosine schedule ends at iteration {end}, within the warmup "
+                f"({options.warmup}): expected an end past the warmup")
+    return None
 
 
 def split_options(model: str, options: dict[str, Any]) -> tuple[TrainerOptions, BaseModel]:

@@ -14,11 +14,17 @@ import torch
 from pydantic import Field
 from torch import Tensor, nn
 
-from swapd.trainer.models import CommonOptions, Side, SwapModel, register
-from swapd.trainer.models.original import Reshape, channels, conv_stack, make_decoder
+from swapd.trainer.models import Side, SwapModel, register
+from swapd.trainer.models.original import (
+    FaceswapShapeOptions,
+    Reshape,
+    channels,
+    conv_stack,
+    make_decoder,
+)
 
 
-class IAEOptions(CommonOptions):
+class IAEOptions(FaceswapShapeOptions):
     """Options of the IAE model (dense_dim is faceswap's encoder_dim, default 1024)."""
 
     dense_dim: int | None = Field(None, ge=2, description="encoder_dim (None = 1024)")
@@ -52,7 +58,7 @@ class IAE(SwapModel):
         self.inter_both = _intermediate(flat, dense, half, seed)
         self.decoder_shared = make_decoder(
             2 * half, [channels(c, w) for c in (512, 256, 128, 64)], self.image_channels,
-            options.learn_mask)
+            options.learn_mask, options.mask_decoder)
 
     def forward(self, x: Tensor, side: Side) -> Tensor:
         if side not in ("a", "b"):

@@ -7,11 +7,16 @@ About 51 M parameters at the defaults (64 px, width 1.0).
 
 from __future__ import annotations
 
-from swapd.trainer.models import CommonOptions, SwapModel, register
-from swapd.trainer.models.original import channels, make_decoder, make_encoder
+from swapd.trainer.models import SwapModel, register
+from swapd.trainer.models.original import (
+    FaceswapShapeOptions,
+    channels,
+    make_decoder,
+    make_encoder,
+)
 
 
-class LightweightOptions(CommonOptions):
+class LightweightOptions(FaceswapShapeOptions):
     """Options of the Lightweight model."""
 
 
@@ -34,6 +39,6 @@ class Lightweight(SwapModel):
         )
         ups = [channels(c, w) for c in (512, 256, 128)]
         self.decoder_a = make_decoder(channels(256, w), ups, self.image_channels,
-                                      options.learn_mask)
+                                      options.learn_mask, options.mask_decoder)
         self.decoder_b = make_decoder(channels(256, w), ups, self.image_channels,
-                                      options.learn_mask)
+                                      options.learn_mask, options.mask_decoder)

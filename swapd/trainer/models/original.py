@@ -9,6 +9,7 @@ About 82 M parameters at the defaults (64 px, width 1.0).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 import torch
 from pydantic import Field
@@ -101,17 +102,34 @@ class FaceAndMask(nn.Module):
         return torch.cat([self.face(x), self.mask(x)], dim=1)
 
 
+MaskDecoder = Literal["separate", "shared"]
+
+
 def make_decoder(c_in: int, upscales: Sequence[int], out_channels: int = 3,
-                 mask: bool = False) -> nn.Module:
+                 mask: bool = False, mask_decoder: MaskDecoder = "separate") -> nn.Module:
     """Pixel-shuffle upscales then a 5x5 conv + sigmoid to an ``out_channels`` image; with
-    ``mask`` also faceswap's mask branch (see :class:`FaceAndMask`)."""
+    ``mask`` also a mask channel after the image: from faceswap's mask branch (``separate``,
+    see :class:`FaceAndMask`) or from the face decoder's last conv (``shared``)."""
+    if mask and mask_decoder == "shared":
+        # One more output channel of the last conv: the face's upscales serve the mask too,
+        # where a separate branch costs as much again as the face decoder.
+        return _upscales_to_image(c_in, upscales, out_channels + 1)
     face = _upscales_to_image(c_in, upscales, out_channels)
     if not mask:
         return face  # the plain Sequential: checkpoints keep their layer names
     return FaceAndMask(face, _upscales_to_image(c_in, upscales, 1))
 
 
-class OriginalOptions(CommonOptions):
+class FaceswapShapeOptions(CommonOptions):
+    """Options of the models of faceswap's shape (original, lightweight, iae)."""
+
+    mask_decoder: MaskDecoder = Field(
+        "separate", description="with learn_mask: faceswap's mask decoder beside each face "
+        "decoder (separate), or one more channel of the face decoder's last conv (shared: "
+        "nearly free; a separate decoder costs as much as the face's)")
+
+
+class OriginalOptions(FaceswapShapeOptions):
     """Options of the Original model."""
 
     lowmem: bool = Field(False, description="drop the 1024 conv, bottleneck 512")
@@ -138,6 +156,6 @@ class Original(SwapModel):
         )
         ups = [channels(c, w) for c in (256, 128, 64)]
         self.decoder_a = make_decoder(channels(512, w), ups, self.image_channels,
-                                      options.learn_mask)
+                                      options.learn_mask, options.mask_decoder)
         self.decoder_b = make_decoder(channels(512, w), ups, self.image_channels,
-                                      options.learn_mask)
+                                      options.learn_mask, options.mask_decoder)
