@@ -178,3 +178,26 @@ def test_faces_without_landmarks_do_not_teach_the_mask(synthetic_sets: dict[str,
         for _ in range(3):
             stats = trainer.step()
             assert stats.components_a["mask"] > 0 and stats.components_b["mask"] == 0
+
+
+def test_mask_decoder_belongs_to_the_faceswap_shaped_models() -> None:
+    from swapd.trainer.models import build_model
+    from swapd.trainer.options import OptionsError, validate_model_options
+
+    sizes = {}
+    for name in ("original", "lightweight", "iae"):
+        for decoder in ("separate", "shared"):
+            options = validate_model_options(name, {**MASKED, "mask_decoder": decoder})
+            model = build_model(name, options)
+            with torch.no_grad():
+                out = model(torch.rand(2, 3, 32, 32), "b")
+            assert out.shape == (2, 4, 32, 32)  # the face, then its mask
+            face_decoder = getattr(model, "decoder_a", None) or model.decoder_shared
+            sizes[name, decoder] = sum(p.numel() for p in face_decoder.parameters())
+        # a shared mask costs one output channel of the last conv, not a second decoder
+        assert sizes[name, "shared"] < 0.6 * sizes[name, "separate"]
+    with pytest.raises(OptionsError, match="set learn_mask = true"):
+        validate_model_options("lightweight", {**TINY, "mask_decoder": "shared"})
+    for name in ("dfl_sae", "saehd"):  # their mask decoders are their own
+        with pytest.raises(OptionsError, match="mask_decoder"):
+            validate_model_options(name, {"learn_mask": True, "mask_decoder": "shared"})

@@ -104,11 +104,11 @@ def test_cosine_schedule_after_the_warmup() -> None:
 def test_trainer_follows_the_cosine_to_the_job_target(faces: tuple[Path, Path],
                                                       tmp_path: Path) -> None:
     from swapd.trainer.loop import Trainer
-    from swapd.trainer.options import TrainerOptions
+    from swapd.trainer.options import OptionsError, TrainerOptions
     from tests.support import TINY
 
     options = TrainerOptions(learning_rate=1e-3, lr_schedule="cosine", lr_floor=0.2, warmup=1)
-    with pytest.raises(ValueError, match="needs an end: set lr_decay_iterations"):
+    with pytest.raises(OptionsError, match="needs an end: set lr_decay_iterations"):
         Trainer("lightweight", TINY, options, *faces, tmp_path / "m", batch_size=2)
     with Trainer("lightweight", TINY, options, *faces, tmp_path / "m", batch_size=2,
                  iterations_target=5) as trainer:
@@ -120,7 +120,8 @@ def test_trainer_follows_the_cosine_to_the_job_target(faces: tuple[Path, Path],
     # steps 0..5: warmup (1 step), then the cosine from 1e-3 to 2e-4 at iteration 5
     expected = [1e-3 * schedule_factor(i, 1, "cosine", 5, 0.2) for i in range(6)]
     assert rates == pytest.approx(expected)
-    assert rates[1] == pytest.approx(1e-3) and rates[5] == pytest.approx(2e-4)
+    # by hand: 1e-3 x (0.2 + 0.8 x (1 + cos(pi x (i - 1) / 4)) / 2)
+    assert rates == pytest.approx([1e-3, 1e-3, 8.8284e-4, 6e-4, 3.1716e-4, 2e-4], rel=1e-4)
     # lr_decay_iterations wins over the target; a resume goes on along the same curve
     longer = options.model_copy(update={"lr_decay_iterations": 11})
     with Trainer("lightweight", TINY, longer, *faces, tmp_path / "m", batch_size=2,
@@ -131,6 +132,22 @@ def test_trainer_follows_the_cosine_to_the_job_target(faces: tuple[Path, Path],
         trainer.step()
         assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(
             1e-3 * schedule_factor(6, 1, "cosine", 11, 0.2))
+
+
+def test_a_rollback_lowers_the_scheduled_rate(faces: tuple[Path, Path], tmp_path: Path) -> None:
+    from swapd.trainer.loop import NonFiniteLossError
+
+    with make_trainer(faces, tmp_path / "m", lr_schedule="cosine", lr_decay_iterations=4,
+                      lr_floor=0.5) as trainer:
+        trainer.step()
+        trainer.step()
+        trainer.save()
+        record = trainer.try_roll_back(NonFiniteLossError(3, float("nan"), 1.0))
+        assert record is not None and trainer.iteration == 2
+        # the cosine's factor at iteration 2 of 4 (0.75) times the rollback's 0.5
+        assert record["learning_rate"] == pytest.approx(1e-3 * 0.75 * 0.5)
+        trainer.step()
+        assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(1e-3 * 0.75 * 0.5)
 
 
 def test_trainer_options_accumulate_warmup_switch(faces: tuple[Path, Path],

@@ -45,6 +45,16 @@ def test_model_summary(name: str, parameters: int, first: str) -> None:
     assert bad.returncode == 2 and "multiple of 16" in bad.stderr
 
 
+def test_train_refuses_a_cosine_schedule_without_an_end(synthetic_sets: dict[str, Path],
+                                                        tmp_path: Path) -> None:
+    result = swapd("train", "--model", "lightweight", "-A", str(synthetic_sets["alice"]),
+                   "-B", str(synthetic_sets["bob"]), "--model-dir", str(tmp_path / "m"), *TINY,
+                   "--set", "lr_schedule=cosine")  # no --iterations: it would never end
+    assert result.returncode == 2, result.stderr
+    assert "lr_schedule = 'cosine' needs an end" in result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "m" / "model.pt").exists()
+
+
 def test_train_resumes_and_saves_on_ctrl_c(synthetic_sets: dict[str, Path],
                                            tmp_path: Path) -> None:
     model_dir = tmp_path / "model"

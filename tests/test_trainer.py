@@ -745,16 +745,16 @@ def test_this_sessions_optimizer_options_survive_resume_and_rollback(faces: tupl
 
 def test_a_model_saved_before_newer_options_existed_resumes_with_its_backup(
         faces: tuple[Path, Path], tmp_path: Path) -> None:
-    """A checkpoint and backup written before learn_mask, grayscale and mask_loss_weight
-    existed: the model resumes (the missing options are their defaults, the architecture it
-    was built with) and a worse save does not push its best backup aside."""
+    """A checkpoint and backup written before learn_mask, grayscale, mask_decoder and
+    mask_loss_weight existed: the model resumes (the missing options are their defaults, the
+    architecture it was built with) and a worse save does not push its best backup aside."""
     model_dir = tmp_path / "m"
     with make_trainer(faces, model_dir) as trainer:
         for _ in range(3):
             trainer.step()
         trainer.save()
     state = load_checkpoint(model_dir / "model.pt")
-    for key in ("learn_mask", "grayscale"):
+    for key in ("learn_mask", "grayscale", "mask_decoder"):
         del state["model_options"][key]
     save_checkpoint(model_dir / "model.pt", state)
     info_path = model_dir / "backup" / "backup.json"

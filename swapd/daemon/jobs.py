@@ -28,16 +28,16 @@ class Job:
 def validate_job(ws: Workspace, spec: JobFile, shown_as: str) -> None:
     """Checks beyond the schema: the model and its options, and that the face sets exist."""
     from swapd.trainer.models import UnknownModelError, model_options_class
-    from swapd.trainer.options import OptionsError, schedule_problem, split_options
+    from swapd.trainer.options import OptionsError, lr_schedule_problem, split_options
 
     problems: list[tuple[str, str]] = []
     if spec.train is not None:
         try:
             model_options_class(spec.train.model)
             trainer_options, _ = split_options(spec.train.model, spec.train.options)
-            schedule = schedule_problem(trainer_options, spec.train.iterations)
-            if schedule:
-                problems.append(("train.options", schedule))
+            lr_problem = lr_schedule_problem(trainer_options, spec.train.iterations)
+            if lr_problem:
+                problems.append(("train.options", lr_problem))
         except UnknownModelError as exc:
             problems.append(("train.model", str(exc)))
         except OptionsError as exc:

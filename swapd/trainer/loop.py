@@ -51,7 +51,7 @@ from swapd.trainer.optimizers import (
 from swapd.trainer.options import (
     OptionsError,
     TrainerOptions,
-    schedule_problem,
+    lr_schedule_problem,
     validate_model_options,
 )
 from swapd.trainer.precision import MixedPrecision
@@ -179,9 +179,9 @@ class Trainer:
         where a cosine learning-rate schedule ends unless ``lr_decay_iterations`` says."""
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        problem = schedule_problem(trainer_options, iterations_target)
+        problem = lr_schedule_problem(trainer_options, iterations_target)
         if problem:
-            raise ValueError(problem)
+            raise OptionsError(problem)
         self.lr_schedule_end = trainer_options.lr_decay_iterations or iterations_target
         self.model_name = model
         self.options = trainer_options
@@ -512,7 +512,7 @@ class Trainer:
         self.lr_scale *= self.options.nan_lr_factor
         record = {"time": _now(), "session_start": self._session["start"],
                   "failed_at": error.iteration, "back_to": self.iteration,
-                  "learning_rate": self.options.learning_rate * self.lr_scale,
+                  "learning_rate": self.scheduled_learning_rate(),
                   "loss_a": error.loss_a, "loss_b": error.loss_b}
         self.rollbacks.append(record)
         log.warning("non-finite loss at iteration %d: rolled back to %d, learning rate now %.3g",

@@ -38,7 +38,8 @@ class TrainerOptions(BaseModel):
         "cosine to lr_floor x learning_rate at lr_decay_iterations (nanoGPT's schedule)")
     lr_decay_iterations: int = Field(
         0, ge=0, description="the iteration where the cosine ends (0 = the job's iteration "
-        "target); the rate stays at the floor after it")
+        "target); the rate stays at the floor after it. The curve runs from iteration 0: a "
+        "target raised later stretches it, and the rate climbs back to that point's")
     lr_floor: float = Field(0.1, ge=0, le=1, description="the cosine's end, a share of "
                             "learning_rate")
     clip_grad_norm: float = Field(0.0, ge=0, description="clip the gradient norm (0 = off)")
@@ -171,7 +172,7 @@ def validate_model_options(model: str, options: dict[str, Any]) -> BaseModel:
         raise OptionsError(format_validation_error(exc, f"model {model!r}")) from None
 
 
-def schedule_problem(options: TrainerOptions, iterations_target: int) -> str | None:
+def lr_schedule_problem(options: TrainerOptions, iterations_target: int) -> str | None:
     """Why the learning-rate schedule cannot run for a job of ``iterations_target``
     iterations (0 = no target), or None when it can."""
     if options.lr_schedule != "cosine":

@@ -33,7 +33,7 @@ class UnknownModelError(KeyError):
 
 
 class CommonOptions(BaseModel):
-    """Options every faceswap-shaped model takes."""
+    """Options every model takes (the faceswap-shaped ones add `mask_decoder`)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -41,8 +41,9 @@ class CommonOptions(BaseModel):
     width: float = Field(1.0, gt=0, le=4, description="channel multiplier (1.0 = faceswap shape)")
     dense_dim: int | None = Field(None, ge=1, description="bottleneck width (None = default)")
     learn_mask: bool = Field(
-        False, description="a mask decoder beside each face decoder, trained on the landmark "
-        "face mask; previews show it and the merger blends with it")
+        False, description="draw a mask beside each face (faceswap-shaped models: see "
+        "mask_decoder), trained on the landmark face mask; previews show it and the merger "
+        "blends with it")
     grayscale: bool = Field(
         False, description="train one channel (black-and-white footage): colour faces are "
         "converted on load; a third of the face cache and of the first and last layers' work")

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import Literal
 
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 from torch import Tensor, nn
 
 from swapd.trainer.models import CommonOptions, SwapModel, register
@@ -127,6 +127,14 @@ class FaceswapShapeOptions(CommonOptions):
         "separate", description="with learn_mask: faceswap's mask decoder beside each face "
         "decoder (separate), or one more channel of the face decoder's last conv (shared: "
         "nearly free; a separate decoder costs as much as the face's)")
+
+    @model_validator(mode="after")
+    def _shared_needs_a_mask(self) -> FaceswapShapeOptions:
+        # Refused rather than ignored: saved options must say what the network is.
+        if self.mask_decoder == "shared" and not self.learn_mask:
+            raise ValueError("mask_decoder = 'shared' draws a learned mask: set learn_mask = "
+                             "true, or leave mask_decoder out")
+        return self
 
 
 class OriginalOptions(FaceswapShapeOptions):
