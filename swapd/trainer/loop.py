@@ -51,6 +51,7 @@ from swapd.trainer.optimizers import (
 from swapd.trainer.options import (
     OptionsError,
     TrainerOptions,
+    lr_schedule_end,
     lr_schedule_problem,
     validate_model_options,
 )
@@ -182,7 +183,7 @@ class Trainer:
         problem = lr_schedule_problem(trainer_options, iterations_target)
         if problem:
             raise OptionsError(problem)
-        self.lr_schedule_end = trainer_options.lr_decay_iterations or iterations_target
+        self.lr_schedule_end = lr_schedule_end(trainer_options, iterations_target)
         self.model_name = model
         self.options = trainer_options
         self.model_options = validate_model_options(model, model_options)

@@ -172,12 +172,18 @@ def validate_model_options(model: str, options: dict[str, Any]) -> BaseModel:
         raise OptionsError(format_validation_error(exc, f"model {model!r}")) from None
 
 
+def lr_schedule_end(options: TrainerOptions, iterations_target: int) -> int:
+    """The iteration where a cosine schedule ends: ``lr_decay_iterations``, else the job's
+    target (0 = none)."""
+    return options.lr_decay_iterations or iterations_target
+
+
 def lr_schedule_problem(options: TrainerOptions, iterations_target: int) -> str | None:
     """Why the learning-rate schedule cannot run for a job of ``iterations_target``
     iterations (0 = no target), or None when it can."""
     if options.lr_schedule != "cosine":
         return None
-    end = options.lr_decay_iterations or iterations_target
+    end = lr_schedule_end(options, iterations_target)
     if end == 0:
         return ("lr_schedule = 'cosine' needs an end: set lr_decay_iterations or the job's "
                 "iterations")
