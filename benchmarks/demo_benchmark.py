@@ -3,7 +3,8 @@
     .venv/bin/python benchmarks/demo_benchmark.py [--iterations 3000] [--out results.json]
 
 It builds the demo workspace in a temp folder and runs the demo job's training exactly as the
-worker does (same Trainer, same options), then exports ONNX and merges the demo clip.
+worker does (same Trainer, same options, the same start: the shipped pretrained model unless
+--no-pretrained or --start-from says otherwise), then exports ONNX and merges the demo clip.
 
 Two measures of the swaps are recorded every --check-every iterations in the timeline
 (--previews DIR also keeps the preview of each check):
@@ -168,6 +169,10 @@ def main() -> None:
     parser.add_argument("--previews", type=Path, help="keep the preview of every check here")
     parser.add_argument("--keep-model", type=Path, help="copy the final checkpoint here")
     parser.add_argument("--keep-merged", type=Path, help="copy the merged clip here")
+    parser.add_argument("--no-pretrained", action="store_true",
+                        help="start from random weights, not the demo's pretrained model")
+    parser.add_argument("--start-from", type=Path,
+                        help="start from this checkpoint instead of the shipped pretrained one")
     parser.add_argument("--views", type=int, default=8,
                         help="held-out views rendered for the ground-truth swap score")
     args = parser.parse_args()
@@ -175,7 +180,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         ws = Workspace.open(Path(tmp) / "ws")
         started = time.perf_counter()
-        create_demo_workspace(ws, iterations=args.iterations)
+        create_demo_workspace(ws, iterations=args.iterations, pretrained=not args.no_pretrained)
         prepare_s = time.perf_counter() - started
         from swapd.config import load_job_file
 
@@ -188,10 +193,13 @@ def main() -> None:
         batch_size = args.batch_size or job.train.batch_size
         model_name = args.model or job.train.model
         trainer_options, model_options = split_options(model_name, options)
+        start_from = args.start_from or (ws.resolve(job.train.start_from)
+                                         if job.train.start_from else None)
         trainer = Trainer(model_name, model_options.model_dump(), trainer_options,
                           ws.resolve(job.train.a), ws.resolve(job.train.b),
                           ws.model_dir(DEMO_JOB), batch_size,
-                          iterations_target=args.iterations)  # as the worker: the job's target
+                          iterations_target=args.iterations,  # as the worker: the job's target
+                          start_from=start_from)
         # the trainer's coverage: a model may fix its own crop (SAEHD's face type)
         truth = GroundTruth(args.views, trainer.input_size, trainer.options.coverage,
                             trainer.options.centering)
@@ -246,6 +254,7 @@ def main() -> None:
         "iterations": args.iterations,
         "batch_size_per_side": batch_size,
         "options": options,
+        "started_from": trainer.started_from,
         "train_egs_step_only": round(examples / train_seconds, 1),
         "train_egs_wall": round(examples / wall, 1),
         "train_wall_seconds": round(wall, 1),

@@ -98,7 +98,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     ws = Workspace.open(args.workspace)
     print(f"swapd demo: preparing {ws.root} (synthetic faces and a clip, drawn by swapd)",
           flush=True)
-    create_demo_workspace(ws, fresh=args.fresh)
+    create_demo_workspace(ws, fresh=args.fresh, pretrained=not args.no_pretrained)
     return cmd_run(args)
 
 
@@ -605,7 +605,8 @@ def cmd_train(args: argparse.Namespace) -> int:
                                snapshot_every=args.snapshot_every,
                                snapshot_policy=args.snapshot_policy,
                                snapshot_keep=args.snapshot_keep,
-                               tracker=not args.no_tracker, tracker_faces=args.tracker_faces)
+                               tracker=not args.no_tracker, tracker_faces=args.tracker_faces,
+                               start_from=args.start_from)
     except (OptionsError, FaceSetError, CheckpointError, LRFinderError) as exc:
         print(f"swapd: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -633,6 +634,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="create a synthetic demo workspace and run the service")
     service_args(p)
     p.add_argument("--fresh", action="store_true", help="start the demo over from scratch")
+    p.add_argument("--no-pretrained", action="store_true",
+                   help="a new demo model starts from random weights, not from the shipped "
+                   "pretrained one (with --fresh for an existing demo workspace)")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("status", help="jobs, problems and progress of a workspace")
@@ -720,6 +724,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="a trainer or model option, e.g. --set learning_rate=1e-4")
     p.add_argument("--export", action="store_true", help="export ONNX when done")
+    p.add_argument("--start-from", type=Path, metavar="MODEL.pt",
+                   help="a new model starts from this checkpoint's weights (same model and "
+                   "model options; DeepFaceLab's pretrained model)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("losses", help="a job's loss history as CSV")

@@ -113,6 +113,9 @@ class TrainSection(_Strict):
     snapshot_keep: int = Field(10, ge=1)
     tracker: bool = Field(True, description="tracker data at each snapshot")
     tracker_faces: int = Field(0, ge=0, description="faces per set tracked (0 = every face)")
+    start_from: str | None = Field(
+        None, description="a checkpoint (.pt) of the same model whose weights a new model "
+        "starts from (DeepFaceLab's pretrained model); unused once the job has its own")
     options: dict[str, Any] = Field(default_factory=dict)
 
 

@@ -105,6 +105,20 @@ def test_model_options_and_missing_sets_are_checked(tmp_path: Path) -> None:
     assert "lightweight" in str(caught.value)
 
 
+def test_a_missing_start_from_checkpoint_is_named(tmp_path: Path) -> None:
+    ws = Workspace.open(tmp_path / "ws")
+    (ws.faces / "a").mkdir()
+    job = '[train]\na = "faces/a"\nb = "faces/a"\nstart_from = "pretrained/x.pt"\n'
+    with pytest.raises(ConfigError) as caught:
+        validate_job(ws, load_job_file(_job(tmp_path, job)), "jobs/x.toml")
+    assert caught.value.problems == [("train.start_from", "'pretrained/x.pt' does not exist "
+                                      "(expected a swapd checkpoint, a model.pt, of the same "
+                                      "model)")]
+    (ws.root / "pretrained").mkdir()
+    (ws.root / "pretrained" / "x.pt").write_bytes(b"checked when training starts")
+    validate_job(ws, load_job_file(_job(tmp_path, job)), "jobs/x.toml")
+
+
 def test_a_cosine_schedule_needs_an_end(tmp_path: Path) -> None:
     ws = Workspace.open(tmp_path / "ws")
     (ws.faces / "a").mkdir()

@@ -55,6 +55,23 @@ def test_train_refuses_a_cosine_schedule_without_an_end(synthetic_sets: dict[str
     assert "Traceback" not in result.stderr and not (tmp_path / "m" / "model.pt").exists()
 
 
+def test_train_starts_a_new_model_from_another(synthetic_sets: dict[str, Path],
+                                               tmp_path: Path) -> None:
+    common = ["train", "--model", "lightweight", "-A", str(synthetic_sets["alice"]), "-B",
+              str(synthetic_sets["bob"]), "--batch-size", "4", "--iterations", "2", *TINY]
+    first = swapd(*common, "--model-dir", str(tmp_path / "pre"))
+    assert first.returncode == 0, first.stderr
+    start = tmp_path / "pre" / "model.pt"
+    second = swapd(*common, "--model-dir", str(tmp_path / "new"), "--start-from", str(start))
+    assert second.returncode == 0, second.stderr
+    state = load_checkpoint(tmp_path / "new" / "model.pt")
+    assert state["iteration"] == 2 and state["started_from"]["path"] == str(start)
+    other = swapd(*common, "--set", "dense_dim=64", "--model-dir", str(tmp_path / "other"),
+                  "--start-from", str(start))
+    assert other.returncode == 2 and f"{start}: model options dense_dim differ" in other.stderr
+    assert "Traceback" not in other.stderr
+
+
 def test_train_resumes_and_saves_on_ctrl_c(synthetic_sets: dict[str, Path],
                                            tmp_path: Path) -> None:
     model_dir = tmp_path / "model"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -28,7 +29,7 @@ from swapd.trainer.data import (
     crop_for_model,
     to_tensor_layout,
 )
-from swapd.trainer.loop import NonFiniteLossError, Trainer
+from swapd.trainer.loop import NonFiniteLossError, OutputCollapsedError, Trainer
 from swapd.trainer.models import build_model, list_models, model_options_class
 from swapd.trainer.options import OptionsError, TrainerOptions, split_options
 from swapd.trainer.preview import COLUMNS, header_height
@@ -258,6 +259,56 @@ def test_resume_rejects_different_architecture(faces: tuple[Path, Path], tmp_pat
         Trainer("lightweight", {**TINY, "dense_dim": 64}, options, *faces, tmp_path / "m")
 
 
+def test_a_new_model_starts_from_another_models_weights(faces: tuple[Path, Path],
+                                                       tmp_path: Path) -> None:
+    with make_trainer(faces, tmp_path / "pretrained") as pretrained:
+        for _ in range(3):
+            pretrained.step()
+        pretrained.save()
+        start = weights(pretrained)
+    start_path = tmp_path / "pretrained" / "model.pt"
+
+    options = TrainerOptions(learning_rate=1e-3, seed=3, preview_faces=3)
+    with Trainer("lightweight", TINY, options, *faces, tmp_path / "new", batch_size=4,
+                 start_from=start_path) as trainer:
+        for key, value in weights(trainer).items():
+            assert torch.equal(value, start[key]), key
+        # The weights only: its own iteration count and a fresh optimizer.
+        assert trainer.iteration == 0 and not trainer.optimizer.state
+        assert trainer.started_from == {"path": str(start_path), "iteration": 3}
+        trainer.step()
+        trainer.save()
+        trained = weights(trainer)
+    assert load_checkpoint(tmp_path / "new" / "model.pt")["started_from"]["iteration"] == 3
+
+    # Once the model has its own checkpoint, it resumes from that: start_from is not used.
+    with Trainer("lightweight", TINY, options, *faces, tmp_path / "new", batch_size=4,
+                 start_from=start_path) as resumed:
+        assert resumed.iteration == 1 and resumed.started_from["path"] == str(start_path)
+        for key, value in weights(resumed).items():
+            assert torch.equal(value, trained[key]), key
+
+
+def test_start_from_refuses_another_model_and_names_the_file(faces: tuple[Path, Path],
+                                                             tmp_path: Path) -> None:
+    with make_trainer(faces, tmp_path / "pretrained") as pretrained:
+        pretrained.save()
+    start_path = tmp_path / "pretrained" / "model.pt"
+    options = TrainerOptions()
+    with pytest.raises(OptionsError, match="dense_dim") as err:
+        Trainer("lightweight", {**TINY, "dense_dim": 64}, options, *faces, tmp_path / "a",
+                start_from=start_path)
+    assert str(start_path) in str(err.value)
+    with pytest.raises(OptionsError, match="holds a 'lightweight' model"):
+        Trainer("original", TINY, options, *faces, tmp_path / "b", start_from=start_path)
+    broken = tmp_path / "broken.pt"
+    broken.write_bytes(b"PK\x03\x04 truncated zip")
+    with pytest.raises(CheckpointError) as caught:
+        Trainer("lightweight", TINY, options, *faces, tmp_path / "c", start_from=broken)
+    assert caught.value.path == broken
+    assert not (tmp_path / "a" / "model.pt").exists()
+
+
 def test_corrupt_checkpoint_names_file(faces: tuple[Path, Path], tmp_path: Path) -> None:
     model_dir = tmp_path / "m"
     model_dir.mkdir()
@@ -318,6 +369,54 @@ def test_nan_rolls_back_to_the_checkpoint_with_a_lower_rate(faces: tuple[Path, P
         with pytest.raises(NonFiniteLossError) as err:
             trainer.step()
         assert trainer.try_roll_back(err.value) is None
+
+
+def flatten_outputs(trainer: Trainer) -> None:
+    """A collapse as lr 3e-3 gave the demo: each decoder's sigmoid saturated, flat colour out,
+    and a finite loss."""
+    with torch.no_grad():
+        for decoder in (trainer.model.decoder_a, trainer.model.decoder_b):
+            decoder[-2].weight.zero_()
+            decoder[-2].bias.fill_(20.0)
+
+
+def test_a_model_whose_faces_went_flat_is_not_saved_and_rolls_back(
+        faces: tuple[Path, Path], tmp_path: Path) -> None:
+    with make_trainer(faces, tmp_path / "m") as trainer:
+        assert trainer.output_spread() < 0.05  # untrained: flat too, which must not count
+        trainer.save()
+        assert not trainer.drew_faces
+        for _ in range(15):
+            trainer.step()
+        assert trainer.output_spread() > 0.3
+        trainer.save()
+        assert trainer.drew_faces
+        saved = weights(trainer)
+        stamp = (tmp_path / "m" / "model.pt").stat().st_mtime_ns
+        trainer.step()
+        flatten_outputs(trainer)
+        stats = trainer.step()
+        assert np.isfinite([stats.loss_a, stats.loss_b]).all()  # no NaN to catch
+        with pytest.raises(OutputCollapsedError, match="went flat at iteration 17") as err:
+            trainer.save()
+        assert (tmp_path / "m" / "model.pt").stat().st_mtime_ns == stamp
+        record = trainer.try_roll_back(err.value)
+        assert record is not None and record["reason"] == "flat output"
+        assert (record["failed_at"], record["back_to"]) == (17, 15)
+        assert record["output_spread"] < 0.05 and trainer.lr_scale == 0.5
+        for key, value in weights(trainer).items():
+            torch.testing.assert_close(value, saved[key], rtol=0, atol=0)
+        trainer.step()
+        trainer.save()
+    # The checkpoint remembers that the model drew faces: a collapse right after a resume counts.
+    with make_trainer(faces, tmp_path / "m", collapse_guard=True) as resumed:
+        assert resumed.drew_faces
+        flatten_outputs(resumed)
+        with pytest.raises(OutputCollapsedError):
+            resumed.save()
+    with make_trainer(faces, tmp_path / "m", collapse_guard=False) as unguarded:
+        flatten_outputs(unguarded)
+        unguarded.save()  # the option turns the guard off
 
 
 def test_preview_grid_layout(faces: tuple[Path, Path], tmp_path: Path) -> None:
@@ -484,9 +583,82 @@ def test_training_worker_rolls_back_and_rewrites_its_history(faces: tuple[Path, 
         assert any("rolled back to the checkpoint at 2" in e[3] for e in store.events())
         run.step()
         assert run.trainer.iteration == 3
+        # A collapse the loss does not show is caught at the next save, and rolled back too.
+        while not run.trainer.drew_faces and run.trainer.iteration < 40:
+            run.step()
+        assert run.trainer.drew_faces
+        saved_at = run.trainer.iteration  # an even one: saves come every 2 iterations
+        flatten_outputs(run.trainer)
+        run.step()
+        run.step()  # the save at saved_at + 2 is refused
+        assert run.trainer.iteration == saved_at and run.trainer.lr_scale == 0.25
+        assert any(f"flat output at iteration {saved_at + 2}: rolled back to the checkpoint at "
+                   f"{saved_at}" in e[3] for e in store.events())
+        run.flush()
+        assert max(row[0] for row in store.losses("nan")) == saved_at
     finally:
         run.close()
         store.close()
+
+
+def test_a_job_starts_from_a_pretrained_model_and_a_wrong_one_is_its_error(
+        faces: tuple[Path, Path], tmp_path: Path) -> None:
+    from swapd.config import load_job_file
+    from swapd.daemon.state import StateStore
+    from swapd.daemon.train_worker import TrainingRun
+    from swapd.workspace import Workspace
+    from tests.support import TINY_JOB
+
+    ws = Workspace.open(tmp_path / "ws")
+    shutil.copytree(faces[0], ws.face_set("alice"))
+    shutil.copytree(faces[1], ws.face_set("bob"))
+    job_path = ws.jobs / "pre.toml"
+    job_path.write_text(TINY_JOB.format(iterations=100, save_every=2))
+    store = StateStore(ws.state_db)
+    run = TrainingRun(ws, "pre", load_job_file(job_path), store)
+    run.step()
+    run.step()  # saves (save_every = 2)
+    run.close()
+    pretrained = ws.root / "pretrained" / "pre.pt"
+    pretrained.parent.mkdir()
+    shutil.copyfile(ws.model_dir("pre") / "model.pt", pretrained)
+
+    job_path = ws.jobs / "new.toml"
+    job_path.write_text(TINY_JOB.format(iterations=100, save_every=2).replace(
+        "[train.options]", 'start_from = "pretrained/pre.pt"\n\n[train.options]'))
+    run = TrainingRun(ws, "new", load_job_file(job_path), store)
+    try:
+        assert run.trainer.iteration == 0
+        assert run.trainer.started_from == {"path": str(pretrained), "iteration": 2}
+        start = load_checkpoint(pretrained)["model_state"]
+        for key, value in weights(run.trainer).items():
+            assert torch.equal(value, start[key]), key
+    finally:
+        run.close()
+    # Another model's options: the job's error names the pretrained file and the option.
+    job_path.write_text(job_path.read_text().replace("dense_dim = 64", "dense_dim = 32"))
+    shutil.rmtree(ws.model_dir("new"))
+    with pytest.raises(OptionsError, match=r"pre\.pt: model options dense_dim differ"):
+        TrainingRun(ws, "new", load_job_file(job_path), store)
+
+    # A broken pretrained file is the job's error (no retries), naming the file.
+    from swapd.daemon.train_worker import run as run_worker
+    from swapd.daemon.workers import EXIT_BAD_INPUT
+
+    pretrained.write_bytes(b"PK\x03\x04 truncated zip")
+    job_path.write_text(job_path.read_text().replace("dense_dim = 32", "dense_dim = 64"))
+    store.upsert_job("new", str(job_path), "train", "queued", "lightweight", 100,
+                     load_job_file(job_path).model_dump())
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        assert run_worker(ws, "new") == EXIT_BAD_INPUT
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+    row = store.job("new")
+    store.close()
+    assert row is not None and row.state == "error"
+    assert f"{pretrained}: truncated or corrupt checkpoint" in (row.error or "")
 
 
 def test_faceswap_faces_train_with_masks_from_found_landmarks(tmp_path: Path) -> None:

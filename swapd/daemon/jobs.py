@@ -47,6 +47,10 @@ def validate_job(ws: Workspace, spec: JobFile, shown_as: str) -> None:
             if not folder.is_dir():
                 problems.append((f"train.{key}", f"face set folder {getattr(spec.train, key)!r}"
                                  " does not exist (expected a folder of aligned faces)"))
+        start_from = spec.train.start_from
+        if start_from is not None and not ws.resolve(start_from).is_file():
+            problems.append(("train.start_from", f"{start_from!r} does not exist (expected a "
+                             "swapd checkpoint, a model.pt, of the same model)"))
     if spec.merge is not None and spec.merge.model and not ws.resolve(spec.merge.model).is_file():
         problems.append(("merge.model", f"{spec.merge.model!r} does not exist "
                          "(expected an .onnx file exported by swapd)"))

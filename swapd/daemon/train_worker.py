@@ -67,6 +67,8 @@ class TrainingRun:
             landmarks=FoundLandmarks(lambda path, stamp: store.indexed_landmarks(
                 path.parent.name, path.name, size=stamp[1], mtime_ns=stamp[0])),
             iterations_target=self.train.iterations,
+            start_from=(workspace.resolve(self.train.start_from) if self.train.start_from
+                        else None),
         )
         # Losses past the checkpoint were never saved: the history restarts from there.
         store.truncate_losses(name, self.trainer.iteration)
@@ -85,6 +87,14 @@ class TrainingRun:
 
         try:
             stats = self.trainer.step()
+            self._pending.append((stats.iteration, time.time(), stats.loss_a, stats.loss_b, {
+                side: {name: float(f"{value:.6g}") for name, value in parts.items()}
+                for side, parts in (("a", stats.components_a), ("b", stats.components_b))}))
+            self._examples_since_flush += stats.examples
+            if stats.iteration % self.train.save_every == 0:
+                self.save(reason="save")  # the collapse guard may refuse it
+            if self.train.snapshot_every and stats.iteration % self.train.snapshot_every == 0:
+                self.snapshot()
         except NonFiniteLossError as exc:
             record = self.trainer.try_roll_back(exc)
             if record is None:
@@ -93,18 +103,10 @@ class TrainingRun:
             self._pending = [p for p in self._pending if p[0] <= record["back_to"]]
             self.store.truncate_losses(self.name, record["back_to"])
             self.store.log_event(
-                f"non-finite loss at iteration {record['failed_at']}: rolled back to the "
+                f"{record['reason']} at iteration {record['failed_at']}: rolled back to the "
                 f"checkpoint at {record['back_to']}, learning rate now "
                 f"{record['learning_rate']:.3g}", self.name, level="warning")
             return
-        self._pending.append((stats.iteration, time.time(), stats.loss_a, stats.loss_b, {
-            side: {name: float(f"{value:.6g}") for name, value in parts.items()}
-            for side, parts in (("a", stats.components_a), ("b", stats.components_b))}))
-        self._examples_since_flush += stats.examples
-        if stats.iteration % self.train.save_every == 0:
-            self.save(reason="save")
-        if self.train.snapshot_every and stats.iteration % self.train.snapshot_every == 0:
-            self.snapshot()
         if time.monotonic() - self._last_flush >= FLUSH_SECONDS:
             self.flush()
 
@@ -165,6 +167,7 @@ class TrainingRun:
 
 
 def run(workspace: Workspace, name: str) -> int:
+    from swapd.trainer.checkpoint import CheckpointError, ModelBusyError
     from swapd.trainer.loop import NonFiniteLossError
     from swapd.trainer.lr_finder import LRFinderError, apply_lr_finder
 
@@ -177,7 +180,9 @@ def run(workspace: Workspace, name: str) -> int:
     job = JobFile.model_validate(row.config)
     try:
         training = TrainingRun(workspace, name, job, store)
-    except (ConfigError, ValueError, FileNotFoundError) as exc:
+    except ModelBusyError:
+        raise  # another trainer holds the folder for now: a crash, so the service retries
+    except (ConfigError, ValueError, FileNotFoundError, CheckpointError) as exc:
         store.set_job_state(name, "error", str(exc))
         store.report_problem(row.path, "job", str(exc))
         log.error("%s", exc)

@@ -1,14 +1,15 @@
 """``swapd train``: train from the command line, as faceswap's ``train`` command does.
 
     swapd train --model NAME -A DIR -B DIR --model-dir DIR [--iterations N] [--batch-size N]
-                [--save-every N] [--set key=value ...] [--export]
+                [--save-every N] [--set key=value ...] [--export] [--start-from MODEL.pt]
                 [--snapshot-every N [--snapshot-policy all|last|thinned] [--snapshot-keep K]
                  [--tracker-faces N | --no-tracker]]
 
 No workspace or service: faces are read from -A/-B, the checkpoint, previews and (with
 ``--export``) the ONNX export go to --model-dir. A folder that already holds a checkpoint
-resumes from it. Ctrl-C or SIGTERM saves and exits 0. Under ``torchrun`` it trains on
-several GPUs (see :mod:`swapd.trainer.distributed`).
+resumes from it; a new model can start from another's weights (--start-from). Ctrl-C or
+SIGTERM saves and exits 0. Under ``torchrun`` it trains on several GPUs (see
+:mod:`swapd.trainer.distributed`).
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ def run_training(model: str, faces_a: Path, faces_b: Path, model_dir: Path,
                  options: dict[str, Any], iterations: int, batch_size: int,
                  save_every: int, export: bool, show_progress: bool = True,
                  snapshot_every: int = 0, snapshot_policy: str = "all",
-                 snapshot_keep: int = 10, tracker: bool = True, tracker_faces: int = 0) -> int:
+                 snapshot_keep: int = 10, tracker: bool = True, tracker_faces: int = 0,
+                 start_from: Path | None = None) -> int:
     """Train until ``iterations`` (0 = until stopped); returns the iteration reached."""
     from tqdm import tqdm
 
@@ -41,7 +43,8 @@ def run_training(model: str, faces_a: Path, faces_b: Path, model_dir: Path,
 
     # Loading the faces can take a while: Ctrl-C then simply stops (nothing to save yet).
     trainer = Trainer(model, model_options.model_dump(), trainer_options, faces_a, faces_b,
-                      model_dir, batch_size, iterations_target=iterations)
+                      model_dir, batch_size, iterations_target=iterations,
+                      start_from=start_from)
     found = apply_lr_finder(trainer)
     if found is not None:
         log.info("learning-rate finder: lowest loss at %.3g, training at %.3g%s", found.best,
@@ -64,23 +67,22 @@ def run_training(model: str, faces_a: Path, faces_b: Path, model_dir: Path,
         while not stopping() and (iterations == 0 or trainer.iteration < iterations):
             try:
                 stats = trainer.step()
-            except NonFiniteLossError as exc:
+                bar.update(1)
+                bar.set_postfix(loss_a=f"{stats.loss_a:.4f}", loss_b=f"{stats.loss_b:.4f}",
+                                egs=f"{stats.examples_per_second:.0f}", refresh=False)
+                if stats.iteration % save_every == 0:
+                    _save(trainer, model_dir)  # the collapse guard may refuse it
+                    saved = trainer.iteration
+                    if distributed is None:  # every process must keep the same sets
+                        trainer.refresh_faces()
+                if snapshot_every and stats.iteration % snapshot_every == 0 and trainer.is_main:
+                    trainer.snapshot(snapshot_policy, snapshot_keep,  # type: ignore[arg-type]
+                                     tracker, tracker_faces)
+                    saved = trainer.iteration
+            except NonFiniteLossError as exc:  # also OutputCollapsedError, from a save
                 if trainer.try_roll_back(exc) is None:
                     raise
-                bar.n = trainer.iteration
-                continue
-            bar.update(1)
-            bar.set_postfix(loss_a=f"{stats.loss_a:.4f}", loss_b=f"{stats.loss_b:.4f}",
-                            egs=f"{stats.examples_per_second:.0f}", refresh=False)
-            if stats.iteration % save_every == 0:
-                _save(trainer, model_dir)
-                saved = trainer.iteration
-                if distributed is None:  # every process must keep the same sets
-                    trainer.refresh_faces()
-            if snapshot_every and stats.iteration % snapshot_every == 0 and trainer.is_main:
-                trainer.snapshot(snapshot_policy, snapshot_keep,  # type: ignore[arg-type]
-                                 tracker, tracker_faces)
-                saved = trainer.iteration
+                bar.n = saved = trainer.iteration
         if trainer.iteration != saved or trainer_options.save_optimizer == "exit":
             _save(trainer, model_dir, final=True)
         if export and trainer.iteration and trainer.is_main:

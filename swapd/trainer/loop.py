@@ -79,6 +79,8 @@ CHECKPOINT_NAME = "model.pt"
 class NonFiniteLossError(FloatingPointError):
     """A step produced a NaN/inf loss or gradient; the weights were not updated."""
 
+    reason = "non-finite loss"
+
     def __init__(self, iteration: int, loss_a: float, loss_b: float) -> None:
         self.iteration = iteration
         self.loss_a = loss_a
@@ -87,6 +89,35 @@ class NonFiniteLossError(FloatingPointError):
             f"non-finite loss at iteration {iteration} (loss_a={loss_a}, loss_b={loss_b}); "
             "weights left unchanged"
         )
+
+    def details(self) -> dict[str, float]:
+        """What the rollback record keeps of the failure."""
+        return {"loss_a": self.loss_a, "loss_b": self.loss_b}
+
+
+# The collapse guard (option collapse_guard): the faces a model draws vary, inside the face
+# mask, by this share of the faces' own spread or less: flat colour, a collapse whose loss stays
+# finite (a saturated output stops learning). It counts only once the model drew faces (this
+# share or more at a save), since an untrained model draws flat faces too.
+FLAT_OUTPUT = 0.05
+DRAWN_FACES = 0.3
+
+
+class OutputCollapsedError(NonFiniteLossError):
+    """At a save, the model's faces went flat after it drew faces: the save was refused, so
+    the last checkpoint stays the one to roll back to, as after a non-finite loss."""
+
+    reason = "flat output"
+
+    def __init__(self, iteration: int, spread: float, loss_a: float, loss_b: float) -> None:
+        FloatingPointError.__init__(
+            self, f"the faces the model draws went flat at iteration {iteration} (their spread "
+            f"is {spread:.3f} of the faces'); not saved")
+        self.iteration, self.loss_a, self.loss_b = iteration, loss_a, loss_b
+        self.spread = spread
+
+    def details(self) -> dict[str, float]:
+        return {**super().details(), "output_spread": self.spread}
 
 
 @dataclass(frozen=True)
@@ -174,10 +205,14 @@ class Trainer:
         batch_size: int = 16,
         landmarks: LandmarkSource | None = None,
         iterations_target: int = 0,
+        start_from: Path | None = None,
     ) -> None:
         """``landmarks``: where faces whose files lack landmarks get them (default: the
         detector, see :class:`FoundLandmarks`). ``iterations_target``: the job's (0 = none),
-        where a cosine learning-rate schedule ends unless ``lr_decay_iterations`` says."""
+        where a cosine learning-rate schedule ends unless ``lr_decay_iterations`` says.
+        ``start_from``: a checkpoint of the same model whose weights a new model starts from
+        (DeepFaceLab's pretrained model): iteration 0, a fresh optimizer. Unused once
+        ``model_dir`` has its own checkpoint."""
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         problem = lr_schedule_problem(trainer_options, iterations_target)
@@ -214,7 +249,14 @@ class Trainer:
             self._remove_stale_temp_files()
         state = load_checkpoint(self.checkpoint_path) if self.checkpoint_path.exists() else None
         if state is not None:
-            self._check_same_model(state)
+            self._check_same_model(state, self.checkpoint_path)
+        start = None
+        if state is None and start_from is not None:
+            start = load_checkpoint(start_from)
+            self._check_same_model(start, Path(start_from))
+        elif start_from is not None:
+            log.info("%s exists: resuming it (start_from %s is for a new model only)",
+                     self.checkpoint_path, start_from)
         torch.manual_seed(trainer_options.seed)
         self.model: SwapModel = build_model(model, self.model_options).to(
             self.device, memory_format=self._memory_format
@@ -236,8 +278,14 @@ class Trainer:
         self.lr_found: dict[str, Any] | None = None
         self._saved_at = -1  # the iteration model.pt holds, when this session wrote it
         self.rollbacks: list[dict[str, Any]] = []
+        self.drew_faces = False  # for the collapse guard: a save once found real faces drawn
+        self._last_losses = (0.0, 0.0)
+        # The checkpoint this model's weights started from, if any (kept in every save).
+        self.started_from: dict[str, Any] | None = None
         if state is not None:
             self._restore(state)
+        elif start is not None:
+            self._start_from(start, Path(start_from))  # type: ignore[arg-type]
         self._session = {
             "start": _now(),
             "end": None,
@@ -327,10 +375,12 @@ class Trainer:
         self.options = self.options.model_copy(
             update={"centering": centering, "coverage": coverage})
 
-    def _check_same_model(self, state: dict[str, Any]) -> None:
+    def _check_same_model(self, state: dict[str, Any], path: Path) -> None:
+        """The checkpoint at ``path`` (this model's, or one to start from) holds this model:
+        the same architecture and the same model options."""
         if state["model"] != self.model_name:
             raise OptionsError(
-                f"{self.checkpoint_path}: holds a {state['model']!r} model, "
+                f"{path}: holds a {state['model']!r} model, "
                 f"the job asks for {self.model_name!r}"
             )
         wanted = self.model_options.model_dump()
@@ -339,12 +389,12 @@ class Trainer:
         try:
             saved = validate_model_options(self.model_name, state["model_options"]).model_dump()
         except OptionsError as exc:
-            raise CheckpointError(self.checkpoint_path, f"its model options no longer "
+            raise CheckpointError(path, f"its model options no longer "
                                   f"validate ({exc})") from None
         if saved != wanted:
             diff = sorted(k for k in wanted if saved.get(k) != wanted[k])
             raise OptionsError(
-                f"{self.checkpoint_path}: model options {', '.join(diff)} differ from the "
+                f"{path}: model options {', '.join(diff)} differ from the "
                 f"saved model's ({state['model_options']}); they are fixed when a model is created"
             )
 
@@ -375,8 +425,26 @@ class Trainer:
                 group["weight_decay"] = self.options.weight_decay
         self.iteration = int(state["iteration"])
 
+    def _start_from(self, state: dict[str, Any], path: Path) -> None:
+        """A new model takes the weights of ``state`` (loaded from ``path``); nothing else:
+        the iteration, optimizer, schedule and history are this model's own."""
+        try:
+            self.model.load_state_dict(state["model_state"])
+        except (RuntimeError, ValueError, KeyError) as exc:
+            raise CheckpointError(path, f"does not fit the model ({exc})") from exc
+        note = state.get("pretrained")
+        self.started_from = {
+            "path": str(path),
+            "iteration": int(state["iteration"]),
+            **({"pretrained": note} if isinstance(note, dict) else {}),
+        }
+        log.info("starting from the weights of %s", path)
+
     def _restore(self, state: dict[str, Any]) -> None:
         self._load_weights(state)
+        started = state.get("started_from")
+        self.started_from = started if isinstance(started, dict) else None
+        self.drew_faces = bool(state.get("drew_faces", False))
         self.clipper.history.extend(state.get("autoclip_history", []))
         self.precision.load_state_dict(state.get("grad_scaler") or {})
         self.lr_scale = float(state.get("lr_scale", 1.0))
@@ -476,6 +544,7 @@ class Trainer:
             components_a = dict(zip(names_a, means[2:2 + len(names_a)], strict=True))
             components_b = dict(zip(names_b, means[2 + len(names_a):], strict=True))
         self._loss_since_save.append((la + lb) / 2)
+        self._last_losses = (la, lb)
         self._session["iterations"] = self.iteration - self._session["start_iteration"]
         return StepStats(self.iteration, la, lb, time.perf_counter() - start,
                          2 * self.batch_size * accumulate, components_a, components_b, skipped)
@@ -498,9 +567,10 @@ class Trainer:
         return per_image, parts
 
     def try_roll_back(self, error: NonFiniteLossError) -> dict[str, Any] | None:
-        """After a non-finite loss: reload the last checkpoint's weights and optimizer state,
-        lower the learning rate by ``nan_lr_factor`` and return what was done (also kept in
-        the checkpoint's ``rollbacks``). None when the options say stop, this session has
+        """After a non-finite loss (or a flat output, :class:`OutputCollapsedError`): reload
+        the last checkpoint's weights and optimizer state, lower the learning rate by
+        ``nan_lr_factor`` and return what was done (also kept in the checkpoint's
+        ``rollbacks``, with the reason). None when the options say stop, this session has
         rolled back ``nan_max_rollbacks`` times, or there is no checkpoint yet."""
         session_rollbacks = [r for r in self.rollbacks
                              if r.get("session_start") == self._session["start"]]
@@ -513,11 +583,11 @@ class Trainer:
         self.lr_scale *= self.options.nan_lr_factor
         record = {"time": _now(), "session_start": self._session["start"],
                   "failed_at": error.iteration, "back_to": self.iteration,
-                  "learning_rate": self.scheduled_learning_rate(),
-                  "loss_a": error.loss_a, "loss_b": error.loss_b}
+                  "learning_rate": self.scheduled_learning_rate(), "reason": error.reason,
+                  **error.details()}
         self.rollbacks.append(record)
-        log.warning("non-finite loss at iteration %d: rolled back to %d, learning rate now %.3g",
-                    error.iteration, self.iteration, record["learning_rate"])
+        log.warning("%s at iteration %d: rolled back to %d, learning rate now %.3g",
+                    error.reason, error.iteration, self.iteration, record["learning_rate"])
         return record
 
     # -- saving, preview, export ---------------------------------------------------------
@@ -544,6 +614,8 @@ class Trainer:
             "lr_scale": self.lr_scale,
             "rollbacks": list(self.rollbacks),
             "lr_found": self.lr_found,
+            "started_from": self.started_from,
+            "drew_faces": self.drew_faces,
             "history": {"sessions": [dict(s) for s in self.history]},
         }
         if with_optimizer:
@@ -557,6 +629,8 @@ class Trainer:
         if not self.is_main:  # the first process writes for all
             self._loss_since_save = []
             return self.checkpoint_path
+        if self.options.collapse_guard and self.distributed is None:
+            self._check_not_collapsed()
         policy = self.options.save_optimizer
         with_optimizer = policy == "always" or (policy == "exit" and final)
         average = (sum(self._loss_since_save) / len(self._loss_since_save)
@@ -573,6 +647,30 @@ class Trainer:
             keep_backup(path, info, supersede=self.backup is not None and not comparable)
             self.backup = info  # only once the copy and backup.json exist
         return path
+
+    def output_spread(self) -> float:
+        """How much the faces the model draws vary against the faces themselves: per preview
+        face, the spread (standard deviation) of its reconstruction inside the face mask over
+        the face's own there; the median per side, the lower side's. 0 is flat colour."""
+        sides = []
+        for faces, masks, side in ((self._preview_a, self._preview_mask_a, "a"),
+                                   (self._preview_b, self._preview_mask_b, "b")):
+            drawn = self.predict(faces, side)
+            ratios = []
+            for face, out, mask in zip(faces, drawn, masks, strict=True):
+                inside = mask > 127 if (mask > 127).any() else np.ones(mask.shape, bool)
+                own = float(face[inside].astype(np.float32).std())
+                ratios.append(float(out[inside].astype(np.float32).std()) / max(own, 1.0))
+            sides.append(float(np.median(ratios)))
+        return min(sides)
+
+    def _check_not_collapsed(self) -> None:
+        """The collapse guard, before a save: :class:`OutputCollapsedError` if the model drew
+        faces before and now draws flat colour."""
+        spread = self.output_spread()
+        if self.drew_faces and spread <= FLAT_OUTPUT:
+            raise OutputCollapsedError(self.iteration, spread, *self._last_losses)
+        self.drew_faces = self.drew_faces or spread >= DRAWN_FACES
 
     def scheduled_learning_rate(self) -> float:
         """The rate of the coming step: the options' rate after rollbacks, times the

@@ -51,6 +51,9 @@ class TrainerOptions(BaseModel):
     )
     nan_lr_factor: float = Field(0.5, gt=0, lt=1, description="learning rate kept per rollback")
     nan_max_rollbacks: int = Field(5, ge=0, description="rollbacks per session before stopping")
+    collapse_guard: bool = Field(
+        True, description="at each save, refuse a model whose faces went flat (a collapse "
+        "the loss does not show as NaN) once it drew faces, and treat it as a non-finite loss")
     coverage: float = Field(0.875, gt=0, le=1, description="centre share of the face side fed")
     centering: Literal["legacy", "face", "head"] = Field(
         "face", description="the crop the model learns (faces stored otherwise are re-cut)"
