@@ -2,9 +2,10 @@
 
     .venv/bin/python benchmarks/demo_benchmark.py [--iterations 3000] [--out results.json]
 
-It builds the demo workspace in a temp folder and runs the demo job's training exactly as the
-worker does (same Trainer, same options, the same start: the shipped pretrained model unless
---no-pretrained or --start-from says otherwise), then exports ONNX and merges the demo clip.
+It builds the demo workspace in a temp folder and runs the demo job's training as the worker
+does (same Trainer, same options, the same start: the shipped pretrained model unless
+--no-pretrained or --start-from says otherwise; but no saves along the way, so no collapse
+guard), then exports ONNX and merges the demo clip.
 
 Two measures of the swaps are recorded every --check-every iterations in the timeline
 (--previews DIR also keeps the preview of each check):

@@ -594,6 +594,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from swapd.trainer.checkpoint import CheckpointError
     from swapd.trainer.cli_train import run_training
     from swapd.trainer.data import FaceSetError
+    from swapd.trainer.loop import TrainingDivergedError
     from swapd.trainer.lr_finder import LRFinderError
     from swapd.trainer.options import OptionsError, parse_assignments
 
@@ -610,6 +611,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     except (OptionsError, FaceSetError, CheckpointError, LRFinderError) as exc:
         print(f"swapd: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except TrainingDivergedError as exc:  # on_nan = "stop", or no rollback left
+        print(f"swapd: training stopped, {exc.reason}: {exc}; the last checkpoint is intact",
+              file=sys.stderr)
+        return 1
     print(f"saved {args.model_dir} at iteration {reached}")
     return 0
 

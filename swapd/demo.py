@@ -70,9 +70,9 @@ def create_demo_workspace(ws: Workspace, fresh: bool = False, iterations: int = 
     from swapd.faces.synthetic import DEMO_A, DEMO_B, write_face_set
 
     if fresh:
-        for folder in (ws.faces, ws.jobs, ws.footage, ws.models, ws.output, ws.internal,
-                       ws.resolve(PRETRAINED_IN_WORKSPACE).parent):
+        for folder in (ws.faces, ws.jobs, ws.footage, ws.models, ws.output, ws.internal):
             shutil.rmtree(folder, ignore_errors=True)
+        ws.resolve(PRETRAINED_IN_WORKSPACE).unlink(missing_ok=True)  # the user's others stay
         ws.create()
     for name, identity, seed in (("demo_a", DEMO_A, 1), ("demo_b", DEMO_B, 2)):
         folder = ws.face_set(name)
@@ -95,10 +95,12 @@ def create_demo_workspace(ws: Workspace, fresh: bool = False, iterations: int = 
         staging_clip.replace(clip)
     job = ws.jobs / f"{DEMO_JOB}.toml"
     if not job.exists():
-        start_from = None
-        if pretrained and PRETRAINED_IN_PACKAGE.is_file():
-            start_from = PRETRAINED_IN_WORKSPACE
-            copy = ws.resolve(start_from)
-            copy.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(PRETRAINED_IN_PACKAGE, copy)
+        start_from = (PRETRAINED_IN_WORKSPACE if pretrained and PRETRAINED_IN_PACKAGE.is_file()
+                      else None)
         job.write_text(demo_job_toml(iterations, start_from), encoding="utf-8")
+    copy = ws.resolve(PRETRAINED_IN_WORKSPACE)
+    names_copy = f'start_from = "{PRETRAINED_IN_WORKSPACE}"' in job.read_text(encoding="utf-8")
+    if names_copy and not copy.exists() and PRETRAINED_IN_PACKAGE.is_file():
+        # (also when a kept job names a copy that was deleted)
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(PRETRAINED_IN_PACKAGE, copy)

@@ -45,10 +45,13 @@ def write_pool(folder: Path, identities: int, faces_per_identity: int,
 
 
 def weights_only(state: dict[str, Any], note: dict[str, Any]) -> dict[str, Any]:
-    """A checkpoint to start from: the model's weights in half precision, iteration 0."""
+    """A checkpoint to start from: the model's weights in half precision, iteration 0, and the
+    crop they were trained on (a model starting from them warns if its crop differs)."""
+    crop = {key: state["trainer_options"][key] for key in ("centering", "coverage")}
     return {
         "model": state["model"],
         "model_options": state["model_options"],
+        "trainer_options": crop,
         "model_state": {name: (tensor.half() if tensor.is_floating_point() else tensor)
                         for name, tensor in state["model_state"].items()},
         "iteration": 0,

@@ -72,10 +72,16 @@ def test_the_demo_starts_from_the_shipped_pretrained_model(tmp_path: Path) -> No
         for name, tensor in shipped["model_state"].items():
             assert torch.equal(state[name], tensor.float()), name
 
+    # A kept job whose copy was deleted gets it back; --fresh removes the demo's copy only.
+    copy.unlink()
+    create_demo_workspace(ws, faces_per_set=12)
+    assert copy.read_bytes() == PRETRAINED_IN_PACKAGE.read_bytes()
+    users = copy.with_name("mine.pt")
+    users.write_bytes(b"a user's own pretrained model")
     create_demo_workspace(ws, fresh=True, faces_per_set=12, pretrained=False)
     job = load_job_file(ws.jobs / f"{DEMO_JOB}.toml")
     assert job.train is not None and job.train.start_from is None
-    assert not copy.exists()
+    assert not copy.exists() and users.exists()
 
 
 def test_demo_pretraining_writes_half_precision_weights_of_the_demo_model(

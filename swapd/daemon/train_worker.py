@@ -16,12 +16,15 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from swapd.config import ConfigError, JobFile, TrainSection
 from swapd.daemon.state import StateStore
 from swapd.daemon.workers import EXIT_BAD_INPUT, EXIT_NON_FINITE, EXIT_OK, parent_alive
 from swapd.workspace import Workspace
+
+if TYPE_CHECKING:  # torch loads in the worker only once training starts
+    from swapd.trainer.loop import TrainingDivergedError
 
 log = logging.getLogger("swapd.train_worker")
 
@@ -87,26 +90,17 @@ class TrainingRun:
 
         try:
             stats = self.trainer.step()
-            self._pending.append((stats.iteration, time.time(), stats.loss_a, stats.loss_b, {
-                side: {name: float(f"{value:.6g}") for name, value in parts.items()}
-                for side, parts in (("a", stats.components_a), ("b", stats.components_b))}))
-            self._examples_since_flush += stats.examples
-            if stats.iteration % self.train.save_every == 0:
-                self.save(reason="save")  # the collapse guard may refuse it
-            if self.train.snapshot_every and stats.iteration % self.train.snapshot_every == 0:
-                self.snapshot()
         except NonFiniteLossError as exc:
-            record = self.trainer.try_roll_back(exc)
-            if record is None:
-                raise
-            # Losses past the checkpoint belong to the history that was undone.
-            self._pending = [p for p in self._pending if p[0] <= record["back_to"]]
-            self.store.truncate_losses(self.name, record["back_to"])
-            self.store.log_event(
-                f"{record['reason']} at iteration {record['failed_at']}: rolled back to the "
-                f"checkpoint at {record['back_to']}, learning rate now "
-                f"{record['learning_rate']:.3g}", self.name, level="warning")
+            self.roll_back(exc)
             return
+        self._pending.append((stats.iteration, time.time(), stats.loss_a, stats.loss_b, {
+            side: {name: float(f"{value:.6g}") for name, value in parts.items()}
+            for side, parts in (("a", stats.components_a), ("b", stats.components_b))}))
+        self._examples_since_flush += stats.examples
+        if stats.iteration % self.train.save_every == 0 and not self.save(reason="save"):
+            return  # refused by the collapse guard, and rolled back
+        if self.train.snapshot_every and stats.iteration % self.train.snapshot_every == 0:
+            self.snapshot()
         if time.monotonic() - self._last_flush >= FLUSH_SECONDS:
             self.flush()
 
@@ -120,15 +114,41 @@ class TrainingRun:
         self._last_flush = time.monotonic()
         self._examples_since_flush = 0
 
-    def save(self, reason: str) -> None:
-        """Checkpoint, preview, export (as the job asks) and pick up new faces."""
+    def roll_back(self, error: TrainingDivergedError) -> None:
+        """Back to the last checkpoint at a lower rate after ``error``; raises it when the
+        options (on_nan, nan_max_rollbacks) say stop."""
+        record = self.trainer.try_roll_back(error)
+        if record is None:
+            raise error
+        # Losses past the checkpoint belong to the history that was undone.
+        self._pending = [p for p in self._pending if p[0] <= record["back_to"]]
+        self.store.truncate_losses(self.name, record["back_to"])
+        self.store.log_event(
+            f"{record['reason']} at iteration {record['failed_at']}: rolled back to the "
+            f"checkpoint at {record['back_to']}, learning rate now "
+            f"{record['learning_rate']:.3g}", self.name, level="warning")
+
+    def save(self, reason: str) -> bool:
+        """Checkpoint, preview, export (as the job asks) and pick up new faces. False when
+        the collapse guard refused the checkpoint: the model was rolled back, or, at "exit",
+        the last checkpoint is simply kept."""
+        from swapd.trainer.loop import OutputCollapsedError
+
         iteration = self.trainer.iteration
         final = reason in ("exit", "done")
         self.flush()
         # Under save_optimizer = "exit" the last save writes again, with the optimizer's state.
         if iteration != self._saved_iteration or (
                 final and self.trainer.options.save_optimizer == "exit"):
-            path = self.trainer.save(final=final)
+            try:
+                path = self.trainer.save(final=final)
+            except OutputCollapsedError as exc:
+                if reason != "exit":
+                    self.roll_back(exc)
+                    return False
+                self.store.log_event(f"{exc}: the checkpoint at {self._saved_iteration} "
+                                     "stays", self.name, level="warning")
+                return False
             self._saved_iteration = iteration
             self.store.add_artifact(self.name, "checkpoint", str(path), iteration)
             preview = self.trainer.write_preview(self.ws.previews_dir(self.name) / "latest.png")
@@ -140,10 +160,12 @@ class TrainingRun:
             if added or removed:
                 self.store.log_event(f"faces changed: {added} added, {removed} removed",
                                      self.name)
+        return True
 
     def snapshot(self) -> None:
         """Save (and export, if the job exports on snapshots), then keep the snapshot."""
-        self.save(reason="snapshot")
+        if not self.save(reason="snapshot"):
+            return
         taken = self.trainer.snapshot(self.train.snapshot_policy, self.train.snapshot_keep,
                                       self.train.tracker, self.train.tracker_faces)
         snapshot = taken.snapshot
@@ -168,7 +190,7 @@ class TrainingRun:
 
 def run(workspace: Workspace, name: str) -> int:
     from swapd.trainer.checkpoint import CheckpointError, ModelBusyError
-    from swapd.trainer.loop import NonFiniteLossError
+    from swapd.trainer.loop import TrainingDivergedError
     from swapd.trainer.lr_finder import LRFinderError, apply_lr_finder
 
     store = StateStore(workspace.state_db)
@@ -217,10 +239,10 @@ def run(workspace: Workspace, name: str) -> int:
                     level="warning")
     try:
         final_state = _train(training, store, stop)
-    except NonFiniteLossError as exc:
-        # The step was refused before any weight changed; the last checkpoint stays the truth.
+    except TrainingDivergedError as exc:
+        # The step or save was refused before anything changed: the last checkpoint stays.
         store.set_job_state(name, "error", f"training diverged: {exc}")
-        store.log_event(f"stopped: non-finite loss ({exc}); the last checkpoint is intact",
+        store.log_event(f"stopped: {exc.reason} ({exc}); the last checkpoint is intact",
                         name, level="error")
         return EXIT_NON_FINITE
     finally:
@@ -258,9 +280,8 @@ def _train(training: TrainingRun, store: StateStore, stop: _StopFlag) -> str:
         if paused:
             time.sleep(CONTROL_SECONDS)
             continue
-        if training.target_reached:
-            training.save(reason="done")
-            return "done"
+        if training.target_reached and training.save(reason="done"):
+            return "done"  # (a refused save rolled back: training goes on)
         training.step()
     training.save(reason="exit")
     return "stopped"

@@ -31,7 +31,7 @@ def run_training(model: str, faces_a: Path, faces_b: Path, model_dir: Path,
     """Train until ``iterations`` (0 = until stopped); returns the iteration reached."""
     from tqdm import tqdm
 
-    from swapd.trainer.loop import NonFiniteLossError, Trainer
+    from swapd.trainer.loop import OutputCollapsedError, Trainer, TrainingDivergedError
     from swapd.trainer.lr_finder import apply_lr_finder
     from swapd.trainer.options import split_options
 
@@ -64,32 +64,46 @@ def run_training(model: str, faces_a: Path, faces_b: Path, model_dir: Path,
 
     try:
         saved = trainer.iteration
-        while not stopping() and (iterations == 0 or trainer.iteration < iterations):
+        flat_at_exit = False
+        while True:  # more than once only when the collapse guard refuses the last save
+            while not stopping() and (iterations == 0 or trainer.iteration < iterations):
+                try:
+                    stats = trainer.step()
+                    bar.update(1)
+                    bar.set_postfix(loss_a=f"{stats.loss_a:.4f}", loss_b=f"{stats.loss_b:.4f}",
+                                    egs=f"{stats.examples_per_second:.0f}", refresh=False)
+                    if stats.iteration % save_every == 0:
+                        _save(trainer, model_dir)  # the collapse guard may refuse it
+                        saved = trainer.iteration
+                        if distributed is None:  # every process must keep the same sets
+                            trainer.refresh_faces()
+                    if (snapshot_every and stats.iteration % snapshot_every == 0
+                            and trainer.is_main):
+                        trainer.snapshot(snapshot_policy, snapshot_keep,  # type: ignore[arg-type]
+                                         tracker, tracker_faces)
+                        saved = trainer.iteration
+                except TrainingDivergedError as exc:  # a NaN, or a save the guard refused
+                    if trainer.try_roll_back(exc) is None:
+                        raise
+                    bar.n = saved = trainer.iteration
+            if trainer.iteration == saved and trainer_options.save_optimizer != "exit":
+                break
             try:
-                stats = trainer.step()
-                bar.update(1)
-                bar.set_postfix(loss_a=f"{stats.loss_a:.4f}", loss_b=f"{stats.loss_b:.4f}",
-                                egs=f"{stats.examples_per_second:.0f}", refresh=False)
-                if stats.iteration % save_every == 0:
-                    _save(trainer, model_dir)  # the collapse guard may refuse it
-                    saved = trainer.iteration
-                    if distributed is None:  # every process must keep the same sets
-                        trainer.refresh_faces()
-                if snapshot_every and stats.iteration % snapshot_every == 0 and trainer.is_main:
-                    trainer.snapshot(snapshot_policy, snapshot_keep,  # type: ignore[arg-type]
-                                     tracker, tracker_faces)
-                    saved = trainer.iteration
-            except NonFiniteLossError as exc:  # also OutputCollapsedError, from a save
-                if trainer.try_roll_back(exc) is None:
+                _save(trainer, model_dir, final=True)
+                break
+            except OutputCollapsedError as exc:  # (the guard is off under torchrun)
+                if stop["now"]:  # stopping: the last checkpoint stays, nothing is exported
+                    log.warning("%s: the checkpoint at iteration %d stays", exc, saved)
+                    flat_at_exit = True
+                    break
+                if trainer.try_roll_back(exc) is None:  # the target: train on to it
                     raise
                 bar.n = saved = trainer.iteration
-        if trainer.iteration != saved or trainer_options.save_optimizer == "exit":
-            _save(trainer, model_dir, final=True)
-        if export and trainer.iteration and trainer.is_main:
+        if export and trainer.iteration and trainer.is_main and not flat_at_exit:
             report = trainer.export_onnx(model_dir / "exports" / "a_to_b.onnx")
             log.info("exported %s (parity max abs diff %.2e)", report.path,
                      report.max_abs_diff)
-        return trainer.iteration
+        return saved if flat_at_exit else trainer.iteration
     finally:
         bar.close()
         trainer.close()

@@ -76,22 +76,33 @@ LOSS_SETTINGS = ("loss", "extra_losses", "penalized_mask_loss", "background_weig
 CHECKPOINT_NAME = "model.pt"
 
 
-class NonFiniteLossError(FloatingPointError):
+class TrainingDivergedError(FloatingPointError):
+    """Training went wrong at ``iteration`` in a way the last checkpoint undoes: see
+    :meth:`Trainer.try_roll_back` (options on_nan, nan_lr_factor, nan_max_rollbacks)."""
+
+    reason = "training diverged"  # each kind's, for messages and the rollback record
+
+    def __init__(self, iteration: int, message: str) -> None:
+        super().__init__(message)
+        self.iteration = iteration
+
+    def details(self) -> dict[str, float]:
+        """What the rollback record keeps of the failure."""
+        return {}
+
+
+class NonFiniteLossError(TrainingDivergedError):
     """A step produced a NaN/inf loss or gradient; the weights were not updated."""
 
     reason = "non-finite loss"
 
     def __init__(self, iteration: int, loss_a: float, loss_b: float) -> None:
-        self.iteration = iteration
+        super().__init__(iteration, f"non-finite loss at iteration {iteration} (loss_a={loss_a}, "
+                         f"loss_b={loss_b}); weights left unchanged")
         self.loss_a = loss_a
         self.loss_b = loss_b
-        super().__init__(
-            f"non-finite loss at iteration {iteration} (loss_a={loss_a}, loss_b={loss_b}); "
-            "weights left unchanged"
-        )
 
     def details(self) -> dict[str, float]:
-        """What the rollback record keeps of the failure."""
         return {"loss_a": self.loss_a, "loss_b": self.loss_b}
 
 
@@ -103,21 +114,19 @@ FLAT_OUTPUT = 0.05
 DRAWN_FACES = 0.3
 
 
-class OutputCollapsedError(NonFiniteLossError):
+class OutputCollapsedError(TrainingDivergedError):
     """At a save, the model's faces went flat after it drew faces: the save was refused, so
     the last checkpoint stays the one to roll back to, as after a non-finite loss."""
 
     reason = "flat output"
 
-    def __init__(self, iteration: int, spread: float, loss_a: float, loss_b: float) -> None:
-        FloatingPointError.__init__(
-            self, f"the faces the model draws went flat at iteration {iteration} (their spread "
-            f"is {spread:.3f} of the faces'); not saved")
-        self.iteration, self.loss_a, self.loss_b = iteration, loss_a, loss_b
+    def __init__(self, iteration: int, spread: float) -> None:
+        super().__init__(iteration, f"the faces the model draws went flat at iteration "
+                         f"{iteration} (their spread is {spread:.3f} of the faces'); not saved")
         self.spread = spread
 
     def details(self) -> dict[str, float]:
-        return {**super().details(), "output_spread": self.spread}
+        return {"output_spread": self.spread}
 
 
 @dataclass(frozen=True)
@@ -279,7 +288,6 @@ class Trainer:
         self._saved_at = -1  # the iteration model.pt holds, when this session wrote it
         self.rollbacks: list[dict[str, Any]] = []
         self.drew_faces = False  # for the collapse guard: a save once found real faces drawn
-        self._last_losses = (0.0, 0.0)
         # The checkpoint this model's weights started from, if any (kept in every save).
         self.started_from: dict[str, Any] | None = None
         if state is not None:
@@ -317,6 +325,9 @@ class Trainer:
                 raise FaceSetError(face_set.folder, "no usable faces to train on")
         self._preview_a, self._preview_mask_a = self._pick_preview(self.set_a)
         self._preview_b, self._preview_mask_b = self._pick_preview(self.set_b)
+        if start is not None and trainer_options.collapse_guard:
+            # Weights that draw faces arm the collapse guard before this model's first save.
+            self.drew_faces = self.output_spread() >= DRAWN_FACES
         self.loader = BatchLoader(
             self.set_a,
             self.set_b,
@@ -434,10 +445,16 @@ class Trainer:
             raise CheckpointError(path, f"does not fit the model ({exc})") from exc
         note = state.get("pretrained")
         self.started_from = {
-            "path": str(path),
+            "path": str(path.resolve()),
             "iteration": int(state["iteration"]),
             **({"pretrained": note} if isinstance(note, dict) else {}),
         }
+        crop = state.get("trainer_options", {})
+        mine = {"centering": self.options.centering, "coverage": self.options.coverage}
+        theirs = {key: crop[key] for key in mine if key in crop}
+        if theirs and theirs != {key: mine[key] for key in theirs}:
+            log.warning("%s was trained on another crop (%s) than this model's (%s): it "
+                        "starts from faces framed otherwise", path, theirs, mine)
         log.info("starting from the weights of %s", path)
 
     def _restore(self, state: dict[str, Any]) -> None:
@@ -544,7 +561,6 @@ class Trainer:
             components_a = dict(zip(names_a, means[2:2 + len(names_a)], strict=True))
             components_b = dict(zip(names_b, means[2 + len(names_a):], strict=True))
         self._loss_since_save.append((la + lb) / 2)
-        self._last_losses = (la, lb)
         self._session["iterations"] = self.iteration - self._session["start_iteration"]
         return StepStats(self.iteration, la, lb, time.perf_counter() - start,
                          2 * self.batch_size * accumulate, components_a, components_b, skipped)
@@ -566,7 +582,7 @@ class Trainer:
             parts = {**parts, "mask": mask_loss.mean().detach()}
         return per_image, parts
 
-    def try_roll_back(self, error: NonFiniteLossError) -> dict[str, Any] | None:
+    def try_roll_back(self, error: TrainingDivergedError) -> dict[str, Any] | None:
         """After a non-finite loss (or a flat output, :class:`OutputCollapsedError`): reload
         the last checkpoint's weights and optimizer state, lower the learning rate by
         ``nan_lr_factor`` and return what was done (also kept in the checkpoint's
@@ -669,7 +685,7 @@ class Trainer:
         faces before and now draws flat colour."""
         spread = self.output_spread()
         if self.drew_faces and spread <= FLAT_OUTPUT:
-            raise OutputCollapsedError(self.iteration, spread, *self._last_losses)
+            raise OutputCollapsedError(self.iteration, spread)
         self.drew_faces = self.drew_faces or spread >= DRAWN_FACES
 
     def scheduled_learning_rate(self) -> float:

@@ -53,7 +53,8 @@ class TrainerOptions(BaseModel):
     nan_max_rollbacks: int = Field(5, ge=0, description="rollbacks per session before stopping")
     collapse_guard: bool = Field(
         True, description="at each save, refuse a model whose faces went flat (a collapse "
-        "the loss does not show as NaN) once it drew faces, and treat it as a non-finite loss")
+        "the loss does not show as NaN) once it drew faces, and treat it as a non-finite loss "
+        "(on_nan); off under torchrun")
     coverage: float = Field(0.875, gt=0, le=1, description="centre share of the face side fed")
     centering: Literal["legacy", "face", "head"] = Field(
         "face", description="the crop the model learns (faces stored otherwise are re-cut)"
