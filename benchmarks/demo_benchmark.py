@@ -3,9 +3,9 @@
     .venv/bin/python benchmarks/demo_benchmark.py [--iterations 3000] [--out results.json]
 
 It builds the demo workspace in a temp folder and runs the demo job's training as the worker
-does (same Trainer, same options, the same start: the shipped pretrained model unless
---no-pretrained or --start-from says otherwise; but no saves along the way, so no collapse
-guard), then exports ONNX and merges the demo clip.
+does (same Trainer, same options; but no saves along the way, so no collapse guard), then
+exports ONNX and merges the demo clip. --start-from starts the model from another's weights
+(see benchmarks/pretrain_pool.py).
 
 Two measures of the swaps are recorded every --check-every iterations in the timeline
 (--previews DIR also keeps the preview of each check):
@@ -170,10 +170,8 @@ def main() -> None:
     parser.add_argument("--previews", type=Path, help="keep the preview of every check here")
     parser.add_argument("--keep-model", type=Path, help="copy the final checkpoint here")
     parser.add_argument("--keep-merged", type=Path, help="copy the merged clip here")
-    parser.add_argument("--no-pretrained", action="store_true",
-                        help="start from random weights, not the demo's pretrained model")
     parser.add_argument("--start-from", type=Path,
-                        help="start from this checkpoint instead of the shipped pretrained one")
+                        help="start the model from this checkpoint's weights (same model)")
     parser.add_argument("--views", type=int, default=8,
                         help="held-out views rendered for the ground-truth swap score")
     args = parser.parse_args()
@@ -181,7 +179,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         ws = Workspace.open(Path(tmp) / "ws")
         started = time.perf_counter()
-        create_demo_workspace(ws, iterations=args.iterations, pretrained=not args.no_pretrained)
+        create_demo_workspace(ws, iterations=args.iterations)
         prepare_s = time.perf_counter() - started
         from swapd.config import load_job_file
 
@@ -194,13 +192,11 @@ def main() -> None:
         batch_size = args.batch_size or job.train.batch_size
         model_name = args.model or job.train.model
         trainer_options, model_options = split_options(model_name, options)
-        start_from = args.start_from or (ws.resolve(job.train.start_from)
-                                         if job.train.start_from else None)
         trainer = Trainer(model_name, model_options.model_dump(), trainer_options,
                           ws.resolve(job.train.a), ws.resolve(job.train.b),
                           ws.model_dir(DEMO_JOB), batch_size,
                           iterations_target=args.iterations,  # as the worker: the job's target
-                          start_from=start_from)
+                          start_from=args.start_from)
         # the trainer's coverage: a model may fix its own crop (SAEHD's face type)
         truth = GroundTruth(args.views, trainer.input_size, trainer.options.coverage,
                             trainer.options.centering)

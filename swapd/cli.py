@@ -98,7 +98,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     ws = Workspace.open(args.workspace)
     print(f"swapd demo: preparing {ws.root} (synthetic faces and a clip, drawn by swapd)",
           flush=True)
-    create_demo_workspace(ws, fresh=args.fresh, pretrained=not args.no_pretrained)
+    create_demo_workspace(ws, fresh=args.fresh)
     return cmd_run(args)
 
 
@@ -639,9 +639,6 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="create a synthetic demo workspace and run the service")
     service_args(p)
     p.add_argument("--fresh", action="store_true", help="start the demo over from scratch")
-    p.add_argument("--no-pretrained", action="store_true",
-                   help="a new demo model starts from random weights, not from the shipped "
-                   "pretrained one (with --fresh for an existing demo workspace)")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("status", help="jobs, problems and progress of a workspace")

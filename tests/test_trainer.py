@@ -281,6 +281,17 @@ def test_a_new_model_starts_from_another_models_weights(faces: tuple[Path, Path]
         trained = weights(trainer)
     assert load_checkpoint(tmp_path / "new" / "model.pt")["started_from"]["iteration"] == 3
 
+    # Weights kept in half precision (as benchmarks/pretrain_pool.py writes them) load too.
+    half = tmp_path / "half.pt"
+    state = load_checkpoint(start_path)
+    save_checkpoint(half, {**{k: v for k, v in state.items() if k not in ("format", "version")},
+                           "model_state": {k: v.half() for k, v in start.items()}})
+    with Trainer("lightweight", TINY, options, *faces, tmp_path / "from_half", batch_size=4,
+                 start_from=half) as from_half:
+        for key, value in weights(from_half).items():
+            assert value.dtype == torch.float32 and torch.equal(value, start[key].half().float())
+        from_half.step()
+
     # Once the model has its own checkpoint, it resumes from that: start_from is not used.
     with Trainer("lightweight", TINY, options, *faces, tmp_path / "new", batch_size=4,
                  start_from=start_path) as resumed:
