@@ -214,10 +214,12 @@ def main() -> None:
                 check_start = time.perf_counter()
                 ground_truth = truth.score(trainer)
                 score = swap_score(trainer)
+                spread = round(trainer.output_spread(), 3)  # what the collapse guard measures
                 t0 += time.perf_counter() - check_start  # measuring is not training time
                 timeline.append({"iteration": stats.iteration, "seconds": round(elapsed, 1),
                                  "loss_a": round(stats.loss_a, 4),
                                  "loss_b": round(stats.loss_b, 4), "swap_score": score,
+                                 "output_spread": spread,
                                  "ground_truth": ground_truth})
                 print(json.dumps(timeline[-1]), flush=True)
                 if args.previews:
