@@ -612,9 +612,13 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"swapd: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except TrainingDivergedError as exc:  # on_nan = "stop", or no rollback left
-        print(f"swapd: training stopped, {exc.reason}: {exc}; the last checkpoint is intact",
-              file=sys.stderr)
+        kept = ("the last checkpoint is intact" if (Path(args.model_dir) / "model.pt").exists()
+                else "nothing was saved")
+        print(f"swapd: training stopped, {exc.reason}: {exc}; {kept}", file=sys.stderr)
         return 1
+    if not (Path(args.model_dir) / "model.pt").exists():
+        print(f"nothing saved in {args.model_dir}")
+        return 0
     print(f"saved {args.model_dir} at iteration {reached}")
     return 0
 

@@ -114,9 +114,15 @@ def test_a_missing_start_from_checkpoint_is_named(tmp_path: Path) -> None:
     assert caught.value.problems == [("train.start_from", "'pretrained/x.pt' does not exist "
                                       "(expected a swapd checkpoint, a model.pt, of the same "
                                       "model)")]
+    # Once the job has a checkpoint of its own, the start is no longer needed.
+    ws.model_dir("x").mkdir(parents=True)
+    (ws.model_dir("x") / "model.pt").write_bytes(b"the job's own")
+    validate_job(ws, load_job_file(_job(tmp_path, job)), "jobs/x.toml", "x")
+    with pytest.raises(ConfigError):
+        validate_job(ws, load_job_file(_job(tmp_path, job)), "jobs/y.toml", "y")
     (ws.root / "pretrained").mkdir()
     (ws.root / "pretrained" / "x.pt").write_bytes(b"checked when training starts")
-    validate_job(ws, load_job_file(_job(tmp_path, job)), "jobs/x.toml")
+    validate_job(ws, load_job_file(_job(tmp_path, job)), "jobs/y.toml", "y")
 
 
 def test_a_cosine_schedule_needs_an_end(tmp_path: Path) -> None:

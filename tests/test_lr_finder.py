@@ -50,6 +50,7 @@ def test_train_finds_its_learning_rate_once_or_only_draws_the_graph(
     assert only_graph.returncode == 0, only_graph.stderr
     assert len(list((model_dir / "lr_finder").glob("*.png"))) == 1
     assert not (model_dir / "model.pt").exists()  # nothing trained
+    assert f"nothing saved in {model_dir}" in only_graph.stdout
 
     found = swapd(*common, "--set", "lr_finder=set", "--iterations", "2")
     assert found.returncode == 0, found.stderr

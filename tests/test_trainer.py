@@ -693,6 +693,48 @@ def test_a_job_starts_from_a_pretrained_model_and_a_wrong_one_is_its_error(
     assert f"{pretrained}: truncated or corrupt checkpoint" in (row.error or "")
 
 
+def test_the_export_control_saves_first_and_never_exports_a_flat_model(
+        faces: tuple[Path, Path], tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from swapd.config import load_job_file
+    from swapd.daemon.state import StateStore
+    from swapd.daemon.train_worker import TrainingRun, _train
+    from swapd.workspace import Workspace
+    from tests.support import TINY_JOB
+
+    ws = Workspace.open(tmp_path / "ws")
+    shutil.copytree(faces[0], ws.face_set("alice"))
+    shutil.copytree(faces[1], ws.face_set("bob"))
+    job_path = ws.jobs / "ctl.toml"
+    job_path.write_text(TINY_JOB.format(iterations=100, save_every=1000))  # saves on request
+    store = StateStore(ws.state_db)
+    store.upsert_job("ctl", str(job_path), "train", "training")
+    run = TrainingRun(ws, "ctl", load_job_file(job_path), store)
+    export = ws.exports_dir("ctl") / "a_to_b.onnx"
+    try:
+        for _ in range(15):
+            run.step()
+        store.request_control("ctl", "export")
+        store.request_control("ctl", "stop")
+        assert _train(run, store, SimpleNamespace(set=False)) == "stopped"
+        assert load_checkpoint(ws.model_dir("ctl") / "model.pt")["iteration"] == 15
+        assert export.is_file() and run.trainer.drew_faces
+        exported = export.stat().st_mtime_ns
+
+        flatten_outputs(run.trainer)
+        run.step()  # iteration 16, flat, not saved
+        store.request_control("ctl", "export")
+        store.request_control("ctl", "stop")
+        _train(run, store, SimpleNamespace(set=False))
+        assert export.stat().st_mtime_ns == exported  # refused, rolled back: nothing exported
+        assert run.trainer.iteration == 15
+        assert any("flat output at iteration 16" in e[3] for e in store.events())
+    finally:
+        run.close()
+        store.close()
+
+
 def test_faceswap_faces_train_with_masks_from_found_landmarks(tmp_path: Path) -> None:
     """faceswap's PNGs hold frame landmarks only: the trainer's masks come from landmarks the
     detector places (or the face index's, when it has them), not from an all-face guess."""

@@ -25,8 +25,10 @@ class Job:
     spec: JobFile
 
 
-def validate_job(ws: Workspace, spec: JobFile, shown_as: str) -> None:
-    """Checks beyond the schema: the model and its options, and that the face sets exist."""
+def validate_job(ws: Workspace, spec: JobFile, shown_as: str, name: str | None = None) -> None:
+    """Checks beyond the schema: the model and its options, and that the face sets exist
+    (and ``start_from``, unless the job ``name`` has its own checkpoint already)."""
+    from swapd.trainer.loop import CHECKPOINT_NAME
     from swapd.trainer.models import UnknownModelError, model_options_class
     from swapd.trainer.options import OptionsError, lr_schedule_problem, split_options
 
@@ -48,7 +50,8 @@ def validate_job(ws: Workspace, spec: JobFile, shown_as: str) -> None:
                 problems.append((f"train.{key}", f"face set folder {getattr(spec.train, key)!r}"
                                  " does not exist (expected a folder of aligned faces)"))
         start_from = spec.train.start_from
-        if start_from is not None and not ws.resolve(start_from).is_file():
+        started = name is not None and (ws.model_dir(name) / CHECKPOINT_NAME).is_file()
+        if start_from is not None and not started and not ws.resolve(start_from).is_file():
             problems.append(("train.start_from", f"{start_from!r} does not exist (expected a "
                              "swapd checkpoint, a model.pt, of the same model)"))
     if spec.merge is not None and spec.merge.model and not ws.resolve(spec.merge.model).is_file():
@@ -98,7 +101,7 @@ class JobRegistry:
         name, shown = job_name(path), self.ws.relative(path)
         try:
             spec = load_job_file(path, shown_as=shown)
-            validate_job(self.ws, spec, shown)
+            validate_job(self.ws, spec, shown, name)
         except ConfigError as exc:
             self._failed.add(path)
             self.jobs.pop(name, None)

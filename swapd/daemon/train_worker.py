@@ -146,8 +146,9 @@ class TrainingRun:
                 if reason != "exit":
                     self.roll_back(exc)
                     return False
-                self.store.log_event(f"{exc}: the checkpoint at {self._saved_iteration} "
-                                     "stays", self.name, level="warning")
+                kept = (f"the checkpoint at {self._saved_iteration} stays"
+                        if self.trainer.checkpoint_path.exists() else "no checkpoint was written")
+                self.store.log_event(f"{exc}: {kept}", self.name, level="warning")
                 return False
             self._saved_iteration = iteration
             self.store.add_artifact(self.name, "checkpoint", str(path), iteration)
@@ -242,8 +243,9 @@ def run(workspace: Workspace, name: str) -> int:
     except TrainingDivergedError as exc:
         # The step or save was refused before anything changed: the last checkpoint stays.
         store.set_job_state(name, "error", f"training diverged: {exc}")
-        store.log_event(f"stopped: {exc.reason} ({exc}); the last checkpoint is intact",
-                        name, level="error")
+        kept = ("the last checkpoint is intact" if training.trainer.checkpoint_path.exists()
+                else "nothing was saved")
+        store.log_event(f"stopped: {exc.reason} ({exc}); {kept}", name, level="error")
         return EXIT_NON_FINITE
     finally:
         training.close()
@@ -273,8 +275,8 @@ def _train(training: TrainingRun, store: StateStore, stop: _StopFlag) -> str:
                     store.set_job_state(name, "training")
                 elif action == "save":
                     training.save(reason="save")
-                elif action == "export":
-                    training.export()
+                elif action == "export" and training.save(reason="export"):
+                    training.export()  # (what it saved: the collapse guard looked first)
             if stop.set:
                 break
         if paused:

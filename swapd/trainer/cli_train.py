@@ -93,7 +93,8 @@ def run_training(model: str, faces_a: Path, faces_b: Path, model_dir: Path,
                 break
             except OutputCollapsedError as exc:  # (the guard is off under torchrun)
                 if stop["now"]:  # stopping: the last checkpoint stays, nothing is exported
-                    log.warning("%s: the checkpoint at iteration %d stays", exc, saved)
+                    log.warning("%s: %s", exc, f"the checkpoint at iteration {saved} stays"
+                                if trainer.checkpoint_path.exists() else "nothing was saved")
                     flat_at_exit = True
                     break
                 if trainer.try_roll_back(exc) is None:  # the target: train on to it
