@@ -28,7 +28,7 @@ class Job:
 def validate_job(ws: Workspace, spec: JobFile, shown_as: str, name: str | None = None) -> None:
     """Checks beyond the schema: the model and its options, and that the face sets exist
     (and ``start_from``, unless the job ``name`` has its own checkpoint already)."""
-    from swapd.trainer.loop import CHECKPOINT_NAME
+    from swapd.trainer.checkpoint import CHECKPOINT_NAME
     from swapd.trainer.models import UnknownModelError, model_options_class
     from swapd.trainer.options import OptionsError, lr_schedule_problem, split_options
 

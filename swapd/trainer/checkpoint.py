@@ -30,6 +30,7 @@ class ModelBusyError(CheckpointError):
 
 
 LOCK_NAME = ".trainer.lock"  # in the model folder, held by the trainer using it
+CHECKPOINT_NAME = "model.pt"  # a model folder's checkpoint
 
 
 def save_checkpoint(path: str | os.PathLike[str], state: dict[str, Any]) -> Path:

@@ -25,6 +25,7 @@ from swapd.fsutil import FolderLock
 from swapd.trainer.augment import AugmentSettings
 from swapd.trainer.backup import backup_info, keep_backup
 from swapd.trainer.checkpoint import (
+    CHECKPOINT_NAME,
     LOCK_NAME,
     CheckpointError,
     ModelBusyError,
@@ -72,8 +73,6 @@ log = logging.getLogger(__name__)
 LOSS_SETTINGS = ("loss", "extra_losses", "penalized_mask_loss", "background_weight",
                  "eye_multiplier", "mouth_multiplier", "mask_type", "mask_dilation",
                  "coverage", "centering", "mask_loss_weight")
-
-CHECKPOINT_NAME = "model.pt"
 
 
 class TrainingDivergedError(FloatingPointError):
