@@ -591,7 +591,7 @@ def cmd_model_summary(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from swapd.trainer.checkpoint import CheckpointError
+    from swapd.trainer.checkpoint import CHECKPOINT_NAME, CheckpointError
     from swapd.trainer.cli_train import run_training
     from swapd.trainer.data import FaceSetError
     from swapd.trainer.loop import TrainingDivergedError
@@ -599,6 +599,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from swapd.trainer.options import OptionsError, parse_assignments
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    checkpoint = Path(args.model_dir) / CHECKPOINT_NAME
     try:
         reached = run_training(args.model, Path(args.A), Path(args.B), Path(args.model_dir),
                                parse_assignments(args.set), args.iterations, args.batch_size,
@@ -612,11 +613,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"swapd: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except TrainingDivergedError as exc:  # on_nan = "stop", or no rollback left
-        kept = ("the last checkpoint is intact" if (Path(args.model_dir) / "model.pt").exists()
-                else "nothing was saved")
+        kept = "the last checkpoint is intact" if checkpoint.exists() else "nothing was saved"
         print(f"swapd: training stopped, {exc.reason}: {exc}; {kept}", file=sys.stderr)
         return 1
-    if not (Path(args.model_dir) / "model.pt").exists():
+    if not checkpoint.exists():
         print(f"nothing saved in {args.model_dir}")
         return 0
     print(f"saved {args.model_dir} at iteration {reached}")

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -34,6 +35,11 @@ from swapd.trainer.models import build_model, list_models, model_options_class
 from swapd.trainer.options import OptionsError, TrainerOptions, split_options
 from swapd.trainer.preview import COLUMNS, header_height
 from tests.support import TINY, draw_face, make_trainer, write_faces
+
+if TYPE_CHECKING:
+    from swapd.daemon.state import StateStore
+    from swapd.daemon.train_worker import TrainingRun
+    from swapd.workspace import Workspace
 
 
 def weights(trainer: Trainer) -> dict[str, torch.Tensor]:
@@ -569,8 +575,10 @@ def test_augmentation_options_reach_the_augmenter(faces: tuple[Path, Path],
         trainer.close()
 
 
-def test_training_worker_rolls_back_and_rewrites_its_history(faces: tuple[Path, Path],
-                                                             tmp_path: Path) -> None:
+def tiny_job_run(faces: tuple[Path, Path], tmp_path: Path, name: str, save_every: int
+                 ) -> tuple[Workspace, Path, StateStore, TrainingRun]:
+    """A workspace with the two face sets and the tiny job ``name`` (TINY_JOB), its state store
+    and its worker's TrainingRun: (workspace, job file, store, run)."""
     from swapd.config import load_job_file
     from swapd.daemon.state import StateStore
     from swapd.daemon.train_worker import TrainingRun
@@ -580,11 +588,16 @@ def test_training_worker_rolls_back_and_rewrites_its_history(faces: tuple[Path, 
     ws = Workspace.open(tmp_path / "ws")
     shutil.copytree(faces[0], ws.face_set("alice"))
     shutil.copytree(faces[1], ws.face_set("bob"))
-    job_path = ws.jobs / "nan.toml"
-    job_path.write_text(TINY_JOB.format(iterations=100, save_every=2))
+    job_path = ws.jobs / f"{name}.toml"
+    job_path.write_text(TINY_JOB.format(iterations=100, save_every=save_every))
     store = StateStore(ws.state_db)
-    store.upsert_job("nan", str(job_path), "train", "training")
-    run = TrainingRun(ws, "nan", load_job_file(job_path), store)
+    store.upsert_job(name, str(job_path), "train", "training")
+    return ws, job_path, store, TrainingRun(ws, name, load_job_file(job_path), store)
+
+
+def test_training_worker_rolls_back_and_rewrites_its_history(faces: tuple[Path, Path],
+                                                             tmp_path: Path) -> None:
+    ws, _, store, run = tiny_job_run(faces, tmp_path, "nan", save_every=2)
     try:
         for _ in range(3):
             run.step()  # saves at iteration 2
@@ -624,18 +637,10 @@ def test_training_worker_rolls_back_and_rewrites_its_history(faces: tuple[Path, 
 def test_a_job_starts_from_a_pretrained_model_and_a_wrong_one_is_its_error(
         faces: tuple[Path, Path], tmp_path: Path) -> None:
     from swapd.config import load_job_file
-    from swapd.daemon.state import StateStore
     from swapd.daemon.train_worker import TrainingRun
-    from swapd.workspace import Workspace
     from tests.support import TINY_JOB
 
-    ws = Workspace.open(tmp_path / "ws")
-    shutil.copytree(faces[0], ws.face_set("alice"))
-    shutil.copytree(faces[1], ws.face_set("bob"))
-    job_path = ws.jobs / "pre.toml"
-    job_path.write_text(TINY_JOB.format(iterations=100, save_every=2))
-    store = StateStore(ws.state_db)
-    run = TrainingRun(ws, "pre", load_job_file(job_path), store)
+    ws, job_path, store, run = tiny_job_run(faces, tmp_path, "pre", save_every=2)
     run.step()
     run.step()  # saves (save_every = 2)
     run.close()
@@ -697,20 +702,9 @@ def test_the_export_control_saves_first_and_never_exports_a_flat_model(
         faces: tuple[Path, Path], tmp_path: Path) -> None:
     from types import SimpleNamespace
 
-    from swapd.config import load_job_file
-    from swapd.daemon.state import StateStore
-    from swapd.daemon.train_worker import TrainingRun, _train
-    from swapd.workspace import Workspace
-    from tests.support import TINY_JOB
+    from swapd.daemon.train_worker import _train
 
-    ws = Workspace.open(tmp_path / "ws")
-    shutil.copytree(faces[0], ws.face_set("alice"))
-    shutil.copytree(faces[1], ws.face_set("bob"))
-    job_path = ws.jobs / "ctl.toml"
-    job_path.write_text(TINY_JOB.format(iterations=100, save_every=1000))  # saves on request
-    store = StateStore(ws.state_db)
-    store.upsert_job("ctl", str(job_path), "train", "training")
-    run = TrainingRun(ws, "ctl", load_job_file(job_path), store)
+    ws, _, store, run = tiny_job_run(faces, tmp_path, "ctl", save_every=1000)  # saves on request
     export = ws.exports_dir("ctl") / "a_to_b.onnx"
     try:
         for _ in range(15):
