@@ -34,6 +34,8 @@ loss = "ssim"
 learning_rate = 0.001
 coverage = 0.7              # a tighter crop than faceswap's 0.875: the face, less background
 learn_mask = true           # a learned mask: better swaps per iteration, blends turned heads
+true_face_power = 0.1       # DeepFaceLab's true face: B's codes made to pass for A's; swaps
+                            # nearer the true ones in both directions (docs/benchmarks.md)
 clahe = 0.0                 # faceswap's 50 % CLAHE off: the demo was measured without it
 
 [export]

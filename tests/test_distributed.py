@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from swapd.trainer.checkpoint import load_checkpoint
@@ -24,11 +25,16 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+@pytest.mark.parametrize("extra", [[], ["--set", "true_face_power=0.5"]],
+                         ids=["plain", "true_face"])
 def test_two_processes_match_one_with_the_same_global_batch(synthetic_sets: dict[str, Path],
-                                                            tmp_path: Path) -> None:
+                                                            tmp_path: Path,
+                                                            extra: list[str]) -> None:
+    """With true_face_power, the code discriminator (outside DDP) averages its gradients
+    too, so it also ends as one process's."""
     common = ["train", "--model", "lightweight", "-A", str(synthetic_sets["alice"]), "-B",
               str(synthetic_sets["bob"]), "--batch-size", "4", "--save-every", "100",
-              "--iterations", "4", *TINY, *STILL]
+              "--iterations", "4", *TINY, *STILL, *extra]
     one = swapd(*common, "--model-dir", str(tmp_path / "one"))
     assert one.returncode == 0, one.stderr
     two = subprocess.run(
@@ -42,10 +48,16 @@ def test_two_processes_match_one_with_the_same_global_batch(synthetic_sets: dict
     pair = load_checkpoint(tmp_path / "two" / "model.pt")
     assert single["iteration"] == pair["iteration"] == 4
     worst = 0.0
-    for name, weight in single["model_state"].items():
-        other = pair["model_state"][name]
-        worst = max(worst, float((weight - other).abs().max()))
-        assert torch.allclose(weight, other, rtol=1e-4, atol=1e-5), name
+    states = [(single["model_state"], pair["model_state"])]
+    if extra:
+        states.append((single["true_face"]["discriminator"], pair["true_face"]["discriminator"]))
+    else:
+        assert single["true_face"] is None
+    for one_state, two_state in states:
+        for name, weight in one_state.items():
+            other = two_state[name]
+            worst = max(worst, float((weight - other).abs().max()))
+            assert torch.allclose(weight, other, rtol=1e-4, atol=1e-5), name
     print(f"2 gloo processes vs 1 after 4 steps: weights differ by at most {worst:.2e}")
     # One writer: the second process wrote no checkpoint of its own, and left no lock held.
     assert sorted(p.name for p in (tmp_path / "two").glob("*.pt")) == ["model.pt"]

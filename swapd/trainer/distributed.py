@@ -39,6 +39,14 @@ class Distributed:
         dist.all_reduce(tensor)
         return (tensor / self.world_size).tolist()
 
+    def average_gradients(self, params: list[torch.Tensor]) -> None:
+        """Average the gradients of ``params`` over all processes (for a module DDP does
+        not wrap: the true face's code discriminator)."""
+        for param in params:
+            if param.grad is not None:
+                dist.all_reduce(param.grad)
+                param.grad /= self.world_size
+
     def any(self, flag: bool, device: torch.device) -> bool:
         """True on every process when ``flag`` is true on any."""
         tensor = torch.tensor([1.0 if flag else 0.0], device=device)
@@ -68,6 +76,11 @@ class BothSides(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, input_a: torch.Tensor, input_b: torch.Tensor
-                ) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.model(input_a, "a"), self.model(input_b, "b")
+    def forward(self, input_a: torch.Tensor, input_b: torch.Tensor, codes: bool = False
+                ) -> tuple[torch.Tensor, ...]:
+        """(face A, face B), and with ``codes`` their codes too (true_face_power)."""
+        if not codes:
+            return self.model(input_a, "a"), self.model(input_b, "b")
+        code_a, code_b = self.model.encode(input_a), self.model.encode(input_b)
+        return (self.model.decode(code_a, "a"), self.model.decode(code_b, "b"),
+                code_a, code_b)

@@ -66,13 +66,14 @@ from swapd.trainer.preview import (
 )
 from swapd.trainer.snapshots import Policy, Snapshot, prune_snapshots, take_snapshot
 from swapd.trainer.tracker import TrackedFace, track
+from swapd.trainer.true_face import TrueFace, true_face_problem
 
 log = logging.getLogger(__name__)
 
 # Trainer options that change what a loss value means (a backup's loss compares only if equal).
 LOSS_SETTINGS = ("loss", "extra_losses", "penalized_mask_loss", "background_weight",
                  "eye_multiplier", "mouth_multiplier", "mask_type", "mask_dilation",
-                 "coverage", "centering", "mask_loss_weight")
+                 "coverage", "centering", "mask_loss_weight", "true_face_power")
 
 
 class TrainingDivergedError(FloatingPointError):
@@ -223,13 +224,15 @@ class Trainer:
         ``model_dir`` has its own checkpoint."""
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        problem = lr_schedule_problem(trainer_options, iterations_target)
+        self.model_options = validate_model_options(model, model_options)
+        problem = (lr_schedule_problem(trainer_options, iterations_target)
+                   or true_face_problem(model, trainer_options.true_face_power,
+                                        self.model_options))
         if problem:
             raise OptionsError(problem)
         self.lr_schedule_end = lr_schedule_end(trainer_options, iterations_target)
         self.model_name = model
         self.options = trainer_options
-        self.model_options = validate_model_options(model, model_options)
         self.model_dir = Path(model_dir)
         self.checkpoint_path = self.model_dir / CHECKPOINT_NAME
         self.batch_size = batch_size
@@ -275,6 +278,11 @@ class Trainer:
             (trainer_options.beta1, trainer_options.beta2), self._epsilon(),
             trainer_options.weight_decay, self.device)
         self.clipper = GradientClipper(trainer_options.clip_grad_norm, trainer_options.autoclip)
+        self.true_face = (TrueFace(self.model, trainer_options.true_face_power,
+                                   trainer_options.optimizer, trainer_options.learning_rate,
+                                   (trainer_options.beta1, trainer_options.beta2),
+                                   self._epsilon(), self.device)
+                          if trainer_options.true_face_power else None)
         self.iteration = 0
         self.history: list[dict[str, Any]] = []
         self.lr_scale = 1.0  # lowered by each rollback after a non-finite loss
@@ -425,6 +433,15 @@ class Trainer:
                              saved_optimizer, self.options.optimizer)
         except (RuntimeError, ValueError, KeyError) as exc:
             raise CheckpointError(self.checkpoint_path, f"does not fit the model ({exc})") from exc
+        if self.true_face is not None:
+            if isinstance(state.get("true_face"), dict):
+                try:
+                    self.true_face.load_state_dict(state["true_face"])
+                except (RuntimeError, ValueError, KeyError) as exc:
+                    raise CheckpointError(self.checkpoint_path, f"its true face discriminator "
+                                          f"does not fit ({exc})") from exc
+            else:  # saved before the true face was on: start it afresh (also on a rollback)
+                self.true_face.reset()
         for group in self.optimizer.param_groups:  # this session's trainer options win
             group["lr"] = self.options.learning_rate
             if "betas" in group:
@@ -511,15 +528,23 @@ class Trainer:
         la = lb = 0.0
         components_a: dict[str, float] = {}
         components_b: dict[str, float] = {}
+        codes: list[tuple[torch.Tensor, torch.Tensor]] = []  # for the true face's step
         for _ in range(accumulate):  # gradients add up over `accumulate` batches
             batch = self.loader.get()
             with self.precision.autocast():
-                out_a, out_b = self._both(self._tensor(batch.input_a),
-                                          self._tensor(batch.input_b))
+                outputs = self._both(self._tensor(batch.input_a), self._tensor(batch.input_b),
+                                     codes=self.true_face is not None)
+            out_a, out_b, *codes_ab = outputs  # the codes: with the true face only
             per_a, parts_a = self._side_loss(out_a, batch.target_a, batch.mask_a,
                                              batch.mask_known_a)
             per_b, parts_b = self._side_loss(out_b, batch.target_b, batch.mask_b,
                                              batch.mask_known_b)
+            if self.true_face is not None:  # DeepFaceLab adds it to src's (B's) loss
+                code_a, code_b = codes_ab
+                codes.append((code_a.detach(), code_b.detach()))
+                term = self.true_face.generator_loss(code_b)
+                per_b = per_b + term
+                parts_b = {**parts_b, "true_face": term.detach()}
             loss_a, loss_b = per_a.mean(), per_b.mean()
             part_a, part_b = float(loss_a.detach()), float(loss_b.detach())
             for total, parts in ((components_a, parts_a), (components_b, parts_b)):
@@ -551,6 +576,11 @@ class Trainer:
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
             self.precision.step(self.optimizer)
+            if self.true_face is not None:  # after the model's step, as DeepFaceLab
+                average = (None if self.distributed is None
+                           else self.distributed.average_gradients)
+                self.true_face.train_step(torch.cat([a for a, _ in codes]),
+                                          torch.cat([b for _, b in codes]), lr, average)
         self.iteration += 1
         if self.distributed is not None:  # report the global batch's losses, as one process
             names_a, names_b = list(components_a), list(components_b)
@@ -631,6 +661,8 @@ class Trainer:
             "lr_found": self.lr_found,
             "started_from": self.started_from,
             "drew_faces": self.drew_faces,
+            "true_face": (self.true_face.state_dict(with_optimizer)
+                          if self.true_face is not None else None),
             "history": {"sessions": [dict(s) for s in self.history]},
         }
         if with_optimizer:

@@ -61,6 +61,8 @@ def find_learning_rate(trainer: Trainer, iterations: int, strength: str = "defau
     iteration, session = trainer.iteration, dict(trainer._session)
     clip_history = list(trainer.clipper.history)  # AutoClip's norms: the search's are not real
     scaler_state = trainer.precision.state_dict()  # fp16: the search's overflows are not real
+    true_face = trainer.true_face
+    true_face_state = copy.deepcopy(true_face.state_dict()) if true_face is not None else None
     rates, losses = [], []
     average = 0.0
     lowest = math.inf
@@ -91,6 +93,8 @@ def find_learning_rate(trainer: Trainer, iterations: int, strength: str = "defau
         trainer.clipper.history.clear()
         trainer.clipper.history.extend(clip_history)
         trainer.precision.load_state_dict(scaler_state)
+        if true_face is not None and true_face_state is not None:
+            true_face.load_state_dict(true_face_state)
         trainer._loss_since_save = []
     if not losses:
         raise LRFinderError("the learning-rate finder got no finite loss at all")

@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from swapd.trainer.models import UnknownModelError, model_options_class
+from swapd.trainer.true_face import true_face_problem
 
 
 class OptionsError(ValueError):
@@ -55,6 +56,12 @@ class TrainerOptions(BaseModel):
         True, description="at each save, refuse a model whose faces went flat (a collapse "
         "the loss does not show as NaN) once it drew faces, and treat it as a non-finite loss "
         "(on_nan); off under torchrun")
+    true_face_power: float = Field(
+        0.0, ge=0, le=1, description="DeepFaceLab's 'true face': a code discriminator "
+        "learns to tell A's codes from B's and the encoder, at this weight, to make B's pass "
+        "for A's, so each decoder meets in a swap the kind of code it was trained on (models "
+        "drawing both sides from one code: original, lightweight, df). swapd's losses are "
+        "about a tenth of DeepFaceLab's, so its typical 0.01 is about 0.001 here")
     coverage: float = Field(0.875, gt=0, le=1, description="centre share of the face side fed")
     centering: Literal["legacy", "face", "head"] = Field(
         "face", description="the crop the model learns (faces stored otherwise are re-cut)"
@@ -227,4 +234,7 @@ def split_options(model: str, options: dict[str, Any]) -> tuple[TrainerOptions, 
                 f"model {model!r}: {', '.join(model_cls.model_fields)}"
             )
         raise OptionsError("\n".join(problems))
+    problem = true_face_problem(model, trainer.true_face_power, model_opts)
+    if problem:
+        raise OptionsError(problem)
     return trainer, model_opts

@@ -103,8 +103,26 @@ class SwapModel(nn.Module):
             return self.decoder_b
         raise ValueError(f"side must be 'a' or 'b', got {side!r}")
 
+    @classmethod
+    def draws_from_one_code(cls, options: CommonOptions) -> bool:
+        """Whether both sides are drawn from one code, ``decode(encode(x), side)``
+        (faceswap's shape, DeepFaceLab's DF): what ``true_face_power``'s code discriminator
+        looks at. Models whose sides see different codes (IAE, LIAE) say False."""
+        return True
+
+    def encode(self, x: Tensor) -> Tensor:
+        """The code both decoders draw from (models where :meth:`draws_from_one_code`)."""
+        if not self.draws_from_one_code(self.options):
+            raise NotImplementedError(f"{type(self).__name__} with these options draws each "
+                                      "side from its own code")
+        return self.encoder(x)
+
+    def decode(self, code: Tensor, side: Side) -> Tensor:
+        """Side ``side``'s face (and mask) drawn from an :meth:`encode` code."""
+        return self.decoder(side)(code)
+
     def forward(self, x: Tensor, side: Side) -> Tensor:
-        return self.decoder(side)(self.encoder(x))
+        return self.decode(self.encode(x), side)
 
 
 def register(name: str) -> Callable[[M], M]:

@@ -168,6 +168,10 @@ class DFLSAE(SwapModel):
             self.inter_b = intermediate(flat, ae, ae * 2, seed)
             self.decoder_shared = _sae_decoder(ae * 4, options.decoder_dims, out, mask)
 
+    @classmethod
+    def draws_from_one_code(cls, options: CommonOptions) -> bool:
+        return isinstance(options, DFLSAEOptions) and options.architecture == "df"
+
     def forward(self, x: Tensor, side: Side) -> Tensor:
         if self.options.architecture == "df":
             return super().forward(x, side)

@@ -14,7 +14,7 @@ import torch
 from pydantic import Field
 from torch import Tensor, nn
 
-from swapd.trainer.models import Side, SwapModel, register
+from swapd.trainer.models import CommonOptions, Side, SwapModel, register
 from swapd.trainer.models.original import (
     FaceswapShapeOptions,
     Reshape,
@@ -59,6 +59,10 @@ class IAE(SwapModel):
         self.decoder_shared = make_decoder(
             2 * half, [channels(c, w) for c in (512, 256, 128, 64)], self.image_channels,
             options.learn_mask, options.mask_decoder)
+
+    @classmethod
+    def draws_from_one_code(cls, options: CommonOptions) -> bool:
+        return False  # each side draws from its own intermediate block's code
 
     def forward(self, x: Tensor, side: Side) -> Tensor:
         if side not in ("a", "b"):

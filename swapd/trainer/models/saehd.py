@@ -229,12 +229,22 @@ class SAEHD(SwapModel):
         """The face type's crop: see :data:`FACE_TYPE_CENTERING` and :func:`face_type_crop`."""
         return face_type_crop(self.options.face_type)
 
+    @classmethod
+    def draws_from_one_code(cls, options: CommonOptions) -> bool:
+        return isinstance(options, SAEHDOptions) and split_archi(options.archi)[0] == "df"
+
+    def encode(self, x: Tensor) -> Tensor:
+        """DF's code: the inter block's maps (DeepFaceLab's true face looks at these)."""
+        if not self.draws_from_one_code(self.options):
+            raise NotImplementedError("SAEHD's liae draws each side from its own code")
+        return self.inter(self.encoder(x))
+
     def forward(self, x: Tensor, side: Side) -> Tensor:
         if side not in ("a", "b"):
             raise ValueError(f"side must be 'a' or 'b', got {side!r}")
-        code = self.encoder(x)
         if split_archi(self.options.archi)[0] == "df":
-            return self.decoder(side)(self.inter(code))
+            return self.decode(self.encode(x), side)
+        code = self.encoder(x)
         shared = self.inter_ab(code)
         particular = shared if side == "b" else self.inter_b(code)
         return self.decoder_shared(torch.cat([particular, shared], dim=1))
