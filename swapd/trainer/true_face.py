@@ -10,9 +10,9 @@ person's own look the code carries into the swap.
 DeepFaceLab (Model_SAEHD, DF architectures only) names A dst and B src and makes src codes
 look like dst codes, as here. Its discriminator: ``1 + code_res // 8`` stride-2 convs (the
 first 4x4, then 3x3) of 256, 512... channels, leaky ReLU 0.1, a 1x1 conv to one logit per
-cell; trained with its own optimizer at the model's learning rate, after the model's step, on
-the codes that step saw. swapd sizes its width to the code's (2 x its channels, at most 256) so a
-tiny model does not get a discriminator many times its size.
+cell; trained with its own optimizer at the model's learning rate, after the model's step,
+on the codes that step saw. swapd sizes its width to the code's (2 x its channels, at most
+256) so a tiny model does not get a discriminator many times its size.
 """
 
 from __future__ import annotations
