@@ -220,6 +220,7 @@ def main() -> None:
                                  "loss_a": round(stats.loss_a, 4),
                                  "loss_b": round(stats.loss_b, 4), "swap_score": score,
                                  "output_spread": spread,
+                                 "true_face_discriminator": stats.discriminator_loss,
                                  "ground_truth": ground_truth})
                 print(json.dumps(timeline[-1]), flush=True)
                 if args.previews:

@@ -575,10 +575,11 @@ def test_augmentation_options_reach_the_augmenter(faces: tuple[Path, Path],
         trainer.close()
 
 
-def tiny_job_run(faces: tuple[Path, Path], tmp_path: Path, name: str, save_every: int
-                 ) -> tuple[Workspace, Path, StateStore, TrainingRun]:
-    """A workspace with the two face sets and the tiny job ``name`` (TINY_JOB), its state store
-    and its worker's TrainingRun: (workspace, job file, store, run)."""
+def tiny_job_run(faces: tuple[Path, Path], tmp_path: Path, name: str, save_every: int,
+                 options: str = "") -> tuple[Workspace, Path, StateStore, TrainingRun]:
+    """A workspace with the two face sets and the tiny job ``name`` (TINY_JOB, with the TOML
+    lines ``options`` added to its [train.options]), its state store and its worker's
+    TrainingRun: (workspace, job file, store, run)."""
     from swapd.config import load_job_file
     from swapd.daemon.state import StateStore
     from swapd.daemon.train_worker import TrainingRun
@@ -589,7 +590,8 @@ def tiny_job_run(faces: tuple[Path, Path], tmp_path: Path, name: str, save_every
     shutil.copytree(faces[0], ws.face_set("alice"))
     shutil.copytree(faces[1], ws.face_set("bob"))
     job_path = ws.jobs / f"{name}.toml"
-    job_path.write_text(TINY_JOB.format(iterations=100, save_every=save_every))
+    job = TINY_JOB.format(iterations=100, save_every=save_every)
+    job_path.write_text(job.replace("[train.options]\n", f"[train.options]\n{options}"))
     store = StateStore(ws.state_db)
     store.upsert_job(name, str(job_path), "train", "training")
     return ws, job_path, store, TrainingRun(ws, name, load_job_file(job_path), store)

@@ -4,7 +4,11 @@ kept in the checkpoint, and models or jobs that cannot have it are told so."""
 
 from __future__ import annotations
 
+import csv
 import math
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,12 +16,14 @@ import torch
 
 from swapd.config import ConfigError, load_job_file
 from swapd.daemon.jobs import validate_job
+from swapd.daemon.state import StateStore
 from swapd.trainer.checkpoint import load_checkpoint
 from swapd.trainer.loop import NonFiniteLossError, Trainer
 from swapd.trainer.lr_finder import find_learning_rate
 from swapd.trainer.options import OptionsError, split_options
 from swapd.workspace import Workspace
 from tests.support import make_trainer
+from tests.test_trainer import tiny_job_run
 
 
 def _codes(trainer: Trainer) -> tuple[torch.Tensor, torch.Tensor]:
@@ -79,6 +85,7 @@ def test_training_reports_the_term_and_resumes_the_discriminator(faces: tuple[Pa
         # B's side carries the term; the components still add up to each side's loss.
         assert "true_face" in stats.components_b and "true_face" not in stats.components_a
         assert 0 < stats.components_b["true_face"] < 0.1 * 2
+        assert stats.discriminator_loss is not None and 0.4 < stats.discriminator_loss < 1.0
         assert stats.loss_b == pytest.approx(sum(stats.components_b.values()), rel=1e-5)
         assert stats.loss_a == pytest.approx(sum(stats.components_a.values()), rel=1e-5)
         trained = [p.detach().clone() for p in trainer.true_face.discriminator.parameters()]
@@ -96,7 +103,8 @@ def test_training_reports_the_term_and_resumes_the_discriminator(faces: tuple[Pa
     # Turned off, the model trains on without it (and without the term in B's loss).
     with make_trainer(faces, model_dir) as plain:
         assert plain.true_face is None
-        assert "true_face" not in plain.step().components_b
+        stats = plain.step()
+        assert "true_face" not in stats.components_b and stats.discriminator_loss is None
 
 
 def test_true_face_needs_one_code_for_both_sides(tmp_path: Path) -> None:
@@ -176,3 +184,34 @@ def test_the_discriminator_survives_the_finder_and_a_change_of_optimizer_and_rol
         assert not late.true_face.optimizer.state
         assert not any(torch.equal(a, b) for a, b in zip(_discriminator(late), trained,
                                                           strict=True))
+
+
+def test_the_worker_records_the_discriminators_loss_and_swapd_losses_exports_it(
+        faces: tuple[Path, Path], tmp_path: Path) -> None:
+    ws, _, store, run = tiny_job_run(faces, tmp_path, "tf", save_every=50,
+                                     options="true_face_power = 0.1\n")
+    try:
+        for _ in range(3):
+            run.step()
+        run.flush()
+    finally:
+        run.close()
+        store.close()
+    reader = StateStore(ws.state_db)
+    try:
+        rows = list(reader.iter_losses("tf"))
+    finally:
+        reader.close()
+    assert [row[0] for row in rows] == [1, 2, 3]
+    for *_, components in rows:
+        assert 0.4 < components["true_face"]["discriminator"] < 1.0  # about log 2 at first
+        assert "true_face" in components["b"]
+    out = tmp_path / "losses.csv"
+    result = subprocess.run([sys.executable, "-m", "swapd", "losses", "tf", "--workspace",
+                             str(ws.root), "--output", str(out)], capture_output=True,
+                            text=True, timeout=60,
+                            env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
+    assert result.returncode == 0, result.stderr
+    table = list(csv.DictReader(out.open()))
+    assert [float(row["true_face_discriminator"]) for row in table] == [
+        pytest.approx(components["true_face"]["discriminator"]) for *_, components in rows]

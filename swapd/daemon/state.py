@@ -294,8 +294,8 @@ class StateStore:
 
     def add_losses(self, job: str, rows: Iterable[tuple[Any, ...]]) -> None:
         """Write a batch of (iteration, time, loss_a, loss_b[, components]) in one
-        transaction; ``components``: {"a": {name: value}, "b": {...}} (see FaceLoss.breakdown),
-        stored as JSON."""
+        transaction; ``components``: {"a": {name: value}, "b": {...}} (see FaceLoss.breakdown)
+        and, with the true face, {"true_face": {"discriminator": value}}, stored as JSON."""
         with self._tx() as db:
             db.executemany(
                 "INSERT OR REPLACE INTO losses (job, iteration, time, loss_a, loss_b, "

@@ -93,9 +93,12 @@ class TrainingRun:
         except NonFiniteLossError as exc:
             self.roll_back(exc)
             return
-        self._pending.append((stats.iteration, time.time(), stats.loss_a, stats.loss_b, {
-            side: {name: float(f"{value:.6g}") for name, value in parts.items()}
-            for side, parts in (("a", stats.components_a), ("b", stats.components_b))}))
+        components = {side: {name: float(f"{value:.6g}") for name, value in parts.items()}
+                      for side, parts in (("a", stats.components_a), ("b", stats.components_b))}
+        if stats.discriminator_loss is not None:  # `swapd losses`: true_face_discriminator
+            components["true_face"] = {"discriminator": float(f"{stats.discriminator_loss:.6g}")}
+        self._pending.append((stats.iteration, time.time(), stats.loss_a, stats.loss_b,
+                              components))
         self._examples_since_flush += stats.examples
         if stats.iteration % self.train.save_every == 0 and not self.save(reason="save"):
             return  # refused by the collapse guard, and rolled back

@@ -150,6 +150,9 @@ class StepStats:
     components_a: dict[str, float] = field(default_factory=dict)
     components_b: dict[str, float] = field(default_factory=dict)
     skipped: bool = False  # fp16: the gradients overflowed, the weights were left unchanged
+    # true_face_power: its code discriminator's loss, not part of either side's (about log 2,
+    # 0.69: it cannot tell A's codes from B's); None without the true face or on a skipped step.
+    discriminator_loss: float | None = None
 
     @property
     def examples_per_second(self) -> float:
@@ -529,6 +532,7 @@ class Trainer:
         components_a: dict[str, float] = {}
         components_b: dict[str, float] = {}
         codes: list[tuple[torch.Tensor, torch.Tensor]] = []  # for the true face's step
+        discriminator_loss = None
         for _ in range(accumulate):  # gradients add up over `accumulate` batches
             batch = self.loader.get()
             with self.precision.autocast():
@@ -579,8 +583,9 @@ class Trainer:
             if self.true_face is not None:  # after the model's step, as DeepFaceLab
                 average = (None if self.distributed is None
                            else self.distributed.average_gradients)
-                self.true_face.train_step(torch.cat([a for a, _ in codes]),
-                                          torch.cat([b for _, b in codes]), lr, average)
+                discriminator_loss = self.true_face.train_step(
+                    torch.cat([a for a, _ in codes]), torch.cat([b for _, b in codes]), lr,
+                    average)
         self.iteration += 1
         if self.distributed is not None:  # report the global batch's losses, as one process
             names_a, names_b = list(components_a), list(components_b)
@@ -589,10 +594,14 @@ class Trainer:
             la, lb = means[0], means[1]
             components_a = dict(zip(names_a, means[2:2 + len(names_a)], strict=True))
             components_b = dict(zip(names_b, means[2 + len(names_a):], strict=True))
+            if discriminator_loss is not None:
+                discriminator_loss = self.distributed.all_mean([discriminator_loss],
+                                                               self.device)[0]
         self._loss_since_save.append((la + lb) / 2)
         self._session["iterations"] = self.iteration - self._session["start_iteration"]
         return StepStats(self.iteration, la, lb, time.perf_counter() - start,
-                         2 * self.batch_size * accumulate, components_a, components_b, skipped)
+                         2 * self.batch_size * accumulate, components_a, components_b, skipped,
+                         discriminator_loss)
 
     def _side_loss(self, output: torch.Tensor, target: np.ndarray, masks: np.ndarray,
                    mask_known: np.ndarray) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
