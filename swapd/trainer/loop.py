@@ -48,6 +48,7 @@ from swapd.trainer.optimizers import (
     GradientClipper,
     build_optimizer,
     schedule_factor,
+    use_session_options,
 )
 from swapd.trainer.options import (
     OptionsError,
@@ -445,14 +446,9 @@ class Trainer:
                                           f"does not fit ({exc})") from exc
             else:  # saved before the true face was on: start it afresh (also on a rollback)
                 self.true_face.reset()
-        for group in self.optimizer.param_groups:  # this session's trainer options win
-            group["lr"] = self.options.learning_rate
-            if "betas" in group:
-                group["betas"] = (self.options.beta1, self.options.beta2)
-            if "eps" in group:
-                group["eps"] = self._epsilon()
-            if "weight_decay" in group:
-                group["weight_decay"] = self.options.weight_decay
+        use_session_options(self.optimizer, self.options.learning_rate,
+                            (self.options.beta1, self.options.beta2), self._epsilon(),
+                            self.options.weight_decay)
         self.iteration = int(state["iteration"])
 
     def _start_from(self, state: dict[str, Any], path: Path) -> None:

@@ -117,6 +117,18 @@ def build_optimizer(name: str, params: Iterable[Tensor], lr: float, betas: tuple
     raise ValueError(f"unknown optimizer {name!r}; known: {', '.join(OPTIMIZERS)}")
 
 
+def use_session_options(optimizer: Optimizer, lr: float, betas: tuple[float, float],
+                        eps: float, weight_decay: float) -> None:
+    """Set this session's options on every parameter group, after a state was loaded (a
+    saved optimizer state brings the options it was saved with); each kind takes the ones it
+    has (RMSprop has no betas, Lion no eps)."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+        for key, value in (("betas", betas), ("eps", eps), ("weight_decay", weight_decay)):
+            if key in group:
+                group[key] = value
+
+
 def warmup_factor(iteration: int, warmup: int) -> float:
     """Learning-rate multiplier: linear from 1/warmup to 1 over the first ``warmup`` steps."""
     if warmup <= 0 or iteration >= warmup:

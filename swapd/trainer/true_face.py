@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from swapd.trainer.models import SwapModel, model_class
-from swapd.trainer.optimizers import build_optimizer
+from swapd.trainer.optimizers import build_optimizer, use_session_options
 
 
 def true_face_problem(model: str, power: float, model_options: Any) -> str | None:
@@ -69,7 +69,7 @@ class TrueFace:
                  betas: tuple[float, float], epsilon: float, device: torch.device) -> None:
         self.power = power
         self.optimizer_name = optimizer
-        self._betas, self._epsilon = betas, epsilon
+        self._learning_rate, self._betas, self._epsilon = learning_rate, betas, epsilon
         size = model.options.input_size
         with torch.no_grad():  # the code's shape, from one blank face
             code = model.encode(torch.zeros(1, model.image_channels, size, size,
@@ -132,8 +132,5 @@ class TrueFace:
             self.optimizer.load_state_dict(state["optimizer"])
         else:
             self.optimizer.state.clear()
-        for group in self.optimizer.param_groups:
-            if "betas" in group:
-                group["betas"] = self._betas
-            if "eps" in group:
-                group["eps"] = self._epsilon
+        use_session_options(self.optimizer, self._learning_rate, self._betas, self._epsilon,
+                            0.0)
