@@ -105,7 +105,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def _read_state(workspace: Path | None, missing: str) -> tuple[Workspace, Any]:
     """The workspace and its state store opened read-only; (ws, None) after printing
     ``missing`` (formatted with the workspace root) when the service has not run there."""
-    from swapd.daemon.state import StateStore
+    from swapd.state import StateStore
 
     ws = Workspace.open(workspace, create=False)
     if not ws.state_db.exists():
@@ -205,7 +205,7 @@ def cmd_merge(args: argparse.Namespace) -> int:
 
 
 def cmd_control(args: argparse.Namespace) -> int:
-    from swapd.daemon.state import StateStore
+    from swapd.state import StateStore
 
     ws = Workspace.open(args.workspace, create=False)
     store = StateStore(ws.state_db)

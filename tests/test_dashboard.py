@@ -15,9 +15,9 @@ import cv2
 import numpy as np
 import pytest
 
-from swapd.daemon.state import FaceRecord, StateStore
 from swapd.dashboard.app import FileRefused, served_path
 from swapd.dashboard.server import DashboardConfigError, DashboardServer
+from swapd.state import FaceRecord, StateStore
 from swapd.workspace import Workspace
 
 if TYPE_CHECKING:

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 
 from swapd.daemon.ingest import FaceIngest
-from swapd.daemon.state import StateStore
 from swapd.faces.faceswap_png import read_aligned_png, write_aligned_png
+from swapd.state import StateStore
 from swapd.workspace import Workspace
 
 

@@ -20,7 +20,6 @@ import torch
 from torch import nn
 
 from swapd.daemon.merge_worker import _recorded_faces
-from swapd.daemon.state import StateStore
 from swapd.extract.alignments import AlignmentsError, load_alignments, record_beside
 from swapd.extract.detect import Detection, FaceTracker, MtcnnDetector, create_detector
 from swapd.extract.extract import extract
@@ -34,6 +33,7 @@ from swapd.merger.merge import MergeError, MergeOptions, Merger, merge_file
 from swapd.merger.provenance import verify_file
 from swapd.merger.session import ModelLoadError, SwapSession, select_providers
 from swapd.merger.video import VideoWriter, _probe_with_opencv, probe_video, read_frames
+from swapd.state import StateStore
 from swapd.workspace import Workspace
 
 pytestmark = pytest.mark.skipif(ffprobe_exe() is None, reason="needs ffmpeg's ffprobe")

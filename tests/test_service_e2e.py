@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from swapd.daemon.state import StateStore
 from swapd.media import probe_media
+from swapd.state import StateStore
 from swapd.trainer.checkpoint import load_checkpoint
 from tests.support import TINY_JOB, ServiceProcess, copy_set, wait_for
 

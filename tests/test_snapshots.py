@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 import torch
 
-from swapd.daemon.state import StateStore
 from swapd.exporter.onnx_export import read_export_info
 from swapd.merger.session import SwapSession
+from swapd.state import StateStore
 from swapd.trainer.checkpoint import ModelBusyError, load_checkpoint
 from swapd.trainer.data import to_tensor_layout
 from swapd.trainer.options import OptionsError
@@ -109,8 +109,8 @@ def test_train_keeps_snapshots_that_list_and_restore(synthetic_sets: dict[str, P
 
 def test_the_training_worker_takes_snapshots(faces: tuple[Path, Path], tmp_path: Path) -> None:
     from swapd.config import load_job_file
-    from swapd.daemon.state import StateStore
     from swapd.daemon.train_worker import TrainingRun
+    from swapd.state import StateStore
     from swapd.workspace import Workspace
     from tests.support import TINY_JOB
 

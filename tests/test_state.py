@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from swapd.daemon.state import StateStore
+from swapd.state import StateStore
 
 
 def test_jobs_losses_artifacts_problems_controls(tmp_path: Path) -> None:

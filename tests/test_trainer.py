@@ -37,8 +37,8 @@ from swapd.trainer.preview import COLUMNS, header_height
 from tests.support import TINY, draw_face, make_trainer, write_faces
 
 if TYPE_CHECKING:
-    from swapd.daemon.state import StateStore
     from swapd.daemon.train_worker import TrainingRun
+    from swapd.state import StateStore
     from swapd.workspace import Workspace
 
 
@@ -581,8 +581,8 @@ def tiny_job_run(faces: tuple[Path, Path], tmp_path: Path, name: str, save_every
     lines ``options`` added to its [train.options]), its state store and its worker's
     TrainingRun: (workspace, job file, store, run)."""
     from swapd.config import load_job_file
-    from swapd.daemon.state import StateStore
     from swapd.daemon.train_worker import TrainingRun
+    from swapd.state import StateStore
     from swapd.workspace import Workspace
     from tests.support import TINY_JOB
 

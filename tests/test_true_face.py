@@ -16,7 +16,7 @@ import torch
 
 from swapd.config import ConfigError, load_job_file
 from swapd.daemon.jobs import validate_job
-from swapd.daemon.state import StateStore
+from swapd.state import StateStore
 from swapd.trainer.checkpoint import load_checkpoint
 from swapd.trainer.loop import NonFiniteLossError, Trainer
 from swapd.trainer.lr_finder import find_learning_rate

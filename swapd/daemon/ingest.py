@@ -21,8 +21,8 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from swapd.daemon.state import FaceRecord, StateStore
 from swapd.media import IMAGE_SUFFIXES
+from swapd.state import FaceRecord, StateStore
 from swapd.workspace import Workspace
 
 if TYPE_CHECKING:

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from swapd.config import ConfigError, JobFile, job_name, load_job_file
-from swapd.daemon.state import StateStore
 from swapd.fsutil import atomic_write_bytes, file_stamp
+from swapd.state import StateStore
 from swapd.workspace import Workspace
 
 

@@ -20,8 +20,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from swapd.daemon.state import StateStore
 from swapd.daemon.workers import EXIT_BAD_INPUT, EXIT_OK
+from swapd.state import StateStore
 from swapd.workspace import Workspace
 
 if TYPE_CHECKING:

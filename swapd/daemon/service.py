@@ -21,7 +21,6 @@ from swapd.daemon import sdnotify
 from swapd.daemon.ingest import FaceIngest
 from swapd.daemon.jobs import Job, JobRegistry, write_status_files
 from swapd.daemon.schedule import WindowClock, in_window
-from swapd.daemon.state import StateStore
 from swapd.daemon.watcher import WorkspaceWatcher
 from swapd.daemon.workers import (
     EXIT_BAD_INPUT,
@@ -31,6 +30,7 @@ from swapd.daemon.workers import (
     start_worker,
 )
 from swapd.media import IMAGE_SUFFIXES, VIDEO_SUFFIXES
+from swapd.state import StateStore
 from swapd.workspace import Workspace
 
 log = logging.getLogger("swapd.service")

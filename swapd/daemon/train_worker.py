@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from swapd.config import ConfigError, JobFile, TrainSection
-from swapd.daemon.state import StateStore
 from swapd.daemon.workers import EXIT_BAD_INPUT, EXIT_NON_FINITE, EXIT_OK, parent_alive
+from swapd.state import StateStore
 from swapd.workspace import Workspace
 
 if TYPE_CHECKING:  # torch loads in the worker only once training starts

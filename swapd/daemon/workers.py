@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from swapd.daemon.state import StateStore
+from swapd.state import StateStore
 
 # Exit codes a worker uses to tell the service what happened.
 EXIT_OK = 0  # finished, or stopped cleanly after saving

@@ -21,7 +21,7 @@ from urllib.parse import quote
 import flask
 from dash import Dash, Input, Output, State, dcc, html, no_update
 
-from swapd.daemon.state import Artifact, JobRow, Problem, StateStore
+from swapd.state import Artifact, JobRow, Problem, StateStore
 from swapd.workspace import Workspace
 
 ASSETS_FOLDER = Path(__file__).parent / "assets"
