@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import tomllib
+from datetime import datetime, timedelta
 from datetime import time as dtime
 from importlib import resources
 from pathlib import Path
@@ -99,6 +100,36 @@ def parse_window(text: str) -> tuple[dtime, dtime]:
     if h1 > 23 or h2 > 23 or m1 > 59 or m2 > 59:
         raise ValueError(f"'{text}' has an hour above 23 or a minute above 59")
     return dtime(h1, m1), dtime(h2, m2)
+
+
+def in_window(windows: list[str], now: datetime | None = None) -> bool:
+    """True when `now` (local time) lies inside one of the windows; no windows = always."""
+    if not windows:
+        return True
+    current = (now or datetime.now()).time()
+    return any(_inside(current, *parse_window(w)) for w in windows)
+
+
+def _inside(current: dtime, start: dtime, end: dtime) -> bool:
+    if start == end:
+        return True  # '00:00-00:00' = all day
+    if start < end:
+        return start <= current < end
+    return current >= start or current < end  # crosses midnight
+
+
+def next_window_change(windows: list[str], now: datetime | None = None) -> datetime | None:
+    """The next moment after `now` at which `in_window` changes; None when it never does (no
+    windows, or a window that covers the whole day)."""
+    now = now or datetime.now()
+    inside = in_window(windows, now)
+    boundaries = sorted({t for w in windows for t in parse_window(w)})
+    candidates = [datetime.combine(now.date() + timedelta(days=day), moment)
+                  for day in (0, 1) for moment in boundaries]
+    for moment in sorted(c for c in candidates if c > now):
+        if in_window(windows, moment) != inside:
+            return moment
+    return None
 
 
 class TrainSection(_Strict):

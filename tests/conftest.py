@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.dashboard_support import TrainedWorkspace, make_trained_workspace
 from tests.support import FAST_CONFIG, ServiceProcess, write_faces
 
 REPO = Path(__file__).resolve().parents[1]
@@ -70,3 +71,11 @@ def faces(tmp_path: Path) -> tuple[Path, Path]:
     write_faces(a, "a", 12, seed=1)
     write_faces(b, "b", 12, seed=2)
     return a, b
+
+
+@pytest.fixture(scope="session")
+def trained_ws(tmp_path_factory: pytest.TempPathFactory,
+               synthetic_sets: dict[str, Path]) -> TrainedWorkspace:
+    """A workspace with a tiny job trained by the worker's code, with 3 snapshots of tracker
+    data (see tests/dashboard_support.py). Shared: tests that change it work on a copy."""
+    return make_trained_workspace(tmp_path_factory.mktemp("trained") / "ws", synthetic_sets)

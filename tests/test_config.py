@@ -13,11 +13,12 @@ from swapd.config import (
     ConfigError,
     ServiceConfig,
     default_config_text,
+    in_window,
     load_job_file,
     load_service_config,
+    next_window_change,
 )
 from swapd.daemon.jobs import validate_job
-from swapd.daemon.schedule import in_window
 from swapd.workspace import Workspace
 
 REPO = Path(__file__).resolve().parents[1]
@@ -189,3 +190,18 @@ def test_service_config_rejects_unknown_keys(tmp_path: Path) -> None:
 ])
 def test_windows(windows: list[str], hour: int, inside: bool) -> None:
     assert in_window(windows, datetime(2026, 1, 1, hour, 0)) is inside
+
+
+@pytest.mark.parametrize(("windows", "now", "change"), [
+    ([], (12, 0), None),
+    (["00:00-00:00"], (12, 0), None),
+    (["22:00-07:00"], (12, 0), (1, 22, 0)),  # waiting: the window opens tonight
+    (["22:00-07:00"], (23, 30), (2, 7, 0)),  # inside: it closes tomorrow morning
+    (["22:00-07:00"], (3, 0), (1, 7, 0)),
+    (["09:00-12:00", "12:00-17:00"], (10, 0), (1, 17, 0)),  # windows that touch are one
+    (["09:00-12:00", "14:00-17:00"], (13, 0), (1, 14, 0)),
+])
+def test_next_window_change(windows: list[str], now: tuple[int, int],
+                            change: tuple[int, int, int] | None) -> None:
+    found = next_window_change(windows, datetime(2026, 1, 1, *now))
+    assert found == (None if change is None else datetime(2026, 1, change[0], *change[1:]))

@@ -7,28 +7,14 @@ start and end, so jobs start and pause on time without the main loop polling the
 from __future__ import annotations
 
 import threading
-from datetime import datetime, time
+from datetime import time
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
 
-from swapd.config import parse_window
+from swapd.config import in_window, parse_window
 
-
-def in_window(windows: list[str], now: datetime | None = None) -> bool:
-    """True when `now` (local time) lies inside one of the windows; no windows = always."""
-    if not windows:
-        return True
-    current = (now or datetime.now()).time()
-    return any(_inside(current, *parse_window(w)) for w in windows)
-
-
-def _inside(current: time, start: time, end: time) -> bool:
-    if start == end:
-        return True  # '00:00-00:00' = all day
-    if start < end:
-        return start <= current < end
-    return current >= start or current < end  # crosses midnight
+__all__ = ["WindowClock", "in_window"]
 
 
 class WindowClock:

@@ -1,31 +1,25 @@
 """Serving the dashboard with waitress in a background thread.
 
 It binds to 127.0.0.1 by default. Any other address needs a token, and then every request must
-carry it: `?token=...` once (the answer sets an HttpOnly cookie and redirects to the same page
-without the token in the address), or an `Authorization: Bearer ...` header.
+carry it (see access.py: the login page's cookie, a `?token=` link that sets it, or an
+`Authorization: Bearer ...` header).
 """
 
 from __future__ import annotations
 
-import hmac
-import ipaddress
 import logging
 import threading
-from collections.abc import Iterable
 from typing import Any
-from urllib.parse import urlencode
 
 from waitress import wasyncore
 from waitress.server import create_server
-from werkzeug.utils import redirect
-from werkzeug.wrappers import Request, Response
 
+from swapd.dashboard.access import AccessGate, is_loopback
 from swapd.dashboard.app import create_app
 from swapd.workspace import Workspace
 
 log = logging.getLogger(__name__)
 
-TOKEN_COOKIE = "swapd_token"
 MIN_TOKEN_LENGTH = 16
 _POLL_SECONDS = 0.2  # how often the serving loop looks at the stop flag
 
@@ -34,57 +28,11 @@ class DashboardConfigError(ValueError):
     """The dashboard cannot be served as configured (e.g. a public bind without a token)."""
 
 
-def is_loopback(host: str) -> bool:
-    """True for localhost and loopback addresses (127.0.0.0/8, ::1)."""
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False  # a host name other than localhost may resolve to anything
-
-
-class TokenGate:
-    """WSGI middleware that answers 401 to any request without the dashboard's token."""
-
-    def __init__(self, app: Any, token: str) -> None:
-        self.app = app
-        self._token = token.encode()
-
-    def _matches(self, candidate: str | None) -> bool:
-        return candidate is not None and hmac.compare_digest(candidate.encode(), self._token)
-
-    def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
-        request = Request(environ)
-        scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
-        from_query = request.args.get("token")
-        if self._matches(from_query) and request.method in ("GET", "HEAD"):
-            # remember the token in a cookie and take it out of the address bar and history
-            rest = [(k, v) for k, v in request.args.items(multi=True) if k != "token"]
-            location = request.script_root + request.path + (f"?{urlencode(rest)}" if rest else "")
-            response = redirect(location, 303)
-            response.set_cookie(TOKEN_COOKIE, self._token.decode(), httponly=True,
-                                samesite="Strict", secure=request.is_secure, path="/")
-            return response(environ, start_response)
-        if (
-            (scheme.lower() == "bearer" and self._matches(credentials.strip()))
-            or self._matches(request.cookies.get(TOKEN_COOKIE))
-            or self._matches(from_query)
-        ):
-            return self.app(environ, start_response)
-        response = Response(
-            "This swapd dashboard needs its access token: open it as <address>/?token=<token>.\n",
-            status=401, mimetype="text/plain",
-            headers={"WWW-Authenticate": 'Bearer realm="swapd dashboard"'},
-        )
-        return response(environ, start_response)
-
-
 class DashboardServer:
     """The dashboard, served by waitress from a background thread until `stop()`."""
 
     def __init__(self, workspace: Workspace, host: str = "127.0.0.1", port: int = 8050,
-                 token: str | None = None, refresh_ms: int = 2000, threads: int = 4) -> None:
+                 token: str | None = None, refresh_ms: int = 2000, threads: int = 8) -> None:
         if token is not None and (len(token) < MIN_TOKEN_LENGTH or token != token.strip()):
             raise DashboardConfigError(
                 f"dashboard token must be at least {MIN_TOKEN_LENGTH} characters without "
@@ -119,9 +67,7 @@ class DashboardServer:
         """Bind and serve in a daemon thread. With port=0, `port` becomes the one picked."""
         if self._thread is not None:
             raise RuntimeError("the dashboard server is already started")
-        app: Any = create_app(self.workspace, self.refresh_ms).server
-        if self.token:
-            app = TokenGate(app, self.token)
+        app = AccessGate(create_app(self.workspace, self.refresh_ms).server, self.token)
         try:
             self._server = create_server(app, map=self._map, host=self.host.strip("[]"),
                                          port=self.port, threads=self.threads, ident="swapd")

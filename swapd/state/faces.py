@@ -18,6 +18,17 @@ class FaceTables(Tables):
                                 (set_name,)).fetchall()
         return {r[0]: (r[1], r[2], r[3]) for r in rows}
 
+    def face_stamps_of(self, set_name: str, names: list[str]) -> dict[str, int]:
+        """name -> mtime_ns of those of ``names`` the index lists (a version for their
+        thumbnails)."""
+        found: dict[str, int] = {}
+        for start in range(0, len(names), 500):  # SQLite's limit on bound variables
+            chunk = names[start:start + 500]
+            found.update(self._db.execute(
+                f"SELECT name, mtime_ns FROM faces WHERE set_name=? AND name IN "
+                f"({', '.join('?' for _ in chunk)})", (set_name, *chunk)).fetchall())
+        return found
+
     def index_faces(self, records: Iterable[FaceRecord], removed: Iterable[str] = (),
                     set_name: str | None = None) -> None:
         """Write a scan's new or changed rows and drop removed files, in one transaction, then
@@ -78,6 +89,26 @@ class FaceTables(Tables):
             "SUM(duplicate_of IS NOT NULL) FROM faces GROUP BY set_name ORDER BY set_name"
         ).fetchall()
         return {r[0]: {"ok": r[1], "quarantined": r[2], "duplicates": r[3]} for r in rows}
+
+    def face_page(self, set_name: str, yaw: tuple[float, float] | None = None,
+                  pitch: tuple[float, float] | None = None, offset: int = 0,
+                  limit: int = 100) -> tuple[int, list[dict[str, Any]]]:
+        """A page of a set's usable faces (by name), filtered by yaw and pitch ranges
+        ([low, high) in degrees): (how many match, the page's name, pose, size, mtime_ns,
+        kind, duplicate_of, landmarks_from)."""
+        where, args = ["set_name=?", "status='ok'"], [set_name]
+        for column, bounds in (("yaw", yaw), ("pitch", pitch)):
+            if bounds is not None:
+                where.append(f"{column}>=? AND {column}<?")
+                args += [bounds[0], bounds[1]]
+        condition = " AND ".join(where)
+        total = self._db.execute(f"SELECT COUNT(*) FROM faces WHERE {condition}",
+                                 args).fetchone()[0]
+        rows = self._db.execute(
+            "SELECT name, yaw, pitch, width, height, channels, mtime_ns, kind, duplicate_of, "
+            f"landmarks_from FROM faces WHERE {condition} ORDER BY name LIMIT ? OFFSET ?",
+            (*args, limit, offset)).fetchall()
+        return int(total), [dict(r) for r in rows]
 
     def face_poses(self, set_name: str) -> list[tuple[str, float | None, float | None]]:
         """(name, yaw, pitch) of every usable face of a set."""

@@ -68,12 +68,16 @@ class HistoryTables(Tables):
             (job, since, -1 if limit is None else limit))
         return [LossRow(r[0], r[1], r[2], r[3], loads(r[4]), r[5], r[6]) for r in rows]
 
-    def loss_summary(self, job: str) -> tuple[int, int | None]:
-        """(rows, last iteration) of a job's history: enough to tell whether a copy of it is
-        still current."""
-        row = self._db.execute("SELECT COUNT(*), MAX(iteration) FROM losses WHERE job=?",
-                               (job,)).fetchone()
-        return int(row[0]), row[1]
+    def loss_count(self, job: str) -> int:
+        return int(self._db.execute("SELECT COUNT(*) FROM losses WHERE job=?",
+                                    (job,)).fetchone()[0])
+
+    def loss_time(self, job: str, iteration: int) -> float | None:
+        """When an iteration's row was written (None without one): with the count, enough to
+        tell whether a copy of the history is still current."""
+        row = self._db.execute("SELECT time FROM losses WHERE job=? AND iteration=?",
+                               (job, iteration)).fetchone()
+        return row[0] if row else None
 
     def iter_losses(self, job: str) -> Iterator[tuple[int, float, float, float,
                                                      dict[str, dict[str, float]] | None]]:

@@ -1,0 +1,69 @@
+"""`swapd verify` for the outputs page: run in one background thread, once per file version
+(path, size, mtime), so a page that lists many videos never waits on decoding them."""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+_Key = tuple[str, int, int]
+
+
+class VerifyCache:
+    def __init__(self) -> None:
+        self._results: dict[_Key, dict[str, Any]] = {}
+        self._pending: dict[_Key, Future[None]] = {}
+        self._lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="swapd-verify")
+
+    def result(self, path: Path) -> dict[str, Any] | None:
+        """What verify found in this version of the file, or None while it is being checked
+        (the check starts on the first call)."""
+        try:
+            stat = path.stat()
+        except OSError:
+            return {"error": "the file is gone"}
+        key = (str(path), stat.st_size, stat.st_mtime_ns)
+        with self._lock:
+            if key in self._results:
+                return self._results[key]
+            if key not in self._pending:
+                self._pending[key] = self._pool.submit(self._check, key, path)
+        return None
+
+    def _check(self, key: _Key, path: Path) -> None:
+        from swapd.media import UnreadableMediaError
+        from swapd.merger.provenance import verify_file
+
+        try:
+            found = verify_file(path)
+            result: dict[str, Any] = {
+                "marked": found.marked, "metadata_tag": found.metadata_tag,
+                "watermark": {"marked": found.watermark.marked,
+                              "score": round(found.watermark.score, 2),
+                              "threshold": found.watermark.threshold,
+                              "confidence": round(found.watermark.confidence, 4),
+                              "frames_checked": found.watermark.frames_checked}}
+        except UnreadableMediaError as exc:
+            result = {"error": str(exc)}
+        except Exception as exc:  # a page shows it; it never takes the dashboard down
+            result = {"error": f"verify failed: {exc}"}
+        with self._lock:
+            self._results[key] = result
+            self._pending.pop(key, None)
+
+
+def describe(result: dict[str, Any] | None) -> str:
+    """One line a person reads: what was found, and how sure."""
+    if result is None:
+        return "checking the marks…"
+    if "error" in result:
+        return f"cannot check: {result['error']}"
+    mark = result["watermark"]
+    watermark = (f"watermark {'found' if mark['marked'] else 'not found'} (score "
+                 f"{mark['score']:.1f}, threshold {mark['threshold']:.1f})")
+    tag = "metadata tag found" if result["metadata_tag"] else "no metadata tag"
+    verdict = "marked as synthetic" if result["marked"] else "NOT MARKED"
+    return f"{verdict}: {tag}, {watermark}"
