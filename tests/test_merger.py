@@ -31,8 +31,9 @@ from swapd.media import UnreadableMediaError, ffmpeg_exe, ffprobe_exe
 from swapd.merger.blend import face_mask, match_colour, paste_back
 from swapd.merger.merge import MergeError, MergeOptions, Merger, merge_file
 from swapd.merger.provenance import verify_file
-from swapd.merger.session import ModelLoadError, SwapSession, select_providers
+from swapd.merger.session import ModelLoadError, SwapSession
 from swapd.merger.video import VideoWriter, _probe_with_opencv, probe_video, read_frames
+from swapd.runtime import select_providers
 from swapd.state import StateStore
 from swapd.workspace import Workspace
 

@@ -24,7 +24,7 @@ from typing import Protocol, runtime_checkable
 import cv2
 import numpy as np
 
-from swapd.merger.session import create_session
+from swapd.runtime import create_session
 
 
 @dataclass(frozen=True)
