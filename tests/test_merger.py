@@ -27,12 +27,19 @@ from swapd.faces.alignment import model_crop_matrix, warp_face
 from swapd.faces.clip import ClipTruth, truth_path
 from swapd.faces.landmarks import five_points
 from swapd.faces.synthetic import DEMO_A, DEMO_B, make_background, render_face
-from swapd.media import UnreadableMediaError, ffmpeg_exe, ffprobe_exe
+from swapd.media import (
+    UnreadableMediaError,
+    _probe_with_opencv,
+    ffmpeg_exe,
+    ffprobe_exe,
+    probe_video,
+    read_frames,
+)
 from swapd.merger.blend import face_mask, match_colour, paste_back
 from swapd.merger.merge import MergeError, MergeOptions, Merger, merge_file
 from swapd.merger.provenance import verify_file
 from swapd.merger.session import ModelLoadError, SwapSession
-from swapd.merger.video import VideoWriter, _probe_with_opencv, probe_video, read_frames
+from swapd.merger.video import VideoWriter
 from swapd.runtime import select_providers
 from swapd.state import StateStore
 from swapd.workspace import Workspace

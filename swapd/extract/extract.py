@@ -31,8 +31,14 @@ from swapd.extract.detect import Detection, Detector, FaceTracker, create_detect
 from swapd.faces.alignment import Centering, aligned_matrix, transform_points, warp_face
 from swapd.faces.faceswap_png import FaceswapMeta, write_aligned_png
 from swapd.faces.pose import PoseError, estimate_pose
-from swapd.media import IMAGE_SUFFIXES, VIDEO_SUFFIXES, UnreadableMediaError, read_image
-from swapd.merger.video import probe_video, read_frames
+from swapd.media import (
+    IMAGE_SUFFIXES,
+    VIDEO_SUFFIXES,
+    UnreadableMediaError,
+    probe_video,
+    read_frames,
+    read_image,
+)
 
 Progress = Callable[[int, int | None], None]
 STAGES = ("decode", "detect", "align", "write")
