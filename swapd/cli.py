@@ -222,7 +222,8 @@ def cmd_control(args: argparse.Namespace) -> int:
 
 
 def cmd_faces_inspect(args: argparse.Namespace) -> int:
-    from swapd.extract.detect import DetectorError, create_detector
+    from swapd.extract.detectors.base import DetectorError
+    from swapd.extract.detectors.registry import create_detector
     from swapd.extract.face_landmarks import add_found_landmarks
     from swapd.faces.validate import BadFaceError, inspect_face_file
 
@@ -272,7 +273,7 @@ def cmd_faces_import(args: argparse.Namespace) -> int:
 
 
 def cmd_faces_extract(args: argparse.Namespace) -> int:
-    from swapd.extract.detect import DetectorError
+    from swapd.extract.detectors.base import DetectorError
     from swapd.extract.extract import extract
     from swapd.media import UnreadableMediaError
 

@@ -21,8 +21,11 @@ from torch import nn
 
 from swapd.daemon.merge_worker import _recorded_faces
 from swapd.extract.alignments import AlignmentsError, load_alignments, record_beside
-from swapd.extract.detect import Detection, FaceTracker, MtcnnDetector, create_detector
+from swapd.extract.detectors.base import Detection
+from swapd.extract.detectors.mtcnn import MtcnnDetector
+from swapd.extract.detectors.registry import create_detector
 from swapd.extract.extract import extract
+from swapd.extract.face_tracker import FaceTracker
 from swapd.faces.alignment import model_crop_matrix, warp_face
 from swapd.faces.clip import ClipTruth, truth_path
 from swapd.faces.landmarks import five_points

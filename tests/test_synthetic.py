@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from swapd.extract.detect import MtcnnDetector
+from swapd.extract.detectors.mtcnn import MtcnnDetector
 from swapd.faces.clip import ClipTruth, truth_path, write_clip
 from swapd.faces.faceswap_png import read_aligned_png
 from swapd.faces.landmarks import five_points

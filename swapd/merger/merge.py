@@ -25,7 +25,9 @@ import numpy as np
 
 from swapd.errors import FileProblem
 from swapd.extract.alignments import RecordedFaces, video_frame_name
-from swapd.extract.detect import Detection, Detector, FaceTracker, create_detector
+from swapd.extract.detectors.base import Detection, Detector
+from swapd.extract.detectors.registry import create_detector
+from swapd.extract.face_tracker import FaceTracker
 from swapd.faces.alignment import model_crop_matrix, warp_face
 from swapd.media import (
     IMAGE_SUFFIXES,
