@@ -764,8 +764,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--job", help="a service job's model instead")
     p.add_argument("--workspace", type=Path)
     p.add_argument("--snapshot", type=int, metavar="ITERATION", help="this snapshot's model")
-    p.add_argument("--faces", type=Path, help="A faces for the parity check (default: swapd's "
-                                              "synthetic faces)")
+    p.add_argument("--faces", type=Path, help="A faces for the parity check (default: a seeded "
+                                              "random batch)")
     p.add_argument("--output", type=Path, help="default: <model dir>/exports/a_to_b.onnx, or "
                                                "a_to_b_<iteration>.onnx for a snapshot")
     p.set_defaults(func=cmd_model_export)
