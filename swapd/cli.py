@@ -92,7 +92,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from swapd.demo import create_demo_workspace
+    from swapd.demo.workspace import create_demo_workspace
 
     args.workspace = args.workspace or Path("demo-workspace")
     ws = Workspace.open(args.workspace)
