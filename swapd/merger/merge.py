@@ -39,7 +39,7 @@ from swapd.media import (
 )
 from swapd.merger import watermark
 from swapd.merger.blend import face_mask, feather, match_colour, paste_back
-from swapd.merger.provenance import tag_image
+from swapd.merger.metadata_tag import tag_image
 from swapd.merger.session import SwapSession
 from swapd.merger.video import VideoWriter
 

@@ -26,7 +26,7 @@ import numpy as np
 
 from swapd.errors import FileProblem
 from swapd.media import STDERR_TAIL, VideoInfo, ffmpeg_exe, stderr_tail
-from swapd.merger.provenance import ffmpeg_metadata_args
+from swapd.merger.metadata_tag import ffmpeg_metadata_args
 
 log = logging.getLogger(__name__)
 
