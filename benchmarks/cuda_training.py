@@ -27,7 +27,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from swapd.faces.synthetic import DEMO_A, DEMO_B, write_face_set
+from swapd.demo.face_sets import write_face_set
+from swapd.demo.identity import DEMO_A, DEMO_B
 from swapd.trainer.loop import Trainer
 from swapd.trainer.options import split_options
 

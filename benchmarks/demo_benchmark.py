@@ -39,10 +39,12 @@ import numpy as np
 import torch
 
 from swapd.config import JobFile
-from swapd.demo import DEMO_JOB, create_demo_workspace
+from swapd.demo.face_sets import random_view
+from swapd.demo.identity import DEMO_A, DEMO_B, Identity
+from swapd.demo.painter import render_face
+from swapd.demo.workspace import DEMO_JOB, create_demo_workspace
 from swapd.faces.alignment import aligned_matrix, transform_points, warp_face
 from swapd.faces.masks import FACE, landmark_masks
-from swapd.faces.synthetic import DEMO_A, DEMO_B, Identity, random_view, render_face
 from swapd.trainer.data import crop_for_model, crop_landmarks
 from swapd.trainer.loop import Trainer
 from swapd.trainer.options import parse_assignments, split_options

@@ -19,11 +19,11 @@ from pathlib import Path
 
 import numpy as np
 
+from swapd.demo.clip import ClipTruth, truth_path, write_clip
+from swapd.demo.identity import DEMO_A
 from swapd.extract.alignments import read_alignments
 from swapd.extract.extract import extract
-from swapd.faces.clip import ClipTruth, truth_path, write_clip
 from swapd.faces.landmarks import five_points
-from swapd.faces.synthetic import DEMO_A
 
 
 def main() -> None:

@@ -28,8 +28,9 @@ from pathlib import Path
 import cv2
 
 from swapd.daemon.ingest import FaceIngest, ingest_threads
+from swapd.demo.face_sets import write_face_set
+from swapd.demo.identity import DEMO_A
 from swapd.faces.faceswap_png import read_aligned_png, write_aligned_png
-from swapd.faces.synthetic import DEMO_A, write_face_set
 from swapd.state import StateStore
 from swapd.workspace import Workspace
 

@@ -27,8 +27,9 @@ from typing import Any
 
 import torch
 
-from swapd.demo import DEMO_JOB_TOML
-from swapd.faces.synthetic import make_identity, write_face_set
+from swapd.demo.face_sets import write_face_set
+from swapd.demo.identity import make_identity
+from swapd.demo.workspace import DEMO_JOB_TOML
 from swapd.trainer.checkpoint import load_checkpoint, save_checkpoint
 from swapd.trainer.cli_train import run_training
 from swapd.trainer.models import build_model

@@ -24,7 +24,8 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from swapd.faces.synthetic import DEMO_A, DEMO_B, write_face_set
+from swapd.demo.face_sets import write_face_set
+from swapd.demo.identity import DEMO_A, DEMO_B
 from swapd.state import StateStore
 from swapd.trainer.loop import Trainer
 from swapd.trainer.options import split_options

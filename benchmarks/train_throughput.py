@@ -31,7 +31,8 @@ from typing import Any
 
 import torch
 
-from swapd.faces.synthetic import DEMO_A, DEMO_B, write_face_set
+from swapd.demo.face_sets import write_face_set
+from swapd.demo.identity import DEMO_A, DEMO_B
 from swapd.trainer.augment import AugmentSettings
 from swapd.trainer.data import BatchLoader, FaceSet
 from swapd.trainer.loop import Trainer, configure_threads

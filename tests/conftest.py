@@ -23,7 +23,8 @@ def artifacts_dir() -> Path:
 @pytest.fixture(scope="session")
 def synthetic_sets(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Two small aligned face sets (faceswap PNGs) of the demo identities."""
-    from swapd.faces.synthetic import DEMO_A, DEMO_B, write_face_set
+    from swapd.demo.face_sets import write_face_set
+    from swapd.demo.identity import DEMO_A, DEMO_B
 
     root = tmp_path_factory.mktemp("sets")
     sets = {}
@@ -36,8 +37,8 @@ def synthetic_sets(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 @pytest.fixture(scope="session")
 def synthetic_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 2-second 640x360 clip of identity A with a sine-tone audio track."""
-    from swapd.faces.clip import write_clip
-    from swapd.faces.synthetic import DEMO_A
+    from swapd.demo.clip import write_clip
+    from swapd.demo.identity import DEMO_A
 
     path = tmp_path_factory.mktemp("clip") / "clip.mp4"
     write_clip(path, DEMO_A, seconds=2.0, size=(640, 360), fps=25, seed=5)

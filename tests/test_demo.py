@@ -6,7 +6,7 @@ from pathlib import Path
 
 from swapd.config import load_job_file
 from swapd.daemon.jobs import validate_job
-from swapd.demo import DEMO_JOB, create_demo_workspace
+from swapd.demo.workspace import DEMO_JOB, create_demo_workspace
 from swapd.faces.validate import inspect_face_file
 from swapd.media import probe_media
 from swapd.workspace import Workspace

@@ -13,10 +13,10 @@ import cv2
 import numpy as np
 import pytest
 
+from swapd.demo.clip import ClipTruth, truth_path
 from swapd.extract.alignments import load_alignments, read_alignments
 from swapd.extract.extract import extract
 from swapd.faces.alignment import transform_points
-from swapd.faces.clip import ClipTruth, truth_path
 from swapd.faces.faceswap_png import read_aligned_png
 from swapd.faces.landmarks import five_points
 from swapd.faces.validate import inspect_face_file

@@ -14,11 +14,13 @@ import cv2
 import numpy as np
 import pytest
 
+from swapd.demo.face_sets import random_view
+from swapd.demo.identity import DEMO_A, DEMO_B, make_identity
+from swapd.demo.painter import render_face
 from swapd.faces.dfl_jpg import DFLMeta, encode_dfl_jpg
 from swapd.faces.faceswap_png import read_aligned_png, write_aligned_png
 from swapd.faces.landmarks import five_points
 from swapd.faces.pose import estimate_pose
-from swapd.faces.synthetic import DEMO_A, DEMO_B, make_identity, random_view, render_face
 
 
 def swapd(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:

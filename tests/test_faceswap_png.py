@@ -11,6 +11,8 @@ import cv2
 import numpy as np
 import pytest
 
+from swapd.demo.identity import DEMO_B
+from swapd.demo.painter import render_face
 from swapd.faces.faceswap_png import (
     FaceFormatError,
     FaceswapMeta,
@@ -20,7 +22,6 @@ from swapd.faces.faceswap_png import (
     read_faceswap_meta,
     write_aligned_png,
 )
-from swapd.faces.synthetic import DEMO_B, render_face
 
 
 def _meta() -> FaceswapMeta:

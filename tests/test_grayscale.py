@@ -11,8 +11,9 @@ import onnxruntime as ort
 import pytest
 import torch
 
+from swapd.demo.identity import DEMO_A
+from swapd.demo.painter import render_face
 from swapd.exporter.onnx_export import read_export_info
-from swapd.faces.synthetic import DEMO_A, render_face
 from swapd.merger.merge import MergeOptions, Merger
 from swapd.trainer.data import FaceSet, to_tensor_layout
 from swapd.trainer.loop import Trainer

@@ -13,8 +13,9 @@ import pytest
 import torch
 from torch import nn
 
+from swapd.demo.identity import DEMO_A
+from swapd.demo.painter import render_face
 from swapd.exporter.onnx_export import read_export_info
-from swapd.faces.synthetic import DEMO_A, render_face
 from swapd.merger.blend import feather
 from swapd.merger.merge import MergeOptions, Merger
 from swapd.merger.session import SwapSession

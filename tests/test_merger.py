@@ -1,6 +1,6 @@
 """Merger: MTCNN detection, the onnxruntime swap session, blending, and whole-file merges.
 
-Everything runs for real: synthetic faces from swapd.faces.synthetic, tiny ONNX models exported
+Everything runs for real: synthetic faces from swapd.demo.painter, tiny ONNX models exported
 with torch, onnxruntime, ffmpeg/ffprobe.  The test model inverts colours, so the swapped region is
 easy to see in the output.
 """
@@ -20,19 +20,31 @@ import torch
 from torch import nn
 
 from swapd.daemon.merge_worker import _recorded_faces
+from swapd.demo.clip import ClipTruth, truth_path
+from swapd.demo.identity import DEMO_A, DEMO_B
+from swapd.demo.painter import make_background, render_face
 from swapd.extract.alignments import AlignmentsError, load_alignments, record_beside
-from swapd.extract.detect import Detection, FaceTracker, MtcnnDetector, create_detector
+from swapd.extract.detectors.base import Detection
+from swapd.extract.detectors.mtcnn import MtcnnDetector
+from swapd.extract.detectors.registry import create_detector
 from swapd.extract.extract import extract
+from swapd.extract.face_tracker import FaceTracker
 from swapd.faces.alignment import model_crop_matrix, warp_face
-from swapd.faces.clip import ClipTruth, truth_path
 from swapd.faces.landmarks import five_points
-from swapd.faces.synthetic import DEMO_A, DEMO_B, make_background, render_face
-from swapd.media import UnreadableMediaError, ffmpeg_exe, ffprobe_exe
+from swapd.media import (
+    UnreadableMediaError,
+    _probe_with_opencv,
+    ffmpeg_exe,
+    ffprobe_exe,
+    probe_video,
+    read_frames,
+)
 from swapd.merger.blend import face_mask, match_colour, paste_back
 from swapd.merger.merge import MergeError, MergeOptions, Merger, merge_file
 from swapd.merger.provenance import verify_file
-from swapd.merger.session import ModelLoadError, SwapSession, select_providers
-from swapd.merger.video import VideoWriter, _probe_with_opencv, probe_video, read_frames
+from swapd.merger.session import ModelLoadError, SwapSession
+from swapd.merger.video import VideoWriter
+from swapd.runtime import select_providers
 from swapd.state import StateStore
 from swapd.workspace import Workspace
 

@@ -24,14 +24,14 @@ from swapd.media import (
     probe_media,
 )
 from swapd.merger import provenance, watermark
-from swapd.merger.provenance import (
+from swapd.merger.metadata_tag import (
     PROVENANCE_TEXT,
     ffmpeg_metadata_args,
     read_metadata_tag,
     tag_image,
     tag_video,
-    verify_file,
 )
+from swapd.merger.provenance import verify_file
 from swapd.merger.watermark import Z_THRESHOLD, WatermarkError, detect, embed
 
 W, H = 640, 360

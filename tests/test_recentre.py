@@ -9,10 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from swapd.demo.face_sets import write_face_set
+from swapd.demo.identity import DEMO_B
 from swapd.faces.alignment import recentre_matrix, transform_points
 from swapd.faces.faceswap_png import read_aligned_png
 from swapd.faces.masks import FACE
-from swapd.faces.synthetic import DEMO_B, write_face_set
 from swapd.trainer.data import FaceSet, crop_landmarks
 
 

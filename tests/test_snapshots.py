@@ -98,7 +98,7 @@ def test_train_keeps_snapshots_that_list_and_restore(synthetic_sets: dict[str, P
     session = SwapSession(onnx_path)
     swapped = session.swap(np.zeros((2, 32, 32, 3), np.uint8))
     assert swapped.shape == (2, 32, 32, 3)
-    current = swapd("model", "export", str(model_dir))  # the checkpoint, synthetic faces
+    current = swapd("model", "export", str(model_dir))  # the checkpoint, random faces
     assert current.returncode == 0, current.stderr
     assert read_export_info(model_dir / "exports" / "a_to_b.onnx")["iteration"] == "4"
 

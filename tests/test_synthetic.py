@@ -9,19 +9,13 @@ import cv2
 import numpy as np
 import pytest
 
-from swapd.extract.detect import MtcnnDetector
-from swapd.faces.clip import ClipTruth, truth_path, write_clip
+from swapd.demo.clip import ClipTruth, truth_path, write_clip
+from swapd.demo.face_sets import write_face_set
+from swapd.demo.identity import DEMO_A, DEMO_B, Expression, Lighting, make_identity
+from swapd.demo.painter import render_face
+from swapd.extract.detectors.mtcnn import MtcnnDetector
 from swapd.faces.faceswap_png import read_aligned_png
 from swapd.faces.landmarks import five_points
-from swapd.faces.synthetic import (
-    DEMO_A,
-    DEMO_B,
-    Expression,
-    Lighting,
-    make_identity,
-    render_face,
-    write_face_set,
-)
 
 FFPROBE = "/usr/bin/ffprobe"
 

@@ -16,10 +16,11 @@ import onnxruntime as ort
 import pytest
 import torch
 
+from swapd.demo.face_sets import write_face_set
+from swapd.demo.identity import DEMO_A
 from swapd.exporter.onnx_export import read_export_info
 from swapd.faces.dfl_jpg import DFLMeta, encode_dfl_jpg
 from swapd.faces.faceswap_png import read_aligned_png, write_aligned_png
-from swapd.faces.synthetic import DEMO_A, write_face_set
 from swapd.trainer.augment import Augmenter, AugmentSettings
 from swapd.trainer.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from swapd.trainer.data import (

@@ -13,8 +13,10 @@ import cv2
 import numpy as np
 import pytest
 
+from swapd.demo.face_sets import write_face_set
+from swapd.demo.identity import DEMO_A
+from swapd.demo.painter import render_face
 from swapd.faces.faceswap_png import FaceswapMeta, write_aligned_png
-from swapd.faces.synthetic import DEMO_A, render_face, write_face_set
 from swapd.faces.validate import (
     BadFaceError,
     file_is_stable,

@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from swapd.faces.synthetic import DEMO_A, DEMO_B, write_face_set
+from swapd.demo.face_sets import write_face_set
+from swapd.demo.identity import DEMO_A, DEMO_B
 from swapd.trainer.augment import Augmenter, AugmentSettings
 from swapd.trainer.data import BatchLoader, FaceSet
 from swapd.trainer.warp_landmarks import (

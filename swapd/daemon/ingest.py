@@ -26,7 +26,7 @@ from swapd.state import FaceRecord, StateStore
 from swapd.workspace import Workspace
 
 if TYPE_CHECKING:
-    from swapd.extract.detect import Detector
+    from swapd.extract.detectors.base import Detector
 
 log = logging.getLogger(__name__)
 
@@ -162,7 +162,7 @@ class FaceIngest:
 @functools.cache
 def _landmark_detector(name: str) -> Detector:
     """One detector per process (pool workers included), made when a face first needs it."""
-    from swapd.extract.detect import create_detector
+    from swapd.extract.detectors.registry import create_detector
 
     return create_detector(name)
 

@@ -25,7 +25,7 @@ from swapd.state import StateStore
 from swapd.workspace import Workspace
 
 if TYPE_CHECKING:
-    from swapd.extract.detect import Detection
+    from swapd.extract.detectors.base import Detection
 
 log = logging.getLogger("swapd.merge_worker")
 

@@ -2,7 +2,7 @@
 
 The checkpoint names its model and options, so the model is rebuilt from it alone. The
 parity check runs on real faces when a face folder is given (cut as the trainer cuts them),
-else on swapd's synthetic faces drawn at the model's input size.
+else on the exporter's seeded random batch at the model's input size.
 """
 
 from __future__ import annotations
@@ -14,15 +14,6 @@ import numpy as np
 
 from swapd.exporter.onnx_export import ExportReport, export_swap_model
 from swapd.trainer.checkpoint import CheckpointError, load_checkpoint
-
-
-def _synthetic_crops(size: int, count: int = 4) -> np.ndarray:
-    from swapd.faces.synthetic import DEMO_A, random_view, render_face
-
-    rng = np.random.default_rng(0)
-    crops = [render_face(DEMO_A, frame_size=(size, size), face_height_px=size * 0.9,
-                         **random_view(rng)).image for _ in range(count)]
-    return np.stack(crops)
 
 
 def export_checkpoint(checkpoint: str | os.PathLike[str], output: str | os.PathLike[str],
@@ -41,12 +32,11 @@ def export_checkpoint(checkpoint: str | os.PathLike[str], output: str | os.PathL
     size = int(state["model_options"]["input_size"])
     coverage = float(options.get("coverage", 0.875))
     centering = options.get("centering", "face")
+    parity_faces = None  # export_swap_model's seeded random batch
     if faces is not None:
         face_set = FaceSet(faces, size, coverage, centering=centering)
-        crops = face_set.sample(np.random.default_rng(0), 8)[0]
-    else:
-        crops = _synthetic_crops(size)
+        parity_faces = to_tensor_layout(face_set.sample(np.random.default_rng(0), 8)[0])
     return export_swap_model(
-        model, output, size, side_to="b", faces=to_tensor_layout(crops), coverage=coverage,
+        model, output, size, side_to="b", faces=parity_faces, coverage=coverage,
         model_name=state["model"],
         metadata={"iteration": state["iteration"], "centering": centering})

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from swapd.errors import FileProblem
-from swapd.extract.detect import Detection, Detector
+from swapd.extract.detectors.base import Detection, Detector
 from swapd.faces.landmarks import five_points
 
 SUFFIX = ".alignments.jsonl"

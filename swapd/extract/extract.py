@@ -1,7 +1,7 @@
 """Extraction: find the faces in new footage and write them as aligned faces.
 
 ``extract(INPUT, OUTPUT)`` reads a video, a folder of images or one image; for every frame it
-detects faces (a detector plugin from :mod:`swapd.extract.detect`), aligns each by its landmarks
+detects faces (a detector plugin from :mod:`swapd.extract.detectors`), aligns each by its landmarks
 (:func:`swapd.faces.alignment.aligned_matrix`) and writes it as a faceswap-format PNG
 (``<source>_<frame>_<face>.png``, head-centred by default, so any training centering can be
 cut from it), with the landmarks, the source frame and swapd's extras (centering, size, aligned
@@ -27,12 +27,20 @@ from pathlib import Path
 import numpy as np
 
 from swapd.extract.alignments import record_path, recorded_frames, video_frame_name
-from swapd.extract.detect import Detection, Detector, FaceTracker, create_detector
+from swapd.extract.detectors.base import Detection, Detector
+from swapd.extract.detectors.registry import create_detector
+from swapd.extract.face_tracker import FaceTracker
 from swapd.faces.alignment import Centering, aligned_matrix, transform_points, warp_face
 from swapd.faces.faceswap_png import FaceswapMeta, write_aligned_png
 from swapd.faces.pose import PoseError, estimate_pose
-from swapd.media import IMAGE_SUFFIXES, VIDEO_SUFFIXES, UnreadableMediaError, read_image
-from swapd.merger.video import probe_video, read_frames
+from swapd.media import (
+    IMAGE_SUFFIXES,
+    VIDEO_SUFFIXES,
+    UnreadableMediaError,
+    probe_video,
+    read_frames,
+    read_image,
+)
 
 Progress = Callable[[int, int | None], None]
 STAGES = ("decode", "detect", "align", "write")

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from swapd.extract.detect import Detection, Detector
+from swapd.extract.detectors.base import Detection, Detector
 from swapd.faces.alignment import transform_points, umeyama
 from swapd.faces.landmarks import five_points
 from swapd.faces.validate import FaceFileInfo

@@ -1,6 +1,6 @@
 """Head pose (yaw, pitch, roll in degrees) from 2D landmarks, by solvePnP on swapd's 3D mean face.
 
-The convention is the synthetic generator's (see :mod:`swapd.faces.synthetic`): positive yaw
+The convention is the demo painter's (see :mod:`swapd.demo.head`): positive yaw
 turns the nose toward the image right, positive pitch lifts the nose, positive roll turns the
 face clockwise in the image; R = Rz(roll) @ Rx(pitch) @ Ry(yaw) in a camera frame with x right,
 y down and z toward the camera. OpenCV's camera looks down +z instead, so the mean face's z

@@ -25,14 +25,23 @@ import numpy as np
 
 from swapd.errors import FileProblem
 from swapd.extract.alignments import RecordedFaces, video_frame_name
-from swapd.extract.detect import Detection, Detector, FaceTracker, create_detector
+from swapd.extract.detectors.base import Detection, Detector
+from swapd.extract.detectors.registry import create_detector
+from swapd.extract.face_tracker import FaceTracker
 from swapd.faces.alignment import model_crop_matrix, warp_face
-from swapd.media import IMAGE_SUFFIXES, VIDEO_SUFFIXES, UnreadableMediaError, read_image
+from swapd.media import (
+    IMAGE_SUFFIXES,
+    VIDEO_SUFFIXES,
+    UnreadableMediaError,
+    probe_video,
+    read_frames,
+    read_image,
+)
 from swapd.merger import watermark
 from swapd.merger.blend import face_mask, feather, match_colour, paste_back
-from swapd.merger.provenance import tag_image
+from swapd.merger.metadata_tag import tag_image
 from swapd.merger.session import SwapSession
-from swapd.merger.video import VideoWriter, probe_video, read_frames
+from swapd.merger.video import VideoWriter
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""onnxruntime sessions: execution-provider choice and the exported swap model.
+"""The exported swap model, run by onnxruntime (its session comes from :mod:`swapd.runtime`).
 
 The exported model (see ``swapd.exporter.onnx_export``) takes input ``face``, NCHW float32 BGR in
 [0, 1] with a dynamic batch, and returns ``swapped`` in the same form; its metadata_props carry
@@ -13,16 +13,15 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import onnxruntime as ort
 
 from swapd.errors import FileProblem
+from swapd.runtime import create_session
 
 log = logging.getLogger(__name__)
 
-Device = Literal["auto", "cpu", "cuda"]
 DEFAULT_COVERAGE = 0.875  # faceswap's default, used only when a model does not say
 _OUTPUT_NAMES = ("swapped", "out_celeb_face:0")
 _MASK_OUTPUT = "mask"
@@ -31,40 +30,6 @@ _CENTERINGS = ("legacy", "face", "head")
 
 class ModelLoadError(FileProblem, ValueError):
     """An ONNX swap model is missing, unreadable or not shaped like a swap model."""
-
-
-def select_providers(device: str = "auto") -> list[str]:
-    """onnxruntime providers for ``device``: CUDA first when wanted and available, then CPU.
-
-    ``"cuda"`` on a machine without the CUDA provider logs a warning and falls back to CPU, so a
-    job written for a GPU box still runs elsewhere.
-    """
-    if device not in ("auto", "cpu", "cuda"):
-        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {device!r}")
-    available = ort.get_available_providers()
-    if device != "cpu" and "CUDAExecutionProvider" in available:
-        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
-    if device == "cuda":
-        log.warning("CUDAExecutionProvider is not available (have %s); using CPU", available)
-    return ["CPUExecutionProvider"]
-
-
-def create_session(path: str | os.PathLike[str], device: str = "auto",
-                   threads: int | None = None) -> ort.InferenceSession:
-    """An InferenceSession on the best provider for ``device``, retrying on CPU if CUDA fails."""
-    options = ort.SessionOptions()
-    if threads:
-        options.intra_op_num_threads = threads
-    # Idle worker threads would otherwise spin, stealing CPU from ffmpeg running beside us.
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    providers = select_providers(device)
-    try:
-        return ort.InferenceSession(str(path), options, providers=providers)
-    except Exception:
-        if providers == ["CPUExecutionProvider"]:
-            raise
-        log.warning("could not start %s on CUDA; falling back to CPU", path, exc_info=True)
-        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
 @dataclass(frozen=True)

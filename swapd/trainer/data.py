@@ -23,7 +23,8 @@ import cv2
 import numpy as np
 
 from swapd.errors import FileProblem
-from swapd.extract.detect import Detector, create_detector
+from swapd.extract.detectors.base import Detector
+from swapd.extract.detectors.registry import create_detector
 from swapd.extract.face_landmarks import find_face_landmarks
 from swapd.faces.alignment import (
     CENTERING_PADDING,

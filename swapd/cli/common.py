@@ -1,0 +1,80 @@
+"""What the command groups share: exit codes, options, the workspace and its state store."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from swapd.config import ServiceConfig, load_service_config
+from swapd.workspace import Workspace
+
+EXIT_USAGE = 2
+Subparsers = argparse._SubParsersAction  # what add_subparsers returns
+
+
+def add_service_args(p: argparse.ArgumentParser) -> None:
+    """The options of the commands that start the service (run, demo)."""
+    p.add_argument("--workspace", type=Path, help="workspace folder")
+    p.add_argument("--config", type=Path, help="swapd.toml (default: built-in defaults)")
+    p.add_argument("--host", help="dashboard address (non-loopback needs --token)")
+    p.add_argument("--port", type=int, help="dashboard port (0 = any free port)")
+    p.add_argument("--token", help="dashboard access token")
+    p.add_argument("--no-dashboard", action="store_true", help="do not serve the dashboard")
+
+
+def service_config(args: argparse.Namespace) -> ServiceConfig:
+    config = load_service_config(args.config)
+    updates: dict[str, dict[str, object]] = {}
+    if getattr(args, "host", None):
+        updates.setdefault("dashboard", {})["host"] = args.host
+    if getattr(args, "port", None) is not None:
+        updates.setdefault("dashboard", {})["port"] = args.port
+    if getattr(args, "no_dashboard", False):
+        updates.setdefault("dashboard", {})["enabled"] = False
+    if getattr(args, "token", None):
+        updates.setdefault("dashboard", {})["token"] = args.token
+    data = config.model_dump()
+    for section, values in updates.items():
+        data[section].update(values)
+    return ServiceConfig.model_validate(data)
+
+
+def workspace_of(args: argparse.Namespace, config: ServiceConfig | None = None) -> Workspace:
+    root = args.workspace or (config.service.workspace if config else "") or None
+    return Workspace.open(root)
+
+
+def read_state(workspace: Path | None, missing: str) -> tuple[Workspace, Any]:
+    """The workspace and its state store opened read-only; (ws, None) after printing
+    ``missing`` (formatted with the workspace root) when the service has not run there."""
+    from swapd.state import StateStore
+
+    ws = Workspace.open(workspace, create=False)
+    if not ws.state_db.exists():
+        print(missing.format(root=ws.root), file=sys.stderr)
+        return ws, None
+    return ws, StateStore(ws.state_db, readonly=True)
+
+
+def progress_bar(name: str) -> tuple[Any, Callable[[int, int | None], None]]:
+    """A tqdm bar on stderr and the (done, total) callback merge and extract report to."""
+    from tqdm import tqdm
+
+    bar = tqdm(unit="frame", desc=name)
+
+    def progress(done: int, total: int | None) -> None:
+        bar.total = total
+        bar.n = done
+        bar.refresh()
+
+    return bar, progress
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value

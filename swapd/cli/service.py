@@ -1,0 +1,76 @@
+"""The service's commands: run (in the foreground), demo (a synthetic workspace, then run),
+config (the default swapd.toml)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import logging.handlers
+import sys
+from pathlib import Path
+
+from swapd import __version__
+from swapd.cli.common import Subparsers, add_service_args, service_config, workspace_of
+from swapd.config import default_config_text
+from swapd.workspace import Workspace
+
+
+def _setup_logging(ws: Workspace | None, level: str) -> None:
+    root = logging.getLogger()
+    root.setLevel(level.upper())
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    console = logging.StreamHandler(sys.stderr)
+    console.setFormatter(fmt)
+    root.addHandler(console)
+    if ws is not None:
+        ws.logs.mkdir(parents=True, exist_ok=True)
+        file = logging.handlers.RotatingFileHandler(ws.logs / "swapd.log", maxBytes=5_000_000,
+                                                    backupCount=3, encoding="utf-8")
+        file.setFormatter(fmt)
+        root.addHandler(file)
+    for noisy in ("watchdog", "waitress", "apscheduler"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    # "Task queue depth is N" whenever a browser opens the page: not worth a warning.
+    logging.getLogger("waitress.queue").setLevel(logging.ERROR)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from swapd.daemon.service import Service
+
+    config = service_config(args)
+    ws = workspace_of(args, config)
+    _setup_logging(ws, config.service.log_level)
+    print(f"swapd {__version__}: workspace {ws.root}", flush=True)
+    return Service(ws, config).run()
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from swapd.demo.workspace import create_demo_workspace
+
+    args.workspace = args.workspace or Path("demo-workspace")
+    ws = Workspace.open(args.workspace)
+    print(f"swapd demo: preparing {ws.root} (synthetic faces and a clip, drawn by swapd)",
+          flush=True)
+    create_demo_workspace(ws, fresh=args.fresh)
+    return cmd_run(args)
+
+
+def add_run(sub: Subparsers) -> None:
+    """swapd run"""
+    p = sub.add_parser("run", help="run the service in the foreground")
+    add_service_args(p)
+    p.set_defaults(func=cmd_run)
+
+
+def add_demo(sub: Subparsers) -> None:
+    """swapd demo"""
+    p = sub.add_parser("demo", help="create a synthetic demo workspace and run the service")
+    add_service_args(p)
+    p.add_argument("--fresh", action="store_true", help="start the demo over from scratch")
+    p.set_defaults(func=cmd_demo)
+
+
+def add_config(sub: Subparsers) -> None:
+    """swapd config"""
+    p = sub.add_parser("config", help="print the default swapd.toml")
+    p.set_defaults(func=lambda _args: print(default_config_text(), end="") or 0)
