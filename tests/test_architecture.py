@@ -25,12 +25,13 @@ GROUND = frozenset({"media", "config", "fsutil", "state", "workspace", "runtime"
                     "swapd"})
 ALLOWED: dict[str, frozenset[str]] = {
     # Entry points: parse, supervise, show. The CLI starts the service; the service serves the
-    # dashboard; the dashboard only reads the state store and the workspace.
+    # dashboard; the dashboard reads the state store and the workspace, and checks outputs'
+    # marks as `swapd verify` does (merger's provenance).
     "__main__": frozenset({"cli"}),
     "cli": frozenset({"daemon", "trainer", "merger", "exporter", "extract", "faces", *GROUND}),
     "daemon": frozenset({"dashboard", "trainer", "merger", "exporter", "extract", "faces",
                          *GROUND}),
-    "dashboard": frozenset({"faces", *GROUND}),
+    "dashboard": frozenset({"merger", "faces", *GROUND}),
     # The work. trainer and merger use extract (detectors, landmarks); exporter uses trainer
     # (it exports trained models); extract uses neither merger nor trainer.
     "trainer": frozenset({"extract", "faces", *GROUND}),
@@ -68,7 +69,6 @@ MAX_LINES = 450
 TOO_LONG_FOR_NOW = frozenset({
     "swapd/trainer/loop.py",  # redesign-core: the trainer's state, one training driver
     "swapd/trainer/data.py",  # redesign-core: one face reader
-    "swapd/dashboard/app.py",  # main: the dashboard's pages
 })
 
 
