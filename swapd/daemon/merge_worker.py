@@ -39,14 +39,18 @@ def run(workspace: Workspace, job: str, source: Path, model: Path, output: Path,
     store = StateStore(workspace.state_db)
     shown = workspace.relative(source)
     store.log_event(f"merging {shown}", job)
-    last_report = 0.0
+    last_report = last_progress = 0.0
 
     def progress(done: int, total: int | None) -> None:
-        nonlocal last_report
+        nonlocal last_report, last_progress
+        if time.monotonic() - last_progress > 1 or done == total:  # the dashboard's bar
+            last_progress = time.monotonic()
+            store.set_merge_progress(job, shown, done, total)
         if time.monotonic() - last_report > 5 or done == total:
             last_report = time.monotonic()
             log.info("%s: %d/%s frames", shown, done, total if total is not None else "?")
 
+    store.set_merge_progress(job, shown, 0, None)
     try:
         result = merge_file(source, output, model,
                             options=MergeOptions(faces=faces, device=device,
@@ -54,6 +58,7 @@ def run(workspace: Workspace, job: str, source: Path, model: Path, output: Path,
                             progress=progress,
                             alignments=_recorded_faces(workspace, store, job, source))
     except (UnreadableMediaError, MergeError) as exc:
+        store.end_merge_progress(job, shown)
         # The footage itself is bad: set it aside so it is not tried again, and say why.
         reason = exc.reason
         log.error("%s", exc)
@@ -64,6 +69,7 @@ def run(workspace: Workspace, job: str, source: Path, model: Path, output: Path,
         store.log_event(f"set aside {shown}: {reason}", job, level="warning")
         store.close()
         return EXIT_BAD_INPUT
+    store.end_merge_progress(job, shown)
     store.add_artifact(job, "merge", str(result.output_path), None, {
         "source": str(source),
         "source_mtime": source.stat().st_mtime,

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from swapd.config import ServiceConfig
 from swapd.daemon import sdnotify
+from swapd.daemon.idle_controls import answer_idle_controls
 from swapd.daemon.ingest import FaceIngest
 from swapd.daemon.jobs import Job, JobRegistry, write_status_files
 from swapd.daemon.schedule import WindowClock, in_window
@@ -131,8 +132,9 @@ class Service:
 
     def _recover_after_restart(self) -> None:
         """Jobs that were training when the service last stopped queue up again."""
-        for row in self.store.jobs():
-            if row.state in ("training", "paused", "interrupted", "waiting"):
+        self.store.end_merge_progress()  # merges cut short by the stop start again
+        for row in self.store.jobs():  # (a paused job stays paused until resumed)
+            if row.state in ("training", "interrupted", "waiting"):
                 self.store.set_job_state(row.name, "queued")
 
     def _start_dashboard(self) -> None:
@@ -171,7 +173,7 @@ class Service:
                 worker.process.wait()
         for name in self.trainers:
             row = self.store.job(name)
-            if row is not None and row.state not in ("done", "error"):
+            if row is not None and row.state not in ("done", "error", "paused"):
                 self.store.set_job_state(name, "interrupted")
         self.trainers.clear()
         self.merger = None
@@ -212,6 +214,8 @@ class Service:
         self.clock.set_windows(
             [w for job in self.jobs.jobs.values() for w in job.spec.schedule.windows])
         self._reap_workers()
+        # requests for jobs without a worker (paused, waiting, stopped, ...) are answered here
+        answer_idle_controls(self.ws, self.store, set(self.trainers))
         self._schedule_training()
         self._schedule_merge()
         for worker in self._workers():
@@ -274,6 +278,8 @@ class Service:
             row = self.store.job(job.name)
             if row is None or row.state not in RUNNABLE:
                 continue
+            if row.state == "paused" and job.name not in self.trainers:
+                continue  # paused while it had no worker: it waits for a resume
             if not in_window(job.spec.schedule.windows):
                 if job.name not in self.trainers and row.state != "waiting":
                     self.store.set_job_state(job.name, "waiting")
@@ -301,7 +307,6 @@ class Service:
             running += 1
 
     def _start_training(self, job: Job) -> None:
-        self.store.take_controls(job.name)  # stale requests from a previous run
         self.store.set_job_state(job.name, "training")
         log_path = self.ws.logs / f"{job.name}.train.log"
         self.trainers[job.name] = start_worker(
@@ -361,6 +366,7 @@ class Service:
     def _after_merge_exit(self, worker: WorkerProcess, code: int) -> None:
         source = worker.source
         assert source is not None
+        self.store.end_merge_progress(worker.job, self.ws.relative(source))  # (if it was killed)
         if code == EXIT_OK:
             log.info("merged %s", self.ws.relative(source))
             return

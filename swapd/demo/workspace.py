@@ -25,6 +25,7 @@ model = "lightweight"
 batch_size = 16
 iterations = {iterations}
 save_every = 100
+snapshot_every = 150        # the snapshot tracker: every demo face's loss, output and swap
 
 [train.options]
 input_size = 64

@@ -58,9 +58,13 @@ class ActivityTables(Tables):
                 "done=excluded.done, total=excluded.total, updated=excluded.updated",
                 (job, source, done, total, now, now))
 
-    def end_merge_progress(self, job: str, source: str) -> None:
+    def end_merge_progress(self, job: str | None = None, source: str | None = None) -> None:
+        """A merge is over (or, with no arguments, every merge: the service restarted)."""
         with self._tx() as db:
-            db.execute("DELETE FROM merge_progress WHERE job=? AND source=?", (job, source))
+            if job is None:
+                db.execute("DELETE FROM merge_progress")
+            else:
+                db.execute("DELETE FROM merge_progress WHERE job=? AND source=?", (job, source))
 
     def merges_under_way(self) -> list[MergeProgress]:
         if "merge_progress" not in self._tables():
