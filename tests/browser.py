@@ -118,3 +118,29 @@ def post_json(url: str, path: str, payload: object, headers: dict[str, str] | No
               ) -> Reply:
     return http_get(url, path, {"Content-Type": "application/json", **(headers or {})},
                     method="POST", body=json.dumps(payload).encode())
+
+
+def choose(driver: WebDriver, dropdown: str, value: str) -> None:
+    """Pick ``value`` in a Dash dropdown as a user does: open it, click the option."""
+    click(driver, dropdown)
+    option = f".dash-dropdown-content input[value={json.dumps(value)}]"
+    wait(driver, f"!!document.querySelector({json.dumps(option)})", f"option {value} to show")
+    driver.execute_script("document.querySelector(arguments[0]).closest('label').click()",
+                          option)
+
+
+def click_plot_point(driver: WebDriver, graph: str, x: float, y: float) -> None:
+    """A real mouse click on a plotly graph at data coordinates (x, y)."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+
+    plot = f"document.querySelector({json.dumps(graph + ' .js-plotly-plot')})"
+    wait(driver, f"!!({plot} && {plot}._fullLayout && {plot}._fullLayout.xaxis)", "the plot")
+    left, top = driver.execute_script(
+        f"const g = {plot}, l = g._fullLayout; g.scrollIntoView({{block: 'center'}});"
+        "return [l._size.l + l.xaxis.l2p(arguments[0]), l._size.t + l.yaxis.l2p(arguments[1])]",
+        x, y)
+    element = driver.find_element(By.CSS_SELECTOR, f"{graph} .js-plotly-plot")
+    size = element.size
+    ActionChains(driver).move_to_element_with_offset(
+        element, int(left - size["width"] / 2), int(top - size["height"] / 2)).click().perform()

@@ -163,6 +163,18 @@ def pose_cells(poses: list[tuple[float | None, float | None, float | None]],
     }
 
 
+def clicked_cell(click: dict[str, Any] | None, cell: int = CELL_DEGREES
+                 ) -> dict[str, list[float]] | None:
+    """The yaw x pitch cell a click on a pose heatmap landed in ({"yaw": [low, high],
+    "pitch": [low, high]}), from the clicked cell's centre; None for no usable click."""
+    point = ((click or {}).get("points") or [{}])[0]
+    x, y = point.get("x"), point.get("y")
+    if not isinstance(x, int | float) or not isinstance(y, int | float):
+        return None
+    yaw, pitch = math.floor(x / cell) * cell, math.floor(y / cell) * cell
+    return {"yaw": [yaw, yaw + cell], "pitch": [pitch, pitch + cell]}
+
+
 def snapshot_cells(store: StateStore, job: str, iteration: int, side: str) -> dict[str, Any]:
     poses = [(y, p, loss) for _, y, p, loss in store.tracked_poses(job, iteration, side)]
     return pose_cells(poses)

@@ -151,10 +151,8 @@ def register(app: Dash, workspace: Workspace) -> None:
                  page: int | None, pages: int | None) -> tuple[Any, Any]:
         trigger = callback_context.triggered_id
         if trigger == "faces-heatmap":
-            data = ((click or {}).get("points") or [{}])[0].get("customdata")
-            if not data:
-                return no_update, no_update
-            return {"yaw": [data[0], data[1]], "pitch": [data[2], data[3]]}, 0
+            cell = tracker_reads.clicked_cell(click)
+            return (cell, 0) if cell else (no_update, no_update)
         if trigger == "faces-prev":
             return no_update, max(0, (page or 0) - 1)
         if trigger == "faces-next":

@@ -34,6 +34,17 @@ def _query(query: dict[str, str], key: str) -> str:
     return query.get(key) or DEFAULTS[key]
 
 
+def _first_options(query: dict[str, str], key: str, label: str, value: str
+                   ) -> list[dict[str, str]]:
+    """A dropdown's options before the snapshots are read: its default, and the address's
+    choice (a dropdown drops a value it has no option for)."""
+    options = [{"label": label, "value": value}]
+    chosen = query.get(key)
+    if chosen and chosen.isdigit():
+        options.append({"label": f"{int(chosen):,}", "value": chosen})
+    return options
+
+
 def _cell_from_query(query: dict[str, str]) -> dict[str, list[float]] | None:
     try:
         yaw = tracker_reads.parse_range(query.get("yaw"))
@@ -52,11 +63,12 @@ def layout(job: str, query: dict[str, str]) -> Any:
                      for s in tracker_reads.SIDES])], className="control"),
         html.Div([html.Label("Snapshot"), dcc.Dropdown(
             id="tracker-snapshot", value=_query(query, "snapshot"), clearable=False,
-            searchable=False, options=[{"label": "newest", "value": LATEST}])],
+            searchable=False, options=_first_options(query, "snapshot", "newest", LATEST))],
             className="control snapshot"),
         html.Div([html.Label("Compared with"), dcc.Dropdown(
             id="tracker-compare", value=_query(query, "compare"), clearable=False,
-            searchable=False, options=[{"label": "the one before", "value": "previous"}])],
+            searchable=False,
+            options=_first_options(query, "compare", "the one before", "previous"))],
             className="control snapshot"),
         html.Div([html.Label("Sort"), dcc.Dropdown(
             id="tracker-sort", value=_query(query, "sort"), clearable=False, searchable=False,
@@ -246,11 +258,8 @@ def register(app: Dash, workspace: Workspace) -> None:
         trigger = callback_context.triggered_id
         if trigger in ("heatmap-count", "heatmap-loss"):
             click = count_click if trigger == "heatmap-count" else loss_click
-            point = ((click or {}).get("points") or [{}])[0]
-            data = point.get("customdata")
-            if not data:
-                return no_update, no_update
-            return {"yaw": [data[0], data[1]], "pitch": [data[2], data[3]]}, 0
+            cell = tracker_reads.clicked_cell(click)
+            return (cell, 0) if cell else (no_update, no_update)
         if trigger == "tracker-unselect":
             return None, 0
         if trigger == "tracker-prev":

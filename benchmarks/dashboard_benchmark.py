@@ -1,0 +1,678 @@
+"""Dashboard at scale (issue 13): the snapshot tracker over 5,000 faces per side and 20
+snapshots, driven in a real headless Chromium.
+
+    nice .venv/bin/python benchmarks/dashboard_benchmark.py [--faces 5000] [--snapshots 20] \\
+        [--repeat 5] [--keep /tmp/dashboard_bench] [--out benchmarks/results/dashboard.json]
+
+1. The workspace (:func:`build_workspace`; with ``--keep DIR`` it is made once and reused):
+   faces/alice and faces/bob with ``--faces`` synthetic faceswap-format faces each (the tracker
+   benchmark's generator), indexed by the service's own ingest; a job ``bench`` (its job file
+   under jobs/, in the state store); one real snapshot with tracker data for every face, taken
+   by the real trainer (WebP files in models/bench/snapshots/00001000/tracker/); ``--snapshots``
+   - 1 more snapshot folders whose ``tracker`` is a link to the first one's (the file route
+   follows links inside models/), each with its own rows in the state store, every face's loss
+   varied per snapshot; and a loss history of ``--history`` iterations.
+2. The dashboard (swapd's own waitress server) in a child process, and Chromium at 1400x1000.
+3. Each of these, ``--repeat`` times, timed in the browser from the user's input (the
+   pointer press, or the navigation's start) to the view complete (the expected tiles in
+   #tracker-grid, in the expected order, with every image loaded; the heatmaps redrawn; the
+   timeline's columns and images): opening the tracker, choosing another snapshot, changing
+   the sort, clicking a heatmap cell, opening a face's timeline. Also what the opened tracker
+   fetched: image requests, and the bytes of the Dash callback responses.
+4. The server's side of each view: the tracker_reads functions its callbacks call, timed
+   against the same store.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import platform
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from string import Template
+from typing import Any
+
+import numpy as np
+
+from swapd.config import JobFile, load_job_file
+from swapd.demo.identity import DEMO_A, DEMO_B
+from swapd.state import StateStore
+from swapd.trainer.tracker import TrackedFace, read_tracked
+from swapd.workspace import Workspace
+
+try:  # run as a script (benchmarks/ on sys.path) or imported as benchmarks.dashboard_benchmark
+    from tracker_benchmark import DEMO_OPTIONS, faces_in
+except ImportError:
+    from benchmarks.tracker_benchmark import DEMO_OPTIONS, faces_in
+
+JOB = "bench"
+SNAPSHOT_EVERY = 1000
+JOB_FILE = """\
+[train]
+a = "faces/alice"
+b = "faces/bob"
+model = "lightweight"
+batch_size = 16
+iterations = 100000
+save_every = 250
+snapshot_every = {every}
+tracker = true
+
+[train.options]
+{options}
+"""
+
+
+@dataclass(frozen=True)
+class BenchWorkspace:
+    root: Path
+    job: str
+    iterations: list[int]  # snapshots with tracker data, oldest first
+    faces_per_side: int
+    seconds: dict[str, float]  # how long each part of building it took
+
+
+# --- the workspace ----------------------------------------------------------------------------
+
+
+def build_workspace(root: Path, faces: int = 5000, snapshots: int = 20, history: int = 20000,
+                    seed: int = 0) -> BenchWorkspace:
+    """A workspace with ``faces`` indexed faces per side and a job with ``snapshots``
+    snapshots of tracker data (see the module doc). Safe to call again on the same ``root``:
+    what is there already (faces, the real snapshot) is kept."""
+    ws = Workspace.open(root)
+    seconds: dict[str, float] = {}
+    iterations = [SNAPSHOT_EVERY * (k + 1) for k in range(snapshots)]
+    start = time.perf_counter()
+    faces_in(ws.face_set("alice"), DEMO_A, faces, 1)
+    faces_in(ws.face_set("bob"), DEMO_B, faces, 2)
+    seconds["render_faces"] = time.perf_counter() - start
+    store = StateStore(ws.state_db)
+    try:
+        from swapd.daemon.ingest import FaceIngest
+
+        start = time.perf_counter()
+        FaceIngest(ws, store, min_size=64, settle_seconds=0).scan()
+        seconds["ingest"] = time.perf_counter() - start
+        spec = write_job(ws, store)
+        start = time.perf_counter()
+        tracked = first_snapshot(ws, spec, iterations[0])
+        seconds["first_snapshot"] = time.perf_counter() - start
+        start = time.perf_counter()
+        link_snapshots(ws, iterations)
+        write_tracker_rows(store, tracked, iterations, seed)
+        write_loss_history(store, history, seed)
+        store.set_job_progress(JOB, history, egs=58.0)
+        store.set_job_state(JOB, "stopped")
+        seconds["rows"] = time.perf_counter() - start
+    finally:
+        store.close()
+    return BenchWorkspace(ws.root, JOB, iterations, faces, seconds)
+
+
+def write_job(ws: Workspace, store: StateStore) -> JobFile:
+    """jobs/bench.toml (the demo's model, a snapshot every SNAPSHOT_EVERY), in the store."""
+    path = ws.jobs / f"{JOB}.toml"
+    options = "\n".join(f"{key} = {value!r}" for key, value in DEMO_OPTIONS.items())
+    path.write_text(JOB_FILE.format(every=SNAPSHOT_EVERY, options=options))
+    spec = load_job_file(path)
+    store.upsert_job(JOB, str(path), "train", "stopped", model="lightweight", target=100000,
+                     config=spec.model_dump())
+    return spec
+
+
+def first_snapshot(ws: Workspace, spec: JobFile, iteration: int) -> list[TrackedFace]:
+    """The real snapshot (trainer, tracker data for every face) at ``iteration``: taken after
+    a few steps, then moved to ``iteration`` so the snapshots are evenly spaced. Reused when
+    it is there already."""
+    from swapd.trainer.loop import Trainer
+    from swapd.trainer.options import split_options
+
+    folder = ws.model_dir(JOB) / "snapshots" / f"{iteration:08d}"
+    if (folder / "snapshot.json").is_file() and read_tracked(folder):
+        return read_tracked(folder)
+    assert spec.train is not None
+    trainer_options, model_options = split_options(spec.train.model, spec.train.options)
+    trainer = Trainer(spec.train.model, model_options.model_dump(), trainer_options,
+                      ws.resolve(spec.train.a), ws.resolve(spec.train.b), ws.model_dir(JOB),
+                      batch_size=spec.train.batch_size)
+    try:
+        for _ in range(3):
+            trainer.step()
+        taken = trainer.snapshot(tracker=True)
+    finally:
+        trainer.close()
+    if folder.exists():
+        shutil.rmtree(folder)
+    os.replace(taken.snapshot.folder, folder)
+    info = {**taken.snapshot.info, "iteration": iteration}
+    (folder / "snapshot.json").write_text(json.dumps(info, indent=2))
+    return taken.tracked
+
+
+def link_snapshots(ws: Workspace, iterations: list[int]) -> None:
+    """Snapshot folders after the first: snapshot.json and ``tracker`` linked to the first's
+    (a symbolic link: the file route refuses hard links)."""
+    root = ws.model_dir(JOB) / "snapshots"
+    first = root / f"{iterations[0]:08d}"
+    info = json.loads((first / "snapshot.json").read_text())
+    for iteration in iterations[1:]:
+        folder = root / f"{iteration:08d}"
+        folder.mkdir(exist_ok=True)
+        link = folder / "tracker"
+        if not link.is_symlink():
+            if link.exists():
+                shutil.rmtree(link)
+            link.symlink_to(Path("..") / first.name / "tracker", target_is_directory=True)
+        (folder / "snapshot.json").write_text(json.dumps({**info, "iteration": iteration},
+                                                         indent=2))
+
+
+def write_tracker_rows(store: StateStore, tracked: list[TrackedFace], iterations: list[int],
+                       seed: int) -> None:
+    """Each snapshot's rows: the real losses at the first, then lower on the whole (by up to
+    30 %) with every face moved by its own random factor, so changes differ face by face."""
+    stale = {r["iteration"] for r in store.tracker_snapshots(JOB)} - set(iterations)
+    store.forget_tracked_faces(JOB, sorted(stale))
+    rng = np.random.default_rng(seed)
+    for k, iteration in enumerate(iterations):
+        trend = 1.0 - 0.3 * k / max(1, len(iterations) - 1)
+        factors = trend * rng.lognormal(0.0, 0.12, len(tracked)) if k else np.ones(len(tracked))
+        rows = [t if t.loss is None else dataclasses.replace(t, loss=round(t.loss * f, 6))
+                for t, f in zip(tracked, factors, strict=True)]
+        store.add_tracked_faces(JOB, iteration, rows)
+
+
+def write_loss_history(store: StateStore, iterations: int, seed: int) -> None:
+    """A loss history of ``iterations`` rows, as the training worker writes them."""
+    rng = np.random.default_rng(seed + 1)
+    store.truncate_losses(JOB, -1)
+    start = time.time() - iterations * 0.55
+    rows = []
+    for i in range(1, iterations + 1):
+        base = 0.08 + 0.25 * math.exp(-i / 4000)
+        la, lb = (base * float(rng.lognormal(0.0, 0.05)) for _ in range(2))
+        rows.append((i, start + i * 0.55, la, lb,
+                     {"a": {"ssim": 0.8 * la, "mae": 0.2 * la},
+                      "b": {"ssim": 0.8 * lb, "mae": 0.2 * lb}}, 1e-3, 58.0))
+    store.add_losses(JOB, rows)
+
+
+# --- the browser ------------------------------------------------------------------------------
+
+CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
+# Run in every page before its own scripts: a big enough resource-timing buffer (300 images
+# and more), the time of the last pointer press, and each Dash callback's response (when it
+# came, how big, whether it carries a data: image).
+PAGE_HOOKS = """
+performance.setResourceTimingBufferSize(100000);
+window.__bench = {t0: null, done: null, calls: []};
+document.addEventListener('pointerdown', e => { window.__bench.t0 = e.timeStamp; }, true);
+const pageFetch = window.fetch;
+window.fetch = async function (input, init) {
+  const url = typeof input === 'string' ? input : input.url;
+  if (!url.includes('_dash-update-component')) return pageFetch.apply(this, arguments);
+  const start = performance.now();
+  let output = '';
+  try { output = JSON.parse(init.body).output; } catch (e) { output = '?'; }
+  const response = await pageFetch.apply(this, arguments);
+  response.clone().text().then(text => window.__bench.calls.push({
+    output, start, end: performance.now(), chars: text.length,
+    data_images: (text.match(/data:image/g) || []).length}));
+  return response;
+};
+window.__benchWatch = function (expression) {
+  const ready = new Function('return ' + expression);
+  window.__bench.done = null;
+  const poll = () => {
+    if (ready()) requestAnimationFrame(() => { window.__bench.done = performance.now(); });
+    else setTimeout(poll, 4);
+  };
+  poll();
+};
+"""
+# Ready conditions (JS expressions; $names filled in with JSON values).
+GRID_READY = Template("""(() => {
+  const want = $urls, imgs = document.querySelectorAll('#tracker-grid img');
+  return imgs.length === want.length && [...imgs].every((i, k) =>
+    i.getAttribute('src') === want[k] && i.complete && i.naturalWidth > 0); })()""")
+HEATMAPS_READY = Template("""['heatmap-count', 'heatmap-loss'].every(id => {
+  const g = document.querySelector('#' + id + ' .js-plotly-plot');
+  const s = g && g._fullLayout && g._fullLayout.shapes;
+  return !!s && s.length === 1 && s[0].x0 === $yaw && s[0].y0 === $pitch
+    && g.querySelectorAll('.shapelayer path').length > 0; })""")
+TIMELINE_READY = Template("""(() => {
+  const row = document.getElementById('timeline-row'); if (!row) return false;
+  const first = row.querySelector('.timeline-column.first .name');
+  const imgs = row.querySelectorAll('img');
+  return !!first && first.textContent === $name
+    && row.querySelectorAll('.timeline-column').length === $columns
+    && imgs.length === $images && [...imgs].every(i => i.complete && i.naturalWidth > 0);
+  })()""")
+
+
+def chrome(profile: Path, width: int = 1400, height: int = 1000) -> Any:
+    """Headless Chromium (as tests/browser.py starts it) with PAGE_HOOKS in every page."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--disable-background-networking", "--disable-component-update",
+                "--disable-sync", "--no-first-run", f"--window-size={width},{height}",
+                f"--user-data-dir={profile}"):
+        options.add_argument(arg)
+    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+    driver.set_script_timeout(60)
+    driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": PAGE_HOOKS})
+    return driver
+
+
+def grid_ready(urls: list[str]) -> str:
+    """JS: #tracker-grid shows exactly these images, in this order, every one loaded."""
+    return GRID_READY.substitute(urls=json.dumps(urls))
+
+
+def heatmaps_ready(yaw: float, pitch: float) -> str:
+    """JS: both heatmaps redrawn with the cell at (yaw, pitch) outlined."""
+    return HEATMAPS_READY.substitute(yaw=json.dumps(yaw), pitch=json.dumps(pitch))
+
+
+def timeline_ready(name: str, columns: int, images: int) -> str:
+    """JS: the timeline card shows ``name`` with ``columns`` columns, every image loaded."""
+    return TIMELINE_READY.substitute(name=json.dumps(name), columns=columns, images=images)
+
+
+def finish(driver: Any, timeout: float = 30.0) -> dict[str, Any]:
+    """Wait for the watcher armed before the action; the time from the pointer press (or the
+    navigation's start) to the view complete, and the requests made in between."""
+    done = driver.execute_async_script("""
+        const [timeout, callback] = arguments; const until = performance.now() + timeout;
+        const check = () => { if (window.__bench.done !== null) callback(window.__bench.done);
+          else if (performance.now() > until) callback(null); else setTimeout(check, 20); };
+        check();""", timeout * 1000)
+    if done is None:
+        raise TimeoutError("the view did not complete in time: "
+                           + driver.execute_script("return document.body.innerText")[:500])
+    return driver.execute_script("""
+        const b = window.__bench, t0 = b.t0 === null ? 0 : b.t0, done = b.done;
+        const inside = e => e.startTime >= t0 - 1 && e.startTime <= done;
+        const res = performance.getEntriesByType('resource').filter(inside);
+        const images = res.filter(e => e.name.includes('/files/') || e.name.includes('/thumbs/'));
+        const calls = b.calls.filter(c => c.start >= t0 - 1 && c.start <= done);
+        const dash = res.filter(e => e.name.includes('_dash-update-component'));
+        return {ms: done - t0, image_requests: images.length,
+          images_end_ms: Math.max(0, ...images.map(e => e.responseEnd - t0)),
+          callbacks: calls.length, callbacks_end_ms: Math.max(0, ...calls.map(c => c.end - t0)),
+          callback_outputs: calls.map(c => [c.output, Math.round(c.end - c.start)]),
+          callback_bytes: dash.reduce((n, e) => n + e.encodedBodySize, 0),
+          callback_transfer_bytes: dash.reduce((n, e) => n + e.transferSize, 0),
+          data_images: calls.reduce((n, c) => n + c.data_images, 0)};""")
+
+
+def arm(driver: Any, expression: str) -> None:
+    driver.execute_script("window.__bench.t0 = null; window.__benchWatch(arguments[0]);",
+                          expression)
+
+
+# --- what each view should show -----------------------------------------------------------
+
+
+class Expected:
+    """What the tracker page must show for a choice (side A, every image shown): the image
+    URLs of its grid, read with the dashboard's own functions from the same store."""
+
+    def __init__(self, ws: Workspace, job: str, side: str = "a") -> None:
+        self.ws, self.job, self.side = ws, job, side
+
+    def faces(self, snapshot: str, sort: str, cell: tuple[float, float] | None = None,
+              step: float = 10) -> list[dict[str, Any]]:
+        from swapd.dashboard import reads, tracker_reads
+
+        def read(store: StateStore) -> list[dict[str, Any]]:
+            chosen, against = tracker_reads.chosen_snapshot(store, self.job, snapshot,
+                                                             "previous")
+            assert chosen is not None
+            return tracker_reads.snapshot_faces(
+                self.ws, store, self.job, chosen, self.side, sort, against,
+                yaw=(cell[0], cell[0] + step) if cell else None,
+                pitch=(cell[1], cell[1] + step) if cell else None)["faces"]
+
+        found = reads.with_store(self.ws, read)
+        assert found is not None
+        return found
+
+    def urls(self, snapshot: str, sort: str, cell: tuple[float, float] | None = None
+             ) -> list[str]:
+        return [face[kind] for face in self.faces(snapshot, sort, cell)
+                for kind in ("face", "output", "swap") if face[kind]]
+
+    def cells(self, snapshot: int, count: int) -> list[tuple[float, float]]:
+        """The ``count`` fullest yaw x pitch cells (low edges), fullest first."""
+        from swapd.dashboard import reads, tracker_reads
+
+        found = reads.with_store(self.ws, lambda store: tracker_reads.snapshot_cells(
+            store, self.job, snapshot, self.side))
+        assert found is not None
+        cells = [(n, yaw, pitch) for pitch, row in zip(found["pitch"], found["count"],
+                                                        strict=True)
+                 for yaw, n in zip(found["yaw"], row, strict=True) if n]
+        return [(yaw, pitch) for _, yaw, pitch in sorted(cells, reverse=True)[:count]]
+
+
+# --- the measurements -------------------------------------------------------------------------
+
+
+def choose(driver: Any, dropdown: str, value: str) -> None:
+    """Open a Dash 4 dcc.Dropdown (a button with the component's id) and click the option
+    whose value is ``value`` (a label holding an input of that value), as a user does."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver.find_element("id", dropdown).click()
+    option = WebDriverWait(driver, 10, poll_frequency=0.05).until(lambda d: d.execute_script(
+        "const i = document.querySelector('.dash-dropdown-content input[value=\"' + "
+        "arguments[0] + '\"]'); return i && i.closest('label');", value))
+    option.click()
+
+
+def open_tracker(driver: Any, url: str, expected: str, repeat: int, thumbs: Path
+                 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Open the tracker afresh: once with no thumbnail made yet on the server (the first
+    visit ever), then ``repeat`` times with the browser's cache emptied."""
+    script = driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {
+        "source": f"window.__benchWatch({json.dumps(expected)});"})["identifier"]
+    runs = []
+    try:
+        for k in range(repeat + 1):
+            if k == 0:
+                shutil.rmtree(thumbs, ignore_errors=True)
+            driver.get("about:blank")
+            driver.execute_cdp_cmd("Network.clearBrowserCache", {})
+            driver.get(url)
+            runs.append(finish(driver))
+    finally:
+        driver.execute_cdp_cmd("Page.removeScriptToEvaluateOnNewDocument",
+                               {"identifier": script})
+    return runs[0], runs[1:]
+
+
+def page_totals(driver: Any, settle: float = 3.0) -> dict[str, Any]:
+    """Everything the open page fetched so far, after ``settle`` seconds more (a refresh
+    tick included): image requests and Dash callback bytes."""
+    time.sleep(settle)
+    return driver.execute_script("""
+        const res = performance.getEntriesByType('resource');
+        const images = res.filter(e => e.name.includes('/files/') || e.name.includes('/thumbs/'));
+        const dash = res.filter(e => e.name.includes('_dash-update-component'));
+        return {image_requests: images.length,
+          image_bytes: images.reduce((n, e) => n + e.encodedBodySize, 0),
+          callbacks: dash.length,
+          callback_bytes: dash.reduce((n, e) => n + e.encodedBodySize, 0),
+          largest_callback_bytes: Math.max(0, ...dash.map(e => e.encodedBodySize)),
+          data_images: window.__bench.calls.reduce((n, c) => n + c.data_images, 0),
+          tiles: document.querySelectorAll('#tracker-grid .tile').length};""")
+
+
+def change_snapshot(driver: Any, expected: Expected, iterations: list[int], repeat: int
+                    ) -> list[dict[str, Any]]:
+    """Choose older snapshots one after the other in #tracker-snapshot (worst first)."""
+    runs = []
+    for k in range(repeat):
+        iteration = iterations[-2 - k % (len(iterations) - 1)]
+        arm(driver, grid_ready(expected.urls(str(iteration), "-loss")))
+        choose(driver, "tracker-snapshot", str(iteration))
+        runs.append(finish(driver))
+    return runs
+
+
+SORT_CYCLE = ("loss", "-delta", "delta", "yaw", "-loss")  # best first, most worsened, ...
+
+
+def change_sort(driver: Any, expected: Expected, snapshot: int, repeat: int
+                ) -> list[dict[str, Any]]:
+    """Choose sorts one after the other in #tracker-sort (best first, most worsened, ...)."""
+    runs = []
+    for k in range(repeat):
+        sort = SORT_CYCLE[k % len(SORT_CYCLE)]
+        arm(driver, grid_ready(expected.urls(str(snapshot), sort)))
+        choose(driver, "tracker-sort", sort)
+        runs.append({**finish(driver), "sort": sort})
+    return runs
+
+
+def click_cells(driver: Any, expected: Expected, snapshot: int, sort: str, repeat: int
+                ) -> list[dict[str, Any]]:
+    """Click the fullest heatmap cells of #heatmap-count, one after the other, with the
+    mouse at the cell's centre."""
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    runs = []
+    for yaw, pitch in expected.cells(snapshot, repeat):
+        x, y = driver.execute_script("""
+            const g = document.querySelector('#heatmap-count .js-plotly-plot');
+            g.scrollIntoView({block: 'center'}); const r = g.getBoundingClientRect();
+            const xa = g._fullLayout.xaxis, ya = g._fullLayout.yaxis;
+            return [r.left + xa._offset + xa.d2p(arguments[0]),
+                    r.top + ya._offset + ya.d2p(arguments[1])];""", yaw + 5, pitch + 5)
+        arm(driver, f"{grid_ready(expected.urls(str(snapshot), sort, (yaw, pitch)))} && "
+                    f"{heatmaps_ready(yaw, pitch)}")
+        actions = ActionChains(driver)
+        actions.w3c_actions.pointer_action.move_to_location(round(x), round(y))
+        actions.w3c_actions.pointer_action.click()
+        actions.perform()
+        runs.append({**finish(driver), "cell": [yaw, pitch]})
+    return runs
+
+
+def open_timelines(driver: Any, names: list[str], snapshots: int) -> list[dict[str, Any]]:
+    """Click faces' tiles one after the other (closing the timeline between)."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    runs = []
+    for name in names:
+        arm(driver, timeline_ready(name, 1 + snapshots, 1 + 2 * snapshots))
+        driver.find_element("css selector",
+                            f'#tracker-grid .tile[data-name="{name}"] .tile-images').click()
+        runs.append({**finish(driver), "face": name})
+        driver.find_element("id", "timeline-close").click()
+        WebDriverWait(driver, 10, poll_frequency=0.05).until(lambda d: d.execute_script(
+            "return document.getElementById('timeline-card').style.display === 'none'"))
+    return runs
+
+
+LOSS_GRAPH_READY = ("(() => { const g = document.querySelector('#loss-graph .js-plotly-plot');"
+                    " return !!g && !!g.data && g.data.length >= 2 && g.data.every("
+                    "t => t.x && t.x.length > 100); })()")
+
+
+def open_job_page(driver: Any, url: str, repeat: int) -> list[dict[str, Any]]:
+    """Open the job's page (its loss graph over the whole history) ``repeat`` times."""
+    script = driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {
+        "source": f"window.__benchWatch({json.dumps(LOSS_GRAPH_READY)});"})["identifier"]
+    try:
+        runs = []
+        for _ in range(repeat):
+            driver.get("about:blank")
+            driver.get(url)
+            runs.append(finish(driver))
+        return runs
+    finally:
+        driver.execute_cdp_cmd("Page.removeScriptToEvaluateOnNewDocument",
+                               {"identifier": script})
+
+
+# --- the server's side --------------------------------------------------------------------------
+
+
+def timed_ms(call: Callable[[], object], repeat: int = 5) -> float:
+    """Median milliseconds of ``call()``."""
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - start)
+    return round(statistics.median(times) * 1000, 2)
+
+
+def server_side(ws: Workspace, job: str, iterations: list[int], face: str) -> dict[str, float]:
+    """The reads behind each callback, timed on their own against the same store (what a
+    callback adds: building the Dash components and their JSON)."""
+    from swapd.dashboard import tracker_reads as tr
+    from swapd.dashboard.files import make_thumbnail
+
+    store = StateStore(ws.state_db, readonly=True)
+    newest, before = iterations[-1], iterations[-2]
+    cell = Expected(ws, job).cells(newest, 1)[0]
+    yaw, pitch = (cell[0], cell[0] + 10), (cell[1], cell[1] + 10)
+    try:
+        return {
+            "open a read-only store (each callback does)": timed_ms(
+                lambda: StateStore(ws.state_db, readonly=True).close()),
+            "snapshots (snapshot list; each grid/heatmap callback too)": timed_ms(
+                lambda: tr.snapshots(store, job)),
+            "snapshot_faces, a page worst first": timed_ms(lambda: tr.snapshot_faces(
+                ws, store, job, newest, "a", "-loss", before)),
+            "snapshot_faces, a page most worsened": timed_ms(lambda: tr.snapshot_faces(
+                ws, store, job, newest, "a", "-delta", before)),
+            "snapshot_faces, a page of one cell": timed_ms(lambda: tr.snapshot_faces(
+                ws, store, job, newest, "a", "-loss", before, yaw=yaw, pitch=pitch)),
+            "snapshot_cells (the heatmaps)": timed_ms(
+                lambda: tr.snapshot_cells(store, job, newest, "a")),
+            "timeline (one face)": timed_ms(lambda: tr.timeline(ws, store, job, "a", face)),
+            "compare (each change of the grid's snapshot)": timed_ms(
+                lambda: tr.compare(ws, store, job, before, newest)),
+            "a face thumbnail made (first view only), 128 px": timed_ms(
+                lambda: make_thumbnail(ws.face_set("alice") / face, 128)),
+        }
+    finally:
+        store.close()
+
+
+# --- the run ------------------------------------------------------------------------------------
+
+
+def summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    def median(key: str) -> float:
+        return round(statistics.median(r[key] for r in runs), 1)
+
+    return {"median_ms": median("ms"), "max_ms": round(max(r["ms"] for r in runs), 1),
+            "runs_ms": [round(r["ms"], 1) for r in runs],
+            "callbacks_done_ms": median("callbacks_end_ms"),
+            "images_done_ms": median("images_end_ms"),
+            "image_requests": median("image_requests"), "callbacks": median("callbacks"),
+            "callback_bytes": median("callback_bytes"),
+            "data_images_in_callbacks": max(r["data_images"] for r in runs),
+            "details": runs}
+
+
+def measure(ws: Workspace, bench: BenchWorkspace, repeat: int, profile: Path
+            ) -> dict[str, Any]:
+    """Serve the dashboard and time every view in Chromium (see the module doc)."""
+    from swapd.dashboard.server import DashboardServer
+
+    expected = Expected(ws, bench.job)
+    iterations = bench.iterations
+    results: dict[str, Any] = {}
+    with DashboardServer(Workspace.open(ws.root, create=False), port=0) as server:
+        base = server.url.rstrip("/")
+        driver = chrome(profile)
+        try:
+            results["browser"] = f"Chromium {driver.capabilities.get('browserVersion')}"
+            first, opens = open_tracker(driver, f"{base}/jobs/{bench.job}/tracker",
+                                        grid_ready(expected.urls("latest", "-loss")), repeat,
+                                        ws.cache / "thumbs")
+            results["open_first_visit"] = first
+            results["open"] = summary(opens)
+            results["opened_page"] = page_totals(driver)
+            results["snapshot"] = summary(change_snapshot(driver, expected, iterations, repeat))
+            shown = iterations[-2 - (repeat - 1) % (len(iterations) - 1)]
+            results["sort"] = summary(change_sort(driver, expected, shown, repeat))
+            sort = SORT_CYCLE[(repeat - 1) % len(SORT_CYCLE)]
+            cells = click_cells(driver, expected, shown, sort, repeat)
+            results["heatmap_cell"] = summary(cells)
+            names = [f["name"] for f in expected.faces(str(shown), sort, cells[-1]["cell"])]
+            results["timeline"] = summary(open_timelines(driver, names[:repeat],
+                                                         len(iterations)))
+            results["job_page"] = summary(open_job_page(driver, f"{base}/jobs/{bench.job}",
+                                                        repeat))
+        finally:
+            driver.quit()
+    results["server_reads_ms"] = server_side(ws, bench.job, iterations, names[0])
+    return results
+
+
+def machine() -> str:
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text(
+        ).splitlines() if line.startswith("model name")), platform.processor())
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return f"{cpu}, {os.cpu_count()} cores, {memory:.0f} GiB, {platform.system()}"
+
+
+ROWS = (("open", "opening the tracker (browser cache empty)"),
+        ("snapshot", "choosing another snapshot"), ("sort", "changing the sort"),
+        ("heatmap_cell", "clicking a heatmap cell"), ("timeline", "opening a face's timeline"),
+        ("job_page", "opening the job page (loss graph)"))
+
+
+def print_table(results: dict[str, Any]) -> None:
+    print(f"\n{'view':48} {'median':>8} {'max':>8} {'callbacks':>10} {'images':>8} "
+          f"{'img reqs':>8}")
+    first = results["open_first_visit"]
+    print(f"{'opening the tracker, first visit (no thumbnails)':48} {first['ms']:8.0f} "
+          f"{'':>8} {first['callbacks_end_ms']:10.0f} {first['images_end_ms']:8.0f} "
+          f"{first['image_requests']:8d}")
+    for key, label in ROWS:
+        row = results[key]
+        print(f"{label:48} {row['median_ms']:8.0f} {row['max_ms']:8.0f} "
+              f"{row['callbacks_done_ms']:10.0f} {row['images_done_ms']:8.0f} "
+              f"{row['image_requests']:8.0f}")
+    print("\n(ms from the user's input; callbacks / images: when the last callback response "
+          "/ image had arrived)")
+    print("opened tracker:", json.dumps(results["opened_page"]))
+    for name, ms in results["server_reads_ms"].items():
+        print(f"  {name:60} {ms:8.2f} ms")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--faces", type=int, default=5000, help="faces per side")
+    parser.add_argument("--snapshots", type=int, default=20)
+    parser.add_argument("--history", type=int, default=20000, help="iterations of losses")
+    parser.add_argument("--repeat", type=int, default=5, help="times each view is timed")
+    parser.add_argument("--keep", type=Path, help="build the workspace here once and reuse it")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/dashboard.json"))
+    args = parser.parse_args()
+    if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
+        sys.exit("needs Debian chromium and chromedriver at /usr/bin")
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = args.keep or Path(tmp) / "workspace"
+        start = time.perf_counter()
+        bench = build_workspace(root, args.faces, args.snapshots, args.history)
+        print(f"workspace at {root} in {time.perf_counter() - start:.1f} s "
+              f"({', '.join(f'{k} {v:.1f} s' for k, v in bench.seconds.items())})")
+        ws = Workspace.open(root, create=False)
+        results = measure(ws, bench, args.repeat, Path(tmp) / "chrome-profile")
+    results = {"machine": machine(), "python": platform.python_version(),
+               "date": time.strftime("%Y-%m-%d"), "faces_per_side": args.faces,
+               "snapshots": args.snapshots, "loss_history_iterations": args.history,
+               "repeat": args.repeat, "build_seconds": {
+                   k: round(v, 1) for k, v in bench.seconds.items()}, **results}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    print_table(results)
+
+
+if __name__ == "__main__":
+    main()
