@@ -220,3 +220,36 @@ def test_faces_page_shows_sets_poses_and_the_quarantine(served: str,
         full_page_screenshot(driver, ARTIFACTS / "dashboard-faces.png")
     finally:
         driver.quit()
+
+
+def test_outputs_page_plays_merged_video_and_shows_its_marks(
+        trained_ws: TrainedWorkspace, synthetic_clip: Path, tmp_path: Path) -> None:
+    from swapd.daemon.merge_worker import run as merge_worker
+
+    copy = trained_ws.copy(tmp_path / "ws")
+    ws = copy.workspace
+    footage = ws.footage / "tiny"
+    footage.mkdir(parents=True)
+    clip = footage / "clip.mp4"
+    clip.write_bytes(synthetic_clip.read_bytes())
+    model = ws.exports_dir("tiny") / "a_to_b.onnx"
+    assert merge_worker(ws, "tiny", clip, model, ws.output / "tiny", "all", "cpu") == 0
+    driver = chrome(tmp_path)
+    try:
+        with DashboardServer(ws, port=0, refresh_ms=700) as server:
+            driver.get(f"{server.url}outputs")
+            wait(driver, "!!document.querySelector('#outputs-list video')", "the video")
+            wait_text(driver, "#outputs-list", "clip_swapd.mp4", "job tiny", "50 frames",
+                      "from footage/tiny/clip.mp4")
+            wait_text(driver, "#outputs-list .verify", "marked as synthetic",
+                      "metadata tag found", "watermark found", timeout=90)
+            wait_text(driver, "#under-way", "No merge under way")
+            # it plays: the browser fetched it with range requests and decodes its frames
+            driver.execute_script("const v = document.querySelector('#outputs-list video');"
+                                  "v.muted = true; v.play();")
+            wait(driver, "(() => { const v = document.querySelector('#outputs-list video');"
+                         " return v.readyState >= 2 && v.videoWidth === 640 &&"
+                         " v.currentTime > 0.2; })()", "the video to play")
+            full_page_screenshot(driver, ARTIFACTS / "dashboard-outputs.png")
+    finally:
+        driver.quit()
