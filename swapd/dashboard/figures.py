@@ -40,12 +40,17 @@ def empty_figure(message: str) -> dict[str, Any]:
     }}
 
 
+REGIONS = ("eyes", "mouth", "mask", "true_face")  # the other parts are the face's loss functions
+
+
 def component_label(name: str) -> str:
-    """'a.ssim' -> 'A ssim', 'discriminator' -> 'true face discriminator'."""
+    """'a.ssim' -> 'A face: ssim', 'b.eyes' -> 'B eyes', 'discriminator' -> 'true face
+    discriminator'."""
     if name == "discriminator":
         return "true face discriminator"
     side, _, part = name.partition(".")
-    return f"{SIDE_LABELS.get(side, side)} {part.replace('_', ' ')}"
+    shown = part.replace("_", " ") if part in REGIONS else f"face: {part}"
+    return f"{SIDE_LABELS.get(side, side)} {shown}"
 
 
 def loss_figure(job: str, series: LossSeries, options: GraphOptions, batch_size: int,
