@@ -172,6 +172,7 @@ class Service:
                 worker.process.kill()
                 worker.process.wait()
         for name in self.trainers:
+            self.store.close_pending_controls(name, "stop", "the worker has stopped")
             row = self.store.job(name)
             if row is not None and row.state not in ("done", "error", "paused"):
                 self.store.set_job_state(name, "interrupted")
@@ -233,6 +234,8 @@ class Service:
             if code is None:
                 continue
             del self.trainers[name]
+            # a stop asked of it that it did not take (a signal ended it first) is done
+            self.store.close_pending_controls(name, "stop", "the worker has stopped")
             self._after_training_exit(name, worker, code)
             self.wake.set()
         if self.merger is not None and (code := self.merger.poll()) is not None:

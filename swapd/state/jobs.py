@@ -87,6 +87,14 @@ class JobTables(Tables):
                        "taken_at=COALESCE(taken_at, ?) WHERE id=?",
                        (time.time(), result, time.time(), request_id))
 
+    def close_pending_controls(self, job: str, action: str, result: str) -> None:
+        """Answer every untaken ``action`` request of a job at once (the service's own stop
+        requests, once the worker they were for has exited)."""
+        now = time.time()
+        with self._tx() as db:
+            db.execute("UPDATE controls SET taken_at=?, done_at=?, result=? WHERE job=? AND "
+                       "action=? AND taken_at IS NULL", (now, now, result, job, action))
+
     def control_requests(self, job: str, limit: int = 20) -> list[ControlRequest]:
         """A job's latest requests, newest first."""
         rows = self._db.execute("SELECT * FROM controls WHERE job=? ORDER BY id DESC LIMIT ?",
