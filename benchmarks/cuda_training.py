@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from swapd.exporter.checkpoint_export import export_trainer
 from swapd.faces.synthetic import DEMO_A, DEMO_B, write_face_set
 from swapd.trainer.loop import Trainer
 from swapd.trainer.options import split_options
@@ -67,7 +68,7 @@ def run(model: str, precision: str, faces: tuple[Path, Path], work: Path, steps:
                   model_dir, batch_size)
     assert cpu.iteration == steps, cpu.iteration
     on_cpu = cpu.predict(probe, "b")
-    export = cpu.export_onnx(model_dir / "a_to_b.onnx")
+    export = export_trainer(cpu, model_dir / "a_to_b.onnx")
     cpu.close()
     per_step = statistics.median(seconds[min(5, steps - 1):])
     first, last = np.mean(losses[:5]), np.mean(losses[-5:])

@@ -40,6 +40,7 @@ import torch
 
 from swapd.config import JobFile
 from swapd.demo import DEMO_JOB, create_demo_workspace
+from swapd.exporter.checkpoint_export import export_trainer
 from swapd.faces.alignment import aligned_matrix, transform_points, warp_face
 from swapd.faces.masks import FACE, landmark_masks
 from swapd.faces.synthetic import DEMO_A, DEMO_B, Identity, random_view, render_face
@@ -235,7 +236,7 @@ def main() -> None:
             shutil.copy2(trainer.checkpoint_path, args.keep_model)
         trainer.write_preview(args.out.with_name("demo_final_preview.png"))
         export_path = ws.exports_dir(DEMO_JOB) / "a_to_b.onnx"
-        report = trainer.export_onnx(export_path)
+        report = export_trainer(trainer, export_path)
         trainer.close()
 
         from swapd.merger.merge import MergeOptions, merge_file

@@ -591,6 +591,7 @@ def cmd_model_summary(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from swapd.exporter.checkpoint_export import export_trainer
     from swapd.trainer.checkpoint import CHECKPOINT_NAME, CheckpointError
     from swapd.trainer.cli_train import run_training
     from swapd.trainer.data import FaceSetError
@@ -603,7 +604,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     try:
         reached = run_training(args.model, Path(args.A), Path(args.B), Path(args.model_dir),
                                parse_assignments(args.set), args.iterations, args.batch_size,
-                               args.save_every, args.export,
+                               args.save_every, export_trainer if args.export else None,
                                snapshot_every=args.snapshot_every,
                                snapshot_policy=args.snapshot_policy,
                                snapshot_keep=args.snapshot_keep,

@@ -11,6 +11,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
+from swapd.exporter.checkpoint_export import export_trainer
 from swapd.exporter.onnx_export import read_export_info
 from swapd.faces.synthetic import DEMO_A, render_face
 from swapd.merger.merge import MergeOptions, Merger
@@ -61,7 +62,7 @@ def test_grayscale_trains_on_colour_faces_converted_on_load(synthetic_sets: dict
                            cv2.IMREAD_UNCHANGED)
         assert recon is not None and recon.shape[:2] == (32, 32)
 
-        report = trainer.export_onnx(tmp_path / "gray.onnx")
+        report = export_trainer(trainer, tmp_path / "gray.onnx")
         assert report.max_abs_diff <= 1e-3
         assert read_export_info(report.path)["grayscale"] == "1"
         session = ort.InferenceSession(str(report.path), providers=["CPUExecutionProvider"])

@@ -13,6 +13,7 @@ import pytest
 import torch
 from torch import nn
 
+from swapd.exporter.checkpoint_export import export_trainer
 from swapd.exporter.onnx_export import read_export_info
 from swapd.faces.synthetic import DEMO_A, render_face
 from swapd.merger.blend import feather
@@ -81,7 +82,7 @@ def test_learned_mask_is_exported_beside_the_face(synthetic_sets: dict[str, Path
                  synthetic_sets["alice"], synthetic_sets["bob"], tmp_path / "m",
                  batch_size=4) as trainer:
         trainer.step()
-        report = trainer.export_onnx(tmp_path / "swap.onnx")
+        report = export_trainer(trainer, tmp_path / "swap.onnx")
         crops = trainer.set_a.faces[:3]
         with torch.no_grad():
             expected = trainer.model(torch.from_numpy(to_tensor_layout(crops)), "b").numpy()

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from swapd.exporter.checkpoint_export import export_trainer
 from swapd.exporter.onnx_export import export_swap_model, read_export_info
 from swapd.faces.alignment import CENTERING_PADDING
 from swapd.trainer.checkpoint import load_checkpoint
@@ -279,7 +280,7 @@ def test_short_training_run(name: str, options: dict[str, Any], faces: tuple[Pat
             trainer.save()
             saved = load_checkpoint(tmp_path / "m" / "model.pt")["trainer_options"]
             assert (saved["centering"], saved["coverage"]) == crop
-            info = read_export_info(trainer.export_onnx(tmp_path / "m.onnx").path)
+            info = read_export_info(export_trainer(trainer, tmp_path / "m.onnx").path)
             assert (info["centering"], info["coverage"]) == crop
 
 

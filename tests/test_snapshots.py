@@ -271,7 +271,7 @@ def test_tracker_rows_for_faces_of_the_same_stem_and_a_loss_that_is_not_finite(
     cv2.imwrite(str(first.with_suffix(".jpg")), cv2.imread(str(first)))  # a.png and a.jpg
     trainer = make_trainer((folder, faces[1]), tmp_path / "m")
     try:
-        tracked = track(trainer, tmp_path / "snap", cap=0)
+        tracked = track(trainer, (trainer.set_a, trainer.set_b), tmp_path / "snap", cap=0)
     finally:
         trainer.close()
     images = [t.recon for t in tracked if t.side == "a"]

@@ -16,6 +16,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
+from swapd.exporter.checkpoint_export import export_trainer
 from swapd.exporter.onnx_export import read_export_info
 from swapd.faces.dfl_jpg import DFLMeta, encode_dfl_jpg
 from swapd.faces.faceswap_png import read_aligned_png, write_aligned_png
@@ -493,7 +494,7 @@ def test_refresh_faces_during_training(faces: tuple[Path, Path], tmp_path: Path)
 def test_trainer_exports_a_to_b(faces: tuple[Path, Path], tmp_path: Path) -> None:
     with make_trainer(faces, tmp_path / "m") as trainer:
         trainer.step()
-        report = trainer.export_onnx(tmp_path / "exports" / "swap.onnx")
+        report = export_trainer(trainer, tmp_path / "exports" / "swap.onnx")
         assert report.max_abs_diff <= 1e-3 and report.input_size == 32
         info = read_export_info(report.path)
         assert info["coverage"] == 0.875 and info["model"] == "lightweight"
@@ -518,7 +519,7 @@ def test_iae_trains_swaps_and_exports(faces: tuple[Path, Path], tmp_path: Path) 
         assert not torch.equal(trainer.model.inter_a[0].weight, only_a_before)
         crops = trainer.set_a.faces[:2]
         assert not np.array_equal(trainer.predict(crops, "a"), trainer.predict(crops, "b"))
-        report = trainer.export_onnx(tmp_path / "iae.onnx")
+        report = export_trainer(trainer, tmp_path / "iae.onnx")
         assert report.max_abs_diff <= 1e-3
         assert read_export_info(report.path)["model"] == "iae"
 

@@ -180,8 +180,10 @@ class TrainingRun:
                              f"{len(taken.tracked)} faces tracked)", self.name)
 
     def export(self) -> None:
+        from swapd.exporter.checkpoint_export import export_trainer
+
         path = self.ws.exports_dir(self.name) / "a_to_b.onnx"
-        report = self.trainer.export_onnx(path)
+        report = export_trainer(self.trainer, path)
         self._exported_iteration = self.trainer.iteration
         self.store.add_artifact(self.name, "export", str(path), self.trainer.iteration,
                                 {"max_abs_diff": report.max_abs_diff})

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import signal
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +25,14 @@ log = logging.getLogger("swapd.train")
 
 def run_training(model: str, faces_a: Path, faces_b: Path, model_dir: Path,
                  options: dict[str, Any], iterations: int, batch_size: int,
-                 save_every: int, export: bool, show_progress: bool = True,
+                 save_every: int, export: Callable[[Any, Path], Any] | None = None,
+                 show_progress: bool = True,
                  snapshot_every: int = 0, snapshot_policy: str = "all",
                  snapshot_keep: int = 10, tracker: bool = True, tracker_faces: int = 0,
                  start_from: Path | None = None) -> int:
-    """Train until ``iterations`` (0 = until stopped); returns the iteration reached."""
+    """Train until ``iterations`` (0 = until stopped); returns the iteration reached.
+    ``export``: the exporter (swapd.exporter.checkpoint_export.export_trainer) to write
+    ``model_dir/exports/a_to_b.onnx`` with at the end, if wanted."""
     from tqdm import tqdm
 
     from swapd.trainer.loop import OutputCollapsedError, Trainer, TrainingDivergedError
@@ -100,8 +104,8 @@ def run_training(model: str, faces_a: Path, faces_b: Path, model_dir: Path,
                 if trainer.try_roll_back(exc) is None:  # the target: train on to it
                     raise
                 bar.n = saved = trainer.iteration
-        if export and trainer.iteration and trainer.is_main and not flat_at_exit:
-            report = trainer.export_onnx(model_dir / "exports" / "a_to_b.onnx")
+        if export is not None and trainer.iteration and trainer.is_main and not flat_at_exit:
+            report = export(trainer, model_dir / "exports" / "a_to_b.onnx")
             log.info("exported %s (parity max abs diff %.2e)", report.path,
                      report.max_abs_diff)
         return saved if flat_at_exit else trainer.iteration

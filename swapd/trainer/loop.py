@@ -20,7 +20,6 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from swapd.exporter.onnx_export import ExportReport, export_swap_model
 from swapd.fsutil import FolderLock
 from swapd.trainer.augment import AugmentSettings
 from swapd.trainer.backup import backup_info, keep_backup
@@ -754,7 +753,7 @@ class Trainer:
         tracked: list[TrackedFace] = []
 
         def fill(folder: Path) -> None:  # before snapshot.json: a snapshot is whole or absent
-            tracked.extend(track(self, folder, tracker_faces))
+            tracked.extend(track(self, (self.set_a, self.set_b), folder, tracker_faces))
 
         taken = take_snapshot(path, self.iteration,
                               {"time": _now(), "average_loss": self.last_average_loss},
@@ -830,22 +829,6 @@ class Trainer:
         if self.options.timelapse:
             write_png(path.parent / "timelapse" / f"{self.iteration:08d}.png", grid)
         return write_png(path, grid)
-
-    def export_onnx(self, path: Path) -> ExportReport:
-        """Export the A->B swap to ONNX, checked against torch on real A crops."""
-        faces = self.set_a.sample(np.random.default_rng(0), 8)[0]
-        if faces.shape[-1] == 1:  # the export takes BGR (and converts to gray itself)
-            faces = np.repeat(faces, 3, axis=-1)
-        return export_swap_model(
-            self.model,
-            path,
-            self.input_size,
-            side_to="b",
-            faces=to_tensor_layout(faces),
-            coverage=self.options.coverage,
-            model_name=self.model_name,
-            metadata={"iteration": self.iteration, "centering": self.options.centering},
-        )
 
     # -- faces, lifetime -------------------------------------------------------------------
 
