@@ -46,6 +46,7 @@ from swapd.faces.masks import FACE, landmark_masks
 from swapd.faces.synthetic import DEMO_A, DEMO_B, Identity, random_view, render_face
 from swapd.trainer.data import crop_for_model, crop_landmarks
 from swapd.trainer.loop import Trainer
+from swapd.trainer.model_io import ModelIO
 from swapd.trainer.options import parse_assignments, split_options
 from swapd.workspace import Workspace
 
@@ -198,6 +199,7 @@ def main() -> None:
                           ws.model_dir(DEMO_JOB), batch_size,
                           iterations_target=args.iterations,  # as the worker: the job's target
                           start_from=args.start_from)
+        io = ModelIO(trainer)
         # the trainer's coverage: a model may fix its own crop (SAEHD's face type)
         truth = GroundTruth(args.views, trainer.input_size, trainer.options.coverage,
                             trainer.options.centering)
@@ -231,7 +233,7 @@ def main() -> None:
                     trainer.write_preview(args.out.with_name("demo_first_visible_swap.png"))
         wall = time.perf_counter() - t0
         if args.keep_model:
-            trainer.save()
+            io.save()
             args.keep_model.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(trainer.checkpoint_path, args.keep_model)
         trainer.write_preview(args.out.with_name("demo_final_preview.png"))

@@ -34,10 +34,11 @@ import torch
 from swapd.faces.synthetic import DEMO_A, DEMO_B, write_face_set
 from swapd.trainer.augment import AugmentSettings
 from swapd.trainer.data import BatchLoader, FaceSet
-from swapd.trainer.loop import Trainer, configure_threads
+from swapd.trainer.loop import Trainer
 from swapd.trainer.losses import FaceLoss, combine_losses
 from swapd.trainer.models import SwapModel, build_model
 from swapd.trainer.options import TrainerOptions, parse_assignments, split_options
+from swapd.trainer.setup import configure_threads
 
 
 def peak_rss_mib() -> float:

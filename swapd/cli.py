@@ -595,7 +595,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from swapd.trainer.checkpoint import CHECKPOINT_NAME, CheckpointError
     from swapd.trainer.cli_train import run_training
     from swapd.trainer.data import FaceSetError
-    from swapd.trainer.loop import TrainingDivergedError
+    from swapd.trainer.divergence import TrainingDivergedError
     from swapd.trainer.lr_finder import LRFinderError
     from swapd.trainer.options import OptionsError, parse_assignments
 

@@ -22,6 +22,7 @@ from swapd.merger.session import SwapSession
 from swapd.trainer.checkpoint import load_checkpoint
 from swapd.trainer.data import to_tensor_layout
 from swapd.trainer.loop import Trainer
+from swapd.trainer.model_io import ModelIO
 from swapd.trainer.options import TrainerOptions
 from tests.support import TINY
 
@@ -43,6 +44,7 @@ def test_learned_mask_trains_toward_the_face_mask_and_is_shown(
     model_options = {**MASKED, "mask_decoder": mask_decoder}
     with Trainer("lightweight", model_options, options, synthetic_sets["alice"],
                  synthetic_sets["bob"], tmp_path / "m", batch_size=8) as trainer:
+        io = ModelIO(trainer)
         assert trainer.model.learns_mask
         before = _mask_error(trainer)
         stats = [trainer.step() for _ in range(40)]
@@ -60,7 +62,7 @@ def test_learned_mask_trains_toward_the_face_mask_and_is_shown(
         alpha = learned[..., None].astype(np.float32) / 255
         expected = face * alpha + source * (1 - alpha)
         assert np.abs(shown - expected).max() <= 0.5 + 1e-3
-        trainer.save()
+        io.save()
         iteration = trainer.iteration
     # the mask decoder's weights are in the checkpoint (a shared one: the face decoder's last
     # conv draws one channel more) and a resume carries on

@@ -24,7 +24,7 @@ from swapd.daemon.workers import EXIT_BAD_INPUT, EXIT_NON_FINITE, EXIT_OK, paren
 from swapd.workspace import Workspace
 
 if TYPE_CHECKING:  # torch loads in the worker only once training starts
-    from swapd.trainer.loop import TrainingDivergedError
+    from swapd.trainer.divergence import TrainingDivergedError
 
 log = logging.getLogger("swapd.train_worker")
 
@@ -51,6 +51,7 @@ class TrainingRun:
     def __init__(self, workspace: Workspace, name: str, job: JobFile, store: StateStore) -> None:
         from swapd.trainer.data import FoundLandmarks
         from swapd.trainer.loop import Trainer
+        from swapd.trainer.model_io import ModelIO
         from swapd.trainer.options import split_options
 
         assert job.train is not None
@@ -73,6 +74,7 @@ class TrainingRun:
             start_from=(workspace.resolve(self.train.start_from) if self.train.start_from
                         else None),
         )
+        self.io = ModelIO(self.trainer)
         # Losses past the checkpoint were never saved: the history restarts from there.
         store.truncate_losses(name, self.trainer.iteration)
         self._pending: list[tuple[Any, ...]] = []
@@ -86,7 +88,7 @@ class TrainingRun:
         return 0 < self.train.iterations <= self.trainer.iteration
 
     def step(self) -> None:
-        from swapd.trainer.loop import NonFiniteLossError
+        from swapd.trainer.divergence import NonFiniteLossError
 
         try:
             stats = self.trainer.step()
@@ -120,7 +122,7 @@ class TrainingRun:
     def roll_back(self, error: TrainingDivergedError) -> None:
         """Back to the last checkpoint at a lower rate after ``error``; raises it when the
         options (on_nan, nan_max_rollbacks) say stop."""
-        record = self.trainer.try_roll_back(error)
+        record = self.io.roll_back(error)
         if record is None:
             raise error
         # Losses past the checkpoint belong to the history that was undone.
@@ -135,7 +137,7 @@ class TrainingRun:
         """Checkpoint, preview, export (as the job asks) and pick up new faces. False when
         the collapse guard refused the checkpoint: the model was rolled back, or, at "exit",
         the last checkpoint is simply kept."""
-        from swapd.trainer.loop import OutputCollapsedError
+        from swapd.trainer.divergence import OutputCollapsedError
 
         iteration = self.trainer.iteration
         final = reason in ("exit", "done")
@@ -144,7 +146,7 @@ class TrainingRun:
         if iteration != self._saved_iteration or (
                 final and self.trainer.options.save_optimizer == "exit"):
             try:
-                path = self.trainer.save(final=final)
+                path = self.io.save(final=final)
             except OutputCollapsedError as exc:
                 if reason != "exit":
                     self.roll_back(exc)
@@ -170,7 +172,7 @@ class TrainingRun:
         """Save (and export, if the job exports on snapshots), then keep the snapshot."""
         if not self.save(reason="snapshot"):
             return
-        taken = self.trainer.snapshot(self.train.snapshot_policy, self.train.snapshot_keep,
+        taken = self.io.snapshot(self.train.snapshot_policy, self.train.snapshot_keep,
                                       self.train.tracker, self.train.tracker_faces)
         snapshot = taken.snapshot
         self.store.add_tracked_faces(self.name, snapshot.iteration, taken.tracked)
@@ -196,7 +198,7 @@ class TrainingRun:
 
 def run(workspace: Workspace, name: str) -> int:
     from swapd.trainer.checkpoint import CheckpointError, ModelBusyError
-    from swapd.trainer.loop import TrainingDivergedError
+    from swapd.trainer.divergence import TrainingDivergedError
     from swapd.trainer.lr_finder import LRFinderError, apply_lr_finder
 
     store = StateStore(workspace.state_db)

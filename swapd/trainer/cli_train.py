@@ -35,8 +35,10 @@ def run_training(model: str, faces_a: Path, faces_b: Path, model_dir: Path,
     ``model_dir/exports/a_to_b.onnx`` with at the end, if wanted."""
     from tqdm import tqdm
 
-    from swapd.trainer.loop import OutputCollapsedError, Trainer, TrainingDivergedError
+    from swapd.trainer.divergence import OutputCollapsedError, TrainingDivergedError
+    from swapd.trainer.loop import Trainer
     from swapd.trainer.lr_finder import apply_lr_finder
+    from swapd.trainer.model_io import ModelIO
     from swapd.trainer.options import split_options
 
     trainer_options, model_options = split_options(model, options)
@@ -57,6 +59,7 @@ def run_training(model: str, faces_a: Path, faces_b: Path, model_dir: Path,
             trainer.close()
             return trainer.iteration
     previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    io = ModelIO(trainer)
     bar = tqdm(total=iterations or None, initial=trainer.iteration, unit="it",
                disable=not show_progress or not trainer.is_main)
     distributed = trainer.distributed
@@ -77,23 +80,23 @@ def run_training(model: str, faces_a: Path, faces_b: Path, model_dir: Path,
                     bar.set_postfix(loss_a=f"{stats.loss_a:.4f}", loss_b=f"{stats.loss_b:.4f}",
                                     egs=f"{stats.examples_per_second:.0f}", refresh=False)
                     if stats.iteration % save_every == 0:
-                        _save(trainer, model_dir)  # the collapse guard may refuse it
+                        _save(trainer, io, model_dir)  # the collapse guard may refuse it
                         saved = trainer.iteration
                         if distributed is None:  # every process must keep the same sets
                             trainer.refresh_faces()
                     if (snapshot_every and stats.iteration % snapshot_every == 0
                             and trainer.is_main):
-                        trainer.snapshot(snapshot_policy, snapshot_keep,  # type: ignore[arg-type]
+                        io.snapshot(snapshot_policy, snapshot_keep,  # type: ignore[arg-type]
                                          tracker, tracker_faces)
                         saved = trainer.iteration
                 except TrainingDivergedError as exc:  # a NaN, or a save the guard refused
-                    if trainer.try_roll_back(exc) is None:
+                    if io.roll_back(exc) is None:
                         raise
                     bar.n = saved = trainer.iteration
             if trainer.iteration == saved and trainer_options.save_optimizer != "exit":
                 break
             try:
-                _save(trainer, model_dir, final=True)
+                _save(trainer, io, model_dir, final=True)
                 break
             except OutputCollapsedError as exc:  # (the guard is off under torchrun)
                 if stop["now"]:  # stopping: the last checkpoint stays, nothing is exported
@@ -101,7 +104,7 @@ def run_training(model: str, faces_a: Path, faces_b: Path, model_dir: Path,
                                 if trainer.checkpoint_path.exists() else "nothing was saved")
                     flat_at_exit = True
                     break
-                if trainer.try_roll_back(exc) is None:  # the target: train on to it
+                if io.roll_back(exc) is None:  # the target: train on to it
                     raise
                 bar.n = saved = trainer.iteration
         if export is not None and trainer.iteration and trainer.is_main and not flat_at_exit:
@@ -116,8 +119,8 @@ def run_training(model: str, faces_a: Path, faces_b: Path, model_dir: Path,
             signal.signal(sig, handler)
 
 
-def _save(trainer: Any, model_dir: Path, final: bool = False) -> None:
-    trainer.save(final=final)  # only the first process of a torchrun group writes
+def _save(trainer: Any, io: Any, model_dir: Path, final: bool = False) -> None:
+    io.save(final=final)  # only the first process of a torchrun group writes
     if not trainer.is_main:
         return
     trainer.write_preview(model_dir / "previews" / "latest.png")
