@@ -128,7 +128,7 @@ def test_the_training_worker_takes_snapshots(faces: tuple[Path, Path], tmp_path:
     assert run.trainer.lr_schedule_end == 100  # the job's target: where a cosine would end
     try:
         for _ in range(12):
-            run.step()
+            run.driver.step()
     finally:
         run.close()
     # Snapshots at 2, 4, ..., 12; thinned keeping one: 12, and the first of 2-3, 4-7, 8-15.

@@ -617,33 +617,33 @@ def test_training_worker_rolls_back_and_rewrites_its_history(faces: tuple[Path, 
     ws, _, store, run = tiny_job_run(faces, tmp_path, "nan", save_every=2)
     try:
         for _ in range(3):
-            run.step()  # saves at iteration 2
-        run.flush()
+            run.driver.step()  # saves at iteration 2
+        run.hooks.flush()
         with torch.no_grad():
             run.trainer.model.decoder_a[-2].bias[0] = float("nan")
-        run.step()  # refused, rolled back to iteration 2: the worker goes on
+        run.driver.step()  # refused, rolled back to iteration 2: the worker goes on
         assert run.trainer.iteration == 2 and run.trainer.lr_scale == 0.5
         assert [row[0] for row in store.losses("nan")] == [1, 2]  # iteration 3 was undone
         assert any("rolled back to the checkpoint at 2" in e[3] for e in store.events())
-        run.step()
+        run.driver.step()
         assert run.trainer.iteration == 3
         # A collapse the loss does not show is caught at the next save, and rolled back too.
         while not run.trainer.drew_faces and run.trainer.iteration < 40:
-            run.step()
+            run.driver.step()
         assert run.trainer.drew_faces
         saved_at = run.trainer.iteration  # an even one: saves come every 2 iterations
         flatten_outputs(run.trainer)
-        run.step()
-        run.step()  # the save at saved_at + 2 is refused
+        run.driver.step()
+        run.driver.step()  # the save at saved_at + 2 is refused
         assert run.trainer.iteration == saved_at and run.trainer.lr_scale == 0.25
         assert any(f"flat output at iteration {saved_at + 2}: rolled back to the checkpoint at "
                    f"{saved_at}" in e[3] for e in store.events())
-        run.flush()
+        run.hooks.flush()
         assert max(row[0] for row in store.losses("nan")) == saved_at
         # Stopping with flat faces: the exit's save is refused, the last checkpoint stays.
-        run.step()
+        run.driver.step()
         flatten_outputs(run.trainer)
-        assert run.save(reason="exit") is False
+        assert run.driver.save("exit") is False
         assert load_checkpoint(ws.model_dir("nan") / "model.pt")["iteration"] == saved_at
         assert any(f"the checkpoint at {saved_at} stays" in e[3] for e in store.events())
     finally:
@@ -658,8 +658,8 @@ def test_a_job_starts_from_a_pretrained_model_and_a_wrong_one_is_its_error(
     from tests.support import TINY_JOB
 
     ws, job_path, store, run = tiny_job_run(faces, tmp_path, "pre", save_every=2)
-    run.step()
-    run.step()  # saves (save_every = 2)
+    run.driver.step()
+    run.driver.step()  # saves (save_every = 2)
     run.close()
     pretrained = ws.root / "pretrained" / "pre.pt"
     pretrained.parent.mkdir()
@@ -717,27 +717,23 @@ def test_a_job_starts_from_a_pretrained_model_and_a_wrong_one_is_its_error(
 
 def test_the_export_control_saves_first_and_never_exports_a_flat_model(
         faces: tuple[Path, Path], tmp_path: Path) -> None:
-    from types import SimpleNamespace
-
-    from swapd.daemon.train_worker import _train
-
     ws, _, store, run = tiny_job_run(faces, tmp_path, "ctl", save_every=1000)  # saves on request
     export = ws.exports_dir("ctl") / "a_to_b.onnx"
     try:
         for _ in range(15):
-            run.step()
+            run.driver.step()
         store.request_control("ctl", "export")
         store.request_control("ctl", "stop")
-        assert _train(run, store, SimpleNamespace(set=False)) == "stopped"
+        assert run.driver.train().end == "stopped"
         assert load_checkpoint(ws.model_dir("ctl") / "model.pt")["iteration"] == 15
         assert export.is_file() and run.trainer.drew_faces
         exported = export.stat().st_mtime_ns
 
         flatten_outputs(run.trainer)
-        run.step()  # iteration 16, flat, not saved
+        run.driver.step()  # iteration 16, flat, not saved
         store.request_control("ctl", "export")
         store.request_control("ctl", "stop")
-        _train(run, store, SimpleNamespace(set=False))
+        run.driver.train()
         assert export.stat().st_mtime_ns == exported  # refused, rolled back: nothing exported
         assert run.trainer.iteration == 15
         assert any("flat output at iteration 16" in e[3] for e in store.events())

@@ -199,8 +199,8 @@ def test_the_worker_records_the_discriminators_loss_and_swapd_losses_exports_it(
                                      options="true_face_power = 0.1\n")
     try:
         for _ in range(3):
-            run.step()
-        run.flush()
+            run.driver.step()
+        run.hooks.flush()
     finally:
         run.close()
         store.close()
