@@ -33,7 +33,8 @@ import torch
 
 from swapd.faces.synthetic import DEMO_A, DEMO_B, write_face_set
 from swapd.trainer.augment import AugmentSettings
-from swapd.trainer.data import BatchLoader, FaceSet
+from swapd.trainer.batches import BatchLoader
+from swapd.trainer.data import FaceSet
 from swapd.trainer.loop import Trainer
 from swapd.trainer.losses import FaceLoss, combine_losses
 from swapd.trainer.models import SwapModel, build_model

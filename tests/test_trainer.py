@@ -22,10 +22,10 @@ from swapd.faces.dfl_jpg import DFLMeta, encode_dfl_jpg
 from swapd.faces.faceswap_png import read_aligned_png, write_aligned_png
 from swapd.faces.synthetic import DEMO_A, write_face_set
 from swapd.trainer.augment import Augmenter, AugmentSettings
+from swapd.trainer.batches import BatchLoader
 from swapd.trainer.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from swapd.trainer.data import (
     YAW_BAND_DEGREES,
-    BatchLoader,
     FaceSet,
     FoundLandmarks,
     crop_for_model,

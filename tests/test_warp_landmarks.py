@@ -11,7 +11,8 @@ import pytest
 
 from swapd.faces.synthetic import DEMO_A, DEMO_B, write_face_set
 from swapd.trainer.augment import Augmenter, AugmentSettings
-from swapd.trainer.data import BatchLoader, FaceSet
+from swapd.trainer.batches import BatchLoader
+from swapd.trainer.data import FaceSet
 from swapd.trainer.warp_landmarks import (
     ClosestMatches,
     closest_matches,

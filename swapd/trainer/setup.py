@@ -15,8 +15,9 @@ import numpy as np
 import torch
 
 from swapd.trainer.augment import AugmentSettings
+from swapd.trainer.batches import BatchLoader
 from swapd.trainer.checkpoint import CHECKPOINT_NAME, CheckpointError, load_checkpoint
-from swapd.trainer.data import BatchLoader, FaceSet, FaceSetError, FoundLandmarks, LandmarkSource
+from swapd.trainer.data import FaceSet, FaceSetError, FoundLandmarks, LandmarkSource
 from swapd.trainer.distributed import Distributed, from_environment
 from swapd.trainer.losses import FaceLoss, combine_losses
 from swapd.trainer.models import SwapModel
