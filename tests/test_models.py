@@ -13,8 +13,8 @@ import torch
 from swapd.exporter.checkpoint_export import export_trainer
 from swapd.exporter.onnx_export import export_swap_model, read_export_info
 from swapd.faces.alignment import CENTERING_PADDING
+from swapd.faces.dfl_jpg import DFL_CENTERING
 from swapd.trainer.checkpoint import load_checkpoint
-from swapd.trainer.data import DFL_CENTERING
 from swapd.trainer.loop import Trainer
 from swapd.trainer.model_io import ModelIO
 from swapd.trainer.models import SwapModel, build_model, list_models, model_options_class

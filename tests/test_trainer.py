@@ -21,6 +21,7 @@ from swapd.exporter.onnx_export import read_export_info
 from swapd.faces.dfl_jpg import DFLMeta, encode_dfl_jpg
 from swapd.faces.faceswap_png import read_aligned_png, write_aligned_png
 from swapd.faces.synthetic import DEMO_A, write_face_set
+from swapd.faces.validate import FaceLayout
 from swapd.trainer.augment import Augmenter, AugmentSettings
 from swapd.trainer.batches import BatchLoader
 from swapd.trainer.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
@@ -768,11 +769,13 @@ def test_faceswap_faces_train_with_masks_from_found_landmarks(tmp_path: Path) ->
     print(f"face masks from detected landmarks vs ground truth: IoU {iou:.3f}")
     assert iou > 0.85
 
-    def no_detector(path: Path, stamp: tuple[int, int]) -> np.ndarray:
-        return truth[path.name]
+    def index(held: Path) -> dict[str, tuple[tuple[int, int], FaceLayout]]:
+        """The face index's rows of these files, as if ingest had placed their landmarks."""
+        return {path.name: ((path.stat().st_mtime_ns, path.stat().st_size),
+                            FaceLayout(truth[path.name], "head")) for path in held.iterdir()}
 
-    indexed = FaceSet(folder, 64, 0.875,
-                      find_landmarks=FoundLandmarks(no_detector, detector="no-such-plugin"))
+    indexed = FaceSet(folder, 64, 0.875, index=index,
+                      find_landmarks=FoundLandmarks(detector="no-such-plugin"))
     assert indexed.without_landmarks == 0
     np.testing.assert_array_equal(indexed.masks, wanted)
 

@@ -30,8 +30,9 @@ from pathlib import Path
 from typing import Any
 
 # 2: the faces table (created in place in older databases); 3: faces.landmarks_from (added);
-# 4: the tracked_faces table (created in place); 5: losses.components (added)
-SCHEMA_VERSION = 5
+# 4: the tracked_faces table (created in place); 5: losses.components (added);
+# 6: faces.centering (added)
+SCHEMA_VERSION = 6
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -101,6 +102,7 @@ CREATE TABLE IF NOT EXISTS faces (
     channels     INTEGER,
     landmarks    TEXT,                     -- JSON [[x, y], ...] in the aligned image, if known
     landmarks_from TEXT,                   -- file | mapped:<detector> | detected:<detector>
+    centering    TEXT,                     -- the crop it is stored at: legacy | face | head
     yaw          REAL,
     pitch        REAL,
     roll         REAL,
@@ -188,6 +190,7 @@ class FaceRecord:
     channels: int | None = None
     landmarks: list[list[float]] | None = None
     landmarks_from: str | None = None  # "file", "mapped:mtcnn", "detected:mtcnn"; None: unaligned
+    centering: str | None = None  # the crop it is stored at; None: unknown (or indexed before 6)
     yaw: float | None = None
     pitch: float | None = None
     roll: float | None = None
@@ -238,6 +241,8 @@ class StateStore:
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(faces)")}
         if "landmarks_from" not in columns:
             self._db.execute("ALTER TABLE faces ADD COLUMN landmarks_from TEXT")
+        if "centering" not in columns:
+            self._db.execute("ALTER TABLE faces ADD COLUMN centering TEXT")
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(losses)")}
         if "components" not in columns:
             self._db.execute("ALTER TABLE losses ADD COLUMN components TEXT")
@@ -455,14 +460,6 @@ class StateStore:
         have = set(rows[0].keys())  # a read-only look at an older database lacks new columns
         return [FaceRecord(**{c: (json.loads(r[c]) if c == "landmarks" and r[c] else r[c])
                               for c in _FACE_COLUMNS if c in have}) for r in rows]
-
-    def indexed_landmarks(self, set_name: str, name: str, size: int, mtime_ns: int
-                          ) -> list[list[float]] | None:
-        """The landmarks the index holds for this exact file (same size and mtime), if any."""
-        row = self._db.execute(
-            "SELECT landmarks FROM faces WHERE set_name=? AND name=? AND size=? AND mtime_ns=? "
-            "AND status='ok'", (set_name, name, size, mtime_ns)).fetchone()
-        return json.loads(row[0]) if row is not None and row[0] else None
 
     def face_sets(self) -> dict[str, dict[str, int]]:
         """Per set: how many faces are ok, quarantined and duplicates."""

@@ -25,6 +25,7 @@ from swapd.daemon.workers import EXIT_BAD_INPUT, EXIT_NON_FINITE, EXIT_OK, paren
 from swapd.workspace import Workspace
 
 if TYPE_CHECKING:  # torch loads in the worker only once training starts
+    from swapd.faces.validate import FaceLayout
     from swapd.trainer.divergence import OutputCollapsedError
     from swapd.trainer.loop import StepStats, Trainer
     from swapd.trainer.model_io import SnapshotTaken
@@ -143,13 +144,34 @@ class StoreHooks:
         self.store.set_job_state(self.name, "paused" if paused else "training")
 
 
+def indexed_faces(store: StateStore, workspace: Workspace, folder: Path
+                  ) -> dict[str, tuple[tuple[int, int], FaceLayout]]:
+    """The face index's layouts of a face set of the workspace, by file name, with the
+    (mtime_ns, size) each was read at (see swapd.trainer.data.FaceIndex); nothing for a folder
+    outside faces/. A faceswap or DeepFaceLab face indexed before the index kept the centering
+    is left out: the trainer reads its file."""
+    import numpy as np
+
+    from swapd.faces.validate import FaceLayout
+
+    if folder.resolve().parent != workspace.faces.resolve():
+        return {}
+    held = {}
+    for row in store.faces(folder.name):
+        if row.status != "ok" or (row.centering is None and row.kind != "plain"):
+            continue
+        held[row.name] = ((row.mtime_ns, row.size), FaceLayout(
+            None if row.landmarks is None else np.asarray(row.landmarks, np.float64),
+            row.centering, realign=row.kind == "deepfacelab", yaw=row.yaw, pitch=row.pitch))
+    return held
+
+
 class TrainingRun:
     """One job's trainer, driven by :class:`~swapd.trainer.driver.Driver` with the worker's
     hooks."""
 
     def __init__(self, workspace: Workspace, name: str, job: JobFile, store: StateStore,
                  stop: StopFlag | None = None) -> None:
-        from swapd.trainer.data import FoundLandmarks
         from swapd.trainer.driver import Cadence, Driver
         from swapd.trainer.loop import Trainer
         from swapd.trainer.options import split_options
@@ -166,9 +188,8 @@ class TrainingRun:
             faces_b=workspace.resolve(train.b),
             model_dir=workspace.model_dir(name),
             batch_size=train.batch_size,
-            # Faces the service indexed already need no second landmark search.
-            landmarks=FoundLandmarks(lambda path, stamp: store.indexed_landmarks(
-                path.parent.name, path.name, size=stamp[1], mtime_ns=stamp[0])),
+            # Faces the service indexed are read from the index, their files only decoded.
+            face_index=lambda folder: indexed_faces(store, workspace, folder),
             iterations_target=train.iterations,
             start_from=workspace.resolve(train.start_from) if train.start_from else None,
         )

@@ -31,7 +31,7 @@ from swapd.trainer.checkpoint import (
     CheckpointError,
     ModelBusyError,
 )
-from swapd.trainer.data import FaceSetError, LandmarkSource
+from swapd.trainer.data import FaceIndex, FaceSetError, LandmarkFinder
 from swapd.trainer.distributed import BothSides
 from swapd.trainer.divergence import DRAWN_FACES, NonFiniteLossError
 from swapd.trainer.evaluation import Evaluator
@@ -96,12 +96,15 @@ class Trainer(Evaluator):
         faces_b: Path,
         model_dir: Path,
         batch_size: int = 16,
-        landmarks: LandmarkSource | None = None,
+        face_index: FaceIndex | None = None,
+        landmarks: LandmarkFinder | None = None,
         iterations_target: int = 0,
         start_from: Path | None = None,
     ) -> None:
-        """``landmarks``: where faces whose files lack landmarks get them (default: the
-        detector, see :class:`~swapd.trainer.data.FoundLandmarks`). ``iterations_target``: the
+        """``face_index``: the service's index of the faces (see
+        :data:`~swapd.trainer.data.FaceIndex`); without it, or for files it does not hold,
+        the files are read, and ``landmarks`` finds the landmarks a file lacks (default: the
+        detector, :class:`~swapd.trainer.data.FoundLandmarks`). ``iterations_target``: the
         job's (0 = none), where a cosine learning-rate schedule ends unless
         ``lr_decay_iterations`` says. ``start_from``: a checkpoint of the same model whose
         weights a new model starts from (DeepFaceLab's pretrained model): iteration 0, a
@@ -162,7 +165,8 @@ class Trainer(Evaluator):
         self.input_size: int = self.model_options.input_size  # type: ignore[attr-defined]
         self._loss_fn = setup.face_loss(options, self.model.image_channels, self.input_size)
         self.set_a, self.set_b = setup.face_sets((faces_a, faces_b), self.input_size, options,
-                                                 self.model.image_channels, landmarks)
+                                                 self.model.image_channels, face_index,
+                                                 landmarks)
         self._preview_a, self._preview_mask_a = setup.pick_preview(self.set_a, options)
         self._preview_b, self._preview_mask_b = setup.pick_preview(self.set_b, options)
         if start is not None and options.collapse_guard:

@@ -17,7 +17,13 @@ import torch
 from swapd.trainer.augment import AugmentSettings
 from swapd.trainer.batches import BatchLoader
 from swapd.trainer.checkpoint import CHECKPOINT_NAME, CheckpointError, load_checkpoint
-from swapd.trainer.data import FaceSet, FaceSetError, FoundLandmarks, LandmarkSource
+from swapd.trainer.data import (
+    FaceIndex,
+    FaceSet,
+    FaceSetError,
+    FoundLandmarks,
+    LandmarkFinder,
+)
 from swapd.trainer.distributed import Distributed, from_environment
 from swapd.trainer.losses import FaceLoss, combine_losses
 from swapd.trainer.models import SwapModel
@@ -191,12 +197,15 @@ def start_from(model: SwapModel, state: dict[str, Any], path: Path, options: Tra
 
 
 def face_sets(folders: tuple[Path, Path], size: int, options: TrainerOptions, channels: int,
-              landmarks: LandmarkSource | None) -> tuple[FaceSet, FaceSet]:
-    """Both sides' faces, cut as the model sees them; FaceSetError if a side has none."""
+              index: FaceIndex | None, landmarks: LandmarkFinder | None
+              ) -> tuple[FaceSet, FaceSet]:
+    """Both sides' faces, cut as the model sees them; FaceSetError if a side has none.
+    ``landmarks``: finds those a file lacks (default: one detector for both sides)."""
+    find_landmarks = landmarks or FoundLandmarks()
     sets = tuple(FaceSet(folder, size, options.coverage, mask_type=options.mask_type,
                          centering=options.centering, mask_dilation=options.mask_dilation,
-                         find_landmarks=landmarks or FoundLandmarks(),
-                         uniform_yaw=options.uniform_yaw, grayscale=channels == 1)
+                         find_landmarks=find_landmarks, uniform_yaw=options.uniform_yaw,
+                         grayscale=channels == 1, index=index)
                  for folder in folders)
     for face_set in sets:
         if len(face_set) == 0:
