@@ -5,7 +5,9 @@
 It trains until the job's iteration target, a stop request (SIGTERM, SIGINT, the "stop" control,
 the service disappearing) or a crash. Every `save_every` iterations it saves an atomic checkpoint,
 writes a preview and (if the job asks) exports ONNX; every `snapshot_every` it also keeps a
-snapshot. Losses reach the state store in batches.
+snapshot. That cadence is the training driver's (swapd.trainer.driver), as for `swapd train`;
+the worker adds its writes to the state store (losses in batches, artifacts, events), reads the
+control queue, and hands the trainer the face index.
 """
 
 from __future__ import annotations
@@ -57,9 +59,9 @@ class StoreHooks:
     goes to the state store (losses and progress in batches, artifacts, events), requests come
     from its control queue."""
 
-    def __init__(self, workspace: Workspace, name: str, job: JobFile, store: StateStore,
-                 trainer: Trainer, stop: StopFlag) -> None:
-        self.ws, self.name, self.job, self.store = workspace, name, job, store
+    def __init__(self, workspace: Workspace, name: str, store: StateStore, trainer: Trainer,
+                 stop: StopFlag) -> None:
+        self.ws, self.name, self.store = workspace, name, store
         self.trainer, self.stop = trainer, stop
         self._pending: list[tuple[Any, ...]] = []
         self._last_flush = time.monotonic()
@@ -177,7 +179,6 @@ class TrainingRun:
         from swapd.trainer.options import split_options
 
         assert job.train is not None
-        self.name = name
         train: TrainSection = job.train
         trainer_options, model_options = split_options(train.model, train.options)
         self.trainer = Trainer(
@@ -195,7 +196,7 @@ class TrainingRun:
         )
         # Losses past the checkpoint were never saved: the history restarts from there.
         store.truncate_losses(name, self.trainer.iteration)
-        self.hooks = StoreHooks(workspace, name, job, store, self.trainer, stop or StopFlag())
+        self.hooks = StoreHooks(workspace, name, store, self.trainer, stop or StopFlag())
         self.driver = Driver(self.trainer, Cadence(
             preview=workspace.previews_dir(name) / "latest.png", iterations=train.iterations,
             save_every=train.save_every, snapshot_every=train.snapshot_every,
