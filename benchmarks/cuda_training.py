@@ -29,8 +29,11 @@ import torch
 
 from swapd.demo.face_sets import write_face_set
 from swapd.demo.identity import DEMO_A, DEMO_B
+from swapd.exporter.checkpoint_export import export_trainer
 from swapd.trainer.loop import Trainer
+from swapd.trainer.model_io import ModelIO
 from swapd.trainer.options import split_options
+from swapd.trainer.setup import loader_workers
 
 
 def _sync() -> None:
@@ -47,6 +50,7 @@ def run(model: str, precision: str, faces: tuple[Path, Path], work: Path, steps:
     model_dir = work / f"{model}_{precision}_{workers}"
     trainer = Trainer(model, model_options.model_dump(), trainer_options, faces[0], faces[1],
                       model_dir, batch_size)
+    io = ModelIO(trainer)
     assert trainer.device.type == device, trainer.device
     losses, seconds = [], []
     for _ in range(steps):
@@ -55,7 +59,7 @@ def run(model: str, precision: str, faces: tuple[Path, Path], work: Path, steps:
         _sync()
         losses.append((stats.loss_a + stats.loss_b) / 2)
         seconds.append(stats.seconds)
-    trainer.save()
+    io.save()
     probe = trainer.set_a.faces[:8]
     on_gpu = trainer.predict(probe, "b")
     trainer.close()
@@ -68,12 +72,13 @@ def run(model: str, precision: str, faces: tuple[Path, Path], work: Path, steps:
                   model_dir, batch_size)
     assert cpu.iteration == steps, cpu.iteration
     on_cpu = cpu.predict(probe, "b")
-    export = cpu.export_onnx(model_dir / "a_to_b.onnx")
+    export = export_trainer(cpu, model_dir / "a_to_b.onnx")
     cpu.close()
     per_step = statistics.median(seconds[min(5, steps - 1):])
     first, last = np.mean(losses[:5]), np.mean(losses[-5:])
     return {
-        "model": model, "precision": precision, "loader_workers": trainer.loader_workers,
+        "model": model, "precision": precision,
+        "loader_workers": loader_workers(trainer.options, trainer.device),
         "batch_size": batch_size, "steps": steps,
         "seconds_per_step": round(per_step, 4),
         "examples_per_second": round(2 * batch_size / per_step, 1),

@@ -43,10 +43,12 @@ from swapd.demo.face_sets import random_view
 from swapd.demo.identity import DEMO_A, DEMO_B, Identity
 from swapd.demo.painter import render_face
 from swapd.demo.workspace import DEMO_JOB, create_demo_workspace
+from swapd.exporter.checkpoint_export import export_trainer
 from swapd.faces.alignment import aligned_matrix, transform_points, warp_face
 from swapd.faces.masks import FACE, landmark_masks
 from swapd.trainer.data import crop_for_model, crop_landmarks
 from swapd.trainer.loop import Trainer
+from swapd.trainer.model_io import ModelIO
 from swapd.trainer.options import parse_assignments, split_options
 from swapd.workspace import Workspace
 
@@ -199,6 +201,7 @@ def main() -> None:
                           ws.model_dir(DEMO_JOB), batch_size,
                           iterations_target=args.iterations,  # as the worker: the job's target
                           start_from=args.start_from)
+        io = ModelIO(trainer)
         # the trainer's coverage: a model may fix its own crop (SAEHD's face type)
         truth = GroundTruth(args.views, trainer.input_size, trainer.options.coverage,
                             trainer.options.centering)
@@ -232,12 +235,12 @@ def main() -> None:
                     trainer.write_preview(args.out.with_name("demo_first_visible_swap.png"))
         wall = time.perf_counter() - t0
         if args.keep_model:
-            trainer.save()
+            io.save()
             args.keep_model.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(trainer.checkpoint_path, args.keep_model)
         trainer.write_preview(args.out.with_name("demo_final_preview.png"))
         export_path = ws.exports_dir(DEMO_JOB) / "a_to_b.onnx"
-        report = trainer.export_onnx(export_path)
+        report = export_trainer(trainer, export_path)
         trainer.close()
 
         from swapd.merger.merge import MergeOptions, merge_file

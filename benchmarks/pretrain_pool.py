@@ -82,7 +82,7 @@ def pretrain(out: Path, identities: int, faces_per_identity: int, iterations: in
         pool, model_dir = Path(tmp) / "pool", Path(tmp) / "model"
         write_pool(pool, identities, faces_per_identity)
         run_training(job["model"], pool, pool, model_dir, job["options"], iterations,
-                     job["batch_size"], save_every=max(1, min(500, iterations)), export=False)
+                     job["batch_size"], save_every=max(1, min(500, iterations)), export=None)
         state = load_checkpoint(model_dir / "model.pt")
         note = {
             "what": "pretrained on synthetic faces drawn by swapd (no photos of people)",

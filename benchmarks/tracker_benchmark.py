@@ -28,6 +28,7 @@ from swapd.demo.face_sets import write_face_set
 from swapd.demo.identity import DEMO_A, DEMO_B
 from swapd.state import StateStore
 from swapd.trainer.loop import Trainer
+from swapd.trainer.model_io import ModelIO
 from swapd.trainer.options import split_options
 
 DEMO_OPTIONS = {"input_size": 64, "width": 0.125, "dense_dim": 128, "coverage": 0.7,
@@ -68,13 +69,14 @@ def main() -> None:
         start = time.perf_counter()
         trainer = Trainer("lightweight", model_options.model_dump(), trainer_options, set_a,
                           set_b, Path(tmp) / "model", batch_size=16)
+        io = ModelIO(trainer)
         load_s = time.perf_counter() - start
         try:
             for _ in range(3):
                 trainer.step()
-            trainer.save()
+            io.save()
             start = time.perf_counter()
-            taken = trainer.snapshot(tracker=True)
+            taken = io.snapshot(tracker=True)
             track_s = time.perf_counter() - start
         finally:
             trainer.close()

@@ -34,11 +34,13 @@ import torch
 from swapd.demo.face_sets import write_face_set
 from swapd.demo.identity import DEMO_A, DEMO_B
 from swapd.trainer.augment import AugmentSettings
-from swapd.trainer.data import BatchLoader, FaceSet
-from swapd.trainer.loop import Trainer, configure_threads
+from swapd.trainer.batches import BatchLoader
+from swapd.trainer.data import FaceSet
+from swapd.trainer.loop import Trainer
 from swapd.trainer.losses import FaceLoss, combine_losses
 from swapd.trainer.models import SwapModel, build_model
 from swapd.trainer.options import TrainerOptions, parse_assignments, split_options
+from swapd.trainer.setup import configure_threads
 
 
 def peak_rss_mib() -> float:

@@ -76,8 +76,8 @@ def make_trained_workspace(root: Path, sets: dict[str, Path],
         run = TrainingRun(ws, JOB, spec, store)
         try:
             for _ in range(iterations):
-                run.step()
-            run.flush()
+                run.driver.step()
+            run.hooks.flush()
         finally:
             run.close()
         store.set_job_state(JOB, "stopped")

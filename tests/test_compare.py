@@ -9,6 +9,7 @@ import cv2
 import numpy as np
 
 from swapd.trainer.loop import Trainer
+from swapd.trainer.model_io import ModelIO
 from swapd.trainer.options import TrainerOptions
 from swapd.trainer.tracker import read_tracked
 from tests.support import TINY
@@ -21,13 +22,14 @@ def test_compare_reports_each_faces_change_and_draws_them(synthetic_sets: dict[s
     options = TrainerOptions(learning_rate=1e-3, seed=3, preview_faces=2)
     with Trainer("lightweight", TINY, options, synthetic_sets["alice"], synthetic_sets["bob"],
                  model_dir, batch_size=8) as trainer:
+        io = ModelIO(trainer)
         trainer.step()
-        early = trainer.snapshot(tracker_faces=6)
+        early = io.snapshot(tracker_faces=6)
         for _ in range(25):
             trainer.step()
-        late = trainer.snapshot(tracker_faces=6)
+        late = io.snapshot(tracker_faces=6)
         trainer.step()
-        untracked = trainer.snapshot(tracker=False).snapshot.iteration
+        untracked = io.snapshot(tracker=False).snapshot.iteration
 
     image = tmp_path / "compare.png"
     result = swapd("model", "compare", str(model_dir), "1", "26", "--json", "--top", "3",

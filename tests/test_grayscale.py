@@ -13,10 +13,12 @@ import torch
 
 from swapd.demo.identity import DEMO_A
 from swapd.demo.painter import render_face
+from swapd.exporter.checkpoint_export import export_trainer
 from swapd.exporter.onnx_export import read_export_info
 from swapd.merger.merge import MergeOptions, Merger
 from swapd.trainer.data import FaceSet, to_tensor_layout
 from swapd.trainer.loop import Trainer
+from swapd.trainer.model_io import ModelIO
 from swapd.trainer.models import build_model
 from swapd.trainer.options import TrainerOptions
 from tests.support import TINY
@@ -42,6 +44,7 @@ def test_grayscale_trains_on_colour_faces_converted_on_load(synthetic_sets: dict
                                                             tmp_path: Path) -> None:
     with Trainer("lightweight", GRAY, _options(), synthetic_sets["alice"],
                  synthetic_sets["bob"], tmp_path / "m", batch_size=4) as trainer:
+        io = ModelIO(trainer)
         faces = trainer.set_a.faces
         assert faces.shape[-1] == 1  # a third of the colour cache
         # converted as OpenCV converts BGR to gray (then cropped: within a level or two)
@@ -56,13 +59,13 @@ def test_grayscale_trains_on_colour_faces_converted_on_load(synthetic_sets: dict
         assert grid.ndim == 3 and grid.shape[2] == 3
         drawn = trainer.preview_columns()[2]  # A>B
         assert drawn.shape[-1] == 1
-        taken = trainer.snapshot(tracker_faces=2)
+        taken = io.snapshot(tracker_faces=2)
         assert len(taken.tracked) == 4
         recon = cv2.imread(str(taken.snapshot.folder / "tracker" / taken.tracked[0].recon),
                            cv2.IMREAD_UNCHANGED)
         assert recon is not None and recon.shape[:2] == (32, 32)
 
-        report = trainer.export_onnx(tmp_path / "gray.onnx")
+        report = export_trainer(trainer, tmp_path / "gray.onnx")
         assert report.max_abs_diff <= 1e-3
         assert read_export_info(report.path)["grayscale"] == "1"
         session = ort.InferenceSession(str(report.path), providers=["CPUExecutionProvider"])

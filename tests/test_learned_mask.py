@@ -15,6 +15,7 @@ from torch import nn
 
 from swapd.demo.identity import DEMO_A
 from swapd.demo.painter import render_face
+from swapd.exporter.checkpoint_export import export_trainer
 from swapd.exporter.onnx_export import read_export_info
 from swapd.merger.blend import feather
 from swapd.merger.merge import MergeOptions, Merger
@@ -22,6 +23,7 @@ from swapd.merger.session import SwapSession
 from swapd.trainer.checkpoint import load_checkpoint
 from swapd.trainer.data import to_tensor_layout
 from swapd.trainer.loop import Trainer
+from swapd.trainer.model_io import ModelIO
 from swapd.trainer.options import TrainerOptions
 from tests.support import TINY
 
@@ -43,6 +45,7 @@ def test_learned_mask_trains_toward_the_face_mask_and_is_shown(
     model_options = {**MASKED, "mask_decoder": mask_decoder}
     with Trainer("lightweight", model_options, options, synthetic_sets["alice"],
                  synthetic_sets["bob"], tmp_path / "m", batch_size=8) as trainer:
+        io = ModelIO(trainer)
         assert trainer.model.learns_mask
         before = _mask_error(trainer)
         stats = [trainer.step() for _ in range(40)]
@@ -60,7 +63,7 @@ def test_learned_mask_trains_toward_the_face_mask_and_is_shown(
         alpha = learned[..., None].astype(np.float32) / 255
         expected = face * alpha + source * (1 - alpha)
         assert np.abs(shown - expected).max() <= 0.5 + 1e-3
-        trainer.save()
+        io.save()
         iteration = trainer.iteration
     # the mask decoder's weights are in the checkpoint (a shared one: the face decoder's last
     # conv draws one channel more) and a resume carries on
@@ -82,7 +85,7 @@ def test_learned_mask_is_exported_beside_the_face(synthetic_sets: dict[str, Path
                  synthetic_sets["alice"], synthetic_sets["bob"], tmp_path / "m",
                  batch_size=4) as trainer:
         trainer.step()
-        report = trainer.export_onnx(tmp_path / "swap.onnx")
+        report = export_trainer(trainer, tmp_path / "swap.onnx")
         crops = trainer.set_a.faces[:3]
         with torch.no_grad():
             expected = trainer.model(torch.from_numpy(to_tensor_layout(crops)), "b").numpy()

@@ -23,8 +23,8 @@ def test_the_search_leaves_the_model_as_it_was(faces: tuple[Path, Path], tmp_pat
         moments = trainer.optimizer.state_dict()["state"][0]["exp_avg"].clone()
         result = find_learning_rate(trainer, 40, "aggressive", graph_dir=tmp_path / "graphs")
         assert trainer.iteration == 1 and trainer.lr_override is None
-        assert trainer.history[-1] is trainer._session  # the session record still tracked
-        assert trainer._session["iterations"] == 1
+        assert trainer.sessions[-1] is trainer.session  # the session record still tracked
+        assert trainer.session["iterations"] == 1
         for name, value in trainer.model.state_dict().items():
             assert torch.equal(value, weights[name]), name
         assert torch.equal(trainer.optimizer.state_dict()["state"][0]["exp_avg"], moments)

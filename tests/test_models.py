@@ -10,11 +10,13 @@ import numpy as np
 import pytest
 import torch
 
+from swapd.exporter.checkpoint_export import export_trainer
 from swapd.exporter.onnx_export import export_swap_model, read_export_info
 from swapd.faces.alignment import CENTERING_PADDING
+from swapd.faces.dfl_jpg import DFL_CENTERING
 from swapd.trainer.checkpoint import load_checkpoint
-from swapd.trainer.data import DFL_CENTERING
 from swapd.trainer.loop import Trainer
+from swapd.trainer.model_io import ModelIO
 from swapd.trainer.models import SwapModel, build_model, list_models, model_options_class
 from swapd.trainer.models.dfl_sae import DFLSAEOptions
 from swapd.trainer.models.saehd import face_type_crop
@@ -266,6 +268,7 @@ def test_short_training_run(name: str, options: dict[str, Any], faces: tuple[Pat
     trainer_options = TrainerOptions(learning_rate=1e-3, seed=3, preview_faces=2)
     with Trainer(name, {**SMALL[name], **options}, trainer_options, faces[0], faces[1],
                  tmp_path / "m", batch_size=2) as trainer:
+        io = ModelIO(trainer)
         crop = trainer.model.crop()
         if crop is not None:  # SAEHD's face type sets the trainer's crop, everywhere
             assert (trainer.options.centering, trainer.options.coverage) == crop
@@ -276,10 +279,10 @@ def test_short_training_run(name: str, options: dict[str, Any], faces: tuple[Pat
             assert np.isfinite([stats.loss_a, stats.loss_b]).all()
             assert "mask" in stats.components_a  # the learned mask has its own loss
         if crop is not None:
-            trainer.save()
+            io.save()
             saved = load_checkpoint(tmp_path / "m" / "model.pt")["trainer_options"]
             assert (saved["centering"], saved["coverage"]) == crop
-            info = read_export_info(trainer.export_onnx(tmp_path / "m.onnx").path)
+            info = read_export_info(export_trainer(trainer, tmp_path / "m.onnx").path)
             assert (info["centering"], info["coverage"]) == crop
 
 

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from swapd.trainer.checkpoint import load_checkpoint
+from swapd.trainer.model_io import ModelIO
 from swapd.trainer.optimizers import (
     OPTIMIZERS,
     AdaBelief,
@@ -112,11 +113,12 @@ def test_trainer_follows_the_cosine_to_the_job_target(faces: tuple[Path, Path],
         Trainer("lightweight", TINY, options, *faces, tmp_path / "m", batch_size=2)
     with Trainer("lightweight", TINY, options, *faces, tmp_path / "m", batch_size=2,
                  iterations_target=5) as trainer:
+        io = ModelIO(trainer)
         rates = []
         for _ in range(6):
             trainer.step()
             rates.append(trainer.optimizer.param_groups[0]["lr"])
-        trainer.save()
+        io.save()
     # steps 0..5: warmup (1 step), then the cosine from 1e-3 to 2e-4 at iteration 5
     expected = [1e-3 * schedule_factor(i, 1, "cosine", 5, 0.2) for i in range(6)]
     assert rates == pytest.approx(expected)
@@ -135,14 +137,15 @@ def test_trainer_follows_the_cosine_to_the_job_target(faces: tuple[Path, Path],
 
 
 def test_a_rollback_lowers_the_scheduled_rate(faces: tuple[Path, Path], tmp_path: Path) -> None:
-    from swapd.trainer.loop import NonFiniteLossError
+    from swapd.trainer.divergence import NonFiniteLossError
 
     with make_trainer(faces, tmp_path / "m", lr_schedule="cosine", lr_decay_iterations=4,
                       lr_floor=0.5) as trainer:
+        io = ModelIO(trainer)
         trainer.step()
         trainer.step()
-        trainer.save()
-        record = trainer.try_roll_back(NonFiniteLossError(3, float("nan"), 1.0))
+        io.save()
+        record = io.roll_back(NonFiniteLossError(3, float("nan"), 1.0))
         assert record is not None and trainer.iteration == 2
         # the cosine's factor at iteration 2 of 4 (0.75) times the rollback's 0.5
         assert record["learning_rate"] == pytest.approx(1e-3 * 0.75 * 0.5)
@@ -153,11 +156,12 @@ def test_a_rollback_lowers_the_scheduled_rate(faces: tuple[Path, Path], tmp_path
 def test_trainer_options_accumulate_warmup_switch(faces: tuple[Path, Path],
                                                   tmp_path: Path) -> None:
     with make_trainer(faces, tmp_path / "m", accumulate=2, warmup=10, autoclip=True) as trainer:
+        io = ModelIO(trainer)
         stats = trainer.step()
         assert stats.examples == 2 * 4 * 2  # two batches of 4 per side
         assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(1e-3 / 10)
         trainer.step()
-        trainer.save()
+        io.save()
     assert len(load_checkpoint(tmp_path / "m" / "model.pt")["autoclip_history"]) == 2
     # The optimizer may change between sessions: its state starts afresh.
     with make_trainer(faces, tmp_path / "m", optimizer="lion") as trainer:

@@ -15,7 +15,8 @@ import pytest
 import torch
 
 from swapd.trainer.checkpoint import load_checkpoint
-from swapd.trainer.loop import NonFiniteLossError
+from swapd.trainer.divergence import NonFiniteLossError
+from swapd.trainer.model_io import ModelIO
 from swapd.trainer.options import OptionsError, TrainerOptions, split_options
 from swapd.trainer.precision import MixedPrecision
 from tests.support import make_trainer
@@ -50,6 +51,7 @@ def test_the_cpu_falls_back_to_float32_with_a_warning(mode: str, faces: tuple[Pa
 def test_fp16_steps_scale_the_loss_and_skip_an_overflow(faces: tuple[Path, Path],
                                                         tmp_path: Path) -> None:
     with make_trainer(faces, tmp_path / "m") as trainer:
+        io = ModelIO(trainer)
         trainer.precision = MixedPrecision("fp16", CPU, allow_cpu=True)
         scaler = trainer.precision.scaler
         before = _weights(trainer.model)
@@ -72,7 +74,7 @@ def test_fp16_steps_scale_the_loss_and_skip_an_overflow(faces: tuple[Path, Path]
         scaler.update(new_scale=1024.0)
         trainer.step()  # and training goes on
         assert any(not torch.equal(after[k], v) for k, v in _weights(trainer.model).items())
-        trainer.save()
+        io.save()
         scale = scaler.get_scale()
     saved = load_checkpoint(tmp_path / "m" / "model.pt")
     assert saved["grad_scaler"]["scale"] == scale

@@ -18,6 +18,7 @@ from swapd.merger.session import SwapSession
 from swapd.state import StateStore
 from swapd.trainer.checkpoint import ModelBusyError, load_checkpoint
 from swapd.trainer.data import to_tensor_layout
+from swapd.trainer.model_io import ModelIO
 from swapd.trainer.options import OptionsError
 from swapd.trainer.snapshots import list_snapshots, prune_snapshots, take_snapshot, to_keep
 from swapd.trainer.tracker import pick_even_over_yaw, read_tracked, track
@@ -127,7 +128,7 @@ def test_the_training_worker_takes_snapshots(faces: tuple[Path, Path], tmp_path:
     assert run.trainer.lr_schedule_end == 100  # the job's target: where a cosine would end
     try:
         for _ in range(12):
-            run.step()
+            run.driver.step()
     finally:
         run.close()
     # Snapshots at 2, 4, ..., 12; thinned keeping one: 12, and the first of 2-3, 4-7, 8-15.
@@ -190,13 +191,15 @@ def test_a_backup_under_other_loss_settings_is_set_aside_not_compared(
         faces: tuple[Path, Path], tmp_path: Path) -> None:
     model_dir = tmp_path / "m"
     with make_trainer(faces, model_dir) as trainer:
+        io = ModelIO(trainer)
         trainer.step()
-        trainer.save()
+        io.save()
     first = json.loads((model_dir / "backup" / "backup.json").read_text())
     # MSE alone gives far smaller numbers than SSIM + MAE: they must not be compared.
     with make_trainer(faces, model_dir, loss="mse", extra_losses={}) as trainer:
+        io = ModelIO(trainer)
         trainer.step()
-        trainer.save()
+        io.save()
     now = json.loads((model_dir / "backup" / "backup.json").read_text())
     assert now["iteration"] == 2 and now["loss_settings"]["loss"] == "mse"
     [aside] = (model_dir / "backup").glob("superseded-*")
@@ -208,9 +211,10 @@ def test_one_trainer_per_model_folder_and_no_restore_under_it(faces: tuple[Path,
                                                              tmp_path: Path) -> None:
     model_dir = tmp_path / "m"
     trainer = make_trainer(faces, model_dir)
+    io = ModelIO(trainer)
     try:
         trainer.step()
-        trainer.save()
+        io.save()
         with pytest.raises(ModelBusyError, match="another trainer"):
             make_trainer(faces, model_dir)
         refused = swapd("model", "restore", str(model_dir))
@@ -225,10 +229,11 @@ def test_restoring_twice_keeps_both_replaced_checkpoints(faces: tuple[Path, Path
     model_dir = tmp_path / "m"
     for _ in range(2):  # train from the backup to iteration 3 again, then go back again
         trainer = make_trainer(faces, model_dir)
+        io = ModelIO(trainer)
         try:
             while trainer.iteration < 3:
                 trainer.step()
-                trainer.save()
+                io.save()
         finally:
             trainer.close()
         assert swapd("model", "restore", str(model_dir)).returncode == 0
@@ -271,7 +276,7 @@ def test_tracker_rows_for_faces_of_the_same_stem_and_a_loss_that_is_not_finite(
     cv2.imwrite(str(first.with_suffix(".jpg")), cv2.imread(str(first)))  # a.png and a.jpg
     trainer = make_trainer((folder, faces[1]), tmp_path / "m")
     try:
-        tracked = track(trainer, tmp_path / "snap", cap=0)
+        tracked = track(trainer, (trainer.set_a, trainer.set_b), tmp_path / "snap", cap=0)
     finally:
         trainer.close()
     images = [t.recon for t in tracked if t.side == "a"]

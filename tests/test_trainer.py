@@ -18,20 +18,24 @@ import torch
 
 from swapd.demo.face_sets import write_face_set
 from swapd.demo.identity import DEMO_A
+from swapd.exporter.checkpoint_export import export_trainer
 from swapd.exporter.onnx_export import read_export_info
 from swapd.faces.dfl_jpg import DFLMeta, encode_dfl_jpg
 from swapd.faces.faceswap_png import read_aligned_png, write_aligned_png
+from swapd.faces.validate import FaceLayout
 from swapd.trainer.augment import Augmenter, AugmentSettings
+from swapd.trainer.batches import BatchLoader
 from swapd.trainer.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from swapd.trainer.data import (
     YAW_BAND_DEGREES,
-    BatchLoader,
     FaceSet,
     FoundLandmarks,
     crop_for_model,
     to_tensor_layout,
 )
-from swapd.trainer.loop import NonFiniteLossError, OutputCollapsedError, Trainer
+from swapd.trainer.divergence import NonFiniteLossError, OutputCollapsedError
+from swapd.trainer.loop import Trainer
+from swapd.trainer.model_io import ModelIO
 from swapd.trainer.models import build_model, list_models, model_options_class
 from swapd.trainer.options import OptionsError, TrainerOptions, split_options
 from swapd.trainer.preview import COLUMNS, header_height
@@ -237,30 +241,33 @@ def test_checkpoint_roundtrip_and_corruption(tmp_path: Path) -> None:
 def test_training_lowers_loss_and_resumes(faces: tuple[Path, Path], tmp_path: Path) -> None:
     model_dir = tmp_path / "model"
     with make_trainer(faces, model_dir) as trainer:
+        io = ModelIO(trainer)
         losses = [trainer.step() for _ in range(40)]
         assert trainer.iteration == 40 and losses[-1].iteration == 40
         assert losses[0].examples == 8 and losses[0].seconds > 0
         first = np.mean([s.loss_a + s.loss_b for s in losses[:5]])
         last = np.mean([s.loss_a + s.loss_b for s in losses[-5:]])
         assert last < 0.8 * first
-        trainer.save()
+        io.save()
         saved = weights(trainer)
         saved_opt = trainer.optimizer.state_dict()["state"][0]["exp_avg"].clone()
 
     with make_trainer(faces, model_dir) as resumed:
+        resumed_io = ModelIO(resumed)
         assert resumed.iteration == 40
         for key, value in weights(resumed).items():
             assert torch.equal(value, saved[key]), key
         assert torch.equal(resumed.optimizer.state_dict()["state"][0]["exp_avg"], saved_opt)
         assert resumed.step().iteration == 41
-        resumed.save()
+        resumed_io.save()
     history = load_checkpoint(model_dir / "model.pt")["history"]["sessions"]
     assert [s["iterations"] for s in history] == [40, 1]
 
 
 def test_resume_rejects_different_architecture(faces: tuple[Path, Path], tmp_path: Path) -> None:
     with make_trainer(faces, tmp_path / "m") as trainer:
-        trainer.save()
+        io = ModelIO(trainer)
+        io.save()
     options = TrainerOptions()
     with pytest.raises(OptionsError, match="dense_dim"):
         Trainer("lightweight", {**TINY, "dense_dim": 64}, options, *faces, tmp_path / "m")
@@ -269,22 +276,24 @@ def test_resume_rejects_different_architecture(faces: tuple[Path, Path], tmp_pat
 def test_a_new_model_starts_from_another_models_weights(faces: tuple[Path, Path],
                                                        tmp_path: Path) -> None:
     with make_trainer(faces, tmp_path / "pretrained") as pretrained:
+        pretrained_io = ModelIO(pretrained)
         for _ in range(3):
             pretrained.step()
-        pretrained.save()
+        pretrained_io.save()
         start = weights(pretrained)
     start_path = tmp_path / "pretrained" / "model.pt"
 
     options = TrainerOptions(learning_rate=1e-3, seed=3, preview_faces=3)
     with Trainer("lightweight", TINY, options, *faces, tmp_path / "new", batch_size=4,
                  start_from=start_path) as trainer:
+        io = ModelIO(trainer)
         for key, value in weights(trainer).items():
             assert torch.equal(value, start[key]), key
         # The weights only: its own iteration count and a fresh optimizer.
         assert trainer.iteration == 0 and not trainer.optimizer.state
         assert trainer.started_from == {"path": str(start_path), "iteration": 3}
         trainer.step()
-        trainer.save()
+        io.save()
         trained = weights(trainer)
     assert load_checkpoint(tmp_path / "new" / "model.pt")["started_from"]["iteration"] == 3
 
@@ -310,7 +319,8 @@ def test_a_new_model_starts_from_another_models_weights(faces: tuple[Path, Path]
 def test_start_from_refuses_another_model_and_names_the_file(faces: tuple[Path, Path],
                                                              tmp_path: Path) -> None:
     with make_trainer(faces, tmp_path / "pretrained") as pretrained:
-        pretrained.save()
+        pretrained_io = ModelIO(pretrained)
+        pretrained_io.save()
     start_path = tmp_path / "pretrained" / "model.pt"
     options = TrainerOptions()
     with pytest.raises(OptionsError, match="dense_dim") as err:
@@ -354,16 +364,17 @@ def test_nan_loss_raises_and_leaves_weights(faces: tuple[Path, Path], tmp_path: 
 def test_nan_rolls_back_to_the_checkpoint_with_a_lower_rate(faces: tuple[Path, Path],
                                                            tmp_path: Path) -> None:
     with make_trainer(faces, tmp_path / "m", nan_max_rollbacks=1) as trainer:
+        io = ModelIO(trainer)
         trainer.step()
         trainer.step()
-        trainer.save()
+        io.save()
         saved = weights(trainer)
         trainer.step()
         with torch.no_grad():
             trainer.model.decoder_a[-2].bias[0] = float("nan")
         with pytest.raises(NonFiniteLossError) as err:
             trainer.step()
-        record = trainer.try_roll_back(err.value)
+        record = io.roll_back(err.value)
         assert record is not None and record["failed_at"] == 4 and record["back_to"] == 2
         assert trainer.iteration == 2 and trainer.lr_scale == 0.5
         for key, value in weights(trainer).items():
@@ -371,21 +382,22 @@ def test_nan_rolls_back_to_the_checkpoint_with_a_lower_rate(faces: tuple[Path, P
         stats = trainer.step()  # training goes on, at half the learning rate
         assert np.isfinite([stats.loss_a, stats.loss_b]).all() and stats.iteration == 3
         assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(0.5e-3)
-        trainer.save()
+        io.save()
         with torch.no_grad():
             trainer.model.decoder_a[-2].bias[0] = float("nan")
         with pytest.raises(NonFiniteLossError) as again:
             trainer.step()
-        assert trainer.try_roll_back(again.value) is None  # one rollback per session allowed
+        assert io.roll_back(again.value) is None  # one rollback per session allowed
     state = load_checkpoint(tmp_path / "m" / "model.pt")
     assert state["lr_scale"] == 0.5 and state["rollbacks"][0]["back_to"] == 2
     with make_trainer(faces, tmp_path / "m", on_nan="stop") as trainer:
+        io = ModelIO(trainer)
         assert trainer.lr_scale == 0.5  # kept across sessions
         with torch.no_grad():
             trainer.model.decoder_a[-2].bias[0] = float("nan")
         with pytest.raises(NonFiniteLossError) as err:
             trainer.step()
-        assert trainer.try_roll_back(err.value) is None
+        assert io.roll_back(err.value) is None
 
 
 def flatten_outputs(trainer: Trainer) -> None:
@@ -400,12 +412,13 @@ def flatten_outputs(trainer: Trainer) -> None:
 def test_a_model_whose_faces_went_flat_is_not_saved_and_rolls_back(
         faces: tuple[Path, Path], tmp_path: Path) -> None:
     with make_trainer(faces, tmp_path / "m") as trainer:
+        io = ModelIO(trainer)
         assert trainer.output_spread() < 0.05  # untrained: flat too, which must not count
-        trainer.save()
+        io.save()
         assert not trainer.drew_faces
         for _ in range(15):  # 10 steps draw faces (spread 0.65 with this seed)
             trainer.step()
-        trainer.save()
+        io.save()
         assert trainer.drew_faces
         saved = weights(trainer)
         stamp = (tmp_path / "m" / "model.pt").stat().st_mtime_ns
@@ -414,30 +427,33 @@ def test_a_model_whose_faces_went_flat_is_not_saved_and_rolls_back(
         stats = trainer.step()
         assert np.isfinite([stats.loss_a, stats.loss_b]).all()  # no NaN to catch
         with pytest.raises(OutputCollapsedError, match="went flat at iteration 17") as err:
-            trainer.save()
+            io.save()
         assert (tmp_path / "m" / "model.pt").stat().st_mtime_ns == stamp
-        record = trainer.try_roll_back(err.value)
+        record = io.roll_back(err.value)
         assert record is not None and record["reason"] == "flat output"
         assert (record["failed_at"], record["back_to"]) == (17, 15)
         assert record["output_spread"] < 0.05 and trainer.lr_scale == 0.5
         for key, value in weights(trainer).items():
             torch.testing.assert_close(value, saved[key], rtol=0, atol=0)
         trainer.step()
-        trainer.save()
+        io.save()
     # The checkpoint remembers that the model drew faces: a collapse right after a resume counts.
     with make_trainer(faces, tmp_path / "m", collapse_guard=True) as resumed:
+        resumed_io = ModelIO(resumed)
         assert resumed.drew_faces
         flatten_outputs(resumed)
         with pytest.raises(OutputCollapsedError):
-            resumed.save()
+            resumed_io.save()
     with make_trainer(faces, tmp_path / "m", on_nan="stop") as stopping:
+        stopping_io = ModelIO(stopping)
         flatten_outputs(stopping)
         with pytest.raises(OutputCollapsedError) as err:
-            stopping.save()
-        assert stopping.try_roll_back(err.value) is None  # on_nan = "stop" stops here too
+            stopping_io.save()
+        assert stopping_io.roll_back(err.value) is None  # on_nan = "stop" stops here too
     with make_trainer(faces, tmp_path / "m", collapse_guard=False) as unguarded:
+        unguarded_io = ModelIO(unguarded)
         flatten_outputs(unguarded)
-        unguarded.save()  # the option turns the guard off
+        unguarded_io.save()  # the option turns the guard off
 
 
 def test_preview_grid_layout(faces: tuple[Path, Path], tmp_path: Path) -> None:
@@ -494,7 +510,7 @@ def test_refresh_faces_during_training(faces: tuple[Path, Path], tmp_path: Path)
 def test_trainer_exports_a_to_b(faces: tuple[Path, Path], tmp_path: Path) -> None:
     with make_trainer(faces, tmp_path / "m") as trainer:
         trainer.step()
-        report = trainer.export_onnx(tmp_path / "exports" / "swap.onnx")
+        report = export_trainer(trainer, tmp_path / "exports" / "swap.onnx")
         assert report.max_abs_diff <= 1e-3 and report.input_size == 32
         info = read_export_info(report.path)
         assert info["coverage"] == 0.875 and info["model"] == "lightweight"
@@ -519,7 +535,7 @@ def test_iae_trains_swaps_and_exports(faces: tuple[Path, Path], tmp_path: Path) 
         assert not torch.equal(trainer.model.inter_a[0].weight, only_a_before)
         crops = trainer.set_a.faces[:2]
         assert not np.array_equal(trainer.predict(crops, "a"), trainer.predict(crops, "b"))
-        report = trainer.export_onnx(tmp_path / "iae.onnx")
+        report = export_trainer(trainer, tmp_path / "iae.onnx")
         assert report.max_abs_diff <= 1e-3
         assert read_export_info(report.path)["model"] == "iae"
 
@@ -603,33 +619,33 @@ def test_training_worker_rolls_back_and_rewrites_its_history(faces: tuple[Path, 
     ws, _, store, run = tiny_job_run(faces, tmp_path, "nan", save_every=2)
     try:
         for _ in range(3):
-            run.step()  # saves at iteration 2
-        run.flush()
+            run.driver.step()  # saves at iteration 2
+        run.hooks.flush()
         with torch.no_grad():
             run.trainer.model.decoder_a[-2].bias[0] = float("nan")
-        run.step()  # refused, rolled back to iteration 2: the worker goes on
+        run.driver.step()  # refused, rolled back to iteration 2: the worker goes on
         assert run.trainer.iteration == 2 and run.trainer.lr_scale == 0.5
         assert [row[0] for row in store.losses("nan")] == [1, 2]  # iteration 3 was undone
         assert any("rolled back to the checkpoint at 2" in e[3] for e in store.events())
-        run.step()
+        run.driver.step()
         assert run.trainer.iteration == 3
         # A collapse the loss does not show is caught at the next save, and rolled back too.
         while not run.trainer.drew_faces and run.trainer.iteration < 40:
-            run.step()
+            run.driver.step()
         assert run.trainer.drew_faces
         saved_at = run.trainer.iteration  # an even one: saves come every 2 iterations
         flatten_outputs(run.trainer)
-        run.step()
-        run.step()  # the save at saved_at + 2 is refused
+        run.driver.step()
+        run.driver.step()  # the save at saved_at + 2 is refused
         assert run.trainer.iteration == saved_at and run.trainer.lr_scale == 0.25
         assert any(f"flat output at iteration {saved_at + 2}: rolled back to the checkpoint at "
                    f"{saved_at}" in e[3] for e in store.events())
-        run.flush()
+        run.hooks.flush()
         assert max(row[0] for row in store.losses("nan")) == saved_at
         # Stopping with flat faces: the exit's save is refused, the last checkpoint stays.
-        run.step()
+        run.driver.step()
         flatten_outputs(run.trainer)
-        assert run.save(reason="exit") is False
+        assert run.driver.save("exit") is False
         assert load_checkpoint(ws.model_dir("nan") / "model.pt")["iteration"] == saved_at
         assert any(f"the checkpoint at {saved_at} stays" in e[3] for e in store.events())
     finally:
@@ -644,8 +660,8 @@ def test_a_job_starts_from_a_pretrained_model_and_a_wrong_one_is_its_error(
     from tests.support import TINY_JOB
 
     ws, job_path, store, run = tiny_job_run(faces, tmp_path, "pre", save_every=2)
-    run.step()
-    run.step()  # saves (save_every = 2)
+    run.driver.step()
+    run.driver.step()  # saves (save_every = 2)
     run.close()
     pretrained = ws.root / "pretrained" / "pre.pt"
     pretrained.parent.mkdir()
@@ -703,27 +719,23 @@ def test_a_job_starts_from_a_pretrained_model_and_a_wrong_one_is_its_error(
 
 def test_the_export_control_saves_first_and_never_exports_a_flat_model(
         faces: tuple[Path, Path], tmp_path: Path) -> None:
-    from types import SimpleNamespace
-
-    from swapd.daemon.train_worker import _train
-
     ws, _, store, run = tiny_job_run(faces, tmp_path, "ctl", save_every=1000)  # saves on request
     export = ws.exports_dir("ctl") / "a_to_b.onnx"
     try:
         for _ in range(15):
-            run.step()
+            run.driver.step()
         store.request_control("ctl", "export")
         store.request_control("ctl", "stop")
-        assert _train(run, store, SimpleNamespace(set=False)) == "stopped"
+        assert run.driver.train().end == "stopped"
         assert load_checkpoint(ws.model_dir("ctl") / "model.pt")["iteration"] == 15
         assert export.is_file() and run.trainer.drew_faces
         exported = export.stat().st_mtime_ns
 
         flatten_outputs(run.trainer)
-        run.step()  # iteration 16, flat, not saved
+        run.driver.step()  # iteration 16, flat, not saved
         store.request_control("ctl", "export")
         store.request_control("ctl", "stop")
-        _train(run, store, SimpleNamespace(set=False))
+        run.driver.train()
         assert export.stat().st_mtime_ns == exported  # refused, rolled back: nothing exported
         assert run.trainer.iteration == 15
         assert any("flat output at iteration 16" in e[3] for e in store.events())
@@ -758,11 +770,13 @@ def test_faceswap_faces_train_with_masks_from_found_landmarks(tmp_path: Path) ->
     print(f"face masks from detected landmarks vs ground truth: IoU {iou:.3f}")
     assert iou > 0.85
 
-    def no_detector(path: Path, stamp: tuple[int, int]) -> np.ndarray:
-        return truth[path.name]
+    def index(held: Path) -> dict[str, tuple[tuple[int, int], FaceLayout]]:
+        """The face index's rows of these files, as if ingest had placed their landmarks."""
+        return {path.name: ((path.stat().st_mtime_ns, path.stat().st_size),
+                            FaceLayout(truth[path.name], "head")) for path in held.iterdir()}
 
-    indexed = FaceSet(folder, 64, 0.875,
-                      find_landmarks=FoundLandmarks(no_detector, detector="no-such-plugin"))
+    indexed = FaceSet(folder, 64, 0.875, index=index,
+                      find_landmarks=FoundLandmarks(detector="no-such-plugin"))
     assert indexed.without_landmarks == 0
     np.testing.assert_array_equal(indexed.masks, wanted)
 
@@ -811,13 +825,14 @@ def test_training_with_other_losses_and_extras(faces: tuple[Path, Path], tmp_pat
 def test_optimizer_state_is_saved_by_policy(faces: tuple[Path, Path], tmp_path: Path,
                                             policy: str, periodic: bool, last: bool) -> None:
     trainer = make_trainer(faces, tmp_path / "m", save_optimizer=policy)
+    io = ModelIO(trainer)
     try:
         trainer.step()
-        path = trainer.save()
+        path = io.save()
         assert ("optimizer_state" in load_checkpoint(path)) is periodic
         small = path.stat().st_size
         trainer.step()
-        trainer.save(final=True)
+        io.save(final=True)
         assert ("optimizer_state" in load_checkpoint(path)) is last
         assert (path.stat().st_size > 1.5 * small) is (last and not periodic)
     finally:
@@ -835,13 +850,14 @@ def test_backup_keeps_the_lowest_average_and_restore_brings_it_back(
         faces: tuple[Path, Path], tmp_path: Path) -> None:
     model_dir = tmp_path / "m"
     trainer = make_trainer(faces, model_dir)
+    io = ModelIO(trainer)
     averages = {}
     try:
         for scale in (1.0, 1.0, 300.0):  # the third stretch trains far too fast: worse loss
             trainer.lr_scale = scale
             stats = [trainer.step() for _ in range(4)]
             averages[trainer.iteration] = np.mean([(s.loss_a + s.loss_b) / 2 for s in stats])
-            trainer.save()
+            io.save()
     finally:
         trainer.close()
     best = min(averages, key=averages.__getitem__)
@@ -860,8 +876,9 @@ def test_backup_keeps_the_lowest_average_and_restore_brings_it_back(
     [replaced] = (model_dir / "replaced").glob("model-12-*.pt")
     assert load_checkpoint(replaced)["iteration"] == 12
     resumed = make_trainer(faces, model_dir)
+    resumed_io = ModelIO(resumed)
     try:
-        assert resumed.iteration == best and resumed.backup == info
+        assert resumed.iteration == best and resumed_io.backup == info
     finally:
         resumed.close()
 
@@ -910,9 +927,10 @@ def test_uniform_yaw_draws_rare_angles_as_often_as_frontal_ones(tmp_path: Path) 
 def test_rollback_without_saved_optimizer_state_starts_it_afresh(faces: tuple[Path, Path],
                                                                  tmp_path: Path) -> None:
     trainer = make_trainer(faces, tmp_path / "m", save_optimizer="never")
+    io = ModelIO(trainer)
     try:
         trainer.step()
-        trainer.save()
+        io.save()
         for _ in range(3):
             trainer.step()
         assert trainer.optimizer.state  # the diverging run's moments
@@ -920,7 +938,7 @@ def test_rollback_without_saved_optimizer_state_starts_it_afresh(faces: tuple[Pa
             trainer.model.decoder_a[-2].bias[0] = float("nan")
         with pytest.raises(NonFiniteLossError) as failure:
             trainer.step()
-        assert trainer.try_roll_back(failure.value) is not None
+        assert io.roll_back(failure.value) is not None
         assert trainer.iteration == 1 and not trainer.optimizer.state  # none carried over
         trainer.step()
     finally:
@@ -929,24 +947,25 @@ def test_rollback_without_saved_optimizer_state_starts_it_afresh(faces: tuple[Pa
 
 def test_a_failed_backup_copy_is_not_counted_and_restore_survives_a_broken_checkpoint(
         faces: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import swapd.trainer.loop as loop
+    import swapd.trainer.model_io as model_io
 
     model_dir = tmp_path / "m"
     trainer = make_trainer(faces, model_dir)
+    io = ModelIO(trainer)
     try:
         trainer.step()
-        trainer.save()  # the first backup
+        io.save()  # the first backup
         first = json.loads((model_dir / "backup" / "backup.json").read_text())
 
         def disk_full(*args: object, **kwargs: object) -> None:
             raise OSError(28, "No space left on device")
 
-        monkeypatch.setattr(loop, "keep_backup", disk_full)
+        monkeypatch.setattr(model_io, "keep_backup", disk_full)
         trainer.step()
-        trainer._loss_since_save = [first["average_loss"] / 2]  # surely a new best
+        trainer.losses_since_save = [first["average_loss"] / 2]  # surely a new best
         with pytest.raises(OSError):
-            trainer.save()
-        assert trainer.backup == first  # the copy failed: the old backup still counts
+            io.save()
+        assert io.backup == first  # the copy failed: the old backup still counts
     finally:
         trainer.close()
     monkeypatch.undo()
@@ -963,12 +982,14 @@ def test_a_failed_backup_copy_is_not_counted_and_restore_survives_a_broken_check
 def test_this_sessions_optimizer_options_survive_resume_and_rollback(faces: tuple[Path, Path],
                                                                     tmp_path: Path) -> None:
     first = make_trainer(faces, tmp_path / "m", optimizer="adamw", weight_decay=0.1)
+    first_io = ModelIO(first)
     try:
         first.step()
-        first.save()
+        first_io.save()
     finally:
         first.close()
     trainer = make_trainer(faces, tmp_path / "m", optimizer="adamw", weight_decay=0.2, beta1=0.3)
+    io = ModelIO(trainer)
     try:
         def settings() -> tuple:
             group = trainer.optimizer.param_groups[0]
@@ -980,7 +1001,7 @@ def test_this_sessions_optimizer_options_survive_resume_and_rollback(faces: tupl
             trainer.model.decoder_a[-2].bias[0] = float("nan")
         with pytest.raises(NonFiniteLossError) as failure:
             trainer.step()
-        assert trainer.try_roll_back(failure.value) is not None
+        assert io.roll_back(failure.value) is not None
         assert settings() == (0.3, 0.2)  # ...and after rolling back to the old checkpoint
     finally:
         trainer.close()
@@ -993,9 +1014,10 @@ def test_a_model_saved_before_newer_options_existed_resumes_with_its_backup(
     architecture it was built with) and a worse save does not push its best backup aside."""
     model_dir = tmp_path / "m"
     with make_trainer(faces, model_dir) as trainer:
+        io = ModelIO(trainer)
         for _ in range(3):
             trainer.step()
-        trainer.save()
+        io.save()
     state = load_checkpoint(model_dir / "model.pt")
     for key in ("learn_mask", "grayscale", "mask_decoder"):
         del state["model_options"][key]
@@ -1007,11 +1029,12 @@ def test_a_model_saved_before_newer_options_existed_resumes_with_its_backup(
     info_path.write_text(json.dumps(info))
 
     with make_trainer(faces, model_dir) as resumed:
+        resumed_io = ModelIO(resumed)
         assert resumed.iteration == 3
         resumed.lr_scale = 300.0  # far too fast: a worse average than the backup's
         for _ in range(3):
             resumed.step()
-        resumed.save()
+        resumed_io.save()
     assert sorted(p.name for p in (model_dir / "backup").iterdir()) == ["backup.json",
                                                                        "model.pt"]
     assert json.loads(info_path.read_text())["iteration"] == 3

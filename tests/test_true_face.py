@@ -18,8 +18,10 @@ from swapd.config import ConfigError, load_job_file
 from swapd.daemon.jobs import validate_job
 from swapd.state import StateStore
 from swapd.trainer.checkpoint import load_checkpoint
-from swapd.trainer.loop import NonFiniteLossError, Trainer
+from swapd.trainer.divergence import NonFiniteLossError
+from swapd.trainer.loop import Trainer
 from swapd.trainer.lr_finder import find_learning_rate
+from swapd.trainer.model_io import ModelIO
 from swapd.trainer.options import OptionsError, split_options
 from swapd.workspace import Workspace
 from tests.support import make_trainer
@@ -80,6 +82,7 @@ def test_training_reports_the_term_and_resumes_the_discriminator(faces: tuple[Pa
                                                                  tmp_path: Path) -> None:
     model_dir = tmp_path / "model"
     with make_trainer(faces, model_dir, true_face_power=0.1) as trainer:
+        io = ModelIO(trainer)
         first = [p.detach().clone() for p in trainer.true_face.discriminator.parameters()]
         stats = [trainer.step() for _ in range(4)][-1]
         # B's side carries the term; the components still add up to each side's loss.
@@ -91,7 +94,7 @@ def test_training_reports_the_term_and_resumes_the_discriminator(faces: tuple[Pa
         trained = [p.detach().clone() for p in trainer.true_face.discriminator.parameters()]
         assert any(not torch.equal(a, b) for a, b in zip(first, trained, strict=True))
         moments = trainer.true_face.optimizer.state_dict()["state"][0]["exp_avg"].clone()
-        trainer.save()
+        io.save()
 
     with make_trainer(faces, model_dir, true_face_power=0.1) as resumed:
         assert resumed.iteration == 4
@@ -144,6 +147,7 @@ def test_the_discriminator_survives_the_finder_and_a_change_of_optimizer_and_rol
         faces: tuple[Path, Path], tmp_path: Path) -> None:
     model_dir = tmp_path / "model"
     with make_trainer(faces, model_dir, true_face_power=0.1, accumulate=2) as trainer:
+        io = ModelIO(trainer)
         for _ in range(3):  # two batches a step: one discriminator step on both
             trainer.step()
         before = _discriminator(trainer)
@@ -153,7 +157,7 @@ def test_the_discriminator_survives_the_finder_and_a_change_of_optimizer_and_rol
         assert _same(_discriminator(trainer), before)
         assert torch.equal(trainer.true_face.optimizer.state_dict()["state"][0]["exp_avg"],
                            moments)
-        trainer.save()
+        io.save()
 
     # Another optimizer next session: the discriminator's weights stay, its moments start
     # afresh (an Adam state does not fit RMSprop), and it trains.
@@ -166,20 +170,23 @@ def test_the_discriminator_survives_the_finder_and_a_change_of_optimizer_and_rol
     # save_optimizer = "never": the discriminator's optimizer state is not saved either.
     with make_trainer(faces, tmp_path / "lean", true_face_power=0.1,
                       save_optimizer="never") as lean:
+        lean_io = ModelIO(lean)
         lean.step()
-        lean.save()
+        lean_io.save()
     assert set(load_checkpoint(tmp_path / "lean" / "model.pt")["true_face"]) == {
         "discriminator"}
 
     # Turned on after the last save, a rollback does not keep the diverged run's discriminator.
     with make_trainer(faces, tmp_path / "late") as plain:
+        plain_io = ModelIO(plain)
         plain.step()
-        plain.save()
+        plain_io.save()
     with make_trainer(faces, tmp_path / "late", true_face_power=0.1) as late:
+        late_io = ModelIO(late)
         for _ in range(3):
             late.step()
         trained = _discriminator(late)
-        assert late.try_roll_back(NonFiniteLossError(late.iteration, math.nan, 0.0))
+        assert late_io.roll_back(NonFiniteLossError(late.iteration, math.nan, 0.0))
         assert late.iteration == 1
         assert not late.true_face.optimizer.state
         assert not any(torch.equal(a, b) for a, b in zip(_discriminator(late), trained,
@@ -192,8 +199,8 @@ def test_the_worker_records_the_discriminators_loss_and_swapd_losses_exports_it(
                                      options="true_face_power = 0.1\n")
     try:
         for _ in range(3):
-            run.step()
-        run.flush()
+            run.driver.step()
+        run.hooks.flush()
     finally:
         run.close()
         store.close()

@@ -12,7 +12,8 @@ import pytest
 from swapd.demo.face_sets import write_face_set
 from swapd.demo.identity import DEMO_A, DEMO_B
 from swapd.trainer.augment import Augmenter, AugmentSettings
-from swapd.trainer.data import BatchLoader, FaceSet
+from swapd.trainer.batches import BatchLoader
+from swapd.trainer.data import FaceSet
 from swapd.trainer.warp_landmarks import (
     ClosestMatches,
     closest_matches,

@@ -11,10 +11,11 @@ from swapd.cli.common import EXIT_USAGE, Subparsers, positive_int
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from swapd.exporter.checkpoint_export import export_trainer
     from swapd.trainer.checkpoint import CHECKPOINT_NAME, CheckpointError
     from swapd.trainer.cli_train import run_training
     from swapd.trainer.data import FaceSetError
-    from swapd.trainer.loop import TrainingDivergedError
+    from swapd.trainer.divergence import TrainingDivergedError
     from swapd.trainer.lr_finder import LRFinderError
     from swapd.trainer.options import OptionsError, parse_assignments
 
@@ -23,7 +24,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     try:
         reached = run_training(args.model, Path(args.A), Path(args.B), Path(args.model_dir),
                                parse_assignments(args.set), args.iterations, args.batch_size,
-                               args.save_every, args.export,
+                               args.save_every, export_trainer if args.export else None,
                                snapshot_every=args.snapshot_every,
                                snapshot_policy=args.snapshot_policy,
                                snapshot_keep=args.snapshot_keep,

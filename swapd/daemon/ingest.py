@@ -21,7 +21,6 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from swapd.media import IMAGE_SUFFIXES
 from swapd.state import FaceRecord, StateStore
 from swapd.workspace import Workspace
 
@@ -86,33 +85,25 @@ class FaceIngest:
         return total
 
     def scan_set(self, set_dir: Path) -> ScanResult:
+        from swapd.faces.validate import face_files
+
         result = ScanResult()
         set_name = set_dir.name
         known = self.store.face_stamps(set_name)
         present: set[str] = set()
         to_check: list[tuple[Path, int, int]] = []
         now = time.time()
-        with os.scandir(set_dir) as entries:
-            for entry in entries:
-                name = entry.name
-                if name.startswith(".") or Path(name).suffix.lower() not in IMAGE_SUFFIXES:
-                    continue
-                try:
-                    if not entry.is_file():
-                        continue
-                    st = entry.stat()
-                except OSError:  # vanished while listing
-                    continue
-                present.add(name)
-                old = known.get(name)
-                # A quarantined row does not cover a file back in the set: check it again.
-                if old is not None and old == (st.st_size, st.st_mtime_ns, "ok"):
-                    result.unchanged += 1
-                    continue
-                if now - st.st_mtime_ns / 1e9 < self.settle:
-                    result.settling = True
-                    continue
-                to_check.append((Path(entry.path), st.st_size, st.st_mtime_ns))
+        for path, st in face_files(set_dir):
+            present.add(path.name)
+            old = known.get(path.name)
+            # A quarantined row does not cover a file back in the set: check it again.
+            if old is not None and old == (st.st_size, st.st_mtime_ns, "ok"):
+                result.unchanged += 1
+                continue
+            if now - st.st_mtime_ns / 1e9 < self.settle:
+                result.settling = True
+                continue
+            to_check.append((path, st.st_size, st.st_mtime_ns))
         records = self._check(set_name, to_check, now, result)
         removed = [n for n, (_, _, status) in known.items() if status == "ok" and n not in present]
         result.removed = len(removed)
@@ -199,6 +190,7 @@ def index_record(set_name: str, file: tuple[Path, int, int], now: float,
         set_name, path.name, "ok", size, mtime_ns, hash=info.content_hash, kind=info.kind,
         width=info.width, height=info.height, channels=info.channels,
         landmarks=described["landmarks"], landmarks_from=info.landmarks_from,
+        centering=info.centering,
         yaw=pose.get("yaw"), pitch=pose.get("pitch"),
         roll=pose.get("roll"), source=described["source_filename"], first_seen=now,
         checked_at=now)

@@ -5,7 +5,9 @@
 It trains until the job's iteration target, a stop request (SIGTERM, SIGINT, the "stop" control,
 the service disappearing) or a crash. Every `save_every` iterations it saves an atomic checkpoint,
 writes a preview and (if the job asks) exports ONNX; every `snapshot_every` it also keeps a
-snapshot. Losses reach the state store in batches.
+snapshot. That cadence is the training driver's (swapd.trainer.driver), as for `swapd train`;
+the worker adds its writes to the state store (losses in batches, artifacts, events), reads the
+control queue, and hands the trainer the face index.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import logging
 import signal
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,7 +27,10 @@ from swapd.state import StateStore
 from swapd.workspace import Workspace
 
 if TYPE_CHECKING:  # torch loads in the worker only once training starts
-    from swapd.trainer.loop import TrainingDivergedError
+    from swapd.faces.validate import FaceLayout
+    from swapd.trainer.divergence import OutputCollapsedError
+    from swapd.trainer.loop import StepStats, Trainer
+    from swapd.trainer.model_io import SnapshotTaken
 
 log = logging.getLogger("swapd.train_worker")
 
@@ -32,67 +38,48 @@ FLUSH_SECONDS = 2.0  # how often losses and progress reach the state store
 CONTROL_SECONDS = 0.5  # how often pending controls are read
 
 
-class _StopFlag:
-    """Set by SIGTERM/SIGINT; the loop checks it between iterations."""
+class StopFlag:
+    """Set by SIGTERM/SIGINT once :meth:`install` ran; the driver asks it between steps."""
 
     def __init__(self) -> None:
         self.set = False
+
+    def install(self) -> StopFlag:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._handle)
+        return self
 
     def _handle(self, signum: int, _frame: object) -> None:
         log.info("signal %s: saving and stopping", signal.Signals(signum).name)
         self.set = True
 
 
-class TrainingRun:
-    """Drives a `Trainer` for one job and reports to the state store."""
+class StoreHooks:
+    """The worker's part of a session (the driver's Hooks, all of them): what the driver reports
+    goes to the state store (losses and progress in batches, artifacts, events), requests come
+    from its control queue."""
 
-    def __init__(self, workspace: Workspace, name: str, job: JobFile, store: StateStore) -> None:
-        from swapd.trainer.data import FoundLandmarks
-        from swapd.trainer.loop import Trainer
-        from swapd.trainer.options import split_options
-
-        assert job.train is not None
-        self.ws, self.name, self.job, self.store = workspace, name, job, store
-        self.train: TrainSection = job.train
-        trainer_options, model_options = split_options(self.train.model, self.train.options)
-        self.model_dir = workspace.model_dir(name)
-        self.trainer = Trainer(
-            model=self.train.model,
-            model_options=model_options.model_dump(),
-            trainer_options=trainer_options,
-            faces_a=workspace.resolve(self.train.a),
-            faces_b=workspace.resolve(self.train.b),
-            model_dir=self.model_dir,
-            batch_size=self.train.batch_size,
-            # Faces the service indexed already need no second landmark search.
-            landmarks=FoundLandmarks(lambda path, stamp: store.indexed_landmarks(
-                path.parent.name, path.name, size=stamp[1], mtime_ns=stamp[0])),
-            iterations_target=self.train.iterations,
-            start_from=(workspace.resolve(self.train.start_from) if self.train.start_from
-                        else None),
-        )
-        # Losses past the checkpoint were never saved: the history restarts from there.
-        store.truncate_losses(name, self.trainer.iteration)
+    def __init__(self, workspace: Workspace, name: str, store: StateStore, trainer: Trainer,
+                 stop: StopFlag) -> None:
+        self.ws, self.name, self.store = workspace, name, store
+        self.trainer, self.stop = trainer, stop
         self._pending: list[tuple[Any, ...]] = []
         self._last_flush = time.monotonic()
         self._examples_since_flush = 0
-        self._saved_iteration = self.trainer.iteration
-        self._exported_iteration = -1
+        self._last_controls = 0.0
 
-    @property
-    def target_reached(self) -> bool:
-        return 0 < self.train.iterations <= self.trainer.iteration
+    def starting(self) -> None:
+        self._last_controls = 0.0  # controls are read at once, then every CONTROL_SECONDS
 
-    def step(self) -> None:
-        from swapd.trainer.loop import NonFiniteLossError
+    def requests(self) -> Iterable[str]:
+        if self.stop.set or not parent_alive():
+            return ("stop",)
+        if time.monotonic() - self._last_controls < CONTROL_SECONDS:
+            return ()
+        self._last_controls = time.monotonic()
+        return self.store.take_controls(self.name)
 
-        try:
-            stats = self.trainer.step()
-        except NonFiniteLossError as exc:
-            self.roll_back(exc)
-            return
+    def stepped(self, stats: StepStats) -> None:
         components = {side: {name: float(f"{value:.6g}") for name, value in parts.items()}
                       for side, parts in (("a", stats.components_a), ("b", stats.components_b))}
         if stats.discriminator_loss is not None:  # `swapd losses`: true_face_discriminator
@@ -100,10 +87,6 @@ class TrainingRun:
         self._pending.append((stats.iteration, time.time(), stats.loss_a, stats.loss_b,
                               components))
         self._examples_since_flush += stats.examples
-        if stats.iteration % self.train.save_every == 0 and not self.save(reason="save"):
-            return  # refused by the collapse guard, and rolled back
-        if self.train.snapshot_every and stats.iteration % self.train.snapshot_every == 0:
-            self.snapshot()
         if time.monotonic() - self._last_flush >= FLUSH_SECONDS:
             self.flush()
 
@@ -117,12 +100,32 @@ class TrainingRun:
         self._last_flush = time.monotonic()
         self._examples_since_flush = 0
 
-    def roll_back(self, error: TrainingDivergedError) -> None:
-        """Back to the last checkpoint at a lower rate after ``error``; raises it when the
-        options (on_nan, nan_max_rollbacks) say stop."""
-        record = self.trainer.try_roll_back(error)
-        if record is None:
-            raise error
+    def saving(self) -> None:
+        self.flush()
+
+    def saved(self, checkpoint: Path, preview: Path, iteration: int) -> None:
+        self.store.add_artifact(self.name, "checkpoint", str(checkpoint), iteration)
+        self.store.add_artifact(self.name, "preview", str(preview), iteration)
+
+    def export(self, trainer: Trainer) -> None:
+        from swapd.exporter.checkpoint_export import export_trainer
+
+        path = self.ws.exports_dir(self.name) / "a_to_b.onnx"
+        report = export_trainer(trainer, path)
+        self.store.add_artifact(self.name, "export", str(path), trainer.iteration,
+                                {"max_abs_diff": report.max_abs_diff})
+        self.store.log_event(f"exported ONNX at iteration {trainer.iteration} "
+                             f"(parity max abs diff {report.max_abs_diff:.2e})", self.name)
+
+    def snapshot_taken(self, taken: SnapshotTaken) -> None:
+        snapshot = taken.snapshot
+        self.store.add_tracked_faces(self.name, snapshot.iteration, taken.tracked)
+        self.store.forget_tracked_faces(self.name, taken.removed)
+        self.store.log_event(f"snapshot at iteration {snapshot.iteration} "
+                             f"({self.ws.relative(snapshot.folder)}, "
+                             f"{len(taken.tracked)} faces tracked)", self.name)
+
+    def rolled_back(self, record: dict[str, Any]) -> None:
         # Losses past the checkpoint belong to the history that was undone.
         self._pending = [p for p in self._pending if p[0] <= record["back_to"]]
         self.store.truncate_losses(self.name, record["back_to"])
@@ -131,62 +134,75 @@ class TrainingRun:
             f"checkpoint at {record['back_to']}, learning rate now "
             f"{record['learning_rate']:.3g}", self.name, level="warning")
 
-    def save(self, reason: str) -> bool:
-        """Checkpoint, preview, export (as the job asks) and pick up new faces. False when
-        the collapse guard refused the checkpoint: the model was rolled back, or, at "exit",
-        the last checkpoint is simply kept."""
-        from swapd.trainer.loop import OutputCollapsedError
+    def kept_last_checkpoint(self, error: OutputCollapsedError, iteration: int) -> None:
+        kept = (f"the checkpoint at {iteration} stays"
+                if self.trainer.checkpoint_path.exists() else "no checkpoint was written")
+        self.store.log_event(f"{error}: {kept}", self.name, level="warning")
 
-        iteration = self.trainer.iteration
-        final = reason in ("exit", "done")
-        self.flush()
-        # Under save_optimizer = "exit" the last save writes again, with the optimizer's state.
-        if iteration != self._saved_iteration or (
-                final and self.trainer.options.save_optimizer == "exit"):
-            try:
-                path = self.trainer.save(final=final)
-            except OutputCollapsedError as exc:
-                if reason != "exit":
-                    self.roll_back(exc)
-                    return False
-                kept = (f"the checkpoint at {self._saved_iteration} stays"
-                        if self.trainer.checkpoint_path.exists() else "no checkpoint was written")
-                self.store.log_event(f"{exc}: {kept}", self.name, level="warning")
-                return False
-            self._saved_iteration = iteration
-            self.store.add_artifact(self.name, "checkpoint", str(path), iteration)
-            preview = self.trainer.write_preview(self.ws.previews_dir(self.name) / "latest.png")
-            self.store.add_artifact(self.name, "preview", str(preview), iteration)
-        if reason in self.job.export.on and iteration != self._exported_iteration and iteration:
-            self.export()
-        if reason == "save":
-            added, removed = self.trainer.refresh_faces()
-            if added or removed:
-                self.store.log_event(f"faces changed: {added} added, {removed} removed",
-                                     self.name)
-        return True
+    def faces_changed(self, added: int, removed: int) -> None:
+        self.store.log_event(f"faces changed: {added} added, {removed} removed", self.name)
 
-    def snapshot(self) -> None:
-        """Save (and export, if the job exports on snapshots), then keep the snapshot."""
-        if not self.save(reason="snapshot"):
-            return
-        taken = self.trainer.snapshot(self.train.snapshot_policy, self.train.snapshot_keep,
-                                      self.train.tracker, self.train.tracker_faces)
-        snapshot = taken.snapshot
-        self.store.add_tracked_faces(self.name, snapshot.iteration, taken.tracked)
-        self.store.forget_tracked_faces(self.name, taken.removed)
-        self.store.log_event(f"snapshot at iteration {snapshot.iteration} "
-                             f"({self.ws.relative(snapshot.folder)}, "
-                             f"{len(taken.tracked)} faces tracked)", self.name)
+    def paused(self, paused: bool) -> None:
+        self.store.set_job_state(self.name, "paused" if paused else "training")
 
-    def export(self) -> None:
-        path = self.ws.exports_dir(self.name) / "a_to_b.onnx"
-        report = self.trainer.export_onnx(path)
-        self._exported_iteration = self.trainer.iteration
-        self.store.add_artifact(self.name, "export", str(path), self.trainer.iteration,
-                                {"max_abs_diff": report.max_abs_diff})
-        self.store.log_event(f"exported ONNX at iteration {self.trainer.iteration} "
-                             f"(parity max abs diff {report.max_abs_diff:.2e})", self.name)
+
+def indexed_faces(store: StateStore, workspace: Workspace, folder: Path
+                  ) -> dict[str, tuple[tuple[int, int], FaceLayout]]:
+    """The face index's layouts of a face set of the workspace, by file name, with the
+    (mtime_ns, size) each was read at (see swapd.trainer.data.FaceIndex); nothing for a folder
+    outside faces/. A faceswap or DeepFaceLab face indexed before the index kept the centering
+    is left out: the trainer reads its file."""
+    import numpy as np
+
+    from swapd.faces.validate import FaceLayout
+
+    if folder.resolve().parent != workspace.faces.resolve():
+        return {}
+    held = {}
+    for row in store.faces(folder.name):
+        if row.status != "ok" or (row.centering is None and row.kind != "plain"):
+            continue
+        held[row.name] = ((row.mtime_ns, row.size), FaceLayout(
+            None if row.landmarks is None else np.asarray(row.landmarks, np.float64),
+            row.centering, realign=row.kind == "deepfacelab", yaw=row.yaw, pitch=row.pitch))
+    return held
+
+
+class TrainingRun:
+    """One job's trainer, driven by :class:`~swapd.trainer.driver.Driver` with the worker's
+    hooks."""
+
+    def __init__(self, workspace: Workspace, name: str, job: JobFile, store: StateStore,
+                 stop: StopFlag | None = None) -> None:
+        from swapd.trainer.driver import Cadence, Driver
+        from swapd.trainer.loop import Trainer
+        from swapd.trainer.options import split_options
+
+        assert job.train is not None
+        train: TrainSection = job.train
+        trainer_options, model_options = split_options(train.model, train.options)
+        self.trainer = Trainer(
+            model=train.model,
+            model_options=model_options.model_dump(),
+            trainer_options=trainer_options,
+            faces_a=workspace.resolve(train.a),
+            faces_b=workspace.resolve(train.b),
+            model_dir=workspace.model_dir(name),
+            batch_size=train.batch_size,
+            # Faces the service indexed are read from the index, their files only decoded.
+            face_index=lambda folder: indexed_faces(store, workspace, folder),
+            iterations_target=train.iterations,
+            start_from=workspace.resolve(train.start_from) if train.start_from else None,
+        )
+        # Losses past the checkpoint were never saved: the history restarts from there.
+        store.truncate_losses(name, self.trainer.iteration)
+        self.hooks = StoreHooks(workspace, name, store, self.trainer, stop or StopFlag())
+        self.driver = Driver(self.trainer, Cadence(
+            preview=workspace.previews_dir(name) / "latest.png", iterations=train.iterations,
+            save_every=train.save_every, snapshot_every=train.snapshot_every,
+            snapshot_policy=train.snapshot_policy, snapshot_keep=train.snapshot_keep,
+            tracker=train.tracker, tracker_faces=train.tracker_faces,
+            export_on=frozenset(job.export.on)), self.hooks)
 
     def close(self) -> None:
         self.trainer.close()
@@ -194,18 +210,18 @@ class TrainingRun:
 
 def run(workspace: Workspace, name: str) -> int:
     from swapd.trainer.checkpoint import CheckpointError, ModelBusyError
-    from swapd.trainer.loop import TrainingDivergedError
+    from swapd.trainer.divergence import TrainingDivergedError
     from swapd.trainer.lr_finder import LRFinderError, apply_lr_finder
 
     store = StateStore(workspace.state_db)
-    stop = _StopFlag()
+    stop = StopFlag().install()
     row = store.job(name)
     if row is None or row.config is None:
         log.error("job %s is not in the state store", name)
         return EXIT_BAD_INPUT
     job = JobFile.model_validate(row.config)
     try:
-        training = TrainingRun(workspace, name, job, store)
+        training = TrainingRun(workspace, name, job, store, stop)
     except ModelBusyError:
         raise  # another trainer holds the folder for now: a crash, so the service retries
     except (ConfigError, ValueError, FileNotFoundError, CheckpointError) as exc:
@@ -242,7 +258,7 @@ def run(workspace: Workspace, name: str) -> int:
                     f"counts them whole, without eye or mouth weights{learned}", name,
                     level="warning")
     try:
-        final_state = _train(training, store, stop)
+        final_state = training.driver.train().end
     except TrainingDivergedError as exc:
         # The step or save was refused before anything changed: the last checkpoint stays.
         store.set_job_state(name, "error", f"training diverged: {exc}")
@@ -256,40 +272,6 @@ def run(workspace: Workspace, name: str) -> int:
     store.log_event(f"{final_state} at iteration {training.trainer.iteration}", name)
     store.close()
     return EXIT_OK
-
-
-def _train(training: TrainingRun, store: StateStore, stop: _StopFlag) -> str:
-    """The loop: returns the job's final state, "done" or "stopped", after saving."""
-    name = training.name
-    paused = False
-    last_controls = 0.0
-    while not stop.set and parent_alive():
-        if time.monotonic() - last_controls >= CONTROL_SECONDS:
-            last_controls = time.monotonic()
-            for action in store.take_controls(name):
-                if action == "stop":
-                    stop.set = True
-                elif action == "pause":
-                    paused = True
-                    training.save(reason="save")
-                    store.set_job_state(name, "paused")
-                elif action == "resume":
-                    paused = False
-                    store.set_job_state(name, "training")
-                elif action == "save":
-                    training.save(reason="save")
-                elif action == "export" and training.save(reason="export"):
-                    training.export()  # (what it saved: the collapse guard looked first)
-            if stop.set:
-                break
-        if paused:
-            time.sleep(CONTROL_SECONDS)
-            continue
-        if training.target_reached and training.save(reason="done"):
-            return "done"  # (a refused save rolled back: training goes on)
-        training.step()
-    training.save(reason="exit")
-    return "stopped"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,8 +1,9 @@
-"""Exporting a saved checkpoint (the model's, or a snapshot's) to ONNX without training.
+"""Exporting a trained model to ONNX: a trainer's model as it trains, or a saved checkpoint's
+(the model's, or a snapshot's) without training.
 
-The checkpoint names its model and options, so the model is rebuilt from it alone. The
-parity check runs on real faces when a face folder is given (cut as the trainer cuts them),
-else on the exporter's seeded random batch at the model's input size.
+A checkpoint names its model and options, so the model is rebuilt from it alone. The parity
+check runs on real faces when there are some (the trainer's A faces; a face folder, cut as
+the trainer cuts them), else on the exporter's seeded random batch at the model's input size.
 """
 
 from __future__ import annotations
@@ -11,15 +12,41 @@ import os
 from pathlib import Path
 
 import numpy as np
+from torch import nn
 
 from swapd.exporter.onnx_export import ExportReport, export_swap_model
 from swapd.trainer.checkpoint import CheckpointError, load_checkpoint
+from swapd.trainer.data import FaceSet, to_tensor_layout
+from swapd.trainer.loop import Trainer
+
+
+def _sample(face_set: FaceSet) -> np.ndarray:
+    """Eight faces of a set (seeded) for the parity check, BGR: the export takes BGR and
+    converts to gray itself."""
+    faces = face_set.sample(np.random.default_rng(0), 8)[0]
+    return np.repeat(faces, 3, axis=-1) if faces.shape[-1] == 1 else faces
+
+
+def _export_a_to_b(model: nn.Module, output: str | os.PathLike[str], model_name: str,
+                   size: int, coverage: float, centering: str, iteration: int,
+                   crops: np.ndarray | None) -> ExportReport:
+    return export_swap_model(
+        model, output, size, side_to="b",
+        faces=None if crops is None else to_tensor_layout(crops), coverage=coverage,
+        model_name=model_name, metadata={"iteration": iteration, "centering": centering})
+
+
+def export_trainer(trainer: Trainer, output: str | os.PathLike[str]) -> ExportReport:
+    """Export the A->B swap of the model ``trainer`` trains, as it is now, to ``output``
+    (parity-checked on real A crops)."""
+    return _export_a_to_b(trainer.model, output, trainer.model_name, trainer.input_size,
+                          trainer.options.coverage, trainer.options.centering,
+                          trainer.iteration, _sample(trainer.set_a))
 
 
 def export_checkpoint(checkpoint: str | os.PathLike[str], output: str | os.PathLike[str],
                       faces: str | os.PathLike[str] | None = None) -> ExportReport:
     """Export the A->B swap of the model in ``checkpoint`` to ``output`` (parity-checked)."""
-    from swapd.trainer.data import FaceSet, to_tensor_layout
     from swapd.trainer.models import build_model
 
     state = load_checkpoint(checkpoint)
@@ -32,11 +59,9 @@ def export_checkpoint(checkpoint: str | os.PathLike[str], output: str | os.PathL
     size = int(state["model_options"]["input_size"])
     coverage = float(options.get("coverage", 0.875))
     centering = options.get("centering", "face")
-    parity_faces = None  # export_swap_model's seeded random batch
     if faces is not None:
-        face_set = FaceSet(faces, size, coverage, centering=centering)
-        parity_faces = to_tensor_layout(face_set.sample(np.random.default_rng(0), 8)[0])
-    return export_swap_model(
-        model, output, size, side_to="b", faces=parity_faces, coverage=coverage,
-        model_name=state["model"],
-        metadata={"iteration": state["iteration"], "centering": centering})
+        crops = _sample(FaceSet(faces, size, coverage, centering=centering))
+    else:
+        crops = None  # export_swap_model's seeded random batch
+    return _export_a_to_b(model, output, state["model"], size, coverage, centering,
+                          state["iteration"], crops)

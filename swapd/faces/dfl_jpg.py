@@ -30,6 +30,11 @@ APP15 = 0xEF
 MAX_DFL_FILE_BYTES = 64 * 1024 * 1024
 DFL_FACE_TYPES = ("half_face", "midfull_face", "full_face", "full_face_no_align", "whole_face",
                   "head", "head_no_align", "mark_only")
+# How DeepFaceLab's face types compare with swapd's centerings (their crops are close, not
+# identical: DFL's own mean face and paddings differ a little).
+DFL_CENTERING = {"half_face": "legacy", "midfull_face": "legacy", "full_face": "face",
+                 "full_face_no_align": "face", "whole_face": "face", "head": "head",
+                 "head_no_align": "head", "mark_only": "face"}
 MAX_ARRAY_BYTES = 16 * 1024 * 1024  # far above any face's metadata (a JPEG segment is 64 KiB)
 # Plain numeric dtypes only: object, void and structured dtypes could smuggle pointers.
 _SAFE_DTYPE_KINDS = "biufc"

@@ -1,15 +1,16 @@
-"""Checking dropped face files before ingest, and setting bad ones aside.
+"""The one reader of aligned face files, and setting bad ones aside.
 
 `inspect_face_file` reads one file and either describes it (`FaceFileInfo`) or raises
 `BadFaceError` naming the file and the problem: empty, not an image, truncated or corrupt,
-not square, too small, unreadable metadata, landmarks outside the image. `quarantine_file`
-moves a bad file out of the face folder (never deletes it) with the reason written beside it.
-`file_is_stable` tells whether a file has stopped changing, so half-copied files are skipped.
+not square, too small, unreadable metadata, landmarks outside the image. Ingest indexes what
+it finds; the trainer cuts its crops by `FaceLayout` (landmarks, stored centering, pose), from
+the index or, for files no index holds, from this reader. `face_files` is the folder scan
+both use. `quarantine_file` moves a bad file aside (never deletes it) with the reason beside
+it. `file_is_stable` tells whether a file has stopped changing (half-copied files wait).
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 import re
@@ -19,13 +20,14 @@ import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import cv2
 import numpy as np
 
 from swapd.errors import FileProblem
-from swapd.faces.dfl_jpg import DFLFormatError, DFLMeta, read_dfl_meta
+from swapd.faces.alignment import CENTERING_PADDING
+from swapd.faces.dfl_jpg import DFL_CENTERING, DFLFormatError, DFLMeta, read_dfl_meta
 from swapd.faces.faceswap_png import (
     MAX_FILE_BYTES,
     FaceFormatError,
@@ -35,6 +37,8 @@ from swapd.faces.faceswap_png import (
     read_faceswap_header,
 )
 from swapd.faces.landmarks import landmark_array
+from swapd.faces.pose import Pose, PoseError, estimate_pose
+from swapd.media import IMAGE_SUFFIXES
 
 # How far (as a share of the image size) landmarks may lie outside the image before a face
 # is rejected: a jaw point just past the edge of a tight crop is normal, a face elsewhere is not.
@@ -49,6 +53,20 @@ _MAGIC = (
 
 class BadFaceError(FileProblem, ValueError):
     """A face file that cannot be used; `reason` says why in words a user can act on."""
+
+
+@dataclass(frozen=True)
+class FaceLayout:
+    """Where a face sits in its aligned image: what the trainer needs beside the pixels, from
+    the file (:meth:`FaceFileInfo.layout`) or from the service's face index."""
+
+    landmarks: np.ndarray | None  # 68x2 (or 5x2) in the image's pixels
+    centering: str | None = None  # the crop it is stored at; None: unknown (the trainer's)
+    # Cut the trainer's crop from the landmarks themselves (DeepFaceLab's face types pad its
+    # own mean face, which swapd's centerings match only roughly).
+    realign: bool = False
+    yaw: float | None = None  # degrees (see swapd.faces.pose)
+    pitch: float | None = None
 
 
 @dataclass
@@ -77,14 +95,9 @@ class FaceFileInfo:
 
     def describe(self) -> dict[str, Any]:
         """A JSON-ready summary (what ``swapd faces inspect --json`` prints)."""
-        from swapd.faces.pose import PoseError, estimate_pose
-
-        pose = None
-        if self.pose_landmarks is not None:
-            with contextlib.suppress(PoseError):
-                angles = estimate_pose(self.pose_landmarks)
-                pose = {k: round(v, 2) for k, v in zip(("yaw", "pitch", "roll"),
-                                                       angles.as_tuple(), strict=True)}
+        angles = self.pose()
+        pose = None if angles is None else dict(zip(("yaw", "pitch", "roll"),
+                                                     angles.as_tuple(), strict=True))
         source = None
         if self.meta is not None:
             source = self.meta.source_filename
@@ -130,6 +143,44 @@ class FaceFileInfo:
         if self.meta is not None and self.meta.landmarks_xy.shape == (68, 2):
             return self.meta.landmarks_xy
         return None
+
+    @property
+    def frame_landmarks(self) -> np.ndarray | None:
+        """faceswap's landmarks, in the source frame's pixels (a detector maps them into the
+        image when the file has none there)."""
+        return None if self.meta is None else self.meta.landmarks_xy
+
+    @property
+    def centering(self) -> str | None:
+        """The crop the face is stored at: swapd's own when swapd wrote the file, faceswap's
+        head (legacy before its 2.0 alignments), the nearest to a DeepFaceLab face type; None
+        when unknown."""
+        if self.dfl is not None:
+            return DFL_CENTERING[self.dfl.face_type]
+        if self.meta is None:
+            return None
+        if self.meta.swapd is not None:
+            centering = self.meta.swapd.get("centering")
+            return centering if centering in CENTERING_PADDING else None
+        return "legacy" if self.meta.alignments_version < 2.0 else "head"
+
+    def pose(self) -> Pose | None:
+        """The head pose, from :attr:`pose_landmarks`, in degrees to 2 places (as the face
+        index keeps it); None without landmarks or when none solves."""
+        if self.pose_landmarks is None:
+            return None
+        try:
+            angles = estimate_pose(self.pose_landmarks)
+        except PoseError:
+            return None
+        return Pose(*(round(v, 2) for v in angles.as_tuple()))
+
+    def layout(self) -> FaceLayout:
+        """What the trainer cuts the face's crop by (see :class:`FaceLayout`)."""
+        pose = self.pose()
+        return FaceLayout(self.landmarks, self.centering, realign=self.dfl is not None,
+                          yaw=None if pose is None else pose.yaw,
+                          pitch=None if pose is None else pose.pitch)
 
 
 def sniff_format(data: bytes) -> str | None:
@@ -197,27 +248,40 @@ def inspect_face_file(path: str | os.PathLike[str], min_size: int = 64) -> FaceF
         raise BadFaceError(p, f"cannot read file ({exc.strerror or exc})") from exc
     if not p.is_file():
         raise BadFaceError(p, "not a regular file")
-    if st.st_size == 0:
-        raise BadFaceError(p, "empty file (0 bytes)")
     if st.st_size > MAX_FILE_BYTES:
         raise BadFaceError(p, f"file is {st.st_size} bytes, too large for an aligned face")
     try:
         data = p.read_bytes()
     except OSError as exc:
         raise BadFaceError(p, f"cannot read file ({exc.strerror or exc})") from exc
+    return inspect_face_bytes(p, data, min_size)
 
+
+def inspect_face_bytes(path: Path, data: bytes, min_size: int = 64,
+                       decoded: np.ndarray | None = None,
+                       stray_landmarks: Literal["refuse", "drop"] = "refuse") -> FaceFileInfo:
+    """:func:`inspect_face_file` on the bytes of ``path``, read already. ``decoded``: the
+    image, when the caller decoded it (the trainer): its size is taken from it and the image
+    data is not checked again. ``stray_landmarks``: landmarks far outside the image (or the
+    source frame) make the file bad ("refuse", ingest: it is set aside), or are left out
+    ("drop", the trainer: the face trains whole, without eye or mouth weights)."""
+    p = path
+    if not data:
+        raise BadFaceError(p, "empty file (0 bytes)")
     fmt = sniff_format(data)
     if fmt is None:
         raise BadFaceError(p, f"not an image: content starts with {data[:12]!r}, not PNG, JPEG, "
                               "WebP or BMP")
     meta = None
     size: tuple[int, int, int] | None = None  # width, height, channels, once known
+    if decoded is not None:
+        size = decoded.shape[1], decoded.shape[0], 1 if decoded.ndim == 2 else decoded.shape[2]
     if fmt == "png":
         try:
             chunks = png_chunks(data, str(p))
             header = read_faceswap_header(data, str(p), chunks)
             meta = None if header is None else FaceswapMeta.from_dict(header, str(p))
-            size = png_pixel_check(data, chunks, str(p))
+            size = size or png_pixel_check(data, chunks, str(p))
         except FaceFormatError as exc:
             raise BadFaceError(p, exc.reason) from exc
     dfl = None
@@ -242,18 +306,41 @@ def inspect_face_file(path: str | os.PathLike[str], min_size: int = 64) -> FaceF
     landmarks = None
     if dfl is not None:
         landmarks = dfl.landmarks.astype(np.float64)
-        _check_landmarks(landmarks, width, height, p, "image")
     if meta is not None:
         landmarks = _aligned_landmarks(meta, p)
+    try:
         if landmarks is not None:
             _check_landmarks(landmarks, width, height, p, "image")
-        if meta.source_frame_dims is not None and meta.landmarks_xy.shape[0] >= 4:
+        if (meta is not None and meta.source_frame_dims is not None
+                and meta.landmarks_xy.shape[0] >= 4 and stray_landmarks == "refuse"):
             frame_h, frame_w = meta.source_frame_dims
             _check_landmarks(meta.landmarks_xy, frame_w, frame_h, p, "source frame")
+    except BadFaceError:
+        if stray_landmarks == "refuse":
+            raise
+        landmarks = None  # not this face's
     return FaceFileInfo(path=p, width=width, height=height, channels=channels, format=fmt,
                         landmarks=landmarks, meta=meta, dfl=dfl,
                         landmarks_from=None if landmarks is None else "file",
                         content_hash=hashlib.blake2b(data, digest_size=16).hexdigest())
+
+
+def face_files(folder: Path) -> list[tuple[Path, os.stat_result]]:
+    """The image files of a face folder (not hidden ones) and their stat; files that vanish
+    while it looks are left out. The folder must exist."""
+    found = []
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            name = entry.name
+            if name.startswith(".") or Path(name).suffix.lower() not in IMAGE_SUFFIXES:
+                continue
+            try:
+                if not entry.is_file():
+                    continue
+                found.append((Path(entry.path), entry.stat()))
+            except OSError:  # vanished between listing and stat
+                continue
+    return found
 
 
 def _safe_component(name: str) -> str:

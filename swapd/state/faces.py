@@ -74,14 +74,6 @@ class FaceTables(Tables):
                                (set_name, name)).fetchone()
         return _face_record(row) if row is not None else None
 
-    def indexed_landmarks(self, set_name: str, name: str, size: int, mtime_ns: int
-                          ) -> list[list[float]] | None:
-        """The landmarks the index holds for this exact file (same size and mtime), if any."""
-        row = self._db.execute(
-            "SELECT landmarks FROM faces WHERE set_name=? AND name=? AND size=? AND mtime_ns=? "
-            "AND status='ok'", (set_name, name, size, mtime_ns)).fetchone()
-        return json.loads(row[0]) if row is not None and row[0] else None
-
     def face_sets(self) -> dict[str, dict[str, int]]:
         """Per set: how many faces are ok, quarantined and duplicates."""
         rows = self._db.execute(

@@ -54,6 +54,7 @@ class FaceRecord:
     channels: int | None = None
     landmarks: list[list[float]] | None = None
     landmarks_from: str | None = None  # "file", "mapped:mtcnn", "detected:mtcnn"; None: unaligned
+    centering: str | None = None  # the crop it is stored at; None: unknown (indexed before 7)
     yaw: float | None = None
     pitch: float | None = None
     roll: float | None = None

@@ -10,8 +10,8 @@ import sqlite3
 
 # 2: the faces table; 3: faces.landmarks_from; 4: tracked_faces; 5: losses.components;
 # 6: losses.learning_rate/egs, jobs.info, tracker_snapshots.time, controls.args/done_at/result,
-#    the sessions, marks, merge_progress and focus_faces tables
-SCHEMA_VERSION = 6
+#    the sessions, marks, merge_progress and focus_faces tables; 7: faces.centering
+SCHEMA_VERSION = 7
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -114,6 +114,7 @@ CREATE TABLE IF NOT EXISTS faces (
     channels     INTEGER,
     landmarks    TEXT,                     -- JSON [[x, y], ...] in the aligned image, if known
     landmarks_from TEXT,                   -- file | mapped:<detector> | detected:<detector>
+    centering    TEXT,                     -- the crop it is stored at: legacy | face | head
     yaw          REAL,
     pitch        REAL,
     roll         REAL,
@@ -170,6 +171,7 @@ CREATE TABLE IF NOT EXISTS controls (
 # Columns added since a table was first made: (table, column, declaration).
 _ADDED_COLUMNS = (
     ("faces", "landmarks_from", "TEXT"),
+    ("faces", "centering", "TEXT"),
     ("losses", "components", "TEXT"),
     ("losses", "learning_rate", "REAL"),
     ("losses", "egs", "REAL"),

@@ -2,8 +2,9 @@
 2017), as faceswap offers it: before training, a short run with the learning rate rising
 exponentially from ``START`` to ``END``; the smoothed loss is recorded, and the learning rate
 at its lowest point, divided by the strength (faceswap's: default 10, aggressive 5, extreme
-2.5), becomes the session's. The weights, optimizer state and iteration are put back
-afterwards: the search trains nothing.
+2.5), becomes the session's. The whole training state (weights, optimizer state, iteration,
+every field of :class:`~swapd.trainer.state.TrainState`) is put back afterwards: the search
+trains nothing.
 
 Modes (the ``lr_finder`` trainer option): ``set`` uses the rate found, ``graph_and_set`` also
 writes the loss-against-rate graph to ``<model dir>/lr_finder/<time>.png``, ``graph_and_exit``
@@ -14,21 +15,18 @@ strength and the batch size are those it was found for.
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 
+from swapd.trainer.divergence import NonFiniteLossError
+from swapd.trainer.loop import Trainer
 from swapd.trainer.preview import write_png
-
-if TYPE_CHECKING:
-    from swapd.trainer.loop import Trainer
 
 log = logging.getLogger(__name__)
 
@@ -54,15 +52,9 @@ class LRFinderResult:
 def find_learning_rate(trainer: Trainer, iterations: int, strength: str = "default",
                        graph_dir: Path | None = None) -> LRFinderResult:
     """Search (see the module doc); ``graph_dir``: where to write the graph, if wanted."""
-    from swapd.trainer.loop import NonFiniteLossError
-
-    model_state = copy.deepcopy(trainer.model.state_dict())
-    optimizer_state = copy.deepcopy(trainer.optimizer.state_dict())
-    iteration, session = trainer.iteration, dict(trainer._session)
-    clip_history = list(trainer.clipper.history)  # AutoClip's norms: the search's are not real
-    scaler_state = trainer.precision.state_dict()  # fp16: the search's overflows are not real
-    true_face = trainer.true_face
-    true_face_state = copy.deepcopy(true_face.state_dict()) if true_face is not None else None
+    # The whole training state, put back afterwards: weights, optimizer and every other field
+    # of TrainState (AutoClip's norms, fp16's scale, the session record...).
+    before = trainer.capture(copied=True)
     rates, losses = [], []
     average = 0.0
     lowest = math.inf
@@ -86,16 +78,7 @@ def find_learning_rate(trainer: Trainer, iterations: int, strength: str = "defau
                 break
     finally:
         trainer.lr_override = None
-        trainer.model.load_state_dict(model_state)
-        trainer.optimizer.load_state_dict(optimizer_state)
-        trainer.iteration = iteration
-        trainer._session.update(session)  # in place: the history holds this very dict
-        trainer.clipper.history.clear()
-        trainer.clipper.history.extend(clip_history)
-        trainer.precision.load_state_dict(scaler_state)
-        if true_face is not None and true_face_state is not None:
-            true_face.load_state_dict(true_face_state)
-        trainer._loss_since_save = []
+        trainer.restore(before)
     if not losses:
         raise LRFinderError("the learning-rate finder got no finite loss at all")
     # The first tenth of the sweep is skipped when looking for the lowest loss: at rates

@@ -17,7 +17,7 @@ import math
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import cv2
 import numpy as np
@@ -25,13 +25,20 @@ import numpy as np
 from swapd.fsutil import atomic_write_bytes
 from swapd.trainer.data import FaceSet
 
-if TYPE_CHECKING:
-    from swapd.trainer.loop import Trainer
-
 FOLDER = "tracker"
 RECORD = "faces.jsonl"
 WEBP_QUALITY = 85
 BATCH = 64
+
+
+class Model(Protocol):
+    """What the tracker runs faces through (a :class:`~swapd.trainer.evaluation.Evaluator`,
+    such as the trainer)."""
+
+    def evaluate(self, faces: np.ndarray, masks: np.ndarray, side: str
+                 ) -> tuple[np.ndarray, np.ndarray]: ...
+
+    def predict(self, faces: np.ndarray, side: str) -> np.ndarray: ...
 
 
 @dataclass(frozen=True)
@@ -75,7 +82,7 @@ def _pose(value: float) -> float | None:
     return None if math.isnan(value) else round(float(value), 2)
 
 
-def track_side(trainer: Trainer, face_set: FaceSet, side: str, folder: Path, cap: int
+def track_side(model: Model, face_set: FaceSet, side: str, folder: Path, cap: int
                ) -> list[TrackedFace]:
     """Run one set's faces through the model and write their images under ``folder``."""
     poses = face_set.poses()
@@ -86,8 +93,8 @@ def track_side(trainer: Trainer, face_set: FaceSet, side: str, folder: Path, cap
     tracked: list[TrackedFace] = []
     for part in _batches(len(rows)):
         crops = faces[part]
-        recon, loss = trainer.evaluate(crops, masks[part], side)
-        swap = trainer.predict(crops, "b") if side == "a" else None
+        recon, loss = model.evaluate(crops, masks[part], side)
+        swap = model.predict(crops, "b") if side == "a" else None
         for j, i in enumerate(range(part.start, part.stop)):
             name = names[i]  # the whole name: a.png and a.jpg are different faces
             _write_webp(out_dir / f"{name}.recon.webp", recon[j])
@@ -104,11 +111,13 @@ def track_side(trainer: Trainer, face_set: FaceSet, side: str, folder: Path, cap
     return tracked
 
 
-def track(trainer: Trainer, snapshot_folder: Path, cap: int = 0) -> list[TrackedFace]:
-    """Tracker data of both sets for the snapshot in ``snapshot_folder`` (see module doc)."""
+def track(model: Model, face_sets: tuple[FaceSet, FaceSet], snapshot_folder: Path,
+          cap: int = 0) -> list[TrackedFace]:
+    """Tracker data of both sets (A's, B's) for the snapshot in ``snapshot_folder`` (see the
+    module doc)."""
     folder = snapshot_folder / FOLDER
-    tracked = (track_side(trainer, trainer.set_a, "a", folder, cap)
-               + track_side(trainer, trainer.set_b, "b", folder, cap))
+    tracked = (track_side(model, face_sets[0], "a", folder, cap)
+               + track_side(model, face_sets[1], "b", folder, cap))
     lines = "".join(json.dumps(asdict(face)) + "\n" for face in tracked)
     atomic_write_bytes(folder / RECORD, lines.encode("utf-8"))
     return tracked

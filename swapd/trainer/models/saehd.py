@@ -52,7 +52,7 @@ ARCHI_LETTERS = "udt"
 # 2.131 and 2.980. A swapd face at a centering spans 1 / (1 - CENTERING_PADDING) units
 # (legacy 1.6, face 2.0, head 2.667) and the trainer keeps its centre `coverage`, so
 # coverage = DFL side * (1 - padding), at most 1. The centering is the nearest one
-# swapd.trainer.data.DFL_CENTERING gives DFL's face-type files: h 0.625 and mf 0.744 of a
+# swapd.faces.dfl_jpg.DFL_CENTERING gives DFL's face-type files: h 0.625 and mf 0.744 of a
 # legacy face, f 0.798 of a face-centred one. wf is 7 % wider than a whole face-centred face
 # and head 12 % wider than a head-centred one, so both take all of theirs. The centres differ
 # a little too: DFL moves wf's up 0.07 units and head's 0.5 (swapd's head 0.32), and both

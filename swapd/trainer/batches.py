@@ -1,0 +1,181 @@
+"""Batch loading: augmented batches of both sides, built in background threads.
+
+:class:`BatchLoader` draws faces from two :class:`~swapd.trainer.data.FaceSet` (by yaw band
+with ``uniform_yaw``), augments them (:mod:`swapd.trainer.augment`, warping to the other side's
+landmarks with ``warp_to_landmarks``) and keeps a few batches ready for the training step.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+
+from swapd.trainer.augment import Augmenter, AugmentSettings
+from swapd.trainer.data import FaceSet, FaceSetError, to_tensor_layout
+from swapd.trainer.warp_landmarks import ClosestMatches
+
+
+@dataclass
+class Batch:
+    """One training batch per side: warped inputs, their targets and the targets' masks
+    (face, eyes, mouth), all float32 NCHW in [0, 1]; and per face whether its mask was drawn
+    from landmarks (float32 (N,), 1 or 0: an all-face mask must not teach a learned mask)."""
+
+    input_a: np.ndarray
+    target_a: np.ndarray
+    mask_a: np.ndarray
+    input_b: np.ndarray
+    target_b: np.ndarray
+    mask_b: np.ndarray
+    mask_known_a: np.ndarray
+    mask_known_b: np.ndarray
+
+
+class LoaderClosedError(RuntimeError):
+    """``get()`` on a closed :class:`BatchLoader`."""
+
+
+class BatchLoader:
+    """Builds augmented batches for both sides in background threads.
+
+    A bounded queue keeps a few batches ready; an exception in a thread is re-raised by
+    :meth:`get`. ``close()`` stops the threads and waits for them. ``workers`` threads build
+    batches side by side (OpenCV and numpy release the GIL for the heavy parts), each into
+    its own queue, read in turn, so the batch order follows from ``seed`` however many.
+    """
+
+    def __init__(
+        self,
+        set_a: FaceSet,
+        set_b: FaceSet,
+        batch_size: int,
+        augment: AugmentSettings,
+        seed: int | list[int] = 0,
+        prefetch: int = 3,
+        workers: int = 1,
+        shard: tuple[int, int] = (0, 1),
+    ) -> None:
+        """``shard`` (rank, world size): under DistributedDataParallel each process draws the
+        same global batch of ``batch_size`` faces per side and keeps its own share, so the
+        processes together train on exactly the faces one process would (with one worker)."""
+        if set_a.size != set_b.size:
+            raise ValueError("both face sets must have the same crop size")
+        if workers < 1:
+            raise ValueError(f"workers must be >= 1, got {workers}")
+        rank, world = shard
+        if batch_size % world:
+            raise ValueError(f"batch size {batch_size} does not split over {world} processes")
+        self.set_a, self.set_b = set_a, set_b
+        self.batch_size = batch_size
+        self._share = slice(rank * batch_size // world, (rank + 1) * batch_size // world)
+        self._augmenter = Augmenter(set_a.size, augment)
+        # Warp to landmarks: each side's faces matched with the other side's closest ones.
+        self._matches = (ClosestMatches() if augment.warp and augment.warp_to_landmarks
+                         else None)
+        seeds = seed if isinstance(seed, list) else [seed]
+        # Per worker: the draw of faces (the same in every process of a shard group) and the
+        # augmentation (each process its own).
+        rngs = [(np.random.default_rng(seeds if workers == 1 else [*seeds, k]),
+                 np.random.default_rng([*seeds, k, 7919, rank])) for k in range(workers)]
+        # One queue per worker, read in turn: worker k builds steps k, k + workers, ..., so
+        # the order of batches is fixed by the seed however the threads race (and every
+        # process of a DDP group takes its share of the same global draw at each step).
+        depth = max(2, -(-prefetch // workers))
+        self._queues: list[queue.Queue[Batch | BaseException]] = [
+            queue.Queue(maxsize=depth) for _ in range(workers)]
+        self._next = 0
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run, args=(pair, q), daemon=True,
+                                          name=f"swapd-batch-loader-{k}")
+                         for k, (pair, q) in enumerate(zip(rngs, self._queues, strict=True))]
+        for thread in self._threads:
+            thread.start()
+
+    def _make(self, rngs: tuple[np.random.Generator, np.random.Generator]) -> Batch:
+        """Draw and augment one batch of each side. Both sets' arrays are read once, so faces,
+        masks, landmarks (and the match table) agree even while a refresh replaces them. With
+        warp to landmarks each face comes with the landmarks of its closest matches on the
+        other side (the augmenter draws one)."""
+        draw, augment = rngs
+        snapshots = (self.set_a.arrays, self.set_b.arrays)
+        parts: dict[str, np.ndarray] = {}
+        for side, face_set in enumerate((self.set_a, self.set_b)):
+            own, other = snapshots[side], snapshots[1 - side]
+            idx = face_set.draw(draw, self.batch_size, own)[self._share]
+            landmarks = None
+            if self._matches is not None:
+                table = self._matches.table(side, own.landmarks, other.landmarks)[idx]
+                # (n, k, 68, 2); NaN for a face without landmarks (its table row is -1).
+                candidates = np.where((table >= 0)[..., None, None], other.landmarks[table],
+                                      np.nan)
+                landmarks = (own.landmarks[idx], candidates.astype(np.float32))
+            inputs, targets, masks = self._augmenter(own.faces[idx], augment, own.masks[idx],
+                                                     landmarks=landmarks)
+            name = "ab"[side]
+            parts |= {f"input_{name}": to_tensor_layout(inputs),
+                      f"target_{name}": to_tensor_layout(targets),
+                      f"mask_{name}": to_tensor_layout(masks),
+                      f"mask_known_{name}": own.mask_known[idx].astype(np.float32)}
+        return Batch(**parts)
+
+    def _put(self, item: Batch | BaseException,
+             out: queue.Queue[Batch | BaseException]) -> bool:
+        while not self._stop.is_set():
+            try:
+                out.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _run(self, rngs: tuple[np.random.Generator, np.random.Generator],
+             out: queue.Queue[Batch | BaseException]) -> None:
+        while not self._stop.is_set():
+            try:
+                item: Batch | BaseException = self._make(rngs)
+            except FaceSetError:
+                # A folder emptied mid-training: wait for faces to come back (the trainer
+                # reports the empty set itself) rather than ending the thread.
+                self._stop.wait(0.5)
+                continue
+            except BaseException as exc:  # handed to the consumer, then the thread ends
+                self._put(exc, out)
+                return
+            if not self._put(item, out):
+                return
+
+    def get(self, timeout: float | None = 60.0) -> Batch:
+        """The next batch (blocks until one is ready)."""
+        while True:
+            if self._stop.is_set():
+                raise LoaderClosedError("batch loader is closed")
+            source = self._queues[self._next]
+            try:
+                item = source.get(timeout=0.1 if timeout is None else min(timeout, 0.1))
+            except queue.Empty:
+                if timeout is not None:
+                    timeout -= 0.1
+                    if timeout <= 0:
+                        raise TimeoutError("no batch ready in time") from None
+                if not self._threads[self._next].is_alive() and source.empty():
+                    raise RuntimeError("batch loader thread ended unexpectedly") from None
+                continue
+            self._next = (self._next + 1) % len(self._queues)
+            if isinstance(item, BaseException):
+                raise item
+            return item
+
+    def close(self) -> None:
+        """Stop the threads and drop queued batches; safe to call twice."""
+        self._stop.set()
+        for source in self._queues:
+            while True:
+                try:
+                    source.get_nowait()
+                except queue.Empty:
+                    break
+        for thread in self._threads:
+            thread.join(timeout=10)
