@@ -82,8 +82,9 @@ def _fill(ws: Workspace, store: StateStore) -> dict[str, Path]:
     store.add_losses(JOB, loss_rows(0, 200))
     store.set_job_progress(JOB, 199, egs=48.6)
     first = time.time() - 400
-    store.record_session(Session(JOB, first, first + 100, 0, 120, 16, 120 * 32, 80.0))
-    store.record_session(Session(JOB, first + 200, time.time(), 120, 199, 16, 79 * 32, 52.0))
+    store.record_session(Session(JOB, first, first + 100, 0, 120, 16, 120 * 32, 80.0, 120))
+    store.record_session(Session(JOB, first + 200, time.time(), 120, 199, 16, 79 * 32, 52.0,
+                                 79))
     store.add_mark(JOB, 120, "rollback", {"reason": "NaN", "learning_rate": 2.5e-5})
     for iteration, seed in ((99, 1), (199, 2)):
         preview = ws.previews_dir(JOB) / f"preview_{iteration:06d}.png"

@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from swapd.config import ConfigError, JobFile, TrainSection
+from swapd.daemon.idle_controls import restored_to
+from swapd.daemon.run_records import SessionRecord, describe_job
 from swapd.daemon.workers import EXIT_BAD_INPUT, EXIT_NON_FINITE, EXIT_OK, parent_alive
 from swapd.state import StateStore
 from swapd.workspace import Workspace
@@ -29,6 +31,7 @@ from swapd.workspace import Workspace
 if TYPE_CHECKING:  # torch loads in the worker only once training starts
     from swapd.faces.validate import FaceLayout
     from swapd.trainer.divergence import OutputCollapsedError
+    from swapd.trainer.driver import Request
     from swapd.trainer.loop import StepStats, Trainer
     from swapd.trainer.model_io import SnapshotTaken
 
@@ -67,17 +70,43 @@ class StoreHooks:
         self._last_flush = time.monotonic()
         self._examples_since_flush = 0
         self._last_controls = 0.0
+        self.session = SessionRecord(name, trainer)
 
     def starting(self) -> None:
         self._last_controls = 0.0  # controls are read at once, then every CONTROL_SECONDS
+        describe_job(self.store, self.name, self.trainer)
+        self.session.record_earlier(self.store)
+        self.apply_focus()
 
-    def requests(self) -> Iterable[str]:
+    def requests(self) -> Iterable[str | Request]:
+        from swapd.trainer.driver import Request
+
         if self.stop.set or not parent_alive():
             return ("stop",)
         if time.monotonic() - self._last_controls < CONTROL_SECONDS:
             return ()
         self._last_controls = time.monotonic()
-        return self.store.take_controls(self.name)
+        asked = []
+        for request in self.store.take_control_requests(self.name):
+            if request.action == "focus":  # the marks are in the store: take them all again
+                self.store.finish_control(request.id, self.apply_focus())
+            else:
+                asked.append(Request(request.action, request.args, request.id))
+        return asked
+
+    def request_done(self, request: Request, result: str) -> None:
+        if request.id is not None:
+            self.store.finish_control(request.id, result)
+
+    def apply_focus(self) -> str:
+        """Draw the faces marked focus in the state store more often (the dashboard's marks);
+        what the sets now draw, in words."""
+        marked = self.store.focus_faces(self.name)
+        for side in ("a", "b"):
+            self.trainer.set_focus(side, marked.get(side, set()))
+        weight = self.trainer.options.focus_weight
+        return (f"focus: {len(marked.get('a', ()))} faces of A, {len(marked.get('b', ()))} of "
+                f"B drawn {weight:g}x as often")
 
     def stepped(self, stats: StepStats) -> None:
         components = {side: {name: float(f"{value:.6g}") for name, value in parts.items()}
@@ -85,8 +114,10 @@ class StoreHooks:
         if stats.discriminator_loss is not None:  # `swapd losses`: true_face_discriminator
             components["true_face"] = {"discriminator": float(f"{stats.discriminator_loss:.6g}")}
         self._pending.append((stats.iteration, time.time(), stats.loss_a, stats.loss_b,
-                              components))
+                              components, stats.learning_rate,
+                              round(stats.examples_per_second, 2)))
         self._examples_since_flush += stats.examples
+        self.session.stepped(stats)
         if time.monotonic() - self._last_flush >= FLUSH_SECONDS:
             self.flush()
 
@@ -97,6 +128,7 @@ class StoreHooks:
             self.store.add_losses(self.name, self._pending)
             self._pending = []
         self.store.set_job_progress(self.name, self.trainer.iteration, egs)
+        self.session.record(self.store)
         self._last_flush = time.monotonic()
         self._examples_since_flush = 0
 
@@ -104,8 +136,18 @@ class StoreHooks:
         self.flush()
 
     def saved(self, checkpoint: Path, preview: Path, iteration: int) -> None:
+        from swapd.trainer.preview import history_path
+
         self.store.add_artifact(self.name, "checkpoint", str(checkpoint), iteration)
-        self.store.add_artifact(self.name, "preview", str(preview), iteration)
+        kept = history_path(preview.parent, iteration)  # the dashboard's slider goes back
+        self.store.add_artifact(self.name, "preview", str(kept if kept.is_file() else preview),
+                                iteration)
+
+    def restored(self, iteration: int, source: str, replaced: Path | None) -> None:
+        self._pending = [p for p in self._pending if p[0] <= iteration]
+        kept = f"; the replaced one is kept in {self.ws.relative(replaced)}" if replaced else ""
+        restored_to(self.store, self.name, iteration, source,
+                    f"restored the {source.split()[0]} at iteration {iteration}{kept}")
 
     def export(self, trainer: Trainer) -> None:
         from swapd.exporter.checkpoint_export import export_trainer
@@ -129,6 +171,9 @@ class StoreHooks:
         # Losses past the checkpoint belong to the history that was undone.
         self._pending = [p for p in self._pending if p[0] <= record["back_to"]]
         self.store.truncate_losses(self.name, record["back_to"])
+        self.store.add_mark(self.name, record["back_to"], "rollback", {
+            "reason": record["reason"], "failed_at": record["failed_at"],
+            "learning_rate": float(f"{record['learning_rate']:.3g}")})
         self.store.log_event(
             f"{record['reason']} at iteration {record['failed_at']}: rolled back to the "
             f"checkpoint at {record['back_to']}, learning rate now "

@@ -173,7 +173,7 @@ def control_dict(request: Any) -> dict[str, Any]:
 def session_dict(session: Session) -> dict[str, Any]:
     return {"start": session.start, "end": session.end, "elapsed": session.elapsed,
             "start_iteration": session.start_iteration,
-            "end_iteration": session.end_iteration, "iterations": session.iterations,
+            "end_iteration": session.end_iteration, "steps": session.steps,
             "batch_size": session.batch_size, "egs": session.egs}
 
 

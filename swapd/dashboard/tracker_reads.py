@@ -118,11 +118,14 @@ def snapshot_faces(workspace: Workspace, store: StateStore, job: str, iteration:
                                      names=focus if focus_only else None, offset=offset,
                                      limit=limit)
     images = TrackerImages(workspace, store, job, side)
-    thumbs = images.faces([r["face"] for r in rows])
+    # the face as the model saw it at this snapshot; a thumbnail of its file for snapshots
+    # taken before the tracker kept that
+    thumbs = images.faces([r["face"] for r in rows if not r["crop"]])
     faces = [{
         "name": r["face"], "loss": r["loss"], "before": r["before"], "delta": r["delta"],
         "yaw": r["yaw"], "pitch": r["pitch"], "focus": r["face"] in focus,
-        "face": thumbs[r["face"]], "output": images.snapshot_file(iteration, r["recon"]),
+        "face": images.snapshot_file(iteration, r["crop"]) if r["crop"] else thumbs[r["face"]],
+        "output": images.snapshot_file(iteration, r["recon"]),
         "swap": images.snapshot_file(iteration, r["swap"]),
     } for r in rows]
     return {"iteration": iteration, "side": side, "sort": sort, "compare_to": compare_to,
@@ -186,8 +189,11 @@ def timeline(workspace: Workspace, store: StateStore, job: str, side: str, name:
     images = TrackerImages(workspace, store, job, side)
     rows = store.face_timeline(job, side, name)
     record = store.face(images.set_name, name) if images.set_name else None
+    newest = next((r for r in reversed(rows) if r["crop"]), None)
     return {
-        "side": side, "name": name, "face": images.faces([name])[name],
+        "side": side, "name": name,
+        "face": (images.snapshot_file(newest["iteration"], newest["crop"]) if newest
+                 else images.faces([name])[name]),
         "source": record.source if record else None,
         "focus": name in store.focus_faces(job).get(side, set()),
         "snapshots": [{"iteration": r["iteration"], "loss": r["loss"],

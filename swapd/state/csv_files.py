@@ -11,7 +11,7 @@ from typing import IO
 from swapd.state.history import LossRow
 from swapd.state.records import Session
 
-SESSION_COLUMNS = ("start", "end", "start_iteration", "end_iteration", "iterations",
+SESSION_COLUMNS = ("start", "end", "start_iteration", "end_iteration", "steps",
                    "batch_size", "elapsed_seconds", "egs")
 
 
@@ -50,5 +50,5 @@ def write_sessions_csv(sessions: Iterable[Session], out: IO[str]) -> None:
     writer.writerow(SESSION_COLUMNS)
     for s in sessions:
         writer.writerow([_stamp(s.start), _stamp(s.end), s.start_iteration, s.end_iteration,
-                         s.iterations, s.batch_size, round(s.elapsed, 1),
+                         s.steps, s.batch_size, round(s.elapsed, 1),
                          "" if s.egs is None else f"{s.egs:.2f}"])

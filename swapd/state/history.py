@@ -106,19 +106,21 @@ class HistoryTables(Tables):
         with self._tx() as db:
             db.execute(
                 "INSERT OR REPLACE INTO sessions (job, start, end, start_iteration, "
-                "end_iteration, batch_size, examples, train_seconds) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                "end_iteration, batch_size, examples, train_seconds, steps) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (session.job, session.start, session.end, session.start_iteration,
                  session.end_iteration, session.batch_size, session.examples,
-                 session.train_seconds))
+                 session.train_seconds, session.steps))
 
     def sessions(self, job: str) -> list[Session]:
         """A job's sessions, oldest first."""
         if "sessions" not in self._tables():
             return []
+        steps = "steps" if "steps" in self._columns("sessions") else "0"
         rows = self._db.execute(
             "SELECT job, start, end, start_iteration, end_iteration, batch_size, examples, "
-            "train_seconds FROM sessions WHERE job=? ORDER BY start", (job,)).fetchall()
+            f"train_seconds, {steps} FROM sessions WHERE job=? ORDER BY start",
+            (job,)).fetchall()
         return [Session(*r) for r in rows]
 
     # --- marks --------------------------------------------------------------------------------

@@ -90,10 +90,7 @@ class Session:
     batch_size: int
     examples: int
     train_seconds: float
-
-    @property
-    def iterations(self) -> int:
-        return self.end_iteration - self.start_iteration
+    steps: int = 0  # steps taken (a restore or a rollback can take the iteration back)
 
     @property
     def elapsed(self) -> float:

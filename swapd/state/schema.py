@@ -10,7 +10,8 @@ import sqlite3
 
 # 2: the faces table; 3: faces.landmarks_from; 4: tracked_faces; 5: losses.components;
 # 6: losses.learning_rate/egs, jobs.info, tracker_snapshots.time, controls.args/done_at/result,
-#    the sessions, marks, merge_progress and focus_faces tables; 7: faces.centering
+#    the sessions, marks, merge_progress and focus_faces tables; 7: faces.centering,
+#    tracked_faces.crop, sessions.steps
 SCHEMA_VERSION = 7
 
 SCHEMA = """
@@ -51,6 +52,7 @@ CREATE TABLE IF NOT EXISTS sessions (   -- faceswap's Analysis tab: one row per 
     batch_size      INTEGER NOT NULL,
     examples        INTEGER NOT NULL DEFAULT 0,
     train_seconds   REAL NOT NULL DEFAULT 0,   -- time inside training steps
+    steps           INTEGER NOT NULL DEFAULT 0,  -- steps taken (a restore can go back)
     PRIMARY KEY (job, start)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS marks (      -- moments the loss graph marks: rollbacks, restores
@@ -135,6 +137,7 @@ CREATE TABLE IF NOT EXISTS tracked_faces (  -- the snapshot tracker: each face a
     pitch      REAL,
     recon      TEXT NOT NULL,             -- image, relative to the snapshot's folder
     swap       TEXT,                      -- A faces: the swap to B
+    crop       TEXT,                      -- the face as the model saw it
     PRIMARY KEY (job, side, face, iteration)  -- one face's timeline is one key range
 ) WITHOUT ROWID;
 -- one snapshot's faces of a side, by loss: an index range, worst or best first
@@ -172,6 +175,8 @@ CREATE TABLE IF NOT EXISTS controls (
 _ADDED_COLUMNS = (
     ("faces", "landmarks_from", "TEXT"),
     ("faces", "centering", "TEXT"),
+    ("tracked_faces", "crop", "TEXT"),
+    ("sessions", "steps", "INTEGER NOT NULL DEFAULT 0"),
     ("losses", "components", "TEXT"),
     ("losses", "learning_rate", "REAL"),
     ("losses", "egs", "REAL"),

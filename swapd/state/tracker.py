@@ -27,8 +27,8 @@ class TrackerTables(Tables):
         """A snapshot's tracker data (objects with side, face, loss, yaw, pitch, recon, swap),
         and its per-side summary, in one transaction."""
         tracked = list(tracked)
-        rows = [(job, t.side, t.face, iteration, t.loss, t.yaw, t.pitch, t.recon, t.swap)
-                for t in tracked]
+        rows = [(job, t.side, t.face, iteration, t.loss, t.yaw, t.pitch, t.recon, t.swap,
+                 getattr(t, "crop", None)) for t in tracked]
         now = time.time()
         summary = []
         for side in sorted({t.side for t in tracked}):
@@ -39,8 +39,8 @@ class TrackerTables(Tables):
             # A snapshot taken again at this iteration (after a restore) replaces all of it.
             db.execute("DELETE FROM tracked_faces WHERE job=? AND iteration=?", (job, iteration))
             db.executemany("INSERT OR REPLACE INTO tracked_faces (job, side, face, iteration, "
-                           "loss, yaw, pitch, recon, swap) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                           rows)
+                           "loss, yaw, pitch, recon, swap, crop) "
+                           "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
             db.executemany("INSERT OR REPLACE INTO tracker_snapshots (job, iteration, side, "
                            "faces, mean_loss, time) VALUES (?, ?, ?, ?, ?, ?)", summary)
 
@@ -96,8 +96,9 @@ class TrackerTables(Tables):
         condition = " AND ".join(where)
         total = self._db.execute(f"SELECT COUNT(*) FROM tracked_faces t WHERE {condition}",
                                  args).fetchone()[0]
+        crop = "t.crop" if "crop" in self._columns("tracked_faces") else "NULL AS crop"
         rows = self._db.execute(
-            "SELECT t.face, t.loss, t.yaw, t.pitch, t.recon, t.swap, e.loss AS before, "
+            f"SELECT t.face, t.loss, t.yaw, t.pitch, t.recon, t.swap, {crop}, e.loss AS before, "
             "t.loss - e.loss AS delta FROM tracked_faces t LEFT JOIN tracked_faces e "
             "ON e.job=t.job AND e.side=t.side AND e.face=t.face AND e.iteration=? "
             f"WHERE {condition} ORDER BY {TRACKER_SORTS[sort]}, t.face LIMIT ? OFFSET ?",
@@ -113,9 +114,10 @@ class TrackerTables(Tables):
 
     def face_timeline(self, job: str, side: str, face: str) -> list[dict[str, Any]]:
         """One face across every snapshot: iteration, loss and images, oldest first."""
+        crop = "crop" if "crop" in self._columns("tracked_faces") else "NULL AS crop"
         rows = self._db.execute(
-            "SELECT iteration, loss, recon, swap, yaw, pitch FROM tracked_faces WHERE job=? "
-            "AND side=? AND face=? ORDER BY iteration", (job, side, face)).fetchall()
+            f"SELECT iteration, loss, recon, swap, {crop}, yaw, pitch FROM tracked_faces "
+            "WHERE job=? AND side=? AND face=? ORDER BY iteration", (job, side, face)).fetchall()
         return [dict(r) for r in rows]
 
     def tracked_pairs(self, job: str, first: int, second: int, side: str

@@ -81,12 +81,15 @@ def restore_checkpoint(source: Path, current: Path) -> tuple[int, Path | None]:
         raise ModelBusyError(current.parent, "a trainer is using this model folder: stop it "
                                              "first, then restore")
     try:
-        return _replace_checkpoint(source, current, int(state["iteration"]))
+        return replace_checkpoint(source, current, int(state["iteration"]))
     finally:
         lock.release()
 
 
-def _replace_checkpoint(source: Path, current: Path, iteration: int) -> tuple[int, Path | None]:
+def replace_checkpoint(source: Path, current: Path, iteration: int) -> tuple[int, Path | None]:
+    """Copy ``source`` over ``current``, the checkpoint it replaces kept first in
+    ``replaced/`` (see :func:`restore_checkpoint`, which takes the folder's lock: a trainer
+    that holds it calls this)."""
     replaced = None
     if current.is_file():
         try:

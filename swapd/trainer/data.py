@@ -140,9 +140,10 @@ class FaceArrays(NamedTuple):
 
     faces: np.ndarray  # uint8 NHWC
     masks: np.ndarray  # uint8 NHWC, face/eyes/mouth
-    weights: np.ndarray  # sampling probabilities by yaw band
+    weights: np.ndarray  # sampling probabilities (by yaw band, times focus_weight)
     landmarks: np.ndarray  # float32 (N, 68, 2) in the crop's pixels; NaN where unknown
     mask_known: np.ndarray  # bool (N,): the mask was drawn from landmarks (not all-face)
+    weighted: bool = False  # draw by ``weights`` (uniform_yaw, or focus faces), not evenly
 
 
 class FaceSet:
@@ -184,6 +185,9 @@ class FaceSet:
         self._entries: dict[Path, _Entry] = {}
         self._lock = threading.Lock()
         self.uniform_yaw = uniform_yaw
+        # Faces marked focus (file names) are drawn focus_weight times as often as the others.
+        self.focus: frozenset[str] = frozenset()
+        self.focus_weight = 1.0
         self._arrays = FaceArrays(np.empty((0, size, size, 1 if grayscale else 3), np.uint8),
                                   np.empty((0, size, size, MASK_CHANNELS), np.uint8),
                                   np.empty(0), np.empty((0, 68, 2), np.float32),
@@ -308,19 +312,40 @@ class FaceSet:
             self.without_landmarks = sum(not entries[p].has_landmarks for p in good)
             if good:
                 unknown = np.full((68, 2), np.nan, np.float32)
+                weights, weighted = self._weights(good, entries)
                 self._arrays = FaceArrays(
                     np.stack([entries[p].face for p in good]),  # type: ignore[misc]
                     np.stack([entries[p].mask for p in good]),  # type: ignore[misc]
-                    yaw_weights([entries[p].yaw for p in good]),
+                    weights,
                     np.stack([unknown if entries[p].landmarks is None
                               else entries[p].landmarks for p in good]),  # type: ignore[misc]
-                    np.array([entries[p].has_landmarks for p in good], bool))
+                    np.array([entries[p].has_landmarks for p in good], bool), weighted)
             else:
                 self._arrays = FaceArrays(self.faces[:0], self.masks[:0], np.empty(0),
                                           self.landmarks[:0], np.empty(0, bool))
             self.paths = good
             now = set(good)
             return len(now - before), len(before - now)
+
+    def _weights(self, good: list[Path], entries: dict[Path, _Entry]
+                 ) -> tuple[np.ndarray, bool]:
+        """Each face's sampling probability and whether they are uneven: by yaw band with
+        ``uniform_yaw``, and focus faces ``focus_weight`` times their share."""
+        weights = (yaw_weights([entries[p].yaw for p in good]) if self.uniform_yaw
+                   else np.full(len(good), 1.0 / max(1, len(good))))
+        focused = np.array([p.name in self.focus for p in good], bool)
+        if not focused.any() or self.focus_weight == 1.0:
+            return weights, self.uniform_yaw
+        weights = np.where(focused, weights * self.focus_weight, weights)
+        return weights / weights.sum(), True
+
+    def set_focus(self, names: set[str] | frozenset[str], weight: float) -> None:
+        """Draw the faces named (file names) ``weight`` times as often as the others, from
+        the next batch on (the marks the dashboard's snapshot tracker sets)."""
+        with self._lock:
+            self.focus, self.focus_weight = frozenset(names), float(weight)
+            weights, weighted = self._weights(self.paths, self._entries)
+            self._arrays = self._arrays._replace(weights=weights, weighted=weighted)
 
     def sample(self, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
         """``n`` faces and their masks drawn at random (with replacement only when the set is
@@ -336,6 +361,8 @@ class FaceSet:
             raise FaceSetError(self.folder, "no usable faces")
         if self.uniform_yaw:
             return rng.choice(count, size=n, p=arrays.weights)
+        if arrays.weighted:  # focus faces: their share raised, still each once per batch
+            return rng.choice(count, size=n, replace=count < n, p=arrays.weights)
         return rng.choice(count, size=n, replace=count < n)
 
 

@@ -2,7 +2,8 @@
 
     outcome = run(trainer, Cadence(iterations=..., save_every=...), hooks)
 
-Between steps it takes the caller's requests (stop, pause, resume, save, export); every
+Between steps it takes the caller's requests (stop, pause, resume, save, snapshot, export,
+restore: the backup or a snapshot) and says what came of each; every
 ``save_every`` iterations it saves (checkpoint, preview, the exports the cadence asks for) and
 picks up faces added to or removed from the sets; every ``snapshot_every`` it keeps a
 snapshot. A non-finite loss, or a save the collapse guard refuses, rolls the model back to its
@@ -19,10 +20,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
+from swapd.fsutil import atomic_copy
+from swapd.trainer.backup import FOLDER as BACKUP_FOLDER
+from swapd.trainer.checkpoint import CHECKPOINT_NAME, CheckpointError
 from swapd.trainer.divergence import (
     NonFiniteLossError,
     OutputCollapsedError,
@@ -30,13 +34,24 @@ from swapd.trainer.divergence import (
 )
 from swapd.trainer.loop import StepStats, Trainer
 from swapd.trainer.model_io import ModelIO, SnapshotTaken
-from swapd.trainer.snapshots import Policy
+from swapd.trainer.snapshots import Policy, SnapshotError, find_snapshot
 
 PAUSED_POLL_SECONDS = 0.5  # how often a paused session asks for requests again
 
 # Why a save happens: the cadence's ("save", "snapshot"), a request ("save", "export"), the
 # target ("done") or the end of the session ("exit").
 SaveReason = Literal["save", "snapshot", "export", "done", "exit"]
+
+
+@dataclass(frozen=True)
+class Request:
+    """Something asked of a running session (by the service's control queue, or a signal):
+    ``action`` is "stop", "pause", "resume", "save", "snapshot", "export" or "restore" (with
+    ``args`` {"snapshot": N}, else the backup); ``id`` is the caller's, for its answer."""
+
+    action: str
+    args: dict[str, Any] = field(default_factory=dict)
+    id: int | None = None
 
 
 @dataclass(frozen=True)
@@ -67,10 +82,17 @@ class Hooks(Protocol):
     def starting(self) -> None:
         """The loop starts (:meth:`Driver.train`): requests are asked for at once."""
 
-    def requests(self) -> Iterable[str]:
-        """Requests since the last call, in order: "stop", "pause", "resume", "save",
-        "export". Asked before every step: keep it cheap."""
+    def requests(self) -> Iterable[str | Request]:
+        """Requests since the last call, in order (an action's name, or a :class:`Request`).
+        Asked before every step: keep it cheap."""
         return ()
+
+    def request_done(self, request: Request, result: str) -> None:
+        """What came of a request, in words."""
+
+    def restored(self, iteration: int, source: str, replaced: Path | None) -> None:
+        """A restore brought back ``source`` ("backup" or "snapshot N") at ``iteration``; the
+        checkpoint it replaced was kept at ``replaced``."""
 
     def stepped(self, stats: StepStats) -> None:
         """A step was taken."""
@@ -110,6 +132,7 @@ class Driver:
         self.io = ModelIO(trainer)
         self.saved_iteration = trainer.iteration  # what the checkpoint holds
         self.exported_iteration = -1
+        self.snapshots_taken = 0
 
     @property
     def target_reached(self) -> bool:
@@ -122,20 +145,22 @@ class Driver:
         hooks.starting()
         while True:
             stop = False
-            for request in hooks.requests():
-                if request == "stop":
+            for asked in hooks.requests():
+                request = asked if isinstance(asked, Request) else Request(asked)
+                if request.action == "stop":
                     stop = True
-                elif request == "pause":
+                    result = f"stopping at iteration {trainer.iteration} (it saves first)"
+                elif request.action == "pause":
                     paused = True
-                    self.save("save")
+                    result = self._saved_or_refused(self.save("save"), "paused")
                     hooks.paused(True)
-                elif request == "resume":
+                elif request.action == "resume":
                     paused = False
+                    result = f"training from iteration {trainer.iteration}"
                     hooks.paused(False)
-                elif request == "save":
-                    self.save("save")
-                elif request == "export" and self.save("export"):
-                    self.export()  # (what it saved: the collapse guard looked first)
+                else:
+                    result = self.act(request)
+                hooks.request_done(request, result)
             if trainer.distributed is not None:  # every process stops at the same step
                 stop = trainer.distributed.any(stop, trainer.device)
             if stop:
@@ -148,6 +173,68 @@ class Driver:
             self.step()  # (a save refused at the target rolled back: training goes on)
         self.save("exit")
         return Outcome("stopped", self.saved_iteration)
+
+    def act(self, request: Request) -> str:
+        """Do a save, snapshot, export or restore asked between steps; what came of it."""
+        trainer = self.trainer
+        if request.action == "save":
+            return self._saved_or_refused(self.save("save"), "saved")
+        if request.action == "snapshot":
+            if not trainer.is_main:
+                return "snapshots are the first process's"
+            before = self.snapshots_taken
+            self.snapshot()
+            return (f"snapshot at iteration {trainer.iteration}"
+                    if self.snapshots_taken > before else
+                    "no snapshot: the collapse guard refused the save (rolled back)")
+        if request.action == "export":
+            if not self.save("export"):
+                return "not exported: the collapse guard refused the save (rolled back)"
+            self.export()  # (what it saved: the collapse guard looked first)
+            return f"exported at iteration {trainer.iteration}"
+        if request.action == "restore":
+            return self.restore(request.args.get("snapshot"))
+        return f"unknown request {request.action!r}"
+
+    def _saved_or_refused(self, saved: bool, done: str) -> str:
+        if saved:
+            return f"{done} at iteration {self.saved_iteration}"
+        return (f"{done}; the save was refused by the collapse guard: rolled back to "
+                f"iteration {self.saved_iteration}")
+
+    def restore(self, snapshot: int | None) -> str:
+        """Bring back the backup (or the snapshot at ``snapshot``) and go on from it; the
+        live model is saved first, so the checkpoint kept in ``replaced/`` is the newest."""
+        trainer = self.trainer
+        if not trainer.is_main or trainer.distributed is not None:
+            return "not restored: restore a model trained under torchrun with swapd model restore"
+        if snapshot is None:
+            source, what = trainer.model_dir / BACKUP_FOLDER / CHECKPOINT_NAME, "backup"
+            if not source.is_file():
+                return "not restored: no backup yet"
+        else:
+            try:
+                source = find_snapshot(trainer.model_dir, int(snapshot)).checkpoint
+            except SnapshotError as exc:
+                return f"not restored: {exc.reason}"
+            what = f"snapshot {snapshot}"
+        # Save first, so the checkpoint kept in replaced/ is the newest; that save may make
+        # itself the backup, so the backup asked for is set aside before it.
+        # (named as a save's temp file: one a kill leaves behind goes at the next start)
+        held = atomic_copy(source, trainer.model_dir / f".{CHECKPOINT_NAME}.restoring.tmp",
+                           durable=False)
+        try:
+            self.save("save")
+            iteration, replaced = self.io.restore_from(held)
+        except CheckpointError as exc:
+            return f"not restored: {exc.reason}"
+        finally:
+            held.unlink(missing_ok=True)
+        self.saved_iteration = iteration
+        self.hooks.restored(iteration, what, replaced)
+        kept = (f"; the checkpoint it replaced is kept as "
+                f"{replaced.relative_to(trainer.model_dir)}" if replaced else "")
+        return f"restored the {what.split()[0]} at iteration {iteration}{kept}"
 
     def step(self) -> StepStats | None:
         """One step and what the cadence asks after it; None when the step was undone (a
@@ -187,7 +274,8 @@ class Driver:
                 return False
             self.saved_iteration = iteration
             if trainer.is_main:
-                preview = trainer.write_preview(self.cadence.preview)
+                preview = trainer.write_preview(self.cadence.preview,
+                                                history=trainer.options.preview_history)
                 self.hooks.saved(checkpoint, preview, iteration)
         if (reason in self.cadence.export_on and iteration != self.exported_iteration
                 and iteration and trainer.is_main):
@@ -207,6 +295,7 @@ class Driver:
         self.hooks.snapshot_taken(self.io.snapshot(cadence.snapshot_policy,
                                                    cadence.snapshot_keep, cadence.tracker,
                                                    cadence.tracker_faces))
+        self.snapshots_taken += 1
 
     def export(self) -> None:
         self.hooks.export(self.trainer)

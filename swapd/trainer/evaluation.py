@@ -16,7 +16,14 @@ from swapd.trainer.losses import FaceLoss
 from swapd.trainer.models import SwapModel
 from swapd.trainer.options import TrainerOptions
 from swapd.trainer.precision import MixedPrecision
-from swapd.trainer.preview import composite, make_grid, overlay_mask, to_uint8_nhwc, write_png
+from swapd.trainer.preview import (
+    composite,
+    keep_in_history,
+    make_grid,
+    overlay_mask,
+    to_uint8_nhwc,
+    write_png,
+)
 
 
 class Evaluator:
@@ -118,10 +125,13 @@ class Evaluator:
             drawn.append(out if learned is None else composite(out, faces, learned))
         return [shown_a, drawn[0], drawn[1], shown_b, drawn[2], drawn[3]]
 
-    def write_preview(self, path: Path) -> Path:
+    def write_preview(self, path: Path, history: int = 0) -> Path:
         """Write :meth:`preview` as a PNG, atomically; with ``timelapse`` also a copy in
-        ``timelapse/<iteration>.png`` beside it (the same fixed faces at every save)."""
+        ``timelapse/<iteration>.png`` beside it (the same fixed faces at every save), and with
+        ``history`` one in ``history/`` of the newest ``history`` saves (see
+        :func:`~swapd.trainer.preview.keep_in_history`)."""
         grid = self.preview()
         if self.options.timelapse:
             write_png(path.parent / "timelapse" / f"{self.iteration:08d}.png", grid)
+        keep_in_history(grid, path.parent, self.iteration, history)
         return write_png(path, grid)

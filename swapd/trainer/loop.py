@@ -73,6 +73,7 @@ class StepStats:
     # true_face_power: its code discriminator's loss, not part of either side's (about log 2,
     # 0.69: it cannot tell A's codes from B's); None without the true face or on a skipped step.
     discriminator_loss: float | None = None
+    learning_rate: float | None = None  # the rate this step used; None on a skipped step
 
     @property
     def examples_per_second(self) -> float:
@@ -288,7 +289,7 @@ class Trainer(Evaluator):
         components_a: dict[str, float] = {}
         components_b: dict[str, float] = {}
         codes: list[tuple[torch.Tensor, torch.Tensor]] = []  # for the true face's step
-        discriminator_loss = None
+        discriminator_loss = lr = None
         for _ in range(accumulate):  # gradients add up over `accumulate` batches
             batch = self.loader.get()
             with self.precision.autocast():
@@ -357,7 +358,13 @@ class Trainer(Evaluator):
         self.session["iterations"] = self.iteration - self.session["start_iteration"]
         return StepStats(self.iteration, la, lb, time.perf_counter() - start,
                          2 * self.batch_size * accumulate, components_a, components_b, skipped,
-                         discriminator_loss)
+                         discriminator_loss, lr)
+
+    def set_focus(self, side: str, names: set[str]) -> None:
+        """Draw the faces of ``side`` ("a" or "b") named (file names) ``focus_weight`` times
+        as often as its others, from the next batch on."""
+        face_set = self.set_a if side == "a" else self.set_b
+        face_set.set_focus(names, self.options.focus_weight)
 
     def _side_loss(self, output: torch.Tensor, target: np.ndarray, masks: np.ndarray,
                    mask_known: np.ndarray) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:

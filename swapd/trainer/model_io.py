@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from swapd.trainer.backup import backup_info, keep_backup
-from swapd.trainer.checkpoint import load_checkpoint, save_checkpoint
+from swapd.trainer.checkpoint import load_checkpoint, replace_checkpoint, save_checkpoint
 from swapd.trainer.divergence import (
     DRAWN_FACES,
     FLAT_OUTPUT,
@@ -27,7 +27,13 @@ from swapd.trainer.divergence import (
 from swapd.trainer.loop import Trainer
 from swapd.trainer.options import TrainerOptions
 from swapd.trainer.setup import now
-from swapd.trainer.snapshots import Policy, Snapshot, prune_snapshots, take_snapshot
+from swapd.trainer.snapshots import (
+    Policy,
+    Snapshot,
+    prune_snapshots,
+    set_aside_after,
+    take_snapshot,
+)
 from swapd.trainer.state import KEPT_BY_ROLLBACK, TrainState
 from swapd.trainer.tracker import TrackedFace, track
 
@@ -140,6 +146,22 @@ class ModelIO:
         log.warning("%s at iteration %d: rolled back to %d, learning rate now %.3g",
                     error.reason, error.iteration, trainer.iteration, record["learning_rate"])
         return record
+
+    def restore_from(self, source: Path) -> tuple[int, Path | None]:
+        """Make ``source`` (the backup's or a snapshot's checkpoint) the model's checkpoint and
+        the trainer's state, while this trainer holds the model folder: the checkpoint it
+        replaces is kept in ``replaced/``, snapshots past it are set aside (as `swapd model
+        restore` does), and the run goes on from there; this session's record and the
+        rollbacks so far stay. Returns (the restored iteration, where the replaced one went)."""
+        trainer = self.trainer
+        state = TrainState.from_dict(load_checkpoint(source))  # a broken copy changes nothing
+        iteration, replaced = replace_checkpoint(source, trainer.checkpoint_path,
+                                                 state.iteration)
+        set_aside_after(trainer.model_dir, iteration)
+        trainer.restore(replace(state, sessions=trainer.sessions, rollbacks=trainer.rollbacks))
+        trainer.session["iterations"] = max(0, iteration - trainer.session["start_iteration"])
+        self.saved_at = iteration
+        return iteration, replaced
 
     def snapshot(self, policy: Policy = "all", keep: int = 10, tracker: bool = True,
                  tracker_faces: int = 0) -> SnapshotTaken:

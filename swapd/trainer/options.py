@@ -106,7 +106,12 @@ class TrainerOptions(BaseModel):
     uniform_yaw: bool = Field(
         False, description="draw faces by yaw band, each band equally often (DeepFaceLab's "
         "uniform_yaw): rare angles are seen as often as frontal ones")
+    focus_weight: float = Field(
+        3.0, ge=1.0, le=100.0, description="faces marked focus in the dashboard's snapshot "
+        "tracker are drawn this many times as often as the others")
     preview_faces: int = Field(4, ge=1, le=64)
+    preview_history: int = Field(100, ge=0, le=10_000, description="saves whose preview is "
+                                 "kept in previews/history/ for the dashboard (the newest)")
     timelapse: bool = Field(False, description="keep every save's preview in "
                             "previews/timelapse/ (the same fixed faces each time)")
     seed: int = Field(0, ge=0)

@@ -87,3 +87,28 @@ def write_png(path: str | os.PathLike[str], image: np.ndarray) -> Path:
     if not ok:
         raise ValueError(f"{path}: could not encode preview image")
     return atomic_write_bytes(path, buf.tobytes())
+
+
+HISTORY_FOLDER = "history"
+
+
+def history_path(folder: Path, iteration: int) -> Path:
+    """Where :func:`keep_in_history` keeps the preview of the save at ``iteration``."""
+    return folder / HISTORY_FOLDER / f"{iteration:08d}.webp"
+
+
+def keep_in_history(grid: np.ndarray, folder: Path, iteration: int, keep: int) -> Path | None:
+    """Keep a save's preview grid as ``<folder>/history/<iteration>.webp`` and delete all but
+    the newest ``keep`` (a bounded history the dashboard's slider goes back through); None
+    when ``keep`` is 0."""
+    if keep <= 0:
+        return None
+    path = history_path(folder, iteration)
+    ok, data = cv2.imencode(".webp", grid, [cv2.IMWRITE_WEBP_QUALITY, 90])
+    if not ok:
+        raise RuntimeError(f"{path}: WebP encoding of the preview failed")
+    atomic_write_bytes(path, data.tobytes(), durable=False)  # a view: the checkpoint is the data
+    kept = sorted(path.parent.glob("*.webp"))
+    for old in kept[:-keep]:
+        old.unlink(missing_ok=True)
+    return path

@@ -2,8 +2,9 @@
 
 At a snapshot every face of both sets (or ``cap`` of each, chosen evenly over yaw) goes
 through the model unaugmented, as the trainer crops it: its loss (the training loss, face by
-face; a learned mask's own loss is not part of it), the reconstruction, and for the A side
-the swap to B, with the face's yaw and pitch. The images are small WebP files in the
+face; a learned mask's own loss is not part of it), the face as the model saw it, its
+reconstruction, and for the A side the swap to B, with the face's yaw and pitch. The images
+are small WebP files in the
 snapshot's folder (``tracker/a/``, ``tracker/b/``) and the numbers one JSON line per face in
 ``tracker/faces.jsonl``, so a model trained without the service keeps them too; the service
 also writes them to the state database, where the dashboard can list thousands of faces over
@@ -50,6 +51,7 @@ class TrackedFace:
     pitch: float | None
     recon: str  # image file, relative to the snapshot folder
     swap: str | None  # A faces only: the swap to B
+    crop: str | None = None  # the face as the model saw it (none in snapshots before it)
 
 
 def pick_even_over_yaw(yaws: np.ndarray, cap: int) -> np.ndarray:
@@ -98,6 +100,7 @@ def track_side(model: Model, face_set: FaceSet, side: str, folder: Path, cap: in
         for j, i in enumerate(range(part.start, part.stop)):
             name = names[i]  # the whole name: a.png and a.jpg are different faces
             _write_webp(out_dir / f"{name}.recon.webp", recon[j])
+            _write_webp(out_dir / f"{name}.face.webp", crops[j])
             swap_name = None
             if swap is not None:
                 swap_name = f"{side}/{name}.swap.webp"
@@ -107,7 +110,7 @@ def track_side(model: Model, face_set: FaceSet, side: str, folder: Path, cap: in
             tracked.append(TrackedFace(side, name,
                                        round(value, 6) if math.isfinite(value) else None,
                                        _pose(yaw), _pose(pitch), f"{side}/{name}.recon.webp",
-                                       swap_name))
+                                       swap_name, f"{side}/{name}.face.webp"))
     return tracked
 
 

@@ -100,10 +100,10 @@ def sessions_table(store: StateStore, job: str) -> Any:
         html.Td(str(k + 1)), html.Td(ui.when(s.start)), html.Td(ui.when(s.end)),
         html.Td(ui.duration(s.elapsed)), html.Td(str(s.batch_size), className="num"),
         html.Td(f"{s.start_iteration:,}–{s.end_iteration:,}", className="num"),
-        html.Td(f"{s.iterations:,}", className="num"),
+        html.Td(f"{s.steps:,}", className="num"),
         html.Td(f"{s.egs:.1f}" if s.egs else "—", className="num"),
     ]) for k, s in enumerate(store.sessions(job))]
-    return ui.table(["#", "Start", "End", "Elapsed", "Batch", "Iterations", "Count", "EG/s"],
+    return ui.table(["#", "Start", "End", "Elapsed", "Batch", "Iterations", "Steps", "EG/s"],
                     rows, "No sessions recorded yet: each run of the worker is one.",
                     "sessions")
 
