@@ -132,7 +132,8 @@ def test_the_worker_takes_snapshot_restore_focus_and_records_its_run(
         run.close()
     results = [store.control_request(i).result for i in asked]
     assert results[0] == "snapshot at iteration 20"
-    assert results[1].startswith("restored the snapshot at iteration 8; the replaced one is kept")
+    assert results[1].startswith("restored the snapshot at iteration 8; the checkpoint it "
+                                 "replaced is kept as replaced/model-20-")
     assert results[2] == "focus: 1 faces of A, 0 of B drawn 4x as often"
     assert results[3].startswith("stopping at iteration 8")
     assert all(store.control_request(i).taken_at for i in asked)

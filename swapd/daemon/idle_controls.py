@@ -38,27 +38,29 @@ def answer_idle_controls(ws: Workspace, store: StateStore, busy: set[str]) -> No
                 store.finish_control(request.id, result)
 
 
+# What pause, resume and stop do to a job without a worker: the states they apply in, the
+# state they leave, and what the event log and the request's answer say.
+_STATE_CHANGES = {
+    "pause": (("queued", "waiting", "interrupted"), "paused",
+              "paused: it will not train until resumed",
+              "paused (it was not training): it will not start until resumed"),
+    "resume": (("paused", "stopped", "interrupted"), "queued", "resumed: queued to train",
+               "queued to train"),
+    "stop": (("queued", "waiting", "paused", "interrupted"), "stopped",
+             "stopped before it trained again", "stopped: it will not train until resumed"),
+}
+
+
 def _answer(ws: Workspace, store: StateStore, request: ControlRequest, state: str
             ) -> str | None:
     job, action = request.job, request.action
-    if action == "pause":
-        if state in ("queued", "waiting", "interrupted"):
-            store.set_job_state(job, "paused")
-            store.log_event("paused: it will not train until resumed", job)
-            return "paused (it was not training): it will not start until resumed"
-        return f"nothing to pause: the job is {state}"
-    if action == "resume":
-        if state in ("paused", "stopped", "interrupted"):
-            store.set_job_state(job, "queued")
-            store.log_event("resumed: queued to train", job)
-            return "queued to train"
-        return f"nothing to resume: the job is {state}"
-    if action == "stop":
-        if state in ("queued", "waiting", "paused", "interrupted"):
-            store.set_job_state(job, "stopped")
-            store.log_event("stopped before it trained again", job)
-            return "stopped: it will not train until resumed"
-        return f"nothing to stop: the job is {state}"
+    if action in _STATE_CHANGES:
+        applies, becomes, event, result = _STATE_CHANGES[action]
+        if state not in applies:
+            return f"nothing to {action}: the job is {state}"
+        store.set_job_state(job, becomes)
+        store.log_event(event, job)
+        return result
     if action == "restore":
         _restore_in_background(ws, request)
         return None  # the background restore records its own result

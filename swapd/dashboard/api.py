@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import IO, Any, TypeVar
 
 import flask
 
@@ -76,23 +76,24 @@ def create_api(workspace: Workspace) -> flask.Blueprint:
                     "losses": [row._asdict() for row in rows]}
         return answer(read)
 
-    @api.get("/jobs/<job>/losses.csv")
-    def losses_csv(job: str) -> flask.Response:
+    def csv_file(job: str, kind: str, write: Callable[[StateStore, IO[str]], None]
+                 ) -> flask.Response:
         def read(store: StateStore) -> str:
             job_row(store, job)
             out = io.StringIO()
-            write_losses_csv(lambda: store.loss_rows(job), out)
+            write(store, out)
             return out.getvalue()
-        return _csv(workspace, read, f"{job}_losses.csv")
+        return _csv(workspace, read, f"{job}_{kind}.csv")
+
+    @api.get("/jobs/<job>/losses.csv")
+    def losses_csv(job: str) -> flask.Response:
+        return csv_file(job, "losses", lambda store, out: write_losses_csv(
+            lambda: store.loss_rows(job), out))
 
     @api.get("/jobs/<job>/sessions.csv")
     def sessions_csv(job: str) -> flask.Response:
-        def read(store: StateStore) -> str:
-            job_row(store, job)
-            out = io.StringIO()
-            write_sessions_csv(store.sessions(job), out)
-            return out.getvalue()
-        return _csv(workspace, read, f"{job}_sessions.csv")
+        return csv_file(job, "sessions", lambda store, out: write_sessions_csv(
+            store.sessions(job), out))
 
     @api.get("/jobs/<job>/sessions")
     def sessions(job: str) -> flask.Response:
