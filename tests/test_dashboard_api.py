@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import io
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote
@@ -248,3 +249,39 @@ def test_without_a_token_only_loopback_host_names_are_answered(served: str) -> N
     assert http_get(served, f"{API}/jobs", {"Host": "localhost"}).status == 200
     rebound = http_get(served, f"{API}/jobs", {"Host": "evil.example:8050"})
     assert rebound.status == 403 and b"tiny" not in rebound.body
+
+
+def test_a_faces_source_frame_opens_when_the_footage_is_in_the_workspace(
+        trained_ws: TrainedWorkspace, synthetic_clip: Path, tmp_path: Path) -> None:
+    import cv2
+    import numpy as np
+
+    from swapd.state import FaceRecord
+
+    copy = trained_ws.copy(tmp_path / "ws")
+    ws = copy.workspace
+    store = StateStore(ws.state_db)
+    image_face = store.faces("alice")[0]
+    (ws.footage / "frames").mkdir(parents=True)
+    frame = np.full((90, 120, 3), (30, 60, 200), np.uint8)
+    assert cv2.imwrite(str(ws.footage / "frames" / image_face.source), frame)
+    shutil.copy(synthetic_clip, ws.footage / "clip.mp4")
+    # faces cut from a video: swapd's names count frames from 0, faceswap's from 1
+    store.index_faces([FaceRecord("alice", "v0.png", "ok", 1, 1, source="clip_000010"),
+                       FaceRecord("alice", "v1.png", "ok", 1, 1, source="clip_000011.png"),
+                       FaceRecord("alice", "gone.png", "ok", 1, 1, source="elsewhere_1.png")],
+                      set_name="alice")
+    store.close()
+    with DashboardServer(ws, port=0) as server:
+        timeline = get(server.url, f"{API}/jobs/tiny/faces/a/{quote(image_face.name)}/timeline")
+        assert timeline.json()["source_frame"] == f"/frames/alice/{image_face.name}"
+        shown = http_get(server.url, timeline.json()["source_frame"])
+        assert shown.status == 200 and shown.headers["Content-Type"] == "image/jpeg"
+        decoded = cv2.imdecode(np.frombuffer(shown.body, np.uint8), cv2.IMREAD_COLOR)
+        assert decoded.shape == (90, 120, 3)
+        from_video = [http_get(server.url, f"/frames/alice/{name}") for name in ("v0.png",
+                                                                                  "v1.png")]
+        assert all(r.status == 200 for r in from_video)
+        assert from_video[0].body == from_video[1].body  # frame 10, counted two ways
+        assert http_get(server.url, "/frames/alice/gone.png").status == 404
+        assert http_get(server.url, "/frames/alice/nobody.png").status == 404

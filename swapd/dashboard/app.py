@@ -26,6 +26,7 @@ from swapd.dashboard.api import create_api
 from swapd.dashboard.components import count
 from swapd.dashboard.files import add_file_routes
 from swapd.dashboard.pages import faces, job, outputs, overview, tracker
+from swapd.dashboard.source_frames import add_frame_route
 from swapd.workspace import Workspace
 
 ASSETS_FOLDER = Path(__file__).parent / "assets"
@@ -70,6 +71,7 @@ def create_app(workspace: Workspace, refresh_ms: int = 2000) -> Dash:
     """The Dash app for a workspace, on its own Flask server (`app.server`)."""
     server = flask.Flask(__name__, static_folder=None)
     add_file_routes(server, workspace)
+    add_frame_route(server, workspace)
     server.register_blueprint(create_api(workspace))
     app = Dash(__name__, server=server, title="swapd", update_title=None,
                assets_folder=str(ASSETS_FOLDER), serve_locally=True,

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from swapd.dashboard.files import file_url, thumb_url
+from swapd.dashboard.source_frames import find_source, frame_url
 from swapd.state import JobRow, StateStore
 from swapd.workspace import Workspace
 
@@ -195,6 +196,8 @@ def timeline(workspace: Workspace, store: StateStore, job: str, side: str, name:
         "face": (images.snapshot_file(newest["iteration"], newest["crop"]) if newest
                  else images.faces([name])[name]),
         "source": record.source if record else None,
+        "source_frame": (frame_url(images.set_name, name) if record and images.set_name
+                         and find_source(workspace, record.source) else None),
         "focus": name in store.focus_faces(job).get(side, set()),
         "snapshots": [{"iteration": r["iteration"], "loss": r["loss"],
                        "output": images.snapshot_file(r["iteration"], r["recon"]),

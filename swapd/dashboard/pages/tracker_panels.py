@@ -71,7 +71,10 @@ def timeline_view(found: dict[str, Any]) -> Any:
     first = html.Div([
         html.Div("aligned face", className="when"), _image(found["face"], "face"),
         html.Div(found["name"], className="name"),
-        html.Div(f"from {found['source']}" if found["source"] else "", className="source"),
+        html.Div(html.A(f"from {found['source']}", href=found["source_frame"],
+                        target="_blank", id="timeline-source")
+                 if found["source_frame"] else (f"from {found['source']}" if found["source"]
+                                                else ""), className="source"),
         html.Div("focus" if found["focus"] else "", className="focus-badge"
                  if found["focus"] else ""),
     ], className="timeline-column first")
