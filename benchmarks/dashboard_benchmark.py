@@ -1,26 +1,36 @@
 """Dashboard at scale (issue 13): the snapshot tracker over 5,000 faces per side and 20
-snapshots, driven in a real headless Chromium.
+snapshots, timed in a real headless Chromium.
 
     nice .venv/bin/python benchmarks/dashboard_benchmark.py [--faces 5000] [--snapshots 20] \\
-        [--repeat 5] [--keep /tmp/dashboard_bench] [--out benchmarks/results/dashboard.json]
+        [--repeat 5] [--keep /tmp/dashboard_bench] [--quiet 0.25] \\
+        [--out benchmarks/results/dashboard.json]
 
-1. The workspace (:func:`build_workspace`; with ``--keep DIR`` it is made once and reused):
+1. The workspace (:func:`build_workspace`; with ``--keep DIR`` made once and reused):
    faces/alice and faces/bob with ``--faces`` synthetic faceswap-format faces each (the tracker
    benchmark's generator), indexed by the service's own ingest; a job ``bench`` (its job file
    under jobs/, in the state store); one real snapshot with tracker data for every face, taken
    by the real trainer (WebP files in models/bench/snapshots/00001000/tracker/); ``--snapshots``
-   - 1 more snapshot folders whose ``tracker`` is a link to the first one's (the file route
-   follows links inside models/), each with its own rows in the state store, every face's loss
-   varied per snapshot; and a loss history of ``--history`` iterations.
-2. The dashboard (swapd's own waitress server) in a child process, and Chromium at 1400x1000.
-3. Each of these, ``--repeat`` times, timed in the browser from the user's input (the
-   pointer press, or the navigation's start) to the view complete (the expected tiles in
-   #tracker-grid, in the expected order, with every image loaded; the heatmaps redrawn; the
-   timeline's columns and images): opening the tracker, choosing another snapshot, changing
-   the sort, clicking a heatmap cell, opening a face's timeline. Also what the opened tracker
-   fetched: image requests, and the bytes of the Dash callback responses.
-4. The server's side of each view: the tracker_reads functions its callbacks call, timed
-   against the same store.
+   minus one more snapshot folders whose ``tracker`` is a symbolic link to the first one's
+   (the file route follows links that stay inside models/), each with its own rows in the state
+   store, every face's loss varied per snapshot; a loss history of ``--history`` iterations.
+2. The dashboard: swapd's own waitress server (DashboardServer, in this process's threads),
+   and Chromium at 1400x1000 (Debian's chromium and chromedriver).
+3. Each view ``--repeat`` times, timed in the browser from the user's input (the pointer
+   press, or the navigation's start) to the view complete (the expected tiles in
+   #tracker-grid in the expected order and every one of their images loaded; the heatmaps
+   redrawn; the timeline's columns and images loaded), then the next animation frame:
+   opening the tracker (browser cache emptied; once also with no thumbnail made yet; with
+   "Show" at face + output and at face only; with the browser's cache kept), choosing another
+   snapshot and another sort in their dropdowns, clicking a heatmap cell with the mouse,
+   opening a face's timeline (also with a sparse cell's few tiles in the grid), and opening
+   the job page (loss graph). Dropdowns are used as a user does: a click opens one, a click
+   on an option chooses it. For each: the image requests, the Dash callbacks (which output,
+   when answered, bytes, any data: image inside), the request that brought the view (queued
+   in the browser, waited on the server), the main thread's long tasks; one more snapshot
+   change under Chromium's profiler (main-thread time by script); the CPU share this
+   benchmark and everything else used while timing (``--quiet`` waits for a calmer machine).
+4. The server alone: the tracker_reads functions behind each callback, each callback the page
+   made replayed on the WSGI app, an image of each route; no browser, no network.
 """
 
 from __future__ import annotations
@@ -31,6 +41,7 @@ import json
 import math
 import os
 import platform
+import re
 import shutil
 import statistics
 import sys
@@ -216,7 +227,9 @@ CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver"
 # came, how big, whether it carries a data: image).
 PAGE_HOOKS = """
 performance.setResourceTimingBufferSize(100000);
-window.__bench = {t0: null, done: null, calls: []};
+window.__bench = {t0: null, done: null, calls: [], long: []};
+new PerformanceObserver(list => list.getEntries().forEach(e => window.__bench.long.push(
+  [e.startTime, e.duration]))).observe({type: 'longtask', buffered: true});
 document.addEventListener('pointerdown', e => { window.__bench.t0 = e.timeStamp; }, true);
 const pageFetch = window.fetch;
 window.fetch = async function (input, init) {
@@ -227,15 +240,21 @@ window.fetch = async function (input, init) {
   try { output = JSON.parse(init.body).output; } catch (e) { output = '?'; }
   const response = await pageFetch.apply(this, arguments);
   response.clone().text().then(text => window.__bench.calls.push({
-    output, start, end: performance.now(), chars: text.length,
+    output, start, end: performance.now(), chars: text.length, body: init.body,
     data_images: (text.match(/data:image/g) || []).length}));
   return response;
 };
+// An image counts as loaded once decoded, except while the watcher asks whether the view's
+// elements are there at all (then every image counts).
+window.__benchLoaded = i => window.__bench.structure || (i.complete && i.naturalWidth > 0);
 window.__benchWatch = function (expression) {
-  const ready = new Function('return ' + expression);
-  window.__bench.done = null;
+  const ready = new Function('return ' + expression), b = window.__bench;
+  b.done = b.shown = null;
   const poll = () => {
-    if (ready()) requestAnimationFrame(() => { window.__bench.done = performance.now(); });
+    b.structure = true;
+    if (b.shown === null && ready()) b.shown = performance.now();
+    b.structure = false;
+    if (ready()) requestAnimationFrame(() => { b.done = performance.now(); });
     else setTimeout(poll, 4);
   };
   poll();
@@ -245,7 +264,7 @@ window.__benchWatch = function (expression) {
 GRID_READY = Template("""(() => {
   const want = $urls, imgs = document.querySelectorAll('#tracker-grid img');
   return imgs.length === want.length && [...imgs].every((i, k) =>
-    i.getAttribute('src') === want[k] && i.complete && i.naturalWidth > 0); })()""")
+    i.getAttribute('src') === want[k] && __benchLoaded(i)); })()""")
 HEATMAPS_READY = Template("""['heatmap-count', 'heatmap-loss'].every(id => {
   const g = document.querySelector('#' + id + ' .js-plotly-plot');
   const s = g && g._fullLayout && g._fullLayout.shapes;
@@ -257,8 +276,57 @@ TIMELINE_READY = Template("""(() => {
   const imgs = row.querySelectorAll('img');
   return !!first && first.textContent === $name
     && row.querySelectorAll('.timeline-column').length === $columns
-    && imgs.length === $images && [...imgs].every(i => i.complete && i.naturalWidth > 0);
+    && imgs.length === $images && [...imgs].every(__benchLoaded);
   })()""")
+
+
+# Wait (in the page) for the watcher to see the view complete; its time, or null.
+WAIT_JS = """
+const [timeout, callback] = arguments; const until = performance.now() + timeout;
+const check = () => { if (window.__bench.done !== null) callback(window.__bench.done);
+  else if (performance.now() > until) callback(null); else setTimeout(check, 20); };
+check();
+"""
+# What happened between the input (t0; 0 = the navigation's start) and the view complete.
+MEASURE_JS = """
+const b = window.__bench, t0 = b.t0 === null ? 0 : b.t0, done = b.done;
+const view = arguments[0];
+const middle = v => v.length ? v.sort((p, q) => p - q)[Math.floor(v.length / 2)] : 0;
+const inside = e => e.startTime >= t0 - 1 && e.startTime <= done;
+const res = performance.getEntriesByType('resource').filter(inside);
+const images = res.filter(e => e.name.includes('/files/') || e.name.includes('/thumbs/'));
+const calls = b.calls.filter(c => c.start >= t0 - 1 && c.start <= done);
+const dash = res.filter(e => e.name.includes('_dash-update-component'));
+// the call that brought the view: its biggest answer; its request's timing
+const call = calls.filter(c => c.output.includes(view) && c.end <= done)
+  .sort((p, q) => q.chars - p.chars)[0];
+const entry = call && dash.sort((p, q) => Math.abs(p.startTime - call.start)
+  - Math.abs(q.startTime - call.start))[0];
+const nav = performance.getEntriesByType('navigation')[0];
+const boot = b.t0 !== null || !nav ? null : {
+  dom_content_loaded_ms: nav.domContentLoadedEventEnd, load_ms: nav.loadEventEnd,
+  first_callback_ms: Math.min(...b.calls.map(c => c.start)),
+  scripts_bytes: res.filter(e => e.initiatorType === 'script' || e.name.endsWith('.js'))
+    .reduce((n, e) => n + e.encodedBodySize, 0)};
+// main-thread tasks of 50 ms and more (scripts, layout, paint) inside the view's time
+const busy = b.long.reduce((n, [start, length]) =>
+  n + Math.max(0, Math.min(done, start + length) - Math.max(t0, start)), 0);
+return {ms: done - t0, boot, shown_ms: b.shown - t0, main_thread_long_tasks_ms: busy,
+  image_requests: images.filter(e => e.transferSize > 0).length,
+  images_from_cache: images.filter(e => e.transferSize === 0).length,
+  images_end_ms: Math.max(0, ...images.map(e => e.responseEnd - t0)),
+  callbacks: calls.length, callbacks_end_ms: Math.max(0, ...calls.map(c => c.end - t0)),
+  view_data_ms: call ? call.end - t0 : null,
+  view_callback: entry ? {queued_ms: entry.requestStart - entry.startTime,
+    server_ms: entry.responseStart - entry.requestStart,
+    download_ms: entry.responseEnd - entry.responseStart, bytes: call.chars} : null,
+  image_queued_ms: middle(images.map(e => e.requestStart - e.startTime)),
+  image_wait_ms: middle(images.map(e => e.responseStart - e.requestStart)),
+  callback_outputs: calls.map(c => [c.output, Math.round(c.end - c.start)]),
+  callback_bytes: dash.reduce((n, e) => n + e.encodedBodySize, 0),
+  callback_transfer_bytes: dash.reduce((n, e) => n + e.transferSize, 0),
+  data_images: calls.reduce((n, c) => n + c.data_images, 0)};
+"""
 
 
 def chrome(profile: Path, width: int = 1400, height: int = 1000) -> Any:
@@ -294,34 +362,20 @@ def timeline_ready(name: str, columns: int, images: int) -> str:
     return TIMELINE_READY.substitute(name=json.dumps(name), columns=columns, images=images)
 
 
-def finish(driver: Any, timeout: float = 30.0) -> dict[str, Any]:
+def finish(driver: Any, view: str = "tracker-grid.children", timeout: float = 30.0
+           ) -> dict[str, Any]:
     """Wait for the watcher armed before the action; the time from the pointer press (or the
-    navigation's start) to the view complete, and the requests made in between."""
-    done = driver.execute_async_script("""
-        const [timeout, callback] = arguments; const until = performance.now() + timeout;
-        const check = () => { if (window.__bench.done !== null) callback(window.__bench.done);
-          else if (performance.now() > until) callback(null); else setTimeout(check, 20); };
-        check();""", timeout * 1000)
+    navigation's start) to the view complete, and the requests made in between (``view``:
+    the output of the callback that brings the view's data)."""
+    done = driver.execute_async_script(WAIT_JS, timeout * 1000)
     if done is None:
         raise TimeoutError("the view did not complete in time: "
                            + driver.execute_script("return document.body.innerText")[:500])
-    return driver.execute_script("""
-        const b = window.__bench, t0 = b.t0 === null ? 0 : b.t0, done = b.done;
-        const inside = e => e.startTime >= t0 - 1 && e.startTime <= done;
-        const res = performance.getEntriesByType('resource').filter(inside);
-        const images = res.filter(e => e.name.includes('/files/') || e.name.includes('/thumbs/'));
-        const calls = b.calls.filter(c => c.start >= t0 - 1 && c.start <= done);
-        const dash = res.filter(e => e.name.includes('_dash-update-component'));
-        return {ms: done - t0, image_requests: images.length,
-          images_end_ms: Math.max(0, ...images.map(e => e.responseEnd - t0)),
-          callbacks: calls.length, callbacks_end_ms: Math.max(0, ...calls.map(c => c.end - t0)),
-          callback_outputs: calls.map(c => [c.output, Math.round(c.end - c.start)]),
-          callback_bytes: dash.reduce((n, e) => n + e.encodedBodySize, 0),
-          callback_transfer_bytes: dash.reduce((n, e) => n + e.transferSize, 0),
-          data_images: calls.reduce((n, c) => n + c.data_images, 0)};""")
+    return driver.execute_script(MEASURE_JS, view)
 
 
 def arm(driver: Any, expression: str) -> None:
+    """Start watching for ``expression`` (a ready condition) before the user's input."""
     driver.execute_script("window.__bench.t0 = null; window.__benchWatch(arguments[0]);",
                           expression)
 
@@ -353,13 +407,15 @@ class Expected:
         assert found is not None
         return found
 
-    def urls(self, snapshot: str, sort: str, cell: tuple[float, float] | None = None
-             ) -> list[str]:
+    def urls(self, snapshot: str, sort: str, cell: tuple[float, float] | None = None,
+             kinds: tuple[str, ...] = ("face", "output", "swap")) -> list[str]:
+        """The grid's images in order (``kinds``: what the Show choice shows of a face)."""
         return [face[kind] for face in self.faces(snapshot, sort, cell)
-                for kind in ("face", "output", "swap") if face[kind]]
+                for kind in kinds if face[kind]]
 
-    def cells(self, snapshot: int, count: int) -> list[tuple[float, float]]:
-        """The ``count`` fullest yaw x pitch cells (low edges), fullest first."""
+    def cells(self, snapshot: int) -> list[tuple[int, float, float]]:
+        """The yaw x pitch cells that hold faces: (faces, yaw, pitch; low edges), fullest
+        first."""
         from swapd.dashboard import reads, tracker_reads
 
         found = reads.with_store(self.ws, lambda store: tracker_reads.snapshot_cells(
@@ -368,7 +424,7 @@ class Expected:
         cells = [(n, yaw, pitch) for pitch, row in zip(found["pitch"], found["count"],
                                                         strict=True)
                  for yaw, n in zip(found["yaw"], row, strict=True) if n]
-        return [(yaw, pitch) for _, yaw, pitch in sorted(cells, reverse=True)[:count]]
+        return sorted(cells, reverse=True)
 
 
 # --- the measurements -------------------------------------------------------------------------
@@ -386,42 +442,52 @@ def choose(driver: Any, dropdown: str, value: str) -> None:
     option.click()
 
 
-def open_tracker(driver: Any, url: str, expected: str, repeat: int, thumbs: Path
-                 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Open the tracker afresh: once with no thumbnail made yet on the server (the first
-    visit ever), then ``repeat`` times with the browser's cache emptied."""
+def open_tracker(driver: Any, url: str, expected: str, repeat: int,
+                 thumbs: Path | None = None, empty_cache: bool = True
+                 ) -> list[dict[str, Any]]:
+    """Open the tracker at ``url`` afresh ``repeat`` times, the browser's cache emptied each
+    time unless ``empty_cache`` is False; with ``thumbs`` (the server's thumbnail cache) once
+    more before, that emptied too (the first visit ever)."""
     script = driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {
         "source": f"window.__benchWatch({json.dumps(expected)});"})["identifier"]
     runs = []
     try:
-        for k in range(repeat + 1):
-            if k == 0:
+        for k in range(repeat + (thumbs is not None)):
+            if k == 0 and thumbs is not None:
                 shutil.rmtree(thumbs, ignore_errors=True)
             driver.get("about:blank")
-            driver.execute_cdp_cmd("Network.clearBrowserCache", {})
+            if empty_cache:
+                driver.execute_cdp_cmd("Network.clearBrowserCache", {})
             driver.get(url)
             runs.append(finish(driver))
     finally:
         driver.execute_cdp_cmd("Page.removeScriptToEvaluateOnNewDocument",
                                {"identifier": script})
-    return runs[0], runs[1:]
+    return runs
 
 
-def page_totals(driver: Any, settle: float = 3.0) -> dict[str, Any]:
-    """Everything the open page fetched so far, after ``settle`` seconds more (a refresh
-    tick included): image requests and Dash callback bytes."""
+def page_totals(driver: Any, settle: float = 4.0) -> dict[str, Any]:
+    """Everything the open page fetched so far, after ``settle`` seconds more (refresh ticks
+    included): image requests, Dash callback bytes, and the main thread's long tasks while
+    the page sat there."""
+    since = driver.execute_script("return performance.now()")
     time.sleep(settle)
     return driver.execute_script("""
+        const since = arguments[0], now = performance.now();
+        const idle = window.__bench.long.filter(([start]) => start >= since)
+          .reduce((n, [, length]) => n + length, 0);
         const res = performance.getEntriesByType('resource');
         const images = res.filter(e => e.name.includes('/files/') || e.name.includes('/thumbs/'));
         const dash = res.filter(e => e.name.includes('_dash-update-component'));
-        return {image_requests: images.length,
+        return {image_requests: images.filter(e => e.transferSize > 0).length,
+          images_from_cache: images.filter(e => e.transferSize === 0).length,
           image_bytes: images.reduce((n, e) => n + e.encodedBodySize, 0),
           callbacks: dash.length,
           callback_bytes: dash.reduce((n, e) => n + e.encodedBodySize, 0),
           largest_callback_bytes: Math.max(0, ...dash.map(e => e.encodedBodySize)),
           data_images: window.__bench.calls.reduce((n, c) => n + c.data_images, 0),
-          tiles: document.querySelectorAll('#tracker-grid .tile').length};""")
+          tiles: document.querySelectorAll('#tracker-grid .tile').length,
+          idle_seconds: (now - since) / 1000, idle_long_tasks_ms: idle};""", since)
 
 
 def change_snapshot(driver: Any, expected: Expected, iterations: list[int], repeat: int
@@ -451,14 +517,14 @@ def change_sort(driver: Any, expected: Expected, snapshot: int, repeat: int
     return runs
 
 
-def click_cells(driver: Any, expected: Expected, snapshot: int, sort: str, repeat: int
-                ) -> list[dict[str, Any]]:
-    """Click the fullest heatmap cells of #heatmap-count, one after the other, with the
+def click_cells(driver: Any, expected: Expected, snapshot: int, sort: str,
+                cells: list[tuple[float, float]]) -> list[dict[str, Any]]:
+    """Click these cells (yaw, pitch: low edges) of #heatmap-count one after the other, the
     mouse at the cell's centre."""
     from selenium.webdriver.common.action_chains import ActionChains
 
     runs = []
-    for yaw, pitch in expected.cells(snapshot, repeat):
+    for yaw, pitch in cells:
         x, y = driver.execute_script("""
             const g = document.querySelector('#heatmap-count .js-plotly-plot');
             g.scrollIntoView({block: 'center'}); const r = g.getBoundingClientRect();
@@ -484,7 +550,7 @@ def open_timelines(driver: Any, names: list[str], snapshots: int) -> list[dict[s
         arm(driver, timeline_ready(name, 1 + snapshots, 1 + 2 * snapshots))
         driver.find_element("css selector",
                             f'#tracker-grid .tile[data-name="{name}"] .tile-images').click()
-        runs.append({**finish(driver), "face": name})
+        runs.append({**finish(driver, "timeline-body.children"), "face": name})
         driver.find_element("id", "timeline-close").click()
         WebDriverWait(driver, 10, poll_frequency=0.05).until(lambda d: d.execute_script(
             "return document.getElementById('timeline-card').style.display === 'none'"))
@@ -505,11 +571,35 @@ def open_job_page(driver: Any, url: str, repeat: int) -> list[dict[str, Any]]:
         for _ in range(repeat):
             driver.get("about:blank")
             driver.get(url)
-            runs.append(finish(driver))
+            runs.append(finish(driver, "loss-graph.figure"))
         return runs
     finally:
         driver.execute_cdp_cmd("Page.removeScriptToEvaluateOnNewDocument",
                                {"identifier": script})
+
+
+def profile_snapshot_change(driver: Any, expected: Expected, iteration: int, sort: str
+                            ) -> dict[str, Any]:
+    """One more change of snapshot under Chromium's sampling profiler: the main thread's
+    time by script (self time; "(program)" is the browser's own work: style, layout, paint,
+    image decoding)."""
+    driver.execute_cdp_cmd("Profiler.enable", {})
+    driver.execute_cdp_cmd("Profiler.setSamplingInterval", {"interval": 500})
+    arm(driver, grid_ready(expected.urls(str(iteration), sort)))
+    driver.execute_cdp_cmd("Profiler.start", {})
+    choose(driver, "tracker-snapshot", str(iteration))
+    run = finish(driver)
+    profile = driver.execute_cdp_cmd("Profiler.stop", {})["profile"]
+    driver.execute_cdp_cmd("Profiler.disable", {})
+    nodes = {node["id"]: node["callFrame"] for node in profile["nodes"]}
+    by_script: dict[str, float] = {}
+    for node, micros in zip(profile["samples"], profile["timeDeltas"], strict=True):
+        frame = nodes[node]
+        name = frame["url"].rsplit("/", 1)[-1].split("?")[0] or frame["functionName"]
+        name = re.sub(r"\.v\d+_\d+_\d+m\d+", "", name)  # Dash's cache-busting stamp
+        by_script[name] = by_script.get(name, 0.0) + micros / 1000
+    top = sorted(by_script.items(), key=lambda kv: -kv[1])[:8]
+    return {"ms": round(run["ms"]), "by_script_ms": {k: round(v) for k, v in top}}
 
 
 # --- the server's side --------------------------------------------------------------------------
@@ -533,7 +623,7 @@ def server_side(ws: Workspace, job: str, iterations: list[int], face: str) -> di
 
     store = StateStore(ws.state_db, readonly=True)
     newest, before = iterations[-1], iterations[-2]
-    cell = Expected(ws, job).cells(newest, 1)[0]
+    cell = Expected(ws, job).cells(newest)[0][1:]
     yaw, pitch = (cell[0], cell[0] + 10), (cell[1], cell[1] + 10)
     try:
         return {
@@ -559,21 +649,141 @@ def server_side(ws: Workspace, job: str, iterations: list[int], face: str) -> di
         store.close()
 
 
+CALLBACKS = {  # the callbacks to replay on the server alone: a part of their output's id
+    "grid (a page of 100 tiles)": "tracker-grid.children",
+    "heatmaps (both figures)": "heatmap-count.figure",
+    "compare (the panel below the grid)": "compare-body.children",
+    "timeline (one face)": "timeline-body.children",
+}
+UNCHANGED_KEYS = ("tracker-grid-key", "tracker-cells-key")  # states that skip the work
+
+
+def captured_callbacks(driver: Any) -> dict[str, str]:
+    """The request body of one call of each of CALLBACKS the page made, with the states
+    that let a callback answer "no change" cleared, so a replay does the whole work."""
+    calls = driver.execute_script(
+        "return window.__bench.calls.map(c => [c.output, c.body, c.chars])")
+    found = {}
+    for name, part in CALLBACKS.items():
+        bodies = [(chars, body) for output, body, chars in calls if part in output]
+        if not bodies:
+            continue
+        body = max(bodies)[1]  # the call that answered most: it did the whole work
+        payload = json.loads(body)
+        for state in payload.get("state", []):
+            if state.get("id") in UNCHANGED_KEYS:
+                state["value"] = None
+        found[name] = json.dumps(payload)
+    return found
+
+
+def components(value: Any) -> int:
+    """How many Dash components a callback's answer holds."""
+    if isinstance(value, dict):
+        own = 1 if {"type", "namespace", "props"} <= value.keys() else 0
+        return own + sum(components(v) for v in value.values())
+    if isinstance(value, list):
+        return sum(components(v) for v in value)
+    return 0
+
+
+def server_requests(ws: Workspace, bodies: dict[str, str], images: list[str]
+                    ) -> dict[str, Any]:
+    """The dashboard's requests on the server alone (the WSGI app, no network, no browser):
+    each callback the page makes (ms a call), an image of each route (ms a request, and the
+    headers it is served with), the Dash components in a page of the grid."""
+    from werkzeug.test import Client
+
+    from swapd.dashboard.access import AccessGate
+    from swapd.dashboard.app import create_app
+
+    client = Client(AccessGate(create_app(ws).server, None))
+
+    def post(body: str) -> Any:
+        reply = client.post("/_dash-update-component", data=body,
+                            content_type="application/json")
+        assert reply.status_code in (200, 204), reply.status_code
+        return reply
+
+    def get(urls: list[str]) -> dict[str, str]:
+        for url in urls:
+            reply = client.get(url)
+            assert reply.status_code == 200, (url, reply.status_code)
+            reply.get_data()
+            reply.close()
+        return {key: reply.headers.get(key, "") for key in ("Content-Type", "Cache-Control")}
+
+    found: dict[str, Any] = {"ms": {f"callback: {name}": timed_ms(lambda body=body: post(body))
+                                    for name, body in bodies.items()}, "headers": {}}
+    grid = next((b for name, b in bodies.items() if name.startswith("grid")), None)
+    found["grid_components"] = components(post(grid).get_json()) if grid else None
+    for route in ("/files/", "/thumbs/"):
+        urls = [url for url in images if url.startswith(route)]
+        if urls:
+            found["ms"][f"one image from {route} (mean of {len(urls)})"] = round(
+                timed_ms(lambda urls=urls: get(urls), repeat=3) / len(urls), 2)
+            found["headers"][route] = get(urls[:1])
+    return found
+
+
 # --- the run ------------------------------------------------------------------------------------
 
 
 def summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    def median(key: str) -> float:
-        return round(statistics.median(r[key] for r in runs), 1)
+    """Median and max of the runs, with the medians of their parts."""
+    def median(values: list[float]) -> float:
+        return round(statistics.median(values), 1) if values else 0.0
 
-    return {"median_ms": median("ms"), "max_ms": round(max(r["ms"] for r in runs), 1),
+    def part(key: str) -> float:
+        return median([r[key] for r in runs if r[key] is not None])
+
+    views = [r["view_callback"] for r in runs if r["view_callback"]]
+    boots = [r["boot"] for r in runs if r["boot"]]
+    boot = {key: median([b[key] for b in boots]) for key in boots[0]} if boots else None
+    return {"median_ms": part("ms"), "max_ms": round(max(r["ms"] for r in runs), 1),
             "runs_ms": [round(r["ms"], 1) for r in runs],
-            "callbacks_done_ms": median("callbacks_end_ms"),
-            "images_done_ms": median("images_end_ms"),
-            "image_requests": median("image_requests"), "callbacks": median("callbacks"),
-            "callback_bytes": median("callback_bytes"),
-            "data_images_in_callbacks": max(r["data_images"] for r in runs),
+            "view_data_ms": part("view_data_ms"), "shown_ms": part("shown_ms"),
+            "main_thread_long_tasks_ms": part("main_thread_long_tasks_ms"),
+            "view_callback_queued_ms": median([v["queued_ms"] for v in views]),
+            "view_callback_server_ms": median([v["server_ms"] for v in views]),
+            "view_callback_bytes": median([v["bytes"] for v in views]),
+            "callbacks_done_ms": part("callbacks_end_ms"),
+            "images_done_ms": part("images_end_ms"), "image_queued_ms": part("image_queued_ms"),
+            "image_wait_ms": part("image_wait_ms"),
+            "image_requests": part("image_requests"),
+            "images_from_cache": part("images_from_cache"), "callbacks": part("callbacks"),
+            "callback_bytes": part("callback_bytes"),
+            "data_images_in_callbacks": max(r["data_images"] for r in runs), "boot": boot,
             "details": runs}
+
+
+def in_page(driver: Any, expected: Expected, iterations: list[int], repeat: int
+            ) -> dict[str, Any]:
+    """On the opened tracker: snapshots, sorts, heatmap cells, timelines, one after the
+    other (each starts from the view the one before left)."""
+    results: dict[str, Any] = {
+        "snapshot": summary(change_snapshot(driver, expected, iterations, repeat))}
+    shown = iterations[-2 - (repeat - 1) % (len(iterations) - 1)]
+    results["sort"] = summary(change_sort(driver, expected, shown, repeat))
+    sort = SORT_CYCLE[(repeat - 1) % len(SORT_CYCLE)]
+    other = iterations[0] if iterations[0] != shown else iterations[-1]
+    results["main_thread_profile"] = profile_snapshot_change(driver, expected, other, sort)
+    shown = other
+    found = expected.cells(shown)
+    cells = click_cells(driver, expected, shown, sort, [c[1:] for c in found[:repeat]])
+    results["heatmap_cell"] = summary(cells)
+    faces = expected.faces(str(shown), sort, cells[-1]["cell"])
+    results["timeline"] = summary(open_timelines(driver, [f["name"] for f in faces[:repeat]],
+                                                 len(iterations)))
+    results["shown"] = {"snapshot": shown, "sort": sort, "cell": cells[-1]["cell"],
+                        "face": faces[0]["name"]}
+    few = next((c for c in reversed(found) if c[0] >= max(10, repeat)), None)
+    if few is not None:  # the same with fewer tiles (and Dash components) on the page
+        click_cells(driver, expected, shown, sort, [few[1:]])
+        names = [f["name"] for f in expected.faces(str(shown), sort, few[1:])]
+        results["timeline_few_tiles"] = {**summary(open_timelines(
+            driver, names[:repeat], len(iterations))), "tiles": few[0]}
+    return results
 
 
 def measure(ws: Workspace, bench: BenchWorkspace, repeat: int, profile: Path
@@ -582,37 +792,102 @@ def measure(ws: Workspace, bench: BenchWorkspace, repeat: int, profile: Path
     from swapd.dashboard.server import DashboardServer
 
     expected = Expected(ws, bench.job)
-    iterations = bench.iterations
-    results: dict[str, Any] = {}
+    tracker = f"/jobs/{bench.job}/tracker"
+    results: dict[str, Any] = {"load_average_before": os.getloadavg()}
     with DashboardServer(Workspace.open(ws.root, create=False), port=0) as server:
         base = server.url.rstrip("/")
+        start = cpu_ticks()
         driver = chrome(profile)
         try:
             results["browser"] = f"Chromium {driver.capabilities.get('browserVersion')}"
-            first, opens = open_tracker(driver, f"{base}/jobs/{bench.job}/tracker",
-                                        grid_ready(expected.urls("latest", "-loss")), repeat,
-                                        ws.cache / "thumbs")
-            results["open_first_visit"] = first
-            results["open"] = summary(opens)
+            first, *opens = open_tracker(driver, base + tracker,
+                                         grid_ready(expected.urls("latest", "-loss")), repeat,
+                                         ws.cache / "thumbs")
+            results["open_first_visit"], results["open"] = first, summary(opens)
             results["opened_page"] = page_totals(driver)
-            results["snapshot"] = summary(change_snapshot(driver, expected, iterations, repeat))
-            shown = iterations[-2 - (repeat - 1) % (len(iterations) - 1)]
-            results["sort"] = summary(change_sort(driver, expected, shown, repeat))
-            sort = SORT_CYCLE[(repeat - 1) % len(SORT_CYCLE)]
-            cells = click_cells(driver, expected, shown, sort, repeat)
-            results["heatmap_cell"] = summary(cells)
-            names = [f["name"] for f in expected.faces(str(shown), sort, cells[-1]["cell"])]
-            results["timeline"] = summary(open_timelines(driver, names[:repeat],
-                                                         len(iterations)))
+            results["open_cached"] = summary(open_tracker(
+                driver, base + tracker, grid_ready(expected.urls("latest", "-loss")), repeat,
+                empty_cache=False))
+            results.update(in_page(driver, expected, bench.iterations, repeat))
+            bodies = captured_callbacks(driver)
+            for show, kinds in (("output", ("face", "output")), ("none", ("face",))):
+                results[f"open_show_{show}"] = summary(open_tracker(
+                    driver, f"{base}{tracker}?show={show}",
+                    grid_ready(expected.urls("latest", "-loss", kinds=kinds)), repeat))
             results["job_page"] = summary(open_job_page(driver, f"{base}/jobs/{bench.job}",
                                                         repeat))
+            results["cpu_while_timing"] = cpu_shares(start, cpu_ticks())
         finally:
             driver.quit()
-    results["server_reads_ms"] = server_side(ws, bench.job, iterations, names[0])
+    results["load_average_after"] = os.getloadavg()
+    shown = results["shown"]
+    results["server_reads_ms"] = server_side(ws, bench.job, bench.iterations, shown["face"])
+    replayed = server_requests(ws, bodies, expected.urls(str(shown["snapshot"]),
+                                                         shown["sort"]))
+    results["grid_components"] = replayed["grid_components"]
+    results["image_headers"] = replayed["headers"]
+    results["server_requests_ms"] = replayed["ms"]
     return results
 
 
+def busy_share(seconds: float = 3.0) -> float:
+    """How busy the machine's CPUs were over ``seconds`` (0 idle .. 1 every core busy)."""
+    def sample() -> tuple[int, int]:
+        values = [int(v) for v in Path("/proc/stat").read_text().split("\n")[0].split()[1:8]]
+        idle = values[3] + values[4]  # idle + iowait
+        return sum(values) - idle, sum(values)
+
+    busy0, total0 = sample()
+    time.sleep(seconds)
+    busy1, total1 = sample()
+    return round((busy1 - busy0) / max(1, total1 - total0), 2)
+
+
+def cpu_ticks() -> tuple[int, int, int]:
+    """(busy, all) CPU ticks of the machine so far, and the ticks of this process and its
+    descendants (the server's threads, chromedriver, Chromium)."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n")[0].split()[1:8]]
+    parents, ticks = {}, {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        pid = int(stat.parent.name)
+        parents[pid], ticks[pid] = int(fields[1]), int(fields[11]) + int(fields[12])
+
+    def ours(pid: int) -> bool:
+        while pid > 1:
+            if pid == os.getpid():
+                return True
+            pid = parents.get(pid, 0)
+        return False
+
+    own = sum(t for pid, t in ticks.items() if ours(pid))
+    return sum(values) - values[3] - values[4], sum(values), own
+
+
+def cpu_shares(before: tuple[int, int, int], after: tuple[int, int, int]) -> dict[str, float]:
+    """How busy the CPUs were between two cpu_ticks(): in all, by this benchmark (browser and
+    server), by everything else on the machine."""
+    total = max(1, after[1] - before[1])
+    machine, own = (after[0] - before[0]) / total, (after[2] - before[2]) / total
+    return {"machine": round(machine, 2), "this_benchmark": round(own, 2),
+            "others": round(max(0.0, machine - own), 2)}
+
+
+def wait_for_quiet(limit: float, timeout: float = 900.0) -> float:
+    """Wait (up to ``timeout`` s) until others' work leaves the CPUs at most ``limit`` busy;
+    the share last seen."""
+    until = time.monotonic() + timeout
+    while (share := busy_share()) > limit and time.monotonic() < until:
+        print(f"the machine is {share:.0%} busy; waiting for it to calm down")
+        time.sleep(20)
+    return share
+
+
 def machine() -> str:
+    """The CPU's model, cores, memory and system."""
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text(
         ).splitlines() if line.startswith("model name")), platform.processor())
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
@@ -620,27 +895,42 @@ def machine() -> str:
 
 
 ROWS = (("open", "opening the tracker (browser cache empty)"),
+        ("open_show_output", "  the same, showing face + output (200 images)"),
+        ("open_show_none", "  the same, showing the face only (100 images)"),
+        ("open_cached", "opening it again (browser cache kept)"),
         ("snapshot", "choosing another snapshot"), ("sort", "changing the sort"),
         ("heatmap_cell", "clicking a heatmap cell"), ("timeline", "opening a face's timeline"),
+        ("timeline_few_tiles", "  the same, a sparse cell's faces in the grid"),
         ("job_page", "opening the job page (loss graph)"))
 
 
 def print_table(results: dict[str, Any]) -> None:
-    print(f"\n{'view':48} {'median':>8} {'max':>8} {'callbacks':>10} {'images':>8} "
-          f"{'img reqs':>8}")
+    """The views' medians and parts, what the opened page fetched, the server alone."""
+    print(f"\n{'view':50} {'median':>7} {'max':>7} {'data in':>8} {'shown':>6} "
+          f"{'images in':>9} {'img reqs':>8}")
     first = results["open_first_visit"]
-    print(f"{'opening the tracker, first visit (no thumbnails)':48} {first['ms']:8.0f} "
-          f"{'':>8} {first['callbacks_end_ms']:10.0f} {first['images_end_ms']:8.0f} "
-          f"{first['image_requests']:8d}")
-    for key, label in ROWS:
-        row = results[key]
-        print(f"{label:48} {row['median_ms']:8.0f} {row['max_ms']:8.0f} "
-              f"{row['callbacks_done_ms']:10.0f} {row['images_done_ms']:8.0f} "
-              f"{row['image_requests']:8.0f}")
-    print("\n(ms from the user's input; callbacks / images: when the last callback response "
-          "/ image had arrived)")
-    print("opened tracker:", json.dumps(results["opened_page"]))
-    for name, ms in results["server_reads_ms"].items():
+    rows = [("opening the tracker, first visit (no thumbnails yet)", first["ms"], None,
+             first["view_data_ms"], first["shown_ms"], first["images_end_ms"],
+             first["image_requests"])]
+    rows += [(label + (f" ({r['tiles']})" if "tiles" in r else ""), r["median_ms"],
+              r["max_ms"], r["view_data_ms"], r["shown_ms"], r["images_done_ms"],
+              r["image_requests"])
+             for key, label in ROWS if key in results for r in (results[key],)]
+    for label, *values in rows:
+        print(f"{label:50} " + " ".join(
+            f"{'' if v is None else round(v):>{w}}" for v, w in zip(values, (7, 7, 8, 6, 9, 8),
+                                                                     strict=True)))
+    print("(ms from the user's input, medians; data in: the answer of the callback that "
+          "brings the view;\n shown: its elements in the page; images in: the last image "
+          "received)")
+    print("opened tracker:", json.dumps(results["opened_page"]),
+          f"\nDash components in a page of the grid: {results['grid_components']}; "
+          f"images served as {json.dumps(results['image_headers'])}")
+    print("main thread during one more change of snapshot, by script:",
+          json.dumps(results["main_thread_profile"]))
+    print("CPU while timing (share of all cores):", json.dumps(results["cpu_while_timing"]))
+    print("server alone:")
+    for name, ms in {**results["server_reads_ms"], **results["server_requests_ms"]}.items():
         print(f"  {name:60} {ms:8.2f} ms")
 
 
@@ -652,6 +942,9 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5, help="times each view is timed")
     parser.add_argument("--keep", type=Path, help="build the workspace here once and reuse it")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/dashboard.json"))
+    parser.add_argument("--quiet", type=float, default=1.0, metavar="SHARE",
+                        help="before timing, wait (up to 15 min) until the CPUs are at most "
+                        "this busy (0..1; a shared machine), default 1 (do not wait)")
     args = parser.parse_args()
     if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
         sys.exit("needs Debian chromium and chromedriver at /usr/bin")
@@ -663,7 +956,9 @@ def main() -> None:
         print(f"workspace at {root} in {time.perf_counter() - start:.1f} s "
               f"({', '.join(f'{k} {v:.1f} s' for k, v in bench.seconds.items())})")
         ws = Workspace.open(root, create=False)
+        busy = wait_for_quiet(args.quiet)
         results = measure(ws, bench, args.repeat, Path(tmp) / "chrome-profile")
+        results["cpu_busy_before"] = busy
     results = {"machine": machine(), "python": platform.python_version(),
                "date": time.strftime("%Y-%m-%d"), "faces_per_side": args.faces,
                "snapshots": args.snapshots, "loss_history_iterations": args.history,
