@@ -147,11 +147,13 @@ def first_snapshot(ws: Workspace, spec: JobFile, iteration: int) -> list[Tracked
     a few steps, then moved to ``iteration`` so the snapshots are evenly spaced. Reused when
     it is there already."""
     from swapd.trainer.loop import Trainer
+    from swapd.trainer.model_io import ModelIO
     from swapd.trainer.options import split_options
 
     folder = ws.model_dir(JOB) / "snapshots" / f"{iteration:08d}"
-    if (folder / "snapshot.json").is_file() and read_tracked(folder):
-        return read_tracked(folder)
+    kept = read_tracked(folder) if (folder / "snapshot.json").is_file() else []
+    if kept and all(t.tile for t in kept):  # (one from before the tracker kept tiles: again)
+        return kept
     assert spec.train is not None
     trainer_options, model_options = split_options(spec.train.model, spec.train.options)
     trainer = Trainer(spec.train.model, model_options.model_dump(), trainer_options,
@@ -160,7 +162,7 @@ def first_snapshot(ws: Workspace, spec: JobFile, iteration: int) -> list[Tracked
     try:
         for _ in range(3):
             trainer.step()
-        taken = trainer.snapshot(tracker=True)
+        taken = ModelIO(trainer).snapshot(tracker=True)
     finally:
         trainer.close()
     if folder.exists():

@@ -154,6 +154,7 @@ def test_a_5000_face_snapshot_sends_one_page_of_images(tmp_path: Path) -> None:
             self.side, self.face, self.loss = "a", f"f{k:05d}.png", 1.0 / (k + 1)
             self.yaw, self.pitch = float(k % 80 - 40), float(k % 40 - 20)
             self.recon, self.swap = f"a/{self.face}.recon.webp", f"a/{self.face}.swap.webp"
+            self.crop, self.tile = f"a/{self.face}.face.webp", f"a/{self.face}.tile.webp"
 
     store.add_tracked_faces("big", 100, [Row(k) for k in range(5000)])
     store.close()
@@ -161,21 +162,21 @@ def test_a_5000_face_snapshot_sends_one_page_of_images(tmp_path: Path) -> None:
     try:
         with DashboardServer(ws, port=0) as server:
             driver.get(f"{server.url}jobs/big/tracker")
-            wait_text(driver, "#tracker-pager", "faces 1–100 of 5,000")
-            assert driver.execute_script(f"return {TILE_NAMES}.length") == 100
+            wait_text(driver, "#tracker-pager", "faces 1–60 of 5,000")
+            assert driver.execute_script(f"return {TILE_NAMES}.length") == 60
             assert driver.execute_script(f"return {TILE_NAMES}[0]") == "f00000.png"
             time.sleep(1.0)
             images = driver.execute_script(
                 "return performance.getEntriesByType('resource').map(e => e.name)"
                 ".filter(n => n.includes('/files/') || n.includes('/thumbs/')).length")
-            assert images <= 300  # one page: face, output and swap of 100 faces at most
+            assert images <= 60  # one page, one image a face (its tile: crop, output, swap)
             callbacks = driver.execute_script(
                 "return performance.getEntriesByType('resource').filter(e => "
                 "e.name.includes('_dash-update-component')).map(e => e.encodedBodySize)")
             assert max(callbacks) < 400_000  # URLs of images, never the images themselves
             click(driver, "#tracker-next")
-            wait_text(driver, "#tracker-pager", "faces 101–200 of 5,000")
-            assert driver.execute_script(f"return {TILE_NAMES}[0]") == "f00100.png"
+            wait_text(driver, "#tracker-pager", "faces 61–120 of 5,000")
+            assert driver.execute_script(f"return {TILE_NAMES}[0]") == "f00060.png"
     finally:
         driver.quit()
 
@@ -253,3 +254,45 @@ def test_outputs_page_plays_merged_video_and_shows_its_marks(
             full_page_screenshot(driver, ARTIFACTS / "dashboard-outputs.png")
     finally:
         driver.quit()
+
+
+def test_faces_are_picked_and_marked_focus_from_the_tracker(trained_ws: TrainedWorkspace,
+                                                            tmp_path: Path) -> None:
+    copy = trained_ws.copy(tmp_path / "ws")
+    rows = sorted(tracked(copy, 12, "a"), key=lambda r: (-r["loss"], r["face"]))
+    driver = chrome(tmp_path)
+    store = StateStore(copy.workspace.state_db, readonly=True)
+    try:
+        with DashboardServer(copy.workspace, port=0, refresh_ms=800) as server:
+            driver.get(f"{server.url}jobs/tiny/tracker")
+            wait_tiles(driver, [r["face"] for r in rows], "the faces")
+            click(driver, "#pick-mode input")
+            picked = [rows[1]["face"], rows[4]["face"]]
+            for name in picked:
+                click(driver, f"#tracker-grid .tile[data-name='{name}'] .tile-images")
+            wait(driver, "document.querySelectorAll('#tracker-grid .tile-images.picked')"
+                         ".length === 2", "two faces picked")
+            assert driver.execute_script(
+                "return document.querySelector('#timeline-card').style.display") == "none"
+            click(driver, "#focus-picked")
+            wait_text(driver, "#focus-message", "Marked 2 faces")
+            assert store.focus_faces("tiny") == {"a": set(picked), "b": set()}
+            wait(driver, "JSON.stringify([...document.querySelectorAll('#tracker-grid "
+                         ".tile.focused')].map(t => t.dataset.name).sort()) === "
+                         f"{json.dumps(json.dumps(sorted(picked), separators=(',', ':')))}",
+                 "the focus marks on the tiles")
+            wait_text(driver, "#focus-count", "2 focus faces in this set")
+            click(driver, "#focus-only input")
+            wait(driver, f"{TILE_NAMES}.length === 2", "the focus faces only")
+            click(driver, "#focus-only input")
+            click(driver, "#focus-worst")
+            wait_text(driver, "#focus-message", f"Marked {min(50, len(rows))} faces")
+            assert store.focus_faces("tiny")["a"] == {r["face"] for r in rows[:50]}
+            click(driver, "#focus-clear")
+            wait_text(driver, "#focus-message", "Unmarked")
+            assert store.focus_faces("tiny") == {"a": set(), "b": set()}
+            actions = [(r.action, r.args.get("focus")) for r in store.control_requests("tiny")]
+            assert actions[:3] == [("focus", False), ("focus", True), ("focus", True)]
+    finally:
+        driver.quit()
+        store.close()

@@ -20,7 +20,7 @@ from swapd.state import JobRow, StateStore
 from swapd.workspace import Workspace
 
 CELL_DEGREES = 10
-PAGE_SIZE = 100
+PAGE_SIZE = 60  # faces a page of the grid shows (and fetches)
 SIDES = ("a", "b")
 SIDE_NAMES = {"a": "A (dst)", "b": "B (src)"}
 LATEST = "latest"  # the snapshot choice that follows the newest
@@ -128,43 +128,31 @@ def snapshot_faces(workspace: Workspace, store: StateStore, job: str, iteration:
         "face": images.snapshot_file(iteration, r["crop"]) if r["crop"] else thumbs[r["face"]],
         "output": images.snapshot_file(iteration, r["recon"]),
         "swap": images.snapshot_file(iteration, r["swap"]),
+        "tile": images.snapshot_file(iteration, r["tile"]),
     } for r in rows]
     return {"iteration": iteration, "side": side, "sort": sort, "compare_to": compare_to,
             "total": total, "offset": offset, "limit": limit, "faces": faces}
 
 
-def pose_cells(poses: list[tuple[float | None, float | None, float | None]],
+def pose_cells(counted: tuple[list[tuple[int, int, int, float | None]], int],
                cell: int = CELL_DEGREES) -> dict[str, Any]:
-    """Yaw x pitch cells of ``cell`` degrees over (yaw, pitch, loss) triples: each cell's
-    face count and mean loss. Rows are pitch, columns yaw; cells span [low, low + cell)."""
-    known = [(y, p, loss) for y, p, loss in poses if y is not None and p is not None]
-    if not known:
+    """A yaw x pitch table from the store's per-cell counts ((yaw low, pitch low, faces, mean
+    loss) rows, and the count without a pose): each cell's face count and mean loss, rows
+    pitch, columns yaw, every cell between the lowest and highest occupied."""
+    rows, unknown = counted
+    if not rows:
         return {"cell": cell, "yaw": [], "pitch": [], "count": [], "mean_loss": [],
-                "unknown": len(poses)}
-    yaw_bins = np.floor(np.array([k[0] for k in known]) / cell).astype(int)
-    pitch_bins = np.floor(np.array([k[1] for k in known]) / cell).astype(int)
-    yaw_range = np.arange(yaw_bins.min(), yaw_bins.max() + 1)
-    pitch_range = np.arange(pitch_bins.min(), pitch_bins.max() + 1)
-    count = np.zeros((len(pitch_range), len(yaw_range)), int)
-    loss_sum = np.zeros(count.shape)
-    loss_n = np.zeros(count.shape, int)
-    for (_, _, loss), y, p in zip(known, yaw_bins, pitch_bins, strict=True):
-        row, col = p - pitch_range[0], y - yaw_range[0]
-        count[row, col] += 1
-        if loss is not None:
-            loss_sum[row, col] += loss
-            loss_n[row, col] += 1
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean = np.where(loss_n > 0, loss_sum / np.maximum(loss_n, 1), np.nan)
-    return {
-        "cell": cell,
-        "yaw": (yaw_range * cell).tolist(),  # each column's low edge
-        "pitch": (pitch_range * cell).tolist(),
-        "count": count.tolist(),
-        "mean_loss": [[None if math.isnan(v) else round(float(v), 6) for v in row]
-                      for row in mean],
-        "unknown": len(poses) - len(known),
-    }
+                "unknown": unknown}
+    yaws = list(range(min(r[0] for r in rows), max(r[0] for r in rows) + cell, cell))
+    pitches = list(range(min(r[1] for r in rows), max(r[1] for r in rows) + cell, cell))
+    count = [[0] * len(yaws) for _ in pitches]
+    mean: list[list[float | None]] = [[None] * len(yaws) for _ in pitches]
+    for yaw, pitch, n, loss in rows:
+        row, col = pitches.index(pitch), yaws.index(yaw)
+        count[row][col] = n
+        mean[row][col] = None if loss is None else round(float(loss), 6)
+    return {"cell": cell, "yaw": yaws, "pitch": pitches, "count": count, "mean_loss": mean,
+            "unknown": unknown}
 
 
 def clicked_cell(click: dict[str, Any] | None, cell: int = CELL_DEGREES
@@ -180,8 +168,7 @@ def clicked_cell(click: dict[str, Any] | None, cell: int = CELL_DEGREES
 
 
 def snapshot_cells(store: StateStore, job: str, iteration: int, side: str) -> dict[str, Any]:
-    poses = [(y, p, loss) for _, y, p, loss in store.tracked_poses(job, iteration, side)]
-    return pose_cells(poses)
+    return pose_cells(store.tracked_pose_cells(job, iteration, side, CELL_DEGREES))
 
 
 def timeline(workspace: Workspace, store: StateStore, job: str, side: str, name: str

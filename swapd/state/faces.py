@@ -102,6 +102,13 @@ class FaceTables(Tables):
             (*args, limit, offset)).fetchall()
         return int(total), [dict(r) for r in rows]
 
+    def face_pose_cells(self, set_name: str, cell: int = 10
+                        ) -> tuple[list[tuple[int, int, int, float | None]], int]:
+        """A set's usable faces per yaw x pitch cell: (yaw low, pitch low, faces, None) and
+        the count without a pose."""
+        return self._pose_cells("faces", "set_name=? AND status='ok'", (set_name,), "NULL",
+                                cell)
+
     def face_poses(self, set_name: str) -> list[tuple[str, float | None, float | None]]:
         """(name, yaw, pitch) of every usable face of a set."""
         rows = self._db.execute("SELECT name, yaw, pitch FROM faces WHERE set_name=? AND "

@@ -11,7 +11,7 @@ import sqlite3
 # 2: the faces table; 3: faces.landmarks_from; 4: tracked_faces; 5: losses.components;
 # 6: losses.learning_rate/egs, jobs.info, tracker_snapshots.time, controls.args/done_at/result,
 #    the sessions, marks, merge_progress and focus_faces tables; 7: faces.centering,
-#    tracked_faces.crop, sessions.steps
+#    tracked_faces.crop and tile, sessions.steps
 SCHEMA_VERSION = 7
 
 SCHEMA = """
@@ -138,6 +138,7 @@ CREATE TABLE IF NOT EXISTS tracked_faces (  -- the snapshot tracker: each face a
     recon      TEXT NOT NULL,             -- image, relative to the snapshot's folder
     swap       TEXT,                      -- A faces: the swap to B
     crop       TEXT,                      -- the face as the model saw it
+    tile       TEXT,                      -- crop, output (and swap) side by side
     PRIMARY KEY (job, side, face, iteration)  -- one face's timeline is one key range
 ) WITHOUT ROWID;
 -- one snapshot's faces of a side, by loss: an index range, worst or best first
@@ -176,6 +177,7 @@ _ADDED_COLUMNS = (
     ("faces", "landmarks_from", "TEXT"),
     ("faces", "centering", "TEXT"),
     ("tracked_faces", "crop", "TEXT"),
+    ("tracked_faces", "tile", "TEXT"),
     ("sessions", "steps", "INTEGER NOT NULL DEFAULT 0"),
     ("losses", "components", "TEXT"),
     ("losses", "learning_rate", "REAL"),

@@ -28,7 +28,7 @@ class TrackerTables(Tables):
         and its per-side summary, in one transaction."""
         tracked = list(tracked)
         rows = [(job, t.side, t.face, iteration, t.loss, t.yaw, t.pitch, t.recon, t.swap,
-                 getattr(t, "crop", None)) for t in tracked]
+                 getattr(t, "crop", None), getattr(t, "tile", None)) for t in tracked]
         now = time.time()
         summary = []
         for side in sorted({t.side for t in tracked}):
@@ -39,8 +39,8 @@ class TrackerTables(Tables):
             # A snapshot taken again at this iteration (after a restore) replaces all of it.
             db.execute("DELETE FROM tracked_faces WHERE job=? AND iteration=?", (job, iteration))
             db.executemany("INSERT OR REPLACE INTO tracked_faces (job, side, face, iteration, "
-                           "loss, yaw, pitch, recon, swap, crop) "
-                           "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+                           "loss, yaw, pitch, recon, swap, crop, tile) "
+                           "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
             db.executemany("INSERT OR REPLACE INTO tracker_snapshots (job, iteration, side, "
                            "faces, mean_loss, time) VALUES (?, ?, ?, ?, ?, ?)", summary)
 
@@ -96,21 +96,22 @@ class TrackerTables(Tables):
         condition = " AND ".join(where)
         total = self._db.execute(f"SELECT COUNT(*) FROM tracked_faces t WHERE {condition}",
                                  args).fetchone()[0]
-        crop = "t.crop" if "crop" in self._columns("tracked_faces") else "NULL AS crop"
+        have = self._columns("tracked_faces")
+        extra = ", ".join(f"t.{c}" if c in have else f"NULL AS {c}" for c in ("crop", "tile"))
         rows = self._db.execute(
-            f"SELECT t.face, t.loss, t.yaw, t.pitch, t.recon, t.swap, {crop}, e.loss AS before, "
+            f"SELECT t.face, t.loss, t.yaw, t.pitch, t.recon, t.swap, {extra}, e.loss AS before, "
             "t.loss - e.loss AS delta FROM tracked_faces t LEFT JOIN tracked_faces e "
             "ON e.job=t.job AND e.side=t.side AND e.face=t.face AND e.iteration=? "
             f"WHERE {condition} ORDER BY {TRACKER_SORTS[sort]}, t.face LIMIT ? OFFSET ?",
             [-1 if compare_to is None else compare_to, *args, limit, offset]).fetchall()
         return int(total), [dict(r) for r in rows]
 
-    def tracked_poses(self, job: str, iteration: int, side: str
-                      ) -> list[tuple[str, float | None, float | None, float | None]]:
-        """(face, yaw, pitch, loss) of every face of one snapshot's side."""
-        rows = self._db.execute("SELECT face, yaw, pitch, loss FROM tracked_faces WHERE job=? "
-                                "AND iteration=? AND side=?", (job, iteration, side)).fetchall()
-        return [(r[0], r[1], r[2], r[3]) for r in rows]
+    def tracked_pose_cells(self, job: str, iteration: int, side: str, cell: int = 10
+                           ) -> tuple[list[tuple[int, int, int, float | None]], int]:
+        """One snapshot's faces of a side per yaw x pitch cell: (yaw low, pitch low, faces,
+        mean loss) and the count without a pose."""
+        return self._pose_cells("tracked_faces", "job=? AND iteration=? AND side=?",
+                                (job, iteration, side), "loss", cell)
 
     def face_timeline(self, job: str, side: str, face: str) -> list[dict[str, Any]]:
         """One face across every snapshot: iteration, loss and images, oldest first."""

@@ -3,7 +3,8 @@
 At a snapshot every face of both sets (or ``cap`` of each, chosen evenly over yaw) goes
 through the model unaugmented, as the trainer crops it: its loss (the training loss, face by
 face; a learned mask's own loss is not part of it), the face as the model saw it, its
-reconstruction, and for the A side the swap to B, with the face's yaw and pitch. The images
+reconstruction, and for the A side the swap to B (and the three side by side, the
+dashboard's tile: one image to fetch a face), with the face's yaw and pitch. The images
 are small WebP files in the
 snapshot's folder (``tracker/a/``, ``tracker/b/``) and the numbers one JSON line per face in
 ``tracker/faces.jsonl``, so a model trained without the service keeps them too; the service
@@ -52,6 +53,9 @@ class TrackedFace:
     recon: str  # image file, relative to the snapshot folder
     swap: str | None  # A faces only: the swap to B
     crop: str | None = None  # the face as the model saw it (none in snapshots before it)
+    # the crop, the reconstruction and (A) the swap side by side: what the dashboard's tile
+    # shows, in one image (none in snapshots before it)
+    tile: str | None = None
 
 
 def pick_even_over_yaw(yaws: np.ndarray, cap: int) -> np.ndarray:
@@ -102,15 +106,19 @@ def track_side(model: Model, face_set: FaceSet, side: str, folder: Path, cap: in
             _write_webp(out_dir / f"{name}.recon.webp", recon[j])
             _write_webp(out_dir / f"{name}.face.webp", crops[j])
             swap_name = None
+            strip = [crops[j], recon[j]]
             if swap is not None:
                 swap_name = f"{side}/{name}.swap.webp"
                 _write_webp(folder / swap_name, swap[j])
+                strip.append(swap[j])
+            _write_webp(out_dir / f"{name}.tile.webp", np.hstack(strip))
             yaw, pitch = poses[rows[i]]
             value = float(loss[j])
             tracked.append(TrackedFace(side, name,
                                        round(value, 6) if math.isfinite(value) else None,
                                        _pose(yaw), _pose(pitch), f"{side}/{name}.recon.webp",
-                                       swap_name, f"{side}/{name}.face.webp"))
+                                       swap_name, f"{side}/{name}.face.webp",
+                                       f"{side}/{name}.tile.webp"))
     return tracked
 
 

@@ -103,8 +103,8 @@ def register(app: Dash, workspace: Workspace) -> None:
         def read(store: StateStore) -> tuple[Any, ...]:
             counts = store.face_sets().get(set_name, {"ok": 0, "quarantined": 0,
                                                       "duplicates": 0})
-            cells = tracker_reads.pose_cells([(y, p, None) for _, y, p in
-                                              store.face_poses(set_name)])
+            cells = tracker_reads.pose_cells(store.face_pose_cells(set_name,
+                                                                   tracker_reads.CELL_DEGREES))
             unknown = f", {cells['unknown']:,} without a known pose" if cells["unknown"] else ""
             text = (f"faces/{set_name}: {counts['ok']:,} usable faces, "
                     f"{counts['quarantined']:,} set aside, {counts['duplicates']:,} "

@@ -124,30 +124,69 @@ def layout(job: str, query: dict[str, str]) -> Any:
     ], className="stack")
 
 
+# Where each image sits in a face's tile strip (crop | output | swap; B: crop | output), as
+# object-position: one file fetched a face, each part shown by cropping it.
+_STRIP_POSITION = {"a": {"face": "0%", "output": "50%", "swap": "100%"},
+                   "b": {"face": "0%", "output": "100%"}}
+
+
 def tile(face: dict[str, Any], show: str, side: str, picked: bool) -> Any:
-    images = [("face", face["face"])]
+    kinds = ["face"]
     if show in ("output", "both"):
-        images.append(("output", face["output"]))
+        kinds.append("output")
     if show in ("swap", "both") and side == "a":
-        images.append(("swap", face["swap"]))
+        kinds.append("swap")
+    if face["tile"]:
+        parts = [html.Img(src=face["tile"], alt=f"{kind} of {face['name']}",
+                          className=f"tile-img {kind}",
+                          style={"objectPosition": f"{_STRIP_POSITION[side][kind]} 50%"})
+                 for kind in kinds]
+    else:  # a snapshot taken before the tracker kept tiles: an image each
+        parts = [html.Img(src=face[kind], alt=f"{kind} of {face['name']}",
+                          className=f"tile-img {kind}") if face[kind] else
+                 html.Div("no image", className=f"tile-img missing {kind}") for kind in kinds]
     delta = face["delta"]
     change = "" if delta is None else f" {'+' if delta >= 0 else '−'}{abs(delta):.4f}"
     return html.Div([
-        html.Button([html.Img(src=url, alt=f"{kind} of {face['name']}",
-                              className=f"tile-img {kind}") if url else
-                     html.Div("no image", className=f"tile-img missing {kind}")
-                     for kind, url in images],
-                    id={"type": "tracker-tile", "name": face["name"]}, n_clicks=0,
-                    className="tile-images", title=f"{face['name']}: open its timeline"),
+        html.Button(parts, id={"type": "tracker-tile", "name": face["name"]}, n_clicks=0,
+                    className="tile-images" + (" picked" if picked else ""),
+                    title=f"{face['name']}: open its timeline (or pick it, in pick mode)"),
         html.Div([
-            dcc.Checklist(id={"type": "tracker-pick", "name": face["name"]},
-                          options=[{"label": "", "value": "picked"}],
-                          value=["picked"] if picked else [], className="pick"),
             html.Span(ui.loss(face["loss"]), className="loss"),
             html.Span(change, className="delta " + ("worse" if (delta or 0) > 0 else "better")),
             html.Span("focus", className="focus-badge") if face["focus"] else None,
         ], className="tile-caption"),
     ], className="tile" + (" focused" if face["focus"] else ""), **{"data-name": face["name"]})
+
+
+# A click on a tile opens its timeline, or in pick mode picks it (or unpicks it): in the
+# browser, with no round trip (a re-rendered grid fires every tile with no click: ignored).
+_CLICKED_JS = """
+function(clicks, closed, side, message, picking, picked) {
+    const nu = window.dash_clientside.no_update;
+    const fired = window.dash_clientside.callback_context.triggered || [];
+    if (!fired.length) { return [nu, nu]; }
+    const first = fired[0].prop_id;
+    if (first.startsWith('tracker-side.')) { return [null, []]; }
+    if (first.startsWith('focus-message.')) { return [nu, []]; }
+    if (first.startsWith('timeline-close.')) { return [null, nu]; }
+    const hit = fired.find(t => t.value);
+    if (!hit) { return [nu, nu]; }
+    const name = JSON.parse(hit.prop_id.slice(0, hit.prop_id.lastIndexOf('.'))).name;
+    if (picking && picking.length) {
+        const list = (picked || []).slice();
+        const at = list.indexOf(name);
+        if (at >= 0) { list.splice(at, 1); } else { list.push(name); }
+        return [nu, list];
+    }
+    return [name, nu];
+}
+"""
+_PICKED_JS = """
+function(picked, ids) {
+    return ids.map(id => 'tile-images' + ((picked || []).includes(id.name) ? ' picked' : ''));
+}
+"""
 
 
 def register(app: Dash, workspace: Workspace) -> None:
@@ -303,38 +342,18 @@ def register(app: Dash, workspace: Workspace) -> None:
             query["face"] = face
         return f"?{urlencode(query)}" if query else ""
 
-    @app.callback(
-        Output("tracker-face", "data"),
+    app.clientside_callback(
+        _CLICKED_JS,
+        Output("tracker-face", "data"), Output("tracker-picked", "data"),
         Input({"type": "tracker-tile", "name": ALL}, "n_clicks"),
         Input("timeline-close", "n_clicks"), Input("tracker-side", "value"),
+        Input("focus-message", "children"),
+        State("pick-mode", "value"), State("tracker-picked", "data"),
         prevent_initial_call=True,
     )
-    def open_face(clicks: list[int | None], _close: int | None, _side: str) -> Any:
-        trigger = callback_context.triggered_id
-        if isinstance(trigger, dict) and trigger.get("type") == "tracker-tile":
-            # a re-rendered grid fires with n_clicks 0: only a real click opens a timeline
-            if any(t["value"] for t in callback_context.triggered):
-                return trigger["name"]
-            return no_update
-        return None
-
-    @app.callback(
-        Output("tracker-picked", "data"),
-        Input({"type": "tracker-pick", "name": ALL}, "value"),
-        Input("focus-message", "children"), Input("tracker-side", "value"),
-        State({"type": "tracker-pick", "name": ALL}, "id"), State("tracker-picked", "data"),
+    app.clientside_callback(
+        _PICKED_JS,
+        Output({"type": "tracker-tile", "name": ALL}, "className"),
+        Input("tracker-picked", "data"), State({"type": "tracker-tile", "name": ALL}, "id"),
         prevent_initial_call=True,
     )
-    def pick(values: list[list[str]], _message: Any, _side: str, ids: list[dict[str, str]],
-             held: list[str] | None) -> list[str]:
-        trigger = callback_context.triggered_id
-        if trigger in ("focus-message", "tracker-side"):
-            return []  # acted on (or another set): start a new selection
-        picked = set(held or ())
-        for value, element in zip(values, ids, strict=True):
-            if value:
-                picked.add(element["name"])
-            else:
-                picked.discard(element["name"])
-        return sorted(picked)
-

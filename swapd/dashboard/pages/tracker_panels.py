@@ -24,6 +24,8 @@ def focus_bar() -> Any:
         html.Span(id="focus-count", className="focus-count"),
         dcc.Checklist(id="focus-only", value=[], inline=True,
                       options=[{"label": "focus faces only", "value": "on"}]),
+        dcc.Checklist(id="pick-mode", value=[], inline=True,
+                      options=[{"label": "pick faces by clicking", "value": "on"}]),
         *(html.Button(label, id=button, n_clicks=0, className="control-button")
           for button, label in FOCUS_BUTTONS),
         html.Span(id="focus-message", className="control-message"),
@@ -41,7 +43,7 @@ def timeline_card() -> Any:
 
 def compare_card() -> Any:
     return ui.card("Compared with the earlier snapshot", html.Div(id="compare-body"),
-                   card_id="compare-card")
+                   dcc.Store(id="compare-key"), card_id="compare-card")
 
 
 def no_snapshots(row: JobRow | None) -> Any:
@@ -145,13 +147,19 @@ def register(app: Dash, workspace: Workspace) -> None:
         return timeline_view(found), {}, f"Timeline: {face}"
 
     @app.callback(
-        Output("compare-body", "children"),
+        Output("compare-body", "children"), Output("compare-key", "data"),
         Input("tracker-grid-key", "data"), State("job-name", "data"),
+        State("compare-key", "data"),
     )
-    def compare(key: list[Any] | None, job: str) -> Any:
-        if not key or key[2] is None:
+    def compare(key: list[Any] | None, job: str, shown: list[Any] | None) -> Any:
+        pair = [job, *(key[2:4] if key else [None, None])]
+        if pair == shown:  # another sort, page or filter: the same two snapshots
+            return no_update, no_update
+        return _compared(job, pair[1], pair[2]), pair
+
+    def _compared(job: str, chosen: int | None, against: int | None) -> Any:
+        if chosen is None:
             return ui.empty("No snapshot yet.")
-        chosen, against = key[2], key[3]
         if against is None:
             return ui.empty("This is the first snapshot: nothing earlier to compare with.")
         found = reads.with_store(workspace, lambda store: tracker_reads.compare(
