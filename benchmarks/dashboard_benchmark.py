@@ -411,9 +411,10 @@ class Expected:
 
     def urls(self, snapshot: str, sort: str, cell: tuple[float, float] | None = None,
              kinds: tuple[str, ...] = ("face", "output", "swap")) -> list[str]:
-        """The grid's images in order (``kinds``: what the Show choice shows of a face)."""
-        return [face[kind] for face in self.faces(snapshot, sort, cell)
-                for kind in kinds if face[kind]]
+        """The grid's images in order (``kinds``: what the Show choice shows of a face; a
+        face with a tile shows each part from that one image)."""
+        return [face["tile"] or face[kind] for face in self.faces(snapshot, sort, cell)
+                for kind in kinds if face["tile"] or face[kind]]
 
     def cells(self, snapshot: int) -> list[tuple[int, float, float]]:
         """The yaw x pitch cells that hold faces: (faces, yaw, pitch; low edges), fullest
@@ -578,6 +579,25 @@ def open_job_page(driver: Any, url: str, repeat: int) -> list[dict[str, Any]]:
     finally:
         driver.execute_cdp_cmd("Page.removeScriptToEvaluateOnNewDocument",
                                {"identifier": script})
+
+
+def open_from_job_page(driver: Any, base: str, job: str, expected: str, repeat: int
+                       ) -> list[dict[str, Any]]:
+    """Open the tracker as a user mostly does: from the job's page, by its "Snapshot
+    tracker" tab (the app is loaded; the tracker's images are not in the browser's cache)."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    runs = []
+    for _ in range(repeat):
+        driver.get("about:blank")
+        driver.execute_cdp_cmd("Network.clearBrowserCache", {})
+        driver.get(f"{base}/jobs/{job}")
+        WebDriverWait(driver, 30, poll_frequency=0.1).until(lambda d: d.execute_script(
+            f"return {LOSS_GRAPH_READY}"))
+        arm(driver, expected)
+        driver.find_element("css selector", f".tabs a[href='/jobs/{job}/tracker']").click()
+        runs.append(finish(driver))
+    return runs
 
 
 def profile_snapshot_change(driver: Any, expected: Expected, iteration: int, sort: str
@@ -810,6 +830,8 @@ def measure(ws: Workspace, bench: BenchWorkspace, repeat: int, profile: Path
             results["open_cached"] = summary(open_tracker(
                 driver, base + tracker, grid_ready(expected.urls("latest", "-loss")), repeat,
                 empty_cache=False))
+            results["open_from_job_page"] = summary(open_from_job_page(
+                driver, base, bench.job, grid_ready(expected.urls("latest", "-loss")), repeat))
             results.update(in_page(driver, expected, bench.iterations, repeat))
             bodies = captured_callbacks(driver)
             for show, kinds in (("output", ("face", "output")), ("none", ("face",))):
@@ -900,6 +922,7 @@ ROWS = (("open", "opening the tracker (browser cache empty)"),
         ("open_show_output", "  the same, showing face + output (200 images)"),
         ("open_show_none", "  the same, showing the face only (100 images)"),
         ("open_cached", "opening it again (browser cache kept)"),
+        ("open_from_job_page", "opening it from the job page's tab (images not cached)"),
         ("snapshot", "choosing another snapshot"), ("sort", "changing the sort"),
         ("heatmap_cell", "clicking a heatmap cell"), ("timeline", "opening a face's timeline"),
         ("timeline_few_tiles", "  the same, a sparse cell's faces in the grid"),

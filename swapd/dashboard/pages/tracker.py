@@ -89,6 +89,7 @@ def layout(job: str, query: dict[str, str]) -> Any:
             query, "page").isdigit() else 0),
         dcc.Store(id="tracker-face", data=query.get("face")),
         dcc.Store(id="tracker-grid-key"),
+        dcc.Store(id="tracker-version"),
         dcc.Store(id="tracker-pages", data=1),
         dcc.Store(id="tracker-cells-key"),
         dcc.Store(id="tracker-picked", data=[]),
@@ -192,12 +193,27 @@ function(picked, ids) {
 def register(app: Dash, workspace: Workspace) -> None:
     tracker_panels.register(app, workspace)
 
+    @app.callback(Output("tracker-version", "data"),
+                  Input("tick", "n_intervals"), Input("job-name", "data"),
+                  State("tracker-version", "data"))
+    def watch(_tick: int | None, job: str, held: list[Any] | None) -> Any:
+        """At each refresh, one small read: what the page shows changed only when the job's
+        snapshots or its focus faces did (the rest of the page waits on this)."""
+        def read(store: StateStore) -> list[Any]:
+            focus = store.focus_faces(job)
+            return [store.job(job) is not None,
+                    [[s["iteration"], s["time"]] for s in tracker_reads.snapshots(store, job)],
+                    {side: sorted(names) for side, names in focus.items()}]
+
+        version = reads.with_store(workspace, read)
+        return no_update if version == held else version
+
     @app.callback(
         Output("tracker-snapshot", "options"), Output("tracker-compare", "options"),
         Output("tracker-summary", "children"), Output("tracker-empty", "children"),
-        Input("tick", "n_intervals"), Input("job-name", "data"),
+        Input("tracker-version", "data"), Input("job-name", "data"),
     )
-    def snapshots(_tick: int | None, job: str) -> tuple[Any, ...]:
+    def snapshots(_version: list[Any] | None, job: str) -> tuple[Any, ...]:
         def read(store: StateStore) -> tuple[Any, ...]:
             return tracker_reads.snapshots(store, job), store.job(job)
 
@@ -217,14 +233,15 @@ def register(app: Dash, workspace: Workspace) -> None:
         Output("tracker-grid", "children"), Output("tracker-pager", "children"),
         Output("tracker-filter", "children"), Output("tracker-grid-key", "data"),
         Output("tracker-pages", "data"),
-        Input("tick", "n_intervals"), Input("job-name", "data"), Input("tracker-side", "value"),
+        Input("tracker-version", "data"), Input("job-name", "data"),
+        Input("tracker-side", "value"),
         Input("tracker-snapshot", "value"), Input("tracker-compare", "value"),
         Input("tracker-sort", "value"), Input("tracker-show", "value"),
         Input("tracker-cell", "data"), Input("tracker-page", "data"),
         Input("focus-only", "value"), Input("focus-message", "children"),
         State("tracker-grid-key", "data"), State("tracker-picked", "data"),
     )
-    def grid(_tick: int | None, job: str, side: str, snapshot: str, compare: str, sort: str,
+    def grid(_version: Any, job: str, side: str, snapshot: str, compare: str, sort: str,
              show: str, cell: dict[str, list[float]] | None, page: int,
              focus_only: list[str] | None, _focus_message: Any, shown: list[Any] | None,
              picked: list[str] | None) -> tuple[Any, ...]:
@@ -260,11 +277,12 @@ def register(app: Dash, workspace: Workspace) -> None:
     @app.callback(
         Output("heatmap-count", "figure"), Output("heatmap-loss", "figure"),
         Output("tracker-cells-key", "data"),
-        Input("tick", "n_intervals"), Input("job-name", "data"), Input("tracker-side", "value"),
+        Input("tracker-version", "data"), Input("job-name", "data"),
+        Input("tracker-side", "value"),
         Input("tracker-snapshot", "value"), Input("tracker-cell", "data"),
         State("tracker-cells-key", "data"),
     )
-    def heatmaps(_tick: int | None, job: str, side: str, snapshot: str,
+    def heatmaps(_version: Any, job: str, side: str, snapshot: str,
                  cell: dict[str, list[float]] | None, shown: list[Any] | None) -> tuple[Any, ...]:
         def read(store: StateStore) -> tuple[Any, ...]:
             chosen, _ = tracker_reads.chosen_snapshot(store, job, snapshot)

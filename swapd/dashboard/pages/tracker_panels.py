@@ -168,10 +168,10 @@ def register(app: Dash, workspace: Workspace) -> None:
 
     @app.callback(
         Output("focus-count", "children"),
-        Input("tick", "n_intervals"), Input("job-name", "data"), Input("tracker-side", "value"),
-        Input("focus-message", "children"),
+        Input("tracker-version", "data"), Input("job-name", "data"),
+        Input("tracker-side", "value"),
     )
-    def focus_count(_tick: int | None, job: str, side: str, _message: Any) -> str:
+    def focus_count(_version: list[Any] | None, job: str, side: str) -> str:
         focus = reads.with_store(workspace, lambda store: store.focus_faces(job)) or {}
         n = len(focus.get(side, ()))
         return f"{ui.count(n, 'focus face')} in this set" + (
