@@ -98,8 +98,10 @@ class Session:
 
     @property
     def egs(self) -> float | None:
-        """Examples per second over the session's training steps."""
-        return self.examples / self.train_seconds if self.train_seconds > 0 else None
+        """Examples per second over the session, as faceswap's Analysis tab counts them (its
+        whole time: saves, previews and snapshots included); None when not recorded."""
+        return self.examples / self.elapsed if self.elapsed > 0 and self.train_seconds > 0 \
+            else None
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from swapd.dashboard.pages import job_controls
 from swapd.state import StateStore
 from swapd.workspace import Workspace
 
-SMOOTHING_MARKS = {0: "0", 0.5: "0.5", 0.9: "0.9", 0.999: "0.999"}
+SMOOTHING_MARKS = {0: "0", 0.5: "0.5", 0.9: "0.9"}  # (to 0.999, faceswap's range)
 
 
 def layout(job: str) -> Any:
@@ -36,7 +36,7 @@ def layout(job: str) -> Any:
             options=[{"label": "log", "value": "log"}, {"label": "linear", "value": "linear"}])],
             className="control"),
         html.Div([html.Label("Last iterations"), dcc.Input(
-            id="graph-last", type="number", min=0, step=1, value=0, debounce=True,
+            id="graph-last", type="number", min=0, step=1, value=None, debounce=True,
             placeholder="all")], className="control"),
         html.Div([html.Label("Session"), dcc.Dropdown(
             id="graph-session", value="all", clearable=False, searchable=False,

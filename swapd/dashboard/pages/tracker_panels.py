@@ -79,6 +79,9 @@ def timeline_view(found: dict[str, Any]) -> Any:
                                                 else ""), className="source"),
         html.Div("focus" if found["focus"] else "", className="focus-badge"
                  if found["focus"] else ""),
+        html.Div("at each snapshot: its output" + (", then its swap (A>B)"
+                                                   if found["side"] == "a" else ""),
+                 className="source"),
     ], className="timeline-column first")
     columns = [html.Div([
         html.Div(f"{snap['iteration']:,}", className="when"),
