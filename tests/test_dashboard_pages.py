@@ -201,7 +201,7 @@ def test_faces_page_shows_sets_poses_and_the_quarantine(served: str,
                                                         trained_ws: TrainedWorkspace,
                                                         tmp_path: Path) -> None:
     store = StateStore(trained_ws.workspace.state_db, readonly=True)
-    poses = [(y, p) for _, y, p in store.face_poses("alice") if y is not None]
+    poses = [(f.yaw, f.pitch) for f in store.faces("alice", status="ok") if f.yaw is not None]
     store.close()
     cell = max({(y // 10 * 10, p // 10 * 10) for y, p in poses},
                key=lambda c: sum(c == (y // 10 * 10, p // 10 * 10) for y, p in poses))

@@ -40,13 +40,6 @@ class ActivityTables(Tables):
         found = self.artifacts(job, kind, limit=1)
         return found[0] if found else None
 
-    def recorded_path(self, path: str) -> bool:
-        """Whether the service recorded this (absolute or workspace-relative) path as an
-        artifact."""
-        row = self._db.execute("SELECT 1 FROM artifacts WHERE path=? LIMIT 1",
-                               (path,)).fetchone()
-        return row is not None
-
     # --- merges under way ---------------------------------------------------------------------
 
     def set_merge_progress(self, job: str, source: str, done: int, total: int | None) -> None:

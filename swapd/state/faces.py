@@ -109,12 +109,6 @@ class FaceTables(Tables):
         return self._pose_cells("faces", "set_name=? AND status='ok'", (set_name,), "NULL",
                                 cell)
 
-    def face_poses(self, set_name: str) -> list[tuple[str, float | None, float | None]]:
-        """(name, yaw, pitch) of every usable face of a set."""
-        rows = self._db.execute("SELECT name, yaw, pitch FROM faces WHERE set_name=? AND "
-                                "status='ok' ORDER BY name", (set_name,)).fetchall()
-        return [(r[0], r[1], r[2]) for r in rows]
-
 
 def _mark_duplicates(db: sqlite3.Connection, set_name: str) -> None:
     """A duplicate names the first ok file (by name) of its set with the same content."""
