@@ -77,12 +77,13 @@ class LossCache:
     """Each job's LossSeries, brought up to date at every read."""
 
     def __init__(self) -> None:
-        self._series: dict[str, LossSeries] = {}
+        self._series: dict[tuple[str, str], LossSeries] = {}  # by database and job
         self._lock = threading.Lock()
 
     def get(self, store: StateStore, job: str) -> LossSeries:
+        key = (str(store.path), job)
         with self._lock:
-            series = self._series.get(job) or LossSeries()
+            series = self._series.get(key) or LossSeries()
             # The newest row held must still be there as it was (not cut back and retrained).
             if len(series) and store.loss_time(job, int(series.iteration[-1])) != series.time[-1]:
                 series = LossSeries()
@@ -91,7 +92,7 @@ class LossCache:
             if store.loss_count(job) != len(series):  # rows went missing below the newest
                 series = LossSeries()
                 series.extend(store.loss_rows(job))
-            self._series[job] = series
+            self._series[key] = series
             return series
 
 
