@@ -19,30 +19,32 @@ SMOOTHING_MARKS = {0: "0", 0.5: "0.5", 0.9: "0.9"}  # (to 0.999, faceswap's rang
 
 
 def layout(job: str) -> Any:
+    # the graph's settings persist in the browser: a reload shows the graph as it was
     graph_controls = html.Div([
         html.Div([html.Label("Sides"), dcc.Checklist(
-            id="graph-sides", value=["a", "b"], inline=True,
+            id="graph-sides", persistence=True, value=["a", "b"], inline=True,
             options=[{"label": "A (dst)", "value": "a"}, {"label": "B (src)", "value": "b"}])],
             className="control"),
-        html.Div([html.Label("Components"), dcc.Checklist(id="graph-components", value=[],
-                                                          inline=True, options=[])],
+        html.Div([html.Label("Components"), dcc.Checklist(
+            id="graph-components", persistence=True, value=[], inline=True, options=[])],
                  className="control wide"),
         html.Div([html.Label("Smoothing"), dcc.Slider(
-            id="graph-smoothing", min=0, max=0.999, step=0.001, value=0.9,
+            id="graph-smoothing", persistence=True, min=0, max=0.999, step=0.001, value=0.9,
             marks=SMOOTHING_MARKS, tooltip={"placement": "bottom"})],
             className="control slider"),
         html.Div([html.Label("Scale"), dcc.RadioItems(
-            id="graph-scale", value="log", inline=True,
+            id="graph-scale", persistence=True, value="log", inline=True,
             options=[{"label": "log", "value": "log"}, {"label": "linear", "value": "linear"}])],
             className="control"),
         html.Div([html.Label("Last iterations"), dcc.Input(
-            id="graph-last", type="number", min=0, step=1, value=None, debounce=True,
+            id="graph-last", persistence=True, type="number", min=0, step=1, value=None,
+            debounce=True,
             placeholder="all")], className="control"),
         html.Div([html.Label("Session"), dcc.Dropdown(
             id="graph-session", value="all", clearable=False, searchable=False,
             options=[{"label": "all", "value": "all"}])], className="control session"),
         html.Div([html.Label("Also"), dcc.Checklist(
-            id="graph-axes", value=[], inline=True,
+            id="graph-axes", persistence=True, value=[], inline=True,
             options=[{"label": "learning rate", "value": "lr"},
                      {"label": "EG/s", "value": "egs"}])], className="control"),
     ], className="graph-controls")
