@@ -163,7 +163,8 @@ def add_faces(sub: Subparsers) -> None:
     p.add_argument("--workspace", type=Path)
     p.add_argument("--config", type=Path)
     p.add_argument("--size", type=int, default=512, help="aligned face side in pixels")
-    p.add_argument("--centering", default="head", choices=["legacy", "face", "head"])
+    p.add_argument("--centering", default="head", choices=["legacy", "face", "head"],
+                   help="faceswap's crop to write (faceswap trains from head, the default)")
     p.add_argument("--detector", default="mtcnn", help="detector plugin (default mtcnn)")
     p.add_argument("--min-face", type=int, default=40, help="smallest face, in frame pixels")
     p.add_argument("--redetect-every", type=int, default=5,

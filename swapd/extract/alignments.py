@@ -3,15 +3,16 @@
 ``swapd faces extract`` writes ``<source>.alignments.jsonl`` beside the faces it extracts: one
 JSON line per frame, ``{"frame": NAME, "faces": [{"index", "file", "box", "score",
 "landmarks", "matrix"}, ...]}`` (an ``"error"`` key marks a frame that could not be read).
-Frame names are the image's stem, or ``<video stem>_<frame number, 6 digits>``.
+Frames are named as faceswap names them (see :mod:`swapd.extract.frames`): an image by its file
+name, a video's frame ``<stem>_<number from 1, 6 digits><extension>``; records written before
+used the image's stem and ``<stem>_<number from 0, 6 digits>``, and still resume and replay.
 
-The merger replays a record found beside the footage (``clip.mp4`` +
-``clip.alignments.jsonl``; for images also the record of their whole folder,
-``<folder>/<folder>.alignments.jsonl``, frames named by image stem) instead of detecting: a
-frame in the record gets exactly its recorded faces (none, if the user deleted a wrong
-detection), a frame missing from it is searched as usual. So faces fixed or removed by hand
-stay fixed in every merge. Records are named by stem: ``clip.mp4`` and ``clip.mkv`` in one
-folder would share one.
+The merger replays a record found beside the footage (``clip.mp4`` + ``clip.alignments.jsonl``;
+for images also the record of their whole folder, ``<folder>/<folder>.alignments.jsonl``)
+instead of detecting: a frame in the record gets exactly its recorded faces (none, if the user
+deleted a wrong detection), a frame missing from it is searched as usual. So faces fixed or
+removed by hand stay fixed in every merge. Records are named by stem: ``clip.mp4`` and
+``clip.mkv`` in one folder would share one.
 """
 
 from __future__ import annotations
@@ -37,8 +38,27 @@ class AlignmentsError(FileProblem, ValueError):
 
 
 def video_frame_name(stem: str, index: int) -> str:
-    """A video frame's name in alignments records and extracted faces' names."""
+    """A video frame's name in swapd's records before they took faceswap's (from 0)."""
     return f"{stem}_{index:06d}"
+
+
+def faceswap_frame_name(video_name: str, index: int) -> str:
+    """faceswap's name for frame ``index`` (from 0) of the video file ``video_name``."""
+    stem, ext = os.path.splitext(video_name)
+    return f"{stem}_{index + 1:06d}{ext}"
+
+
+def video_frame_names(video: Path, index: int) -> tuple[str, ...]:
+    """Every name a record may give frame ``index`` of ``video``: faceswap's (swapd's now),
+    swapd's before, and faceswap's before its alignments 2.4 (a ``.png`` extension)."""
+    return (faceswap_frame_name(video.name, index), video_frame_name(video.stem, index),
+            faceswap_frame_name(f"{video.stem}.png", index))
+
+
+def image_frame_names(image: Path) -> tuple[str, ...]:
+    """Every name a record may give an image: its file name, then its stem (swapd's before),
+    then the stem with its suffix (swapd's for a.jpg beside a.png)."""
+    return image.name, image.stem, image.name.replace(".", "_")
 
 
 def record_path(folder: str | os.PathLike[str], source_name: str) -> Path:
@@ -155,23 +175,24 @@ def load_alignments(record: str | os.PathLike[str]) -> dict[str, list[Detection]
 class RecordedFaces:
     """A detector that replays an alignments record frame by frame, in order.
 
-    ``names(i)`` is the record's name for the i-th frame it is called on; frames the record
-    does not hold go to ``fallback``.
+    ``names(i)`` is the names a record may give the i-th frame it is called on (see
+    :func:`video_frame_names`), the first held wins; frames the record does not hold go to
+    ``fallback``.
     """
 
     name = "alignments"
 
-    def __init__(self, frames: dict[str, list[Detection]], names: Callable[[int], str],
-                 fallback: Detector) -> None:
+    def __init__(self, frames: dict[str, list[Detection]],
+                 names: Callable[[int], tuple[str, ...]], fallback: Detector) -> None:
         self.frames, self.names, self.fallback = frames, names, fallback
         self.landmark_points = fallback.landmark_points
         self.replayed = 0  # frames answered from the record
         self._index = 0
 
     def detect(self, frame_bgr: np.ndarray) -> list[Detection]:
-        name = self.names(self._index)
+        names = self.names(self._index)
         self._index += 1
-        recorded = self.frames.get(name)
+        recorded = next((self.frames[n] for n in names if n in self.frames), None)
         if recorded is None:
             return self.fallback.detect(frame_bgr)
         self.replayed += 1

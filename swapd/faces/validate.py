@@ -32,9 +32,9 @@ from swapd.faces.faceswap_png import (
     MAX_FILE_BYTES,
     FaceFormatError,
     FaceswapMeta,
+    meta_from_png,
     png_chunks,
     png_pixel_check,
-    read_faceswap_header,
 )
 from swapd.faces.landmarks import landmark_array
 from swapd.faces.pose import Pose, PoseError, estimate_pose
@@ -83,6 +83,14 @@ class FaceFileInfo:
     # Where ``landmarks`` came from: "file", or a detector ("mapped:mtcnn": the file's frame
     # landmarks moved into the image; "detected:mtcnn"); None while there are none.
     landmarks_from: str | None = None
+
+    @property
+    def recut_from_landmarks(self) -> bool:
+        """Whether the trainer cuts its crop from the face's own landmarks: a DeepFaceLab
+        face type, or faceswap's pose-dependent crop as swapd extracts it (neither is one of
+        swapd's centerings)."""
+        extras = self.meta.swapd if self.meta is not None else None
+        return self.dfl is not None or bool(extras and extras.get("geometry") == "faceswap")
 
     @property
     def kind(self) -> str:
@@ -153,11 +161,14 @@ class FaceFileInfo:
     @property
     def centering(self) -> str | None:
         """The crop the face is stored at: swapd's own when swapd wrote the file, faceswap's
-        head (legacy before its 2.0 alignments), the nearest to a DeepFaceLab face type; None
-        when unknown."""
+        head (legacy before its 2.0 alignments), the nearest to a DeepFaceLab face type. None
+        when unknown, and for faceswap's pose-dependent crops as swapd extracts them: they are
+        none of swapd's centerings, the trainer re-cuts them from their landmarks (see
+        :attr:`recut_from_landmarks`), and the face index, which keeps this, leaves them to
+        it."""
         if self.dfl is not None:
             return DFL_CENTERING[self.dfl.face_type]
-        if self.meta is None:
+        if self.meta is None or self.recut_from_landmarks:
             return None
         if self.meta.swapd is not None:
             centering = self.meta.swapd.get("centering")
@@ -178,7 +189,7 @@ class FaceFileInfo:
     def layout(self) -> FaceLayout:
         """What the trainer cuts the face's crop by (see :class:`FaceLayout`)."""
         pose = self.pose()
-        return FaceLayout(self.landmarks, self.centering, realign=self.dfl is not None,
+        return FaceLayout(self.landmarks, self.centering, realign=self.recut_from_landmarks,
                           yaw=None if pose is None else pose.yaw,
                           pitch=None if pose is None else pose.pitch)
 
@@ -228,7 +239,8 @@ def _check_landmarks(points: np.ndarray, width: int, height: int, path: Path,
 
 
 def _aligned_landmarks(meta: FaceswapMeta, path: Path) -> np.ndarray | None:
-    """68 landmarks in the aligned image, from swapd's extras when it wrote the file."""
+    """Landmarks in the aligned image (68, or the 5 a detector found), from swapd's extras
+    when it wrote the file."""
     extra = meta.swapd or {}
     points = extra.get("aligned_landmarks")
     if points is None:
@@ -279,8 +291,7 @@ def inspect_face_bytes(path: Path, data: bytes, min_size: int = 64,
     if fmt == "png":
         try:
             chunks = png_chunks(data, str(p))
-            header = read_faceswap_header(data, str(p), chunks)
-            meta = None if header is None else FaceswapMeta.from_dict(header, str(p))
+            meta = meta_from_png(data, str(p), chunks)
             size = size or png_pixel_check(data, chunks, str(p))
         except FaceFormatError as exc:
             raise BadFaceError(p, exc.reason) from exc

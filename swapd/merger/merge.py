@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 
 from swapd.errors import FileProblem
-from swapd.extract.alignments import RecordedFaces, video_frame_name
+from swapd.extract.alignments import RecordedFaces, image_frame_names, video_frame_names
 from swapd.extract.detectors.base import Detection, Detector
 from swapd.extract.detectors.registry import create_detector
 from swapd.extract.face_tracker import FaceTracker
@@ -194,7 +194,7 @@ class Merger:
         done = faces = 0
         tracker: Detector = FaceTracker(self.detector, self.options.redetect_every)
         if alignments:
-            tracker = RecordedFaces(alignments, partial(video_frame_name, src.stem), tracker)
+            tracker = RecordedFaces(alignments, partial(video_frame_names, src), tracker)
         with VideoWriter(out, info.width, info.height, info.fps, info, crf=self.options.crf,
                          preset=self.options.preset, provenance=self._provenance(src)) as writer:
             for batch in _batched(read_frames(info), self.options.batch_frames):
@@ -218,7 +218,7 @@ class Merger:
         frames = [image]
         detector = self.detector
         if alignments:
-            detector = RecordedFaces(alignments, lambda _: src.stem, detector)
+            detector = RecordedFaces(alignments, lambda _: image_frame_names(src), detector)
         faces = self.swap_frames(frames, detector)
         ok, data = cv2.imencode(".png", frames[0])
         if not ok:  # not the footage's fault: no MergeError, which would set the source aside

@@ -27,6 +27,7 @@ from swapd.extract.detectors.base import Detector
 from swapd.extract.detectors.registry import create_detector
 from swapd.extract.face_landmarks import find_face_landmarks
 from swapd.faces.alignment import (
+    CENTERING_PADDING,
     Centering,
     aligned_matrix,
     recentre,
@@ -238,13 +239,14 @@ class FaceSet:
             points = layout.landmarks
             if points is not None and not _inside(points, img.shape[0]):
                 points = None  # landmarks far outside the image are not this face's
-            if layout.realign and points is not None and len(points) == 68:
-                # Cut exactly as swapd's extraction would have: align by the face's own 68
-                # landmarks at the trainer's centering (any DFL face type, any scale).
+            if layout.realign and points is not None and len(points) in (5, 68):
+                # Cut exactly as swapd's extraction would have: align by the face's own
+                # landmarks at the trainer's centering (any DFL face type, faceswap's
+                # pose-dependent crops, any scale).
                 matrix = aligned_matrix(points, img.shape[0], self.centering)
                 img = warp_face(img, matrix, img.shape[0])
                 points = transform_points(points, matrix)
-            elif layout.centering is not None and layout.centering != self.centering:
+            elif layout.centering in CENTERING_PADDING and layout.centering != self.centering:
                 # A face stored at another centering (faceswap keeps head-centred faces) is
                 # re-cut at the trainer's before the coverage crop, landmarks alike.
                 img = recentre(img, layout.centering, self.centering)

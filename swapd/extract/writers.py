@@ -1,0 +1,91 @@
+"""Writing one extracted face as faceswap's aligned PNG.
+
+It cuts the face exactly as faceswap's own extractor does from the 68 frame landmarks
+(:mod:`swapd.faces.faceswap_align`) and writes every field faceswap reads. A
+detector with 5 points only (MTCNN) gets 68 fitted to them
+(:func:`~swapd.faces.faceswap_align.landmarks_68`, the hook a 68-point landmark plugin
+replaces); swapd keeps the points it found, moved into the face, in its own extras, and trains
+from those.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from swapd.extract.detectors.base import Detection
+from swapd.extract.frames import Frame
+from swapd.faces.alignment import transform_points
+from swapd.faces.faceswap_align import (
+    FaceswapCentering,
+    faceswap_crop,
+    faceswap_matrix,
+    landmarks_68,
+)
+from swapd.faces.faceswap_png import FaceswapMeta, write_aligned_png
+from swapd.faces.pose import PoseError, estimate_pose
+
+
+@dataclass(frozen=True)
+class Cut:
+    """A face cut from its frame: the image, the frame -> face matrix, the 68 frame
+    landmarks it was aligned by (found, or fitted to 5)."""
+
+    face: np.ndarray
+    matrix: np.ndarray
+    landmarks_68: np.ndarray
+
+
+@dataclass(frozen=True)
+class Written:
+    """One face written: its file name, the frame -> face matrix, the 68 frame landmarks
+    written in it."""
+
+    file: str
+    matrix: np.ndarray
+    landmarks_68: np.ndarray
+
+
+def _box(detection: Detection) -> tuple[int, int, int, int]:
+    x0, y0, x1, y1 = detection.box
+    return int(x0), int(y0), int(x1 - x0), int(y1 - y0)
+
+
+class FaceWriter:
+    """Cuts and writes the faces of one extraction into ``out``."""
+
+    def __init__(self, out: Path, size: int, centering: FaceswapCentering = "head",
+                 detector: str = "mtcnn", is_video: bool = False) -> None:
+        self.out, self.size, self.centering = out, size, centering
+        self.detector, self.is_video = detector, is_video
+
+    def cut(self, image: np.ndarray, detection: Detection) -> Cut:
+        """The aligned face of ``detection`` in the frame ``image``."""
+        points68, _ = landmarks_68(detection.points)
+        matrix = faceswap_matrix(points68, self.size, self.centering)
+        return Cut(faceswap_crop(image, matrix, self.size), matrix, points68)
+
+    def save(self, frame: Frame, frame_shape: tuple[int, ...], detection: Detection,
+             index: int, cut: Cut) -> Written:
+        """Write the face :meth:`cut` gave, with faceswap's header and swapd's extras."""
+        x, y, w, h = _box(detection)
+        name = f"{frame.stem}_{index}.png"
+        found = detection.points
+        try:
+            pose: list[float] | None = list(estimate_pose(found).as_tuple())
+        except PoseError:
+            pose = None
+        meta = FaceswapMeta(
+            x=x, y=y, w=w, h=h, landmarks_xy=cut.landmarks_68, original_filename=name,
+            face_index=index, source_filename=frame.name, source_is_video=self.is_video,
+            source_frame_dims=(int(frame_shape[0]), int(frame_shape[1])),
+            swapd={"centering": self.centering, "geometry": "faceswap", "size": self.size,
+                   "pose": pose, "detector": self.detector,
+                   "score": round(float(detection.score), 4), "landmark_points": len(found),
+                   "landmarks_fitted": len(found) != 68,
+                   "aligned_landmarks": transform_points(found, cut.matrix).round(2).tolist()})
+        write_aligned_png(self.out / name, cut.face, meta, durable=False)
+        return Written(name, cut.matrix, cut.landmarks_68)
+
