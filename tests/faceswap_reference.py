@@ -6,14 +6,16 @@ What each function re-derives, from which upstream file, at the commit docs/inte
 - :func:`png_read_meta`: lib/image.py ``png_read_meta``: the first iTXt chunk with keyword
   ``faceswap``, text after 4 bytes, ``ast.literal_eval``, then ``PNGHeader.from_dict``.
 - :func:`from_dict`: lib/align/objects.py ``DataclassDict.from_dict`` on the ``PNGHeader``,
-  ``PNGAlignments``, ``PNGSource`` and ``MaskAlignmentsFile`` fields: the keys given must be
-  a subset of the fields, and the fields without a default must all be given (its ValueError
-  messages, word for word).
+  ``PNGAlignments``, ``PNGSource``, ``MaskAlignmentsFile``, ``AlignmentsEntry`` and
+  ``FileAlignments`` fields: the keys given must be a subset of the fields, and the fields
+  without a default must all be given (its ValueError messages, word for word).
 - :func:`landmark_type`: lib/align/constants.py ``LandmarkType.from_shape``.
 - :func:`aligned_matrix`, :func:`training_crop`: lib/align/aligned_face.py ``AlignedFace``
   (``_get_default_matrix``, ``matrix``, ``adjusted_matrix``, ``_padding_from_coverage``,
   ``_convert_centering``) with lib/align/pose.py ``PoseEstimate`` and lib/align/aligned_utils.py
   ``get_sub_crop_size``, ``get_base_size``, ``sub_crop``.
+- :func:`load_fsa`: lib/serializer.py ``_CompressedSerializer`` (``zlib.decompress``, then
+  ``pickle.loads``: only ever called here on files swapd wrote in the test).
 
 The mean faces are not re-typed here: the tests check swapd's copies against digests of
 faceswap's arrays (docs/interop.md) and use them.
@@ -22,7 +24,9 @@ faceswap's arrays (docs/interop.md) and use them.
 from __future__ import annotations
 
 import ast
+import pickle
 import struct
+import zlib
 from typing import Any
 
 import cv2
@@ -48,6 +52,8 @@ SOURCE_FIELDS = {"alignments_version": (False, None), "original_filename": (Fals
                  "face_index": (False, None), "source_filename": (False, None),
                  "source_is_video": (False, None), "source_frame_dims": (False, None)}
 HEADER_FIELDS = {"alignments": (False, ALIGNMENTS_FIELDS), "source": (False, SOURCE_FIELDS)}
+FILE_FACE_FIELDS = {**ALIGNMENTS_FIELDS, "thumb": (True, None)}
+ENTRY_FIELDS = {"faces": (True, ("list", FILE_FACE_FIELDS)), "video_meta": (True, None)}
 LANDMARK_SHAPES = {(4, 2): "LM_2D_4", (51, 2): "LM_2D_51", (68, 2): "LM_2D_68",
                    (98, 2): "LM_2D_98", (26, 3): "LM_3D_26"}
 
@@ -67,8 +73,11 @@ def from_dict(data: dict[str, Any], fields: dict[str, Any]) -> None:
             continue
         if isinstance(nested, dict):
             from_dict(data[name], nested)
-        else:
+        elif nested[0] == "dict":
             for value in data[name].values():
+                from_dict(value, nested[1])
+        else:
+            for value in data[name]:
                 from_dict(value, nested[1])
 
 
@@ -155,3 +164,11 @@ def training_crop(head_face: np.ndarray, landmarks: np.ndarray, size: int, cente
     interpolation = cv2.INTER_CUBIC if target < size else cv2.INTER_AREA
     return cv2.resize(crop, (size, size), interpolation=interpolation)
 
+
+def load_fsa(data: bytes) -> dict[str, Any]:
+    """faceswap's alignments file as its serializer loads it, checked against its
+    ``AlignmentsEntry`` / ``FileAlignments`` fields (swapd-written files only)."""
+    loaded = pickle.loads(zlib.decompress(data))
+    for entry in loaded["__data__"].values():
+        from_dict(entry, ENTRY_FIELDS)
+    return loaded

@@ -94,7 +94,7 @@ def cmd_faces_extract(args: argparse.Namespace) -> int:
     resumed = f", {report.frames_skipped} already done" if report.frames_skipped else ""
     print(f"{report.faces} faces from {report.frames} frames into {destination}{resumed} "
           f"({report.frames_without_face} frames without a face, {report.fps:.1f} fps); "
-          f"alignments: {report.alignments[0].name}")
+          f"alignments: {', '.join(path.name for path in report.alignments)}")
     return 0
 
 

@@ -6,13 +6,15 @@ JSON line per frame, ``{"frame": NAME, "faces": [{"index", "file", "box", "score
 Frames are named as faceswap names them (see :mod:`swapd.extract.frames`): an image by its file
 name, a video's frame ``<stem>_<number from 1, 6 digits><extension>``; records written before
 used the image's stem and ``<stem>_<number from 0, 6 digits>``, and still resume and replay.
+For a video it also writes faceswap's own alignments file, ``<stem>_alignments.fsa``.
 
-The merger replays a record found beside the footage (``clip.mp4`` + ``clip.alignments.jsonl``;
-for images also the record of their whole folder, ``<folder>/<folder>.alignments.jsonl``)
-instead of detecting: a frame in the record gets exactly its recorded faces (none, if the user
-deleted a wrong detection), a frame missing from it is searched as usual. So faces fixed or
-removed by hand stay fixed in every merge. Records are named by stem: ``clip.mp4`` and
-``clip.mkv`` in one folder would share one.
+The merger replays a record found beside the footage (``clip.mp4`` + ``clip.alignments.jsonl``,
+or faceswap's ``clip_alignments.fsa``; for images also the record of their whole folder,
+``<folder>/<folder>.alignments.jsonl`` or faceswap's ``<folder>/alignments.fsa``) instead of
+detecting: a frame in the record gets exactly its recorded faces (none, if the user deleted a
+wrong detection), a frame missing from it is searched as usual. So faces fixed or removed by
+hand stay fixed in every merge. Records are named by stem: ``clip.mp4`` and ``clip.mkv`` in
+one folder would share one.
 """
 
 from __future__ import annotations
@@ -27,9 +29,11 @@ import numpy as np
 
 from swapd.errors import FileProblem
 from swapd.extract.detectors.base import Detection, Detector
+from swapd.faces.faceswap_fsa import FsaError, read_fsa
 from swapd.faces.landmarks import five_points
 
 SUFFIX = ".alignments.jsonl"
+FSA_SUFFIX = "_alignments.fsa"  # faceswap's alignments file of a video
 MAX_RECORD_BYTES = 512 * 1024 * 1024
 
 
@@ -65,12 +69,20 @@ def record_path(folder: str | os.PathLike[str], source_name: str) -> Path:
     return Path(folder) / f"{source_name}{SUFFIX}"
 
 
+def fsa_path(folder: str | os.PathLike[str], source_name: str) -> Path:
+    """faceswap's alignments file of a video: ``<stem>_alignments.fsa``."""
+    return Path(folder) / f"{source_name}{FSA_SUFFIX}"
+
+
 def record_beside(media: str | os.PathLike[str]) -> Path | None:
-    """The alignments record of a footage file, when one lies beside it: ``<stem>`` for a
-    video or image, else (an image of a folder extracted as a whole) ``<folder name>``."""
+    """The alignments record of a footage file, when one lies beside it: swapd's
+    ``<stem>.alignments.jsonl`` or faceswap's ``<stem>_alignments.fsa`` for a video or image,
+    else (an image of a folder extracted as a whole) ``<folder name>.alignments.jsonl`` or
+    faceswap's ``alignments.fsa``."""
     path = Path(media)
-    for name in (path.stem, path.parent.name):
-        candidate = record_path(path.parent, name)
+    folder = path.parent
+    for candidate in (record_path(folder, path.stem), fsa_path(folder, path.stem),
+                      record_path(folder, folder.name), folder / "alignments.fsa"):
         if candidate.is_file():
             return candidate
     return None
@@ -136,9 +148,12 @@ def load_alignments(record: str | os.PathLike[str]) -> dict[str, list[Detection]
     """A record's faces per frame, checked; AlignmentsError names the line that is wrong.
 
     Frames recorded with an error are left out (the merger searches them); a torn last line
-    (an extraction cut short) is ignored.
+    (an extraction cut short) is ignored. A faceswap ``.fsa`` is read by
+    :func:`load_fsa_alignments`.
     """
     path = Path(record)
+    if path.suffix.lower() == ".fsa":
+        return load_fsa_alignments(path)
     try:
         if path.stat().st_size > MAX_RECORD_BYTES:
             raise AlignmentsError(path, f"over {MAX_RECORD_BYTES} bytes")
@@ -169,6 +184,28 @@ def load_alignments(record: str | os.PathLike[str]) -> dict[str, list[Detection]
             frames[entry["frame"]] = [_detection(face) for face in faces]
         except (ValueError, TypeError, OverflowError) as exc:
             raise AlignmentsError(path, f"line {number}: {exc}") from exc
+    return frames
+
+
+def load_fsa_alignments(path: Path) -> dict[str, list[Detection]]:
+    """faceswap's alignments file as the merger replays it (its 68 landmarks per face, the
+    five derived from them); AlignmentsError (one line, naming the file) when it is
+    truncated, corrupt, hostile or holds faces without 68 landmarks."""
+    try:
+        _, fsa = read_fsa(path)
+    except FsaError as exc:
+        raise AlignmentsError(path, exc.reason) from None
+    frames: dict[str, list[Detection]] = {}
+    for name, faces in fsa.items():
+        found = []
+        for index, face in enumerate(faces):
+            if face.landmarks_xy.shape != (68, 2):
+                raise AlignmentsError(path, f"frame {name!r} face {index}: landmarks of shape "
+                                            f"{face.landmarks_xy.shape}; swapd replays 68")
+            points = face.landmarks_xy.astype(np.float64)
+            box = np.array([face.x, face.y, face.x + face.w, face.y + face.h], np.float64)
+            found.append(Detection(box, 1.0, five_points(points), landmarks=points))
+        frames[name] = found
     return frames
 
 

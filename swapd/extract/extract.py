@@ -13,7 +13,9 @@ one line per frame: the frame, and for each face its index, box, score, frame la
 the plugin found: 5 for MTCNN, 68 for dlib), the 2x3 frame->aligned matrix and the file
 written. The file is appended as frames finish, so an interrupted extraction resumes where it
 stopped: frames already recorded are skipped (for a video they are still decoded, not
-searched). The merger replays the record when it lies beside the footage.
+searched). The merger replays the record when it lies beside the footage. A video's finished
+extraction also gets faceswap's alignments file, ``<stem>_alignments.fsa``
+(:mod:`swapd.extract.fsa_export`), for faceswap's convert and tools.
 """
 
 from __future__ import annotations
@@ -27,11 +29,12 @@ from pathlib import Path
 
 import numpy as np
 
-from swapd.extract.alignments import record_path, recorded_frames
+from swapd.extract.alignments import fsa_path, record_path, recorded_frames
 from swapd.extract.detectors.base import Detection, Detector
 from swapd.extract.detectors.registry import create_detector
 from swapd.extract.face_tracker import FaceTracker
 from swapd.extract.frames import open_source
+from swapd.extract.fsa_export import Thumbs, write_video_fsa
 from swapd.extract.writers import FaceWriter
 from swapd.faces.faceswap_align import FaceswapCentering
 
@@ -87,6 +90,7 @@ def extract(source_path: str | os.PathLike[str], output: str | os.PathLike[str],
     done = recorded_frames(record)
     report = ExtractReport(alignments=[record])
     timings = report.seconds
+    thumbs: Thumbs = {}
     clock = time.perf_counter()
     _drop_torn_line(record)
     with record.open("a", encoding="utf-8") as log:
@@ -112,6 +116,8 @@ def extract(source_path: str | os.PathLike[str], output: str | os.PathLike[str],
                 clock = time.perf_counter()
                 written = writer.save(frame, frame.image.shape, detection, index, cut)
                 timings["write"] += time.perf_counter() - clock
+                if written.thumb is not None:
+                    thumbs[(frame.name, index)] = written.thumb
                 entry["faces"].append({  # type: ignore[attr-defined]
                     "index": index, "file": written.file,
                     "box": np.round(detection.box, 2).tolist(),
@@ -130,5 +136,8 @@ def extract(source_path: str | os.PathLike[str], output: str | os.PathLike[str],
             if progress is not None:
                 progress(report.frames + report.frames_skipped, source.total)
             clock = time.perf_counter()
+    if source.is_video:
+        report.alignments.append(write_video_fsa(record, fsa_path(out, source.name),
+                                                 source.path, out, thumbs))
     report.wall_seconds = time.perf_counter() - started
     return report

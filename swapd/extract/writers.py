@@ -10,9 +10,11 @@ from those.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from swapd.extract.detectors.base import Detection
@@ -26,6 +28,8 @@ from swapd.faces.faceswap_align import (
 )
 from swapd.faces.faceswap_png import FaceswapMeta, write_aligned_png
 from swapd.faces.pose import PoseError, estimate_pose
+
+THUMB_SIZE, THUMB_QUALITY = 96, 60  # faceswap's alignments-file thumbnails
 
 
 @dataclass(frozen=True)
@@ -41,11 +45,21 @@ class Cut:
 @dataclass(frozen=True)
 class Written:
     """One face written: its file name, the frame -> face matrix, the 68 frame landmarks
-    written in it."""
+    written in it, and the JPEG thumbnail for the alignments file."""
 
     file: str
     matrix: np.ndarray
     landmarks_68: np.ndarray
+    thumb: bytes | None = None
+
+
+def thumbnail(face: np.ndarray) -> bytes:
+    """faceswap's 96 px JPEG thumbnail of an aligned face."""
+    small = cv2.resize(face, (THUMB_SIZE, THUMB_SIZE), interpolation=cv2.INTER_AREA)
+    ok, data = cv2.imencode(".jpg", small, [cv2.IMWRITE_JPEG_QUALITY, THUMB_QUALITY])
+    if not ok:
+        raise ValueError("JPEG encoding of a thumbnail failed")
+    return data.tobytes()
 
 
 def _box(detection: Detection) -> tuple[int, int, int, int]:
@@ -87,5 +101,10 @@ class FaceWriter:
                    "landmarks_fitted": len(found) != 68,
                    "aligned_landmarks": transform_points(found, cut.matrix).round(2).tolist()})
         write_aligned_png(self.out / name, cut.face, meta, durable=False)
-        return Written(name, cut.matrix, cut.landmarks_68)
+        return Written(name, cut.matrix, cut.landmarks_68, thumbnail(cut.face))
 
+
+def read_thumbnail(path: str | os.PathLike[str]) -> bytes | None:
+    """The thumbnail of a face written earlier (a resumed extraction), None when it is gone."""
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    return None if image is None else thumbnail(image)

@@ -1,9 +1,10 @@
 """Merging: swap the faces in a video or image with an exported model and write the result.
 
-Per frame: detect faces (or replay the alignments record of ``swapd faces extract`` found
-beside the footage) -> model crop from each face's 5 landmarks -> swap (all faces of a few
-frames in one batch) -> colour-match -> paste back -> watermark -> encode.  Every output is
-watermarked and carries the provenance tag; there is deliberately no option to skip either.
+Per frame: detect faces (or replay the alignments record of ``swapd faces extract``, or
+faceswap's ``.fsa``, found beside the footage) -> model crop from each face's 5 landmarks ->
+swap (all faces of a few frames in one batch) -> colour-match -> paste back -> watermark ->
+encode.  Every output is watermarked and carries the provenance tag; there is deliberately no
+option to skip either.
 """
 
 from __future__ import annotations
