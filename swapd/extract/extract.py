@@ -5,8 +5,8 @@ detects faces (a detector plugin from :mod:`swapd.extract.detectors`) and writes
 faceswap's aligned PNG, exactly as faceswap's extract would from the same 68 landmarks
 (faceswap's head-centred crop, its header, its file and frame names: ``clip_000001_0.png``
 from the first frame of ``clip.mp4``), with swapd's extras (centering, size, the landmarks the
-detector found moved into the face, pose, detector) in a second chunk. See
-:mod:`swapd.extract.writers`.
+detector found moved into the face, pose, detector) in a second chunk; or, with
+``face_format="dfl"``, as DeepFaceLab's aligned JPG. See :mod:`swapd.extract.writers`.
 
 Beside the faces, ``<source>.alignments.jsonl`` (see :mod:`swapd.extract.alignments`) gets
 one line per frame: the frame, and for each face its index, box, score, frame landmarks (all
@@ -35,7 +35,7 @@ from swapd.extract.detectors.registry import create_detector
 from swapd.extract.face_tracker import FaceTracker
 from swapd.extract.frames import open_source
 from swapd.extract.fsa_export import Thumbs, write_video_fsa
-from swapd.extract.writers import FaceWriter
+from swapd.extract.writers import FaceFormat, FaceWriter
 from swapd.faces.faceswap_align import FaceswapCentering
 
 Progress = Callable[[int, int | None], None]
@@ -71,20 +71,22 @@ def _drop_torn_line(record: Path) -> None:
 def extract(source_path: str | os.PathLike[str], output: str | os.PathLike[str],
             size: int = 512, centering: FaceswapCentering = "head",
             detector: str | Detector = "mtcnn", min_face_size: int = 40, redetect_every: int = 5,
-            progress: Progress | None = None) -> ExtractReport:
+            progress: Progress | None = None, face_format: FaceFormat = "faceswap",
+            face_type: str = "whole_face") -> ExtractReport:
     """Extract every face of ``source_path`` into ``output`` (see the module doc).
 
     In a video, faces found are followed from frame to frame by the detector's cheap refine
     step, with a full search every ``redetect_every`` frames (and whenever a face is lost);
-    separate images are always searched in full."""
+    separate images are always searched in full. ``face_format`` "dfl" writes DeepFaceLab's
+    aligned JPGs of ``face_type`` (whole_face, full_face, head) instead of faceswap's PNGs."""
     started = time.perf_counter()
     source = open_source(Path(source_path))
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
     plugin = (create_detector(detector, min_face_size=min_face_size)
               if isinstance(detector, str) else detector)
-    writer = FaceWriter(out, size, centering, getattr(plugin, "name", type(plugin).__name__),
-                        source.is_video)
+    writer = FaceWriter(out, size, face_format, centering, face_type,
+                        getattr(plugin, "name", type(plugin).__name__), source.is_video)
     finder = FaceTracker(plugin, redetect_every if source.is_video else 1)
     record = record_path(out, source.name)
     done = recorded_frames(record)
@@ -136,7 +138,7 @@ def extract(source_path: str | os.PathLike[str], output: str | os.PathLike[str],
             if progress is not None:
                 progress(report.frames + report.frames_skipped, source.total)
             clock = time.perf_counter()
-    if source.is_video:
+    if source.is_video and face_format == "faceswap":
         report.alignments.append(write_video_fsa(record, fsa_path(out, source.name),
                                                  source.path, out, thumbs))
     report.wall_seconds = time.perf_counter() - started

@@ -1,10 +1,11 @@
-"""The frames extraction reads, and their names as faceswap gives them.
+"""The frames extraction reads, and their names as faceswap and DeepFaceLab give them.
 
 faceswap names a video's frames ``<video stem>_<frame number from 1, 6 digits><video
 extension>`` (``clip_000001.mp4``, lib/image.py ``_dummy_video_frame_name``) and an image by its
 file name (``frame.png``); its faces are ``<frame name without extension>_<face index>.png``.
-swapd's records before this named a video's frames ``<stem>_<frame number from 0, 6
-digits>`` and images by their stem:
+DeepFaceLab extracts a video's frames as ``%5d.png`` from 1 (mainscripts/VideoEd.py), and its
+merger finds a face's frame by that name (``source_filename``). swapd's records before this
+named a video's frames ``<stem>_<frame number from 0, 6 digits>`` and images by their stem:
 :attr:`Frame.legacy` keeps that name, so such records still resume and replay.
 """
 
@@ -32,8 +33,9 @@ class Frame:
     """One frame to extract from, and its names."""
 
     name: str  # faceswap's name for it: alignments keys, source_filename of its faces
-    stem: str  # its faces are named <stem>_<face index>.png
+    stem: str  # its faces are named <stem>_<face index>.png (.jpg for DeepFaceLab)
     legacy: str  # what swapd's records called it before
+    dfl_name: str  # DeepFaceLab's name for it (source_filename of its DFL faces)
     image: np.ndarray | None  # None: unreadable (recorded with the error)
 
 
@@ -54,7 +56,8 @@ def _video_source(path: Path) -> Source:
     def frames() -> Iterator[Frame]:
         for i, image in enumerate(read_frames(info)):
             name = faceswap_frame_name(path.name, i)
-            yield Frame(name, Path(name).stem, video_frame_name(path.stem, i), image)
+            yield Frame(name, Path(name).stem, video_frame_name(path.stem, i),
+                        f"{i + 1:05d}.png", image)
 
     return Source(path, path.stem, True, frames, info.expected_frames)
 
@@ -70,7 +73,7 @@ def _image_source(paths: list[Path], name: str, origin: Path) -> Source:
                 image: np.ndarray | None = read_image(path)
             except UnreadableMediaError:
                 image = None  # recorded with the error; the rest goes on
-            yield Frame(path.name, base, base, image)
+            yield Frame(path.name, base, base, path.name, image)
 
     return Source(origin, name, False, frames, len(paths))
 

@@ -1,8 +1,8 @@
-"""Writing one extracted face as faceswap's aligned PNG.
+"""Writing one extracted face: as faceswap's aligned PNG or as DeepFaceLab's aligned JPG.
 
-It cuts the face exactly as faceswap's own extractor does from the 68 frame landmarks
-(:mod:`swapd.faces.faceswap_align`) and writes every field faceswap reads. A
-detector with 5 points only (MTCNN) gets 68 fitted to them
+Both cut the face exactly as their tool's own extractor does from the same 68 frame landmarks
+(:mod:`swapd.faces.faceswap_align`, :mod:`swapd.faces.dfl_align`) and write every field the
+tool reads. A detector with 5 points only (MTCNN) gets 68 fitted to them
 (:func:`~swapd.faces.faceswap_align.landmarks_68`, the hook a 68-point landmark plugin
 replaces); swapd keeps the points it found, moved into the face, in its own extras, and trains
 from those.
@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import cv2
 import numpy as np
@@ -20,6 +21,8 @@ import numpy as np
 from swapd.extract.detectors.base import Detection
 from swapd.extract.frames import Frame
 from swapd.faces.alignment import transform_points
+from swapd.faces.dfl_align import DFL_WRITE_TYPES, dfl_crop, dfl_matrix
+from swapd.faces.dfl_jpg import DFLMeta, encode_dfl_jpg
 from swapd.faces.faceswap_align import (
     FaceswapCentering,
     faceswap_crop,
@@ -28,7 +31,9 @@ from swapd.faces.faceswap_align import (
 )
 from swapd.faces.faceswap_png import FaceswapMeta, write_aligned_png
 from swapd.faces.pose import PoseError, estimate_pose
+from swapd.fsutil import atomic_write_bytes
 
+FaceFormat = Literal["faceswap", "dfl"]
 THUMB_SIZE, THUMB_QUALITY = 96, 60  # faceswap's alignments-file thumbnails
 
 
@@ -45,7 +50,7 @@ class Cut:
 @dataclass(frozen=True)
 class Written:
     """One face written: its file name, the frame -> face matrix, the 68 frame landmarks
-    written in it, and the JPEG thumbnail for the alignments file."""
+    written in it, and (faceswap) the JPEG thumbnail for the alignments file."""
 
     file: str
     matrix: np.ndarray
@@ -70,21 +75,37 @@ def _box(detection: Detection) -> tuple[int, int, int, int]:
 class FaceWriter:
     """Cuts and writes the faces of one extraction into ``out``."""
 
-    def __init__(self, out: Path, size: int, centering: FaceswapCentering = "head",
+    def __init__(self, out: Path, size: int, fmt: FaceFormat = "faceswap",
+                 centering: FaceswapCentering = "head", face_type: str = "whole_face",
                  detector: str = "mtcnn", is_video: bool = False) -> None:
-        self.out, self.size, self.centering = out, size, centering
+        if fmt == "dfl" and face_type not in DFL_WRITE_TYPES:
+            raise ValueError(f"face type {face_type!r}: swapd writes "
+                             f"{', '.join(DFL_WRITE_TYPES)}")
+        self.out, self.size, self.format = out, size, fmt
+        self.centering, self.face_type = centering, face_type
         self.detector, self.is_video = detector, is_video
 
     def cut(self, image: np.ndarray, detection: Detection) -> Cut:
         """The aligned face of ``detection`` in the frame ``image``."""
         points68, _ = landmarks_68(detection.points)
+        if self.format == "dfl":
+            matrix = dfl_matrix(points68, self.size, self.face_type)
+            return Cut(dfl_crop(image, matrix, self.size), matrix, points68)
         matrix = faceswap_matrix(points68, self.size, self.centering)
         return Cut(faceswap_crop(image, matrix, self.size), matrix, points68)
 
     def save(self, frame: Frame, frame_shape: tuple[int, ...], detection: Detection,
              index: int, cut: Cut) -> Written:
-        """Write the face :meth:`cut` gave, with faceswap's header and swapd's extras."""
+        """Write the face :meth:`cut` gave, with its tool's metadata."""
         x, y, w, h = _box(detection)
+        if self.format == "dfl":
+            name = f"{frame.stem}_{index}.jpg"
+            meta = DFLMeta(face_type=self.face_type,
+                           landmarks=transform_points(cut.landmarks_68, cut.matrix),
+                           source_filename=frame.dfl_name, source_rect=(x, y, x + w, y + h),
+                           source_landmarks=cut.landmarks_68, image_to_face_mat=cut.matrix)
+            atomic_write_bytes(self.out / name, encode_dfl_jpg(cut.face, meta), durable=False)
+            return Written(name, cut.matrix, cut.landmarks_68)
         name = f"{frame.stem}_{index}.png"
         found = detection.points
         try:
