@@ -6,6 +6,8 @@ source_rect, source_landmarks, image_to_face_mat (2x3), seg_ie_polys, xseg_mask,
 eyebrows_expand_mod. Unpickling runs whatever callables the data names, so a shared "face set"
 could carry code: it is read by :mod:`swapd.faces.safe_pickle`'s unpickler, which builds plain
 data and numpy arrays only; a file whose pickle names anything else is reported as hostile.
+The masks a user drew or trained (``xseg_mask``, ``seg_ie_polys``) are read by
+:mod:`swapd.faces.dfl_masks`; DeepFaceLab's crops by :mod:`swapd.faces.dfl_align`.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import cv2
 import numpy as np
 
 from swapd.errors import FileProblem
+from swapd.faces.dfl_masks import has_polygons
 from swapd.faces.safe_pickle import SafeUnpickler, safe_unpickle
 
 __all__ = ["APP15", "DFL_CENTERING", "DFL_FACE_TYPES", "DFLFormatError", "DFLMeta",
@@ -111,13 +114,6 @@ def _array(value: object, shape: tuple[int, ...], where: str, key: str) -> np.nd
     return arr
 
 
-def _non_empty(value: object) -> bool:
-    try:
-        return value is not None and len(value) > 0  # type: ignore[arg-type]
-    except TypeError:
-        return value is not None
-
-
 def meta_from_dict(data: object, where: str) -> DFLMeta:
     """Check an unpickled DFL dict's shape and build :class:`DFLMeta`."""
     if not isinstance(data, dict):
@@ -153,7 +149,8 @@ def meta_from_dict(data: object, where: str) -> DFLMeta:
         source_rect=rect, source_landmarks=src_lm,  # type: ignore[arg-type]
         image_to_face_mat=mat, eyebrows_expand_mod=None if brows is None else float(brows),
         has_xseg_mask=data.get("xseg_mask") is not None,
-        has_seg_polys=_non_empty(data.get("seg_ie_polys")),
+        has_seg_polys=(data.get("seg_ie_polys") is not None
+                       and has_polygons(data["seg_ie_polys"])),
         extra={k: v for k, v in data.items() if k not in known},
     )
 
