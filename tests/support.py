@@ -33,6 +33,24 @@ def wait_for(predicate: Callable[[], object], timeout: float, what: str,
     pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
+def write_clip_frames(clip: Path, folder: Path, names: Callable[[int], str | None],
+                      count: int) -> list[Path]:
+    """Save frames of ``clip`` as PNG images: frame ``i`` (of the first ``count``) as
+    ``folder / names(i)``, skipped where that is None."""
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    capture = cv2.VideoCapture(str(clip))
+    for i in range(count):
+        ok, image = capture.read()
+        assert ok, f"{clip}: frame {i} does not decode"
+        name = names(i)
+        if name is not None:
+            cv2.imwrite(str(folder / name), image)
+            written.append(folder / name)
+    capture.release()
+    return written
+
+
 class ServiceProcess:
     """`swapd run` as a real subprocess, its output in a log file."""
 

@@ -72,6 +72,7 @@ def cmd_faces_import(args: argparse.Namespace) -> int:
 def cmd_faces_extract(args: argparse.Namespace) -> int:
     from swapd.extract.detectors.base import DetectorError
     from swapd.extract.extract import extract
+    from swapd.faces.dfl_align import FACE_TYPE_ALIASES
     from swapd.media import UnreadableMediaError
 
     config = service_config(args)
@@ -85,7 +86,8 @@ def cmd_faces_extract(args: argparse.Namespace) -> int:
     try:
         report = extract(Path(args.input), destination, size=args.size, centering=args.centering,
                          detector=args.detector, min_face_size=args.min_face,
-                         redetect_every=args.redetect_every, progress=progress)
+                         redetect_every=args.redetect_every, progress=progress,
+                         face_format=args.format, face_type=FACE_TYPE_ALIASES[args.face_type])
     except (UnreadableMediaError, DetectorError) as exc:
         bar.close()
         print(f"swapd: {exc}", file=sys.stderr)
@@ -94,7 +96,7 @@ def cmd_faces_extract(args: argparse.Namespace) -> int:
     resumed = f", {report.frames_skipped} already done" if report.frames_skipped else ""
     print(f"{report.faces} faces from {report.frames} frames into {destination}{resumed} "
           f"({report.frames_without_face} frames without a face, {report.fps:.1f} fps); "
-          f"alignments: {report.alignments[0].name}")
+          f"alignments: {', '.join(path.name for path in report.alignments)}")
     return 0
 
 
@@ -163,7 +165,13 @@ def add_faces(sub: Subparsers) -> None:
     p.add_argument("--workspace", type=Path)
     p.add_argument("--config", type=Path)
     p.add_argument("--size", type=int, default=512, help="aligned face side in pixels")
-    p.add_argument("--centering", default="head", choices=["legacy", "face", "head"])
+    p.add_argument("--centering", default="head", choices=["legacy", "face", "head"],
+                   help="faceswap's crop to write (faceswap trains from head, the default)")
+    p.add_argument("--format", default="faceswap", choices=["faceswap", "dfl"],
+                   help="faceswap's aligned PNGs (and a video's _alignments.fsa), or "
+                        "DeepFaceLab's aligned JPGs")
+    p.add_argument("--face-type", default="wf", choices=["wf", "f", "head"],
+                   help="DeepFaceLab face type with --format dfl: whole_face, full_face, head")
     p.add_argument("--detector", default="mtcnn", help="detector plugin (default mtcnn)")
     p.add_argument("--min-face", type=int, default=40, help="smallest face, in frame pixels")
     p.add_argument("--redetect-every", type=int, default=5,

@@ -190,7 +190,7 @@ def index_record(set_name: str, file: tuple[Path, int, int], now: float,
         set_name, path.name, "ok", size, mtime_ns, hash=info.content_hash, kind=info.kind,
         width=info.width, height=info.height, channels=info.channels,
         landmarks=described["landmarks"], landmarks_from=info.landmarks_from,
-        centering=info.centering,
+        centering=info.centering, mask_source=info.mask_source,
         yaw=pose.get("yaw"), pitch=pose.get("pitch"),
         roll=pose.get("roll"), source=described["source_filename"], first_seen=now,
         checked_at=now)

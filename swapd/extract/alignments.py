@@ -3,15 +3,18 @@
 ``swapd faces extract`` writes ``<source>.alignments.jsonl`` beside the faces it extracts: one
 JSON line per frame, ``{"frame": NAME, "faces": [{"index", "file", "box", "score",
 "landmarks", "matrix"}, ...]}`` (an ``"error"`` key marks a frame that could not be read).
-Frame names are the image's stem, or ``<video stem>_<frame number, 6 digits>``.
+Frames are named as faceswap names them (see :mod:`swapd.extract.frames`): an image by its file
+name, a video's frame ``<stem>_<number from 1, 6 digits><extension>``; records written before
+used the image's stem and ``<stem>_<number from 0, 6 digits>``, and still resume and replay.
+For a video it also writes faceswap's own alignments file, ``<stem>_alignments.fsa``.
 
-The merger replays a record found beside the footage (``clip.mp4`` +
-``clip.alignments.jsonl``; for images also the record of their whole folder,
-``<folder>/<folder>.alignments.jsonl``, frames named by image stem) instead of detecting: a
-frame in the record gets exactly its recorded faces (none, if the user deleted a wrong
-detection), a frame missing from it is searched as usual. So faces fixed or removed by hand
-stay fixed in every merge. Records are named by stem: ``clip.mp4`` and ``clip.mkv`` in one
-folder would share one.
+The merger replays a record found beside the footage (``clip.mp4`` + ``clip.alignments.jsonl``,
+or faceswap's ``clip_alignments.fsa``; for images also the record of their whole folder,
+``<folder>/<folder>.alignments.jsonl`` or faceswap's ``<folder>/alignments.fsa``) instead of
+detecting: a frame in the record gets exactly its recorded faces (none, if the user deleted a
+wrong detection), a frame missing from it is searched as usual. So faces fixed or removed by
+hand stay fixed in every merge. Records are named by stem: ``clip.mp4`` and ``clip.mkv`` in
+one folder would share one.
 """
 
 from __future__ import annotations
@@ -26,9 +29,11 @@ import numpy as np
 
 from swapd.errors import FileProblem
 from swapd.extract.detectors.base import Detection, Detector
+from swapd.faces.faceswap_fsa import FsaError, read_fsa
 from swapd.faces.landmarks import five_points
 
 SUFFIX = ".alignments.jsonl"
+FSA_SUFFIX = "_alignments.fsa"  # faceswap's alignments file of a video
 MAX_RECORD_BYTES = 512 * 1024 * 1024
 
 
@@ -37,20 +42,47 @@ class AlignmentsError(FileProblem, ValueError):
 
 
 def video_frame_name(stem: str, index: int) -> str:
-    """A video frame's name in alignments records and extracted faces' names."""
+    """A video frame's name in swapd's records before they took faceswap's (from 0)."""
     return f"{stem}_{index:06d}"
+
+
+def faceswap_frame_name(video_name: str, index: int) -> str:
+    """faceswap's name for frame ``index`` (from 0) of the video file ``video_name``."""
+    stem, ext = os.path.splitext(video_name)
+    return f"{stem}_{index + 1:06d}{ext}"
+
+
+def video_frame_names(video: Path, index: int) -> tuple[str, ...]:
+    """Every name a record may give frame ``index`` of ``video``: faceswap's (swapd's now),
+    swapd's before, and faceswap's before its alignments 2.4 (a ``.png`` extension)."""
+    return (faceswap_frame_name(video.name, index), video_frame_name(video.stem, index),
+            faceswap_frame_name(f"{video.stem}.png", index))
+
+
+def image_frame_names(image: Path) -> tuple[str, ...]:
+    """Every name a record may give an image: its file name, then its stem (swapd's before),
+    then the stem with its suffix (swapd's for a.jpg beside a.png)."""
+    return image.name, image.stem, image.name.replace(".", "_")
 
 
 def record_path(folder: str | os.PathLike[str], source_name: str) -> Path:
     return Path(folder) / f"{source_name}{SUFFIX}"
 
 
+def fsa_path(folder: str | os.PathLike[str], source_name: str) -> Path:
+    """faceswap's alignments file of a video: ``<stem>_alignments.fsa``."""
+    return Path(folder) / f"{source_name}{FSA_SUFFIX}"
+
+
 def record_beside(media: str | os.PathLike[str]) -> Path | None:
-    """The alignments record of a footage file, when one lies beside it: ``<stem>`` for a
-    video or image, else (an image of a folder extracted as a whole) ``<folder name>``."""
+    """The alignments record of a footage file, when one lies beside it: swapd's
+    ``<stem>.alignments.jsonl`` or faceswap's ``<stem>_alignments.fsa`` for a video or image,
+    else (an image of a folder extracted as a whole) ``<folder name>.alignments.jsonl`` or
+    faceswap's ``alignments.fsa``."""
     path = Path(media)
-    for name in (path.stem, path.parent.name):
-        candidate = record_path(path.parent, name)
+    folder = path.parent
+    for candidate in (record_path(folder, path.stem), fsa_path(folder, path.stem),
+                      record_path(folder, folder.name), folder / "alignments.fsa"):
         if candidate.is_file():
             return candidate
     return None
@@ -116,9 +148,12 @@ def load_alignments(record: str | os.PathLike[str]) -> dict[str, list[Detection]
     """A record's faces per frame, checked; AlignmentsError names the line that is wrong.
 
     Frames recorded with an error are left out (the merger searches them); a torn last line
-    (an extraction cut short) is ignored.
+    (an extraction cut short) is ignored. A faceswap ``.fsa`` is read by
+    :func:`load_fsa_alignments`.
     """
     path = Path(record)
+    if path.suffix.lower() == ".fsa":
+        return load_fsa_alignments(path)
     try:
         if path.stat().st_size > MAX_RECORD_BYTES:
             raise AlignmentsError(path, f"over {MAX_RECORD_BYTES} bytes")
@@ -152,26 +187,49 @@ def load_alignments(record: str | os.PathLike[str]) -> dict[str, list[Detection]
     return frames
 
 
+def load_fsa_alignments(path: Path) -> dict[str, list[Detection]]:
+    """faceswap's alignments file as the merger replays it (its 68 landmarks per face, the
+    five derived from them); AlignmentsError (one line, naming the file) when it is
+    truncated, corrupt, hostile or holds faces without 68 landmarks."""
+    try:
+        _, fsa = read_fsa(path)
+    except FsaError as exc:
+        raise AlignmentsError(path, exc.reason) from None
+    frames: dict[str, list[Detection]] = {}
+    for name, faces in fsa.items():
+        found = []
+        for index, face in enumerate(faces):
+            if face.landmarks_xy.shape != (68, 2):
+                raise AlignmentsError(path, f"frame {name!r} face {index}: landmarks of shape "
+                                            f"{face.landmarks_xy.shape}; swapd replays 68")
+            points = face.landmarks_xy.astype(np.float64)
+            box = np.array([face.x, face.y, face.x + face.w, face.y + face.h], np.float64)
+            found.append(Detection(box, 1.0, five_points(points), landmarks=points))
+        frames[name] = found
+    return frames
+
+
 class RecordedFaces:
     """A detector that replays an alignments record frame by frame, in order.
 
-    ``names(i)`` is the record's name for the i-th frame it is called on; frames the record
-    does not hold go to ``fallback``.
+    ``names(i)`` is the names a record may give the i-th frame it is called on (see
+    :func:`video_frame_names`), the first held wins; frames the record does not hold go to
+    ``fallback``.
     """
 
     name = "alignments"
 
-    def __init__(self, frames: dict[str, list[Detection]], names: Callable[[int], str],
-                 fallback: Detector) -> None:
+    def __init__(self, frames: dict[str, list[Detection]],
+                 names: Callable[[int], tuple[str, ...]], fallback: Detector) -> None:
         self.frames, self.names, self.fallback = frames, names, fallback
         self.landmark_points = fallback.landmark_points
         self.replayed = 0  # frames answered from the record
         self._index = 0
 
     def detect(self, frame_bgr: np.ndarray) -> list[Detection]:
-        name = self.names(self._index)
+        names = self.names(self._index)
         self._index += 1
-        recorded = self.frames.get(name)
+        recorded = next((self.frames[n] for n in names if n in self.frames), None)
         if recorded is None:
             return self.fallback.detect(frame_bgr)
         self.replayed += 1

@@ -4,16 +4,14 @@ DeepFaceLab (DFLJPG) stores each aligned face's metadata as ``pickle.dumps(dict)
 APP15 (0xFFEF) segment: face_type, landmarks (68x2, aligned image pixels), source_filename,
 source_rect, source_landmarks, image_to_face_mat (2x3), seg_ie_polys, xseg_mask,
 eyebrows_expand_mod. Unpickling runs whatever callables the data names, so a shared "face set"
-could carry code. :class:`SafeUnpickler` admits only plain containers, numbers, strings and
-bytes, plus the few numpy functions that rebuild arrays; anything else (``os.system``,
-``builtins.eval``, ``subprocess.Popen``, ...) is refused before it is looked up, and the file
-is reported as hostile.
+could carry code: it is read by :mod:`swapd.faces.safe_pickle`'s unpickler, which builds plain
+data and numpy arrays only; a file whose pickle names anything else is reported as hostile.
+The masks a user drew or trained (``xseg_mask``, ``seg_ie_polys``) are read by
+:mod:`swapd.faces.dfl_masks`; DeepFaceLab's crops by :mod:`swapd.faces.dfl_align`.
 """
 
 from __future__ import annotations
 
-import io
-import math
 import os
 import pickle
 import struct
@@ -25,6 +23,12 @@ import cv2
 import numpy as np
 
 from swapd.errors import FileProblem
+from swapd.faces.dfl_masks import has_polygons
+from swapd.faces.safe_pickle import SafeUnpickler, safe_unpickle
+
+__all__ = ["APP15", "DFL_CENTERING", "DFL_FACE_TYPES", "DFLFormatError", "DFLMeta",
+           "SafeUnpickler", "encode_dfl_jpg", "jpeg_segments", "meta_from_dict",
+           "read_dfl_meta", "safe_unpickle"]
 
 APP15 = 0xEF
 MAX_DFL_FILE_BYTES = 64 * 1024 * 1024
@@ -35,154 +39,10 @@ DFL_FACE_TYPES = ("half_face", "midfull_face", "full_face", "full_face_no_align"
 DFL_CENTERING = {"half_face": "legacy", "midfull_face": "legacy", "full_face": "face",
                  "full_face_no_align": "face", "whole_face": "face", "head": "head",
                  "head_no_align": "head", "mark_only": "face"}
-MAX_ARRAY_BYTES = 16 * 1024 * 1024  # far above any face's metadata (a JPEG segment is 64 KiB)
-# Plain numeric dtypes only: object, void and structured dtypes could smuggle pointers.
-_SAFE_DTYPE_KINDS = "biufc"
 
 
 class DFLFormatError(FileProblem, ValueError):
     """A DeepFaceLab JPG whose segments or metadata are broken, or hostile."""
-
-
-class _Refused(pickle.UnpicklingError):
-    """A pickle that asks for something the safe unpickler does not build."""
-
-
-class _Dtype:
-    """Stands in for ``numpy.dtype`` while unpickling: a plain numeric dtype, checked."""
-
-    def __init__(self, code: object, align: object = False, copy: object = True) -> None:
-        if not isinstance(code, str) or len(code) > 4:
-            raise _Refused(f"refused dtype {code!r}")
-        try:
-            dtype = np.dtype(code)
-        except TypeError as exc:
-            raise _Refused(f"refused dtype {code!r}") from exc
-        if dtype.kind not in _SAFE_DTYPE_KINDS or dtype.fields is not None or dtype.subdtype:
-            raise _Refused(f"refused dtype {code!r} (only plain numbers are accepted)")
-        self.dtype = dtype
-
-    def __setstate__(self, state: object) -> None:
-        # numpy's dtype state: (version, byte order, subarray, names, fields, itemsize,
-        # alignment, flags). Anything but a plain number's is refused.
-        if (not isinstance(state, tuple) or len(state) not in (8, 9)
-                or state[1] not in ("<", ">", "|", "=") or state[2:5] != (None, None, None)
-                or state[5:7] != (-1, -1) or state[7] != 0):
-            raise _Refused("refused dtype state")
-        if state[1] in "<>":
-            self.dtype = self.dtype.newbyteorder(state[1])
-
-
-def _checked_array(data: object, dtype: object, shape: object, fortran: bool = False
-                   ) -> np.ndarray:
-    if not isinstance(dtype, _Dtype):
-        raise _Refused("array without a plain dtype")
-    if not isinstance(data, (bytes, bytearray)):
-        raise _Refused("array data is not bytes")
-    if (not isinstance(shape, tuple) or len(shape) > 8
-            or not all(isinstance(n, int) and n >= 0 for n in shape)):
-        raise _Refused(f"refused array shape {shape!r}")
-    size = math.prod(shape) * dtype.dtype.itemsize
-    if size != len(data) or size > MAX_ARRAY_BYTES:
-        raise _Refused(f"array of shape {shape} does not match its {len(data)} bytes")
-    return np.frombuffer(bytes(data), dtype.dtype).reshape(shape, order="F" if fortran else "C")
-
-
-class _PendingArray:
-    """What ``_reconstruct`` returns; BUILD fills it from (version, shape, dtype, fortran,
-    data), checked, and :func:`safe_unpickle` swaps in the array afterwards."""
-
-    array: np.ndarray | None = None
-
-    def __setstate__(self, state: object) -> None:
-        if not isinstance(state, tuple) or len(state) != 5:
-            raise _Refused("refused array state")
-        _, shape, dtype, fortran, data = state
-        self.array = _checked_array(data, dtype, shape, bool(fortran)).copy()
-
-
-class _NdarrayName:
-    """Stands in for ``numpy.ndarray``: only ever the first argument of ``_reconstruct``;
-    calling it (an array of any shape, unfilled) is refused."""
-
-    def __call__(self, *args: object, **kwargs: object) -> None:
-        raise _Refused("refused numpy.ndarray(...)")
-
-
-_NDARRAY = _NdarrayName()
-
-
-def _reconstruct(cls: object, shape: object, typecode: object) -> _PendingArray:
-    if cls is not _NDARRAY:
-        raise _Refused("refused _reconstruct of anything but an array")
-    return _PendingArray()
-
-
-def _frombuffer(data: object, dtype: object, shape: object, order: object) -> np.ndarray:
-    return _checked_array(data, dtype, shape, order == "F").copy()
-
-
-def _scalar(dtype: object, data: object = None) -> object:
-    return _checked_array(data, dtype, ())[()].copy()
-
-
-def _latin1(text: object, encoding: object = "latin1") -> bytes:
-    """``_codecs.encode``, as protocol-2 pickles store bytes: latin-1 text only."""
-    if not isinstance(text, str) or encoding != "latin1":
-        raise _Refused("refused _codecs.encode")
-    return text.encode("latin1")
-
-
-# The globals an array, scalar or bytes pickle names (numpy 1.x and 2.x module paths), each
-# mapped to a checked stand-in: numpy's own callables are never handed to the pickle.
-_SAFE_GLOBALS: dict[tuple[str, str], object] = {
-    ("numpy", "ndarray"): _NDARRAY, ("numpy", "dtype"): _Dtype,
-    ("numpy.core.multiarray", "_reconstruct"): _reconstruct,
-    ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
-    ("numpy.core.multiarray", "scalar"): _scalar,
-    ("numpy._core.multiarray", "scalar"): _scalar,
-    ("numpy.core.numeric", "_frombuffer"): _frombuffer,
-    ("numpy._core.numeric", "_frombuffer"): _frombuffer,
-    ("_codecs", "encode"): _latin1,
-}
-
-
-class SafeUnpickler(pickle.Unpickler):
-    """An unpickler that builds plain containers, numbers, strings, bytes and plain numeric
-    numpy arrays, and nothing else."""
-
-    def find_class(self, module: str, name: str) -> Any:
-        try:
-            return _SAFE_GLOBALS[(module, name)]
-        except KeyError:
-            raise _Refused(f"refused global {module}.{name}") from None
-
-    def persistent_load(self, pid: Any) -> Any:
-        raise _Refused("refused persistent id")
-
-
-def _finish(value: object, depth: int = 0) -> object:
-    """Swap filled-in arrays for their numpy arrays; refuse stand-ins left half built."""
-    if depth > 64:
-        raise _Refused("metadata nested too deeply")
-    if isinstance(value, _PendingArray):
-        if value.array is None:
-            raise _Refused("array without data")
-        return value.array
-    if isinstance(value, (_Dtype, _PendingArray)) or value is _NDARRAY:
-        raise _Refused("numpy object outside an array")
-    if isinstance(value, dict):
-        return {_finish(k, depth + 1): _finish(v, depth + 1) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_finish(v, depth + 1) for v in value]
-    if isinstance(value, tuple):
-        return tuple(_finish(v, depth + 1) for v in value)
-    return value
-
-
-def safe_unpickle(data: bytes) -> Any:
-    """``pickle.loads`` limited to plain data and plain numeric numpy arrays."""
-    return _finish(SafeUnpickler(io.BytesIO(data)).load())
 
 
 @dataclass
@@ -254,13 +114,6 @@ def _array(value: object, shape: tuple[int, ...], where: str, key: str) -> np.nd
     return arr
 
 
-def _non_empty(value: object) -> bool:
-    try:
-        return value is not None and len(value) > 0  # type: ignore[arg-type]
-    except TypeError:
-        return value is not None
-
-
 def meta_from_dict(data: object, where: str) -> DFLMeta:
     """Check an unpickled DFL dict's shape and build :class:`DFLMeta`."""
     if not isinstance(data, dict):
@@ -296,7 +149,8 @@ def meta_from_dict(data: object, where: str) -> DFLMeta:
         source_rect=rect, source_landmarks=src_lm,  # type: ignore[arg-type]
         image_to_face_mat=mat, eyebrows_expand_mod=None if brows is None else float(brows),
         has_xseg_mask=data.get("xseg_mask") is not None,
-        has_seg_polys=_non_empty(data.get("seg_ie_polys")),
+        has_seg_polys=(data.get("seg_ie_polys") is not None
+                       and has_polygons(data["seg_ie_polys"])),
         extra={k: v for k, v in data.items() if k not in known},
     )
 

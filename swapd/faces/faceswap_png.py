@@ -1,24 +1,31 @@
 """faceswap's aligned-face PNG format: a PNG with the face's metadata in an iTXt chunk.
 
-faceswap (deepfakes/faceswap) stores, in one iTXt chunk with keyword ``faceswap`` placed before
-the image data, the ``str()`` of a Python dict::
+faceswap (deepfakes/faceswap, ``lib/image.py`` and ``lib/align/objects.py``) stores, in one
+iTXt chunk with keyword ``faceswap`` placed before the image data, the ``str()`` of a Python
+dict with exactly the keys of its ``PNGHeader`` dataclasses::
 
     {"alignments": {"x", "y", "w", "h", "landmarks_xy", "mask", "identity"},
      "source": {"alignments_version", "original_filename", "face_index", "source_filename",
                 "source_is_video", "source_frame_dims"}}
 
-`x, y, w, h` and `landmarks_xy` are in the source frame's pixels. swapd writes the same layout
-(numpy arrays as lists) and adds its own extras under a top-level ``swapd`` key, which faceswap
-ignores. Reading never evaluates code: the payload goes through `ast.literal_eval` and is then
+`x, y, w, h` and `landmarks_xy` are in the source frame's pixels. faceswap's reader
+(``PNGHeader.from_dict``) refuses any other key, so swapd writes that chunk with those keys
+only and keeps its own extras (centering, size, pose, aligned landmarks...) as JSON in a second
+iTXt chunk with keyword ``swapd``, placed after the image data: faceswap's reader skips it, and
+faceswap's header rewrite (``update_existing_metadata``) copies what follows the image data as
+it is (an iTXt chunk of another keyword before it would lose its length and type there). Faces
+written before that kept the extras under a top-level ``swapd`` key; they still read.
+
+Reading never evaluates code: the payload goes through `ast.literal_eval` (or the equivalent
+fast path of :mod:`swapd.faces.literal`), the swapd chunk through ``json``, and both are then
 checked against the expected shape; chunks are length-, CRC- and size-checked first.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import os
-import struct
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,20 +33,30 @@ from typing import Any
 import cv2
 import numpy as np
 
-from swapd.errors import FileProblem
 from swapd.faces.literal import parse_literal
+from swapd.faces.png_chunks import (
+    MAX_FILE_BYTES,
+    MAX_META_BYTES,
+    PNG_SIGNATURE,
+    FaceFormatError,
+    itxt_chunk,
+    parse_itxt,
+    png_chunks,
+    png_pixel_check,
+    read_capped,
+)
 from swapd.fsutil import atomic_write_bytes
 
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+__all__ = ["ALIGNMENTS_VERSION", "KEYWORD", "MAX_FILE_BYTES", "MAX_META_BYTES", "PNG_SIGNATURE",
+           "SWAPD_KEYWORD", "FaceFormatError", "FaceswapMeta", "encode_aligned_png",
+           "meta_from_png", "png_chunks", "png_pixel_check", "read_aligned_png",
+           "read_faceswap_header", "read_faceswap_meta", "read_headers", "write_aligned_png"]
+
 KEYWORD = b"faceswap"
-ALIGNMENTS_VERSION = 2.3  # faceswap's current alignments format version
-MAX_META_BYTES = 8 * 1024 * 1024  # a face's metadata with a few masks is a few KiB
-MAX_FILE_BYTES = 256 * 1024 * 1024  # an aligned face is a few hundred KiB at most
-_MAX_CHUNK = 2**31 - 1  # the PNG spec's limit on a chunk length
-
-
-class FaceFormatError(FileProblem, ValueError):
-    """An aligned-face file whose structure or metadata is not what the format allows."""
+SWAPD_KEYWORD = b"swapd"
+ALIGNMENTS_VERSION = 2.4  # faceswap's alignments version (lib/align/alignments.py _VERSION)
+# The landmark shapes faceswap's LandmarkType.from_shape accepts (lib/align/constants.py).
+FACESWAP_LANDMARK_SHAPES = ((4, 2), (51, 2), (68, 2), (98, 2), (26, 3))
 
 
 @dataclass
@@ -59,22 +76,23 @@ class FaceswapMeta:
     mask: dict[str, Any] = field(default_factory=dict)
     identity: dict[str, Any] = field(default_factory=dict)
     alignments_version: float = ALIGNMENTS_VERSION
-    swapd: dict[str, Any] | None = None  # swapd's extras: centering, size, pose, ...
+    # swapd's extras (centering, size, pose, aligned landmarks...): the ``swapd`` chunk
+    swapd: dict[str, Any] | None = None
     extra_alignments: dict[str, Any] = field(default_factory=dict)  # unknown keys, kept
     extra_source: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        """The header dict in faceswap's layout, with only plain Python values."""
-        out: dict[str, Any] = {
+        """The ``faceswap`` chunk's dict: faceswap's ``PNGHeader`` layout, in its key order,
+        with only plain Python values (swapd's extras are not in it: see :attr:`swapd`)."""
+        return {
             "alignments": {
-                **self.extra_alignments,
                 "x": int(self.x), "y": int(self.y), "w": int(self.w), "h": int(self.h),
                 "landmarks_xy": _plain(np.asarray(self.landmarks_xy, dtype=np.float32)),
                 "mask": _plain(self.mask),
                 "identity": _plain(self.identity),
+                **self.extra_alignments,
             },
             "source": {
-                **self.extra_source,
                 "alignments_version": float(self.alignments_version),
                 "original_filename": str(self.original_filename),
                 "face_index": int(self.face_index),
@@ -82,15 +100,25 @@ class FaceswapMeta:
                 "source_is_video": bool(self.source_is_video),
                 "source_frame_dims": (None if self.source_frame_dims is None
                                       else tuple(int(v) for v in self.source_frame_dims)),
+                **self.extra_source,
             },
         }
-        if self.swapd is not None:
-            out["swapd"] = _plain(self.swapd)
-        return out
+
+    def check_for_faceswap(self) -> None:
+        """ValueError unless faceswap can read these landmarks (its ``LandmarkType`` shapes;
+        swapd writes 68: see :func:`swapd.faces.faceswap_align.landmarks_68`)."""
+        shape = np.asarray(self.landmarks_xy).shape
+        if shape not in FACESWAP_LANDMARK_SHAPES:
+            raise ValueError(f"faceswap reads landmarks of shape "
+                             f"{', '.join(map(str, FACESWAP_LANDMARK_SHAPES))}, not {shape}: "
+                             "fit 68 points first (swapd.faces.faceswap_align.landmarks_68)")
 
     @classmethod
-    def from_dict(cls, data: object, where: str = "<metadata>") -> FaceswapMeta:
-        """Check a parsed header dict's shape and build the metadata; FaceFormatError if not."""
+    def from_dict(cls, data: object, where: str = "<metadata>",
+                  swapd: dict[str, Any] | None = None) -> FaceswapMeta:
+        """Check a parsed header dict's shape and build the metadata; FaceFormatError if not.
+        ``swapd``: the swapd chunk's dict, when the file has one (else a top-level ``swapd``
+        key, as swapd wrote before the chunk, is read)."""
         top = _need(data, dict, where, "the faceswap header")
         align = _need(top.get("alignments"), dict, where, "'alignments'")
         source = _need(top.get("source"), dict, where, "'source'")
@@ -111,9 +139,10 @@ class FaceswapMeta:
         is_video = source.get("source_is_video", False)
         if not isinstance(is_video, bool):
             raise FaceFormatError(where, "source.source_is_video must be True or False")
-        swapd = top.get("swapd")
+        if swapd is None:
+            swapd = top.get("swapd")
         if swapd is not None:
-            _need(swapd, dict, where, "'swapd'")
+            _need(swapd, dict, where, "the swapd extras")
         known_a = {"x", "y", "w", "h", "landmarks_xy", "mask", "identity"}
         known_s = {"alignments_version", "original_filename", "face_index", "source_filename",
                    "source_is_video", "source_frame_dims"}
@@ -179,145 +208,31 @@ def _landmarks(value: object, where: str) -> np.ndarray:
     return points.astype(np.float32)
 
 
-# ---------------------------------------------------------------------------------------------
-# PNG chunks
-
-
-def png_chunks(data: bytes, where: str = "<bytes>", verify_crc: bool = True
-               ) -> list[tuple[bytes, int, int]]:
-    """Walk a PNG's chunks: [(type, data start, data end)], up to and including IEND.
-
-    Raises FaceFormatError for a bad signature, a chunk running past the end of the data, a
-    CRC mismatch (when `verify_crc`), or a missing IEND (a truncated file).
-    """
-    if not data.startswith(PNG_SIGNATURE):
-        raise FaceFormatError(where, "not a PNG file (bad signature)")
-    chunks = []
-    pos = len(PNG_SIGNATURE)
-    while True:
-        if pos + 8 > len(data):
-            raise FaceFormatError(where, "truncated PNG: no IEND chunk")
-        length, ctype = struct.unpack(">I4s", data[pos:pos + 8])
-        if length > _MAX_CHUNK:
-            raise FaceFormatError(where, f"PNG chunk {ctype!r} claims {length} bytes")
-        start, end = pos + 8, pos + 8 + length
-        if end + 4 > len(data):
-            raise FaceFormatError(where, f"truncated PNG: chunk {ctype!r} runs past the end")
-        if verify_crc:
-            (crc,) = struct.unpack(">I", data[end:end + 4])
-            if zlib.crc32(data[start:end], zlib.crc32(ctype)) & 0xFFFFFFFF != crc:
-                raise FaceFormatError(where, f"corrupt PNG: CRC mismatch in chunk {ctype!r}")
-        chunks.append((ctype, start, end))
-        pos = end + 4
-        if ctype == b"IEND":
-            return chunks
-
-
-# IHDR colour types whose pixel layout is read as stored (grey, RGB, RGBA): samples per pixel.
-_SAMPLES = {0: 1, 2: 3, 6: 4}
-_CRITICAL_CHUNKS = {b"IHDR", b"PLTE", b"IDAT", b"IEND"}
-
-
-def png_pixel_check(data: bytes, chunks: list[tuple[bytes, int, int]], where: str
-                    ) -> tuple[int, int, int] | None:
-    """Prove a PNG's image data decodes, without decoding it: (width, height, channels).
-
-    The chunk CRCs (checked by png_chunks), the zlib stream's own checksum, its exact length
-    and a valid filter type on every row are everything a PNG decoder can fail on; checking
-    them costs half of a decode. Returns None for the layouts this does not cover (palette,
-    grey+alpha, transparency chunks, interlacing, bit depths other than 8/16): decode those.
-    Raises FaceFormatError for data that cannot decode.
-    """
-    types = [ctype for ctype, _, _ in chunks]
-    if types[0] != b"IHDR" or types.count(b"IHDR") != 1 or chunks[0][2] - chunks[0][1] != 13:
-        raise FaceFormatError(where, "corrupt PNG: the first chunk is not one valid IHDR")
-    width, height, depth, colour, compression, filtering, interlace = struct.unpack(
-        ">IIBBBBB", data[chunks[0][1]:chunks[0][2]])
-    if width == 0 or height == 0:
-        raise FaceFormatError(where, f"corrupt PNG: image size {width}x{height}")
-    if compression or filtering:
-        raise FaceFormatError(where, f"corrupt PNG: unknown compression ({compression}) or "
-                                     f"filter method ({filtering})")
-    unknown = sorted({t.decode("latin-1") for t in types
-                      if t[:1].isupper() and t not in _CRITICAL_CHUNKS})
-    if unknown:  # a decoder must refuse a critical chunk it does not know
-        raise FaceFormatError(where, f"corrupt PNG: unknown critical chunk {', '.join(unknown)}")
-    idat = [i for i, t in enumerate(types) if t == b"IDAT"]
-    if not idat or idat[-1] - idat[0] != len(idat) - 1:
-        raise FaceFormatError(where, "corrupt PNG: the image data chunks are missing or not "
-                                     "consecutive")
-    samples = _SAMPLES.get(colour)
-    if width != height:  # refused as not square anyway: no need to inflate anything
-        return width, height, samples or 3
-    if samples is None or depth not in (8, 16) or interlace or b"tRNS" in types:
-        return None
-    row = 1 + width * samples * depth // 8
-    expected = row * height
-    if expected > MAX_FILE_BYTES:
-        raise FaceFormatError(where, f"PNG claims {width}x{height} pixels, too large for a face")
-    stream = b"".join(data[s:e] for ctype, s, e in chunks if ctype == b"IDAT")
-    inflater = zlib.decompressobj()
-    try:
-        raw = inflater.decompress(stream, expected + 1)
-    except zlib.error as exc:
-        raise FaceFormatError(where, f"corrupt PNG: the image data does not inflate ({exc})"
-                              ) from exc
-    if len(raw) < expected or not inflater.eof:
-        raise FaceFormatError(where, f"truncated PNG: the image data ends after {len(raw)} of "
-                                     f"{expected} bytes")
-    if len(raw) > expected or inflater.unconsumed_tail:
-        raise FaceFormatError(where, "corrupt PNG: more image data than the image size holds")
-    if np.frombuffer(raw, np.uint8)[::row].max() > 4:
-        raise FaceFormatError(where, "corrupt PNG: a row has an unknown filter type")
-    return width, height, samples
-
-
-def _itxt_chunk(keyword: bytes, text: bytes) -> bytes:
-    # keyword, NUL, compression flag 0, method 0, empty language tag + NUL, empty
-    # translated keyword + NUL, then the text: the layout faceswap writes and reads.
-    body = keyword + b"\0" + b"\0\0" + b"\0" + b"\0" + text
-    crc = zlib.crc32(body, zlib.crc32(b"iTXt")) & 0xFFFFFFFF
-    return struct.pack(">I", len(body)) + b"iTXt" + body + struct.pack(">I", crc)
-
-
-def _parse_itxt(body: bytes, where: str) -> tuple[bytes, bytes]:
-    """Keyword and (decompressed) text of an iTXt chunk body."""
-    keyword, sep, rest = body.partition(b"\0")
-    if not sep or len(rest) < 2:
-        raise FaceFormatError(where, "malformed iTXt chunk")
-    flag, method, rest = rest[0], rest[1], rest[2:]
-    _language, sep1, rest = rest.partition(b"\0")
-    _translated, sep2, text = rest.partition(b"\0")
-    if not (sep1 and sep2):
-        raise FaceFormatError(where, "malformed iTXt chunk")
-    if flag == 1:
-        if method != 0:
-            raise FaceFormatError(where, f"iTXt compression method {method} is not zlib")
-        inflater = zlib.decompressobj()
-        try:
-            text = inflater.decompress(text, MAX_META_BYTES + 1)
-        except zlib.error as exc:
-            raise FaceFormatError(where, f"corrupt compressed iTXt chunk ({exc})") from exc
-        if len(text) > MAX_META_BYTES or inflater.unconsumed_tail:
-            raise FaceFormatError(where, f"iTXt text exceeds {MAX_META_BYTES} bytes")
-    elif flag != 0:
-        raise FaceFormatError(where, f"bad iTXt compression flag {flag}")
-    return keyword, text
-
-
 def encode_aligned_png(image: np.ndarray, meta: FaceswapMeta | dict[str, Any]) -> bytes:
-    """PNG bytes of `image` with the faceswap header chunk placed before the image data."""
+    """PNG bytes of `image` with the ``faceswap`` chunk placed before the image data (where
+    faceswap's ``png_write_meta`` puts it) and, for a :class:`FaceswapMeta` with extras, the
+    ``swapd`` chunk after it. A dict is written as the ``faceswap`` chunk as it is."""
     ok, buf = cv2.imencode(".png", image)
     if not ok:
         raise ValueError(f"cannot encode an image of shape {image.shape} as PNG")
     png = buf.tobytes()
-    header = meta.to_dict() if isinstance(meta, FaceswapMeta) else _plain(meta)
+    extras = None
+    if isinstance(meta, FaceswapMeta):
+        meta.check_for_faceswap()
+        header = meta.to_dict()
+        if meta.swapd is not None:
+            extras = json.dumps(_plain(meta.swapd), separators=(",", ":")).encode("utf-8")
+    else:
+        header = _plain(meta)
     text = str(header).encode("utf-8")
-    if len(text) > MAX_META_BYTES:
-        raise ValueError(f"faceswap header is {len(text)} bytes, over {MAX_META_BYTES}")
+    for name, payload in (("faceswap header", text), ("swapd extras", extras or b"")):
+        if len(payload) > MAX_META_BYTES:
+            raise ValueError(f"{name} is {len(payload)} bytes, over {MAX_META_BYTES}")
     chunks = png_chunks(png, "<encoded>", verify_crc=False)
     idat = next(start - 8 for ctype, start, _ in chunks if ctype == b"IDAT")
-    return png[:idat] + _itxt_chunk(KEYWORD, text) + png[idat:]
+    iend = chunks[-1][1] - 8
+    tail = png[iend:] if extras is None else itxt_chunk(SWAPD_KEYWORD, extras) + png[iend:]
+    return png[:idat] + itxt_chunk(KEYWORD, text) + png[idat:iend] + tail
 
 
 def write_aligned_png(path: str | os.PathLike[str], image: np.ndarray,
@@ -331,17 +246,23 @@ def write_aligned_png(path: str | os.PathLike[str], image: np.ndarray,
     return atomic_write_bytes(path, data, durable=durable)
 
 
-def _read_capped(path: Path) -> bytes:
-    try:
-        size = path.stat().st_size
-    except OSError as exc:
-        raise FaceFormatError(path, f"cannot read file ({exc.strerror or exc})") from exc
-    if size > MAX_FILE_BYTES:
-        raise FaceFormatError(path, f"file is {size} bytes, over the {MAX_FILE_BYTES} limit")
-    try:
-        return path.read_bytes()
-    except OSError as exc:
-        raise FaceFormatError(path, f"cannot read file ({exc.strerror or exc})") from exc
+def read_headers(data: bytes, where: str, chunks: list[tuple[bytes, int, int]] | None = None
+                 ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """The ``faceswap`` chunk's dict and the ``swapd`` chunk's dict of a PNG's bytes (each
+    None when absent). ``chunks``: the data's chunks when the caller has walked them."""
+    header = extras = None
+    for ctype, start, end in chunks if chunks is not None else png_chunks(data, where):
+        if ctype != b"iTXt":
+            continue
+        if end - start > MAX_META_BYTES:
+            raise FaceFormatError(where, f"iTXt chunk of {end - start} bytes is over the "
+                                         f"{MAX_META_BYTES} limit")
+        keyword, text = parse_itxt(data[start:end], where)
+        if keyword == KEYWORD and header is None:
+            header = _literal(text, where)
+        elif keyword == SWAPD_KEYWORD and extras is None:
+            extras = _json_dict(text, where)
+    return header, extras
 
 
 def read_faceswap_header(source: str | os.PathLike[str] | bytes, where: str | None = None,
@@ -354,18 +275,8 @@ def read_faceswap_header(source: str | os.PathLike[str] | bytes, where: str | No
     if isinstance(source, (bytes, bytearray, memoryview)):
         data, where = bytes(source), where or "<bytes>"
     else:
-        data, where = _read_capped(Path(source)), where or str(source)
-    for ctype, start, end in chunks if chunks is not None else png_chunks(data, where):
-        if ctype != b"iTXt":
-            continue
-        if end - start > MAX_META_BYTES:
-            raise FaceFormatError(where, f"iTXt chunk of {end - start} bytes is over the "
-                                         f"{MAX_META_BYTES} limit")
-        keyword, text = _parse_itxt(data[start:end], where)
-        if keyword != KEYWORD:
-            continue
-        return _literal(text, where)
-    return None
+        data, where = read_capped(Path(source)), where or str(source)
+    return read_headers(data, where, chunks)[0]
 
 
 def _literal(text: bytes, where: str) -> dict[str, Any]:
@@ -385,22 +296,40 @@ def _literal(text: bytes, where: str) -> dict[str, Any]:
     return value
 
 
+def _json_dict(text: bytes, where: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise FaceFormatError(where, f"the swapd chunk is not JSON ({type(exc).__name__})"
+                              ) from exc
+    if not isinstance(value, dict):
+        raise FaceFormatError(where, f"the swapd chunk is a {type(value).__name__}, not an object")
+    return value
+
+
+def meta_from_png(data: bytes, where: str, chunks: list[tuple[bytes, int, int]] | None = None
+                  ) -> FaceswapMeta | None:
+    """The faceswap metadata (with swapd's extras) of a PNG's bytes, None without a
+    ``faceswap`` chunk; FaceFormatError for a broken file or header."""
+    header, extras = read_headers(data, where, chunks)
+    return None if header is None else FaceswapMeta.from_dict(header, where, extras)
+
+
 def read_faceswap_meta(source: str | os.PathLike[str] | bytes) -> FaceswapMeta | None:
     """The faceswap metadata of an aligned PNG (path or bytes), or None when it has none.
 
     Raises FaceFormatError for a file that is not a well-formed PNG or whose header is not the
     expected dict.
     """
-    where = "<bytes>" if isinstance(source, (bytes, bytearray, memoryview)) else str(source)
-    header = read_faceswap_header(source, where)
-    return None if header is None else FaceswapMeta.from_dict(header, where)
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return meta_from_png(bytes(source), "<bytes>")
+    return meta_from_png(read_capped(Path(source)), str(source))
 
 
 def read_aligned_png(path: str | os.PathLike[str]) -> tuple[np.ndarray, FaceswapMeta | None]:
     """Image (as stored: BGR, BGRA or grayscale) and faceswap metadata of an aligned PNG."""
-    data = _read_capped(Path(path))
-    header = read_faceswap_header(data, str(path))
-    meta = None if header is None else FaceswapMeta.from_dict(header, str(path))
+    data = read_capped(Path(path))
+    meta = meta_from_png(data, str(path))
     image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     if image is None:
         raise FaceFormatError(path, "the PNG image data cannot be decoded")

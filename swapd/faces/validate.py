@@ -1,24 +1,20 @@
-"""The one reader of aligned face files, and setting bad ones aside.
+"""The one reader of aligned face files.
 
 `inspect_face_file` reads one file and either describes it (`FaceFileInfo`) or raises
 `BadFaceError` naming the file and the problem: empty, not an image, truncated or corrupt,
-not square, too small, unreadable metadata, landmarks outside the image. Ingest indexes what
-it finds; the trainer cuts its crops by `FaceLayout` (landmarks, stored centering, pose), from
-the index or, for files no index holds, from this reader. `face_files` is the folder scan
-both use. `quarantine_file` moves a bad file aside (never deletes it) with the reason beside
-it. `file_is_stable` tells whether a file has stopped changing (half-copied files wait).
+not square, too small, unreadable metadata or masks, landmarks outside the image. Ingest
+indexes what it finds; the trainer cuts its crops by `FaceLayout` (landmarks, stored centering,
+the mask a DeepFaceLab user made, pose), from the index or, for files no index holds, from
+this reader. The folder scan, quarantine and the settle check live in
+:mod:`swapd.faces.folders` (re-exported here).
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-import re
-import shutil
 import struct
-import time
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -28,17 +24,22 @@ import numpy as np
 from swapd.errors import FileProblem
 from swapd.faces.alignment import CENTERING_PADDING
 from swapd.faces.dfl_jpg import DFL_CENTERING, DFLFormatError, DFLMeta, read_dfl_meta
+from swapd.faces.dfl_masks import DFLMaskError, dfl_face_mask
 from swapd.faces.faceswap_png import (
     MAX_FILE_BYTES,
     FaceFormatError,
     FaceswapMeta,
+    meta_from_png,
     png_chunks,
     png_pixel_check,
-    read_faceswap_header,
 )
+from swapd.faces.folders import face_files, file_is_stable, quarantine_file, stable_files
 from swapd.faces.landmarks import landmark_array
 from swapd.faces.pose import Pose, PoseError, estimate_pose
-from swapd.media import IMAGE_SUFFIXES
+
+__all__ = ["BadFaceError", "FaceFileInfo", "FaceLayout", "face_files", "file_is_stable",
+           "inspect_face_bytes", "inspect_face_file", "quarantine_file", "sniff_format",
+           "stable_files"]
 
 # How far (as a share of the image size) landmarks may lie outside the image before a face
 # is rejected: a jaw point just past the edge of a tight crop is normal, a face elsewhere is not.
@@ -67,6 +68,10 @@ class FaceLayout:
     realign: bool = False
     yaw: float | None = None  # degrees (see swapd.faces.pose)
     pitch: float | None = None
+    # The face mask a user made (DeepFaceLab's XSeg mask or polygons), uint8 in the image's
+    # pixels, and where it came from ("xseg", "polys"); None: drawn from the landmarks.
+    mask: np.ndarray | None = None
+    mask_source: str | None = None
 
 
 @dataclass
@@ -83,6 +88,25 @@ class FaceFileInfo:
     # Where ``landmarks`` came from: "file", or a detector ("mapped:mtcnn": the file's frame
     # landmarks moved into the image; "detected:mtcnn"); None while there are none.
     landmarks_from: str | None = None
+    # DeepFaceLab's XSeg mask or polygons in the image's pixels (uint8, 255 = face), and which
+    face_mask: np.ndarray | None = None
+    face_mask_source: str | None = None
+
+    @property
+    def mask_source(self) -> str | None:
+        """What the face trains with as its face mask: "xseg" or "polys" (a DeepFaceLab
+        user's mask), "landmarks" (the landmark hull), None (no landmarks: all of it)."""
+        if self.face_mask_source is not None:
+            return self.face_mask_source
+        return None if self.landmarks is None else "landmarks"
+
+    @property
+    def recut_from_landmarks(self) -> bool:
+        """Whether the trainer cuts its crop from the face's own landmarks: a DeepFaceLab
+        face type, or faceswap's pose-dependent crop as swapd extracts it (neither is one of
+        swapd's centerings)."""
+        extras = self.meta.swapd if self.meta is not None else None
+        return self.dfl is not None or bool(extras and extras.get("geometry") == "faceswap")
 
     @property
     def kind(self) -> str:
@@ -130,8 +154,10 @@ class FaceFileInfo:
             out["face_type"] = self.dfl.face_type
             out["source_rect"] = self.dfl.source_rect
             out["has_xseg_mask"] = self.dfl.has_xseg_mask
+            out["has_seg_polys"] = self.dfl.has_seg_polys
             out["source_landmarks"] = (None if self.dfl.source_landmarks is None
                                        else np.round(self.dfl.source_landmarks, 2).tolist())
+        out["mask_source"] = self.mask_source
         return out
 
     @property
@@ -153,11 +179,16 @@ class FaceFileInfo:
     @property
     def centering(self) -> str | None:
         """The crop the face is stored at: swapd's own when swapd wrote the file, faceswap's
-        head (legacy before its 2.0 alignments), the nearest to a DeepFaceLab face type; None
-        when unknown."""
+        head (legacy before its 2.0 alignments), the nearest to a DeepFaceLab face type. None
+        when unknown, and where the trainer needs the file itself, so the face index (which
+        keeps this) leaves the face to it: faceswap's pose-dependent crops as swapd extracts
+        them (re-cut from their landmarks, see :attr:`recut_from_landmarks`) and a DeepFaceLab
+        face with a mask of its own (the mask is in the file)."""
+        if self.face_mask is not None:
+            return None
         if self.dfl is not None:
             return DFL_CENTERING[self.dfl.face_type]
-        if self.meta is None:
+        if self.meta is None or self.recut_from_landmarks:
             return None
         if self.meta.swapd is not None:
             centering = self.meta.swapd.get("centering")
@@ -178,9 +209,10 @@ class FaceFileInfo:
     def layout(self) -> FaceLayout:
         """What the trainer cuts the face's crop by (see :class:`FaceLayout`)."""
         pose = self.pose()
-        return FaceLayout(self.landmarks, self.centering, realign=self.dfl is not None,
+        return FaceLayout(self.landmarks, self.centering, realign=self.recut_from_landmarks,
                           yaw=None if pose is None else pose.yaw,
-                          pitch=None if pose is None else pose.pitch)
+                          pitch=None if pose is None else pose.pitch,
+                          mask=self.face_mask, mask_source=self.face_mask_source)
 
 
 def sniff_format(data: bytes) -> str | None:
@@ -228,7 +260,8 @@ def _check_landmarks(points: np.ndarray, width: int, height: int, path: Path,
 
 
 def _aligned_landmarks(meta: FaceswapMeta, path: Path) -> np.ndarray | None:
-    """68 landmarks in the aligned image, from swapd's extras when it wrote the file."""
+    """Landmarks in the aligned image (68, or the 5 a detector found), from swapd's extras
+    when it wrote the file."""
     extra = meta.swapd or {}
     points = extra.get("aligned_landmarks")
     if points is None:
@@ -279,8 +312,7 @@ def inspect_face_bytes(path: Path, data: bytes, min_size: int = 64,
     if fmt == "png":
         try:
             chunks = png_chunks(data, str(p))
-            header = read_faceswap_header(data, str(p), chunks)
-            meta = None if header is None else FaceswapMeta.from_dict(header, str(p))
+            meta = meta_from_png(data, str(p), chunks)
             size = size or png_pixel_check(data, chunks, str(p))
         except FaceFormatError as exc:
             raise BadFaceError(p, exc.reason) from exc
@@ -303,9 +335,13 @@ def inspect_face_bytes(path: Path, data: bytes, min_size: int = 64,
     if width < min_size:
         raise BadFaceError(p, f"too small ({width}x{height}, minimum {min_size}x{min_size})")
 
-    landmarks = None
+    landmarks = face_mask = mask_source = None
     if dfl is not None:
         landmarks = dfl.landmarks.astype(np.float64)
+        try:
+            face_mask, mask_source = dfl_face_mask(dfl.extra, width, height)
+        except DFLMaskError as exc:
+            raise BadFaceError(p, str(exc)) from exc
     if meta is not None:
         landmarks = _aligned_landmarks(meta, p)
     try:
@@ -322,84 +358,5 @@ def inspect_face_bytes(path: Path, data: bytes, min_size: int = 64,
     return FaceFileInfo(path=p, width=width, height=height, channels=channels, format=fmt,
                         landmarks=landmarks, meta=meta, dfl=dfl,
                         landmarks_from=None if landmarks is None else "file",
+                        face_mask=face_mask, face_mask_source=mask_source,
                         content_hash=hashlib.blake2b(data, digest_size=16).hexdigest())
-
-
-def face_files(folder: Path) -> list[tuple[Path, os.stat_result]]:
-    """The image files of a face folder (not hidden ones) and their stat; files that vanish
-    while it looks are left out. The folder must exist."""
-    found = []
-    with os.scandir(folder) as entries:
-        for entry in entries:
-            name = entry.name
-            if name.startswith(".") or Path(name).suffix.lower() not in IMAGE_SUFFIXES:
-                continue
-            try:
-                if not entry.is_file():
-                    continue
-                found.append((Path(entry.path), entry.stat()))
-            except OSError:  # vanished between listing and stat
-                continue
-    return found
-
-
-def _safe_component(name: str) -> str:
-    """A folder name that cannot climb out of the quarantine root."""
-    cleaned = re.sub(r"[\\/\x00]", "_", name).strip(". ")
-    return cleaned or "unnamed"
-
-
-def quarantine_file(path: str | os.PathLike[str], quarantine_root: str | os.PathLike[str],
-                    set_name: str, reason: str) -> Path:
-    """Move `path` to `<quarantine_root>/<set_name>/` with `<name>.reason.txt` beside it.
-
-    Never overwrites: a name already taken gets a numeric suffix. Returns the new path.
-    """
-    src = Path(path)
-    folder = Path(quarantine_root) / _safe_component(set_name)
-    folder.mkdir(parents=True, exist_ok=True)
-    stem, suffix = src.stem, src.suffix
-    for k in range(10_000):
-        name = src.name if k == 0 else f"{stem}.{k}{suffix}"
-        dest = folder / name
-        note = folder / f"{name}.reason.txt"
-        if dest.exists():
-            continue
-        try:
-            # Creating the note exclusively reserves the name against a concurrent quarantine.
-            with open(note, "x", encoding="utf-8") as fh:
-                stamp = datetime.now().astimezone().isoformat(timespec="seconds")
-                fh.write(f"{reason}\n\nfile: {src}\nquarantined: {stamp}\n")
-        except FileExistsError:
-            continue
-        try:
-            shutil.move(str(src), str(dest))
-        except BaseException:
-            note.unlink(missing_ok=True)
-            raise
-        return dest
-    raise FileExistsError(f"{folder}: no free name for {src.name} in quarantine")
-
-
-def _signature(path: Path) -> tuple[int, int] | None:
-    try:
-        st = path.stat()
-    except OSError:
-        return None
-    return st.st_size, st.st_mtime_ns
-
-
-def stable_files(paths: list[Path], settle_seconds: float = 1.0) -> list[Path]:
-    """The files among `paths` whose size and mtime stay unchanged over one settle period.
-
-    One wait for the whole batch, so a folder of thousands of faces costs one settle time.
-    """
-    before = {p: _signature(Path(p)) for p in paths}
-    time.sleep(settle_seconds)
-    return [Path(p) for p, sig in before.items()
-            if sig is not None and _signature(Path(p)) == sig]
-
-
-def file_is_stable(path: str | os.PathLike[str], settle_seconds: float = 1.0) -> bool:
-    """True when the file exists and its size and mtime stay unchanged for `settle_seconds`."""
-    return bool(stable_files([Path(path)], settle_seconds))

@@ -1,9 +1,10 @@
 """Merging: swap the faces in a video or image with an exported model and write the result.
 
-Per frame: detect faces (or replay the alignments record of ``swapd faces extract`` found
-beside the footage) -> model crop from each face's 5 landmarks -> swap (all faces of a few
-frames in one batch) -> colour-match -> paste back -> watermark -> encode.  Every output is
-watermarked and carries the provenance tag; there is deliberately no option to skip either.
+Per frame: detect faces (or replay the alignments record of ``swapd faces extract``, or
+faceswap's ``.fsa``, found beside the footage) -> model crop from each face's 5 landmarks ->
+swap (all faces of a few frames in one batch) -> colour-match -> paste back -> watermark ->
+encode.  Every output is watermarked and carries the provenance tag; there is deliberately no
+option to skip either.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import cv2
 import numpy as np
 
 from swapd.errors import FileProblem
-from swapd.extract.alignments import RecordedFaces, video_frame_name
+from swapd.extract.alignments import RecordedFaces, image_frame_names, video_frame_names
 from swapd.extract.detectors.base import Detection, Detector
 from swapd.extract.detectors.registry import create_detector
 from swapd.extract.face_tracker import FaceTracker
@@ -194,7 +195,7 @@ class Merger:
         done = faces = 0
         tracker: Detector = FaceTracker(self.detector, self.options.redetect_every)
         if alignments:
-            tracker = RecordedFaces(alignments, partial(video_frame_name, src.stem), tracker)
+            tracker = RecordedFaces(alignments, partial(video_frame_names, src), tracker)
         with VideoWriter(out, info.width, info.height, info.fps, info, crf=self.options.crf,
                          preset=self.options.preset, provenance=self._provenance(src)) as writer:
             for batch in _batched(read_frames(info), self.options.batch_frames):
@@ -218,7 +219,7 @@ class Merger:
         frames = [image]
         detector = self.detector
         if alignments:
-            detector = RecordedFaces(alignments, lambda _: src.stem, detector)
+            detector = RecordedFaces(alignments, lambda _: image_frame_names(src), detector)
         faces = self.swap_frames(frames, detector)
         ok, data = cv2.imencode(".png", frames[0])
         if not ok:  # not the footage's fault: no MergeError, which would set the source aside

@@ -55,6 +55,9 @@ class FaceRecord:
     landmarks: list[list[float]] | None = None
     landmarks_from: str | None = None  # "file", "mapped:mtcnn", "detected:mtcnn"; None: unaligned
     centering: str | None = None  # the crop it is stored at; None: unknown (indexed before 7)
+    # The face mask it trains with: "xseg" / "polys" (a DeepFaceLab user's), "landmarks"; None:
+    # all of the face (no landmarks), or indexed before the column was added.
+    mask_source: str | None = None
     yaw: float | None = None
     pitch: float | None = None
     roll: float | None = None

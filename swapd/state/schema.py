@@ -176,6 +176,7 @@ CREATE TABLE IF NOT EXISTS controls (
 _ADDED_COLUMNS = (
     ("faces", "landmarks_from", "TEXT"),
     ("faces", "centering", "TEXT"),
+    ("faces", "mask_source", "TEXT"),  # xseg | polys | landmarks; NULL: all-face (no landmarks)
     ("tracked_faces", "crop", "TEXT"),
     ("tracked_faces", "tile", "TEXT"),
     ("sessions", "steps", "INTEGER NOT NULL DEFAULT 0"),

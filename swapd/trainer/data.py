@@ -2,7 +2,8 @@
 
 Faces on disk are aligned square images (BGR as cv2 decodes them). Each is decoded once,
 cropped with :func:`crop_for_model` and kept in RAM as uint8, with its face/eye/mouth masks
-drawn from its landmarks (:mod:`swapd.faces.masks`). Where the face sits in its image comes
+drawn from its landmarks (:mod:`swapd.faces.masks`); a DeepFaceLab user's own mask (XSeg, else
+drawn polygons) is the face mask where a face has one. Where the face sits in its image comes
 from the service's face index when it holds the file, else from the one face reader
 (:mod:`swapd.faces.validate`): file -> index -> this cache -> batches. :meth:`FaceSet.refresh`
 rescans the folder by ``stat`` so faces added during training join and removed ones leave.
@@ -27,14 +28,15 @@ from swapd.extract.detectors.base import Detector
 from swapd.extract.detectors.registry import create_detector
 from swapd.extract.face_landmarks import find_face_landmarks
 from swapd.faces.alignment import (
+    CENTERING_PADDING,
     Centering,
     aligned_matrix,
-    recentre,
     recentre_matrix,
     transform_points,
     warp_face,
 )
 from swapd.faces.masks import (
+    FACE,
     MASK_CHANNELS,
     MaskType,
     full_face_mask,
@@ -109,6 +111,18 @@ class FoundLandmarks:
         return None if found is None else found.points
 
 
+def _warp(image: np.ndarray, matrix: np.ndarray, realign: bool) -> np.ndarray:
+    """An aligned face (or its mask) re-cut by ``matrix`` at its own size: as extraction cuts
+    (``realign``: from the face's landmarks) or as :func:`~swapd.faces.alignment.recentre`
+    re-cuts a centering."""
+    size = image.shape[0]
+    if realign:
+        return warp_face(image, matrix, size)
+    out = cv2.warpAffine(image, matrix, (size, size), flags=cv2.INTER_LINEAR,
+                         borderMode=cv2.BORDER_REPLICATE)
+    return out.reshape(image.shape)
+
+
 def _inside(points: np.ndarray, side: int, tolerance: float = 0.1) -> bool:
     """Landmarks within the image (give or take ``tolerance`` of its side)."""
     margin = tolerance * side
@@ -133,6 +147,7 @@ class _Entry:
     yaw: float | None = None  # degrees, from the landmarks
     pitch: float | None = None
     landmarks: np.ndarray | None = None  # 68x2 float32 in the model crop's pixels
+    mask_source: str | None = None  # "xseg", "polys", "landmarks"; None: all-face
 
 
 class FaceArrays(NamedTuple):
@@ -225,6 +240,12 @@ class FaceSet:
                           np.nan if e.pitch is None else e.pitch] for e in entries],
                         dtype=np.float64).reshape(-1, 2)
 
+    def mask_sources(self) -> list[str | None]:
+        """What each face in ``paths`` order trains with as its face mask: "xseg" or "polys"
+        (a DeepFaceLab user's), "landmarks" (their hull), None (no landmarks: all of it)."""
+        with self._lock:
+            return [self._entries[path].mask_source for path in self.paths]
+
     def _scan(self) -> dict[Path, tuple[int, int]]:
         if not self.folder.is_dir():
             raise FaceSetError(self.folder, "face folder does not exist")
@@ -238,34 +259,44 @@ class FaceSet:
             points = layout.landmarks
             if points is not None and not _inside(points, img.shape[0]):
                 points = None  # landmarks far outside the image are not this face's
-            if layout.realign and points is not None and len(points) == 68:
-                # Cut exactly as swapd's extraction would have: align by the face's own 68
-                # landmarks at the trainer's centering (any DFL face type, any scale).
+            user_mask = layout.mask
+            matrix = None
+            recut = layout.realign and points is not None and len(points) in (5, 68)
+            if recut:
+                # Cut exactly as swapd's extraction would have: align by the face's own
+                # landmarks at the trainer's centering (any DFL face type, faceswap's
+                # pose-dependent crops, any scale).
                 matrix = aligned_matrix(points, img.shape[0], self.centering)
-                img = warp_face(img, matrix, img.shape[0])
-                points = transform_points(points, matrix)
-            elif layout.centering is not None and layout.centering != self.centering:
+            elif layout.centering in CENTERING_PADDING and layout.centering != self.centering:
                 # A face stored at another centering (faceswap keeps head-centred faces) is
                 # re-cut at the trainer's before the coverage crop, landmarks alike.
-                img = recentre(img, layout.centering, self.centering)
-                if points is not None:
-                    points = transform_points(points, recentre_matrix(
-                        img.shape[0], layout.centering, self.centering))
+                matrix = recentre_matrix(img.shape[0], layout.centering, self.centering)
+            if matrix is not None:
+                img = _warp(img, matrix, recut)
+                user_mask = None if user_mask is None else _warp(user_mask, matrix, recut)
+                points = None if points is None else transform_points(points, matrix)
             face = crop_for_model(img, self.size, self.coverage)
             if points is None:
                 mask = full_face_mask(self.size)
             else:
                 points = crop_landmarks(points, img.shape[0], self.size, self.coverage)
-                mask = grow_face(landmark_masks(points, self.size, self.mask_type),
-                                 self.mask_dilation)
+                mask = landmark_masks(points, self.size, self.mask_type)
+            if user_mask is not None:  # a DeepFaceLab user's mask replaces the hull
+                mask[..., FACE] = crop_for_model(user_mask, self.size, self.coverage)
+            known = points is not None or user_mask is not None
+            if known:
+                mask = grow_face(mask, self.mask_dilation)
+            source = layout.mask_source if user_mask is not None else (
+                "landmarks" if points is not None else None)
         except BadFaceError as exc:
             return _Entry(stamp, None, reason=exc.reason)
         except (OSError, ValueError, OverflowError, cv2.error) as exc:
             return _Entry(stamp, None, reason=str(exc))
-        return _Entry(stamp, face.reshape(self.size, self.size, -1), mask, points is not None,
+        return _Entry(stamp, face.reshape(self.size, self.size, -1), mask, known,
                       yaw=layout.yaw, pitch=layout.pitch,
                       landmarks=(points.astype(np.float32)
-                                 if points is not None and len(points) == 68 else None))
+                                 if points is not None and len(points) == 68 else None),
+                      mask_source=source)
 
     def _layout(self, path: Path, stamp: tuple[int, int], raw: bytes, img: np.ndarray,
                 indexed: IndexedFaces) -> FaceLayout:

@@ -41,6 +41,8 @@ class Evaluator:
     _preview_mask_a: np.ndarray
     _preview_b: np.ndarray
     _preview_mask_b: np.ndarray
+    # What each preview row's face mask is, per side (the tint shows it: see overlay_mask).
+    _preview_sources: tuple[list[str | None], list[str | None]] = ([], [])
 
     def _tensor(self, array: np.ndarray) -> torch.Tensor:
         tensor = torch.from_numpy(array)
@@ -111,14 +113,17 @@ class Evaluator:
     def preview_columns(self) -> list[np.ndarray]:
         """The preview's six columns (A, A>A, A>B, B, B>B, B>A), each NHWC uint8 (BGR, or one
         channel for a grayscale model), on the fixed, unaugmented preview faces. The A and B
-        columns tint what the penalized loss leaves out; a model that learns its mask has the
-        faces it draws blended onto their sources by that mask, as the merger would."""
+        columns tint what the penalized loss leaves out (red outside the landmark hull, blue
+        outside a DeepFaceLab XSeg mask, magenta outside its drawn polygons); a model that
+        learns its mask has the faces it draws blended onto their sources by that mask, as the
+        merger would."""
         rows = min(len(self._preview_a), len(self._preview_b))
         a, b = self._preview_a[:rows], self._preview_b[:rows]
         shown_a, shown_b = a, b
         if self.options.penalized_mask_loss:  # show what the loss counts: the mask's outside
-            shown_a = overlay_mask(a, self._preview_mask_a[:rows])
-            shown_b = overlay_mask(b, self._preview_mask_b[:rows])
+            sources_a, sources_b = self._preview_sources
+            shown_a = overlay_mask(a, self._preview_mask_a[:rows], sources_a[:rows])
+            shown_b = overlay_mask(b, self._preview_mask_b[:rows], sources_b[:rows])
         drawn = []
         for faces, side in ((a, "a"), (a, "b"), (b, "b"), (b, "a")):
             out, learned = self.predict_with_mask(faces, side)

@@ -170,6 +170,8 @@ class Trainer(Evaluator):
                                                  landmarks)
         self._preview_a, self._preview_mask_a = setup.pick_preview(self.set_a, options)
         self._preview_b, self._preview_mask_b = setup.pick_preview(self.set_b, options)
+        self._preview_sources = (setup.preview_mask_sources(self.set_a, options),
+                                 setup.preview_mask_sources(self.set_b, options))
         if start is not None and options.collapse_guard:
             # Weights that draw faces arm the collapse guard before this model's first save.
             self.drew_faces = self.output_spread() >= DRAWN_FACES

@@ -57,18 +57,25 @@ def make_grid(columns: list[np.ndarray]) -> np.ndarray:
     return grid
 
 
-# The preview tints what the penalized loss leaves out (outside the face mask) red, as faceswap.
+# The preview tints what the penalized loss leaves out (outside the face mask) red, as faceswap;
+# outside a mask a DeepFaceLab user made, by which one: blue an XSeg mask, magenta polygons.
 MASK_TINT = (0, 0, 255)
+MASK_TINTS = {"xseg": (255, 64, 0), "polys": (255, 0, 255)}
 MASK_TINT_OPACITY = 0.4
 
 
-def overlay_mask(faces: np.ndarray, masks: np.ndarray) -> np.ndarray:
+def overlay_mask(faces: np.ndarray, masks: np.ndarray,
+                 sources: list[str | None] | None = None) -> np.ndarray:
     """uint8 NHWC faces (BGR or 1-channel) with the area outside their masks (uint8 NHW,
-    255 = face) tinted red; returns BGR."""
+    255 = face) tinted by where each mask came from (``sources``, per face: see
+    :data:`MASK_TINTS`; red for the rest); returns BGR."""
     if faces.shape[-1] == 1:
         faces = np.repeat(faces, 3, axis=-1)
+    named = list(sources or [])[:len(faces)]
+    tints = np.array([MASK_TINTS.get(s or "", MASK_TINT) for s in named]
+                     + [MASK_TINT] * (len(faces) - len(named)), np.float32).reshape(-1, 3)
     outside = (1.0 - masks.astype(np.float32) / 255.0)[..., None] * MASK_TINT_OPACITY
-    tinted = faces * (1.0 - outside) + np.array(MASK_TINT, np.float32) * outside
+    tinted = faces * (1.0 - outside) + tints[:, None, None, :] * outside
     return (tinted + 0.5).astype(np.uint8)
 
 

@@ -213,13 +213,23 @@ def face_sets(folders: tuple[Path, Path], size: int, options: TrainerOptions, ch
     return sets[0], sets[1]
 
 
-def pick_preview(face_set: FaceSet, options: TrainerOptions) -> tuple[np.ndarray, np.ndarray]:
-    """Fixed, unaugmented faces for the preview rows (seeded, spread over the set), and their
-    face masks."""
+def preview_rows(face_set: FaceSet, options: TrainerOptions) -> np.ndarray:
+    """The faces of the preview rows (seeded, spread over the set), as indices."""
     n = min(options.preview_faces, len(face_set))
     rng = np.random.default_rng(options.seed)
-    idx = np.sort(rng.choice(len(face_set), size=n, replace=False))
+    return np.sort(rng.choice(len(face_set), size=n, replace=False))
+
+
+def pick_preview(face_set: FaceSet, options: TrainerOptions) -> tuple[np.ndarray, np.ndarray]:
+    """Fixed, unaugmented faces for the preview rows, and their face masks."""
+    idx = preview_rows(face_set, options)
     return face_set.faces[idx].copy(), face_set.masks[idx, ..., 0].copy()
+
+
+def preview_mask_sources(face_set: FaceSet, options: TrainerOptions) -> list[str | None]:
+    """What each preview row's face mask is (see :meth:`FaceSet.mask_sources`)."""
+    sources = face_set.mask_sources()
+    return [sources[i] for i in preview_rows(face_set, options)]
 
 
 def batch_loader(sets: tuple[FaceSet, FaceSet], batch_size: int, options: TrainerOptions,
