@@ -10,7 +10,14 @@ import sys
 from pathlib import Path
 
 from swapd import __version__
-from swapd.cli.common import Subparsers, add_service_args, service_config, workspace_of
+from swapd.cli.common import (
+    EXIT_USAGE,
+    Subparsers,
+    TokenFileError,
+    add_service_args,
+    service_config,
+    workspace_of,
+)
 from swapd.config import default_config_text
 from swapd.workspace import Workspace
 
@@ -35,9 +42,18 @@ def _setup_logging(ws: Workspace | None, level: str) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from swapd.daemon.dashboard_settings import dashboard_problem
     from swapd.daemon.service import Service
 
-    config = service_config(args)
+    try:
+        config = service_config(args)
+    except TokenFileError as exc:
+        print(f"swapd: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    problem = dashboard_problem(config)
+    if problem is not None:
+        print(f"swapd: not started: {problem}", file=sys.stderr)
+        return EXIT_USAGE
     ws = workspace_of(args, config)
     _setup_logging(ws, config.service.log_level)
     print(f"swapd {__version__}: workspace {ws.root}", flush=True)
