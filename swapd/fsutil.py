@@ -48,15 +48,22 @@ def atomic_path(path: str | os.PathLike[str], durable: bool = True, keep_mode: b
     tmp = Path(tmp_name)
     try:
         yield tmp
-        if durable:
-            with open(tmp, "rb+") as fh:
-                os.fsync(fh.fileno())
         if keep_mode and target.exists():
             os.chmod(tmp, target.stat().st_mode & 0o7777)
-        os.replace(tmp, target)
+        durable_replace(tmp, target, durable)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def durable_replace(tmp: Path, target: Path, durable: bool = True) -> None:
+    """Move the finished temp file ``tmp`` over ``target`` (same folder): fsync it, rename,
+    fsync the folder, so that after a power cut ``target`` is the old file or the whole new
+    one. ``durable=False``: the rename only."""
+    if durable:
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+    os.replace(tmp, target)
     if durable:
         fsync_dir(target.parent)
 
@@ -117,3 +124,4 @@ def file_stamp(path: Path) -> tuple[int, int] | None:
     except OSError:
         return None
     return stat.st_size, stat.st_mtime_ns
+

@@ -29,6 +29,7 @@ from swapd.extract.detectors.base import Detection, Detector
 from swapd.extract.detectors.registry import create_detector
 from swapd.extract.face_tracker import FaceTracker
 from swapd.faces.alignment import model_crop_matrix, warp_face
+from swapd.fsutil import durable_replace
 from swapd.media import (
     IMAGE_SUFFIXES,
     VIDEO_SUFFIXES,
@@ -239,7 +240,7 @@ class Merger:
         try:
             tmp.write_bytes(data.tobytes())
             tag_image(tmp, self._provenance(src))
-            os.replace(tmp, out)
+            durable_replace(tmp, out)
         finally:
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from swapd.errors import FileProblem
+from swapd.fsutil import durable_replace
 from swapd.media import STDERR_TAIL, VideoInfo, ffmpeg_exe, stderr_tail
 from swapd.merger.metadata_tag import ffmpeg_metadata_args
 
@@ -134,7 +135,7 @@ class VideoWriter:
                 raise EncodeError(self.path, "no frames were written")
             if self._mux_audio:
                 self._mux()
-            os.replace(self._final_tmp, self.path)
+            durable_replace(self._final_tmp, self.path)
         except BaseException:
             self.abort()
             raise
