@@ -125,3 +125,17 @@ def file_stamp(path: Path) -> tuple[int, int] | None:
         return None
     return stat.st_size, stat.st_mtime_ns
 
+
+def printable_name(name: str) -> str:
+    """A file name as text that can be stored and shown anywhere (UTF-8): the bytes of a name
+    that is not valid UTF-8 (Python holds them as lone surrogates) become ``\\xNN`` escapes."""
+    try:
+        name.encode("utf-8")
+        return name
+    except UnicodeEncodeError:
+        pass
+    try:
+        raw = name.encode("utf-8", "surrogateescape")  # POSIX: the bytes as they were
+    except UnicodeEncodeError:
+        raw = name.encode("utf-8", "surrogatepass")  # Windows: a lone UTF-16 surrogate
+    return raw.decode("utf-8", "backslashreplace")

@@ -38,6 +38,7 @@ from swapd.faces.faceswap_png import (
 )
 from swapd.faces.landmarks import landmark_array
 from swapd.faces.pose import Pose, PoseError, estimate_pose
+from swapd.fsutil import printable_name
 from swapd.media import IMAGE_SUFFIXES
 
 # How far (as a share of the image size) landmarks may lie outside the image before a face
@@ -270,7 +271,8 @@ def inspect_face_bytes(path: Path, data: bytes, min_size: int = 64,
         raise BadFaceError(p, "empty file (0 bytes)")
     fmt = sniff_format(data)
     if fmt is None:
-        raise BadFaceError(p, f"not an image: content starts with {data[:12]!r}, not PNG, JPEG, "
+        # (its bytes are never quoted: a link may point at any file, /etc/passwd included)
+        raise BadFaceError(p, "not an image: its first bytes are not those of a PNG, JPEG, "
                               "WebP or BMP")
     meta = None
     size: tuple[int, int, int] | None = None  # width, height, channels, once known
@@ -358,18 +360,19 @@ def quarantine_file(path: str | os.PathLike[str], quarantine_root: str | os.Path
     src = Path(path)
     folder = Path(quarantine_root) / _safe_component(set_name)
     folder.mkdir(parents=True, exist_ok=True)
-    stem, suffix = src.stem, src.suffix
+    readable = Path(printable_name(src.name))  # a name that is not UTF-8 gets \xNN escapes
     for k in range(10_000):
-        name = src.name if k == 0 else f"{stem}.{k}{suffix}"
+        name = readable.name if k == 0 else f"{readable.stem}.{k}{readable.suffix}"
         dest = folder / name
         note = folder / f"{name}.reason.txt"
         if dest.exists():
             continue
         try:
             # Creating the note exclusively reserves the name against a concurrent quarantine.
-            with open(note, "x", encoding="utf-8") as fh:
+            with open(note, "x", encoding="utf-8", errors="backslashreplace") as fh:
                 stamp = datetime.now().astimezone().isoformat(timespec="seconds")
-                fh.write(f"{reason}\n\nfile: {src}\nquarantined: {stamp}\n")
+                fh.write(f"{reason}\n\nfile: {printable_name(str(src))}\n"
+                         f"quarantined: {stamp}\n")
         except FileExistsError:
             continue
         try:
