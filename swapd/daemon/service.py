@@ -14,13 +14,13 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 from swapd.config import ServiceConfig
 from swapd.daemon import sdnotify
 from swapd.daemon.idle_controls import answer_idle_controls
 from swapd.daemon.ingest import FaceIngest
 from swapd.daemon.jobs import Job, JobRegistry, write_status_files
+from swapd.daemon.merges import MergeQueue
 from swapd.daemon.schedule import WindowClock, in_window
 from swapd.daemon.watcher import WorkspaceWatcher
 from swapd.daemon.workers import (
@@ -30,7 +30,6 @@ from swapd.daemon.workers import (
     WorkerProcess,
     start_worker,
 )
-from swapd.media import IMAGE_SUFFIXES, VIDEO_SUFFIXES
 from swapd.state import StateStore
 from swapd.workspace import Workspace
 
@@ -62,10 +61,9 @@ class Service:
                                  config.ingest.settle_seconds, config.ingest.landmark_detector)
         self.watcher = WorkspaceWatcher(workspace, self.wake)
         self.clock = WindowClock(self.wake)
+        self.merges = MergeQueue(workspace, self.store, self.jobs, config, self._wake_later)
         self.trainers: dict[str, WorkerProcess] = {}
-        self.merger: WorkerProcess | None = None
         self._crashes: dict[str, _Crashes] = {}
-        self._merge_failed: set[Path] = set()
         self._service_stopped: set[str] = set()  # jobs the service itself asked to stop
         self._dashboard = None
         self.dashboard_url: str | None = None
@@ -131,7 +129,9 @@ class Service:
         self.request_stop()
 
     def _recover_after_restart(self) -> None:
-        """Jobs that were training when the service last stopped queue up again."""
+        """Jobs that were training when the service last stopped queue up again; what merges
+        cut short left behind goes."""
+        self.merges.clear_temp_files()
         self.store.end_merge_progress()  # merges cut short by the stop start again
         for row in self.store.jobs():  # (a paused job stays paused until resumed)
             if row.state in ("training", "interrupted", "waiting"):
@@ -177,7 +177,7 @@ class Service:
             if row is not None and row.state not in ("done", "error", "paused"):
                 self.store.set_job_state(name, "interrupted")
         self.trainers.clear()
-        self.merger = None
+        self.merges.worker = None
         self.store.log_event("service stopped")
         write_status_files(self.ws, self.store)
         self.clock.stop()
@@ -197,7 +197,8 @@ class Service:
                         if self.trainers else "STATUS=idle")
 
     def _workers(self) -> list[WorkerProcess]:
-        return [*self.trainers.values(), *([self.merger] if self.merger else [])]
+        merger = self.merges.worker
+        return [*self.trainers.values(), *([merger] if merger else [])]
 
     # --- the loop's work ----------------------------------------------------------------------
 
@@ -218,7 +219,8 @@ class Service:
         # requests for jobs without a worker (paused, waiting, stopped, ...) are answered here
         answer_idle_controls(self.ws, self.store, set(self.trainers))
         self._schedule_training()
-        self._schedule_merge()
+        if not self.stopping.is_set():
+            self.merges.start_next()
         for worker in self._workers():
             if worker.kill_if_overdue(self.config.service.stop_timeout):
                 log.error("%s worker of %s ignored stop: killed", worker.kind, worker.job)
@@ -238,9 +240,7 @@ class Service:
             self.store.close_pending_controls(name, "stop", "the worker has stopped")
             self._after_training_exit(name, worker, code)
             self.wake.set()
-        if self.merger is not None and (code := self.merger.poll()) is not None:
-            worker, self.merger = self.merger, None
-            self._after_merge_exit(worker, code)
+        if self.merges.reap():
             self.wake.set()
 
     def _after_training_exit(self, name: str, worker: WorkerProcess, code: int) -> None:
@@ -316,69 +316,3 @@ class Service:
             "train_worker", ["--workspace", str(self.ws.root), "--job", job.name],
             job.name, "train", log_path)
         log.info("training %s (worker pid %d)", job.name, self.trainers[job.name].pid)
-
-    # --- merging ------------------------------------------------------------------------------
-
-    def _schedule_merge(self) -> None:
-        if self.merger is not None or self.stopping.is_set():
-            return
-        found = self._next_merge()
-        if found is None:
-            return
-        job, source, model, output = found
-        assert job.spec.merge is not None
-        self.merger = start_worker(
-            "merge_worker",
-            ["--workspace", str(self.ws.root), "--job", job.name, "--input", str(source),
-             "--model", str(model), "--output", str(output), "--faces", job.spec.merge.faces,
-             "--device", self.config.merge.device,
-             *([] if job.spec.merge.learned_mask else ["--no-learned-mask"])],
-            job.name, "merge", self.ws.logs / f"{job.name}.merge.log", source=source)
-        log.info("merging %s with %s", self.ws.relative(source), self.ws.relative(model))
-
-    def _next_merge(self) -> tuple[Job, Path, Path, Path] | None:
-        """The first footage file of any job that is ready to merge and not merged yet."""
-        for job in sorted(self.jobs.jobs.values(), key=lambda j: j.name):
-            merge = job.spec.merge
-            if merge is None:
-                continue
-            model = (self.ws.resolve(merge.model) if merge.model
-                     else self.ws.exports_dir(job.name) / "a_to_b.onnx")
-            row = self.store.job(job.name)
-            if not model.is_file() or row is None:
-                continue
-            if merge.wait_for == "done" and job.spec.train is not None and row.state != "done":
-                continue
-            footage = self.ws.resolve(merge.footage)
-            if not footage.is_dir():
-                continue
-            merged = {(a.info or {}).get("source") for a in
-                      self.store.artifacts(job.name, "merge", limit=100_000)}
-            for source in sorted(footage.iterdir()):
-                if (source.suffix.lower() not in VIDEO_SUFFIXES | IMAGE_SUFFIXES
-                        or str(source) in merged or source in self._merge_failed
-                        or not source.is_file()):
-                    continue
-                if time.time() - source.stat().st_mtime < self.config.ingest.settle_seconds:
-                    self._wake_later(self.config.ingest.settle_seconds)
-                    continue
-                output = self.ws.resolve(merge.output or f"output/{job.name}")
-                return job, source, model, output
-        return None
-
-    def _after_merge_exit(self, worker: WorkerProcess, code: int) -> None:
-        source = worker.source
-        assert source is not None
-        self.store.end_merge_progress(worker.job, self.ws.relative(source))  # (if it was killed)
-        if code == EXIT_OK:
-            log.info("merged %s", self.ws.relative(source))
-            return
-        if code == EXIT_BAD_INPUT:
-            log.warning("set aside %s (unreadable footage)", self.ws.relative(source))
-            return  # the worker moved it and recorded why
-        shown = self.ws.relative(source)
-        self._merge_failed.add(source)
-        message = f"merge of {shown} crashed (exit status {code})\n{worker.log_tail()}"
-        self.store.report_problem(shown, "footage", message)
-        self.store.log_event(f"merge of {shown} failed; it is retried after a restart",
-                             worker.job, level="error")

@@ -37,6 +37,7 @@ class WorkerProcess:
     started: float = field(default_factory=time.monotonic)
     stop_requested: float | None = None
     source: Path | None = None  # the footage file a merge worker is working on
+    output: Path | None = None  # the folder it writes into
 
     @property
     def pid(self) -> int:
@@ -74,7 +75,7 @@ class WorkerProcess:
 
 
 def start_worker(module: str, args: list[str], job: str, kind: str, log_path: Path,
-                 source: Path | None = None) -> WorkerProcess:
+                 source: Path | None = None, output: Path | None = None) -> WorkerProcess:
     """Start `python -m swapd.daemon.<module> ARGS` with its output appended to log_path."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     command = [sys.executable, "-m", f"swapd.daemon.{module}", *args]
@@ -92,7 +93,8 @@ def start_worker(module: str, args: list[str], job: str, kind: str, log_path: Pa
         log.flush()
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
                                    stdin=subprocess.DEVNULL, env=env, **kwargs)  # type: ignore[call-overload]
-    return WorkerProcess(job=job, kind=kind, process=process, log_path=log_path, source=source)
+    return WorkerProcess(job=job, kind=kind, process=process, log_path=log_path, source=source,
+                         output=output)
 
 
 def parent_alive() -> bool:

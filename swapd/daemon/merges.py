@@ -1,0 +1,116 @@
+"""The service's merges: one merge worker at a time, for the first footage file of any job that
+is ready to merge and not merged yet.
+
+The temp files of merges cut short (killed, crashed) are removed: at start, and after each
+failed merge. Footage the merger cannot read is set aside by the worker and not tried again.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from swapd.config import ServiceConfig
+from swapd.daemon.jobs import Job, JobRegistry
+from swapd.daemon.workers import EXIT_BAD_INPUT, EXIT_OK, WorkerProcess, start_worker
+from swapd.media import IMAGE_SUFFIXES, VIDEO_SUFFIXES
+from swapd.merger.video import remove_temp_files
+from swapd.state import StateStore
+from swapd.workspace import Workspace
+
+log = logging.getLogger("swapd.service")
+
+
+class MergeQueue:
+    def __init__(self, ws: Workspace, store: StateStore, jobs: JobRegistry,
+                 config: ServiceConfig, wake_later: Callable[[float], None]) -> None:
+        self.ws, self.store, self.jobs, self.config = ws, store, jobs, config
+        self.wake_later = wake_later
+        self.worker: WorkerProcess | None = None
+        self._failed: set[Path] = set()  # footage whose merge crashed: not retried
+        self._cleaned: set[Path] = set()  # output folders cleared of temp files
+
+    def clear_temp_files(self) -> None:
+        """Remove what merges killed mid-write left in output/ (at start: none runs)."""
+        folders = [self.ws.output, *(p for p in self.ws.output.rglob("*") if p.is_dir())]
+        removed = sum(remove_temp_files(folder) for folder in folders)
+        self._cleaned.update(folders)
+        if removed:
+            log.info("removed %d temp files of interrupted merges", removed)
+
+    def start_next(self) -> None:
+        if self.worker is not None:
+            return
+        found = self._next()
+        if found is None:
+            return
+        job, source, model, output = found
+        assert job.spec.merge is not None
+        self.worker = start_worker(
+            "merge_worker",
+            ["--workspace", str(self.ws.root), "--job", job.name, "--input", str(source),
+             "--model", str(model), "--output", str(output), "--faces", job.spec.merge.faces,
+             "--device", self.config.merge.device,
+             *([] if job.spec.merge.learned_mask else ["--no-learned-mask"])],
+            job.name, "merge", self.ws.logs / f"{job.name}.merge.log", source=source,
+            output=output)
+        log.info("merging %s with %s", self.ws.relative(source), self.ws.relative(model))
+
+    def _next(self) -> tuple[Job, Path, Path, Path] | None:
+        """The first footage file of any job that is ready to merge and not merged yet."""
+        for job in sorted(self.jobs.jobs.values(), key=lambda j: j.name):
+            merge = job.spec.merge
+            if merge is None:
+                continue
+            model = (self.ws.resolve(merge.model) if merge.model
+                     else self.ws.exports_dir(job.name) / "a_to_b.onnx")
+            row = self.store.job(job.name)
+            if not model.is_file() or row is None:
+                continue
+            if merge.wait_for == "done" and job.spec.train is not None and row.state != "done":
+                continue
+            footage = self.ws.resolve(merge.footage)
+            if not footage.is_dir():
+                continue
+            output = self.ws.resolve(merge.output or f"output/{job.name}")
+            if output not in self._cleaned:  # (an output folder outside output/)
+                remove_temp_files(output)
+                self._cleaned.add(output)
+            merged = {(a.info or {}).get("source") for a in
+                      self.store.artifacts(job.name, "merge", limit=100_000)}
+            for source in sorted(footage.iterdir()):
+                if (source.suffix.lower() not in VIDEO_SUFFIXES | IMAGE_SUFFIXES
+                        or str(source) in merged or source in self._failed
+                        or not source.is_file()):
+                    continue
+                if time.time() - source.stat().st_mtime < self.config.ingest.settle_seconds:
+                    self.wake_later(self.config.ingest.settle_seconds)
+                    continue
+                return job, source, model, output
+        return None
+
+    def reap(self) -> bool:
+        """Handle the merge worker's exit, if it exited; True when it did."""
+        if self.worker is None or (code := self.worker.poll()) is None:
+            return False
+        worker, self.worker = self.worker, None
+        source = worker.source
+        assert source is not None
+        shown = self.ws.relative(source)
+        self.store.end_merge_progress(worker.job, shown)  # (if it was killed)
+        if code == EXIT_OK:
+            log.info("merged %s", shown)
+            return True
+        if code == EXIT_BAD_INPUT:
+            log.warning("set aside %s (unreadable footage)", shown)
+            return True  # the worker moved it and recorded why
+        if worker.output is not None:
+            remove_temp_files(worker.output)
+        self._failed.add(source)
+        message = f"merge of {shown} crashed (exit status {code})\n{worker.log_tail()}"
+        self.store.report_problem(shown, "footage", message)
+        self.store.log_event(f"merge of {shown} failed; it is retried after a restart",
+                             worker.job, level="error")
+        return True
