@@ -1,5 +1,6 @@
 """The service's supervision, driven a step at a time on a temp workspace (no main loop, no real
-workers): the temp files of merges cut short go, at start and after a failed merge."""
+workers): crash loops keep backing off and never end in a dead job, and a killed merge is tried
+again and its temp files go."""
 
 from __future__ import annotations
 
@@ -14,8 +15,9 @@ import pytest
 
 from swapd.config import ServiceConfig
 from swapd.daemon import merges, service
+from swapd.daemon.crashes import MAX_DELAY, Backoff, crash_cause
 from swapd.daemon.service import Service
-from swapd.daemon.workers import WorkerProcess
+from swapd.daemon.workers import EXIT_BAD_INPUT, WorkerProcess
 from swapd.workspace import Workspace
 from tests.support import write_faces
 
@@ -94,8 +96,67 @@ def svc(ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> Iterator[Service]:
     made.store.close()
 
 
-def test_merge_temp_files_go_at_start_and_after_a_failed_merge(svc: Service,
-                                                               ws: Workspace) -> None:
+def _job(ws: Workspace, name: str, a: str = "faces/alice", b: str = "faces/bob") -> None:
+    (ws.jobs / f"{name}.toml").write_text(JOB.format(a=a, b=b))
+
+
+def _pass(svc: Service) -> None:
+    svc.ingest.scan()
+    svc.jobs.scan(recheck_failed=True)
+    svc._schedule_training()
+
+
+@pytest.mark.parametrize(("code", "tail", "cause"), [
+    (1, "Traceback...\nRuntimeError: CUDA out of memory. Tried to allocate", "out of memory"),
+    (1, "MemoryError", "out of memory"),
+    (1, "RuntimeError: CUDA error: unspecified launch failure", "the GPU failed"),
+    (-signal.SIGKILL, "", "SIGKILL"),
+    (-signal.SIGSEGV, "", "killed by SIGSEGV"),
+    (1, "Traceback (most recent call last):\n  File x\nsqlite3.OperationalError: locked\n",
+     "exit status 1: sqlite3.OperationalError: locked"),
+    (2, "", "exit status 2"),
+])
+def test_a_crash_is_named_by_its_cause(code: int, tail: str, cause: str) -> None:
+    assert cause in crash_cause(code, tail)
+
+
+def test_the_back_off_doubles_to_its_cap_and_a_stable_run_starts_it_again() -> None:
+    backoff = Backoff()
+    delays = [backoff.crashed(1.0) for _ in range(15)]
+    assert delays[:4] == [2.0, 4.0, 8.0, 16.0] and delays[-1] == MAX_DELAY
+    assert backoff.crashed(3600.0) == 2.0
+
+
+def test_a_crash_loop_keeps_trying_and_says_why(svc: Service, ws: Workspace) -> None:
+    _job(ws, "tiny")
+    _pass(svc)
+    assert svc.started == ["tiny"]
+    tail = "Traceback (most recent call last):\nRuntimeError: CUDA out of memory."
+    for crash in range(1, 9):  # past the 5 that used to end in "error"
+        worker = svc.trainers.pop("tiny")
+        worker.process.code = 1  # type: ignore[attr-defined]
+        worker.log_path.write_text(tail)
+        svc._after_training_exit("tiny", worker, 1)
+        row = svc.store.job("tiny")
+        assert row is not None and row.state == "queued", row
+        assert "out of memory" in (row.error or "") and f"crash {crash} in a row" in row.error
+        _pass(svc)
+        assert "tiny" not in svc.trainers  # backing off
+        svc._backoff["tiny"].not_before = 0.0  # its delay is over
+        _pass(svc)
+        assert "tiny" in svc.trainers, "started again"
+    assert svc.started == ["tiny"] * 9
+    assert [p for p in svc.store.problems() if p.kind == "worker"]
+    # a cause that will not clear is the worker's own word: exit 3, no restart
+    worker = svc.trainers.pop("tiny")
+    svc.store.set_job_state("tiny", "error", "model.pt: truncated or corrupt checkpoint")
+    svc._after_training_exit("tiny", worker, EXIT_BAD_INPUT)
+    _pass(svc)
+    assert "tiny" not in svc.trainers and svc.store.job("tiny").state == "error"
+
+
+def test_a_killed_merge_is_tried_again_and_its_temp_files_go(svc: Service,
+                                                            ws: Workspace) -> None:
     (ws.root / "m.onnx").write_bytes(b"an export")
     (ws.jobs / "clip.toml").write_text('[merge]\nfootage = "footage/clip"\nmodel = "m.onnx"\n')
     source = ws.footage / "clip" / "take.mp4"
@@ -120,3 +181,10 @@ def test_merge_temp_files_go_at_start_and_after_a_failed_merge(svc: Service,
     worker.process.code = -signal.SIGKILL  # type: ignore[attr-defined]
     assert svc.merges.reap()
     assert sorted(p.name for p in output.iterdir()) == [mine.name]
+    problem = next(p for p in svc.store.problems() if p.kind == "footage")
+    assert "SIGKILL" in problem.message
+    svc.merges.start_next()
+    assert svc.started == ["clip"], "retried only after its back-off"
+    svc.merges._backoff[source].not_before = 0.0
+    svc.merges.start_next()
+    assert svc.started == ["clip", "clip"], "tried again without a restart"

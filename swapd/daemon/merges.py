@@ -1,8 +1,8 @@
 """The service's merges: one merge worker at a time, for the first footage file of any job that
 is ready to merge and not merged yet.
 
-The temp files of merges cut short (killed, crashed) are removed: at start, and after each
-failed merge. Footage the merger cannot read is set aside by the worker and not tried again.
+A merge that crashes or is killed is tried again after a back-off (crashes.py), its temp files
+removed; footage the merger cannot read is set aside by the worker and not tried again.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from swapd.config import ServiceConfig
+from swapd.daemon.crashes import Backoff, crash_cause
 from swapd.daemon.jobs import Job, JobRegistry
 from swapd.daemon.workers import EXIT_BAD_INPUT, EXIT_OK, WorkerProcess, start_worker
 from swapd.media import IMAGE_SUFFIXES, VIDEO_SUFFIXES
@@ -29,7 +30,7 @@ class MergeQueue:
         self.ws, self.store, self.jobs, self.config = ws, store, jobs, config
         self.wake_later = wake_later
         self.worker: WorkerProcess | None = None
-        self._failed: set[Path] = set()  # footage whose merge crashed: not retried
+        self._backoff: dict[Path, Backoff] = {}
         self._cleaned: set[Path] = set()  # output folders cleared of temp files
 
     def clear_temp_files(self) -> None:
@@ -82,8 +83,8 @@ class MergeQueue:
                       self.store.artifacts(job.name, "merge", limit=100_000)}
             for source in sorted(footage.iterdir()):
                 if (source.suffix.lower() not in VIDEO_SUFFIXES | IMAGE_SUFFIXES
-                        or str(source) in merged or source in self._failed
-                        or not source.is_file()):
+                        or str(source) in merged or not source.is_file()
+                        or (source in self._backoff and self._backoff[source].waiting())):
                     continue
                 if time.time() - source.stat().st_mtime < self.config.ingest.settle_seconds:
                     self.wake_later(self.config.ingest.settle_seconds)
@@ -101,16 +102,23 @@ class MergeQueue:
         shown = self.ws.relative(source)
         self.store.end_merge_progress(worker.job, shown)  # (if it was killed)
         if code == EXIT_OK:
+            self._backoff.pop(source, None)
+            self.store.clear_problems(shown)  # an earlier try's failure
             log.info("merged %s", shown)
             return True
         if code == EXIT_BAD_INPUT:
             log.warning("set aside %s (unreadable footage)", shown)
             return True  # the worker moved it and recorded why
-        if worker.output is not None:
-            remove_temp_files(worker.output)
-        self._failed.add(source)
-        message = f"merge of {shown} crashed (exit status {code})\n{worker.log_tail()}"
+        output = worker.output
+        if output is not None:
+            remove_temp_files(output)
+        cause = crash_cause(code, worker.log_tail())
+        delay = self._backoff.setdefault(source, Backoff()).crashed(
+            time.monotonic() - worker.started)
+        message = f"merge of {shown} failed ({cause}); log: {self.ws.relative(worker.log_path)}"
+        log.error("%s\n%s", message, worker.log_tail())
         self.store.report_problem(shown, "footage", message)
-        self.store.log_event(f"merge of {shown} failed; it is retried after a restart",
-                             worker.job, level="error")
+        self.store.log_event(f"merge of {shown} failed ({cause}); trying again in "
+                             f"{delay:.0f} s", worker.job, level="error")
+        self.wake_later(delay)
         return True

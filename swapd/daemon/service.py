@@ -13,10 +13,10 @@ import signal
 import sys
 import threading
 import time
-from dataclasses import dataclass
 
 from swapd.config import ServiceConfig
 from swapd.daemon import sdnotify
+from swapd.daemon.crashes import Backoff, crash_cause
 from swapd.daemon.idle_controls import answer_idle_controls
 from swapd.daemon.ingest import FaceIngest
 from swapd.daemon.jobs import Job, JobRegistry, write_status_files
@@ -37,16 +37,8 @@ log = logging.getLogger("swapd.service")
 
 RESCAN_SECONDS = 30.0  # full rescan even without watchdog events
 PROGRESS_LOG_SECONDS = 30.0  # how often training progress goes to the log
-MAX_CRASHES = 5  # consecutive worker crashes before a job is put in the error state
-STABLE_RUN_SECONDS = 120.0  # a worker that ran this long resets the crash count
 # States in which a training job wants a worker.
 RUNNABLE = ("queued", "waiting", "training", "paused")
-
-
-@dataclass
-class _Crashes:
-    count: int = 0
-    not_before: float = 0.0
 
 
 class Service:
@@ -63,7 +55,7 @@ class Service:
         self.clock = WindowClock(self.wake)
         self.merges = MergeQueue(workspace, self.store, self.jobs, config, self._wake_later)
         self.trainers: dict[str, WorkerProcess] = {}
-        self._crashes: dict[str, _Crashes] = {}
+        self._backoff: dict[str, Backoff] = {}
         self._service_stopped: set[str] = set()  # jobs the service itself asked to stop
         self._dashboard = None
         self.dashboard_url: str | None = None
@@ -251,25 +243,19 @@ class Service:
                 self.store.set_job_state(name, "waiting")
             return
         if code in (EXIT_OK, EXIT_BAD_INPUT, EXIT_NON_FINITE):
-            self._crashes.pop(name, None)
-            return  # the worker recorded the outcome itself
-        crashes = self._crashes.setdefault(name, _Crashes())
-        if time.monotonic() - worker.started > STABLE_RUN_SECONDS:
-            crashes.count = 0
-        crashes.count += 1
-        reason = f"exit status {code}" if code > 0 else f"killed by signal {-code}"
-        message = (f"training worker of {name} crashed ({reason}); log: "
-                   f"{self.ws.relative(worker.log_path)}\n{worker.log_tail()}")
-        log.error("%s", message)
+            self._backoff.pop(name, None)
+            return  # the worker recorded the outcome itself (a cause that will not clear)
+        # A crash: retried after a back-off, for as long as it takes (see crashes.py).
+        cause = crash_cause(code, worker.log_tail())
+        backoff = self._backoff.setdefault(name, Backoff())
+        delay = backoff.crashed(time.monotonic() - worker.started)
+        message = (f"training worker of {name} crashed ({cause}); log: "
+                   f"{self.ws.relative(worker.log_path)}")
+        log.error("%s\n%s", message, worker.log_tail())
         self.store.report_problem(self.ws.relative(worker.log_path), "worker", message)
-        if crashes.count >= MAX_CRASHES:
-            self.store.set_job_state(name, "error", f"crashed {crashes.count} times in a row; "
-                                     "fix the cause and touch the job file to retry")
-            return
-        delay = min(300.0, 2.0 ** crashes.count)
-        crashes.not_before = time.monotonic() + delay
-        self.store.set_job_state(name, "queued", f"restarting after a crash ({reason})")
-        self.store.log_event(f"worker crashed ({reason}); restarting in {delay:.0f} s", name,
+        self.store.set_job_state(name, "queued", f"restarting in {delay:.0f} s after crash "
+                                 f"{backoff.count} in a row ({cause})")
+        self.store.log_event(f"worker crashed ({cause}); restarting in {delay:.0f} s", name,
                              level="error")
         self._wake_later(delay)
 
@@ -287,7 +273,7 @@ class Service:
                 if job.name not in self.trainers and row.state != "waiting":
                     self.store.set_job_state(job.name, "waiting")
                 continue
-            if self._crashes.get(job.name, _Crashes()).not_before > time.monotonic():
+            if job.name in self._backoff and self._backoff[job.name].waiting():
                 continue
             wanted.append(job)
         wanted.sort(key=lambda j: (-j.spec.schedule.priority, j.name))
