@@ -1,6 +1,7 @@
 """The service's supervision, driven a step at a time on a temp workspace (no main loop, no real
-workers): crash loops keep backing off and never end in a dead job, and a killed merge is tried
-again and its temp files go."""
+workers): crash loops keep backing off and never end in a dead job, a killed merge is tried
+again and its temp files go, a job without usable faces waits without taking a slot, and two
+jobs on one model folder are the second job's error before any worker starts."""
 
 from __future__ import annotations
 
@@ -17,7 +18,9 @@ from swapd.config import ServiceConfig
 from swapd.daemon import merges, service
 from swapd.daemon.crashes import MAX_DELAY, Backoff, crash_cause
 from swapd.daemon.service import Service
-from swapd.daemon.workers import EXIT_BAD_INPUT, WorkerProcess
+from swapd.daemon.workers import EXIT_BAD_INPUT, EXIT_BUSY, WorkerProcess
+from swapd.fsutil import FolderLock
+from swapd.state import StateStore
 from swapd.workspace import Workspace
 from tests.support import write_faces
 
@@ -188,3 +191,89 @@ def test_a_killed_merge_is_tried_again_and_its_temp_files_go(svc: Service,
     svc.merges._backoff[source].not_before = 0.0
     svc.merges.start_next()
     assert svc.started == ["clip", "clip"], "tried again without a restart"
+
+
+def test_jobs_without_usable_faces_wait_without_taking_a_slot(svc: Service, ws: Workspace,
+                                                               tmp_path: Path) -> None:
+    outside = tmp_path / "etc"
+    outside.mkdir()
+    (outside / "passwd").write_text("root:x:0:0\n")
+    (ws.faces / "empty").mkdir()
+    (ws.faces / "broken").mkdir()
+    (ws.faces / "broken" / "x.png").write_bytes(b"not a face")
+    _job(ws, "aa_outside", a=str(outside))
+    _job(ws, "ab_empty", b="faces/empty")
+    _job(ws, "ac_broken", a="faces/broken")
+    _job(ws, "zz_good")
+    _pass(svc)
+    assert svc.started == ["zz_good"], "the job that can train took the one slot"
+    reasons = {name: svc.store.job(name) for name in ("aa_outside", "ab_empty", "ac_broken")}
+    assert all(row.state == "waiting" for row in reasons.values())
+    assert f"no usable faces in {outside} (no image files)" in reasons["aa_outside"].error
+    assert "no usable faces in faces/empty (none indexed yet)" in reasons["ab_empty"].error
+    assert "no usable faces in faces/broken (1 set aside)" in reasons["ac_broken"].error
+    # faces arrive: it may train (once the slot is free)
+    write_faces(ws.faces / "empty", "b", 2, seed=5)
+    svc.trainers.pop("zz_good")
+    svc.store.set_job_state("zz_good", "done")
+    _pass(svc)
+    assert svc.started == ["zz_good", "ab_empty"]
+
+
+def test_two_jobs_on_one_model_folder(svc: Service, ws: Workspace) -> None:
+    (ws.models / "x").mkdir(parents=True)
+    (ws.models / "y").symlink_to(ws.models / "x")  # one folder, two names
+    _job(ws, "x")
+    _job(ws, "y")
+    svc.config = svc.config.model_copy(update={
+        "service": svc.config.service.model_copy(update={"max_workers": 2})})
+    _pass(svc)
+    assert svc.started == ["x"]
+    row = svc.store.job("y")
+    assert row.state == "error" and row.error.startswith("models/x is in use by job x")
+    _pass(svc)
+    assert svc.started == ["x"]
+    # the other job goes: the folder is y's
+    svc.trainers.pop("x")
+    (ws.jobs / "x.toml").unlink()
+    _pass(svc)
+    assert svc.started == ["x", "y"]
+
+
+def test_a_folder_held_by_another_process_waits(svc: Service, ws: Workspace) -> None:
+    (ws.models / "x").mkdir(parents=True)
+    lock = FolderLock(ws.models / "x" / ".trainer.lock")  # (swapd train holds it)
+    assert lock.acquire()
+    _job(ws, "x")
+    _pass(svc)
+    assert svc.started == []
+    assert "in use by another process" in svc.store.job("x").error
+    lock.release()
+    _pass(svc)
+    assert svc.started == ["x"]
+
+
+def test_the_worker_says_a_busy_folder_without_a_traceback(ws: Workspace,
+                                                         capsys: pytest.CaptureFixture[str]
+                                                         ) -> None:
+    """A second trainer on a held folder (a race past the service's check) exits EXIT_BUSY
+    with the job's state saying why, and the service tries again later."""
+    from swapd.daemon import train_worker
+    from swapd.daemon.jobs import JobRegistry
+
+    _job(ws, "x")
+    store = StateStore(ws.state_db)
+    JobRegistry(ws, store).scan()
+    lock = FolderLock(ws.models / "x" / ".trainer.lock")
+    assert lock.acquire()
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        assert train_worker.run(ws, "x") == EXIT_BUSY
+    finally:
+        lock.release()
+        for sig, handler in handlers.items():  # (the worker installs its own)
+            signal.signal(sig, handler)
+    row = store.job("x")
+    assert row.state == "waiting" and "models/x is in use by another process" in row.error
+    assert "Traceback" not in capsys.readouterr().err
+    store.close()

@@ -21,22 +21,25 @@ from swapd.daemon.idle_controls import answer_idle_controls
 from swapd.daemon.ingest import FaceIngest
 from swapd.daemon.jobs import Job, JobRegistry, write_status_files
 from swapd.daemon.merges import MergeQueue
+from swapd.daemon.readiness import Hold, Readiness
 from swapd.daemon.schedule import WindowClock, in_window
 from swapd.daemon.watcher import WorkspaceWatcher
 from swapd.daemon.workers import (
     EXIT_BAD_INPUT,
+    EXIT_BUSY,
     EXIT_NON_FINITE,
     EXIT_OK,
     WorkerProcess,
     start_worker,
 )
-from swapd.state import StateStore
+from swapd.state import JobRow, StateStore
 from swapd.workspace import Workspace
 
 log = logging.getLogger("swapd.service")
 
 RESCAN_SECONDS = 30.0  # full rescan even without watchdog events
 PROGRESS_LOG_SECONDS = 30.0  # how often training progress goes to the log
+BUSY_RETRY_SECONDS = 10.0  # a model folder another process held: look again after this
 # States in which a training job wants a worker.
 RUNNABLE = ("queued", "waiting", "training", "paused")
 
@@ -53,9 +56,11 @@ class Service:
                                  config.ingest.settle_seconds, config.ingest.landmark_detector)
         self.watcher = WorkspaceWatcher(workspace, self.wake)
         self.clock = WindowClock(self.wake)
+        self.readiness = Readiness(workspace, self.store)
         self.merges = MergeQueue(workspace, self.store, self.jobs, config, self._wake_later)
         self.trainers: dict[str, WorkerProcess] = {}
         self._backoff: dict[str, Backoff] = {}
+        self._held: dict[str, Hold] = {}  # jobs kept from starting (readiness.py), and why
         self._service_stopped: set[str] = set()  # jobs the service itself asked to stop
         self._dashboard = None
         self.dashboard_url: str | None = None
@@ -245,6 +250,11 @@ class Service:
         if code in (EXIT_OK, EXIT_BAD_INPUT, EXIT_NON_FINITE):
             self._backoff.pop(name, None)
             return  # the worker recorded the outcome itself (a cause that will not clear)
+        if code == EXIT_BUSY:  # (the worker said who holds the folder)
+            self._backoff.setdefault(name, Backoff()).not_before = (
+                time.monotonic() + BUSY_RETRY_SECONDS)
+            self._wake_later(BUSY_RETRY_SECONDS)
+            return
         # A crash: retried after a back-off, for as long as it takes (see crashes.py).
         cause = crash_cause(code, worker.log_tail())
         backoff = self._backoff.setdefault(name, Backoff())
@@ -260,23 +270,37 @@ class Service:
         self._wake_later(delay)
 
     def _schedule_training(self) -> None:
+        if self.stopping.is_set():
+            return
+        train_jobs = [job for job in self.jobs.jobs.values() if job.spec.train is not None]
+        # Running jobs first, then by priority: the first job on a model folder owns it.
+        train_jobs.sort(key=lambda j: (j.name not in self.trainers,
+                                       -j.spec.schedule.priority, j.name))
+        owners = self.readiness.owners([j.name for j in train_jobs])
         wanted: list[Job] = []
-        for job in self.jobs.jobs.values():
-            if job.spec.train is None or self.stopping.is_set():
-                continue
+        for job in train_jobs:
             row = self.store.job(job.name)
-            if row is None or row.state not in RUNNABLE:
+            if row is None or not (row.state in RUNNABLE or (
+                    row.state == "error" and job.name in self._held)):
                 continue
             if row.state == "paused" and job.name not in self.trainers:
                 continue  # paused while it had no worker: it waits for a resume
             if not in_window(job.spec.schedule.windows):
-                if job.name not in self.trainers and row.state != "waiting":
+                if job.name not in self.trainers and (row.state != "waiting" or row.error):
+                    self._held.pop(job.name, None)
                     self.store.set_job_state(job.name, "waiting")
                 continue
-            if job.name in self._backoff and self._backoff[job.name].waiting():
-                continue
+            if job.name not in self.trainers:
+                if job.name in self._backoff and self._backoff[job.name].waiting():
+                    continue
+                held = self._readiness(job, row, owners.get(job.name))
+                if held is not None:
+                    self._hold(job.name, row, held)
+                    continue
+                if (was := self._held.pop(job.name, None)) is not None:
+                    self.store.log_event(f"may train again (it waited: "
+                                         f"{was.reason.split(': ')[0]})", job.name)
             wanted.append(job)
-        wanted.sort(key=lambda j: (-j.spec.schedule.priority, j.name))
         chosen = {j.name for j in wanted[: self.config.service.max_workers]}
         for name, worker in self.trainers.items():
             row = self.store.job(name)
@@ -294,6 +318,20 @@ class Service:
                 break
             self._start_training(job)
             running += 1
+
+    def _readiness(self, job: Job, row: JobRow, owner: str | None) -> Hold | None:
+        return self.readiness.hold(job.name, job.spec, owner)
+
+    def _hold(self, name: str, row: JobRow, held: Hold) -> None:
+        """Keep a job from starting, saying why in its state and (once for each kind of
+        reason) the events."""
+        if (row.state, row.error) != (held.state, held.reason):
+            self.store.set_job_state(name, held.state, held.reason)
+        before = self._held.get(name)
+        if before is None or before.kind != held.kind:
+            log.warning("%s: %s", name, held.reason)
+            self.store.log_event(held.reason, name, level="warning")
+        self._held[name] = held
 
     def _start_training(self, job: Job) -> None:
         self.store.set_job_state(job.name, "training")

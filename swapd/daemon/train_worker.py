@@ -24,7 +24,13 @@ from typing import TYPE_CHECKING, Any
 from swapd.config import ConfigError, JobFile, TrainSection
 from swapd.daemon.idle_controls import restored_to
 from swapd.daemon.run_records import SessionRecord, describe_job
-from swapd.daemon.workers import EXIT_BAD_INPUT, EXIT_NON_FINITE, EXIT_OK, parent_alive
+from swapd.daemon.workers import (
+    EXIT_BAD_INPUT,
+    EXIT_BUSY,
+    EXIT_NON_FINITE,
+    EXIT_OK,
+    parent_alive,
+)
 from swapd.state import StateStore
 from swapd.workspace import Workspace
 
@@ -267,8 +273,11 @@ def run(workspace: Workspace, name: str) -> int:
     job = JobFile.model_validate(row.config)
     try:
         training = TrainingRun(workspace, name, job, store, stop)
-    except ModelBusyError:
-        raise  # another trainer holds the folder for now: a crash, so the service retries
+    except ModelBusyError as exc:  # another process holds the folder: the service retries
+        store.set_job_state(name, "waiting", f"{workspace.relative(exc.path)} is in use by "
+                            "another process: waiting for it to finish")
+        log.warning("%s", exc)
+        return EXIT_BUSY
     except (ConfigError, ValueError, FileNotFoundError, CheckpointError) as exc:
         store.set_job_state(name, "error", str(exc))
         store.report_problem(row.path, "job", str(exc))
