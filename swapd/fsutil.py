@@ -9,8 +9,10 @@ here: the light commands (`swapd verify`, ingest) use it too.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
+import sqlite3
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -124,6 +126,22 @@ def file_stamp(path: Path) -> tuple[int, int] | None:
     except OSError:
         return None
     return stat.st_size, stat.st_mtime_ns
+
+
+def free_bytes(path: str | os.PathLike[str]) -> int:
+    """Bytes free on the filesystem that holds ``path`` (or its nearest existing folder)."""
+    where = Path(path)
+    while not where.exists() and where.parent != where:
+        where = where.parent
+    return shutil.disk_usage(where).free
+
+
+def is_disk_full(error: BaseException) -> bool:
+    """Whether ``error`` says the disk (or the user's quota) is full: an OSError's errno, or
+    SQLite's "database or disk is full"."""
+    if isinstance(error, OSError):
+        return error.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
+    return isinstance(error, sqlite3.OperationalError) and "disk is full" in str(error)
 
 
 def printable_name(name: str) -> str:

@@ -193,6 +193,29 @@ def test_a_killed_merge_is_tried_again_and_its_temp_files_go(svc: Service,
     assert svc.started == ["clip", "clip"], "tried again without a restart"
 
 
+def test_a_merge_waits_for_room_for_its_output(svc: Service, ws: Workspace,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    from swapd.daemon import disk
+
+    (ws.root / "m.onnx").write_bytes(b"an export")
+    (ws.jobs / "clip.toml").write_text('[merge]\nfootage = "footage/clip"\nmodel = "m.onnx"\n')
+    source = ws.footage / "clip" / "take.mp4"
+    source.parent.mkdir(parents=True)
+    source.write_bytes(b"footage")
+    os.utime(source, (time.time() - 60, time.time() - 60))
+    svc.jobs.scan()
+    room = disk.free_bytes
+    monkeypatch.setattr(disk, "free_bytes", lambda _path: 1000)
+    for _ in range(3):
+        svc.merges.start_next()
+    assert svc.started == []
+    said = [m for _, _, _, m in svc.store.events(20, "clip") if m.startswith("disk full on")]
+    assert len(said) == 1 and "1000 bytes free" in said[0] and "a merge of footage/clip" in said[0]
+    monkeypatch.setattr(disk, "free_bytes", room)  # the space is back
+    svc.merges.start_next()
+    assert svc.started == ["clip"]
+
+
 def test_jobs_without_usable_faces_wait_without_taking_a_slot(svc: Service, ws: Workspace,
                                                                tmp_path: Path) -> None:
     outside = tmp_path / "etc"

@@ -22,6 +22,16 @@ from swapd.config import default_config_text
 from swapd.workspace import Workspace
 
 
+class _LogFile(logging.handlers.RotatingFileHandler):
+    """The service's log file. On a full disk a line that cannot be written is dropped (the
+    console, or the journal, still has it) rather than printed with a traceback each time."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        if isinstance(sys.exc_info()[1], OSError):
+            return
+        super().handleError(record)
+
+
 def _setup_logging(ws: Workspace | None, level: str) -> None:
     root = logging.getLogger()
     root.setLevel(level.upper())
@@ -31,8 +41,8 @@ def _setup_logging(ws: Workspace | None, level: str) -> None:
     root.addHandler(console)
     if ws is not None:
         ws.logs.mkdir(parents=True, exist_ok=True)
-        file = logging.handlers.RotatingFileHandler(ws.logs / "swapd.log", maxBytes=5_000_000,
-                                                    backupCount=3, encoding="utf-8")
+        file = _LogFile(ws.logs / "swapd.log", maxBytes=5_000_000, backupCount=3,
+                        encoding="utf-8")
         file.setFormatter(fmt)
         root.addHandler(file)
     for noisy in ("watchdog", "waitress", "apscheduler"):

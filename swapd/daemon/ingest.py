@@ -10,10 +10,12 @@ again, so re-scanning thousands of unchanged faces costs one ``stat`` each.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import multiprocessing
 import os
+import sqlite3
 import time
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -21,7 +23,7 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from swapd.fsutil import printable_name
+from swapd.fsutil import is_disk_full, printable_name
 from swapd.state import FaceRecord, StateStore
 from swapd.workspace import Workspace
 
@@ -79,10 +81,11 @@ class FaceIngest:
             except Exception as exc:  # one set's trouble (a vanished folder, a full disk, a
                 # broken pool) must not stop the service; the next scan tries again
                 log.exception("scanning %s failed", shown)
-                self.store.report_problem(shown, "face", f"{shown}: could not be scanned "
-                                          f"({type(exc).__name__}: {exc}); the next scan tries "
-                                          "again")
-                self.store.log_event(f"scanning {shown} failed: {exc}", level="error")
+                with contextlib.suppress(sqlite3.Error):  # (a full disk fails these too)
+                    self.store.report_problem(shown, "face", f"{shown}: could not be scanned "
+                                              f"({type(exc).__name__}: {exc}); the next scan "
+                                              "tries again")
+                    self.store.log_event(f"scanning {shown} failed: {exc}", level="error")
                 self._failed_sets.add(shown)
                 continue
             if shown in self._failed_sets:
@@ -177,6 +180,8 @@ class FaceIngest:
             except FileNotFoundError:  # removed while it was being checked
                 return None
             except OSError as exc:  # (a read-only folder): recorded, left where it is
+                if is_disk_full(exc):
+                    raise  # the set's scan fails, said, and is tried again
                 kept = f" (left where it is: it could not be moved: {exc.strerror or exc})"
         where = str(Path(self.ws.relative(moved.parent)) / moved.name) if moved else None
         kept = "" if moved else kept

@@ -2,7 +2,9 @@
 is ready to merge and not merged yet.
 
 A merge that crashes or is killed is tried again after a back-off (crashes.py), its temp files
-removed; footage the merger cannot read is set aside by the worker and not tried again.
+removed; footage the merger cannot read is set aside by the worker and not tried again. A merge
+is not started without room for its output (disk.py): it waits, said once in the event log,
+until there is.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from pathlib import Path
 
 from swapd.config import ServiceConfig
 from swapd.daemon.crashes import Backoff, crash_cause
+from swapd.daemon.disk import merge_needs, shortage
 from swapd.daemon.jobs import Job, JobRegistry
 from swapd.daemon.workers import EXIT_BAD_INPUT, EXIT_OK, WorkerProcess, start_worker
 from swapd.media import IMAGE_SUFFIXES, VIDEO_SUFFIXES
@@ -31,6 +34,7 @@ class MergeQueue:
         self.wake_later = wake_later
         self.worker: WorkerProcess | None = None
         self._backoff: dict[Path, Backoff] = {}
+        self._short: dict[Path, str] = {}  # footage waiting for disk space -> what was said
         self._cleaned: set[Path] = set()  # output folders cleared of temp files
 
     def clear_temp_files(self) -> None:
@@ -89,8 +93,24 @@ class MergeQueue:
                 if time.time() - source.stat().st_mtime < self.config.ingest.settle_seconds:
                     self.wake_later(self.config.ingest.settle_seconds)
                     continue
+                if self._no_room(job.name, source, output):
+                    continue
                 return job, source, model, output
         return None
+
+    def _no_room(self, job: str, source: Path, output: Path) -> bool:
+        """True (said once) when ``output`` lacks the room to merge ``source``."""
+        short = shortage(output, merge_needs(source),
+                         f"a merge of {self.ws.relative(source)}", "waiting for space")
+        if short is None:
+            if self._short.pop(source, None) is not None:
+                self.store.log_event(f"space is back: merging {self.ws.relative(source)}", job)
+            return False
+        if self._short.get(source) is None:
+            self._short[source] = str(short)
+            log.warning("%s", short)
+            self.store.log_event(str(short), job, level="warning")
+        return True
 
     def reap(self) -> bool:
         """Handle the merge worker's exit, if it exited; True when it did."""
@@ -113,6 +133,8 @@ class MergeQueue:
         if output is not None:
             remove_temp_files(output)
         cause = crash_cause(code, worker.log_tail())
+        if output is not None and (short := shortage(output, merge_needs(source), "a merge")):
+            cause = str(short)
         delay = self._backoff.setdefault(source, Backoff()).crashed(
             time.monotonic() - worker.started)
         message = f"merge of {shown} failed ({cause}); log: {self.ws.relative(worker.log_path)}"

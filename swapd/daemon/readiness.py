@@ -7,6 +7,7 @@ one that can.
 - A model folder that is another job's (two job files on one folder: a link, or names that
   differ only in case on Windows and macOS): the second job's error, naming the first.
 - A model folder another process holds (``swapd train``, a restore): the job waits.
+- Too little free space for a save (see disk.py): the job waits until there is enough.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from swapd.config import JobFile
+from swapd.daemon.disk import save_shortage
 from swapd.fsutil import FolderLock
 from swapd.state import StateStore
 from swapd.workspace import Workspace
@@ -26,7 +28,7 @@ LOCK_NAME = ".trainer.lock"  # swapd.trainer.checkpoint's (the service never imp
 @dataclass(frozen=True)
 class Hold:
     """Why a job does not start now: it stays in ``state`` ("waiting" or "error"), for a
-    ``kind`` of reason ("folder", "faces", "busy")."""
+    ``kind`` of reason ("folder", "faces", "busy", "disk")."""
 
     state: str
     reason: str
@@ -51,8 +53,8 @@ class Readiness:
         self._listed: dict[Path, tuple[int, int]] = {}  # outside folder -> (mtime_ns, images)
 
     def hold(self, name: str, spec: JobFile, owner: str | None) -> Hold | None:
-        """Why job ``name`` must not start now, or None. ``owner``: the job its model folder
-        belongs to (see :meth:`owners`)."""
+        """Why job ``name`` must not start now (but for free space: :meth:`disk_hold`), or
+        None. ``owner``: the job its model folder belongs to (see :meth:`owners`)."""
         model_dir = self.ws.model_dir(name)
         if owner is not None and owner != name:
             return Hold("error", f"{self.ws.relative(model_dir)} is in use by job {owner}: "
@@ -65,6 +67,13 @@ class Readiness:
                                    "(swapd train, or a restore): waiting for it to finish",
                         "busy")
         return None
+
+    def disk_hold(self, name: str, checkpoint_iteration: int | None,
+                  parameters: int | None) -> Hold | None:
+        """Too little free space for a save of job ``name``'s model (whose checkpoint holds
+        ``checkpoint_iteration``, of a model of ``parameters``), or None."""
+        short = save_shortage(self.ws.model_dir(name), parameters, checkpoint_iteration)
+        return None if short is None else Hold("waiting", str(short), "disk")
 
     def owners(self, names: list[str]) -> dict[str, str]:
         """Job -> the job whose model folder it is: the first of ``names`` (running jobs

@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import logging
 import signal
+import sqlite3
 import sys
 import threading
 import time
+from collections.abc import Callable
 
 from swapd.config import ServiceConfig
 from swapd.daemon import sdnotify
 from swapd.daemon.crashes import Backoff, crash_cause
+from swapd.daemon.disk import MARGIN, RESERVE_BYTES, Reserve, shortage, size_text
 from swapd.daemon.idle_controls import answer_idle_controls
 from swapd.daemon.ingest import FaceIngest
 from swapd.daemon.jobs import Job, JobRegistry, write_status_files
@@ -27,11 +30,13 @@ from swapd.daemon.watcher import WorkspaceWatcher
 from swapd.daemon.workers import (
     EXIT_BAD_INPUT,
     EXIT_BUSY,
+    EXIT_DISK_FULL,
     EXIT_NON_FINITE,
     EXIT_OK,
     WorkerProcess,
     start_worker,
 )
+from swapd.fsutil import is_disk_full
 from swapd.state import JobRow, StateStore
 from swapd.workspace import Workspace
 
@@ -40,6 +45,7 @@ log = logging.getLogger("swapd.service")
 RESCAN_SECONDS = 30.0  # full rescan even without watchdog events
 PROGRESS_LOG_SECONDS = 30.0  # how often training progress goes to the log
 BUSY_RETRY_SECONDS = 10.0  # a model folder another process held: look again after this
+TROUBLE_LOG_SECONDS = 60.0  # the same trouble of the loop is logged again after this long
 # States in which a training job wants a worker.
 RUNNABLE = ("queued", "waiting", "training", "paused")
 
@@ -57,11 +63,13 @@ class Service:
         self.watcher = WorkspaceWatcher(workspace, self.wake)
         self.clock = WindowClock(self.wake)
         self.readiness = Readiness(workspace, self.store)
+        self.reserve = Reserve(workspace.internal)
         self.merges = MergeQueue(workspace, self.store, self.jobs, config, self._wake_later)
         self.trainers: dict[str, WorkerProcess] = {}
         self._backoff: dict[str, Backoff] = {}
         self._held: dict[str, Hold] = {}  # jobs kept from starting (readiness.py), and why
         self._service_stopped: set[str] = set()  # jobs the service itself asked to stop
+        self._trouble: tuple[str, float] = ("", 0.0)  # the loop's last error, when logged
         self._dashboard = None
         self.dashboard_url: str | None = None
 
@@ -69,12 +77,12 @@ class Service:
 
     def run(self) -> int:
         self._install_signal_handlers()
-        self._recover_after_restart()
+        self._carry_on(self._recover_after_restart)
         self.watcher.start()
         self.clock.start()
         self._start_dashboard()
         sdnotify.notify("READY=1", "STATUS=watching " + str(self.ws.root))
-        self.store.log_event(f"service started on {self.ws.root}")
+        self._carry_on(lambda: self.store.log_event(f"service started on {self.ws.root}"))
         log.info("watching %s", self.ws.root)
         watchdog_every = sdnotify.watchdog_interval()
         last_rescan = last_status = last_ping = 0.0
@@ -89,19 +97,41 @@ class Service:
                 if now - last_rescan >= RESCAN_SECONDS:
                     self.watcher.mark_all()
                     last_rescan = now
-                self.reconcile()
+                if watchdog_every and now - last_ping >= watchdog_every:
+                    sdnotify.notify("WATCHDOG=1")  # (the loop runs, whatever it meets)
+                    last_ping = now
+                self._carry_on(self.reconcile)
                 if now - last_status >= 2.0:
-                    write_status_files(self.ws, self.store)
+                    self._carry_on(lambda: write_status_files(self.ws, self.store))
+                    self._carry_on(self.reserve.keep)
                     last_status = now
                 if now - last_progress >= PROGRESS_LOG_SECONDS:
-                    self._log_progress()
+                    self._carry_on(self._log_progress)
                     last_progress = now
-                if watchdog_every and now - last_ping >= watchdog_every:
-                    sdnotify.notify("WATCHDOG=1")
-                    last_ping = now
         finally:
             self.shutdown()
         return 0
+
+    def _carry_on(self, work: Callable[[], object]) -> None:
+        """Do ``work``; a full disk or a database that cannot be written (the same thing, most
+        often) is logged, and the loop tries again on its next turn."""
+        try:
+            work()
+        except (OSError, sqlite3.Error) as exc:
+            if is_disk_full(exc):
+                short = shortage(self.ws.internal, MARGIN, "the state database",
+                                 "the service carries on and tries again")
+                text = str(short) if short else f"disk full: {exc}"
+                if self.reserve.release():  # the next turn's records fit in its room
+                    text += (f"; gave up the {size_text(RESERVE_BYTES)} kept in reserve to "
+                             "record why jobs wait")
+            else:
+                text = f"{type(exc).__name__}: {exc} (the service carries on and tries again)"
+            key = "disk full" if is_disk_full(exc) else text  # (the free bytes change)
+            last, when = self._trouble
+            if key != last or time.monotonic() - when > TROUBLE_LOG_SECONDS:
+                log.error("%s", text, exc_info=not is_disk_full(exc))
+                self._trouble = (key, time.monotonic())
 
     def request_stop(self) -> None:
         self.stopping.set()
@@ -145,8 +175,9 @@ class Service:
                                      token=cfg.token or None)
             server.start()
         except Exception as exc:  # a busy port must not stop training
-            log.error("dashboard not started: %s", exc)
-            self.store.log_event(f"dashboard not started: {exc}", level="error")
+            said = f"dashboard not started: {exc}"
+            log.error("%s", said)
+            self._carry_on(lambda: self.store.log_event(said, level="error"))
             return
         self._dashboard = server
         self.dashboard_url = server.url
@@ -158,7 +189,7 @@ class Service:
         sdnotify.notify("STOPPING=1", "STATUS=saving and stopping")
         workers = list(self._workers())
         for worker in workers:
-            worker.request_stop(self.store)
+            self._carry_on(lambda w=worker: w.request_stop(self.store))
         deadline = time.monotonic() + self.config.service.stop_timeout
         while any(w.poll() is None for w in workers) and time.monotonic() < deadline:
             time.sleep(0.1)
@@ -169,19 +200,22 @@ class Service:
                 worker.process.kill()
                 worker.process.wait()
         for name in self.trainers:
-            self.store.close_pending_controls(name, "stop", "the worker has stopped")
-            row = self.store.job(name)
-            if row is not None and row.state not in ("done", "error", "paused"):
-                self.store.set_job_state(name, "interrupted")
+            self._carry_on(lambda n=name: self._interrupted(n))
         self.trainers.clear()
         self.merges.worker = None
-        self.store.log_event("service stopped")
-        write_status_files(self.ws, self.store)
+        self._carry_on(lambda: self.store.log_event("service stopped"))
+        self._carry_on(lambda: write_status_files(self.ws, self.store))
         self.clock.stop()
         self.watcher.stop()
         if self._dashboard is not None:
             self._dashboard.stop()
         self.store.close()
+
+    def _interrupted(self, name: str) -> None:
+        self.store.close_pending_controls(name, "stop", "the worker has stopped")
+        row = self.store.job(name)
+        if row is not None and row.state not in ("done", "error", "paused"):
+            self.store.set_job_state(name, "interrupted")
 
     def _log_progress(self) -> None:
         for name in self.trainers:
@@ -200,7 +234,23 @@ class Service:
     # --- the loop's work ----------------------------------------------------------------------
 
     def reconcile(self) -> None:
+        """One turn of the loop. Each step goes on when another fails (a full disk fails
+        the state store's writes): what failed is tried again at a later turn."""
         changes = self.watcher.take_changes()
+        self._carry_on(lambda: self._read_changes(changes))
+        self.clock.set_windows(
+            [w for job in self.jobs.jobs.values() for w in job.spec.schedule.windows])
+        self._carry_on(self._reap_workers)
+        # requests for jobs without a worker (paused, waiting, stopped, ...) are answered here
+        self._carry_on(lambda: answer_idle_controls(self.ws, self.store, set(self.trainers)))
+        self._carry_on(self._schedule_training)
+        if not self.stopping.is_set():
+            self._carry_on(self.merges.start_next)
+        for worker in self._workers():
+            if worker.kill_if_overdue(self.config.service.stop_timeout):
+                log.error("%s worker of %s ignored stop: killed", worker.kind, worker.job)
+
+    def _read_changes(self, changes: set[str]) -> None:
         if "faces" in changes:
             if self.ingest.scan().settling:
                 self._wake_later(self.config.ingest.settle_seconds)
@@ -210,17 +260,6 @@ class Service:
             for name in removed:
                 if name in self.trainers:
                     self.trainers[name].request_stop(self.store)
-        self.clock.set_windows(
-            [w for job in self.jobs.jobs.values() for w in job.spec.schedule.windows])
-        self._reap_workers()
-        # requests for jobs without a worker (paused, waiting, stopped, ...) are answered here
-        answer_idle_controls(self.ws, self.store, set(self.trainers))
-        self._schedule_training()
-        if not self.stopping.is_set():
-            self.merges.start_next()
-        for worker in self._workers():
-            if worker.kill_if_overdue(self.config.service.stop_timeout):
-                log.error("%s worker of %s ignored stop: killed", worker.kind, worker.job)
 
     def _wake_later(self, seconds: float) -> None:
         timer = threading.Timer(seconds + 0.1, self.watcher.mark_all)
@@ -233,14 +272,17 @@ class Service:
             if code is None:
                 continue
             del self.trainers[name]
+            self.wake.set()
+            self._carry_on(lambda n=name, w=worker, c=code: self._after_training_exit(n, w, c))
             # a stop asked of it that it did not take (a signal ended it first) is done
             self.store.close_pending_controls(name, "stop", "the worker has stopped")
-            self._after_training_exit(name, worker, code)
-            self.wake.set()
         if self.merges.reap():
             self.wake.set()
 
     def _after_training_exit(self, name: str, worker: WorkerProcess, code: int) -> None:
+        """What a training worker's exit means. Outcomes the worker recorded itself (done,
+        stopped, a job that cannot train) end here; a full disk, or a folder another process
+        holds, waits (readiness.py); anything else is a crash, retried after a back-off."""
         row = self.store.job(name)
         if name in self._service_stopped:
             self._service_stopped.discard(name)
@@ -249,13 +291,17 @@ class Service:
             return
         if code in (EXIT_OK, EXIT_BAD_INPUT, EXIT_NON_FINITE):
             self._backoff.pop(name, None)
-            return  # the worker recorded the outcome itself (a cause that will not clear)
+            return
         if code == EXIT_BUSY:  # (the worker said who holds the folder)
             self._backoff.setdefault(name, Backoff()).not_before = (
                 time.monotonic() + BUSY_RETRY_SECONDS)
             self._wake_later(BUSY_RETRY_SECONDS)
             return
-        # A crash: retried after a back-off, for as long as it takes (see crashes.py).
+        full = self._disk_hold(name, row) if row is not None else None
+        if full is not None or code == EXIT_DISK_FULL:  # not a crash: it waits for space
+            if full is not None and row is not None:
+                self._hold(name, row, full)
+            return
         cause = crash_cause(code, worker.log_tail())
         backoff = self._backoff.setdefault(name, Backoff())
         delay = backoff.crashed(time.monotonic() - worker.started)
@@ -268,6 +314,8 @@ class Service:
         self.store.log_event(f"worker crashed ({cause}); restarting in {delay:.0f} s", name,
                              level="error")
         self._wake_later(delay)
+
+    # --- training -----------------------------------------------------------------------------
 
     def _schedule_training(self) -> None:
         if self.stopping.is_set():
@@ -320,12 +368,22 @@ class Service:
             running += 1
 
     def _readiness(self, job: Job, row: JobRow, owner: str | None) -> Hold | None:
-        return self.readiness.hold(job.name, job.spec, owner)
+        return (self.readiness.hold(job.name, job.spec, owner)
+                or self._disk_hold(job.name, row))
+
+    def _disk_hold(self, name: str, row: JobRow) -> Hold | None:
+        checkpoint = self.store.latest_artifact(name, "checkpoint")
+        return self.readiness.disk_hold(name, checkpoint.iteration if checkpoint else None,
+                                        (row.info or {}).get("parameters"))
 
     def _hold(self, name: str, row: JobRow, held: Hold) -> None:
         """Keep a job from starting, saying why in its state and (once for each kind of
-        reason) the events."""
-        if (row.state, row.error) != (held.state, held.reason):
+        reason) the events. A full disk is said once: the free space its words name changes
+        all the time, and the worker's own words name the checkpoint it kept."""
+        error = row.error or ""
+        said = row.state == held.state and (error == held.reason or (
+            held.kind == "disk" and error.startswith("disk full on ")))
+        if not said:
             self.store.set_job_state(name, held.state, held.reason)
         before = self._held.get(name)
         if before is None or before.kind != held.kind:

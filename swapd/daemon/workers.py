@@ -24,6 +24,7 @@ from swapd.state import StateStore
 EXIT_OK = 0  # finished, or stopped cleanly after saving
 EXIT_BAD_INPUT = 3  # the job or its input is wrong: do not retry until it changes
 EXIT_NON_FINITE = 4  # training diverged (NaN/inf loss) and could not recover
+EXIT_DISK_FULL = 5  # refused to write: too little free space (the job waits for it)
 EXIT_BUSY = 6  # the model folder is held by another process (the job waits for it)
 
 
