@@ -80,7 +80,10 @@ class FaceIngest:
                 result = self.scan_set(set_dir)
             except Exception as exc:  # one set's trouble (a vanished folder, a full disk, a
                 # broken pool) must not stop the service; the next scan tries again
-                log.exception("scanning %s failed", shown)
+                if shown in self._failed_sets:  # (said, with its traceback, the first time)
+                    log.debug("scanning %s failed again: %s", shown, exc)
+                else:
+                    log.exception("scanning %s failed", shown)
                 with contextlib.suppress(sqlite3.Error):  # (a full disk fails these too)
                     self.store.report_problem(shown, "face", f"{shown}: could not be scanned "
                                               f"({type(exc).__name__}: {exc}); the next scan "
