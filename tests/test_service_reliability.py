@@ -103,6 +103,17 @@ def _job(ws: Workspace, name: str, a: str = "faces/alice", b: str = "faces/bob")
     (ws.jobs / f"{name}.toml").write_text(JOB.format(a=a, b=b))
 
 
+def _merge_job(ws: Workspace) -> Path:
+    """A merge job "clip" (an export, and footage settled long ago); the footage file."""
+    (ws.root / "m.onnx").write_bytes(b"an export")
+    (ws.jobs / "clip.toml").write_text('[merge]\nfootage = "footage/clip"\nmodel = "m.onnx"\n')
+    source = ws.footage / "clip" / "take.mp4"
+    source.parent.mkdir(parents=True)
+    source.write_bytes(b"footage")
+    os.utime(source, (time.time() - 60, time.time() - 60))
+    return source
+
+
 def _pass(svc: Service) -> None:
     svc.ingest.scan()
     svc.jobs.scan(recheck_failed=True)
@@ -160,12 +171,7 @@ def test_a_crash_loop_keeps_trying_and_says_why(svc: Service, ws: Workspace) -> 
 
 def test_a_killed_merge_is_tried_again_and_its_temp_files_go(svc: Service,
                                                             ws: Workspace) -> None:
-    (ws.root / "m.onnx").write_bytes(b"an export")
-    (ws.jobs / "clip.toml").write_text('[merge]\nfootage = "footage/clip"\nmodel = "m.onnx"\n')
-    source = ws.footage / "clip" / "take.mp4"
-    source.parent.mkdir(parents=True)
-    source.write_bytes(b"footage")
-    os.utime(source, (time.time() - 60, time.time() - 60))
+    source = _merge_job(ws)
     output = ws.output / "clip"
     output.mkdir(parents=True)
     stale = output / ".take_swapd.0123abcd.part.mp4"  # left by a merge killed mid-write
@@ -197,12 +203,7 @@ def test_a_merge_waits_for_room_for_its_output(svc: Service, ws: Workspace,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
     from swapd.daemon import disk
 
-    (ws.root / "m.onnx").write_bytes(b"an export")
-    (ws.jobs / "clip.toml").write_text('[merge]\nfootage = "footage/clip"\nmodel = "m.onnx"\n')
-    source = ws.footage / "clip" / "take.mp4"
-    source.parent.mkdir(parents=True)
-    source.write_bytes(b"footage")
-    os.utime(source, (time.time() - 60, time.time() - 60))
+    _merge_job(ws)
     svc.jobs.scan()
     room = disk.free_bytes
     monkeypatch.setattr(disk, "free_bytes", lambda _path: 1000)
