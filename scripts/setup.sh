@@ -6,7 +6,8 @@
 #                               non-commercial use only; the tests install it to test the plugin)
 # System packages (Debian/Ubuntu, installed when run as root or with passwordless sudo):
 #   ffmpeg (ffprobe for tests; swapd itself falls back to imageio-ffmpeg's ffmpeg),
-#   chromium + chromium-driver (the dashboard's browser test).
+#   chromium + chromium-driver (the dashboard's browser test),
+#   strace (the test that watches saves fsync in order).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -30,6 +31,7 @@ missing=()
 command -v ffprobe >/dev/null 2>&1 || missing+=(ffmpeg)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
+command -v strace >/dev/null 2>&1 || missing+=(strace)
 if ((${#missing[@]})); then
     if command -v apt-get >/dev/null 2>&1; then
         SUDO=""

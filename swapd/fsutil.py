@@ -9,8 +9,10 @@ here: the light commands (`swapd verify`, ingest) use it too.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
+import sqlite3
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -48,15 +50,22 @@ def atomic_path(path: str | os.PathLike[str], durable: bool = True, keep_mode: b
     tmp = Path(tmp_name)
     try:
         yield tmp
-        if durable:
-            with open(tmp, "rb+") as fh:
-                os.fsync(fh.fileno())
         if keep_mode and target.exists():
             os.chmod(tmp, target.stat().st_mode & 0o7777)
-        os.replace(tmp, target)
+        durable_replace(tmp, target, durable)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def durable_replace(tmp: Path, target: Path, durable: bool = True) -> None:
+    """Move the finished temp file ``tmp`` over ``target`` (same folder): fsync it, rename,
+    fsync the folder, so that after a power cut ``target`` is the old file or the whole new
+    one. ``durable=False``: the rename only."""
+    if durable:
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+    os.replace(tmp, target)
     if durable:
         fsync_dir(target.parent)
 
@@ -117,3 +126,34 @@ def file_stamp(path: Path) -> tuple[int, int] | None:
     except OSError:
         return None
     return stat.st_size, stat.st_mtime_ns
+
+
+def free_bytes(path: str | os.PathLike[str]) -> int:
+    """Bytes free on the filesystem that holds ``path`` (or its nearest existing folder)."""
+    where = Path(path)
+    while not where.exists() and where.parent != where:
+        where = where.parent
+    return shutil.disk_usage(where).free
+
+
+def is_disk_full(error: BaseException) -> bool:
+    """Whether ``error`` says the disk (or the user's quota) is full: an OSError's errno, or
+    SQLite's "database or disk is full"."""
+    if isinstance(error, OSError):
+        return error.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
+    return isinstance(error, sqlite3.OperationalError) and "disk is full" in str(error)
+
+
+def printable_name(name: str) -> str:
+    """A file name as text that can be stored and shown anywhere (UTF-8): the bytes of a name
+    that is not valid UTF-8 (Python holds them as lone surrogates) become ``\\xNN`` escapes."""
+    try:
+        name.encode("utf-8")
+        return name
+    except UnicodeEncodeError:
+        pass
+    try:
+        raw = name.encode("utf-8", "surrogateescape")  # POSIX: the bytes as they were
+    except UnicodeEncodeError:
+        raw = name.encode("utf-8", "surrogatepass")  # Windows: a lone UTF-16 surrogate
+    return raw.decode("utf-8", "backslashreplace")

@@ -19,6 +19,22 @@ from swapd.trainer.loop import Trainer
 from swapd.trainer.options import TrainerOptions
 
 
+def in_ci() -> bool:
+    """Under CI (CI=true, as .ci/run sets): a test never skips for want of a tool."""
+    return os.environ.get("CI", "").lower() == "true"
+
+
+def require_tools(*names: str) -> None:
+    """Skip the test when a command it needs (ffprobe, ffmpeg) is not on PATH; under CI fail
+    it instead: a CI machine without them would pass while testing less than it claims."""
+    missing = [name for name in names if shutil.which(name) is None]
+    if missing:
+        message = f"needs {' and '.join(missing)} on PATH (apt install ffmpeg)"
+        if in_ci():
+            pytest.fail(message)
+        pytest.skip(message)
+
+
 def wait_for(predicate: Callable[[], object], timeout: float, what: str,
              process: subprocess.Popen[bytes] | None = None, poll: float = 0.25) -> object:
     """Poll until predicate() is truthy; fail naming `what` (and the service's log) if not."""

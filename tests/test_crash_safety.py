@@ -12,6 +12,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from swapd.trainer.checkpoint import load_checkpoint
 from tests.support import wait_for
 
@@ -20,6 +22,7 @@ ENV = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1]),
        "OMP_WAIT_POLICY": "PASSIVE", "OMP_NUM_THREADS": "1"}
 
 
+@pytest.mark.slow  # 20 runs of `swapd train`: about 2 minutes on 2 cores
 def test_sigkill_at_random_moments_never_loses_the_model(synthetic_sets: dict[str, Path],
                                                          tmp_path: Path) -> None:
     model_dir = tmp_path / "model"

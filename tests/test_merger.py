@@ -47,8 +47,13 @@ from swapd.merger.video import VideoWriter
 from swapd.runtime import select_providers
 from swapd.state import StateStore
 from swapd.workspace import Workspace
+from tests.support import require_tools
 
-pytestmark = pytest.mark.skipif(ffprobe_exe() is None, reason="needs ffmpeg's ffprobe")
+
+@pytest.fixture(autouse=True, scope="module")
+def _needs_ffprobe() -> None:
+    require_tools("ffprobe")  # (a skip locally, a failure under CI)
+
 
 SIZE = (640, 360)  # the shared synthetic_clip fixture: 2 s of DEMO_A at 25 fps, with audio
 

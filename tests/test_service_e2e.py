@@ -79,6 +79,10 @@ def test_service_trains_exports_merges_and_resumes(service, synthetic_sets, synt
     evidence = json.loads(verify.stdout)
     assert evidence["marked"] is True
     assert evidence["metadata_tag"] is True
+    # each mark on its own: "marked" is true with the tag alone
+    watermark = evidence["watermark"]
+    assert watermark["marked"] is True, watermark
+    assert watermark["score"] >= watermark["threshold"] and watermark["frames_checked"] > 0
 
     # SIGTERM: the worker saves, everything exits 0 within 30 s, the checkpoint loads.
     code, seconds = svc.terminate(timeout=30)

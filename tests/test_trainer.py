@@ -687,9 +687,9 @@ def test_a_job_starts_from_a_pretrained_model_and_a_wrong_one_is_its_error(
 
     # A broken pretrained file is the job's error (no retries), naming the file.
     from swapd.daemon.train_worker import run as run_worker
-    from swapd.daemon.workers import EXIT_BAD_INPUT
+    from swapd.daemon.workers import EXIT_BAD_INPUT, EXIT_BUSY
     from swapd.fsutil import FolderLock
-    from swapd.trainer.checkpoint import LOCK_NAME, ModelBusyError
+    from swapd.trainer.checkpoint import LOCK_NAME
 
     pretrained.write_bytes(b"PK\x03\x04 truncated zip")
     job_path.write_text(job_path.read_text().replace("dense_dim = 32", "dense_dim = 64"))
@@ -698,14 +698,15 @@ def test_a_job_starts_from_a_pretrained_model_and_a_wrong_one_is_its_error(
     handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         assert run_worker(ws, "new") == EXIT_BAD_INPUT
-        # A model folder another trainer holds is no bad input: the worker fails, to be retried.
+        # A model folder another trainer holds is no bad input: the worker says so (EXIT_BUSY,
+        # no traceback), to be tried again.
         held = FolderLock(ws.model_dir("pre") / LOCK_NAME)
         assert held.acquire()
         try:
             store.upsert_job("pre", str(ws.jobs / "pre.toml"), "train", "queued", "lightweight",
                              100, load_job_file(ws.jobs / "pre.toml").model_dump())
-            with pytest.raises(ModelBusyError):
-                run_worker(ws, "pre")
+            assert run_worker(ws, "pre") == EXIT_BUSY
+            assert "in use by another process" in (store.job("pre").error or "")
         finally:
             held.release()
     finally:

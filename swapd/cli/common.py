@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -13,16 +14,44 @@ from swapd.workspace import Workspace
 
 EXIT_USAGE = 2
 Subparsers = argparse._SubParsersAction  # what add_subparsers returns
+TOKEN_VARIABLE = "SWAPD_DASHBOARD_TOKEN"
 
 
 def add_service_args(p: argparse.ArgumentParser) -> None:
     """The options of the commands that start the service (run, demo)."""
     p.add_argument("--workspace", type=Path, help="workspace folder")
     p.add_argument("--config", type=Path, help="swapd.toml (default: built-in defaults)")
-    p.add_argument("--host", help="dashboard address (non-loopback needs --token)")
+    p.add_argument("--host", help="dashboard address (any but 127.0.0.1 / localhost needs a "
+                                  "token, or swapd refuses to start)")
     p.add_argument("--port", type=int, help="dashboard port (0 = any free port)")
-    p.add_argument("--token", help="dashboard access token")
+    p.add_argument("--token-file", type=Path, metavar="FILE",
+                   help="read the dashboard's access token from FILE (its first line); or set "
+                        f"it in ${TOKEN_VARIABLE}, or as [dashboard] token in swapd.toml")
+    p.add_argument("--token", help="the dashboard's access token on the command line (other "
+                                   "users of the machine see it in ps: prefer --token-file or "
+                                   f"${TOKEN_VARIABLE})")
     p.add_argument("--no-dashboard", action="store_true", help="do not serve the dashboard")
+
+
+class TokenFileError(ValueError):
+    """--token-file names a file that cannot be read, or an empty one."""
+
+
+def dashboard_token(args: argparse.Namespace) -> str | None:
+    """The token given to this command: --token, else --token-file's first line, else
+    $SWAPD_DASHBOARD_TOKEN; None leaves swapd.toml's."""
+    if getattr(args, "token", None):
+        return str(args.token)
+    path = getattr(args, "token_file", None)
+    if path is not None:
+        try:
+            lines = Path(path).read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise TokenFileError(f"--token-file {path}: cannot read it ({exc})") from exc
+        if not lines or not lines[0].strip():
+            raise TokenFileError(f"--token-file {path}: the file is empty")
+        return lines[0].strip()
+    return os.environ.get(TOKEN_VARIABLE) or None
 
 
 def service_config(args: argparse.Namespace) -> ServiceConfig:
@@ -34,8 +63,9 @@ def service_config(args: argparse.Namespace) -> ServiceConfig:
         updates.setdefault("dashboard", {})["port"] = args.port
     if getattr(args, "no_dashboard", False):
         updates.setdefault("dashboard", {})["enabled"] = False
-    if getattr(args, "token", None):
-        updates.setdefault("dashboard", {})["token"] = args.token
+    token = dashboard_token(args)
+    if token:
+        updates.setdefault("dashboard", {})["token"] = token
     data = config.model_dump()
     for section, values in updates.items():
         data[section].update(values)

@@ -18,42 +18,79 @@ def cmd_status(args: argparse.Namespace) -> int:
     if store is None:
         return 1
     jobs, problems = store.jobs(), store.problems()
+    disk = {j.name: _disk_full(ws, store, j) for j in jobs}
     if args.json:
         print(json.dumps({
             "workspace": str(ws.root),
             "jobs": [{"name": j.name, "kind": j.kind, "state": j.state, "model": j.model,
                       "iteration": j.iteration, "target": j.target, "egs": j.egs,
-                      "error": j.error} for j in jobs],
+                      "error": j.error, "disk_full": disk[j.name]} for j in jobs],
             "problems": [{"source": p.source, "kind": p.kind, "key": p.key,
                           "message": p.message, "moved_to": p.moved_to} for p in problems],
         }, indent=2))
         return 0
     print(f"workspace {ws.root}")
+    short = _disk_shortage(ws)
+    if short:
+        print(f"  {short}")
     for j in jobs:
         egs = f"{j.egs:.1f} EG/s" if j.egs else ""
         target = f"/{j.target}" if j.target else ""
         print(f"  {j.name:24} {j.state:11} {j.iteration}{target} {egs}")
         if j.error:
             print(f"      {j.error.splitlines()[0]}")
+        if disk[j.name] and not (j.error or "").startswith("disk full"):
+            print(f"      {disk[j.name]}")
     for p in problems:
         print(f"  problem: {p.message.splitlines()[0]}"
               + (f" (moved to {p.moved_to})" if p.moved_to else ""))
     return 0
 
 
+def _disk_shortage(ws: Workspace) -> str | None:
+    """"disk full on ..." when the workspace's disk lacks the room the service needs to write
+    its state (the jobs' own needs are in their states)."""
+    from swapd.daemon.disk import MARGIN, shortage
+
+    found = shortage(ws.internal, MARGIN, "the service's state and saves",
+                     "training waits until there is room again")
+    return None if found is None else str(found)
+
+
+def _disk_full(ws: Workspace, store: Any, job: Any) -> str | None:
+    """"disk full on ...: ... for a save; the checkpoint at iteration X is kept" for a job
+    that would train but lacks the room to save, read from the disk itself (it holds even
+    when the full disk kept the service from recording it)."""
+    from swapd.daemon.disk import save_shortage
+
+    if job.kind != "train" or job.state not in ("training", "queued", "waiting"):
+        return None
+    checkpoint = store.latest_artifact(job.name, "checkpoint")
+    found = save_shortage(ws.model_dir(job.name), (job.info or {}).get("parameters"),
+                          checkpoint.iteration if checkpoint else None)
+    return None if found is None else str(found)
+
+
 def cmd_control(args: argparse.Namespace) -> int:
+    import sqlite3
+
     from swapd.state import StateStore
 
     ws = Workspace.open(args.workspace, create=False)
-    store = StateStore(ws.state_db)
-    row = store.job(args.job)
-    if row is None:
-        print(f"no job named {args.job!r} in {ws.root}", file=sys.stderr)
+    try:
+        store = StateStore(ws.state_db)
+        row = store.job(args.job)
+        if row is None:
+            print(f"no job named {args.job!r} in {ws.root}", file=sys.stderr)
+            return 1
+        if args.command == "resume" and row.state in ("stopped", "error", "interrupted"):
+            store.set_job_state(args.job, "queued")  # no worker to tell: the service starts one
+        else:
+            store.request_control(args.job, args.command)
+    except (OSError, sqlite3.Error) as exc:
+        print(f"swapd {args.command}: not recorded: {_disk_shortage(ws) or exc}",
+              file=sys.stderr)
         return 1
-    if args.command == "resume" and row.state in ("stopped", "error", "interrupted"):
-        store.set_job_state(args.job, "queued")  # no worker to tell: the service starts one
-    else:
-        store.request_control(args.job, args.command)
     print(f"{args.command} requested for {args.job} (was {row.state})")
     return 0
 

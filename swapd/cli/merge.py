@@ -31,7 +31,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 def cmd_merge(args: argparse.Namespace) -> int:
     from swapd.extract.alignments import AlignmentsError, load_alignments, record_beside
     from swapd.media import UnreadableMediaError
-    from swapd.merger.merge import MergeError, MergeOptions, merge_file
+    from swapd.merger.merge import MergeError, MergeOptions, faceless_text, merge_file
 
     record = None if args.detect else (args.alignments or record_beside(args.input))
     try:
@@ -54,6 +54,9 @@ def cmd_merge(args: argparse.Namespace) -> int:
     bar.close()
     print(f"{result.output_path} ({result.frames} frames, {result.faces_swapped} faces swapped,"
           f" {result.fps:.1f} fps)")
+    if result.frames_without_face:
+        print(f"swapd merge: {faceless_text(result.frames_without_face, result.frames)}",
+              file=sys.stderr)
     return 0
 
 

@@ -10,9 +10,26 @@ import sys
 from pathlib import Path
 
 from swapd import __version__
-from swapd.cli.common import Subparsers, add_service_args, service_config, workspace_of
+from swapd.cli.common import (
+    EXIT_USAGE,
+    Subparsers,
+    TokenFileError,
+    add_service_args,
+    service_config,
+    workspace_of,
+)
 from swapd.config import default_config_text
 from swapd.workspace import Workspace
+
+
+class _LogFile(logging.handlers.RotatingFileHandler):
+    """The service's log file. On a full disk a line that cannot be written is dropped (the
+    console, or the journal, still has it) rather than printed with a traceback each time."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        if isinstance(sys.exc_info()[1], OSError):
+            return
+        super().handleError(record)
 
 
 def _setup_logging(ws: Workspace | None, level: str) -> None:
@@ -24,8 +41,8 @@ def _setup_logging(ws: Workspace | None, level: str) -> None:
     root.addHandler(console)
     if ws is not None:
         ws.logs.mkdir(parents=True, exist_ok=True)
-        file = logging.handlers.RotatingFileHandler(ws.logs / "swapd.log", maxBytes=5_000_000,
-                                                    backupCount=3, encoding="utf-8")
+        file = _LogFile(ws.logs / "swapd.log", maxBytes=5_000_000, backupCount=3,
+                        encoding="utf-8")
         file.setFormatter(fmt)
         root.addHandler(file)
     for noisy in ("watchdog", "waitress", "apscheduler"):
@@ -35,9 +52,18 @@ def _setup_logging(ws: Workspace | None, level: str) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from swapd.daemon.dashboard_settings import dashboard_problem
     from swapd.daemon.service import Service
 
-    config = service_config(args)
+    try:
+        config = service_config(args)
+    except TokenFileError as exc:
+        print(f"swapd: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    problem = dashboard_problem(config)
+    if problem is not None:
+        print(f"swapd: not started: {problem}", file=sys.stderr)
+        return EXIT_USAGE
     ws = workspace_of(args, config)
     _setup_logging(ws, config.service.log_level)
     print(f"swapd {__version__}: workspace {ws.root}", flush=True)

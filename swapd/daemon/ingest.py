@@ -10,10 +10,12 @@ again, so re-scanning thousands of unchanged faces costs one ``stat`` each.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import multiprocessing
 import os
+import sqlite3
 import time
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -21,6 +23,7 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from swapd.fsutil import is_disk_full, printable_name
 from swapd.state import FaceRecord, StateStore
 from swapd.workspace import Workspace
 
@@ -59,6 +62,7 @@ class FaceIngest:
         self.ws, self.store = ws, store
         self.min_size, self.settle = min_size, settle_seconds
         self.landmark_detector = landmark_detector
+        self._failed_sets: set[str] = set()  # sets whose last scan failed (a problem says why)
 
     def scan(self) -> ScanResult:
         """Check new and changed files of every set, update the index."""
@@ -69,14 +73,27 @@ class FaceIngest:
         for gone in set(self.store.face_sets()) - {p.name for p in present}:
             self.store.forget_face_set(gone)  # the folder was removed: so are its faces
         for set_dir in present:
+            shown = f"faces/{printable_name(set_dir.name)}"
             try:
+                if printable_name(set_dir.name) != set_dir.name:
+                    raise ValueError("the folder's name is not valid UTF-8: rename it")
                 result = self.scan_set(set_dir)
             except Exception as exc:  # one set's trouble (a vanished folder, a full disk, a
                 # broken pool) must not stop the service; the next scan tries again
-                log.exception("scanning %s failed", set_dir)
-                self.store.log_event(f"scanning faces/{set_dir.name} failed: {exc}",
-                                     level="error")
+                if shown in self._failed_sets:  # (said, with its traceback, the first time)
+                    log.debug("scanning %s failed again: %s", shown, exc)
+                else:
+                    log.exception("scanning %s failed", shown)
+                with contextlib.suppress(sqlite3.Error):  # (a full disk fails these too)
+                    self.store.report_problem(shown, "face", f"{shown}: could not be scanned "
+                                              f"({type(exc).__name__}: {exc}); the next scan "
+                                              "tries again")
+                    self.store.log_event(f"scanning {shown} failed: {exc}", level="error")
+                self._failed_sets.add(shown)
                 continue
+            if shown in self._failed_sets:
+                self._failed_sets.discard(shown)
+                self.store.clear_problems(shown)
             total.accepted += result.accepted
             total.quarantined += result.quarantined
             total.removed += result.removed
@@ -90,21 +107,26 @@ class FaceIngest:
         result = ScanResult()
         set_name = set_dir.name
         known = self.store.face_stamps(set_name)
+        left = self.store.faces_left_in_place(set_name)
         present: set[str] = set()
         to_check: list[tuple[Path, int, int]] = []
+        odd: list[tuple[Path, int, int]] = []  # names that are not UTF-8: each a bad file
         now = time.time()
         for path, st in face_files(set_dir):
-            present.add(path.name)
-            old = known.get(path.name)
-            # A quarantined row does not cover a file back in the set: check it again.
-            if old is not None and old == (st.st_size, st.st_mtime_ns, "ok"):
+            name = printable_name(path.name)
+            present.add(name)
+            stamp = (st.st_size, st.st_mtime_ns)
+            # A quarantined row does not cover a file back in the set: check it again; one
+            # left where it was (outside the workspace) is covered while it is unchanged.
+            covered = [(*stamp, "ok"), *([(*stamp, "quarantined")] if name in left else [])]
+            if known.get(name) in covered:
                 result.unchanged += 1
                 continue
             if now - st.st_mtime_ns / 1e9 < self.settle:
                 result.settling = True
                 continue
-            to_check.append((path, st.st_size, st.st_mtime_ns))
-        records = self._check(set_name, to_check, now, result)
+            (odd if name != path.name else to_check).append((path, *stamp))
+        records = self._check(set_name, to_check, now, result, odd)
         removed = [n for n, (_, _, status) in known.items() if status == "ok" and n not in present]
         result.removed = len(removed)
         if records or removed:
@@ -112,8 +134,8 @@ class FaceIngest:
         return result
 
     def _check(self, set_name: str, files: list[tuple[Path, int, int]], now: float,
-               result: ScanResult) -> list[FaceRecord]:
-        from swapd.faces.validate import BadFaceError, quarantine_file
+               result: ScanResult, odd: list[tuple[Path, int, int]]) -> list[FaceRecord]:
+        from swapd.faces.validate import BadFaceError
 
         check = partial(index_record, set_name, now=now, min_size=self.min_size,
                         landmark_detector=self.landmark_detector)
@@ -126,28 +148,56 @@ class FaceIngest:
         else:
             pool = ThreadPoolExecutor(ingest_threads())
         with pool:
-            outcomes = list(pool.map(check, files, chunksize=32))
+            outcomes: list[FaceRecord | Exception] = list(pool.map(check, files, chunksize=32))
+        files = [*files, *odd]
+        outcomes += [BadFaceError(path, "its name is not valid UTF-8 (shown here with its odd "
+                                  "bytes as \\xNN): rename it")
+                     for path, _, _ in odd]
         records = []
-        for (path, size, mtime_ns), outcome in zip(files, outcomes, strict=True):
+        for file, outcome in zip(files, outcomes, strict=True):
             if isinstance(outcome, FaceRecord):
                 records.append(outcome)
                 result.accepted += 1
                 continue
             assert isinstance(outcome, BadFaceError)
-            shown = self.ws.relative(path)
-            try:
-                moved = self.ws.relative(
-                    quarantine_file(path, self.ws.quarantine, set_name, outcome.reason))
-            except FileNotFoundError:  # removed while it was being checked
-                continue
-            self.store.report_problem(shown, "face", f"{shown}: {outcome.reason}",
-                                      moved_to=moved)
-            self.store.log_event(f"set aside {shown}: {outcome.reason}", level="warning")
-            records.append(FaceRecord(set_name, path.name, "quarantined", size, mtime_ns,
-                                      reason=outcome.reason, moved_to=moved, first_seen=now,
-                                      checked_at=now))
-            result.quarantined += 1
+            record = self._set_aside(set_name, file, outcome.reason, now)
+            if record is not None:
+                records.append(record)
+                result.quarantined += 1
         return records
+
+    def _set_aside(self, set_name: str, file: tuple[Path, int, int], reason: str,
+                   now: float) -> FaceRecord | None:
+        """Move a bad face file to the quarantine with its reason, and record it; a file that
+        lives outside the workspace (a set folder linked in from elsewhere) is never moved:
+        it is recorded as set aside, where it is. None when it vanished meanwhile."""
+        from swapd.faces.validate import quarantine_file
+
+        path, size, mtime_ns = file
+        name = printable_name(path.name)
+        shown = f"faces/{printable_name(set_name)}/{name}"  # as the user sees it, not a link's
+        moved, kept = None, " (left where it is: it lives outside the workspace)"
+        if self._inside_workspace(path.parent):
+            try:
+                moved = quarantine_file(path, self.ws.quarantine, set_name, reason)
+            except FileNotFoundError:  # removed while it was being checked
+                return None
+            except OSError as exc:  # (a read-only folder): recorded, left where it is
+                if is_disk_full(exc):
+                    raise  # the set's scan fails, said, and is tried again
+                kept = f" (left where it is: it could not be moved: {exc.strerror or exc})"
+        where = str(Path(self.ws.relative(moved.parent)) / moved.name) if moved else None
+        kept = "" if moved else kept
+        self.store.report_problem(shown, "face", f"{shown}: {reason}{kept}", moved_to=where)
+        self.store.log_event(f"set aside {shown}: {reason}{kept}", level="warning")
+        return FaceRecord(set_name, name, "quarantined", size, mtime_ns, reason=reason,
+                          moved_to=where, first_seen=now, checked_at=now)
+
+    def _inside_workspace(self, folder: Path) -> bool:
+        try:
+            return folder.resolve().is_relative_to(self.ws.root.resolve())
+        except OSError:
+            return False
 
 
 @functools.cache

@@ -81,9 +81,9 @@ class JobRegistry:
                 continue
             if self._seen.get(path) == key and not (recheck_failed and path in self._failed):
                 continue
-            self._seen[path] = key
             if self._load(path):
                 changed.add(job_name(path))
+            self._seen[path] = key  # (after: a file whose record failed is read again)
         removed = set()
         for path in set(self._seen) - present:
             del self._seen[path]

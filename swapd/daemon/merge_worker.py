@@ -34,7 +34,7 @@ def run(workspace: Workspace, job: str, source: Path, model: Path, output: Path,
         faces: str, device: str, learned_mask: bool = True) -> int:
     from swapd.faces.validate import quarantine_file
     from swapd.media import UnreadableMediaError
-    from swapd.merger.merge import MergeError, MergeOptions, merge_file
+    from swapd.merger.merge import MergeError, MergeOptions, faceless_text, merge_file
 
     store = StateStore(workspace.state_db)
     shown = workspace.relative(source)
@@ -75,12 +75,17 @@ def run(workspace: Workspace, job: str, source: Path, model: Path, output: Path,
         "source_mtime": source.stat().st_mtime,
         "frames": result.frames,
         "faces_swapped": result.faces_swapped,
+        "frames_without_face": result.frames_without_face,
         "seconds": round(result.seconds, 2),
         "fps": round(result.fps, 2),
         "model": str(model),
     })
     store.log_event(f"merged {shown} -> {workspace.relative(result.output_path)} "
                     f"({result.frames} frames, {result.fps:.1f} fps)", job)
+    if result.frames_without_face:
+        store.log_event(f"{workspace.relative(result.output_path)}: "
+                        f"{faceless_text(result.frames_without_face, result.frames)}", job,
+                        level="warning")
     store.close()
     return EXIT_OK
 

@@ -10,44 +10,44 @@ from __future__ import annotations
 
 import logging
 import signal
+import sqlite3
 import sys
 import threading
 import time
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Callable
 
 from swapd.config import ServiceConfig
 from swapd.daemon import sdnotify
+from swapd.daemon.crashes import Backoff, crash_cause
+from swapd.daemon.disk import MARGIN, RESERVE_BYTES, Reserve, shortage, size_text
 from swapd.daemon.idle_controls import answer_idle_controls
 from swapd.daemon.ingest import FaceIngest
 from swapd.daemon.jobs import Job, JobRegistry, write_status_files
+from swapd.daemon.merges import MergeQueue
+from swapd.daemon.readiness import Hold, Readiness
 from swapd.daemon.schedule import WindowClock, in_window
 from swapd.daemon.watcher import WorkspaceWatcher
 from swapd.daemon.workers import (
     EXIT_BAD_INPUT,
+    EXIT_BUSY,
+    EXIT_DISK_FULL,
     EXIT_NON_FINITE,
     EXIT_OK,
     WorkerProcess,
     start_worker,
 )
-from swapd.media import IMAGE_SUFFIXES, VIDEO_SUFFIXES
-from swapd.state import StateStore
+from swapd.fsutil import is_disk_full
+from swapd.state import JobRow, StateStore
 from swapd.workspace import Workspace
 
 log = logging.getLogger("swapd.service")
 
 RESCAN_SECONDS = 30.0  # full rescan even without watchdog events
 PROGRESS_LOG_SECONDS = 30.0  # how often training progress goes to the log
-MAX_CRASHES = 5  # consecutive worker crashes before a job is put in the error state
-STABLE_RUN_SECONDS = 120.0  # a worker that ran this long resets the crash count
+BUSY_RETRY_SECONDS = 10.0  # a model folder another process held: look again after this
+TROUBLE_LOG_SECONDS = 60.0  # the same trouble of the loop is logged again after this long
 # States in which a training job wants a worker.
 RUNNABLE = ("queued", "waiting", "training", "paused")
-
-
-@dataclass
-class _Crashes:
-    count: int = 0
-    not_before: float = 0.0
 
 
 class Service:
@@ -62,11 +62,14 @@ class Service:
                                  config.ingest.settle_seconds, config.ingest.landmark_detector)
         self.watcher = WorkspaceWatcher(workspace, self.wake)
         self.clock = WindowClock(self.wake)
+        self.readiness = Readiness(workspace, self.store)
+        self.reserve = Reserve(workspace.internal)
+        self.merges = MergeQueue(workspace, self.store, self.jobs, config, self._wake_later)
         self.trainers: dict[str, WorkerProcess] = {}
-        self.merger: WorkerProcess | None = None
-        self._crashes: dict[str, _Crashes] = {}
-        self._merge_failed: set[Path] = set()
+        self._backoff: dict[str, Backoff] = {}
+        self._held: dict[str, Hold] = {}  # jobs kept from starting (readiness.py), and why
         self._service_stopped: set[str] = set()  # jobs the service itself asked to stop
+        self._trouble: tuple[str, float] = ("", 0.0)  # the loop's last error, when logged
         self._dashboard = None
         self.dashboard_url: str | None = None
 
@@ -74,12 +77,12 @@ class Service:
 
     def run(self) -> int:
         self._install_signal_handlers()
-        self._recover_after_restart()
+        self._carry_on(self._recover_after_restart)
         self.watcher.start()
         self.clock.start()
         self._start_dashboard()
         sdnotify.notify("READY=1", "STATUS=watching " + str(self.ws.root))
-        self.store.log_event(f"service started on {self.ws.root}")
+        self._carry_on(lambda: self.store.log_event(f"service started on {self.ws.root}"))
         log.info("watching %s", self.ws.root)
         watchdog_every = sdnotify.watchdog_interval()
         last_rescan = last_status = last_ping = 0.0
@@ -94,19 +97,41 @@ class Service:
                 if now - last_rescan >= RESCAN_SECONDS:
                     self.watcher.mark_all()
                     last_rescan = now
-                self.reconcile()
+                if watchdog_every and now - last_ping >= watchdog_every:
+                    sdnotify.notify("WATCHDOG=1")  # (the loop runs, whatever it meets)
+                    last_ping = now
+                self._carry_on(self.reconcile)
                 if now - last_status >= 2.0:
-                    write_status_files(self.ws, self.store)
+                    self._carry_on(lambda: write_status_files(self.ws, self.store))
+                    self._carry_on(self.reserve.keep)
                     last_status = now
                 if now - last_progress >= PROGRESS_LOG_SECONDS:
-                    self._log_progress()
+                    self._carry_on(self._log_progress)
                     last_progress = now
-                if watchdog_every and now - last_ping >= watchdog_every:
-                    sdnotify.notify("WATCHDOG=1")
-                    last_ping = now
         finally:
             self.shutdown()
         return 0
+
+    def _carry_on(self, work: Callable[[], object]) -> None:
+        """Do ``work``; a full disk or a database that cannot be written (the same thing, most
+        often) is logged, and the loop tries again on its next turn."""
+        try:
+            work()
+        except (OSError, sqlite3.Error) as exc:
+            if is_disk_full(exc):
+                short = shortage(self.ws.internal, MARGIN, "the state database",
+                                 "the service carries on and tries again")
+                text = str(short) if short else f"disk full: {exc}"
+                if self.reserve.release():  # the next turn's records fit in its room
+                    text += (f"; gave up the {size_text(RESERVE_BYTES)} kept in reserve to "
+                             "record why jobs wait")
+            else:
+                text = f"{type(exc).__name__}: {exc} (the service carries on and tries again)"
+            key = "disk full" if is_disk_full(exc) else text  # (the free bytes change)
+            last, when = self._trouble
+            if key != last or time.monotonic() - when > TROUBLE_LOG_SECONDS:
+                log.error("%s", text, exc_info=not is_disk_full(exc))
+                self._trouble = (key, time.monotonic())
 
     def request_stop(self) -> None:
         self.stopping.set()
@@ -131,7 +156,9 @@ class Service:
         self.request_stop()
 
     def _recover_after_restart(self) -> None:
-        """Jobs that were training when the service last stopped queue up again."""
+        """Jobs that were training when the service last stopped queue up again; what merges
+        cut short left behind goes."""
+        self.merges.clear_temp_files()
         self.store.end_merge_progress()  # merges cut short by the stop start again
         for row in self.store.jobs():  # (a paused job stays paused until resumed)
             if row.state in ("training", "interrupted", "waiting"):
@@ -148,8 +175,9 @@ class Service:
                                      token=cfg.token or None)
             server.start()
         except Exception as exc:  # a busy port must not stop training
-            log.error("dashboard not started: %s", exc)
-            self.store.log_event(f"dashboard not started: {exc}", level="error")
+            said = f"dashboard not started: {exc}"
+            log.error("%s", said)
+            self._carry_on(lambda: self.store.log_event(said, level="error"))
             return
         self._dashboard = server
         self.dashboard_url = server.url
@@ -161,7 +189,7 @@ class Service:
         sdnotify.notify("STOPPING=1", "STATUS=saving and stopping")
         workers = list(self._workers())
         for worker in workers:
-            worker.request_stop(self.store)
+            self._carry_on(lambda w=worker: w.request_stop(self.store))
         deadline = time.monotonic() + self.config.service.stop_timeout
         while any(w.poll() is None for w in workers) and time.monotonic() < deadline:
             time.sleep(0.1)
@@ -172,19 +200,22 @@ class Service:
                 worker.process.kill()
                 worker.process.wait()
         for name in self.trainers:
-            self.store.close_pending_controls(name, "stop", "the worker has stopped")
-            row = self.store.job(name)
-            if row is not None and row.state not in ("done", "error", "paused"):
-                self.store.set_job_state(name, "interrupted")
+            self._carry_on(lambda n=name: self._interrupted(n))
         self.trainers.clear()
-        self.merger = None
-        self.store.log_event("service stopped")
-        write_status_files(self.ws, self.store)
+        self.merges.worker = None
+        self._carry_on(lambda: self.store.log_event("service stopped"))
+        self._carry_on(lambda: write_status_files(self.ws, self.store))
         self.clock.stop()
         self.watcher.stop()
         if self._dashboard is not None:
             self._dashboard.stop()
         self.store.close()
+
+    def _interrupted(self, name: str) -> None:
+        self.store.close_pending_controls(name, "stop", "the worker has stopped")
+        row = self.store.job(name)
+        if row is not None and row.state not in ("done", "error", "paused"):
+            self.store.set_job_state(name, "interrupted")
 
     def _log_progress(self) -> None:
         for name in self.trainers:
@@ -197,12 +228,29 @@ class Service:
                         if self.trainers else "STATUS=idle")
 
     def _workers(self) -> list[WorkerProcess]:
-        return [*self.trainers.values(), *([self.merger] if self.merger else [])]
+        merger = self.merges.worker
+        return [*self.trainers.values(), *([merger] if merger else [])]
 
     # --- the loop's work ----------------------------------------------------------------------
 
     def reconcile(self) -> None:
+        """One turn of the loop. Each step goes on when another fails (a full disk fails
+        the state store's writes): what failed is tried again at a later turn."""
         changes = self.watcher.take_changes()
+        self._carry_on(lambda: self._read_changes(changes))
+        self.clock.set_windows(
+            [w for job in self.jobs.jobs.values() for w in job.spec.schedule.windows])
+        self._carry_on(self._reap_workers)
+        # requests for jobs without a worker (paused, waiting, stopped, ...) are answered here
+        self._carry_on(lambda: answer_idle_controls(self.ws, self.store, set(self.trainers)))
+        self._carry_on(self._schedule_training)
+        if not self.stopping.is_set():
+            self._carry_on(self.merges.start_next)
+        for worker in self._workers():
+            if worker.kill_if_overdue(self.config.service.stop_timeout):
+                log.error("%s worker of %s ignored stop: killed", worker.kind, worker.job)
+
+    def _read_changes(self, changes: set[str]) -> None:
         if "faces" in changes:
             if self.ingest.scan().settling:
                 self._wake_later(self.config.ingest.settle_seconds)
@@ -212,16 +260,6 @@ class Service:
             for name in removed:
                 if name in self.trainers:
                     self.trainers[name].request_stop(self.store)
-        self.clock.set_windows(
-            [w for job in self.jobs.jobs.values() for w in job.spec.schedule.windows])
-        self._reap_workers()
-        # requests for jobs without a worker (paused, waiting, stopped, ...) are answered here
-        answer_idle_controls(self.ws, self.store, set(self.trainers))
-        self._schedule_training()
-        self._schedule_merge()
-        for worker in self._workers():
-            if worker.kill_if_overdue(self.config.service.stop_timeout):
-                log.error("%s worker of %s ignored stop: killed", worker.kind, worker.job)
 
     def _wake_later(self, seconds: float) -> None:
         timer = threading.Timer(seconds + 0.1, self.watcher.mark_all)
@@ -234,16 +272,17 @@ class Service:
             if code is None:
                 continue
             del self.trainers[name]
+            self.wake.set()
+            self._carry_on(lambda n=name, w=worker, c=code: self._after_training_exit(n, w, c))
             # a stop asked of it that it did not take (a signal ended it first) is done
             self.store.close_pending_controls(name, "stop", "the worker has stopped")
-            self._after_training_exit(name, worker, code)
-            self.wake.set()
-        if self.merger is not None and (code := self.merger.poll()) is not None:
-            worker, self.merger = self.merger, None
-            self._after_merge_exit(worker, code)
+        if self.merges.reap():
             self.wake.set()
 
     def _after_training_exit(self, name: str, worker: WorkerProcess, code: int) -> None:
+        """What a training worker's exit means. Outcomes the worker recorded itself (done,
+        stopped, a job that cannot train) end here; a full disk, or a folder another process
+        holds, waits (readiness.py); anything else is a crash, retried after a back-off."""
         row = self.store.job(name)
         if name in self._service_stopped:
             self._service_stopped.discard(name)
@@ -251,46 +290,65 @@ class Service:
                 self.store.set_job_state(name, "waiting")
             return
         if code in (EXIT_OK, EXIT_BAD_INPUT, EXIT_NON_FINITE):
-            self._crashes.pop(name, None)
-            return  # the worker recorded the outcome itself
-        crashes = self._crashes.setdefault(name, _Crashes())
-        if time.monotonic() - worker.started > STABLE_RUN_SECONDS:
-            crashes.count = 0
-        crashes.count += 1
-        reason = f"exit status {code}" if code > 0 else f"killed by signal {-code}"
-        message = (f"training worker of {name} crashed ({reason}); log: "
-                   f"{self.ws.relative(worker.log_path)}\n{worker.log_tail()}")
-        log.error("%s", message)
-        self.store.report_problem(self.ws.relative(worker.log_path), "worker", message)
-        if crashes.count >= MAX_CRASHES:
-            self.store.set_job_state(name, "error", f"crashed {crashes.count} times in a row; "
-                                     "fix the cause and touch the job file to retry")
+            self._backoff.pop(name, None)
             return
-        delay = min(300.0, 2.0 ** crashes.count)
-        crashes.not_before = time.monotonic() + delay
-        self.store.set_job_state(name, "queued", f"restarting after a crash ({reason})")
-        self.store.log_event(f"worker crashed ({reason}); restarting in {delay:.0f} s", name,
+        if code == EXIT_BUSY:  # (the worker said who holds the folder)
+            self._backoff.setdefault(name, Backoff()).not_before = (
+                time.monotonic() + BUSY_RETRY_SECONDS)
+            self._wake_later(BUSY_RETRY_SECONDS)
+            return
+        full = self._disk_hold(name, row) if row is not None else None
+        if full is not None or code == EXIT_DISK_FULL:  # not a crash: it waits for space
+            if full is not None and row is not None:
+                self._hold(name, row, full)
+            return
+        cause = crash_cause(code, worker.log_tail())
+        backoff = self._backoff.setdefault(name, Backoff())
+        delay = backoff.crashed(time.monotonic() - worker.started)
+        message = (f"training worker of {name} crashed ({cause}); log: "
+                   f"{self.ws.relative(worker.log_path)}")
+        log.error("%s\n%s", message, worker.log_tail())
+        self.store.report_problem(self.ws.relative(worker.log_path), "worker", message)
+        self.store.set_job_state(name, "queued", f"restarting in {delay:.0f} s after crash "
+                                 f"{backoff.count} in a row ({cause})")
+        self.store.log_event(f"worker crashed ({cause}); restarting in {delay:.0f} s", name,
                              level="error")
         self._wake_later(delay)
 
+    # --- training -----------------------------------------------------------------------------
+
     def _schedule_training(self) -> None:
+        if self.stopping.is_set():
+            return
+        train_jobs = [job for job in self.jobs.jobs.values() if job.spec.train is not None]
+        # Running jobs first, then by priority: the first job on a model folder owns it.
+        train_jobs.sort(key=lambda j: (j.name not in self.trainers,
+                                       -j.spec.schedule.priority, j.name))
+        owners = self.readiness.owners([j.name for j in train_jobs])
         wanted: list[Job] = []
-        for job in self.jobs.jobs.values():
-            if job.spec.train is None or self.stopping.is_set():
-                continue
+        for job in train_jobs:
             row = self.store.job(job.name)
-            if row is None or row.state not in RUNNABLE:
+            if row is None or not (row.state in RUNNABLE or (
+                    row.state == "error" and job.name in self._held)):
                 continue
             if row.state == "paused" and job.name not in self.trainers:
                 continue  # paused while it had no worker: it waits for a resume
             if not in_window(job.spec.schedule.windows):
-                if job.name not in self.trainers and row.state != "waiting":
+                if job.name not in self.trainers and (row.state != "waiting" or row.error):
+                    self._held.pop(job.name, None)
                     self.store.set_job_state(job.name, "waiting")
                 continue
-            if self._crashes.get(job.name, _Crashes()).not_before > time.monotonic():
-                continue
+            if job.name not in self.trainers:
+                if job.name in self._backoff and self._backoff[job.name].waiting():
+                    continue
+                held = self._readiness(job, row, owners.get(job.name))
+                if held is not None:
+                    self._hold(job.name, row, held)
+                    continue
+                if (was := self._held.pop(job.name, None)) is not None:
+                    self.store.log_event(f"may train again (it waited: "
+                                         f"{was.reason.split(': ')[0]})", job.name)
             wanted.append(job)
-        wanted.sort(key=lambda j: (-j.spec.schedule.priority, j.name))
         chosen = {j.name for j in wanted[: self.config.service.max_workers]}
         for name, worker in self.trainers.items():
             row = self.store.job(name)
@@ -309,6 +367,30 @@ class Service:
             self._start_training(job)
             running += 1
 
+    def _readiness(self, job: Job, row: JobRow, owner: str | None) -> Hold | None:
+        return (self.readiness.hold(job.name, job.spec, owner)
+                or self._disk_hold(job.name, row))
+
+    def _disk_hold(self, name: str, row: JobRow) -> Hold | None:
+        checkpoint = self.store.latest_artifact(name, "checkpoint")
+        return self.readiness.disk_hold(name, checkpoint.iteration if checkpoint else None,
+                                        (row.info or {}).get("parameters"))
+
+    def _hold(self, name: str, row: JobRow, held: Hold) -> None:
+        """Keep a job from starting, saying why in its state and (once for each kind of
+        reason) the events. A full disk is said once: the free space its words name changes
+        all the time, and the worker's own words name the checkpoint it kept."""
+        error = row.error or ""
+        said = row.state == held.state and (error == held.reason or (
+            held.kind == "disk" and error.startswith("disk full on ")))
+        if not said:
+            self.store.set_job_state(name, held.state, held.reason)
+        before = self._held.get(name)
+        if before is None or before.kind != held.kind:
+            log.warning("%s: %s", name, held.reason)
+            self.store.log_event(held.reason, name, level="warning")
+        self._held[name] = held
+
     def _start_training(self, job: Job) -> None:
         self.store.set_job_state(job.name, "training")
         log_path = self.ws.logs / f"{job.name}.train.log"
@@ -316,69 +398,3 @@ class Service:
             "train_worker", ["--workspace", str(self.ws.root), "--job", job.name],
             job.name, "train", log_path)
         log.info("training %s (worker pid %d)", job.name, self.trainers[job.name].pid)
-
-    # --- merging ------------------------------------------------------------------------------
-
-    def _schedule_merge(self) -> None:
-        if self.merger is not None or self.stopping.is_set():
-            return
-        found = self._next_merge()
-        if found is None:
-            return
-        job, source, model, output = found
-        assert job.spec.merge is not None
-        self.merger = start_worker(
-            "merge_worker",
-            ["--workspace", str(self.ws.root), "--job", job.name, "--input", str(source),
-             "--model", str(model), "--output", str(output), "--faces", job.spec.merge.faces,
-             "--device", self.config.merge.device,
-             *([] if job.spec.merge.learned_mask else ["--no-learned-mask"])],
-            job.name, "merge", self.ws.logs / f"{job.name}.merge.log", source=source)
-        log.info("merging %s with %s", self.ws.relative(source), self.ws.relative(model))
-
-    def _next_merge(self) -> tuple[Job, Path, Path, Path] | None:
-        """The first footage file of any job that is ready to merge and not merged yet."""
-        for job in sorted(self.jobs.jobs.values(), key=lambda j: j.name):
-            merge = job.spec.merge
-            if merge is None:
-                continue
-            model = (self.ws.resolve(merge.model) if merge.model
-                     else self.ws.exports_dir(job.name) / "a_to_b.onnx")
-            row = self.store.job(job.name)
-            if not model.is_file() or row is None:
-                continue
-            if merge.wait_for == "done" and job.spec.train is not None and row.state != "done":
-                continue
-            footage = self.ws.resolve(merge.footage)
-            if not footage.is_dir():
-                continue
-            merged = {(a.info or {}).get("source") for a in
-                      self.store.artifacts(job.name, "merge", limit=100_000)}
-            for source in sorted(footage.iterdir()):
-                if (source.suffix.lower() not in VIDEO_SUFFIXES | IMAGE_SUFFIXES
-                        or str(source) in merged or source in self._merge_failed
-                        or not source.is_file()):
-                    continue
-                if time.time() - source.stat().st_mtime < self.config.ingest.settle_seconds:
-                    self._wake_later(self.config.ingest.settle_seconds)
-                    continue
-                output = self.ws.resolve(merge.output or f"output/{job.name}")
-                return job, source, model, output
-        return None
-
-    def _after_merge_exit(self, worker: WorkerProcess, code: int) -> None:
-        source = worker.source
-        assert source is not None
-        self.store.end_merge_progress(worker.job, self.ws.relative(source))  # (if it was killed)
-        if code == EXIT_OK:
-            log.info("merged %s", self.ws.relative(source))
-            return
-        if code == EXIT_BAD_INPUT:
-            log.warning("set aside %s (unreadable footage)", self.ws.relative(source))
-            return  # the worker moved it and recorded why
-        shown = self.ws.relative(source)
-        self._merge_failed.add(source)
-        message = f"merge of {shown} crashed (exit status {code})\n{worker.log_tail()}"
-        self.store.report_problem(shown, "footage", message)
-        self.store.log_event(f"merge of {shown} failed; it is retried after a restart",
-                             worker.job, level="error")

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
+import sqlite3
 import sys
 import time
 from collections.abc import Iterable
@@ -22,9 +23,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from swapd.config import ConfigError, JobFile, TrainSection
+from swapd.daemon.disk import DiskFullError, save_shortage
 from swapd.daemon.idle_controls import restored_to
 from swapd.daemon.run_records import SessionRecord, describe_job
-from swapd.daemon.workers import EXIT_BAD_INPUT, EXIT_NON_FINITE, EXIT_OK, parent_alive
+from swapd.daemon.workers import (
+    EXIT_BAD_INPUT,
+    EXIT_BUSY,
+    EXIT_DISK_FULL,
+    EXIT_NON_FINITE,
+    EXIT_OK,
+    parent_alive,
+)
+from swapd.fsutil import is_disk_full
 from swapd.state import StateStore
 from swapd.workspace import Workspace
 
@@ -71,6 +81,8 @@ class StoreHooks:
         self._examples_since_flush = 0
         self._last_controls = 0.0
         self.session = SessionRecord(name, trainer)
+        # what the model folder's checkpoint holds (None: no checkpoint yet)
+        self.saved_iteration = trainer.iteration if trainer.checkpoint_path.is_file() else None
 
     def starting(self) -> None:
         self._last_controls = 0.0  # controls are read at once, then every CONTROL_SECONDS
@@ -133,11 +145,24 @@ class StoreHooks:
         self._examples_since_flush = 0
 
     def saving(self) -> None:
+        """Before a save: refuse it (DiskFullError) when the disk lacks the room for it, rather
+        than fail half-written; then the losses so far go to the state store."""
+        full = self.disk_full()
+        if full is not None:
+            raise full
         self.flush()
+
+    def disk_full(self) -> DiskFullError | None:
+        """The error to raise (or, after an error, to report instead) when the model folder's
+        disk lacks the room for a save."""
+        parameters = sum(p.numel() for p in self.trainer.model.parameters())
+        found = save_shortage(self.trainer.model_dir, parameters, self.saved_iteration)
+        return None if found is None else DiskFullError(found)
 
     def saved(self, checkpoint: Path, preview: Path, iteration: int) -> None:
         from swapd.trainer.preview import history_path
 
+        self.saved_iteration = iteration
         self.store.add_artifact(self.name, "checkpoint", str(checkpoint), iteration)
         kept = history_path(preview.parent, iteration)  # the dashboard's slider goes back
         self.store.add_artifact(self.name, "preview", str(kept if kept.is_file() else preview),
@@ -267,8 +292,11 @@ def run(workspace: Workspace, name: str) -> int:
     job = JobFile.model_validate(row.config)
     try:
         training = TrainingRun(workspace, name, job, store, stop)
-    except ModelBusyError:
-        raise  # another trainer holds the folder for now: a crash, so the service retries
+    except ModelBusyError as exc:  # another process holds the folder: the service retries
+        store.set_job_state(name, "waiting", f"{workspace.relative(exc.path)} is in use by "
+                            "another process: waiting for it to finish")
+        log.warning("%s", exc)
+        return EXIT_BUSY
     except (ConfigError, ValueError, FileNotFoundError, CheckpointError) as exc:
         store.set_job_state(name, "error", str(exc))
         store.report_problem(row.path, "job", str(exc))
@@ -311,12 +339,29 @@ def run(workspace: Workspace, name: str) -> int:
                 else "nothing was saved")
         store.log_event(f"stopped: {exc.reason} ({exc}); {kept}", name, level="error")
         return EXIT_NON_FINITE
+    except Exception as exc:  # a write that failed for want of space is not a crash
+        full = exc if isinstance(exc, DiskFullError) else training.hooks.disk_full()
+        if full is None and not is_disk_full(exc):
+            raise
+        _disk_full(store, name, str(full or exc))
+        return EXIT_DISK_FULL
     finally:
         training.close()
     store.set_job_state(name, final_state)
     store.log_event(f"{final_state} at iteration {training.trainer.iteration}", name)
     store.close()
     return EXIT_OK
+
+
+def _disk_full(store: StateStore, name: str, message: str) -> None:
+    """Say it (as far as the full disk lets the state store be written); the service waits
+    for the space and starts the job again."""
+    log.error("%s", message)
+    try:
+        store.set_job_state(name, "waiting", message)
+        store.log_event(message, name, level="error")
+    except sqlite3.Error as exc:
+        log.error("the state store cannot be written either (%s): the service says it", exc)
 
 
 def main(argv: list[str] | None = None) -> int:

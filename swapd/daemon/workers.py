@@ -24,6 +24,8 @@ from swapd.state import StateStore
 EXIT_OK = 0  # finished, or stopped cleanly after saving
 EXIT_BAD_INPUT = 3  # the job or its input is wrong: do not retry until it changes
 EXIT_NON_FINITE = 4  # training diverged (NaN/inf loss) and could not recover
+EXIT_DISK_FULL = 5  # refused to write: too little free space (the job waits for it)
+EXIT_BUSY = 6  # the model folder is held by another process (the job waits for it)
 
 
 @dataclass
@@ -37,6 +39,7 @@ class WorkerProcess:
     started: float = field(default_factory=time.monotonic)
     stop_requested: float | None = None
     source: Path | None = None  # the footage file a merge worker is working on
+    output: Path | None = None  # the folder it writes into
 
     @property
     def pid(self) -> int:
@@ -74,7 +77,7 @@ class WorkerProcess:
 
 
 def start_worker(module: str, args: list[str], job: str, kind: str, log_path: Path,
-                 source: Path | None = None) -> WorkerProcess:
+                 source: Path | None = None, output: Path | None = None) -> WorkerProcess:
     """Start `python -m swapd.daemon.<module> ARGS` with its output appended to log_path."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     command = [sys.executable, "-m", f"swapd.daemon.{module}", *args]
@@ -92,7 +95,8 @@ def start_worker(module: str, args: list[str], job: str, kind: str, log_path: Pa
         log.flush()
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
                                    stdin=subprocess.DEVNULL, env=env, **kwargs)  # type: ignore[call-overload]
-    return WorkerProcess(job=job, kind=kind, process=process, log_path=log_path, source=source)
+    return WorkerProcess(job=job, kind=kind, process=process, log_path=log_path, source=source,
+                         output=output)
 
 
 def parent_alive() -> bool:

@@ -10,6 +10,7 @@
   must name the host the request came to (a page elsewhere cannot press a control).
 - Without a token (loopback only), the Host header must name a loopback address, so a page on
   another site cannot reach the dashboard by pointing a host name at 127.0.0.1.
+- An address with a NUL byte (``%00``) answers 404 before any route sees it.
 """
 
 from __future__ import annotations
@@ -64,6 +65,12 @@ def _safe_next(target: str | None) -> str:
     return target
 
 
+def _malformed(environ: dict[str, Any]) -> bool:
+    """An address no page or file has: a NUL byte (``%00``) in the path or the query."""
+    return ("\x00" in environ.get("PATH_INFO", "")
+            or "%00" in environ.get("QUERY_STRING", "").lower())
+
+
 class AccessGate:
     """WSGI middleware: the rules in the module doc, in front of ``app``."""
 
@@ -76,6 +83,9 @@ class AccessGate:
                 and hmac.compare_digest(candidate.encode(), self._token))
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        if _malformed(environ):  # answered here, quietly: no route ever sees it
+            return Response("Not found: an address with a NUL byte names nothing here.\n",
+                            status=404, mimetype="text/plain")(environ, start_response)
         request = Request(environ)
         refused = self._refusal(request)
         if refused is not None:

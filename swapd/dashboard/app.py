@@ -20,6 +20,7 @@ from urllib.parse import parse_qs, unquote
 
 import flask
 from dash import Dash, Input, Output, State, dcc, html
+from dash.exceptions import DependencyException
 
 from swapd.dashboard import reads
 from swapd.dashboard.api import create_api
@@ -77,6 +78,10 @@ def create_app(workspace: Workspace, refresh_ms: int = 2000) -> Dash:
                assets_folder=str(ASSETS_FOLDER), serve_locally=True,
                suppress_callback_exceptions=True)
     app.layout = _shell(refresh_ms)
+    # A script or file Dash does not serve (a crafted path under /_dash-component-suites/)
+    # is not found, quietly: Dash raises for it, which would be a 500 and a logged traceback.
+    server.register_error_handler(
+        DependencyException, lambda _error: ("Not found\n", 404, {"Content-Type": "text/plain"}))
 
     @app.callback(Output("page", "children"), Output("nav", "children"),
                   Input("url", "pathname"), State("url", "search"))

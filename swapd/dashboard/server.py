@@ -28,22 +28,30 @@ class DashboardConfigError(ValueError):
     """The dashboard cannot be served as configured (e.g. a public bind without a token)."""
 
 
+def check_settings(host: str, port: int, token: str | None) -> None:
+    """Raise :class:`DashboardConfigError` for settings the dashboard must not be served
+    with: a token too short, a public address without a token, a port out of range."""
+    if token is not None and (len(token) < MIN_TOKEN_LENGTH or token != token.strip()):
+        raise DashboardConfigError(
+            f"dashboard token must be at least {MIN_TOKEN_LENGTH} characters without "
+            "surrounding spaces; make one with: "
+            "python -c 'import secrets; print(secrets.token_urlsafe())'")
+    if token is None and not is_loopback(host):
+        raise DashboardConfigError(
+            f"binding the dashboard to {host} needs a token: anyone who can reach that "
+            "address could read your jobs and files. Give one (--token-file FILE, "
+            "$SWAPD_DASHBOARD_TOKEN, or [dashboard] token in swapd.toml), or bind to "
+            "127.0.0.1.")
+    if not 0 <= port <= 65535:
+        raise DashboardConfigError(f"dashboard port {port} is not in 0..65535")
+
+
 class DashboardServer:
     """The dashboard, served by waitress from a background thread until `stop()`."""
 
     def __init__(self, workspace: Workspace, host: str = "127.0.0.1", port: int = 8050,
                  token: str | None = None, refresh_ms: int = 2000, threads: int = 8) -> None:
-        if token is not None and (len(token) < MIN_TOKEN_LENGTH or token != token.strip()):
-            raise DashboardConfigError(
-                f"dashboard token must be at least {MIN_TOKEN_LENGTH} characters without "
-                "surrounding spaces; make one with: "
-                "python -c 'import secrets; print(secrets.token_urlsafe())'")
-        if token is None and not is_loopback(host):
-            raise DashboardConfigError(
-                f"binding to {host} needs a token: anyone who can reach that address could "
-                "read your jobs and files. Set a dashboard token, or bind to 127.0.0.1.")
-        if not 0 <= port <= 65535:
-            raise DashboardConfigError(f"dashboard port {port} is not in 0..65535")
+        check_settings(host, port, token)
         self.workspace = workspace
         self.host = host
         self.port = port

@@ -10,6 +10,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 
+from swapd.fsutil import printable_name
 from swapd.media import IMAGE_SUFFIXES
 
 
@@ -46,18 +47,19 @@ def quarantine_file(path: str | os.PathLike[str], quarantine_root: str | os.Path
     src = Path(path)
     folder = Path(quarantine_root) / _safe_component(set_name)
     folder.mkdir(parents=True, exist_ok=True)
-    stem, suffix = src.stem, src.suffix
+    readable = Path(printable_name(src.name))  # a name that is not UTF-8 gets \xNN escapes
     for k in range(10_000):
-        name = src.name if k == 0 else f"{stem}.{k}{suffix}"
+        name = readable.name if k == 0 else f"{readable.stem}.{k}{readable.suffix}"
         dest = folder / name
         note = folder / f"{name}.reason.txt"
         if dest.exists():
             continue
         try:
             # Creating the note exclusively reserves the name against a concurrent quarantine.
-            with open(note, "x", encoding="utf-8") as fh:
+            with open(note, "x", encoding="utf-8", errors="backslashreplace") as fh:
                 stamp = datetime.now().astimezone().isoformat(timespec="seconds")
-                fh.write(f"{reason}\n\nfile: {src}\nquarantined: {stamp}\n")
+                fh.write(f"{reason}\n\nfile: {printable_name(str(src))}\n"
+                         f"quarantined: {stamp}\n")
         except FileExistsError:
             continue
         try:

@@ -303,7 +303,8 @@ def inspect_face_bytes(path: Path, data: bytes, min_size: int = 64,
         raise BadFaceError(p, "empty file (0 bytes)")
     fmt = sniff_format(data)
     if fmt is None:
-        raise BadFaceError(p, f"not an image: content starts with {data[:12]!r}, not PNG, JPEG, "
+        # (its bytes are never quoted: a link may point at any file, /etc/passwd included)
+        raise BadFaceError(p, "not an image: its first bytes are not those of a PNG, JPEG, "
                               "WebP or BMP")
     meta = None
     size: tuple[int, int, int] | None = None  # width, height, channels, once known

@@ -30,6 +30,7 @@ from swapd.extract.detectors.base import Detection, Detector
 from swapd.extract.detectors.registry import create_detector
 from swapd.extract.face_tracker import FaceTracker
 from swapd.faces.alignment import model_crop_matrix, warp_face
+from swapd.fsutil import durable_replace
 from swapd.media import (
     IMAGE_SUFFIXES,
     VIDEO_SUFFIXES,
@@ -103,6 +104,7 @@ class MergeResult:
     faces_swapped: int
     seconds: float
     fps: float
+    frames_without_face: int = 0  # written as they were (watermarked and tagged all the same)
 
 
 def output_path_for(input_path: str | os.PathLike[str], output_dir: str | os.PathLike[str]
@@ -138,6 +140,11 @@ class Merger:
 
         ``detector`` overrides the merger's own (e.g. a :class:`FaceTracker` for video).
         """
+        return self._swap(frames, detector)[0]
+
+    def _swap(self, frames: list[np.ndarray], detector: Detector | None = None
+              ) -> tuple[int, int]:
+        """:meth:`swap_frames`: (faces swapped, frames in which no face was found)."""
         info = self.session.info
         detector = detector or self.detector
         jobs: list[tuple[int, np.ndarray]] = []
@@ -162,7 +169,7 @@ class Merger:
                 paste_back(frames[index], new, mask, matrix)
         for index, frame in enumerate(frames):
             frames[index] = watermark.embed(frame)
-        return len(jobs)
+        return len(jobs), len(frames) - len({index for index, _ in jobs})
 
     def merge_file(self, input_path: str | os.PathLike[str], output_dir: str | os.PathLike[str],
                    progress: Progress | None = None,
@@ -173,33 +180,38 @@ class Merger:
         out = output_path_for(src, output_dir)
         started = time.perf_counter()
         if suffix in VIDEO_SUFFIXES:
-            frames, faces = self._merge_video(src, out, progress, alignments)
+            frames, faces, faceless = self._merge_video(src, out, progress, alignments)
         elif suffix in IMAGE_SUFFIXES:
-            frames, faces = self._merge_image(src, out, progress, alignments)
+            frames, faces, faceless = self._merge_image(src, out, progress, alignments)
         else:
             supported = ", ".join(sorted(VIDEO_SUFFIXES | IMAGE_SUFFIXES))
             raise UnreadableMediaError(src, f"unsupported file type {suffix or '(none)'!r} "
                                             f"(supported: {supported})")
         seconds = time.perf_counter() - started
         log.info("merged %s -> %s: %d frames, %d faces, %.1f s", src, out, frames, faces, seconds)
-        return MergeResult(out, frames, faces, seconds, frames / seconds if seconds else 0.0)
+        if faceless:
+            log.warning("%s: no face found in %d of %d frames (written as they were)", src,
+                        faceless, frames)
+        return MergeResult(out, frames, faces, seconds, frames / seconds if seconds else 0.0,
+                           faceless)
 
     def _provenance(self, src: Path) -> dict[str, object]:
         return {"source_file": src.name, "model": self.session.info.model,
                 "model_file": self.session.path.name}
 
     def _merge_video(self, src: Path, out: Path, progress: Progress | None,
-                     alignments: dict[str, list[Detection]] | None) -> tuple[int, int]:
+                     alignments: dict[str, list[Detection]] | None) -> tuple[int, int, int]:
         info = probe_video(src)
         total = info.expected_frames
-        done = faces = 0
+        done = faces = faceless = 0
         tracker: Detector = FaceTracker(self.detector, self.options.redetect_every)
         if alignments:
             tracker = RecordedFaces(alignments, partial(video_frame_names, src), tracker)
         with VideoWriter(out, info.width, info.height, info.fps, info, crf=self.options.crf,
                          preset=self.options.preset, provenance=self._provenance(src)) as writer:
             for batch in _batched(read_frames(info), self.options.batch_frames):
-                faces += self.swap_frames(batch, tracker)
+                swapped, without = self._swap(batch, tracker)
+                faces, faceless = faces + swapped, faceless + without
                 for frame in batch:
                     writer.write(frame)
                 done += len(batch)
@@ -208,10 +220,10 @@ class Merger:
             if info.frames and done < info.frames * (1 - _FRAME_SLACK) - 1:
                 raise UnreadableMediaError(
                     src, f"truncated or corrupt: decoded {done} of {info.frames} frames")
-        return done, faces
+        return done, faces, faceless
 
     def _merge_image(self, src: Path, out: Path, progress: Progress | None,
-                     alignments: dict[str, list[Detection]] | None) -> tuple[int, int]:
+                     alignments: dict[str, list[Detection]] | None) -> tuple[int, int, int]:
         image = read_image(src)
         if min(image.shape[:2]) < watermark.MIN_SIZE:
             raise MergeError(src, f"image {image.shape[1]}x{image.shape[0]} is too small to "
@@ -220,7 +232,7 @@ class Merger:
         detector = self.detector
         if alignments:
             detector = RecordedFaces(alignments, lambda _: image_frame_names(src), detector)
-        faces = self.swap_frames(frames, detector)
+        faces, faceless = self._swap(frames, detector)
         ok, data = cv2.imencode(".png", frames[0])
         if not ok:  # not the footage's fault: no MergeError, which would set the source aside
             raise RuntimeError(f"{out}: PNG encoding failed")
@@ -229,13 +241,21 @@ class Merger:
         try:
             tmp.write_bytes(data.tobytes())
             tag_image(tmp, self._provenance(src))
-            os.replace(tmp, out)
+            durable_replace(tmp, out)
         finally:
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
         if progress is not None:
             progress(1, 1)
-        return 1, faces
+        return 1, faces, faceless
+
+
+def faceless_text(faceless: int, frames: int) -> str:
+    """The warning for a merge that found no face in ``faceless`` of its ``frames``."""
+    if frames == 1:
+        return "no face found: the image was written unchanged (marked all the same)"
+    return (f"no face found in {faceless} of {frames} frames: those frames were written "
+            "unchanged (marked all the same)")
 
 
 def _batched(frames: Iterable[np.ndarray], n: int) -> Iterator[list[np.ndarray]]:

@@ -14,6 +14,7 @@ import contextlib
 import logging
 import os
 import queue
+import re
 import subprocess
 import tempfile
 import threading
@@ -25,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from swapd.errors import FileProblem
+from swapd.fsutil import durable_replace
 from swapd.media import STDERR_TAIL, VideoInfo, ffmpeg_exe, stderr_tail
 from swapd.merger.metadata_tag import ffmpeg_metadata_args
 
@@ -40,6 +42,26 @@ class EncodeError(FileProblem, RuntimeError):
 
 def _temp_path(final: Path, suffix: str) -> Path:
     return final.with_name(f".{final.stem}.{uuid.uuid4().hex[:8]}.part{suffix}")
+
+
+# A merge's temp files (videos here, images in merge.py): ".<output stem>.<8 hex>.part.<ext>".
+_TEMP_NAME = re.compile(r"\..+\.[0-9a-f]{8}\.part\.[A-Za-z0-9]+")
+
+
+def remove_temp_files(folder: str | os.PathLike[str]) -> int:
+    """Delete the temp files that merges killed mid-write left in an output folder (none is
+    ever a finished output); how many went. Call it only while no merge writes there."""
+    removed = 0
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return 0
+    for entry in entries:
+        if _TEMP_NAME.fullmatch(entry.name) and entry.is_file(follow_symlinks=False):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(entry.path)
+                removed += 1
+    return removed
 
 
 def _run(cmd: list[str], output: Path) -> None:
@@ -134,7 +156,7 @@ class VideoWriter:
                 raise EncodeError(self.path, "no frames were written")
             if self._mux_audio:
                 self._mux()
-            os.replace(self._final_tmp, self.path)
+            durable_replace(self._final_tmp, self.path)
         except BaseException:
             self.abort()
             raise

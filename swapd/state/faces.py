@@ -18,6 +18,14 @@ class FaceTables(Tables):
                                 (set_name,)).fetchall()
         return {r[0]: (r[1], r[2], r[3]) for r in rows}
 
+    def faces_left_in_place(self, set_name: str) -> set[str]:
+        """Files of a set recorded as quarantined but not moved (they live outside the
+        workspace, so they stay where they are)."""
+        rows = self._db.execute("SELECT name FROM faces WHERE set_name=? AND "
+                                "status='quarantined' AND moved_to IS NULL",
+                                (set_name,)).fetchall()
+        return {r[0] for r in rows}
+
     def face_stamps_of(self, set_name: str, names: list[str]) -> dict[str, int]:
         """name -> mtime_ns of those of ``names`` the index lists (a version for their
         thumbnails)."""

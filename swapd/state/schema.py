@@ -198,8 +198,10 @@ def create_or_migrate(db: sqlite3.Connection) -> None:
         have = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
         if column not in have:
             db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
-    db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)",
-               (str(SCHEMA_VERSION),))
+    recorded = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+    if recorded is None or recorded[0] != str(SCHEMA_VERSION):  # (opening writes nothing
+        db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)",
+                   (str(SCHEMA_VERSION),))  # else: it must work on a full disk)
     db.commit()
 
 

@@ -1,0 +1,146 @@
+"""The service's merges: one merge worker at a time, for the first footage file of any job that
+is ready to merge and not merged yet.
+
+A merge that crashes or is killed is tried again after a back-off (crashes.py), its temp files
+removed; footage the merger cannot read is set aside by the worker and not tried again. A merge
+is not started without room for its output (disk.py): it waits, said once in the event log,
+until there is.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from swapd.config import ServiceConfig
+from swapd.daemon.crashes import Backoff, crash_cause
+from swapd.daemon.disk import merge_needs, shortage
+from swapd.daemon.jobs import Job, JobRegistry
+from swapd.daemon.workers import EXIT_BAD_INPUT, EXIT_OK, WorkerProcess, start_worker
+from swapd.media import IMAGE_SUFFIXES, VIDEO_SUFFIXES
+from swapd.merger.video import remove_temp_files
+from swapd.state import StateStore
+from swapd.workspace import Workspace
+
+log = logging.getLogger("swapd.service")
+
+
+class MergeQueue:
+    def __init__(self, ws: Workspace, store: StateStore, jobs: JobRegistry,
+                 config: ServiceConfig, wake_later: Callable[[float], None]) -> None:
+        self.ws, self.store, self.jobs, self.config = ws, store, jobs, config
+        self.wake_later = wake_later
+        self.worker: WorkerProcess | None = None
+        self._backoff: dict[Path, Backoff] = {}
+        self._short: dict[Path, str] = {}  # footage waiting for disk space -> what was said
+        self._cleaned: set[Path] = set()  # output folders cleared of temp files
+
+    def clear_temp_files(self) -> None:
+        """Remove what merges killed mid-write left in output/ (at start: none runs)."""
+        folders = [self.ws.output, *(p for p in self.ws.output.rglob("*") if p.is_dir())]
+        removed = sum(remove_temp_files(folder) for folder in folders)
+        self._cleaned.update(folders)
+        if removed:
+            log.info("removed %d temp files of interrupted merges", removed)
+
+    def start_next(self) -> None:
+        if self.worker is not None:
+            return
+        found = self._next()
+        if found is None:
+            return
+        job, source, model, output = found
+        assert job.spec.merge is not None
+        self.worker = start_worker(
+            "merge_worker",
+            ["--workspace", str(self.ws.root), "--job", job.name, "--input", str(source),
+             "--model", str(model), "--output", str(output), "--faces", job.spec.merge.faces,
+             "--device", self.config.merge.device,
+             *([] if job.spec.merge.learned_mask else ["--no-learned-mask"])],
+            job.name, "merge", self.ws.logs / f"{job.name}.merge.log", source=source,
+            output=output)
+        log.info("merging %s with %s", self.ws.relative(source), self.ws.relative(model))
+
+    def _next(self) -> tuple[Job, Path, Path, Path] | None:
+        """The first footage file of any job that is ready to merge and not merged yet."""
+        for job in sorted(self.jobs.jobs.values(), key=lambda j: j.name):
+            merge = job.spec.merge
+            if merge is None:
+                continue
+            model = (self.ws.resolve(merge.model) if merge.model
+                     else self.ws.exports_dir(job.name) / "a_to_b.onnx")
+            row = self.store.job(job.name)
+            if not model.is_file() or row is None:
+                continue
+            if merge.wait_for == "done" and job.spec.train is not None and row.state != "done":
+                continue
+            footage = self.ws.resolve(merge.footage)
+            if not footage.is_dir():
+                continue
+            output = self.ws.resolve(merge.output or f"output/{job.name}")
+            if output not in self._cleaned:  # (an output folder outside output/)
+                remove_temp_files(output)
+                self._cleaned.add(output)
+            merged = {(a.info or {}).get("source") for a in
+                      self.store.artifacts(job.name, "merge", limit=100_000)}
+            for source in sorted(footage.iterdir()):
+                if (source.suffix.lower() not in VIDEO_SUFFIXES | IMAGE_SUFFIXES
+                        or str(source) in merged or not source.is_file()
+                        or (source in self._backoff and self._backoff[source].waiting())):
+                    continue
+                if time.time() - source.stat().st_mtime < self.config.ingest.settle_seconds:
+                    self.wake_later(self.config.ingest.settle_seconds)
+                    continue
+                if self._no_room(job.name, source, output):
+                    continue
+                return job, source, model, output
+        return None
+
+    def _no_room(self, job: str, source: Path, output: Path) -> bool:
+        """True (said once) when ``output`` lacks the room to merge ``source``."""
+        short = shortage(output, merge_needs(source),
+                         f"a merge of {self.ws.relative(source)}", "waiting for space")
+        if short is None:
+            if self._short.pop(source, None) is not None:
+                self.store.log_event(f"space is back: merging {self.ws.relative(source)}", job)
+            return False
+        if self._short.get(source) is None:
+            self._short[source] = str(short)
+            log.warning("%s", short)
+            self.store.log_event(str(short), job, level="warning")
+        return True
+
+    def reap(self) -> bool:
+        """Handle the merge worker's exit, if it exited; True when it did."""
+        if self.worker is None or (code := self.worker.poll()) is None:
+            return False
+        worker, self.worker = self.worker, None
+        source = worker.source
+        assert source is not None
+        shown = self.ws.relative(source)
+        self.store.end_merge_progress(worker.job, shown)  # (if it was killed)
+        if code == EXIT_OK:
+            self._backoff.pop(source, None)
+            self.store.clear_problems(shown)  # an earlier try's failure
+            log.info("merged %s", shown)
+            return True
+        if code == EXIT_BAD_INPUT:
+            log.warning("set aside %s (unreadable footage)", shown)
+            return True  # the worker moved it and recorded why
+        output = worker.output
+        if output is not None:
+            remove_temp_files(output)
+        cause = crash_cause(code, worker.log_tail())
+        if output is not None and (short := shortage(output, merge_needs(source), "a merge")):
+            cause = str(short)
+        delay = self._backoff.setdefault(source, Backoff()).crashed(
+            time.monotonic() - worker.started)
+        message = f"merge of {shown} failed ({cause}); log: {self.ws.relative(worker.log_path)}"
+        log.error("%s\n%s", message, worker.log_tail())
+        self.store.report_problem(shown, "footage", message)
+        self.store.log_event(f"merge of {shown} failed ({cause}); trying again in "
+                             f"{delay:.0f} s", worker.job, level="error")
+        self.wake_later(delay)
+        return True
