@@ -285,3 +285,26 @@ def test_a_faces_source_frame_opens_when_the_footage_is_in_the_workspace(
         assert from_video[0].body == from_video[1].body  # frame 10, counted two ways
         assert http_get(server.url, "/frames/alice/gone.png").status == 404
         assert http_get(server.url, "/frames/alice/nobody.png").status == 404
+
+
+def test_a_faces_training_mask_is_shown(trained_ws: TrainedWorkspace, tmp_path: Path) -> None:
+    """A DeepFaceLab user's XSeg mask is what the face trains with: the timeline says so, and
+    the faces page counts each set's masks."""
+    import dataclasses
+
+    from swapd.dashboard import components
+
+    copy = trained_ws.copy(tmp_path / "ws")
+    store = StateStore(copy.workspace.state_db)
+    faces = store.faces("alice")
+    masked = dataclasses.replace(faces[0], mask_source="xseg")
+    store.index_faces([masked], set_name="alice")
+    counts = store.mask_source_counts("alice")
+    store.close()
+    assert counts == {"xseg": 1, "landmarks": len(faces) - 1}
+    assert components.mask_counts(counts) == (
+        f"1 XSeg mask (DeepFaceLab), {len(faces) - 1:,} landmark hull")
+    with DashboardServer(copy.workspace, port=0) as server:
+        shown = {face.name: get(server.url, f"{API}/jobs/tiny/faces/a/{quote(face.name)}"
+                                            "/timeline").json()["mask"] for face in faces[:2]}
+    assert shown == {faces[0].name: "xseg", faces[1].name: "landmarks"}

@@ -57,6 +57,21 @@ def loss(value: float | None) -> str:
     return "—" if value is None else f"{value:.4f}"
 
 
+# What a face trains with as its mask (the face index's mask_source), in the user's words.
+MASK_NAMES = {"xseg": "XSeg mask (DeepFaceLab)", "polys": "drawn XSeg polygons (DeepFaceLab)",
+              "landmarks": "landmark hull", None: "whole face (no landmarks)"}
+
+
+def mask_name(source: str | None) -> str:
+    return MASK_NAMES.get(source, source or MASK_NAMES[None])
+
+
+def mask_counts(counts: dict[str | None, int]) -> str:
+    """'120 XSeg mask (DeepFaceLab), 800 landmark hull', best mask first."""
+    order = [*MASK_NAMES, *(s for s in counts if s not in MASK_NAMES)]
+    return ", ".join(f"{counts[s]:,} {mask_name(s)}" for s in order if counts.get(s))
+
+
 def card(title: Any, *children: Any, card_id: str | None = None, extra: Any = None) -> Any:
     head = html.Div([html.H2(title), extra], className="card-head") if extra else html.H2(title)
     return html.Section([head, *children], className="card",

@@ -186,6 +186,9 @@ def timeline(workspace: Workspace, store: StateStore, job: str, side: str, name:
         "source_frame": (frame_url(images.set_name, name) if record and images.set_name
                          and find_source(workspace, record.source) else None),
         "focus": name in store.focus_faces(job).get(side, set()),
+        # what the face trains with as its mask ("xseg", "polys", "landmarks"; None: whole)
+        "indexed": record is not None,
+        "mask": record.mask_source if record else None,
         "snapshots": [{"iteration": r["iteration"], "loss": r["loss"],
                        "output": images.snapshot_file(r["iteration"], r["recon"]),
                        "swap": images.snapshot_file(r["iteration"], r["swap"])}

@@ -90,6 +90,14 @@ class FaceTables(Tables):
         ).fetchall()
         return {r[0]: {"ok": r[1], "quarantined": r[2], "duplicates": r[3]} for r in rows}
 
+    def mask_source_counts(self, set_name: str) -> dict[str | None, int]:
+        """How many of a set's usable faces train with each mask ("xseg", "polys",
+        "landmarks"; None: the whole face)."""
+        rows = self._db.execute(
+            "SELECT mask_source, COUNT(*) FROM faces WHERE set_name=? AND status='ok' "
+            "GROUP BY mask_source", (set_name,)).fetchall()
+        return {source: count for source, count in rows}
+
     def face_page(self, set_name: str, yaw: tuple[float, float] | None = None,
                   pitch: tuple[float, float] | None = None, offset: int = 0,
                   limit: int = 100) -> tuple[int, list[dict[str, Any]]]:

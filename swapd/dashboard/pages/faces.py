@@ -109,8 +109,11 @@ def register(app: Dash, workspace: Workspace) -> None:
             text = (f"faces/{set_name}: {counts['ok']:,} usable faces, "
                     f"{counts['quarantined']:,} set aside, {counts['duplicates']:,} "
                     f"duplicates{unknown}")
+            masks = ui.mask_counts(store.mask_source_counts(set_name))
             selected = (cell["yaw"][0], cell["pitch"][0]) if cell else None
-            return (html.P(text, id="faces-counts"), pose_heatmap(cells, "count", selected),
+            return (html.Div([html.P(text, id="faces-counts"),
+                              html.P(f"Training masks: {masks}" if masks else "",
+                                     id="faces-masks")]), pose_heatmap(cells, "count", selected),
                     quarantine_table(workspace, store, set_name),
                     duplicates_table(store, set_name))
 

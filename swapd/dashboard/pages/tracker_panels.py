@@ -77,6 +77,8 @@ def timeline_view(found: dict[str, Any]) -> Any:
                         target="_blank", id="timeline-source")
                  if found["source_frame"] else (f"from {found['source']}" if found["source"]
                                                 else ""), className="source"),
+        html.Div(f"trains with: {ui.mask_name(found['mask'])}" if found["indexed"] else "",
+                 className="source", id="timeline-mask"),
         html.Div("focus" if found["focus"] else "", className="focus-badge"
                  if found["focus"] else ""),
         html.Div("at each snapshot: its output" + (", then its swap (A>B)"
