@@ -77,8 +77,9 @@ def add_merge(sub: Subparsers) -> None:
     p.add_argument("--faces", default="all", choices=["all", "largest"])
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--alignments", type=Path,
-                   help="faces per frame from `swapd faces extract` (default: "
-                        "INPUT_STEM.alignments.jsonl beside the input, when present)")
+                   help="faces per frame: swapd's .alignments.jsonl or faceswap's .fsa "
+                        "(default: INPUT_STEM.alignments.jsonl or INPUT_STEM_alignments.fsa "
+                        "beside the input, when present)")
     p.add_argument("--no-learned-mask", action="store_true",
                    help="blend with the mean face's outline even when the model learned a mask")
     p.add_argument("--detect", action="store_true",
