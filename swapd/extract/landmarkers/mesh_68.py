@@ -10,17 +10,20 @@ first).
 How the table was made: each part is a walk along the named contour of MediaPipe's face mesh
 (``mediapipe/python/solutions/face_mesh_connections.py`` in the same mediapipe 0.10.21 wheel,
 Apache-2.0: FACEMESH_FACE_OVAL, _LIPS, _RIGHT_EYE / _LEFT_EYE with their upper-lid halves,
-_RIGHT_EYEBROW / _LEFT_EYEBROW with their upper edges, _NOSE), taking the vertices that fall
-where the 68-point layout puts its points: corners at corners, the lids' points at a third and
-two thirds, the brows along their upper edge. The jaw's 9 points per side are spread evenly by
-arc length from the ear (127 / 356, at eye height) to the chin (152), as the 68-point layout
-spaces them: of the oval's 12 vertices per side, the one nearest each eighth of the way, by
-arc length measured on the model's own output for five frontal faces (127 0, 234 0.10,
+_RIGHT_EYEBROW / _LEFT_EYEBROW, _NOSE), taking the vertices that fall where the 68-point layout
+puts its points: corners at corners, the lids' points at a third and two thirds. Each brow
+point lies midway between a vertex of the brow's upper edge and the one below it on its lower
+edge (:data:`BROW_LOWER`): the upper edge alone sat 0.15 (truth) and 0.13 (dlib) inter-ocular
+distances from the synthetic faces' truth and from dlib's points, the midline 0.12 from each
+(30 faces); neither reference alone decided it. The jaw's 9 points per side are spread evenly
+by arc length from the ear (127 / 356, at eye height) to the chin (152), as the 68-point
+layout spaces them: of the oval's 12 vertices per side, the one nearest each eighth of the
+way, by arc length measured on the model's own output for five frontal faces (127 0, 234 0.10,
 93 0.19, 132 0.30, 58 0.42, 172 0.52, 136 0.61, 150 0.70, 149 0.77, 176 0.84, 148 0.91,
 152 1), mirrored for the other side. The table was then checked, not fitted, against the
 ground truth of swapd's synthetic faces and against dlib on the same frames
-(docs/benchmarks.md); it is close to the public correspondences it was compared with
-(PeizhiYan/Mediapipe_2_Dlib_Landmarks; vertex choices differ by a neighbour in places).
+(docs/benchmarks.md). It resembles public correspondences (PeizhiYan/Mediapipe_2_Dlib_Landmarks,
+which also averages vertex pairs) but was not copied from them.
 MediaPipe's "left" is the subject's left (image right).
 """
 
@@ -31,7 +34,8 @@ import numpy as np
 MESH_TO_68: tuple[int, ...] = (
     # jaw 0-16: the face oval from the ear on the image left, through the chin (152)
     127, 234, 132, 58, 172, 136, 149, 148, 152, 377, 378, 365, 397, 288, 361, 454, 356,
-    # brows 17-21 (image left, outer -> inner) and 22-26 (inner -> outer): upper edges
+    # brows 17-21 (image left, outer -> inner) and 22-26 (inner -> outer): upper edges (each
+    # averaged with the lower-edge vertex of BROW_LOWER)
     70, 63, 105, 66, 107, 336, 296, 334, 293, 300,
     # nose bridge 27-30 (nasion -> tip) and nostrils 31-35 (image left -> right)
     168, 197, 5, 4, 98, 97, 2, 326, 327,
@@ -45,6 +49,8 @@ MESH_TO_68: tuple[int, ...] = (
     78, 81, 13, 311, 308, 402, 14, 178,
 )
 assert len(MESH_TO_68) == 68 and len(set(MESH_TO_68)) == 68
+# The brows' lower edges (FACEMESH_RIGHT_EYEBROW / _LEFT_EYEBROW), in the order of 17-26.
+BROW_LOWER: tuple[int, ...] = (46, 53, 52, 65, 55, 285, 295, 282, 283, 276)
 
 
 def mesh_to_68(mesh: np.ndarray) -> np.ndarray:
@@ -52,4 +58,6 @@ def mesh_to_68(mesh: np.ndarray) -> np.ndarray:
     mesh = np.asarray(mesh)
     if mesh.ndim != 2 or mesh.shape[0] != 468:
         raise ValueError(f"expected a 468-point mesh, got shape {mesh.shape}")
-    return mesh[list(MESH_TO_68), :2].astype(np.float64)
+    points = mesh[list(MESH_TO_68), :2].astype(np.float64)
+    points[17:27] = (points[17:27] + mesh[list(BROW_LOWER), :2]) / 2
+    return points
