@@ -144,3 +144,35 @@ def test_a_missing_model_names_the_file_and_the_fix(tmp_path: Path) -> None:
     assert "swapd faces setup-landmarks" in message and "--landmarks detector" in message
     assert not (tmp_path / "ws" / "faces" / "x").exists() or not any(
         (tmp_path / "ws" / "faces" / "x").iterdir())
+
+
+def test_the_setup_step_makes_the_same_model_from_a_wheel(tmp_path: Path) -> None:
+    """`swapd faces setup-landmarks --wheel`, offline: a wheel holding the model (built here
+    from the source model the setup kept) gives the very ONNX file the setup made, and one
+    whose model is not the pinned file is refused."""
+    import hashlib
+    import json
+    import zipfile
+
+    from swapd.extract.landmarkers import mesh_model
+
+    installed = mesh_model.find_model()
+    source = (installed.parent / mesh_model.SOURCE_NAME).read_bytes()
+    licence = (installed.parent / "face_mesh.LICENSE").read_bytes()
+    made = json.loads((installed.parent / "face_mesh.source.json").read_text())
+
+    def wheel(model: bytes, name: str) -> Path:
+        path = tmp_path / name
+        with zipfile.ZipFile(path, "w") as archive:
+            archive.writestr(mesh_model.MEMBER, model)
+            archive.writestr(mesh_model.LICENSE_MEMBER, licence)
+        return path
+
+    out = mesh_model.install_model(wheel(source, "good.whl"), tmp_path / "models")
+    digest = hashlib.sha256(out.read_bytes()).hexdigest()
+    assert digest == made["onnx_sha256"] == hashlib.sha256(installed.read_bytes()).hexdigest()
+    assert b"Apache License" in (tmp_path / "models" / "face_mesh.LICENSE").read_bytes()
+    with pytest.raises(DetectorError, match="sha256"):
+        changed = source[:-1] + bytes([source[-1] ^ 1])
+        mesh_model.install_model(wheel(changed, "bad.whl"), tmp_path / "bad")
+    assert not (tmp_path / "bad" / mesh_model.MODEL_NAME).exists()

@@ -103,12 +103,14 @@ def cmd_faces_extract(args: argparse.Namespace) -> int:
 
 def cmd_faces_setup_landmarks(args: argparse.Namespace) -> int:
     from swapd.extract.detectors.base import DetectorError
-    from swapd.extract.landmarkers.mesh_model import find_model, install_model
+    from swapd.extract.landmarkers.mesh_model import SOURCE_NAME, find_model, install_model
 
     if not args.force and args.wheel is None and args.dest is None:
         try:
-            print(f"face mesh model present: {find_model()}")
-            return 0
+            found = find_model()
+            if (found.parent / SOURCE_NAME).is_file():  # else made by an earlier swapd: redo
+                print(f"face mesh model present: {found}")
+                return 0
         except DetectorError:
             pass
     try:

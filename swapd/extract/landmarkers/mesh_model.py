@@ -30,6 +30,7 @@ import platformdirs
 from swapd.extract.detectors.base import DetectorError
 
 MODEL_NAME = "face_mesh_468.onnx"
+SOURCE_NAME = "face_landmark.tflite"
 WHEEL_REQUIREMENT = "mediapipe==0.10.21"
 # One fixed wheel (any platform's carries the same model; this one is pinned so every machine
 # converts the identical file), and the sha256 of the model inside it.
@@ -117,6 +118,9 @@ def install_model(wheel: Path | None = None, dest: Path | None = None) -> Path:
         partial = dest / f".{MODEL_NAME}.partial"
         convert(tflite_path, partial)
         (dest / "face_mesh.LICENSE").write_bytes(licence)
+        # The source model stays beside the ONNX one (1.2 MB): the conversion can be re-checked
+        # (tests/test_landmarkers.py) without the wheel.
+        (dest / SOURCE_NAME).write_bytes(model)
         (dest / "face_mesh.source.json").write_text(json.dumps({
             "model": MODEL_NAME, "from": f"{WHEEL_FILE}:{MEMBER}", "tflite_sha256": MEMBER_SHA256,
             "onnx_sha256": _sha256(partial.read_bytes()), "licence": "Apache-2.0",
