@@ -98,6 +98,9 @@ def cmd_faces_extract(args: argparse.Namespace) -> int:
     print(f"{report.faces} faces from {report.frames} frames into {destination}{resumed} "
           f"({report.frames_without_face} frames without a face, {report.fps:.1f} fps); "
           f"alignments: {', '.join(path.name for path in report.alignments)}")
+    if report.landmarks_kept:
+        print(f"{report.landmarks_kept} faces kept the detector's points (the landmark plugin "
+              "saw no face there; faceswap's header has 68 fitted to them)")
     return 0
 
 
