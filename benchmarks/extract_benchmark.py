@@ -1,7 +1,8 @@
-"""Extraction speed on a 1280x720 synthetic clip, per stage (decode, detect, align, write).
+"""Extraction speed on a 1280x720 synthetic clip, per stage (decode, detect, landmarks, align,
+write).
 
     OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/extract_benchmark.py \\
-        [--seconds 10] [--size 512] [--out benchmarks/results/extract.json]
+        [--seconds 10] [--size 512] [--landmarks face_mesh] [--out benchmarks/results/extract.json]
 
 The clip (identity A moving, a sine-tone track) is drawn by swapd, so the landmark error
 against the ground truth is reported too. Issue 3's target: >= 10 fps on this 2-core CPU.
@@ -32,6 +33,8 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=512, help="aligned face side")
     parser.add_argument("--redetect-every", type=int, default=5,
                         help="full detection every N frames (1 = every frame)")
+    parser.add_argument("--landmarks", default="face_mesh",
+                        help="landmark plugin (face_mesh, dlib, detector)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/extract.json"))
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -41,15 +44,20 @@ def main() -> None:
         render_s = time.perf_counter() - start
         truth = ClipTruth.load(truth_path(clip))
         report = extract(clip, Path(tmp) / "faces", size=args.size,
-                         redetect_every=args.redetect_every)
+                         redetect_every=args.redetect_every, landmarker=args.landmarks)
         frames = read_alignments(report.alignments[0])
-        errors = []
+        errors, errors68 = [], []
         for i, name in enumerate(sorted(frames)):
             if frames[name]:
-                expected = five_points(truth.landmarks[i])
+                truth68 = truth.landmarks[i]
+                expected = five_points(truth68)
                 found = np.asarray(frames[name][0]["landmarks"])
-                errors.append(np.linalg.norm(found - expected, axis=1).mean()
-                              / np.linalg.norm(expected[1] - expected[0]))
+                inter_ocular = np.linalg.norm(expected[1] - expected[0])
+                if found.shape == (68, 2):
+                    errors68.append(np.linalg.norm(found - truth68, axis=1).mean()
+                                    / inter_ocular)
+                    found = five_points(found)
+                errors.append(np.linalg.norm(found - expected, axis=1).mean() / inter_ocular)
     per_frame_ms = {k: round(v / report.frames * 1000, 2) for k, v in report.seconds.items()}
     results = {
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
@@ -60,6 +68,8 @@ def main() -> None:
         "fps": round(report.fps, 1), "ms_per_frame_by_stage": per_frame_ms,
         "landmark_error_mean": round(float(np.mean(errors)), 4),
         "landmark_error_worst": round(float(np.max(errors)), 4),
+        "landmarks": args.landmarks,
+        "landmark_error_68_mean": round(float(np.mean(errors68)), 4) if errors68 else None,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")

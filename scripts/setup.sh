@@ -4,6 +4,9 @@
 #   scripts/setup.sh --gpu      also swap onnxruntime for onnxruntime-gpu (the two cannot coexist)
 #   scripts/setup.sh --dlib     also the optional dlib plugin (its 68-point model is licensed for
 #                               non-commercial use only; the tests install it to test the plugin)
+# Every run also makes sure the default 68-point landmark model is there (once: pip downloads
+# the mediapipe 0.10.21 wheel, without its dependencies, and swapd converts the Apache-2.0 face
+# mesh model inside it to ONNX in .venv/share/swapd/models; swapd never downloads at run time).
 # System packages (Debian/Ubuntu, installed when run as root or with passwordless sudo):
 #   ffmpeg (ffprobe for tests; swapd itself falls back to imageio-ffmpeg's ffmpeg),
 #   chromium + chromium-driver (the dashboard's browser test),
@@ -63,4 +66,5 @@ if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$want" ]]; then
     fi
     echo "$want" > "$stamp"
 fi
+.venv/bin/swapd faces setup-landmarks
 echo "setup: .venv ready ($(.venv/bin/python -c 'import torch, onnxruntime; print("torch", torch.__version__, "onnxruntime", onnxruntime.__version__)'))"

@@ -24,11 +24,13 @@ from swapd.faces.validate import inspect_face_file
 
 
 def test_every_face_of_the_clip_is_extracted(synthetic_clip: Path, tmp_path: Path) -> None:
+    """The default: MTCNN finds the faces, the face mesh plugin places 68 points on each."""
     truth = ClipTruth.load(truth_path(synthetic_clip))
     out = tmp_path / "faces"
     report = extract(synthetic_clip, out, size=256)
     assert report.frames == truth.frame_count == 50
     assert report.faces == 50 and report.frames_without_face == 0
+    assert report.landmarks_kept == 0
     print(f"extraction: {report.fps:.1f} fps, seconds per stage "
           f"{ {k: round(v, 2) for k, v in report.seconds.items()} }")
 
@@ -40,24 +42,48 @@ def test_every_face_of_the_clip_is_extracted(synthetic_clip: Path, tmp_path: Pat
         assert frame_name == f"{synthetic_clip.stem}_{i + 1:06d}.mp4" and len(faces) == 1
         face = faces[0]
         found = np.asarray(face["landmarks"])
-        expected = five_points(truth.landmarks[i])
-        inter_ocular = np.linalg.norm(expected[1] - expected[0])
+        assert found.shape == (68, 2) and face["landmarker"] == "face_mesh"
+        expected = truth.landmarks[i]
+        inter_ocular = np.linalg.norm(expected[36:42].mean(axis=0) - expected[42:48].mean(axis=0))
         errors.append(np.linalg.norm(found - expected, axis=1).mean() / inter_ocular)
         # The aligned face file: faceswap's header, the same landmarks, the recorded matrix.
         image, meta = read_aligned_png(out / face["file"])
         assert image.shape == (256, 256, 3) and meta is not None and meta.swapd is not None
         assert meta.source_filename == frame_name and meta.source_is_video
-        assert meta.swapd["centering"] == "head" and meta.swapd["landmark_points"] == 5
-        # faceswap's header holds 68 points: for MTCNN's 5, the mean face fitted to them
-        assert np.allclose(meta.landmarks_xy, fit_68_to_5(found), atol=1e-2)
+        assert meta.swapd["centering"] == "head" and meta.swapd["landmark_points"] == 68
+        assert meta.swapd["landmarker"] == "face_mesh" and not meta.swapd["landmarks_fitted"]
+        # faceswap's header holds the 68 points found, as found
+        assert np.allclose(meta.landmarks_xy, found, atol=1e-2)
         moved = transform_points(found, np.asarray(face["matrix"]))
         assert np.allclose(moved, meta.swapd["aligned_landmarks"], atol=0.02)
     nme = float(np.mean(errors))
-    print(f"landmark error vs ground truth (5 points, / inter-ocular distance): mean {nme:.3f}, "
+    print(f"68-point error vs ground truth (/ inter-ocular distance): mean {nme:.3f}, "
           f"worst {max(errors):.3f}")
-    assert nme < 0.08
+    assert nme < 0.12  # 0.098 measured; dlib gives the same on this clip
     info = inspect_face_file(out / frames[f"{synthetic_clip.stem}_000001.mp4"][0]["file"])
     assert info.describe()["pose"] is not None
+
+
+def test_the_detectors_own_points_on_request(synthetic_clip: Path, tmp_path: Path) -> None:
+    """``landmarker="detector"``: MTCNN's 5 points, recorded as found; faceswap's header gets
+    the mean face fitted to them (as before the landmark plugins)."""
+    truth = ClipTruth.load(truth_path(synthetic_clip))
+    out = tmp_path / "faces"
+    report = extract(synthetic_clip, out, size=128, landmarker="detector")
+    assert report.faces == 50
+    frames = read_alignments(report.alignments[0])
+    errors = []
+    for i, (_, faces) in enumerate(sorted(frames.items())):
+        found = np.asarray(faces[0]["landmarks"])
+        assert found.shape == (5, 2) and faces[0]["landmarker"] == "mtcnn"
+        expected = five_points(truth.landmarks[i])
+        errors.append(np.linalg.norm(found - expected, axis=1).mean()
+                      / np.linalg.norm(expected[1] - expected[0]))
+        _, meta = read_aligned_png(out / faces[0]["file"])
+        assert meta is not None and meta.swapd is not None
+        assert meta.swapd["landmark_points"] == 5 and meta.swapd["landmarks_fitted"]
+        assert np.allclose(meta.landmarks_xy, fit_68_to_5(found), atol=1e-2)
+    assert float(np.mean(errors)) < 0.08
 
 
 def test_extraction_resumes_after_an_interruption(synthetic_clip: Path, tmp_path: Path) -> None:

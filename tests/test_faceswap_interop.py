@@ -86,7 +86,9 @@ def test_faceswap_reads_every_face_swapd_extracts(
         assert data.index(b"faceswap\0") < data.index(b"IDAT") < data.index(b"swapd\0")
         meta = read_faceswap_meta(data)
         assert meta is not None and meta.swapd is not None
-        assert meta.swapd["geometry"] == "faceswap" and meta.swapd["landmark_points"] == 5
+        assert meta.swapd["geometry"] == "faceswap" and meta.swapd["landmark_points"] == 68
+        # the default landmark plugin's 68 points, found, not fitted to MTCNN's five
+        assert meta.swapd["landmarker"] == "face_mesh" and not meta.swapd["landmarks_fitted"]
 
 
 def test_the_crop_is_faceswaps_head_centred_face(

@@ -87,7 +87,8 @@ def cmd_faces_extract(args: argparse.Namespace) -> int:
         report = extract(Path(args.input), destination, size=args.size, centering=args.centering,
                          detector=args.detector, min_face_size=args.min_face,
                          redetect_every=args.redetect_every, progress=progress,
-                         face_format=args.format, face_type=FACE_TYPE_ALIASES[args.face_type])
+                         face_format=args.format, face_type=FACE_TYPE_ALIASES[args.face_type],
+                         landmarker=args.landmarks)
     except (UnreadableMediaError, DetectorError) as exc:
         bar.close()
         print(f"swapd: {exc}", file=sys.stderr)
@@ -97,6 +98,30 @@ def cmd_faces_extract(args: argparse.Namespace) -> int:
     print(f"{report.faces} faces from {report.frames} frames into {destination}{resumed} "
           f"({report.frames_without_face} frames without a face, {report.fps:.1f} fps); "
           f"alignments: {', '.join(path.name for path in report.alignments)}")
+    if report.landmarks_kept:
+        print(f"{report.landmarks_kept} faces kept the detector's points (the landmark plugin "
+              "saw no face there; faceswap's header has 68 fitted to them)")
+    return 0
+
+
+def cmd_faces_setup_landmarks(args: argparse.Namespace) -> int:
+    from swapd.extract.detectors.base import DetectorError
+    from swapd.extract.landmarkers.mesh_model import SOURCE_NAME, find_model, install_model
+
+    if not args.force and args.wheel is None and args.dest is None:
+        try:
+            found = find_model()
+            if (found.parent / SOURCE_NAME).is_file():  # else made by an earlier swapd: redo
+                print(f"face mesh model present: {found}")
+                return 0
+        except DetectorError:
+            pass
+    try:
+        path = install_model(args.wheel, args.dest)
+    except (DetectorError, OSError) as exc:
+        print(f"swapd: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    print(f"face mesh model written: {path} (Apache-2.0; its licence beside it)")
     return 0
 
 
@@ -142,7 +167,7 @@ def cmd_faces_list(args: argparse.Namespace) -> int:
 
 
 def add_faces(sub: Subparsers) -> None:
-    """swapd faces inspect | import | extract | list"""
+    """swapd faces inspect | import | extract | setup-landmarks | list"""
     faces = sub.add_parser("faces", help="inspect and import aligned faces").add_subparsers(
         dest="faces_command", required=True)
     p = faces.add_parser("inspect", help="print a face file's metadata (exit 2 if unusable)")
@@ -176,7 +201,18 @@ def add_faces(sub: Subparsers) -> None:
     p.add_argument("--min-face", type=int, default=40, help="smallest face, in frame pixels")
     p.add_argument("--redetect-every", type=int, default=5,
                    help="video: full search every N frames, faces followed in between")
+    p.add_argument("--landmarks", choices=["face_mesh", "dlib", "detector"],
+                   help="68-point landmark plugin (default face_mesh; detector: the detector's "
+                        "own points, 68 fitted to MTCNN's 5; the default with --detector dlib)")
     p.set_defaults(func=cmd_faces_extract)
+    p = faces.add_parser("setup-landmarks",
+                         help="make the 68-point landmark model once (pip downloads the "
+                              "mediapipe wheel it comes from; nothing is fetched at run time)")
+    p.add_argument("--wheel", type=Path, help="use this mediapipe-0.10.21 wheel, no download")
+    p.add_argument("--dest", type=Path, help="models folder (default: the first one swapd "
+                                             "searches: $SWAPD_MODELS_DIR, the venv, the cache)")
+    p.add_argument("--force", action="store_true", help="make it again even if present")
+    p.set_defaults(func=cmd_faces_setup_landmarks)
     p = faces.add_parser("list", help="the face index: each face's status, pose, duplicates")
     p.add_argument("set", nargs="?", help="one face set (default: all)")
     p.add_argument("--workspace", type=Path)

@@ -30,6 +30,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 def cmd_merge(args: argparse.Namespace) -> int:
     from swapd.extract.alignments import AlignmentsError, load_alignments, record_beside
+    from swapd.extract.detectors.base import DetectorError
     from swapd.media import UnreadableMediaError
     from swapd.merger.merge import MergeError, MergeOptions, faceless_text, merge_file
 
@@ -47,8 +48,8 @@ def cmd_merge(args: argparse.Namespace) -> int:
                             options=MergeOptions(faces=args.faces, device=args.device,
                                                  learned_mask=not args.no_learned_mask),
                             progress=progress, alignments=alignments)
-    except (UnreadableMediaError, MergeError) as exc:
-        bar.close()
+    except (UnreadableMediaError, MergeError, DetectorError) as exc:  # DetectorError: a
+        bar.close()  # missing detector or landmark model, with the fix in its message
         print(f"swapd merge: {exc}", file=sys.stderr)
         return 2
     bar.close()

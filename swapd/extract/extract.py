@@ -1,7 +1,9 @@
 """Extraction: find the faces in new footage and write them as aligned faces.
 
 ``extract(INPUT, OUTPUT)`` reads a video, a folder of images or one image; for every frame it
-detects faces (a detector plugin from :mod:`swapd.extract.detectors`) and writes each as
+detects faces (a detector plugin from :mod:`swapd.extract.detectors`), places 68 landmarks on
+each (a landmark plugin from :mod:`swapd.extract.landmarkers`: MediaPipe's face mesh by
+default; a face the plugin cannot see keeps the detector's points) and writes each as
 faceswap's aligned PNG, exactly as faceswap's extract would from the same 68 landmarks
 (faceswap's head-centred crop, its header, its file and frame names: ``clip_000001_0.png``
 from the first frame of ``clip.mp4``), with swapd's extras (centering, size, the landmarks the
@@ -9,8 +11,9 @@ detector found moved into the face, pose, detector) in a second chunk; or, with
 ``face_format="dfl"``, as DeepFaceLab's aligned JPG. See :mod:`swapd.extract.writers`.
 
 Beside the faces, ``<source>.alignments.jsonl`` (see :mod:`swapd.extract.alignments`) gets
-one line per frame: the frame, and for each face its index, box, score, frame landmarks (all
-the plugin found: 5 for MTCNN, 68 for dlib), the 2x3 frame->aligned matrix and the file
+one line per frame: the frame, and for each face its index, box, score, frame landmarks (68
+from the landmark plugin; with ``landmarker="detector"`` the detector's own: 5 for MTCNN), the
+name of what placed them, the 2x3 frame->aligned matrix and the file
 written. The file is appended as frames finish, so an interrupted extraction resumes where it
 stopped: frames already recorded are skipped (for a video they are still decoded, not
 searched). The merger replays the record when it lies beside the footage. A video's finished
@@ -35,11 +38,17 @@ from swapd.extract.detectors.registry import create_detector
 from swapd.extract.face_tracker import FaceTracker
 from swapd.extract.frames import open_source
 from swapd.extract.fsa_export import Thumbs, write_video_fsa
+from swapd.extract.landmarkers.base import Landmarker
+from swapd.extract.landmarkers.registry import (
+    create_landmarker,
+    default_landmarker,
+    place_landmarks,
+)
 from swapd.extract.writers import FaceFormat, FaceWriter
 from swapd.faces.faceswap_align import FaceswapCentering
 
 Progress = Callable[[int, int | None], None]
-STAGES = ("decode", "detect", "align", "write")
+STAGES = ("decode", "detect", "landmarks", "align", "write")
 
 
 @dataclass
@@ -50,6 +59,7 @@ class ExtractReport:
     frames_skipped: int = 0  # already in the alignments record (resumed)
     faces: int = 0
     frames_without_face: int = 0
+    landmarks_kept: int = 0  # faces written with the detector's points although a plugin ran
     alignments: list[Path] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
     wall_seconds: float = 0.0
@@ -72,19 +82,25 @@ def extract(source_path: str | os.PathLike[str], output: str | os.PathLike[str],
             size: int = 512, centering: FaceswapCentering = "head",
             detector: str | Detector = "mtcnn", min_face_size: int = 40, redetect_every: int = 5,
             progress: Progress | None = None, face_format: FaceFormat = "faceswap",
-            face_type: str = "whole_face") -> ExtractReport:
+            face_type: str = "whole_face",
+            landmarker: str | Landmarker | None = None) -> ExtractReport:
     """Extract every face of ``source_path`` into ``output`` (see the module doc).
 
     In a video, faces found are followed from frame to frame by the detector's cheap refine
     step, with a full search every ``redetect_every`` frames (and whenever a face is lost);
     separate images are always searched in full. ``face_format`` "dfl" writes DeepFaceLab's
-    aligned JPGs of ``face_type`` (whole_face, full_face, head) instead of faceswap's PNGs."""
+    aligned JPGs of ``face_type`` (whole_face, full_face, head) instead of faceswap's PNGs.
+    ``landmarker``: a landmark plugin or its name (None: ``face_mesh``, or ``detector`` when
+    the detector gives 68 points itself)."""
     started = time.perf_counter()
     source = open_source(Path(source_path))
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
     plugin = (create_detector(detector, min_face_size=min_face_size)
               if isinstance(detector, str) else detector)
+    if landmarker is None:
+        landmarker = default_landmarker(plugin)
+    marker = create_landmarker(landmarker) if isinstance(landmarker, str) else landmarker
     writer = FaceWriter(out, size, face_format, centering, face_type,
                         getattr(plugin, "name", type(plugin).__name__), source.is_video)
     finder = FaceTracker(plugin, redetect_every if source.is_video else 1)
@@ -104,19 +120,27 @@ def extract(source_path: str | os.PathLike[str], output: str | os.PathLike[str],
                 continue
             entry: dict[str, object] = {"frame": frame.name, "faces": []}
             detections: list[Detection] = []
+            placed_by: list[str] = []  # per face, the plugin whose landmarks it has
             if frame.image is None:
                 entry["error"] = "unreadable image"
             else:
                 clock = time.perf_counter()
                 detections = finder.detect(frame.image)
                 timings["detect"] += time.perf_counter() - clock
+                clock = time.perf_counter()
+                detections, placed_by = place_landmarks(marker, frame.image, detections,
+                                                        writer.detector)
+                report.landmarks_kept += sum(name == writer.detector for name in placed_by
+                                             ) if marker is not None else 0
+                timings["landmarks"] += time.perf_counter() - clock
             for index, detection in enumerate(detections):
                 assert frame.image is not None
                 clock = time.perf_counter()
                 cut = writer.cut(frame.image, detection)
                 timings["align"] += time.perf_counter() - clock
                 clock = time.perf_counter()
-                written = writer.save(frame, frame.image.shape, detection, index, cut)
+                written = writer.save(frame, frame.image.shape, detection, index, cut,
+                                      placed_by[index])
                 timings["write"] += time.perf_counter() - clock
                 if written.thumb is not None:
                     thumbs[(frame.name, index)] = written.thumb
@@ -125,6 +149,7 @@ def extract(source_path: str | os.PathLike[str], output: str | os.PathLike[str],
                     "box": np.round(detection.box, 2).tolist(),
                     "score": round(float(detection.score), 4),
                     "landmarks": np.round(detection.points, 3).tolist(),
+                    "landmarker": placed_by[index],
                     "matrix": np.round(written.matrix, 6).tolist(),
                 })
             clock = time.perf_counter()

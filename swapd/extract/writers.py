@@ -2,10 +2,11 @@
 
 Both cut the face exactly as their tool's own extractor does from the same 68 frame landmarks
 (:mod:`swapd.faces.faceswap_align`, :mod:`swapd.faces.dfl_align`) and write every field the
-tool reads. A detector with 5 points only (MTCNN) gets 68 fitted to them
-(:func:`~swapd.faces.faceswap_align.landmarks_68`, the hook a 68-point landmark plugin
-replaces); swapd keeps the points it found, moved into the face, in its own extras, and trains
-from those.
+tool reads. Faces come with 68 points from a landmark plugin
+(:mod:`swapd.extract.landmarkers`, MediaPipe's face mesh by default); one with only a 5-point
+detector's points (MTCNN, ``--landmarks detector``, or a face the plugin could not see) gets 68
+fitted to them (:func:`~swapd.faces.faceswap_align.landmarks_68`). swapd keeps the points found,
+moved into the face, in its own extras, and trains from those.
 """
 
 from __future__ import annotations
@@ -95,8 +96,9 @@ class FaceWriter:
         return Cut(faceswap_crop(image, matrix, self.size), matrix, points68)
 
     def save(self, frame: Frame, frame_shape: tuple[int, ...], detection: Detection,
-             index: int, cut: Cut) -> Written:
-        """Write the face :meth:`cut` gave, with its tool's metadata."""
+             index: int, cut: Cut, landmarker: str | None = None) -> Written:
+        """Write the face :meth:`cut` gave, with its tool's metadata (``landmarker``: the
+        plugin that placed its landmarks, default the detector)."""
         x, y, w, h = _box(detection)
         if self.format == "dfl":
             name = f"{frame.stem}_{index}.jpg"
@@ -119,6 +121,7 @@ class FaceWriter:
             swapd={"centering": self.centering, "geometry": "faceswap", "size": self.size,
                    "pose": pose, "detector": self.detector,
                    "score": round(float(detection.score), 4), "landmark_points": len(found),
+                   "landmarker": landmarker or self.detector,
                    "landmarks_fitted": len(found) != 68,
                    "aligned_landmarks": transform_points(found, cut.matrix).round(2).tolist()})
         write_aligned_png(self.out / name, cut.face, meta, durable=False)

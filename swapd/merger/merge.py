@@ -1,10 +1,10 @@
 """Merging: swap the faces in a video or image with an exported model and write the result.
 
 Per frame: detect faces (or replay the alignments record of ``swapd faces extract``, or
-faceswap's ``.fsa``, found beside the footage) -> model crop from each face's 5 landmarks ->
-swap (all faces of a few frames in one batch) -> colour-match -> paste back -> watermark ->
-encode.  Every output is watermarked and carries the provenance tag; there is deliberately no
-option to skip either.
+faceswap's ``.fsa``, found beside the footage) -> 68 landmarks per face (the landmark
+plugin, as extraction places them) -> model crop from them -> swap (all faces of a few frames
+in one batch) -> colour-match -> paste back -> watermark -> encode.  Every output is
+watermarked and carries the provenance tag; there is deliberately no option to skip either.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from swapd.extract.alignments import RecordedFaces, image_frame_names, video_fra
 from swapd.extract.detectors.base import Detection, Detector
 from swapd.extract.detectors.registry import create_detector
 from swapd.extract.face_tracker import FaceTracker
+from swapd.extract.landmarkers.registry import create_landmarker, place_landmarks
 from swapd.faces.alignment import model_crop_matrix, warp_face
 from swapd.fsutil import durable_replace
 from swapd.media import (
@@ -63,6 +64,9 @@ class MergeOptions:
     """How to merge.  Detector options go to the detector plugin named by ``detector``."""
 
     detector: str = "mtcnn"
+    # Each face is cut by the landmarks of this plugin, as `swapd faces extract` places them by
+    # default, so the model sees the crop it trained on ("detector": the detector's own points).
+    landmarks: str = "face_mesh"
     min_face_size: int = 40  # pixels
     score_threshold: float | None = None  # None: the detector plugin's default
     faces: Literal["all", "largest"] = "all"
@@ -125,6 +129,7 @@ class Merger:
         self.detector = detector or create_detector(
             self.options.detector, min_face_size=self.options.min_face_size,
             score_threshold=self.options.score_threshold, device=self.options.device)
+        self.landmarker = create_landmarker(self.options.landmarks)
         info = self.session.info
         self.mask = face_mask(info.input_size, info.coverage, info.centering,
                               self.options.mask_erode, self.options.mask_blur)
@@ -132,8 +137,9 @@ class Merger:
     def _faces(self, frame: np.ndarray, detector: Detector) -> list[Detection]:
         found = detector.detect(frame)
         if self.options.faces == "largest" and found:
-            return [max(found, key=lambda d: d.area)]
-        return found
+            found = [max(found, key=lambda d: d.area)]
+        # Recorded faces with 68 points keep them; the others get the landmark plugin's.
+        return place_landmarks(self.landmarker, frame, found, "")[0]
 
     def swap_frames(self, frames: list[np.ndarray], detector: Detector | None = None) -> int:
         """Swap every face in ``frames`` in place and watermark them; returns faces swapped.
@@ -151,7 +157,7 @@ class Merger:
         crops = []
         for index, frame in enumerate(frames):
             for face in self._faces(frame, detector):
-                matrix = model_crop_matrix(face.landmarks5, info.input_size, info.coverage,
+                matrix = model_crop_matrix(face.points, info.input_size, info.coverage,
                                            info.centering)
                 jobs.append((index, matrix))
                 crops.append(warp_face(frame, matrix, info.input_size))
