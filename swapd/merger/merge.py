@@ -218,12 +218,12 @@ class Merger:
             for k, (index, placed) in enumerate(jobs):
                 mask = composer.mask(placed, None if prd is None else prd[k],
                                      None if dst is None else dst[k])
-                if self.look.mode == "raw-predict":
+                if composer.look.mode == "raw-predict":
                     swapped_by_frame.setdefault(index, []).append(swapped[k])
                     continue
                 composer.compose(frames[index], originals[k], swapped[k], mask, placed)
         for index, frame in enumerate(frames):
-            if self.look.mode == "raw-predict":
+            if composer.look.mode == "raw-predict":
                 frame = composer.raw_predict(frame, swapped_by_frame.get(index, []))
             frames[index] = watermark.embed(composer.after(frame))
         return len(jobs), len(frames) - len({index for index, _ in jobs})
