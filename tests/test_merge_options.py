@@ -8,6 +8,7 @@ Real frames of the synthetic clip, real onnxruntime models with known effects
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -31,7 +32,7 @@ from swapd.merger.provenance import verify_file
 from swapd.state import StateStore
 from swapd.workspace import Workspace
 from tests.merge_support import export_cast_model
-from tests.support import require_tools
+from tests.support import require_tools, wait_for
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -369,3 +370,48 @@ def test_preview_writes_one_labelled_marked_image(work: Path, cast: Path,
     assert sheet.shape[1] == 4 * 480 and sheet.shape[0] > 2 * 270  # 7 tiles: 2 rows of 4
     verdict = verify_file(path)
     assert verdict.metadata_tag and verdict.watermark.marked
+
+
+def test_the_service_merges_dropped_footage_with_the_jobs_options(
+        service, cast: Path, synthetic_clip: Path, truth: ClipTruth) -> None:
+    """`swapd run` as a real process: a merge job with [merge] options, footage dropped in,
+    the output's face colours show the chosen colour transfer."""
+    svc = service()
+    ws = svc.workspace
+    wait_for(lambda: (ws / ".swapd" / "state.db").exists(), 60, "the state database",
+             svc.process)
+    shutil.copy(cast, ws / "cast.onnx")
+    (ws / "jobs" / "look.toml").write_text(
+        '[merge]\nfootage = "footage/look"\nmodel = "cast.onnx"\ncolor_transfer = "mkl-m"\n'
+        'mode = "overlay"\nsharpen = "gaussian"\n')
+    (ws / "footage" / "look").mkdir(parents=True, exist_ok=True)
+    shutil.copy(synthetic_clip, ws / "footage" / "look" / "clip.mp4")
+    store = StateStore(ws / ".swapd" / "state.db", readonly=True)
+
+    def merged() -> Path | None:
+        artifact = store.latest_artifact("look", "merge")
+        return Path(artifact.path) if artifact else None
+
+    output = wait_for(merged, 240, "the merged clip", svc.process)
+    store.close()
+    assert isinstance(output, Path)
+    rows, cols = _face_box(truth.landmarks[0])
+    before = next(iter(read_frames(probe_video(synthetic_clip))))[rows, cols]
+    after = next(iter(read_frames(probe_video(output))))[rows, cols]
+    shift = np.abs(after.reshape(-1, 3).mean(0) - before.reshape(-1, 3).mean(0)).max()
+    assert shift < 8  # the cast (> 25 levels without a transfer, see above) is taken away
+    assert verify_file(output).marked
+
+
+def test_the_readme_lists_every_merge_option_with_its_default() -> None:
+    import re
+    import tomllib
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    (block,) = [b for b in re.findall(r"```toml\n(.*?)```", readme, re.S)
+                if b.startswith("[merge]\nfootage") and "color_transfer" in b]
+    shown = tomllib.loads(block)["merge"]
+    assert set(MergeLook.model_fields) <= set(shown)
+    defaults = MergeLook()
+    for key in MergeLook.model_fields:
+        assert shown[key] == getattr(defaults, key), key

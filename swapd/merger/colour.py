@@ -174,17 +174,19 @@ def _match_1d(values: np.ndarray, source: np.ndarray, source_w: np.ndarray,
               target: np.ndarray, target_w: np.ndarray, scale: float = 1.0) -> np.ndarray:
     """``values`` mapped by 1-D distribution matching: each value's quantile in ``source``
     (weighted) becomes the ``target`` (weighted) value at that quantile (times ``scale``, DFL's
-    histogram threshold)."""
-    order_s = np.argsort(source, kind="stable")
-    s_sorted = source[order_s]
+    histogram threshold). ``values`` may be ``source`` itself (then its ranks are used)."""
+    order_s = np.argsort(source)
     s_cdf = np.cumsum(source_w[order_s])
     s_cdf = (s_cdf - 0.5 * source_w[order_s]) / s_cdf[-1] * scale
-    order_t = np.argsort(target, kind="stable")
-    t_sorted = target[order_t]
+    if values is source:
+        quantile = np.empty_like(s_cdf)
+        quantile[order_s] = s_cdf
+    else:
+        quantile = np.interp(values, source[order_s], s_cdf)
+    order_t = np.argsort(target)
     t_cdf = np.cumsum(target_w[order_t])
     t_cdf = (t_cdf - 0.5 * target_w[order_t]) / t_cdf[-1]
-    quantile = np.interp(values, s_sorted, s_cdf)
-    return np.interp(quantile, t_cdf, t_sorted)
+    return np.interp(quantile, t_cdf, target[order_t])
 
 
 def idt(swapped: np.ndarray, original: np.ndarray, weights: np.ndarray | None,
@@ -197,18 +199,20 @@ def idt(swapped: np.ndarray, original: np.ndarray, weights: np.ndarray | None,
     keep = None if weights is None else weights.reshape(-1) > 0
     current = all_src.copy()
     for rotation in _rotations(rotations):
-        proj_all = current @ rotation.T
-        proj_src = proj_all if keep is None else proj_all[keep]
-        proj_ref = ref @ rotation.T
-        matched = np.stack([_match_1d(proj_all[:, j], proj_src[:, j], src_w, proj_ref[:, j],
-                                      ref_w) for j in range(3)], axis=1)
+        proj_all = np.ascontiguousarray((current @ rotation.T).T)  # (3, N): rows contiguous
+        proj_src = proj_all if keep is None else np.ascontiguousarray(proj_all[:, keep])
+        proj_ref = np.ascontiguousarray((ref @ rotation.T).T)
+        rows = list(proj_all)  # one view per axis: ``values is source`` when unmasked
+        matched = np.stack([_match_1d(rows[j], rows[j] if keep is None else proj_src[j],
+                                      src_w, proj_ref[j], ref_w) for j in range(3)], axis=1)
+        proj_all = proj_all.T
         current = current + (matched - proj_all) @ rotation  # back from the rotated axes
     del src
     return current.reshape(swapped.shape)
 
 
 def sot(swapped: np.ndarray, original: np.ndarray, weights: np.ndarray | None,
-        steps: int = 10, batch: int = 10, seed: int = 7) -> np.ndarray:
+        steps: int = 10, batch: int = 5, seed: int = 7) -> np.ndarray:
     """Sliced optimal transport (DFL's port of OTColorTransfer): each step moves every pixel
     along random directions by the 1-D transport between the projected distributions; the
     displacement is then smoothed in the image (DFL's bilateral regularisation)."""
@@ -222,7 +226,7 @@ def sot(swapped: np.ndarray, original: np.ndarray, weights: np.ndarray | None,
             direction = rng.normal(size=3)
             direction /= np.linalg.norm(direction)
             proj = current @ direction
-            proj_src = proj if keep is None else proj[keep]
+            proj_src = proj if keep is None else proj[keep]  # (the same array: ranks)
             src_w = np.ones(len(proj_src))
             moved = _match_1d(proj, proj_src, src_w, ref @ direction, ref_w)
             advect += (moved - proj)[:, None] * direction

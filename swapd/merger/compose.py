@@ -10,6 +10,7 @@ colour-degraded after.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
     from swapd.merger.masks import _Track
     from swapd.merger.session import ModelInfo
 
+log = logging.getLogger(__name__)
 _MASKED = {"lct": "lct-m", "mkl": "mkl-m", "idt": "idt-m", "sot": "sot-m"}
 
 
@@ -61,6 +63,10 @@ class Composer:
         self.look, self.info = look, info
         mode = look.mask if learned or look.mask != "auto" else "mean-face"
         self.mask_mode = resolve_mode(mode, prd, dst)
+        if mode != "auto" and self.mask_mode != mode:
+            log.warning("mask = %r needs a learned mask this model does not give: using %r",
+                        mode, self.mask_mode)
+        self._fixed_mask: np.ndarray | None = None  # the same for every face: made once
         self.colour = look.color_transfer if colour else "none"
         self.edge = Edge(look.erosion, look.erosion_top, look.erosion_bottom, look.erosion_left,
                          look.erosion_right, look.blur)
@@ -92,12 +98,18 @@ class Composer:
              ) -> np.ndarray:
         """The face's blend mask in crop space, steadied across frames."""
         info = self.info
+        fixed = self.mask_mode in ("mean-face", "full")
+        if fixed and self._fixed_mask is not None:
+            return self._fixed_mask
         points = placed.crop_points if self.mask_mode == "dst" else None
         raw = raw_mask(self.mask_mode, info.input_size, info.coverage, info.centering, points,
                        prd, dst)
-        if self.look.mode in ("raw-rgb", "raw-predict"):
-            return raw  # DFL: the raw modes leave the mask as it is
-        return self.steadier.steady_mask(placed.track, shape_mask(raw, self.tuned, self.edge))
+        if self.look.mode not in ("raw-rgb", "raw-predict"):  # DFL: raw modes keep the mask
+            raw = shape_mask(raw, self.tuned, self.edge)
+        if fixed:
+            self._fixed_mask = raw
+            return raw
+        return self.steadier.steady_mask(placed.track, raw)
 
     def compose(self, frame: np.ndarray, original: np.ndarray, swapped: np.ndarray,
                 mask: np.ndarray, placed: Placed) -> None:
