@@ -415,3 +415,20 @@ def test_the_readme_lists_every_merge_option_with_its_default() -> None:
     defaults = MergeLook()
     for key in MergeLook.model_fields:
         assert shown[key] == getattr(defaults, key), key
+
+
+def test_a_grayscale_models_merge_matches_brightness_and_stays_gray(
+        work: Path, still: Path, truth: ClipTruth) -> None:
+    gray = export_cast_model(work / "gray.onnx", grayscale=True)
+    assert Merger(gray).session.info.grayscale
+    source = cv2.imread(str(still)).astype(np.float32)
+    rows, cols = _face_box(truth.landmarks[20])
+    merged = {}
+    for method in ("none", "rct"):
+        merged[method] = _merge(gray, still, work / "gray" / method,
+                                color_transfer=method)[rows, cols].astype(np.float32)
+    luma = source[rows, cols] @ np.float32([0.114, 0.587, 0.299])
+    for img in merged.values():  # gray (up to the watermark's small changes)
+        assert np.abs(img[..., 0] - img[..., 2]).mean() < 4
+    assert abs(merged["none"].mean() - luma.mean()) > 40  # the model draws it much darker
+    assert abs(merged["rct"].mean() - luma.mean()) < 8  # brightness brought back
