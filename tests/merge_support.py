@@ -54,7 +54,8 @@ def export_cast_model(path: Path, size: int = 64, masks: int = 0,
     names = ["swapped", "mask", "dst_mask"][: 1 + masks]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
-        torch.onnx.export(_Cast(size, masks, grayscale).eval(), torch.rand(1, 3, size, size), str(path),
+        torch.onnx.export(_Cast(size, masks, grayscale).eval(), torch.rand(1, 3, size, size),
+                          str(path),
                           input_names=["face"], output_names=names,
                           dynamic_axes={n: {0: "batch"} for n in ["face", *names]},
                           opset_version=17, dynamo=False)

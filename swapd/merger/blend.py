@@ -108,13 +108,20 @@ def paste_back(frame: np.ndarray, face: np.ndarray, mask: np.ndarray, matrix: np
 @dataclass(frozen=True)
 class Region:
     """A face warped into its frame: the region of interest (rows, columns), the face there
-    (float32 BGR in [0, 1]), its blend weight, and the footprint of the whole crop."""
+    (float32 BGR in [0, 1]), its blend weight, and (:meth:`footprint`) where the crop lies."""
 
     rows: slice
     cols: slice
     face: np.ndarray
     alpha: np.ndarray
-    footprint: np.ndarray
+    inverse: np.ndarray  # crop -> region of interest
+    crop_size: int
+
+    def footprint(self) -> np.ndarray:
+        """The whole crop's weight in the region (1 inside, its edge anti-aliased)."""
+        return cv2.warpAffine(np.ones((self.crop_size, self.crop_size), np.float32),
+                              self.inverse, self.alpha.shape[::-1], flags=cv2.INTER_LINEAR,
+                              borderMode=cv2.BORDER_CONSTANT, borderValue=0)
 
 
 def warp_to_frame(face: np.ndarray, mask: np.ndarray, matrix: np.ndarray,
@@ -137,10 +144,7 @@ def warp_to_frame(face: np.ndarray, mask: np.ndarray, matrix: np.ndarray,
                             flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     alpha = cv2.warpAffine(np.ascontiguousarray(mask, dtype=np.float32), inverse, roi_size,
                            flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-    footprint = cv2.warpAffine(np.ones(face.shape[:2], np.float32), inverse, roi_size,
-                               flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
-                               borderValue=0)
-    return Region(slice(y0, y1), slice(x0, x1), warped, alpha, footprint)
+    return Region(slice(y0, y1), slice(x0, x1), warped, alpha, inverse, face.shape[0])
 
 
 def seamless(roi: np.ndarray, face: np.ndarray, alpha: np.ndarray) -> np.ndarray:

@@ -129,7 +129,7 @@ class Composer:
         roi = frame[region.rows, region.cols]
         face, alpha = region.face, region.alpha
         if mode == "raw-rgb":
-            alpha = region.footprint
+            alpha = region.footprint()
         elif mode.startswith("seamless"):
             face = self._seamless(roi, region)
         motion = placed.track.motion * 2.0  # DFL: from the frame before to the frame after
@@ -160,7 +160,7 @@ class Composer:
         method = _MASKED.get(self.colour, self.colour)
         face = transfer(method, face, ref, region.alpha, self.look, self.info.grayscale)
         if self.look.mode == "seamless-hist-match":
-            inside = (region.footprint > 0.5).astype(np.float32)
+            inside = (region.footprint() > 0.5).astype(np.float32)
             face = np.clip(hist_match(face, ref, inside, self.look.hist_match_threshold),
                            0.0, 1.0).astype(np.float32)
         return face
