@@ -56,7 +56,8 @@ def preview(merger: Merger, src: Path, index: int, compare: str | None,
             output_dir: Path) -> Path:
     """Write ``<stem>_preview_<index>[_<compare>].png`` to ``output_dir``: the source's frame
     ``index`` beside its merge under each value of ``compare`` (a look key, see
-    :data:`swapd.merger.look.COMPARABLE`; None: the options as they are)."""
+    :data:`swapd.merger.look.COMPARABLE`; None: the options as they are), each tile showing
+    the part of the frame around its faces."""
     frame = read_frame(src, index)
     faces = merger._faces(frame, merger.detector)
     fixed = _Fixed(faces)
@@ -68,7 +69,8 @@ def preview(merger: Merger, src: Path, index: int, compare: str | None,
         merged = [frame.copy()]
         merger._swap(merged, fixed, merger.composer(look))  # (each tile watermarked too)
         tiles.append((f"{compare} = {value}" if compare else "merged", merged[0]))
-    sheet = watermark.embed(contact_sheet(tiles))
+    rows, cols = face_region(frame.shape, faces)
+    sheet = watermark.embed(contact_sheet([(label, image[rows, cols]) for label, image in tiles]))
     suffix = f"_{compare}" if compare else ""
     out = Path(output_dir) / f"{src.stem}_preview_{index}{suffix}.png"
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -87,10 +89,26 @@ def preview(merger: Merger, src: Path, index: int, compare: str | None,
     return out
 
 
+def face_region(shape: tuple[int, ...], faces: list[Detection], margin: float = 0.8
+                ) -> tuple[slice, slice]:
+    """The part of the frame the tiles show: the faces with ``margin`` of their size around
+    them (the whole frame when there is none), so a face's detail shows in a tile."""
+    h, w = shape[:2]
+    if not faces:
+        return slice(0, h), slice(0, w)
+    boxes = np.array([f.box for f in faces], np.float64)
+    x0, y0 = boxes[:, :2].min(0)
+    x1, y1 = boxes[:, 2:].max(0)
+    pad = margin * max(x1 - x0, y1 - y0)
+    x0, y0 = max(0, int(x0 - pad)), max(0, int(y0 - pad))
+    x1, y1 = min(w, int(x1 + pad)), min(h, int(y1 + pad))
+    return slice(y0, max(y1, y0 + watermark.MIN_SIZE)), slice(x0, max(x1, x0 + watermark.MIN_SIZE))
+
+
 def contact_sheet(tiles: list[tuple[str, np.ndarray]]) -> np.ndarray:
     """Tiles (scaled to one width) in rows of :data:`COLUMNS`, each under its label."""
     h, w = tiles[0][1].shape[:2]
-    width = min(TILE_WIDTH, w)
+    width = TILE_WIDTH
     height = round(h * width / w)
     cells = []
     for label, image in tiles:
