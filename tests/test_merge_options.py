@@ -267,6 +267,7 @@ def test_mask_modes_and_edges(work: Path, cast: Path, still: Path) -> None:
     source = cv2.imread(str(still)).astype(np.int32)
     area = {}
     for name, look in {"mean-face": {"mask": "mean-face"}, "full": {"mask": "full"},
+                       "dst": {"mask": "dst"},
                        "learned-dst": {"mask": "learned-dst"},
                        "learned-prd": {"mask": "learned-prd"},
                        "eroded": {"mask": "mean-face", "erosion": 40.0},
@@ -275,6 +276,9 @@ def test_mask_modes_and_edges(work: Path, cast: Path, still: Path) -> None:
         area[name] = int((np.abs(img - source).max(2) > 12).sum())
     assert area["full"] > area["dilated"] > area["mean-face"] > area["eroded"] > 0
     assert area["learned-prd"] > area["learned-dst"]  # the cast model's dst ellipse is smaller
+    # the face's own hull (MTCNN's 5 points: the derived ellipse) covers the face as the mean
+    # face's outline does, give or take a fifth
+    assert 0.8 < area["dst"] / area["mean-face"] < 1.25
 
 
 def test_erosion_per_side_moves_only_that_side() -> None:
@@ -432,3 +436,48 @@ def test_a_grayscale_models_merge_matches_brightness_and_stays_gray(
         assert np.abs(img[..., 0] - img[..., 2]).mean() < 4
     assert abs(merged["none"].mean() - luma.mean()) > 40  # the model draws it much darker
     assert abs(merged["rct"].mean() - luma.mean()) < 8  # brightness brought back
+
+
+def test_the_remaining_knobs_do_what_they_say(work: Path, cast: Path, still: Path,
+                                              truth: ClipTruth, frames: list[np.ndarray]
+                                              ) -> None:
+    face = _face_box(truth.landmarks[20])
+    out = work / "knobs"
+
+    def face_of(img: np.ndarray) -> np.ndarray:
+        return img[face].reshape(-1, 3).astype(np.float64)
+
+    # hist-match threshold (DFL's 0..255): below 255 the swapped face's quantiles are scaled
+    # down, so the face comes out darker
+    full = _merge(cast, still, out / "t255", mode="hist-match", color_transfer="none")
+    low = _merge(cast, still, out / "t200", mode="hist-match", color_transfer="none",
+                 hist_match_threshold=200)
+    assert face_of(low).mean() < face_of(full).mean() - 5
+    # manual balance: contrast and brightness as faceswap's
+    bright = _merge(cast, still, out / "bright", color_transfer="manual-balance",
+                    balance_brightness=30.0)
+    flat = _merge(cast, still, out / "flat", color_transfer="manual-balance",
+                  balance_contrast=-50.0)
+    plain = _merge(cast, still, out / "plain", color_transfer="none")
+    assert face_of(bright).mean() > face_of(plain).mean() + 20
+    assert face_of(flat).std(0).mean() < 0.7 * face_of(plain).std(0).mean()
+    # colour degrade: the merged frame holds few colours (the watermark adds its +-2 levels)
+    few = _merge(cast, still, out / "few", color_degrade_power=100)
+    many = len(np.unique(plain.reshape(-1, 3), axis=0))
+    assert len(np.unique(few.reshape(-1, 3), axis=0)) < 0.5 * many
+    # motion blur from the face's motion: the same frame moved 24 px to the right
+    moved = np.roll(frames[20], 24, axis=1)
+    merger = Merger(cast, MergeOptions(motion_blur_power=100, box_smoothing=0.0))
+    pair = [frames[20].copy(), moved.copy()]
+    merger.swap_frames(pair, composer=merger.composer())
+    still_pair = [frames[20].copy(), moved.copy()]
+    Merger(cast, MergeOptions(box_smoothing=0.0)).swap_frames(still_pair)
+    shifted = slice(face[1].start + 24, face[1].stop + 24)
+
+    def across(img: np.ndarray, cols: slice) -> float:
+        gray = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY).astype(np.float32)[face[0], cols]
+        return float(np.abs(np.diff(gray, axis=1)).mean())
+
+    # blurred along the motion in the second frame; the first had no motion to blur by
+    assert across(pair[1], shifted) < 0.8 * across(still_pair[1], shifted)
+    assert across(pair[0], face[1]) > 0.9 * across(still_pair[0], face[1])

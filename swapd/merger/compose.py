@@ -42,11 +42,13 @@ _MASKED = {"lct": "lct-m", "mkl": "mkl-m", "idt": "idt-m", "sot": "sot-m"}
 
 @dataclass(frozen=True)
 class Placed:
-    """A face placed for swapping: its track, crop matrix, and landmarks in crop pixels."""
+    """A face placed for swapping: its track, crop matrix, landmarks in crop pixels, and how
+    far it moved since the frame before (pixels; the track moves on with later frames)."""
 
     track: _Track
     matrix: np.ndarray
     crop_points: np.ndarray
+    motion: np.ndarray
 
 
 class Composer:
@@ -89,7 +91,8 @@ class Composer:
             finish.check_upscale(finish.scaled_matrix(matrix, info.input_size,
                                                       self.look.output_face_scale),
                                  info.input_size, self.look.max_upscale)
-            placed.append(Placed(track, matrix, transform_points(face.points, matrix)))
+            placed.append(Placed(track, matrix, transform_points(face.points, matrix),
+                                 track.motion.copy()))
         return placed
 
     # --- one face -------------------------------------------------------------------------
@@ -132,7 +135,7 @@ class Composer:
             alpha = region.footprint()
         elif mode.startswith("seamless"):
             face = self._seamless(roi, region)
-        motion = placed.track.motion * 2.0  # DFL: from the frame before to the frame after
+        motion = placed.motion * 2.0  # DFL: from the frame before to the frame after
         face = finish.motion_blur(face, motion, look.motion_blur_power)
         width = self.info.input_size * finish.upscale_factor(matrix)
         face = finish.sharpen(face, look.sharpen, look.sharpen_amount, look.sharpen_radius,
