@@ -213,7 +213,7 @@ class MergeLook(_Strict):
     image_denoise_power: int = Field(0, ge=0, le=500)
     bicubic_degrade_power: int = Field(0, ge=0, le=100)
     color_degrade_power: int = Field(0, ge=0, le=100)
-    max_upscale: float = Field(8.0, ge=0.0)
+    max_upscale: float = Field(16.0, ge=0.0)
 
 
 # --- end of the merge options ------------------------------------------------------------------

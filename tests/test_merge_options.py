@@ -350,8 +350,8 @@ def test_finishing_options(work: Path, cast: Path, still: Path, truth: ClipTruth
 
 
 def test_an_upscale_beyond_the_limit_is_refused_unless_allowed(work: Path, still: Path) -> None:
-    tiny = export_cast_model(work / "cast16.onnx", size=16)
-    with pytest.raises(MergeError, match=r"x the model's 16 px output \(max_upscale = 8\)"):
+    tiny = export_cast_model(work / "cast8.onnx", size=8)
+    with pytest.raises(MergeError, match=r"x the model's 8 px output \(max_upscale = 16\)"):
         Merger(tiny).merge_file(still, work / "up" / "refused")
     assert not (work / "up" / "refused").exists() or not any((work / "up" / "refused").iterdir())
     result = Merger(tiny, MergeOptions(max_upscale=0)).merge_file(still, work / "up" / "ok")

@@ -189,25 +189,39 @@ def _match_1d(values: np.ndarray, source: np.ndarray, source_w: np.ndarray,
     return np.interp(quantile, t_cdf, target[order_t])
 
 
+def _match_hist(values: np.ndarray, source: np.ndarray, source_w: np.ndarray,
+                target: np.ndarray, target_w: np.ndarray, bins: int = 256) -> np.ndarray:
+    """DFL's idt step along one axis: both distributions as 256-bin histograms over their
+    common range, ``values`` mapped through the source's CDF and the target's inverse CDF
+    (linear in the pixels, where sorting is not)."""
+    lo = min(float(source.min()), float(target.min()))
+    hi = max(float(source.max()), float(target.max()))
+    if hi - lo < 1e-12:
+        return values
+    p0, edges = np.histogram(source, bins=bins, range=(lo, hi), weights=source_w)
+    p1, _ = np.histogram(target, bins=bins, range=(lo, hi), weights=target_w)
+    cp0 = np.cumsum(p0) / max(p0.sum(), 1e-12)
+    cp1 = np.cumsum(p1) / max(p1.sum(), 1e-12)
+    mapped = np.interp(cp0, cp1, edges[1:])
+    return np.interp(values, edges[1:], mapped)
+
+
 def idt(swapped: np.ndarray, original: np.ndarray, weights: np.ndarray | None,
         rotations: int = 20) -> np.ndarray:
     """Iterative distribution transfer (Pitie et al. 2005): along each of a series of rotated
-    axes, match the 1-D distributions; repeated, the 3-D distribution comes to the target's."""
-    all_src = swapped.reshape(-1, 3).astype(np.float64)
-    src, src_w = _pixels(swapped, weights)
+    axes, match the 1-D distributions (DFL's 256-bin histograms); repeated, the 3-D
+    distribution comes to the target's."""
     ref, ref_w = _pixels(original, weights)
     keep = None if weights is None else weights.reshape(-1) > 0
-    current = all_src.copy()
+    current = swapped.reshape(-1, 3).astype(np.float64)
+    src_w = np.ones(int(len(current) if keep is None else keep.sum()))
     for rotation in _rotations(rotations):
         proj_all = np.ascontiguousarray((current @ rotation.T).T)  # (3, N): rows contiguous
-        proj_src = proj_all if keep is None else np.ascontiguousarray(proj_all[:, keep])
         proj_ref = np.ascontiguousarray((ref @ rotation.T).T)
-        rows = list(proj_all)  # one view per axis: ``values is source`` when unmasked
-        matched = np.stack([_match_1d(rows[j], rows[j] if keep is None else proj_src[j],
-                                      src_w, proj_ref[j], ref_w) for j in range(3)], axis=1)
-        proj_all = proj_all.T
-        current = current + (matched - proj_all) @ rotation  # back from the rotated axes
-    del src
+        matched = np.stack([_match_hist(proj_all[j], proj_all[j] if keep is None else
+                                        proj_all[j][keep], src_w, proj_ref[j], ref_w)
+                            for j in range(3)], axis=1)
+        current = current + (matched - proj_all.T) @ rotation  # back from the rotated axes
     return current.reshape(swapped.shape)
 
 

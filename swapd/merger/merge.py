@@ -118,7 +118,7 @@ class MergeOptions:
     image_denoise_power: int = 0
     bicubic_degrade_power: int = 0
     color_degrade_power: int = 0
-    max_upscale: float = 8.0
+    max_upscale: float = 16.0
     # --- end of the look
 
     def __post_init__(self) -> None:
