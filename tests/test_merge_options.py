@@ -9,6 +9,7 @@ Real frames of the synthetic clip, real onnxruntime models with known effects
 from __future__ import annotations
 
 import shutil
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -390,14 +391,18 @@ def test_the_service_merges_dropped_footage_with_the_jobs_options(
         'mode = "overlay"\nsharpen = "gaussian"\n')
     (ws / "footage" / "look").mkdir(parents=True, exist_ok=True)
     shutil.copy(synthetic_clip, ws / "footage" / "look" / "clip.mp4")
-    store = StateStore(ws / ".swapd" / "state.db", readonly=True)
 
     def merged() -> Path | None:
-        artifact = store.latest_artifact("look", "merge")
+        store = StateStore(ws / ".swapd" / "state.db", readonly=True)
+        try:
+            artifact = store.latest_artifact("look", "merge")
+        except sqlite3.OperationalError:  # the service has not made its tables yet
+            return None
+        finally:
+            store.close()
         return Path(artifact.path) if artifact else None
 
     output = wait_for(merged, 240, "the merged clip", svc.process)
-    store.close()
     assert isinstance(output, Path)
     rows, cols = _face_box(truth.landmarks[0])
     before = next(iter(read_frames(probe_video(synthetic_clip))))[rows, cols]
