@@ -167,7 +167,59 @@ class ExportSection(_Strict):
         default_factory=lambda: ["save", "done"])
 
 
-class MergeSection(_Strict):
+# --- merge options: how a merge looks (issue 16) --------------------------------------------
+# The `[merge]` keys a user sets per job, also `swapd merge` flags and MergeOptions fields
+# (swapd/merger/merge.py), named as DeepFaceLab's merger and faceswap's convert name them.
+# Percentages are of the face (faceswap's mask_blend: the radius of the mask's area).
+
+ColorTransfer = Literal["none", "rct", "lct", "lct-m", "mkl", "mkl-m", "idt", "idt-m", "sot",
+                        "sot-m", "hist-match", "avg-color", "manual-balance"]
+MergeMode = Literal["overlay", "hist-match", "seamless", "seamless-hist-match", "raw-rgb",
+                    "raw-predict"]
+MaskMode = Literal["auto", "mean-face", "dst", "full", "learned-prd", "learned-dst",
+                   "learned-prd*learned-dst", "learned-prd+learned-dst"]
+SharpenMethod = Literal["none", "box", "gaussian", "unsharp_mask"]
+_PERCENT = {"ge": -100.0, "le": 100.0}
+
+
+class MergeLook(_Strict):
+    """The options of a merge's look; every default keeps a merge looking right untuned."""
+
+    color_transfer: ColorTransfer = "rct"
+    mode: MergeMode = "overlay"
+    hist_match_threshold: int = Field(255, ge=0, le=255)
+    masked_hist_match: bool = True
+    balance_colorspace: Literal["hsv", "lab", "ycrcb", "rgb"] = "hsv"
+    balance_1: float = Field(0.0, **_PERCENT)
+    balance_2: float = Field(0.0, **_PERCENT)
+    balance_3: float = Field(0.0, **_PERCENT)
+    balance_contrast: float = Field(0.0, **_PERCENT)
+    balance_brightness: float = Field(0.0, **_PERCENT)
+    mask: MaskMode = "auto"
+    erosion: float = Field(0.0, **_PERCENT)
+    erosion_top: float = Field(0.0, **_PERCENT)
+    erosion_bottom: float = Field(0.0, **_PERCENT)
+    erosion_left: float = Field(0.0, **_PERCENT)
+    erosion_right: float = Field(0.0, **_PERCENT)
+    blur: float = Field(0.0, ge=0.0, le=100.0)
+    mask_smoothing: float = Field(0.3, ge=0.0, lt=1.0)
+    box_smoothing: float = Field(0.5, ge=0.0, lt=1.0)
+    sharpen: SharpenMethod = "none"
+    sharpen_amount: float = Field(150.0, ge=0.0, le=500.0)
+    sharpen_radius: float = Field(0.3, ge=0.1, le=5.0)
+    sharpen_threshold: float = Field(5.0, ge=1.0, le=10.0)
+    output_face_scale: int = Field(0, ge=-50, le=50)
+    motion_blur_power: int = Field(0, ge=0, le=100)
+    image_denoise_power: int = Field(0, ge=0, le=500)
+    bicubic_degrade_power: int = Field(0, ge=0, le=100)
+    color_degrade_power: int = Field(0, ge=0, le=100)
+    max_upscale: float = Field(16.0, ge=0.0)
+
+
+# --- end of the merge options ------------------------------------------------------------------
+
+
+class MergeSection(MergeLook):
     footage: str
     output: str | None = None
     model: str | None = Field(None, description="an .onnx file; default: this job's newest export")

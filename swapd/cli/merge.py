@@ -32,6 +32,7 @@ def cmd_merge(args: argparse.Namespace) -> int:
     from swapd.extract.alignments import AlignmentsError, load_alignments, record_beside
     from swapd.extract.detectors.base import DetectorError
     from swapd.media import UnreadableMediaError
+    from swapd.merger.look import LOOK_KEYS
     from swapd.merger.merge import MergeError, MergeOptions, faceless_text, merge_file
 
     record = None if args.detect else (args.alignments or record_beside(args.input))
@@ -42,12 +43,20 @@ def cmd_merge(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     if alignments is not None:
         print(f"faces from {record} ({len(alignments)} frames recorded)")
+    try:
+        options = MergeOptions.with_look(
+            {key: getattr(args, key) for key in LOOK_KEYS if getattr(args, key) is not None},
+            faces=args.faces, device=args.device, learned_mask=not args.no_learned_mask)
+    except ValueError as exc:
+        key, _, problem = str(exc).partition(":")
+        print(f"swapd merge: --{key.replace('_', '-')}:{problem}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.preview is not None:
+        return _preview(args, options)
     bar, progress = progress_bar(Path(args.input).name)
     try:
         result = merge_file(Path(args.input), Path(args.output), Path(args.model),
-                            options=MergeOptions(faces=args.faces, device=args.device,
-                                                 learned_mask=not args.no_learned_mask),
-                            progress=progress, alignments=alignments)
+                            options=options, progress=progress, alignments=alignments)
     except (UnreadableMediaError, MergeError, DetectorError) as exc:  # DetectorError: a
         bar.close()  # missing detector or landmark model, with the fix in its message
         print(f"swapd merge: {exc}", file=sys.stderr)
@@ -59,6 +68,50 @@ def cmd_merge(args: argparse.Namespace) -> int:
         print(f"swapd merge: {faceless_text(result.frames_without_face, result.frames)}",
               file=sys.stderr)
     return 0
+
+
+def _preview(args: argparse.Namespace, options: object) -> int:
+    from swapd.media import UnreadableMediaError
+    from swapd.merger.merge import MergeError, Merger
+    from swapd.merger.preview import preview
+
+    try:
+        merger = Merger(Path(args.model), options)  # type: ignore[arg-type]
+        out = preview(merger, Path(args.input), args.preview, args.compare, Path(args.output))
+    except (UnreadableMediaError, MergeError) as exc:
+        print(f"swapd merge: {exc}", file=sys.stderr)
+        return 2
+    print(out)
+    return 0
+
+
+def _add_look_flags(p: argparse.ArgumentParser) -> None:
+    """One flag per [merge] look key (swapd.config.MergeLook): --color-transfer rct ..."""
+    from swapd.config import MergeLook
+    from swapd.merger.look import choices
+
+    group = p.add_argument_group("look (the job file's [merge] keys; README: Merge options)")
+    for key, field in MergeLook.model_fields.items():
+        flag = "--" + key.replace("_", "-")
+        kind = field.annotation
+        values = choices(key)
+        if values:
+            group.add_argument(flag, dest=key, choices=values, metavar="|".join(values)
+                               if len(values) < 5 else None,
+                               help=f"default {field.default}")
+        elif kind is bool:
+            group.add_argument(flag, dest=key, type=_boolean, metavar="true|false",
+                               help=f"default {str(field.default).lower()}")
+        else:
+            group.add_argument(flag, dest=key, type=kind, help=f"default {field.default}")
+
+
+def _boolean(text: str) -> bool:
+    if text.lower() in ("true", "1", "yes", "on"):
+        return True
+    if text.lower() in ("false", "0", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
 def add_verify(sub: Subparsers) -> None:
@@ -85,4 +138,10 @@ def add_merge(sub: Subparsers) -> None:
                    help="blend with the mean face's outline even when the model learned a mask")
     p.add_argument("--detect", action="store_true",
                    help="detect every face, ignoring any alignments record")
+    p.add_argument("--preview", type=int, metavar="N",
+                   help="write one image instead: frame N beside its merge (under each value "
+                        "of --compare), labelled, to choose a look by eye")
+    p.add_argument("--compare", choices=["color_transfer", "mode", "mask", "sharpen"],
+                   help="with --preview: the option whose values are shown side by side")
+    _add_look_flags(p)
     p.set_defaults(func=cmd_merge)

@@ -1,7 +1,7 @@
 """The merge worker: merges one footage file with an exported model, in its own process.
 
     python -m swapd.daemon.merge_worker --workspace DIR --job NAME --input FILE --model ONNX
-        --output DIR [--faces all|largest] [--device auto|cpu|cuda]
+        --output DIR [--faces all|largest] [--device auto|cpu|cuda] [--look JSON]
 
 An alignments record beside the footage (``clip.alignments.jsonl`` from ``swapd faces
 extract``) gives the faces of the frames it holds; a broken one is reported and ignored.
@@ -14,6 +14,7 @@ and recorded as a problem), anything else is a crash (the service reports it).
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 import time
@@ -31,7 +32,8 @@ log = logging.getLogger("swapd.merge_worker")
 
 
 def run(workspace: Workspace, job: str, source: Path, model: Path, output: Path,
-        faces: str, device: str, learned_mask: bool = True) -> int:
+        faces: str, device: str, learned_mask: bool = True,
+        look: dict[str, object] | None = None) -> int:
     from swapd.faces.validate import quarantine_file
     from swapd.media import UnreadableMediaError
     from swapd.merger.merge import MergeError, MergeOptions, faceless_text, merge_file
@@ -53,8 +55,9 @@ def run(workspace: Workspace, job: str, source: Path, model: Path, output: Path,
     store.set_merge_progress(job, shown, 0, None)
     try:
         result = merge_file(source, output, model,
-                            options=MergeOptions(faces=faces, device=device,
-                                                 learned_mask=learned_mask),
+                            options=MergeOptions.with_look(look or {}, faces=faces,
+                                                           device=device,
+                                                           learned_mask=learned_mask),
                             progress=progress,
                             alignments=_recorded_faces(workspace, store, job, source))
     except (UnreadableMediaError, MergeError) as exc:
@@ -122,11 +125,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--faces", default="all", choices=["all", "largest"])
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--no-learned-mask", action="store_true")
+    parser.add_argument("--look", default="{}", type=json.loads,
+                        help="the job's [merge] options (JSON), as swapd.config.MergeLook")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     return run(Workspace.open(args.workspace, create=False), args.job, args.input, args.model,
-               args.output, args.faces, args.device, learned_mask=not args.no_learned_mask)
+               args.output, args.faces, args.device, learned_mask=not args.no_learned_mask,
+               look=args.look)
 
 
 if __name__ == "__main__":

@@ -9,12 +9,13 @@ until there is.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from swapd.config import ServiceConfig
+from swapd.config import MergeLook, MergeSection, ServiceConfig
 from swapd.daemon.crashes import Backoff, crash_cause
 from swapd.daemon.disk import merge_needs, shortage
 from swapd.daemon.jobs import Job, JobRegistry
@@ -25,6 +26,12 @@ from swapd.state import StateStore
 from swapd.workspace import Workspace
 
 log = logging.getLogger("swapd.service")
+
+
+def look_json(merge: MergeSection) -> str:
+    """The job's merge options that differ from the defaults, for the merge worker."""
+    look = MergeLook.model_validate({k: getattr(merge, k) for k in MergeLook.model_fields})
+    return json.dumps(look.model_dump(exclude_defaults=True))
 
 
 class MergeQueue:
@@ -58,7 +65,8 @@ class MergeQueue:
             ["--workspace", str(self.ws.root), "--job", job.name, "--input", str(source),
              "--model", str(model), "--output", str(output), "--faces", job.spec.merge.faces,
              "--device", self.config.merge.device,
-             *([] if job.spec.merge.learned_mask else ["--no-learned-mask"])],
+             *([] if job.spec.merge.learned_mask else ["--no-learned-mask"]),
+             "--look", look_json(job.spec.merge)],
             job.name, "merge", self.ws.logs / f"{job.name}.merge.log", source=source,
             output=output)
         log.info("merging %s with %s", self.ws.relative(source), self.ws.relative(model))

@@ -24,13 +24,14 @@ from typing import Literal
 import cv2
 import numpy as np
 
+from swapd.config import MergeLook
 from swapd.errors import FileProblem
 from swapd.extract.alignments import RecordedFaces, image_frame_names, video_frame_names
 from swapd.extract.detectors.base import Detection, Detector
 from swapd.extract.detectors.registry import create_detector
 from swapd.extract.face_tracker import FaceTracker
 from swapd.extract.landmarkers.registry import create_landmarker, place_landmarks
-from swapd.faces.alignment import model_crop_matrix, warp_face
+from swapd.faces.alignment import warp_face
 from swapd.fsutil import durable_replace
 from swapd.media import (
     IMAGE_SUFFIXES,
@@ -41,7 +42,9 @@ from swapd.media import (
     read_image,
 )
 from swapd.merger import watermark
-from swapd.merger.blend import face_mask, feather, match_colour, paste_back
+from swapd.merger.compose import Composer, Placed
+from swapd.merger.finish import UpscaleRefused
+from swapd.merger.look import LOOK_KEYS, look_of
 from swapd.merger.metadata_tag import tag_image
 from swapd.merger.session import SwapSession
 from swapd.merger.video import VideoWriter
@@ -88,6 +91,39 @@ class MergeOptions:
     crf: int = 18
     preset: str = "veryfast"
     device: str = "auto"  # "auto" | "cpu" | "cuda"
+    # --- the look of a merge (issue 16): the job file's [merge] keys, `swapd merge` flags.
+    # Names, values and defaults are swapd.config.MergeLook's (validated there); colour_match
+    # = False above turns the colour transfer off whatever color_transfer says.
+    color_transfer: str = "rct"
+    mode: str = "overlay"
+    hist_match_threshold: int = 255
+    masked_hist_match: bool = True
+    balance_colorspace: str = "hsv"
+    balance_1: float = 0.0
+    balance_2: float = 0.0
+    balance_3: float = 0.0
+    balance_contrast: float = 0.0
+    balance_brightness: float = 0.0
+    mask: str = "auto"
+    erosion: float = 0.0
+    erosion_top: float = 0.0
+    erosion_bottom: float = 0.0
+    erosion_left: float = 0.0
+    erosion_right: float = 0.0
+    blur: float = 0.0
+    mask_smoothing: float = 0.3
+    box_smoothing: float = 0.5
+    sharpen: str = "none"
+    sharpen_amount: float = 150.0
+    sharpen_radius: float = 0.3
+    sharpen_threshold: float = 5.0
+    output_face_scale: int = 0
+    motion_blur_power: int = 0
+    image_denoise_power: int = 0
+    bicubic_degrade_power: int = 0
+    color_degrade_power: int = 0
+    max_upscale: float = 16.0
+    # --- end of the look
 
     def __post_init__(self) -> None:
         if self.faces not in ("all", "largest"):
@@ -97,6 +133,18 @@ class MergeOptions:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not 0 <= self.crf <= 51:
             raise ValueError(f"crf must be in 0..51, got {self.crf}")
+        self.look  # noqa: B018 (validates the look's options, naming the key)
+
+    @property
+    def look(self) -> MergeLook:
+        """The look's options, validated (a ValueError names the key)."""
+        return look_of(self)
+
+    @classmethod
+    def with_look(cls, look: MergeLook | dict[str, object], **others: object) -> MergeOptions:
+        """Options with ``look``'s values (a MergeLook, or a job's [merge] section)."""
+        values = dict(look) if isinstance(look, dict) else look.model_dump()
+        return cls(**{k: v for k, v in values.items() if k in LOOK_KEYS}, **others)
 
 
 @dataclass(frozen=True)
@@ -125,14 +173,22 @@ class Merger:
     def __init__(self, model_path: str | os.PathLike[str], options: MergeOptions | None = None,
                  *, detector: Detector | None = None) -> None:
         self.options = options or MergeOptions()
+        self.look = self.options.look
         self.session = SwapSession(model_path, device=self.options.device)
         self.detector = detector or create_detector(
             self.options.detector, min_face_size=self.options.min_face_size,
             score_threshold=self.options.score_threshold, device=self.options.device)
         self.landmarker = create_landmarker(self.options.landmarks)
-        info = self.session.info
-        self.mask = face_mask(info.input_size, info.coverage, info.centering,
-                              self.options.mask_erode, self.options.mask_blur)
+
+    def composer(self, look: MergeLook | None = None) -> Composer:
+        """A new file's (or preview's) merge state, with ``look`` (default: the options')."""
+        o = self.options
+        return Composer(look or self.look, self.session.info,
+                        prd=self.session.mask_name is not None,
+                        dst=self.session.dst_mask_name is not None, colour=o.colour_match,
+                        learned=o.learned_mask,
+                        tuned=((o.mask_erode, o.mask_blur),
+                               (o.learned_mask_erode, o.learned_mask_blur)))
 
     def _faces(self, frame: np.ndarray, detector: Detector) -> list[Detection]:
         found = detector.detect(frame)
@@ -141,41 +197,50 @@ class Merger:
         # Recorded faces with 68 points keep them; the others get the landmark plugin's.
         return place_landmarks(self.landmarker, frame, found, "")[0]
 
-    def swap_frames(self, frames: list[np.ndarray], detector: Detector | None = None) -> int:
+    def swap_frames(self, frames: list[np.ndarray], detector: Detector | None = None,
+                    composer: Composer | None = None) -> int:
         """Swap every face in ``frames`` in place and watermark them; returns faces swapped.
 
-        ``detector`` overrides the merger's own (e.g. a :class:`FaceTracker` for video).
+        ``detector`` overrides the merger's own (e.g. a :class:`FaceTracker` for video);
+        ``composer`` carries a video's state from batch to batch (default: a new one).
         """
-        return self._swap(frames, detector)[0]
+        return self._swap(frames, detector, composer)[0]
 
-    def _swap(self, frames: list[np.ndarray], detector: Detector | None = None
-              ) -> tuple[int, int]:
+    def _swap(self, frames: list[np.ndarray], detector: Detector | None = None,
+              composer: Composer | None = None) -> tuple[int, int]:
         """:meth:`swap_frames`: (faces swapped, frames in which no face was found)."""
-        info = self.session.info
         detector = detector or self.detector
-        jobs: list[tuple[int, np.ndarray]] = []
-        crops = []
+        composer = composer or self.composer()
+        jobs: list[tuple[int, Placed]] = []
         for index, frame in enumerate(frames):
-            for face in self._faces(frame, detector):
-                matrix = model_crop_matrix(face.points, info.input_size, info.coverage,
-                                           info.centering)
-                jobs.append((index, matrix))
-                crops.append(warp_face(frame, matrix, info.input_size))
-        if crops:
-            originals = np.stack(crops)
-            swapped, learned = self.session.swap_with_masks(originals)
-            for k, ((index, matrix), new, old) in enumerate(
-                    zip(jobs, swapped, originals, strict=True)):
-                mask = self.mask
-                if learned is not None and self.options.learned_mask:
-                    mask = feather(learned[k], self.options.learned_mask_erode,
-                                   self.options.learned_mask_blur)
-                if self.options.colour_match:
-                    new = match_colour(new, old, mask)
-                paste_back(frames[index], new, mask, matrix)
+            jobs += [(index, p) for p in composer.place(self._faces(frame, detector))]
+        swapped_by_frame: dict[int, list[np.ndarray]] = {}
+        if jobs:
+            size = self.session.info.input_size
+            originals = np.stack([warp_face(frames[i], p.matrix, size) for i, p in jobs])
+            swapped, prd, dst = self.session.swap_all(originals)
+        frames[:] = [composer.before(frame) for frame in frames]
+        if jobs:
+            for k, (index, placed) in enumerate(jobs):
+                mask = composer.mask(placed, None if prd is None else prd[k],
+                                     None if dst is None else dst[k])
+                if composer.look.mode == "raw-predict":
+                    swapped_by_frame.setdefault(index, []).append(swapped[k])
+                    continue
+                composer.compose(frames[index], originals[k], swapped[k], mask, placed)
         for index, frame in enumerate(frames):
-            frames[index] = watermark.embed(frame)
+            if composer.look.mode == "raw-predict":
+                frame = composer.raw_predict(frame, swapped_by_frame.get(index, []))
+            frames[index] = watermark.embed(composer.after(frame))
         return len(jobs), len(frames) - len({index for index, _ in jobs})
+
+    def _swap_refusing(self, src: Path, frames: list[np.ndarray], detector: Detector,
+                       composer: Composer) -> tuple[int, int]:
+        """:meth:`_swap`; a face upscaled beyond max_upscale fails the merge, naming it."""
+        try:
+            return self._swap(frames, detector, composer)
+        except UpscaleRefused as exc:
+            raise MergeError(src, str(exc)) from None
 
     def merge_file(self, input_path: str | os.PathLike[str], output_dir: str | os.PathLike[str],
                    progress: Progress | None = None,
@@ -211,12 +276,13 @@ class Merger:
         total = info.expected_frames
         done = faces = faceless = 0
         tracker: Detector = FaceTracker(self.detector, self.options.redetect_every)
+        composer = self.composer()
         if alignments:
             tracker = RecordedFaces(alignments, partial(video_frame_names, src), tracker)
         with VideoWriter(out, info.width, info.height, info.fps, info, crf=self.options.crf,
                          preset=self.options.preset, provenance=self._provenance(src)) as writer:
             for batch in _batched(read_frames(info), self.options.batch_frames):
-                swapped, without = self._swap(batch, tracker)
+                swapped, without = self._swap_refusing(src, batch, tracker, composer)
                 faces, faceless = faces + swapped, faceless + without
                 for frame in batch:
                     writer.write(frame)
@@ -238,7 +304,7 @@ class Merger:
         detector = self.detector
         if alignments:
             detector = RecordedFaces(alignments, lambda _: image_frame_names(src), detector)
-        faces, faceless = self._swap(frames, detector)
+        faces, faceless = self._swap_refusing(src, frames, detector, self.composer())
         ok, data = cv2.imencode(".png", frames[0])
         if not ok:  # not the footage's fault: no MergeError, which would set the source aside
             raise RuntimeError(f"{out}: PNG encoding failed")

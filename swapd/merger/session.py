@@ -25,6 +25,10 @@ log = logging.getLogger(__name__)
 DEFAULT_COVERAGE = 0.875  # faceswap's default, used only when a model does not say
 _OUTPUT_NAMES = ("swapped", "out_celeb_face:0")
 _MASK_OUTPUT = "mask"
+# The learned masks of a .dfm (DeepFaceLive): the swapped face's, and the destination's
+# reconstruction's; "dst_mask" is the latter's name in a swapd export that has it.
+_PRD_MASK_OUTPUTS = (_MASK_OUTPUT, "out_celeb_face_mask:0")
+_DST_MASK_OUTPUTS = ("dst_mask", "out_face_mask:0")
 _CENTERINGS = ("legacy", "face", "head")
 
 
@@ -41,6 +45,7 @@ class ModelInfo:
     centering: str
     model: str
     channels_last: bool
+    grayscale: bool = False  # the model draws gray faces (swapd's export says so)
 
 
 def _model_info(path: Path, session: ort.InferenceSession) -> ModelInfo:
@@ -65,7 +70,8 @@ def _model_info(path: Path, session: ort.InferenceSession) -> ModelInfo:
         raise ModelLoadError(path, f"unknown centering {centering!r} (expected {_CENTERINGS})")
     if not 0.0 < coverage <= 1.0 or size < 8:
         raise ModelLoadError(path, f"implausible input_size {size} / coverage {coverage}")
-    return ModelInfo(size, coverage, centering, meta.get("model", "unknown"), channels_last)
+    return ModelInfo(size, coverage, centering, meta.get("model", "unknown"), channels_last,
+                     meta.get("grayscale") == "1")
 
 
 class SwapSession:
@@ -84,7 +90,8 @@ class SwapSession:
         self.input_name = self.session.get_inputs()[0].name
         outputs = [o.name for o in self.session.get_outputs()]
         self.output_name = next((n for n in _OUTPUT_NAMES if n in outputs), outputs[0])
-        self.mask_name = _MASK_OUTPUT if _MASK_OUTPUT in outputs else None
+        self.mask_name = next((n for n in _PRD_MASK_OUTPUTS if n in outputs), None)
+        self.dst_mask_name = next((n for n in _DST_MASK_OUTPUTS if n in outputs), None)
         batch = self.session.get_inputs()[0].shape[0]
         self.max_batch = batch if isinstance(batch, int) and batch > 0 else None
 
@@ -117,20 +124,28 @@ class SwapSession:
     def swap_with_masks(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """:meth:`swap`, and the model's learned masks (float32 NHW in [0, 1]) when it has
         them, else None."""
+        faces, masks, _ = self.swap_all(crops)
+        return faces, masks
+
+    def swap_all(self, crops: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+        """:meth:`swap`, the swapped faces' learned masks and the destination's learned masks
+        (float32 NHW in [0, 1]; None for a mask the model does not give)."""
         crops = np.asarray(crops)
         size = self.info.input_size
         if crops.dtype != np.uint8 or crops.ndim != 4 or crops.shape[1:] != (size, size, 3):
             raise ValueError(f"crops must be uint8 (N, {size}, {size}, 3), "
                              f"got {crops.dtype} {crops.shape}")
-        masks = None if self.mask_name is None else np.zeros((len(crops), size, size), np.float32)
+        mask_names = [n for n in (self.mask_name, self.dst_mask_name) if n is not None]
+        empty = {n: np.zeros((len(crops), size, size), np.float32) for n in mask_names}
         if len(crops) == 0:
-            return crops.copy(), masks
+            return crops.copy(), empty.get(self.mask_name or ""), empty.get(
+                self.dst_mask_name or "")
         x = crops.astype(np.float32) * np.float32(1.0 / 255.0)
         if not self.info.channels_last:
             x = x.transpose(0, 3, 1, 2)
         step = self.max_batch or len(x)
-        names = [self.output_name] if self.mask_name is None else [self.output_name,
-                                                                   self.mask_name]
+        names = [self.output_name, *mask_names]
         runs = [self.session.run(names, {self.input_name: np.ascontiguousarray(x[i:i + step])})
                 for i in range(0, len(x), step)]
         y = np.concatenate([run[0] for run in runs])
@@ -138,7 +153,7 @@ class SwapSession:
             y = y.transpose(0, 2, 3, 1)
         if y.shape != crops.shape:
             raise ValueError(f"{self.path}: model returned shape {y.shape} for input {crops.shape}")
-        if masks is not None:
-            masks = np.concatenate([run[1] for run in runs]).reshape(masks.shape)
-            masks = np.clip(masks, 0.0, 1.0)
-        return np.clip(y * 255.0 + 0.5, 0, 255).astype(np.uint8), masks
+        masks = {name: np.clip(np.concatenate([run[k + 1] for run in runs]).reshape(
+            len(crops), size, size), 0.0, 1.0) for k, name in enumerate(mask_names)}
+        faces = np.clip(y * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return faces, masks.get(self.mask_name or ""), masks.get(self.dst_mask_name or "")
