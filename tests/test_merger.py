@@ -334,7 +334,8 @@ def test_video_merge_keeps_audio_length_frames_and_marks_output(clip: Path, trut
     before, after = first_frame(clip), first_frame(out)
     rows, cols = face_box(truth.landmarks[0], shrink=0.25)
     diff = np.abs(after.astype(int) - before.astype(int))
-    assert diff[rows, cols].mean() > 40  # the face was replaced
+    # the face was replaced (an untouched face differs by the re-encoding only, under 5)
+    assert diff[rows, cols].mean() > 30
     far = np.concatenate([diff[:40, :80].ravel(), diff[:40, -80:].ravel()])
     assert far.mean() < 4  # background: only the watermark and re-encoding
 
