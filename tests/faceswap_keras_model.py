@@ -90,6 +90,7 @@ def build(model: str = "original", width: float = 1.0, dense: int | None = None,
     """faceswap's ``model`` ("original" or "lightweight") at ``width`` times its filters
     (``dense``: the bottleneck, default faceswap's), its two inputs and its outputs
     [face_a, (mask_a), face_b, (mask_b)], as faceswap's ``build_model`` joins them."""
+    keras.backend.clear_session()  # layer names as a fresh faceswap process gives them
     names = _Names()
 
     def w(n: int) -> int:

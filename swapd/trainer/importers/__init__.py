@@ -13,30 +13,13 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import torch
-
-from swapd.errors import FileProblem
+from swapd.trainer.importers.common import Imported, ModelImportError
 
 Source = Literal["faceswap", "dfl"]
-
-
-class ModelImportError(FileProblem, ValueError):
-    """A model file that cannot be brought over: truncated, hostile, of another shape."""
-
-
-@dataclass
-class Imported:
-    """What a reader made of a foreign model folder."""
-
-    model: str  # swapd's model name
-    options: dict[str, Any]  # swapd's model options
-    state: dict[str, torch.Tensor]  # swapd's state dict, complete
-    iteration: int
-    source: dict[str, Any] = field(default_factory=dict)  # where it came from, for the record
+__all__ = ["Imported", "ModelImportError", "Source", "detect", "import_model", "read_model"]
 
 
 def detect(source: Path) -> Source:

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from swapd.trainer.importers import Imported, ModelImportError
+from swapd.trainer.importers.common import Imported, ModelImportError
 from swapd.trainer.importers.keras_file import KerasLayer, chain, read_keras
 
 # Layers these two models hold; any other (ReflectionPadding2D, InstanceNormalization, ...)
@@ -121,9 +121,12 @@ def _convert(path: Path, owner: str, layers: list[KerasLayer],
                 raise ModelImportError(path, f"{owner}: no kernel and bias for {layer.name!r}")
             kernel, bias = arrays
         if layer.class_name == "Conv2D":
-            if kernel.ndim != 4 or kernel.shape[2] != shape[2] or bias.shape != kernel.shape[3:]:
+            if (kernel.ndim != 4 or kernel.shape[2] != shape[2] or bias.shape != kernel.shape[3:]
+                    or kernel.shape[3] != layer.config.get("filters")
+                    or list(kernel.shape[:2]) != list(layer.config.get("kernel_size", ()))):
                 raise ModelImportError(path, f"{owner}: conv {layer.name!r} kernel "
-                                             f"{kernel.shape} does not fit its input {shape}")
+                                             f"{kernel.shape} does not fit its input {shape} "
+                                             f"and config")
             weight = kernel.transpose(3, 2, 0, 1)
             following = layers[k + 2].class_name if k + 2 < len(layers) else ""
             if following == "PixelShuffler":
@@ -133,10 +136,12 @@ def _convert(path: Path, owner: str, layers: list[KerasLayer],
             shape = (shape[0] // stride, shape[1] // stride, kernel.shape[3])
             converted.append((weight, bias))
         elif layer.class_name == "Dense":
-            if kernel.ndim != 2 or kernel.shape[0] != math.prod(shape) or bias.shape != \
-                    kernel.shape[1:]:
+            if (kernel.ndim != 2 or kernel.shape[0] != math.prod(shape)
+                    or bias.shape != kernel.shape[1:]
+                    or kernel.shape[1] != layer.config.get("units")):
                 raise ModelImportError(path, f"{owner}: dense {layer.name!r} kernel "
-                                             f"{kernel.shape} does not fit its input {shape}")
+                                             f"{kernel.shape} does not fit its input {shape} "
+                                             f"and config")
             weight = kernel.T
             if flat_from is not None:
                 weight = weight[:, _flatten_order(*flat_from)]

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from swapd.trainer.importers import ModelImportError
+from swapd.trainer.importers.common import ModelImportError
 
 MAX_CONFIG_BYTES = 64 * 1024 * 1024
 MAX_WEIGHTS_BYTES = 8 * 1024 ** 3  # far above any faceswap model (an Original is ~330 MB)
