@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from swapd.faces import dfl_jpg
+from swapd.faces import safe_pickle
 from swapd.faces.dfl_jpg import safe_unpickle
 from swapd.trainer.checkpoint import CheckpointError, load_checkpoint
 
@@ -32,7 +32,7 @@ ALLOWED = {
 
 
 def test_the_allow_list_is_exactly_what_it_was() -> None:
-    assert set(dfl_jpg._SAFE_GLOBALS) == ALLOWED
+    assert set(safe_pickle._SAFE_GLOBALS) == ALLOWED
 
 
 @pytest.mark.parametrize("harmless", [
