@@ -44,9 +44,14 @@ def conv2d(x: np.ndarray, w: Weights, name: str, strides: int = 1) -> np.ndarray
     k = weight.shape[0]
     pad = ((k - 1) * 1 + 1) // 2  # Conv2D's "SAME"
     x = np.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
-    windows = np.lib.stride_tricks.sliding_window_view(x, (k, k), axis=(1, 2))
-    windows = windows[:, ::strides, ::strides]  # (n, oh, ow, c, kh, kw)
-    return np.einsum("nhwcij,ijco->nhwo", windows, weight, optimize=True) + bias
+    # tf.nn.conv2d(..., "VALID"): out[y, x] = sum over (i, j) of in[y*s + i, x*s + j] @ w[i, j]
+    oh, ow = (x.shape[1] - k) // strides + 1, (x.shape[2] - k) // strides + 1
+    out = np.zeros((x.shape[0], oh, ow, weight.shape[3]), x.dtype)
+    for i in range(k):
+        for j in range(k):
+            out += x[:, i:i + (oh - 1) * strides + 1:strides,
+                     j:j + (ow - 1) * strides + 1:strides] @ weight[i, j]
+    return out + bias
 
 
 def dense(x: np.ndarray, w: Weights, name: str) -> np.ndarray:

@@ -102,6 +102,13 @@ def _shape(path: Path, weights: dict[str, np.ndarray], key: str) -> tuple[int, .
     return tuple(weights[key].shape)
 
 
+def held_shape(array: np.ndarray) -> tuple[int, ...]:
+    """An array's shape as DeepFaceLab stores it (torch's layout transposed back)."""
+    return tuple(array.shape[::-1]) if array.ndim == 2 else (
+        tuple(array.shape[2:]) + tuple(array.shape[1::-1]) if array.ndim == 4
+        else tuple(array.shape))
+
+
 def _conv(w: np.ndarray, shuffle: bool = False) -> np.ndarray:
     out = w.transpose(3, 2, 0, 1) if w.ndim == 4 else w
     if shuffle:  # depth_to_space's channel (s, c) is PixelShuffle's (c, s)
@@ -184,10 +191,14 @@ def read_dfl(source: Path, archi: str | None = None) -> Imported:
                                                   f"resolution gives with e_dims {e_dims}")
     found = {"resolution": resolution, "ae_dims": ae_dims, "e_dims": e_dims,
              "d_dims": d_dims, "d_mask_dims": d_mask}
-    for key, value in found.items():
-        if key in options and options[key] != value:
+    for key, value in found.items():  # the options file, where there is one, decides
+        # (A df's decoders are checked one by one below: the odd one is named there.)
+        if (isinstance(options.get(key), int) and options[key] != value
+                and not (key in ("d_dims", "d_mask_dims") and kind == "df")):
             raise ModelImportError(folder / f"{prefix}_data.dat",
                                    f"{key} is {options[key]} but the weights have {value}")
+        found[key] = options.get(key, value)
+    resolution, ae_dims, e_dims, d_dims, d_mask = found.values()
     face_type = options.get("face_type", "f")
     if face_type not in FACE_TYPES:
         raise ModelImportError(folder / f"{prefix}_data.dat", f"face type {face_type!r}: "
@@ -195,6 +206,14 @@ def read_dfl(source: Path, archi: str | None = None) -> Imported:
     swapd_options = {"input_size": resolution, "archi": archi_name, "ae_dims": ae_dims,
                      "e_dims": e_dims, "d_dims": d_dims, "d_mask_dims": d_mask,
                      "face_type": face_type, "learn_mask": True}
+    from swapd.trainer.models import build_model
+
+    try:
+        expected = build_model("saehd", swapd_options).state_dict()
+    except ValueError as exc:  # pydantic's: sizes swapd's SAEHD does not take
+        raise ModelImportError(folder / f"{prefix}_data.dat",
+                               f"options swapd's saehd does not take ({exc})".replace(
+                                   "\n", " ")) from None
     state: dict[str, torch.Tensor] = {}
     for name, rows in mapping.items():
         path, held = files[name], dict(weights[name])
@@ -210,6 +229,11 @@ def read_dfl(source: Path, archi: str | None = None) -> Imported:
                 elif shuffle:
                     n = array.shape[0] // 4
                     array = array[[s * n + c for c in range(n) for s in range(4)]]
+                want = tuple(expected[f"{module}.{part}"].shape)
+                if tuple(array.shape) != want:
+                    raise ModelImportError(path, f"{key} has the shape {held_shape(array)}, "
+                                                 f"not SAEHD {archi_name}'s with these "
+                                                 f"options")
                 state[f"{module}.{part}"] = torch.from_numpy(np.ascontiguousarray(array))
         if held:
             raise ModelImportError(path, f"weights SAEHD {archi_name} lacks: "
