@@ -4,6 +4,8 @@ export; it trains on; bad files are refused with one line, exit 2, nothing writt
 
 from __future__ import annotations
 
+import os
+import pickle
 import zipfile
 from pathlib import Path
 
@@ -129,6 +131,16 @@ def test_imported_model_exports_and_trains_on(tmp_path: Path, faces: tuple[Path,
     assert trained["history"]["sessions"][-1]["start_iteration"] == 1234
 
 
+class _Payload:
+    """A pickle that runs os.system when unpickled by pickle.loads (or torch.load)."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return (os.system, (f"touch {self.marker}",))
+
+
 def _assert_refused(capsys: pytest.CaptureFixture[str], source: Path, out: Path,
                     problem: str, *extra: str) -> None:
     assert main(["model", "import", str(source), "--model-dir", str(out), *extra]) == 2
@@ -168,6 +180,26 @@ def test_bad_faceswap_files_are_refused(tmp_path: Path,
                                     b'"class_name": "PReLU"', 1)
             zf.writestr(item, body)
     _assert_refused(capsys, odd, out, "PReLU")
+    # A hostile optimizer.pt (a torch pickle faceswap injects into the zip) is never read.
+    marker = tmp_path / "ran"
+    armed = tmp_path / "armed" / "original.keras"
+    armed.parent.mkdir()
+    armed.write_bytes(data)
+    with zipfile.ZipFile(armed, "a") as zf:
+        zf.writestr("optimizer.pt", pickle.dumps(_Payload(marker)))
+    assert main(["model", "import", str(armed), "--model-dir", str(tmp_path / "ok")]) == 0
+    assert not marker.exists() and (tmp_path / "ok" / "model.pt").is_file()
+    capsys.readouterr()
+    # A config that is JSON but not laid out as Keras saves one.
+    garbled = tmp_path / "garbled" / "original.keras"
+    garbled.parent.mkdir()
+    with zipfile.ZipFile(keras_file) as zin, zipfile.ZipFile(garbled, "w") as zf:
+        for item in zin.infolist():
+            body = zin.read(item)
+            if item.filename == "config.json":
+                body = body.replace(b'"keras_history": [', b'"keras_history": 5, "x": [', 1)
+            zf.writestr(item, body)
+    _assert_refused(capsys, garbled, out, "not laid out as faceswap")
     # Not a .keras zip at all.
     junk = tmp_path / "junk" / "original.keras"
     junk.parent.mkdir()

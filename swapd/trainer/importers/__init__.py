@@ -46,14 +46,23 @@ def read_model(source: Path, kind: Source | None = None, **choices: Any) -> Impo
     """Read ``source`` (``kind``: detected when None) into swapd's model, checked: the
     model builds from its options and takes the state dict exactly."""
     kind = kind or detect(source)
-    if kind == "faceswap":
-        from swapd.trainer.importers.faceswap import read_faceswap
+    try:
+        if kind == "faceswap":
+            from swapd.trainer.importers.faceswap import read_faceswap
 
-        imported = read_faceswap(source)
-    else:
-        from swapd.trainer.importers.dfl import read_dfl
+            imported = read_faceswap(source)
+        else:
+            from swapd.trainer.importers.dfl import read_dfl
 
-        imported = read_dfl(source, **choices)
+            imported = read_dfl(source, **choices)
+    except ModelImportError:
+        raise
+    except (KeyError, TypeError, AttributeError, IndexError, ValueError,
+            RecursionError) as exc:
+        # A file of the right kind whose contents are not laid out as the tool lays them
+        # (a hand-edited config, a foreign dict): still one line naming it, never a traceback.
+        raise ModelImportError(source, f"not laid out as {kind} saves a model "
+                                       f"({type(exc).__name__}: {exc})") from None
     _check_fits(source, imported)
     return imported
 

@@ -132,7 +132,7 @@ def read_keras(path: Path) -> KerasFile:
         raise
     except (zipfile.BadZipFile, EOFError, zipfile.LargeZipFile) as exc:
         raise ModelImportError(path, f"truncated or not a .keras (zip) file ({exc})") from None
-    except (ValueError, UnicodeDecodeError) as exc:  # json, or a zip member's CRC
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # json, a member's CRC
         raise ModelImportError(path, f"corrupt .keras file ({exc})") from None
     except OSError as exc:
         raise ModelImportError(path, f"cannot read ({exc})") from None
