@@ -154,6 +154,19 @@ def test_bad_deepfacelab_files_are_refused(tmp_path: Path,
     data.write_bytes(pickle.dumps({"iter": 1, "options": {**options, "archi": "df-c"}}))
     _refused(capsys, folder, out, data, "not c")
     data.write_bytes(good_data)
+    # A foreign dict under a weight file's name, and a file without its options.
+    decoder.write_bytes(pickle.dumps({"down1": [1, 2, 3]}, 4))
+    _refused(capsys, folder, out, decoder, "not a DeepFaceLab weight file")
+    decoder.write_bytes(good)
+    data.unlink()
+    _refused(capsys, folder, out, data, "give --archi")
+    assert main(["model", "import", str(folder), "--model-dir", str(tmp_path / "bare"),
+                 "--archi", "df"]) == 0  # the sizes come from the weights
+    assert load_checkpoint(tmp_path / "bare" / "model.pt")["model_options"]["d_dims"] == 16
+    assert main(["model", "import", str(decoder), "--model-dir", str(tmp_path / "by_file"),
+                 "--archi", "df"]) == 0  # one of the model's files names the model
+    capsys.readouterr()
+    data.write_bytes(good_data)
     # A weight file missing.
     (folder / "new_SAEHD_inter.npy").unlink()
     _refused(capsys, folder, out, folder / "new_SAEHD_inter.npy", "missing")

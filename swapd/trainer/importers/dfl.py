@@ -18,7 +18,6 @@ does. Sides: swapd's A is DeepFaceLab's dst, B its src.
 from __future__ import annotations
 
 import pickle
-import re
 from pathlib import Path
 from typing import Any
 
@@ -63,8 +62,13 @@ def _prefix(source: Path) -> tuple[Path, str]:
     """(folder, model prefix such as "new_SAEHD") of a model folder or one of its files."""
     folder = source.parent if source.is_file() else source
     if source.is_file():
-        match = re.match(r"(.+_[A-Za-z0-9]+?)_(data\.dat|encoder\.npy|.+\.npy)$", source.name)
-        candidates = {match.group(1)} if match else set()
+        # "<name>_<model class>_<file>": the class is the last word before the model's file
+        # name; only SAEHD is imported, so look for it.
+        head, found, _ = source.name.rpartition("_SAEHD_")
+        candidates = {f"{head}_SAEHD"} if found else set()
+        if not found:
+            raise ModelImportError(source, "not a DeepFaceLab SAEHD model file "
+                                           "(<name>_SAEHD_<part>.npy)")
     else:
         candidates = ({p.name[: -len("_data.dat")] for p in folder.glob("*_data.dat")}
                       | {p.name[: -len("_encoder.npy")] for p in folder.glob("*_encoder.npy")})
