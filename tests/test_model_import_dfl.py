@@ -170,4 +170,8 @@ def test_bad_deepfacelab_files_are_refused(tmp_path: Path,
     # A weight file missing.
     (folder / "new_SAEHD_inter.npy").unlink()
     _refused(capsys, folder, out, folder / "new_SAEHD_inter.npy", "missing")
+    # Neither tool's folder.
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    _refused(capsys, empty, out, empty, "neither a faceswap model folder")
     assert not list(tmp_path.glob(".out.import-*"))
