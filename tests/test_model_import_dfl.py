@@ -175,3 +175,24 @@ def test_bad_deepfacelab_files_are_refused(tmp_path: Path,
     empty.mkdir()
     _refused(capsys, empty, out, empty, "neither a faceswap model folder")
     assert not list(tmp_path.glob(".out.import-*"))
+
+
+@pytest.mark.slow
+def test_saehd_at_deepfacelabs_defaults(tmp_path: Path) -> None:
+    """liae-ud at 128 px, ae 256, e 64, d 64, mask 22 (82.4 M parameters): still within 1e-4
+    (about two minutes: the reference is plain numpy)."""
+    folder, weights = _dfl_folder(tmp_path, "liae-ud", resolution=128, ae=256, e=64, dd=64,
+                                  dm=22)
+    out = tmp_path / "imported"
+    assert main(["model", "import", str(folder), "--model-dir", str(out)]) == 0
+    state = load_checkpoint(out / "model.pt")
+    model = build_model(state["model"], state["model_options"])
+    model.load_state_dict(state["model_state"])
+    model.eval()
+    assert sum(p.numel() for p in model.parameters()) == 82_376_555
+    x = np.random.default_rng(2).random((1, 128, 128, 3)).astype(np.float32)
+    want = ref.predict(weights, "liae-ud", 128, 256, x)
+    with torch.no_grad():
+        got = model(torch.from_numpy(x.transpose(0, 3, 1, 2).copy()), "a").numpy()
+    assert np.abs(got.transpose(0, 2, 3, 1) - np.concatenate(want["dst_dst"], -1)).max() \
+        < TOLERANCE
