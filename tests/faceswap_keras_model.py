@@ -140,13 +140,15 @@ def build(model: str = "original", width: float = 1.0, dense: int | None = None,
 
 def save(model: KModel, folder: Path, iterations: int = 0) -> Path:
     """Save as faceswap's `_base/io.py` does: ``<folder>/<name>.keras`` by ``model.save``,
-    and its ``<name>_state.json`` (`_base/state.py` `save`'s keys)."""
+    and its ``<name>_state.json`` (`_base/state.py` `save`'s keys; the config's crop at
+    faceswap's defaults, `plugins/train/train_config.py`: face centering, coverage 100)."""
     import json
 
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{model.name}.keras"
     model.save(path)
     state = {"name": model.name, "sessions": {}, "lowest_avg_loss": {}, "iterations": iterations,
-             "mixed_precision_layers": [], "lr_finder": -1.0, "config": {}}
+             "mixed_precision_layers": [], "lr_finder": -1.0,
+             "config": {"centering": "face", "coverage": 100.0}}
     (folder / f"{model.name}_state.json").write_text(json.dumps(state))
     return path

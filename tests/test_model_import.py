@@ -4,6 +4,7 @@ export; it trains on; bad files are refused with one line, exit 2, nothing writt
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import zipfile
@@ -85,11 +86,26 @@ def test_faceswap_model_draws_what_keras_draws(tmp_path: Path, faces: tuple[Path
                                                name: str, kwargs: dict[str, bool],
                                                capsys: pytest.CaptureFixture[str]) -> None:
     keras_file = _faceswap_folder(tmp_path, name, **kwargs)
+    state_file = keras_file.with_name(f"{name}_state.json")
+    faceswap_state = json.loads(state_file.read_text())
+    faceswap_state["config"] = {"centering": "legacy", "coverage": 75.0, "loss": "ssim"}
+    state_file.write_text(json.dumps(faceswap_state))
     out = tmp_path / "imported"
     assert main(["model", "import", str(keras_file.parent), "--model-dir", str(out)]) == 0
     printed = capsys.readouterr().out
     assert f"imported faceswap {name} at iteration 1234" in printed
     assert "conv_padding=same" in printed
+    # faceswap's crop goes with it: the resume line and the export's crop.
+    assert "--set centering=legacy --set coverage=0.75" in printed
+    assert load_checkpoint(out / "model.pt")["trainer_options"] == {
+        "centering": "legacy", "coverage": 0.75}
+    # A state from before faceswap had these keys: its legacy defaults, as faceswap reads it.
+    faceswap_state["config"] = {}
+    state_file.write_text(json.dumps(faceswap_state))
+    assert main(["model", "import", str(keras_file), "--model-dir", str(tmp_path / "old")]) == 0
+    assert load_checkpoint(tmp_path / "old" / "model.pt")["trainer_options"] == {
+        "centering": "legacy", "coverage": 0.625}
+    capsys.readouterr()
     x = np.concatenate([_faces(faces[0]), _faces(faces[1])])
     want_a, want_b = _keras_outputs(keras_file, x)
     got_a, got_b = _swapd_outputs(out / "model.pt", x)
@@ -122,6 +138,7 @@ def test_imported_model_exports_and_trains_on(tmp_path: Path, faces: tuple[Path,
     # Trains on from faceswap's iteration with the options the import printed.
     sets = [a.split("=", 1)[0] for a in resume.split() if "=" in a]
     assert "conv_padding" in sets and "width" in sets
+    assert "centering=face" in resume and "coverage=1.0" in resume  # faceswap's crop
     argv = resume.split(": swapd ", 1)[1].split()
     argv = [a if a != "FACES_A" else str(faces[0]) for a in argv]
     argv = [a if a != "FACES_B" else str(faces[1]) for a in argv]

@@ -223,7 +223,8 @@ def cmd_model_import(args: argparse.Namespace) -> int:
     except ModelImportError as exc:
         print(f"swapd: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    sets = " ".join(f"--set {k}={v}" for k, v in imported.options.items())
+    sets = " ".join(f"--set {k}={v}" for k, v in {**imported.options,
+                                                   **imported.trainer}.items())
     print(f"imported {imported.source.get('tool')} {imported.model} at iteration "
           f"{imported.iteration} into {checkpoint}")
     print(f"train on with: swapd train --model {imported.model} {sets} "

@@ -102,6 +102,8 @@ def import_model(source: Path, model_dir: Path, kind: Source | None = None,
         sessions=[], losses_since_save=[])
     header = {"model": imported.model, "model_options": imported.options,
               "imported_from": {"path": str(source.resolve()), **imported.source}}
+    if imported.trainer:
+        header["trainer_options"] = dict(imported.trainer)
     model_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{model_dir.name}.import-", dir=model_dir.parent))
     try:

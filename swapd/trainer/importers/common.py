@@ -23,3 +23,6 @@ class Imported:
     state: dict[str, torch.Tensor]  # swapd's state dict, complete
     iteration: int
     source: dict[str, Any] = field(default_factory=dict)  # where it came from, for the record
+    # The trainer options the tool trained it with that swapd shares (faceswap's crop): kept
+    # in the checkpoint (the export's crop reads them) and printed with the resume line.
+    trainer: dict[str, Any] = field(default_factory=dict)

@@ -51,12 +51,12 @@ def _keras_file(source: Path) -> Path:
     return files[0]
 
 
-def _iterations(keras: Path) -> tuple[int, dict[str, Any]]:
+def _iterations(keras: Path) -> tuple[int, dict[str, Any] | None]:
     """faceswap's ``<name>_state.json`` beside the model (``_base/state.py``): iterations
-    done and its config; (0, {}) without one."""
+    done and its config; (0, None) without one."""
     state_file = keras.with_name(f"{keras.stem}_state.json")
     if not state_file.is_file():
-        return 0, {}
+        return 0, None
     try:
         state = json.loads(state_file.read_text(encoding="utf-8"))
         iterations = int(state.get("iterations", 0))
@@ -226,7 +226,23 @@ def read_faceswap(source: Path) -> Imported:
                 state[f"{key}.{suffix}"] = torch.from_numpy(np.ascontiguousarray(array))
     iterations, config = _iterations(path)
     return Imported(name, options, state, iterations,
-                    {"tool": "faceswap", "file": path.name, "faceswap_config": config})
+                    {"tool": "faceswap", "file": path.name, "faceswap_config": config or {}},
+                    {} if config is None else _crop(config))
+
+
+def _crop(config: dict[str, Any]) -> dict[str, Any]:
+    """faceswap's training crop from its state's config (``plugins/train/train_config.py``:
+    ``centering`` legacy/face/head, ``coverage`` in percent) as swapd's trainer options. A
+    state without them is from before they existed: faceswap then keeps legacy and 62.5
+    (``_base/state.py`` ``_update_config``'s legacy defaults)."""
+    crop: dict[str, Any] = {}
+    centering = config.get("centering", "legacy")
+    if centering in ("legacy", "face", "head"):
+        crop["centering"] = centering
+    coverage = config.get("coverage", 62.5)
+    if isinstance(coverage, (int, float)) and 0 < coverage <= 100:
+        crop["coverage"] = round(float(coverage) / 100, 4)
+    return crop
 
 
 def _input_size(path: Path, encoder: KerasLayer) -> int:
