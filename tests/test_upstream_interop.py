@@ -110,6 +110,8 @@ def test_faceswaps_own_model_imports(tmp_path: Path, name: str, learn_mask: bool
     assert main(["model", "import", str(folder), "--model-dir", str(out)]) == 0
     state = load_checkpoint(out / "model.pt")
     assert state["iteration"] == 42 and state["model_options"]["width"] == 1.0
+    centering, coverage = found["crop"]  # what faceswap's own State wrote
+    assert state["trainer_options"] == {"centering": centering, "coverage": coverage / 100}
     model = build_model(state["model"], state["model_options"])
     model.load_state_dict(state["model_state"])
     model.eval()

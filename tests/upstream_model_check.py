@@ -53,13 +53,21 @@ def build(name: str, learn_mask: bool, out: Path) -> dict[str, object]:
             var.assign(rng.normal(0, 0.05, var.shape).astype("float32"))
     out.mkdir(parents=True, exist_ok=True)
     model.save(out / f"{name}.keras")
-    (out / f"{name}_state.json").write_text(json.dumps({"name": name, "iterations": 42}))
+    # faceswap's own state file (plugins/train/model/_base/state.py), 42 iterations in.
+    from plugins.train.model._base.state import State
+
+    state = State(str(out), name, no_logs=True)
+    for _ in range(42):
+        state.increment_iterations()
+    state.save()
     x = rng.random((4, 64, 64, 3)).astype("float32")
     outputs = model.predict([x, x], verbose=0)
     np.save(out / "input.npy", x)
     for k, array in enumerate(outputs):
         np.save(out / f"output_{k}.npy", array)
+    config = json.loads((out / f"{name}_state.json").read_text())["config"]
     return {"outputs": len(outputs), "parameters": int(model.count_params()),
+            "crop": [config.get("centering"), config.get("coverage")],
             "layers": [layer.name for layer in model.layers]}
 
 
