@@ -248,8 +248,14 @@ def save_folder(folder: Path, weights: dict[str, Weights], options: dict[str, An
     prefix = f"{name}_SAEHD"
     for model, d in weights.items():
         (folder / f"{prefix}_{model}.npy").write_bytes(pickle.dumps(d, 4))
-    data = {"iter": iteration, "options": options, "loss_history": [[0.5, 0.4]],
-            "sample_for_preview": None, "choosed_gpu_indexes": None}
+    # sample_for_preview: ModelBase keeps generate_next_samples()'s batches, a list per
+    # generator of arrays (numpy scalars in the losses too): the unpickler builds them all.
+    size = int(options.get("resolution", 64))
+    preview = [[np.zeros((2, size, size, 3), np.float32), np.ones((2, size, size, 1),
+                                                                  np.float32)]] * 2
+    data = {"iter": iteration, "options": options,
+            "loss_history": [[np.float32(0.5), np.float32(0.4)]],
+            "sample_for_preview": preview, "choosed_gpu_indexes": None}
     (folder / f"{prefix}_data.dat").write_bytes(pickle.dumps(data))
     return folder
 
