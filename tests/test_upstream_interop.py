@@ -82,3 +82,87 @@ def test_deepfacelabs_own_code_takes_swapds_faces(synthetic_clip: Path, tmp_path
         half = info.face_mask.shape[1] // 2
         assert info.face_mask[:, : half - 2].mean() > 250
         assert info.face_mask[:, half + 2:].max() == 0
+
+
+@pytest.mark.skipif(not FACESWAP, reason="SWAPD_FACESWAP_SRC not set")
+@pytest.mark.parametrize(("name", "learn_mask"), [("original", True), ("lightweight", False)])
+def test_faceswaps_own_model_imports(tmp_path: Path, name: str, learn_mask: bool) -> None:
+    """faceswap's own plugin code builds and saves its model at full size (a child process:
+    tests/upstream_model_check.py); swapd imports it and draws what Keras drew."""
+    import numpy as np
+    import torch
+
+    from swapd.cli import main
+    from swapd.trainer.checkpoint import load_checkpoint
+    from swapd.trainer.models import build_model
+
+    assert FACESWAP is not None
+    folder = tmp_path / "faceswap_model"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([FACESWAP, str(REPO)]),
+           "KERAS_BACKEND": "torch"}
+    done = subprocess.run([sys.executable, str(REPO / "tests" / "upstream_model_check.py"),
+                           name, "1" if learn_mask else "0", str(folder)], cwd=FACESWAP,
+                          capture_output=True, text=True, timeout=600, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    found = json.loads(done.stdout.split("RESULT ", 1)[1])
+    print(json.dumps(found))
+    out = tmp_path / "imported"
+    assert main(["model", "import", str(folder), "--model-dir", str(out)]) == 0
+    state = load_checkpoint(out / "model.pt")
+    assert state["iteration"] == 42 and state["model_options"]["width"] == 1.0
+    centering, coverage = found["crop"]  # what faceswap's own State wrote
+    assert state["trainer_options"] == {"centering": centering, "coverage": coverage / 100}
+    model = build_model(state["model"], state["model_options"])
+    model.load_state_dict(state["model_state"])
+    model.eval()
+    assert sum(p.numel() for p in model.parameters()) == found["parameters"]
+    x = np.load(folder / "input.npy")
+    per_side = found["outputs"] // 2
+    with torch.no_grad():
+        for k, side in enumerate("ab"):
+            got = model(torch.from_numpy(x.transpose(0, 3, 1, 2).copy()), side).numpy()
+            want = np.concatenate([np.load(folder / f"output_{k * per_side + j}.npy")
+                                   for j in range(per_side)], -1)
+            assert np.abs(got.transpose(0, 2, 3, 1) - want).max() < 1e-4
+
+
+@pytest.mark.skipif(not DFL, reason="SWAPD_DFL_SRC not set")
+@pytest.mark.parametrize("archi", ["df", "df-ud", "df-t", "liae", "liae-ud", "liae-udt"])
+def test_deepfacelabs_own_saehd_imports(tmp_path: Path, archi: str) -> None:
+    """DeepFaceLab's own leras and DeepFakeArchi code (TensorFlow's few calls stood in by
+    numpy: tests/upstream_dfl_model_check.py) builds, saves and runs SAEHD; swapd imports the
+    folder and draws what it drew; the always-on fixture writes the same names and shapes."""
+    import pickle
+
+    import numpy as np
+    import torch
+
+    from swapd.cli import main
+    from swapd.trainer.checkpoint import load_checkpoint
+    from swapd.trainer.models import build_model
+    from tests import dfl_saehd_reference as ref
+
+    assert DFL is not None
+    folder = tmp_path / "dfl_model"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([DFL, str(REPO)])}
+    done = subprocess.run([sys.executable, str(REPO / "tests" / "upstream_dfl_model_check.py"),
+                           archi, str(folder)], cwd=DFL, capture_output=True, text=True,
+                          timeout=600, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    found = json.loads(done.stdout.split("RESULT ", 1)[1])
+    assert found["std"] > 0.05  # it drew something, not a flat sigmoid
+    for model, names in ref.shapes(archi, 64, 32, 16, 16, 16).items():
+        saved = pickle.loads((folder / f"new_SAEHD_{model}.npy").read_bytes())  # its own file
+        assert {k: v.shape for k, v in saved.items()} == names, model
+    out = tmp_path / "imported"
+    assert main(["model", "import", str(folder), "--model-dir", str(out)]) == 0
+    state = load_checkpoint(out / "model.pt")
+    assert state["iteration"] == 321
+    model = build_model(state["model"], state["model_options"])
+    model.load_state_dict(state["model_state"])
+    model.eval()
+    x = torch.from_numpy(np.load(folder / "input.npy").transpose(0, 3, 1, 2).copy())
+    with torch.no_grad():
+        for side, key in (("b", "src_src"), ("a", "dst_dst"), ("b", "src_dst")):
+            got = model(x, side).numpy().transpose(0, 2, 3, 1)
+            assert np.abs(got - np.load(folder / f"{key}.npy")).max() < 1e-4, key

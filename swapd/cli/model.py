@@ -212,8 +212,28 @@ def cmd_model_summary(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_model_import(args: argparse.Namespace) -> int:
+    """A faceswap or DeepFaceLab model folder as a swapd checkpoint in a new model folder."""
+    from swapd.trainer.importers import ModelImportError, import_model
+
+    choices = {"archi": args.archi} if args.archi else {}
+    try:
+        checkpoint, imported = import_model(Path(args.source), Path(args.model_dir),
+                                            args.source_tool, **choices)
+    except ModelImportError as exc:
+        print(f"swapd: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    sets = " ".join(f"--set {k}={v}" for k, v in {**imported.options,
+                                                   **imported.trainer}.items())
+    print(f"imported {imported.source.get('tool')} {imported.model} at iteration "
+          f"{imported.iteration} into {checkpoint}")
+    print(f"train on with: swapd train --model {imported.model} {sets} "
+          f"--model-dir {args.model_dir} -A FACES_A -B FACES_B")
+    return 0
+
+
 def add_model(sub: Subparsers) -> None:
-    """swapd model summary | restore | export | sessions | snapshots | compare"""
+    """swapd model summary | restore | export | sessions | snapshots | compare | import"""
     model = sub.add_parser("model", help="model architectures").add_subparsers(
         dest="model_command", required=True)
     p = model.add_parser("summary", help="layers and parameter count of a model")
@@ -266,3 +286,13 @@ def add_model(sub: Subparsers) -> None:
                                               "(PNG: reconstruction then swap, before/after)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_model_compare)
+    p = model.add_parser("import", help="a faceswap (original, lightweight) or DeepFaceLab "
+                                        "(SAEHD df, liae) model as a swapd checkpoint")
+    p.add_argument("source", type=Path, help="the model folder (or its .keras file)")
+    p.add_argument("--model-dir", required=True, type=Path,
+                   help="a new (or empty) folder for the swapd checkpoint")
+    p.add_argument("--from", dest="source_tool", choices=("faceswap", "dfl"),
+                   help="which tool saved it (default: told by its files)")
+    p.add_argument("--archi", help="DeepFaceLab: the archi, when its options file is "
+                                   "missing (e.g. df-ud, liae)")
+    p.set_defaults(func=cmd_model_import)

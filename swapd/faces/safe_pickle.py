@@ -12,11 +12,15 @@ from __future__ import annotations
 import io
 import math
 import pickle
+from contextvars import ContextVar
 from typing import Any
 
 import numpy as np
 
 MAX_ARRAY_BYTES = 16 * 1024 * 1024  # far above any face's metadata (a JPEG segment is 64 KiB)
+# The limit of the unpickling under way: a DeepFaceLab weight file's arrays are larger (see
+# safe_unpickle's max_array_bytes).
+_ARRAY_LIMIT: ContextVar[int] = ContextVar("array_limit", default=MAX_ARRAY_BYTES)
 # Plain numeric dtypes only: object, void and structured dtypes could smuggle pointers.
 _SAFE_DTYPE_KINDS = "biufc"
 
@@ -60,7 +64,7 @@ def _checked_array(data: object, dtype: object, shape: object, fortran: bool = F
             or not all(isinstance(n, int) and n >= 0 for n in shape)):
         raise _Refused(f"refused array shape {shape!r}")
     size = math.prod(shape) * dtype.dtype.itemsize
-    if size != len(data) or size > MAX_ARRAY_BYTES:
+    if size != len(data) or size > _ARRAY_LIMIT.get():
         raise _Refused(f"array of shape {shape} does not match its {len(data)} bytes")
     return np.frombuffer(bytes(data), dtype.dtype).reshape(shape, order="F" if fortran else "C")
 
@@ -161,12 +165,16 @@ def _finish(value: object, depth: int = 0) -> object:
     return value
 
 
-def safe_unpickle(data: bytes) -> Any:
-    """``pickle.loads`` limited to plain data and plain numeric numpy arrays. Raises
-    ``pickle.UnpicklingError`` saying what was refused; other exceptions for a malformed
-    stream (a truncated one raises EOFError)."""
+def safe_unpickle(data: bytes, max_array_bytes: int = MAX_ARRAY_BYTES) -> Any:
+    """``pickle.loads`` limited to plain data and plain numeric numpy arrays (each at most
+    ``max_array_bytes``). Raises ``pickle.UnpicklingError`` saying what was refused; other
+    exceptions for a malformed stream (a truncated one raises EOFError)."""
     unpickler = SafeUnpickler(io.BytesIO(data))
-    value = unpickler.load()
+    token = _ARRAY_LIMIT.set(max_array_bytes)
+    try:
+        value = unpickler.load()
+    finally:
+        _ARRAY_LIMIT.reset(token)
     # Only a named global can leave a stand-in to swap: plain data (a large .fsa of lists)
     # is returned as built, without walking it.
     return _finish(value) if unpickler.named_globals else value

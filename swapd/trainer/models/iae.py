@@ -48,7 +48,8 @@ class IAE(SwapModel):
         super().__init__(options)
         w = options.width
         convs = [channels(c, w) for c in (128, 256, 512, 1024)]
-        self.encoder = nn.Sequential(*conv_stack(convs, self.image_channels), nn.Flatten())
+        self.encoder = nn.Sequential(*conv_stack(convs, self.image_channels, options.conv_padding),
+                                     nn.Flatten())
         seed = options.input_size // 16
         flat = convs[-1] * seed * seed
         dense = options.dense_dim or 1024

@@ -36,6 +36,7 @@ class Lightweight(SwapModel):
             channels(512, w),
             channels(256, w),
             self.image_channels,
+            options.conv_padding,
         )
         ups = [channels(c, w) for c in (512, 256, 128)]
         self.decoder_a = make_decoder(channels(256, w), ups, self.image_channels,

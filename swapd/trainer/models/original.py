@@ -25,9 +25,29 @@ def channels(base: int, width: float) -> int:
     return max(4, round(base * width))
 
 
-def conv_block(c_in: int, c_out: int) -> nn.Sequential:
-    """faceswap's Conv2DBlock: 5x5 stride-2 conv + LeakyReLU; halves the side."""
-    return nn.Sequential(nn.Conv2d(c_in, c_out, 5, stride=2, padding=2), nn.LeakyReLU(LEAK))
+ConvPadding = Literal["symmetric", "same"]
+
+
+class SameConv2d(nn.Conv2d):
+    """A 5x5 stride-2 conv padded as Keras/TensorFlow's ``padding="same"`` pads it: on an even
+    side, 1 pixel before and 2 after (torch's ``padding=2`` puts 2 on each side, which samples
+    a grid one pixel earlier: no weights can make up for that). faceswap's Conv2DBlock is
+    this; an imported faceswap model needs it to draw the same faces."""
+
+    def __init__(self, c_in: int, c_out: int) -> None:
+        super().__init__(c_in, c_out, 5, stride=2, padding=0)
+
+    def forward(self, x: Tensor) -> Tensor:
+        # The sides are even (input_size is a multiple of 16), so the split is always (1, 2).
+        return super().forward(nn.functional.pad(x, (1, 2, 1, 2)))
+
+
+def conv_block(c_in: int, c_out: int, padding: ConvPadding = "symmetric") -> nn.Sequential:
+    """faceswap's Conv2DBlock: 5x5 stride-2 conv + LeakyReLU; halves the side. ``padding``:
+    "same" pads as Keras does (see :class:`SameConv2d`), "symmetric" as swapd always did."""
+    conv = (SameConv2d(c_in, c_out) if padding == "same"
+            else nn.Conv2d(c_in, c_out, 5, stride=2, padding=2))
+    return nn.Sequential(conv, nn.LeakyReLU(LEAK))
 
 
 def upscale_block(c_in: int, c_out: int) -> nn.Sequential:
@@ -48,11 +68,12 @@ class Reshape(nn.Module):
         return x.view(x.shape[0], *self.shape)
 
 
-def conv_stack(convs: Sequence[int], c_in: int) -> list[nn.Module]:
+def conv_stack(convs: Sequence[int], c_in: int, padding: ConvPadding = "symmetric"
+               ) -> list[nn.Module]:
     """faceswap's encoder convolutions: one stride-2 Conv2DBlock per entry of ``convs``."""
     layers: list[nn.Module] = []
     for c_out in convs:
-        layers.append(conv_block(c_in, c_out))
+        layers.append(conv_block(c_in, c_out, padding))
         c_in = c_out
     return layers
 
@@ -64,9 +85,10 @@ def make_encoder(
     reshape_channels: int,
     upscale_to: int,
     c_in: int = 3,
+    padding: ConvPadding = "symmetric",
 ) -> nn.Sequential:
     """Conv stack, flatten, dense bottleneck, dense to (size/16)^2 maps, one upscale."""
-    layers = conv_stack(convs, c_in)
+    layers = conv_stack(convs, c_in, padding)
     c_in = convs[-1]
     side = input_size // 2 ** len(convs)
     seed = input_size // 16
@@ -127,6 +149,10 @@ class FaceswapShapeOptions(CommonOptions):
         "separate", description="with learn_mask: faceswap's mask decoder beside each face "
         "decoder (separate), or one more channel of the face decoder's last conv (shared: "
         "nearly free; a separate decoder costs as much as the face's)")
+    conv_padding: ConvPadding = Field(
+        "symmetric", description="how the stride-2 convs pad: 'same' as Keras does, 1 pixel "
+        "before and 2 after (faceswap's own models; `swapd model import` sets it), or "
+        "'symmetric', 2 each side (swapd's models so far)")
 
     @model_validator(mode="after")
     def _shared_needs_a_mask(self) -> FaceswapShapeOptions:
@@ -161,6 +187,7 @@ class Original(SwapModel):
             channels(1024, w),
             channels(512, w),
             self.image_channels,
+            options.conv_padding,
         )
         ups = [channels(c, w) for c in (256, 128, 64)]
         self.decoder_a = make_decoder(channels(512, w), ups, self.image_channels,
