@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from swapd.cli.common import EXIT_USAGE, Subparsers, progress_bar
+from swapd.daemon.merge_worker import add_output_arguments, output_options
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
@@ -41,12 +42,16 @@ def cmd_merge(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     if alignments is not None:
         print(f"faces from {record} ({len(alignments)} frames recorded)")
+    try:
+        options = MergeOptions(faces=args.faces, device=args.device,
+                               learned_mask=not args.no_learned_mask, **output_options(args))
+    except ValueError as exc:
+        print(f"swapd merge: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     bar, progress = progress_bar(Path(args.input).name)
     try:
         result = merge_file(Path(args.input), Path(args.output), Path(args.model),
-                            options=MergeOptions(faces=args.faces, device=args.device,
-                                                 learned_mask=not args.no_learned_mask),
-                            progress=progress, alignments=alignments)
+                            options=options, progress=progress, alignments=alignments)
     except (UnreadableMediaError, MergeError) as exc:
         bar.close()
         print(f"swapd merge: {exc}", file=sys.stderr)
@@ -70,8 +75,8 @@ def add_verify(sub: Subparsers) -> None:
 
 def add_merge(sub: Subparsers) -> None:
     """swapd merge"""
-    p = sub.add_parser("merge", help="merge one video or image now")
-    p.add_argument("input")
+    p = sub.add_parser("merge", help="merge one video, image or image-sequence folder now")
+    p.add_argument("input", help="a video, an image, or a folder of PNG/JPEG frames")
     p.add_argument("--model", required=True, help="an .onnx file exported by swapd")
     p.add_argument("--output", default="merged", help="output folder")
     p.add_argument("--faces", default="all", choices=["all", "largest"])
@@ -83,4 +88,5 @@ def add_merge(sub: Subparsers) -> None:
                    help="blend with the mean face's outline even when the model learned a mask")
     p.add_argument("--detect", action="store_true",
                    help="detect every face, ignoring any alignments record")
+    add_output_arguments(p)
     p.set_defaults(func=cmd_merge)

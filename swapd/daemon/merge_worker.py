@@ -31,7 +31,8 @@ log = logging.getLogger("swapd.merge_worker")
 
 
 def run(workspace: Workspace, job: str, source: Path, model: Path, output: Path,
-        faces: str, device: str, learned_mask: bool = True) -> int:
+        faces: str, device: str, learned_mask: bool = True,
+        output_options: dict[str, object] | None = None) -> int:
     from swapd.faces.validate import quarantine_file
     from swapd.media import UnreadableMediaError
     from swapd.merger.merge import MergeError, MergeOptions, faceless_text, merge_file
@@ -54,7 +55,8 @@ def run(workspace: Workspace, job: str, source: Path, model: Path, output: Path,
     try:
         result = merge_file(source, output, model,
                             options=MergeOptions(faces=faces, device=device,
-                                                 learned_mask=learned_mask),
+                                                 learned_mask=learned_mask,
+                                                 **(output_options or {})),
                             progress=progress,
                             alignments=_recorded_faces(workspace, store, job, source))
     except (UnreadableMediaError, MergeError) as exc:
@@ -112,6 +114,30 @@ def _recorded_faces(workspace: Workspace, store: StateStore, job: str, source: P
     return frames
 
 
+def output_options(args: argparse.Namespace) -> dict[str, object]:
+    """MergeOptions' output fields from ``add_output_arguments``' flags."""
+    from swapd.config import parse_frame_ranges
+
+    return {"codec": args.codec, "crf": args.crf, "preset": args.preset,
+            "image_format": args.image_format,
+            "frame_ranges": parse_frame_ranges(args.frame_ranges or [])}
+
+
+def add_output_arguments(p: argparse.ArgumentParser) -> None:
+    """The writers' flags (job files: the same names in [merge])."""
+    p.add_argument("--codec", default="h264", choices=["h264", "h265", "vp9"],
+                   help="video codec (always in MP4)")
+    p.add_argument("--crf", type=int, default=18,
+                   help="quality: 0 lossless .. 51 (h264, h265) or 63 (vp9); default 18")
+    p.add_argument("--preset", default="veryfast",
+                   help="x264/x265 preset (ultrafast .. veryslow); vp9: its speed")
+    p.add_argument("--image-format", default="png", choices=["png", "jpeg"],
+                   help="images and image sequences")
+    p.add_argument("--frame-ranges", nargs="+", metavar="FIRST-LAST",
+                   help="faceswap's: swap only in these frames (a video's count from 1, a "
+                        "sequence's from the number in each name); copy the others")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="swapd-merge-worker")
     parser.add_argument("--workspace", required=True, type=Path)
@@ -122,11 +148,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--faces", default="all", choices=["all", "largest"])
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--no-learned-mask", action="store_true")
+    add_output_arguments(parser)
+    parser.add_argument("--model-iteration", type=int, help="recorded with the output")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     return run(Workspace.open(args.workspace, create=False), args.job, args.input, args.model,
-               args.output, args.faces, args.device, learned_mask=not args.no_learned_mask)
+               args.output, args.faces, args.device, learned_mask=not args.no_learned_mask,
+               output_options=output_options(args))
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from swapd.config import ServiceConfig
+from swapd.config import MergeSection, ServiceConfig
 from swapd.daemon.crashes import Backoff, crash_cause
 from swapd.daemon.disk import merge_needs, shortage
 from swapd.daemon.jobs import Job, JobRegistry
@@ -25,6 +25,13 @@ from swapd.state import StateStore
 from swapd.workspace import Workspace
 
 log = logging.getLogger("swapd.service")
+
+
+def output_args(merge: MergeSection) -> list[str]:
+    """The merge worker's flags for a job's [merge] output keys."""
+    ranges = ["--frame-ranges", *merge.frame_ranges] if merge.frame_ranges else []
+    return ["--codec", merge.codec, "--crf", str(merge.crf), "--preset", merge.preset,
+            "--image-format", merge.image_format, *ranges]
 
 
 class MergeQueue:
@@ -58,7 +65,8 @@ class MergeQueue:
             ["--workspace", str(self.ws.root), "--job", job.name, "--input", str(source),
              "--model", str(model), "--output", str(output), "--faces", job.spec.merge.faces,
              "--device", self.config.merge.device,
-             *([] if job.spec.merge.learned_mask else ["--no-learned-mask"])],
+             *([] if job.spec.merge.learned_mask else ["--no-learned-mask"]),
+             *output_args(job.spec.merge)],
             job.name, "merge", self.ws.logs / f"{job.name}.merge.log", source=source,
             output=output)
         log.info("merging %s with %s", self.ws.relative(source), self.ws.relative(model))

@@ -9,11 +9,9 @@ option to skip either.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import time
-import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from functools import partial
@@ -21,7 +19,6 @@ from itertools import islice
 from pathlib import Path
 from typing import Literal
 
-import cv2
 import numpy as np
 
 from swapd.errors import FileProblem
@@ -30,20 +27,21 @@ from swapd.extract.detectors.base import Detection, Detector
 from swapd.extract.detectors.registry import create_detector
 from swapd.extract.face_tracker import FaceTracker
 from swapd.faces.alignment import model_crop_matrix, warp_face
-from swapd.fsutil import durable_replace
 from swapd.media import (
     IMAGE_SUFFIXES,
     VIDEO_SUFFIXES,
     UnreadableMediaError,
+    frame_times,
     probe_video,
     read_frames,
     read_image,
 )
 from swapd.merger import watermark
 from swapd.merger.blend import face_mask, feather, match_colour, paste_back
-from swapd.merger.metadata_tag import tag_image
+from swapd.merger.frame_ranges import FrameRanges, in_ranges
+from swapd.merger.sequence import IMAGE_EXTENSIONS, ImageFormat, merge_sequence, write_marked_image
 from swapd.merger.session import SwapSession
-from swapd.merger.video import VideoWriter
+from swapd.merger.video import CODECS, MAX_CRF, X264_PRESETS, VideoWriter
 
 log = logging.getLogger(__name__)
 
@@ -81,9 +79,14 @@ class MergeOptions:
     learned_mask_blur: float = 0.08
     redetect_every: int = 5  # video: full detection every n frames, tracking between (1 = off)
     batch_frames: int = 4  # frames whose faces go through the model in one batch
-    crf: int = 18
-    preset: str = "veryfast"
     device: str = "auto"  # "auto" | "cpu" | "cuda"
+
+    # --- Output (issue 16, writers): codec, quality, still/sequence format, frame ranges ---
+    codec: Literal["h264", "h265", "vp9"] = "h264"  # video, always in MP4
+    crf: int = 18  # quality: 0 (lossless) .. 51 (h264, h265) or 63 (vp9)
+    preset: str = "veryfast"  # x264/x265 preset; for vp9 mapped onto libvpx's -cpu-used
+    image_format: ImageFormat = "png"  # stills and image sequences: "png" or "jpeg"
+    frame_ranges: FrameRanges = ()  # faceswap's: swap only in these (inclusive), copy the rest
 
     def __post_init__(self) -> None:
         if self.faces not in ("all", "largest"):
@@ -91,8 +94,19 @@ class MergeOptions:
         for name in ("batch_frames", "redetect_every", "min_face_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if not 0 <= self.crf <= 51:
-            raise ValueError(f"crf must be in 0..51, got {self.crf}")
+        if self.codec not in CODECS:
+            raise ValueError(f"codec must be one of {', '.join(CODECS)}, got {self.codec!r}")
+        if not 0 <= self.crf <= MAX_CRF[self.codec]:
+            raise ValueError(f"crf must be in 0..{MAX_CRF[self.codec]} for {self.codec}, "
+                             f"got {self.crf}")
+        if self.preset not in X264_PRESETS:
+            raise ValueError(f"preset must be one of {', '.join(X264_PRESETS)}, "
+                             f"got {self.preset!r}")
+        if self.image_format not in IMAGE_EXTENSIONS:
+            raise ValueError(f"image_format must be 'png' or 'jpeg', got {self.image_format!r}")
+        for first, last in self.frame_ranges:
+            if not 0 <= first <= last:
+                raise ValueError(f"frame range {first}-{last} is not FIRST-LAST")
 
 
 @dataclass(frozen=True)
@@ -107,11 +121,14 @@ class MergeResult:
     frames_without_face: int = 0  # written as they were (watermarked and tagged all the same)
 
 
-def output_path_for(input_path: str | os.PathLike[str], output_dir: str | os.PathLike[str]
-                    ) -> Path:
-    """``<stem>_swapd.mp4`` for a video, ``<stem>_swapd.png`` for an image."""
+def output_path_for(input_path: str | os.PathLike[str], output_dir: str | os.PathLike[str],
+                    image_format: ImageFormat = "png") -> Path:
+    """``<stem>_swapd.mp4`` for a video, ``<stem>_swapd.png`` (or ``.jpg``) for an image,
+    the folder ``<name>_swapd`` for an image sequence (a folder)."""
     p = Path(input_path)
-    suffix = ".png" if p.suffix.lower() in IMAGE_SUFFIXES else ".mp4"
+    if p.is_dir():
+        return Path(output_dir) / f"{p.name}{OUTPUT_TAG}"
+    suffix = IMAGE_EXTENSIONS[image_format] if p.suffix.lower() in IMAGE_SUFFIXES else ".mp4"
     return Path(output_dir) / f"{p.stem}{OUTPUT_TAG}{suffix}"
 
 
@@ -142,14 +159,28 @@ class Merger:
         """
         return self._swap(frames, detector)[0]
 
-    def _swap(self, frames: list[np.ndarray], detector: Detector | None = None
-              ) -> tuple[int, int]:
+    def swap_or_skip(self, frames: list[np.ndarray], detector: Detector,
+                     swap: list[bool]) -> tuple[int, int]:
+        """:meth:`swap_frames` for the frames whose ``swap`` is true; the others are only
+        watermarked (and the detector told it passed them over). (faces swapped, frames to
+        swap in which no face was found)."""
+        return self._swap(frames, detector, swap)
+
+    def _swap(self, frames: list[np.ndarray], detector: Detector | None = None,
+              swap: list[bool] | None = None) -> tuple[int, int]:
         """:meth:`swap_frames`: (faces swapped, frames in which no face was found)."""
         info = self.session.info
         detector = detector or self.detector
         jobs: list[tuple[int, np.ndarray]] = []
         crops = []
+        skipped = 0
         for index, frame in enumerate(frames):
+            if swap is not None and not swap[index]:
+                skipped += 1
+                skip = getattr(detector, "skip", None)
+                if callable(skip):
+                    skip()
+                continue
             for face in self._faces(frame, detector):
                 matrix = model_crop_matrix(face.landmarks5, info.input_size, info.coverage,
                                            info.centering)
@@ -169,7 +200,7 @@ class Merger:
                 paste_back(frames[index], new, mask, matrix)
         for index, frame in enumerate(frames):
             frames[index] = watermark.embed(frame)
-        return len(jobs), len(frames) - len({index for index, _ in jobs})
+        return len(jobs), len(frames) - skipped - len({index for index, _ in jobs})
 
     def merge_file(self, input_path: str | os.PathLike[str], output_dir: str | os.PathLike[str],
                    progress: Progress | None = None,
@@ -177,9 +208,11 @@ class Merger:
         """Merge one video or image into ``output_dir`` (see :func:`merge_file`)."""
         src = Path(input_path)
         suffix = src.suffix.lower()
-        out = output_path_for(src, output_dir)
+        out = output_path_for(src, output_dir, self.options.image_format)
         started = time.perf_counter()
-        if suffix in VIDEO_SUFFIXES:
+        if src.is_dir():
+            frames, faces, faceless = merge_sequence(self, src, out, progress, alignments)
+        elif suffix in VIDEO_SUFFIXES:
             frames, faces, faceless = self._merge_video(src, out, progress, alignments)
         elif suffix in IMAGE_SUFFIXES:
             frames, faces, faceless = self._merge_image(src, out, progress, alignments)
@@ -195,7 +228,8 @@ class Merger:
         return MergeResult(out, frames, faces, seconds, frames / seconds if seconds else 0.0,
                            faceless)
 
-    def _provenance(self, src: Path) -> dict[str, object]:
+    def provenance(self, src: Path) -> dict[str, object]:
+        """The extra keys of a merged file's provenance tag."""
         return {"source_file": src.name, "model": self.session.info.model,
                 "model_file": self.session.path.name}
 
@@ -207,10 +241,14 @@ class Merger:
         tracker: Detector = FaceTracker(self.detector, self.options.redetect_every)
         if alignments:
             tracker = RecordedFaces(alignments, partial(video_frame_names, src), tracker)
-        with VideoWriter(out, info.width, info.height, info.fps, info, crf=self.options.crf,
-                         preset=self.options.preset, provenance=self._provenance(src)) as writer:
-            for batch in _batched(read_frames(info), self.options.batch_frames):
-                swapped, without = self._swap(batch, tracker)
+        options = self.options
+        with VideoWriter(out, info.width, info.height, info.fps, info, crf=options.crf,
+                         preset=options.preset, provenance=self.provenance(src),
+                         codec=options.codec, times=frame_times(src)) as writer:
+            for batch in _batched(read_frames(info), options.batch_frames):
+                # faceswap numbers a video's frames from 1
+                swap = [in_ranges(done + k + 1, options.frame_ranges) for k in range(len(batch))]
+                swapped, without = self._swap(batch, tracker, swap)
                 faces, faceless = faces + swapped, faceless + without
                 for frame in batch:
                     writer.write(frame)
@@ -233,18 +271,7 @@ class Merger:
         if alignments:
             detector = RecordedFaces(alignments, lambda _: image_frame_names(src), detector)
         faces, faceless = self._swap(frames, detector)
-        ok, data = cv2.imencode(".png", frames[0])
-        if not ok:  # not the footage's fault: no MergeError, which would set the source aside
-            raise RuntimeError(f"{out}: PNG encoding failed")
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(f".{out.stem}.{uuid.uuid4().hex[:8]}.part.png")
-        try:
-            tmp.write_bytes(data.tobytes())
-            tag_image(tmp, self._provenance(src))
-            durable_replace(tmp, out)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
+        write_marked_image(frames[0], out, self.options.image_format, self.provenance(src))
         if progress is not None:
             progress(1, 1)
         return 1, faces, faceless
