@@ -32,10 +32,17 @@ log = logging.getLogger("swapd.merge_worker")
 
 def run(workspace: Workspace, job: str, source: Path, model: Path, output: Path,
         faces: str, device: str, learned_mask: bool = True,
-        output_options: dict[str, object] | None = None) -> int:
+        output_options: dict[str, object] | None = None, model_iteration: int | None = None,
+        remerge: bool = False) -> int:
     from swapd.faces.validate import quarantine_file
     from swapd.media import UnreadableMediaError
-    from swapd.merger.merge import MergeError, MergeOptions, faceless_text, merge_file
+    from swapd.merger.merge import (
+        MergeError,
+        MergeOptions,
+        faceless_text,
+        merge_file,
+        output_path_for,
+    )
 
     store = StateStore(workspace.state_db)
     shown = workspace.relative(source)
@@ -52,11 +59,17 @@ def run(workspace: Workspace, job: str, source: Path, model: Path, output: Path,
             log.info("%s: %d/%s frames", shown, done, total if total is not None else "?")
 
     store.set_merge_progress(job, shown, 0, None)
+    options = MergeOptions(faces=faces, device=device, learned_mask=learned_mask,
+                           **(output_options or {}))
+    name_suffix = ""
+    if remerge:  # beside the earlier outputs, never over one a user may have published
+        name_suffix = f"_{model_iteration}" if model_iteration is not None else "_remerge"
+        base, n = name_suffix, 2
+        while output_path_for(source, output, options.image_format, name_suffix).exists():
+            name_suffix, n = f"{base}-{n}", n + 1
     try:
-        result = merge_file(source, output, model,
-                            options=MergeOptions(faces=faces, device=device,
-                                                 learned_mask=learned_mask,
-                                                 **(output_options or {})),
+        result = merge_file(source, output, model, name_suffix=name_suffix,
+                            options=options,
                             progress=progress,
                             alignments=_recorded_faces(workspace, store, job, source))
     except (UnreadableMediaError, MergeError) as exc:
@@ -81,6 +94,8 @@ def run(workspace: Workspace, job: str, source: Path, model: Path, output: Path,
         "seconds": round(result.seconds, 2),
         "fps": round(result.fps, 2),
         "model": str(model),
+        "model_iteration": model_iteration,
+        "remerge": remerge,
     })
     store.log_event(f"merged {shown} -> {workspace.relative(result.output_path)} "
                     f"({result.frames} frames, {result.fps:.1f} fps)", job)
@@ -150,12 +165,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-learned-mask", action="store_true")
     add_output_arguments(parser)
     parser.add_argument("--model-iteration", type=int, help="recorded with the output")
+    parser.add_argument("--remerge", action="store_true",
+                        help="merged before: write beside it, the iteration in the name")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     return run(Workspace.open(args.workspace, create=False), args.job, args.input, args.model,
                args.output, args.faces, args.device, learned_mask=not args.no_learned_mask,
-               output_options=output_options(args))
+               output_options=output_options(args), model_iteration=args.model_iteration,
+               remerge=args.remerge)
 
 
 if __name__ == "__main__":

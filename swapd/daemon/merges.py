@@ -58,7 +58,7 @@ class MergeQueue:
         found = self._next()
         if found is None:
             return
-        job, source, model, output = found
+        job, source, model, output, iteration, again = found
         assert job.spec.merge is not None
         self.worker = start_worker(
             "merge_worker",
@@ -66,13 +66,48 @@ class MergeQueue:
              "--model", str(model), "--output", str(output), "--faces", job.spec.merge.faces,
              "--device", self.config.merge.device,
              *([] if job.spec.merge.learned_mask else ["--no-learned-mask"]),
-             *output_args(job.spec.merge)],
+             *output_args(job.spec.merge),
+             *([] if iteration is None else ["--model-iteration", str(iteration)]),
+             *(["--remerge"] if again else [])],
             job.name, "merge", self.ws.logs / f"{job.name}.merge.log", source=source,
             output=output)
-        log.info("merging %s with %s", self.ws.relative(source), self.ws.relative(model))
+        log.info("%s %s with %s", "merging again" if again else "merging",
+                 self.ws.relative(source), self.ws.relative(model))
 
-    def _next(self) -> tuple[Job, Path, Path, Path] | None:
-        """The first footage file of any job that is ready to merge and not merged yet."""
+    def _export_iteration(self, job: str, model: Path) -> int | None:
+        """The training iteration of the export ``model`` holds (the job's own export, as
+        the state store recorded it); None for a model from elsewhere."""
+        export = self.store.latest_artifact(job, "export")
+        if export is None or Path(export.path) != model:
+            return None
+        return export.iteration
+
+    def _merged_with(self, job: str) -> dict[str, int]:
+        """Footage merged so far -> the newest model iteration it was merged with (-1 when
+        not known: merged with a model from elsewhere, or before iterations were recorded)."""
+        merged: dict[str, int] = {}
+        for artifact in self.store.artifacts(job, "merge", limit=100_000):
+            info = artifact.info or {}
+            iteration = info.get("model_iteration")
+            source = str(info.get("source"))
+            merged[source] = max(merged.get(source, -1),
+                                 iteration if isinstance(iteration, int) else -1)
+        return merged
+
+    @staticmethod
+    def _remerge_due(merge: MergeSection, state: str, iteration: int | None,
+                     merged_with: int) -> bool:
+        """Whether footage merged with ``merged_with`` is merged again with the export of
+        ``iteration``: ``on_export`` as soon as a newer export appears, ``on_done`` once
+        training is done (with its final export)."""
+        if merge.remerge == "never" or iteration is None or iteration <= merged_with:
+            return False
+        return merge.remerge == "on_export" or state == "done"
+
+    def _next(self) -> tuple[Job, Path, Path, Path, int | None, bool] | None:
+        """The first footage file of any job that is ready to merge and not merged yet (or
+        merged with an older export, when the job re-merges); with the export's iteration
+        and whether it is a re-merge."""
         for job in sorted(self.jobs.jobs.values(), key=lambda j: j.name):
             merge = job.spec.merge
             if merge is None:
@@ -91,11 +126,14 @@ class MergeQueue:
             if output not in self._cleaned:  # (an output folder outside output/)
                 remove_temp_files(output)
                 self._cleaned.add(output)
-            merged = {(a.info or {}).get("source") for a in
-                      self.store.artifacts(job.name, "merge", limit=100_000)}
+            merged = self._merged_with(job.name)
+            iteration = self._export_iteration(job.name, model)
             for source in sorted(footage.iterdir()):
+                again = str(source) in merged
                 if (source.suffix.lower() not in VIDEO_SUFFIXES | IMAGE_SUFFIXES
-                        or str(source) in merged or not source.is_file()
+                        or not source.is_file()
+                        or (again and not self._remerge_due(merge, row.state, iteration,
+                                                            merged[str(source)]))
                         or (source in self._backoff and self._backoff[source].waiting())):
                     continue
                 if time.time() - source.stat().st_mtime < self.config.ingest.settle_seconds:
@@ -103,7 +141,7 @@ class MergeQueue:
                     continue
                 if self._no_room(job.name, source, output):
                     continue
-                return job, source, model, output
+                return job, source, model, output, iteration, again
         return None
 
     def _no_room(self, job: str, source: Path, output: Path) -> bool:

@@ -122,14 +122,15 @@ class MergeResult:
 
 
 def output_path_for(input_path: str | os.PathLike[str], output_dir: str | os.PathLike[str],
-                    image_format: ImageFormat = "png") -> Path:
+                    image_format: ImageFormat = "png", name_suffix: str = "") -> Path:
     """``<stem>_swapd.mp4`` for a video, ``<stem>_swapd.png`` (or ``.jpg``) for an image,
-    the folder ``<name>_swapd`` for an image sequence (a folder)."""
+    the folder ``<name>_swapd`` for an image sequence (a folder); ``name_suffix`` goes after
+    ``_swapd`` (a re-merge's ``_<iteration>``)."""
     p = Path(input_path)
     if p.is_dir():
-        return Path(output_dir) / f"{p.name}{OUTPUT_TAG}"
+        return Path(output_dir) / f"{p.name}{OUTPUT_TAG}{name_suffix}"
     suffix = IMAGE_EXTENSIONS[image_format] if p.suffix.lower() in IMAGE_SUFFIXES else ".mp4"
-    return Path(output_dir) / f"{p.stem}{OUTPUT_TAG}{suffix}"
+    return Path(output_dir) / f"{p.stem}{OUTPUT_TAG}{name_suffix}{suffix}"
 
 
 class Merger:
@@ -204,11 +205,12 @@ class Merger:
 
     def merge_file(self, input_path: str | os.PathLike[str], output_dir: str | os.PathLike[str],
                    progress: Progress | None = None,
-                   alignments: dict[str, list[Detection]] | None = None) -> MergeResult:
+                   alignments: dict[str, list[Detection]] | None = None,
+                   name_suffix: str = "") -> MergeResult:
         """Merge one video or image into ``output_dir`` (see :func:`merge_file`)."""
         src = Path(input_path)
         suffix = src.suffix.lower()
-        out = output_path_for(src, output_dir, self.options.image_format)
+        out = output_path_for(src, output_dir, self.options.image_format, name_suffix)
         started = time.perf_counter()
         if src.is_dir():
             frames, faces, faceless = merge_sequence(self, src, out, progress, alignments)
@@ -294,7 +296,8 @@ def _batched(frames: Iterable[np.ndarray], n: int) -> Iterator[list[np.ndarray]]
 def merge_file(input_path: str | os.PathLike[str], output_dir: str | os.PathLike[str],
                model_path: str | os.PathLike[str], options: MergeOptions | None = None,
                progress: Progress | None = None,
-               alignments: dict[str, list[Detection]] | None = None) -> MergeResult:
+               alignments: dict[str, list[Detection]] | None = None,
+               name_suffix: str = "") -> MergeResult:
     """Swap the faces in one video or image with ``model_path`` and write it to ``output_dir``.
 
     Videos become ``<stem>_swapd.mp4`` (H.264 with the source's audio), images
@@ -304,4 +307,5 @@ def merge_file(input_path: str | os.PathLike[str], output_dir: str | os.PathLike
     ever left behind. ``alignments`` (see :func:`swapd.extract.alignments.load_alignments`):
     the faces recorded per frame by ``swapd faces extract``, used instead of detecting.
     """
-    return Merger(model_path, options).merge_file(input_path, output_dir, progress, alignments)
+    return Merger(model_path, options).merge_file(input_path, output_dir, progress, alignments,
+                                                  name_suffix)
