@@ -307,6 +307,12 @@ def _decode(info: VideoInfo) -> Iterator[np.ndarray]:
 _END = object()
 
 
+def read_ahead(items: Iterator[T], depth: int) -> Iterator[T]:
+    """Iterate ``items`` in a background thread, up to ``depth`` items ahead (exceptions
+    re-raised in the consumer)."""
+    return _prefetched(items, depth)
+
+
 def _prefetched(items: Iterator[T], depth: int) -> Iterator[T]:
     """Iterate ``items`` in a background thread, up to ``depth`` items ahead.
 

@@ -189,3 +189,18 @@ def test_bad_output_options_name_the_key(tmp_path: Path) -> None:
         with pytest.raises(ConfigError) as caught:
             load_job_file(job)
         assert caught.value.first_key is not None and caught.value.first_key.startswith(key)
+
+
+def test_pipeline_writes_the_frames_the_sequential_path_writes(
+        merger: Merger, synthetic_clip: Path, tmp_path: Path) -> None:
+    """Detection a batch ahead in a thread (the default) changes nothing in the output."""
+    piped = with_options(merger, pipeline=True, frame_ranges=((3, 30),))
+    plain = with_options(merger, pipeline=False, frame_ranges=((3, 30),))
+    first = piped.merge_file(synthetic_clip, tmp_path / "piped")
+    second = plain.merge_file(synthetic_clip, tmp_path / "plain")
+    assert (first.frames, first.faces_swapped) == (second.frames, second.faces_swapped)
+    a = list(read_frames(probe_video(first.output_path)))
+    b = list(read_frames(probe_video(second.output_path)))
+    assert len(a) == len(b) == 50
+    for index, (x, y) in enumerate(zip(a, b, strict=True)):
+        assert np.array_equal(x, y), index

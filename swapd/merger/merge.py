@@ -33,6 +33,7 @@ from swapd.media import (
     UnreadableMediaError,
     frame_times,
     probe_video,
+    read_ahead,
     read_frames,
     read_image,
 )
@@ -87,6 +88,7 @@ class MergeOptions:
     preset: str = "veryfast"  # x264/x265 preset; for vp9 mapped onto libvpx's -cpu-used
     image_format: ImageFormat = "png"  # stills and image sequences: "png" or "jpeg"
     frame_ranges: FrameRanges = ()  # faceswap's: swap only in these (inclusive), copy the rest
+    pipeline: bool = True  # video: detect a batch ahead in a thread (same frames out as off)
 
     def __post_init__(self) -> None:
         if self.faces not in ("all", "largest"):
@@ -107,6 +109,17 @@ class MergeOptions:
         for first, last in self.frame_ranges:
             if not 0 <= first <= last:
                 raise ValueError(f"frame range {first}-{last} is not FIRST-LAST")
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """A batch of frames with the faces found in them: (frame index, frame->crop matrix) and
+    the crop of each, and how many frames were passed over (outside the frame ranges)."""
+
+    frames: list[np.ndarray]
+    jobs: list[tuple[int, np.ndarray]]
+    crops: list[np.ndarray]
+    skipped: int
 
 
 @dataclass(frozen=True)
@@ -170,6 +183,12 @@ class Merger:
     def _swap(self, frames: list[np.ndarray], detector: Detector | None = None,
               swap: list[bool] | None = None) -> tuple[int, int]:
         """:meth:`swap_frames`: (faces swapped, frames in which no face was found)."""
+        return self._apply(self._plan(frames, detector, swap))
+
+    def _plan(self, frames: list[np.ndarray], detector: Detector | None = None,
+              swap: list[bool] | None = None) -> _Plan:
+        """The first half of :meth:`_swap`: find the faces and cut their crops (it only
+        reads the frames, so it can run a batch ahead of :meth:`_apply`)."""
         info = self.session.info
         detector = detector or self.detector
         jobs: list[tuple[int, np.ndarray]] = []
@@ -187,6 +206,11 @@ class Merger:
                                            info.centering)
                 jobs.append((index, matrix))
                 crops.append(warp_face(frame, matrix, info.input_size))
+        return _Plan(frames, jobs, crops, skipped)
+
+    def _apply(self, plan: _Plan) -> tuple[int, int]:
+        """The second half of :meth:`_swap`: swap, blend and watermark the planned frames."""
+        frames, jobs, crops, skipped = plan.frames, plan.jobs, plan.crops, plan.skipped
         if crops:
             originals = np.stack(crops)
             swapped, learned = self.session.swap_with_masks(originals)
@@ -247,10 +271,9 @@ class Merger:
         with VideoWriter(out, info.width, info.height, info.fps, info, crf=options.crf,
                          preset=options.preset, provenance=self.provenance(src),
                          codec=options.codec, times=frame_times(src)) as writer:
-            for batch in _batched(read_frames(info), options.batch_frames):
-                # faceswap numbers a video's frames from 1
-                swap = [in_ranges(done + k + 1, options.frame_ranges) for k in range(len(batch))]
-                swapped, without = self._swap(batch, tracker, swap)
+            for plan in self._plans(read_frames(info), tracker):
+                batch = plan.frames
+                swapped, without = self._apply(plan)
                 faces, faceless = faces + swapped, faceless + without
                 for frame in batch:
                     writer.write(frame)
@@ -261,6 +284,22 @@ class Merger:
                 raise UnreadableMediaError(
                     src, f"truncated or corrupt: decoded {done} of {info.frames} frames")
         return done, faces, faceless
+
+    def _plans(self, frames: Iterable[np.ndarray], detector: Detector) -> Iterator[_Plan]:
+        """Batches of frames, planned (:meth:`_plan`): with ``pipeline``, in a thread a batch
+        or two ahead, so detection overlaps the swap and blend of the batch before (decoding
+        and encoding run in ffmpeg processes of their own already)."""
+        options = self.options
+        first = 1  # faceswap numbers a video's frames from 1
+
+        def plans() -> Iterator[_Plan]:
+            nonlocal first
+            for batch in _batched(frames, options.batch_frames):
+                swap = [in_ranges(first + k, options.frame_ranges) for k in range(len(batch))]
+                first += len(batch)
+                yield self._plan(batch, detector, swap)
+
+        return read_ahead(plans(), 2) if options.pipeline else plans()
 
     def _merge_image(self, src: Path, out: Path, progress: Progress | None,
                      alignments: dict[str, list[Detection]] | None) -> tuple[int, int, int]:
