@@ -2,7 +2,8 @@
 time allows.
 
     PYTHONPATH=. .venv/bin/python benchmarks/merge_speed.py [--seconds 20]
-        [--sizes 1280x720 1920x1080] [--models demo saehd] [--saehd-seconds 4] [--repeats 1] [--out results.json]
+        [--sizes 1280x720 1920x1080] [--models demo saehd] [--saehd-seconds 4]
+        [--repeats 1] [--out results.json]
 
 Clips: the demo's synthetic person (swapd.demo), rendered for 4 s and looped with ffmpeg to
 ``--seconds`` (stream copy: the same frames again; rendering 20 s of 1080p would take minutes

@@ -204,3 +204,25 @@ def test_pipeline_writes_the_frames_the_sequential_path_writes(
     assert len(a) == len(b) == 50
     for index, (x, y) in enumerate(zip(a, b, strict=True)):
         assert np.array_equal(x, y), index
+
+
+def test_cli_merges_a_sequence_with_the_writers_flags(synthetic_clip: Path, tmp_path: Path
+                                                      ) -> None:
+    import sys
+
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for n, frame in enumerate(list(read_frames(probe_video(synthetic_clip)))[:3], start=1):
+        cv2.imwrite(str(folder / f"f{n:03d}.png"), frame)
+    model = export_model(tmp_path / "invert.onnx")
+    base = [sys.executable, "-m", "swapd", "merge", str(folder), "--model", str(model),
+            "--output", str(tmp_path / "out"), "--device", "cpu"]
+    bad = subprocess.run([*base, "--frame-ranges", "2"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "frame range '2' is not FIRST-LAST" in bad.stderr
+    assert not (tmp_path / "out").exists()
+    good = subprocess.run([*base, "--image-format", "jpeg", "--frame-ranges", "2-3"],
+                          capture_output=True, text=True)
+    assert good.returncode == 0, good.stderr
+    out = tmp_path / "out" / "frames_swapd"
+    assert sorted(p.name for p in out.iterdir()) == ["f001.jpg", "f002.jpg", "f003.jpg"]
+    assert "3 frames, 2 faces swapped" in good.stdout
