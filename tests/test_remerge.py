@@ -90,3 +90,35 @@ def test_a_newer_export_is_merged_again_beside_the_old_output(
     code, _ = svc.terminate()
     assert code == 0
     store.close()
+
+
+def test_the_service_merges_an_image_sequence_folder(tmp_path: Path, synthetic_clip: Path,
+                                                     service: object) -> None:
+    """A folder of frames dropped into the footage folder is merged as one clip, frame names
+    kept, in the job's image_format."""
+    import cv2
+
+    from swapd.media import probe_video, read_frames
+
+    require_tools("ffprobe")
+    ws = Workspace.open(tmp_path / "ws")
+    export_model(ws.root / "m.onnx")
+    shot = ws.footage / "clip" / "shot"
+    shot.mkdir(parents=True)
+    for n, frame in enumerate(list(read_frames(probe_video(synthetic_clip)))[:4], start=1):
+        cv2.imwrite(str(shot / f"shot_{n:04d}.png"), frame)
+    (ws.jobs / "clip.toml").write_text(
+        '[merge]\nfootage = "footage/clip"\nmodel = "m.onnx"\nimage_format = "jpeg"\n'
+        'frame_ranges = ["2-4"]\n')
+    svc: ServiceProcess = service()  # type: ignore[operator]
+    store = StateStore(ws.state_db)
+    wait_for(lambda: store.artifacts("clip", "merge"), 180, "the sequence's merge",
+             svc.process)
+    record = store.artifacts("clip", "merge")[0]
+    out = ws.output / "clip" / "shot_swapd"
+    assert record.path == str(out) and record.info["frames"] == 4
+    assert record.info["faces_swapped"] == 3  # frames 2-4 only
+    assert sorted(p.name for p in out.iterdir()) == [f"shot_{n:04d}.jpg" for n in range(1, 5)]
+    assert all(verify_file(p).metadata_tag for p in out.iterdir())
+    svc.terminate()
+    store.close()

@@ -1,5 +1,6 @@
-"""The service's merges: one merge worker at a time, for the first footage file of any job that
-is ready to merge and not merged yet.
+"""The service's merges: one merge worker at a time, for the first footage file (a video, an
+image, or a folder of PNG/JPEG frames) of any job that is ready to merge and not merged yet, or
+merged with an older export when the job re-merges.
 
 A merge that crashes or is killed is tried again after a back-off (crashes.py), its temp files
 removed; footage the merger cannot read is set aside by the worker and not tried again. A merge
@@ -20,11 +21,28 @@ from swapd.daemon.disk import merge_needs, shortage
 from swapd.daemon.jobs import Job, JobRegistry
 from swapd.daemon.workers import EXIT_BAD_INPUT, EXIT_OK, WorkerProcess, start_worker
 from swapd.media import IMAGE_SUFFIXES, VIDEO_SUFFIXES
+from swapd.merger.sequence import SEQUENCE_SUFFIXES
 from swapd.merger.video import remove_temp_files
 from swapd.state import StateStore
 from swapd.workspace import Workspace
 
 log = logging.getLogger("swapd.service")
+
+
+def _last_change(source: Path) -> float | None:
+    """When footage last changed: a video's or image's mtime; for an image sequence (a
+    folder of PNG/JPEG frames) the newest of its frames' and its own. None: not footage."""
+    try:
+        if source.is_file():
+            suffix = source.suffix.lower()
+            return source.stat().st_mtime if suffix in VIDEO_SUFFIXES | IMAGE_SUFFIXES else None
+        if not source.is_dir() or source.name.startswith("."):
+            return None
+        frames = [p.stat().st_mtime for p in source.iterdir()
+                  if p.suffix.lower() in SEQUENCE_SUFFIXES and p.is_file()]
+    except OSError:
+        return None
+    return max([*frames, source.stat().st_mtime]) if frames else None
 
 
 def output_args(merge: MergeSection) -> list[str]:
@@ -130,13 +148,13 @@ class MergeQueue:
             iteration = self._export_iteration(job.name, model)
             for source in sorted(footage.iterdir()):
                 again = str(source) in merged
-                if (source.suffix.lower() not in VIDEO_SUFFIXES | IMAGE_SUFFIXES
-                        or not source.is_file()
+                changed = _last_change(source)
+                if (changed is None
                         or (again and not self._remerge_due(merge, row.state, iteration,
                                                             merged[str(source)]))
                         or (source in self._backoff and self._backoff[source].waiting())):
                     continue
-                if time.time() - source.stat().st_mtime < self.config.ingest.settle_seconds:
+                if time.time() - changed < self.config.ingest.settle_seconds:
                     self.wake_later(self.config.ingest.settle_seconds)
                     continue
                 if self._no_room(job.name, source, output):
