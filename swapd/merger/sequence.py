@@ -13,7 +13,7 @@ import contextlib
 import uuid
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import cv2
 import numpy as np
@@ -28,7 +28,19 @@ from swapd.merger.metadata_tag import tag_image
 
 if TYPE_CHECKING:
     from swapd.extract.detectors.base import Detection, Detector
-    from swapd.merger.merge import Merger
+
+
+class Swapper(Protocol):
+    """What merging a sequence needs of :class:`swapd.merger.merge.Merger` (named by its
+    shape, so this module does not import the one that imports it)."""
+
+    options: Any  # MergeOptions
+    detector: Detector
+
+    def swap_or_skip(self, frames: list[np.ndarray], detector: Detector,
+                     swap: list[bool]) -> tuple[int, int]: ...
+
+    def provenance(self, src: Path) -> dict[str, object]: ...
 
 ImageFormat = Literal["png", "jpeg"]
 SEQUENCE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg"})
@@ -72,7 +84,7 @@ def sequence_frames(folder: Path) -> list[Path]:
     return frames
 
 
-def merge_sequence(merger: Merger, folder: Path, out_dir: Path,
+def merge_sequence(merger: Swapper, folder: Path, out_dir: Path,
                    progress: Callable[[int, int | None], None] | None,
                    alignments: dict[str, list[Detection]] | None) -> tuple[int, int, int]:
     """Merge every frame of ``folder`` into ``out_dir``; (frames, faces, faceless frames)."""
