@@ -191,6 +191,7 @@ def test_bad_output_options_name_the_key(tmp_path: Path) -> None:
         assert caught.value.first_key is not None and caught.value.first_key.startswith(key)
 
 
+@pytest.mark.slow  # two whole merges (about 20 s)
 def test_pipeline_writes_the_frames_the_sequential_path_writes(
         merger: Merger, synthetic_clip: Path, tmp_path: Path) -> None:
     """Detection a batch ahead in a thread (the default) changes nothing in the output."""
@@ -206,6 +207,7 @@ def test_pipeline_writes_the_frames_the_sequential_path_writes(
         assert np.array_equal(x, y), index
 
 
+@pytest.mark.slow  # two swapd processes (about 25 s)
 def test_cli_merges_a_sequence_with_the_writers_flags(synthetic_clip: Path, tmp_path: Path
                                                       ) -> None:
     import sys

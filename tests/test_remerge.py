@@ -92,6 +92,7 @@ def test_a_newer_export_is_merged_again_beside_the_old_output(
     store.close()
 
 
+@pytest.mark.slow  # a service of its own (about 20 s)
 def test_the_service_merges_an_image_sequence_folder(tmp_path: Path, synthetic_clip: Path,
                                                      service: object) -> None:
     """A folder of frames dropped into the footage folder is merged as one clip, frame names
