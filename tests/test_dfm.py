@@ -202,3 +202,33 @@ def test_cli_exports_a_checkpoint_as_dfm(tmp_path: Path) -> None:
     assert meta["iteration"] == "1234" and meta["dfl_face_type"] == "whole_face"
     assert meta["deepfacelive_coverage"] == "1.9" and meta["coverage"] == "1.0"
     assert DeepFaceLiveLoader(out).model_type == 1
+
+
+@pytest.mark.parametrize(("name", "options"), [
+    ("lightweight", {**TINY, "learn_mask": True}),  # one code, a separate mask branch
+    ("lightweight", {**TINY, "learn_mask": True, "mask_decoder": "shared", "grayscale": True}),
+    pytest.param("saehd", {"archi": "liae-ud", "input_size": 64, "ae_dims": 32, "e_dims": 16,
+                           "d_dims": 16, "d_mask_dims": 16},  # each side its own code
+                 marks=pytest.mark.slow),
+])
+def test_face_mask_is_the_a_sides_own(name: str, options: dict, tmp_path: Path) -> None:
+    """out_face_mask:0 is the mask the model draws for the face as it is (side A), computed
+    the short way (one encoding, only the mask branch) and equal to the long way in torch."""
+    torch.manual_seed(2)
+    model = build_model(name, options).eval()
+    size = int(options["input_size"])
+    path = tmp_path / f"{name}.dfm"
+    export_dfm(model, path, size, coverage=0.875, centering="face")
+    x = np.random.default_rng(4).random((2, 3, size, size), np.float32)
+    got = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(
+        None, {DFM_INPUT: np.ascontiguousarray(x.transpose(0, 2, 3, 1))})
+    face = torch.from_numpy(x)
+    if options.get("grayscale"):
+        face = (face * torch.tensor([0.114, 0.587, 0.299]).view(1, 3, 1, 1)).sum(1, True)
+    channels = 1 if options.get("grayscale") else 3
+    with torch.no_grad():
+        own = model(face, "a")[:, channels:].clamp(0, 1).numpy().transpose(0, 2, 3, 1)
+        celeb = model(face, "b")[:, channels:].clamp(0, 1).numpy().transpose(0, 2, 3, 1)
+    np.testing.assert_allclose(got[0], own, atol=1e-5)
+    np.testing.assert_allclose(got[2], celeb, atol=1e-5)
+    assert got[1].shape == (2, size, size, 3)

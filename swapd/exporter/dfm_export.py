@@ -43,6 +43,7 @@ from swapd.faces.alignment import Centering, model_crop_matrix, transform_points
 from swapd.faces.dfl_align import DFL_WRITE_TYPES, MEAN_FACE_33, dfl_matrix
 from swapd.faces.landmarks import MEAN_FACE_2D_68
 from swapd.fsutil import atomic_path
+from swapd.trainer.models.original import FaceAndMask
 
 DFM_INPUT = "in_face:0"
 DFM_OUTPUTS = ("out_face_mask:0", "out_celeb_face:0", "out_celeb_face_mask:0")
@@ -161,28 +162,51 @@ def outline_mask(input_size: int, coverage: float, centering: Centering) -> np.n
 
 
 class DfmPath(nn.Module):
-    """A swap model as DeepFaceLab's .dfm graph: NHWC in, (face mask, celeb, celeb mask)."""
+    """A swap model as DeepFaceLab's .dfm graph: NHWC in, (face mask, celeb, celeb mask).
+
+    The A side runs only for its mask: a model whose sides draw from one code (faceswap's
+    shape, DF) encodes once for both decoders, and of faceswap's decoder with a separate mask
+    branch only that branch runs."""
 
     def __init__(self, model: nn.Module, outline: np.ndarray) -> None:
         super().__init__()
-        self.celeb = SwapPath(model, "b")
-        self.own = SwapPath(model, "a")  # the same weights: only the A mask's layers are added
-        self.learns_mask = self.celeb.learns_mask
+        self.model = model
+        self.swap = SwapPath(model, "b")  # swapd's own export: its grayscale handling, names
+        self.learns_mask = self.swap.learns_mask
+        self.grayscale = self.swap.grayscale
+        draws = getattr(model, "draws_from_one_code", None)
+        self.one_code = bool(draws is not None and draws(model.options))
         self.register_buffer("outline", torch.from_numpy(outline)[None, :, :, None],
                              persistent=False)
 
     def forward(self, in_face: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         face = in_face.permute(0, 3, 1, 2)
-        if self.learns_mask:
-            celeb, celeb_mask = self.celeb(face)
-            face_mask = self.own(face)[1]
-            to_nhwc = (0, 2, 3, 1)
-            celeb_mask = celeb_mask.permute(*to_nhwc).clamp(0.0, 1.0)
-            face_mask = face_mask.permute(*to_nhwc).clamp(0.0, 1.0)
+        if not self.learns_mask:
+            celeb = self.swap(face)
+            mask = self.outline.expand(in_face.shape[0], -1, -1, -1)
+            return mask, celeb.permute(0, 2, 3, 1).clamp(0.0, 1.0), mask
+        if self.grayscale:
+            face = (face * self.swap.gray_weights).sum(dim=1, keepdim=True)
+        channels = 1 if self.grayscale else 3
+        if self.one_code:
+            code = self.model.encode(face)
+            out_b = self.model.decode(code, "b")
+            decoder_a = self.model.decoder("a")
+            if isinstance(decoder_a, FaceAndMask):  # faceswap's separate mask branch: only it
+                face_mask = decoder_a.mask(code)
+            else:
+                face_mask = decoder_a(code)[:, channels:channels + 1]
         else:
-            celeb = self.celeb(face)
-            face_mask = celeb_mask = self.outline.expand(in_face.shape[0], -1, -1, -1)
-        return face_mask, celeb.permute(0, 2, 3, 1).clamp(0.0, 1.0), celeb_mask
+            out_b = self.model(face, "b")
+            face_mask = self.model(face, "a")[:, channels:channels + 1]
+        celeb = out_b[:, :channels]
+        if self.grayscale:
+            celeb = celeb.expand(-1, 3, -1, -1)
+        celeb_mask = out_b[:, channels:channels + 1]
+        to_nhwc = (0, 2, 3, 1)
+        return (face_mask.permute(*to_nhwc).clamp(0.0, 1.0),
+                celeb.permute(*to_nhwc).clamp(0.0, 1.0),
+                celeb_mask.permute(*to_nhwc).clamp(0.0, 1.0))
 
 
 @dataclass(frozen=True)
