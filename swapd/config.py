@@ -167,6 +167,25 @@ class ExportSection(_Strict):
         default_factory=lambda: ["save", "done"])
 
 
+_FRAME_RANGE = re.compile(r"^\s*(\d+)\s*-\s*(\d+)\s*$")
+
+
+def parse_frame_ranges(texts: list[str] | tuple[str, ...]) -> tuple[tuple[int, int], ...]:
+    """faceswap's frame ranges: ``["10-50", "90-100"]`` -> ``((10, 50), (90, 100))``,
+    inclusive; ValueError names a bad one."""
+    ranges = []
+    for text in texts:
+        match = _FRAME_RANGE.match(str(text))
+        if match is None:
+            raise ValueError(f"frame range {text!r} is not FIRST-LAST (e.g. '10-50')")
+        first, last = int(match[1]), int(match[2])
+        if last < first:
+            raise ValueError(f"frame range {text!r} ends before it starts")
+        ranges.append((first, last))
+    return tuple(ranges)
+
+
+
 # --- merge options: how a merge looks (issue 16) --------------------------------------------
 # The `[merge]` keys a user sets per job, also `swapd merge` flags and MergeOptions fields
 # (swapd/merger/merge.py), named as DeepFaceLab's merger and faceswap's convert name them.
@@ -227,6 +246,31 @@ class MergeSection(MergeLook):
     faces: Literal["all", "largest"] = "all"
     learned_mask: bool = Field(True, description="blend with the model's learned mask when it "
                                "has one (else the mean face's outline)")
+    # --- Output (issue 16, writers) ---
+    codec: Literal["h264", "h265", "vp9"] = Field("h264", description="video codec, in MP4")
+    crf: int = Field(18, ge=0, le=63, description="quality: 0 lossless .. 51 (h264, h265), "
+                     "63 (vp9)")
+    preset: Literal["ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow",
+                    "slower", "veryslow"] = "veryfast"
+    image_format: Literal["png", "jpeg"] = Field("png", description="images and image "
+                                                 "sequences")
+    frame_ranges: list[str] = Field(default_factory=list, description="faceswap's: swap only "
+                                    "in these, e.g. ['10-50', '90-100']; copy the other frames")
+    remerge: Literal["never", "on_export", "on_done"] = Field(
+        "never", description="merge footage again when a newer export appears (on_export) or "
+        "when training is done (on_done), beside the old output")
+
+    @field_validator("frame_ranges")
+    @classmethod
+    def _ranges_parse(cls, value: list[str]) -> list[str]:
+        parse_frame_ranges(value)
+        return value
+
+    @model_validator(mode="after")
+    def _crf_fits_codec(self) -> MergeSection:
+        if self.codec != "vp9" and self.crf > 51:
+            raise ValueError(f"crf {self.crf} is above 51, the most {self.codec} takes")
+        return self
 
 
 class JobFile(_Strict):

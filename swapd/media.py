@@ -184,6 +184,51 @@ def probe_video(path: str | os.PathLike[str]) -> VideoInfo:
                      audio.get("codec_name", "unknown") if audio else None)
 
 
+@dataclass(frozen=True)
+class FrameTimes:
+    """A video stream's presentation timestamps: ``pts`` in ticks of ``time_base``, sorted
+    (the order frames decode in with ``-fps_mode passthrough``), and ``end``, where the last
+    frame stops (its pts plus its duration)."""
+
+    time_base: Fraction
+    pts: tuple[int, ...]
+    end: int
+
+    @property
+    def variable(self) -> bool:
+        """Whether the frames are not evenly spaced (a variable frame rate)."""
+        steps = {b - a for a, b in zip(self.pts, self.pts[1:], strict=False)}
+        return len(steps) > 1
+
+    @property
+    def duration(self) -> float:
+        return float((self.end - self.pts[0]) * self.time_base) if self.pts else 0.0
+
+
+def frame_times(path: str | os.PathLike[str]) -> FrameTimes | None:
+    """Every frame's timestamp of the first video stream, read from its packets (nothing is
+    decoded); None without ffprobe or when the container does not give them."""
+    exe = ffprobe_exe()
+    if exe is None:
+        return None
+    cmd = [exe, "-v", "error", "-select_streams", "v:0", "-show_entries",
+           "stream=time_base:packet=pts,duration", "-of", "json", str(path)]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=_PROBE_TIMEOUT_S)
+        info = json.loads(proc.stdout or "{}")
+        time_base = Fraction(info["streams"][0]["time_base"])
+        packets = sorted((int(p["pts"]), int(p.get("duration") or 0))
+                         for p in info.get("packets", []))
+    except (subprocess.TimeoutExpired, json.JSONDecodeError, KeyError, IndexError, TypeError,
+            ValueError, ZeroDivisionError):
+        return None
+    if proc.returncode != 0 or not packets or time_base <= 0:
+        return None
+    pts = tuple(p for p, _ in packets)
+    last = packets[-1][1] or (pts[-1] - pts[-2] if len(pts) > 1 else 1)
+    return FrameTimes(time_base, pts, pts[-1] + last)
+
+
 def _probe_with_opencv(p: Path) -> VideoInfo:
     if not p.is_file():
         raise UnreadableMediaError(p, "file does not exist")
@@ -260,6 +305,12 @@ def _decode(info: VideoInfo) -> Iterator[np.ndarray]:
 
 
 _END = object()
+
+
+def read_ahead(items: Iterator[T], depth: int) -> Iterator[T]:
+    """Iterate ``items`` in a background thread, up to ``depth`` items ahead (exceptions
+    re-raised in the consumer)."""
+    return _prefetched(items, depth)
 
 
 def _prefetched(items: Iterator[T], depth: int) -> Iterator[T]:

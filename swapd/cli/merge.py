@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from swapd.cli.common import EXIT_USAGE, Subparsers, progress_bar
+from swapd.daemon.merge_worker import add_output_arguments, output_options
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
@@ -46,10 +47,13 @@ def cmd_merge(args: argparse.Namespace) -> int:
     try:
         options = MergeOptions.with_look(
             {key: getattr(args, key) for key in LOOK_KEYS if getattr(args, key) is not None},
-            faces=args.faces, device=args.device, learned_mask=not args.no_learned_mask)
+            faces=args.faces, device=args.device, learned_mask=not args.no_learned_mask,
+            **output_options(args))
     except ValueError as exc:
         key, _, problem = str(exc).partition(":")
-        print(f"swapd merge: --{key.replace('_', '-')}:{problem}", file=sys.stderr)
+        shown = (f"--{key.replace('_', '-')}:{problem}" if key in LOOK_KEYS  # a look flag's
+                 else str(exc))  # an output option's message names its key itself
+        print(f"swapd merge: {shown}", file=sys.stderr)
         return EXIT_USAGE
     if args.preview is not None:
         return _preview(args, options)
@@ -124,8 +128,8 @@ def add_verify(sub: Subparsers) -> None:
 
 def add_merge(sub: Subparsers) -> None:
     """swapd merge"""
-    p = sub.add_parser("merge", help="merge one video or image now")
-    p.add_argument("input")
+    p = sub.add_parser("merge", help="merge one video, image or image-sequence folder now")
+    p.add_argument("input", help="a video, an image, or a folder of PNG/JPEG frames")
     p.add_argument("--model", required=True, help="an .onnx file exported by swapd")
     p.add_argument("--output", default="merged", help="output folder")
     p.add_argument("--faces", default="all", choices=["all", "largest"])
@@ -144,4 +148,5 @@ def add_merge(sub: Subparsers) -> None:
     p.add_argument("--compare", choices=["color_transfer", "mode", "mask", "sharpen"],
                    help="with --preview: the option whose values are shown side by side")
     _add_look_flags(p)
+    add_output_arguments(p)
     p.set_defaults(func=cmd_merge)

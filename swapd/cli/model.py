@@ -6,9 +6,12 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from swapd.cli.common import EXIT_USAGE, Subparsers, positive_int, read_state
+
+if TYPE_CHECKING:
+    from swapd.exporter.dfm_export import CropMatch
 
 
 def _model_dir(args: argparse.Namespace, idle: bool) -> Path | None:
@@ -63,6 +66,7 @@ def cmd_model_restore(args: argparse.Namespace) -> int:
 
 def cmd_model_export(args: argparse.Namespace) -> int:
     from swapd.exporter.checkpoint_export import export_checkpoint
+    from swapd.exporter.dfm_export import DfmReport
     from swapd.exporter.onnx_export import ExportError
     from swapd.trainer.checkpoint import CheckpointError
     from swapd.trainer.data import FaceSetError
@@ -74,16 +78,33 @@ def cmd_model_export(args: argparse.Namespace) -> int:
     try:
         if args.snapshot is not None:
             checkpoint = find_snapshot(model_dir, args.snapshot).checkpoint
-            name = f"a_to_b_{args.snapshot}.onnx"
+            name = f"a_to_b_{args.snapshot}.{args.format}"
         else:
-            checkpoint, name = model_dir / "model.pt", "a_to_b.onnx"
+            checkpoint, name = model_dir / "model.pt", f"a_to_b.{args.format}"
         output = args.output or model_dir / "exports" / name
-        report = export_checkpoint(checkpoint, output, args.faces)
+        report = export_checkpoint(checkpoint, output, args.faces, fmt=args.format)
     except (SnapshotError, CheckpointError, ExportError, FaceSetError) as exc:
         print(f"swapd: {exc}", file=sys.stderr)
         return EXIT_USAGE
     print(f"exported {report.path} (parity max abs diff {report.max_abs_diff:.2e})")
+    if isinstance(report, DfmReport):
+        print(dfm_advice(report.crop))
     return 0
+
+
+def dfm_advice(crop: CropMatch) -> str:
+    """How to cut faces for a .dfm in DeepFaceLive, DeepFaceLab and facefusion."""
+    lines = [f"DeepFaceLive: Face aligner, align mode 'from points', face coverage "
+             f"{crop.deepfacelive_coverage}, x offset {crop.deepfacelive_x_offset}, y offset "
+             f"{crop.deepfacelive_y_offset}, head mode off (off by {crop.deepfacelive_error:.1%}"
+             " of the crop)"]
+    fits = "fits" if crop.dfl_face_type_fits else "does NOT fit (retrain with another crop)"
+    lines.append(f"nearest DeepFaceLab face type: {crop.dfl_face_type} ({fits}: "
+                 f"{crop.dfl_face_type_error:.1%})")
+    fits = "fits" if crop.facefusion_fits else "does NOT fit"
+    lines.append(f"facefusion deep swapper (its fixed dfl_whole_face crop) {fits}: "
+                 f"{crop.facefusion_error:.1%}")
+    return "\n".join(lines)
 
 
 SESSION_COLUMNS = ("start", "end", "start_iteration", "end_iteration", "iterations",
@@ -260,6 +281,9 @@ def add_model(sub: Subparsers) -> None:
                                               "random batch)")
     p.add_argument("--output", type=Path, help="default: <model dir>/exports/a_to_b.onnx, or "
                                                "a_to_b_<iteration>.onnx for a snapshot")
+    p.add_argument("--format", default="onnx", choices=["onnx", "dfm"],
+                   help="onnx (swapd's merger) or dfm (DeepFaceLab's form, for DeepFaceLive "
+                        "and facefusion's deep swapper)")
     p.set_defaults(func=cmd_model_export)
     p = model.add_parser("sessions", help="a model's training sessions as CSV")
     p.add_argument("model_dir", nargs="?", type=Path, help="a model folder (swapd train's)")

@@ -72,7 +72,10 @@ def merge_needs(source: Path) -> int:
     """About how many bytes merging ``source`` writes: its size twice over (the video and,
     with audio, the muxed copy beside it), plus a margin."""
     try:
-        size = source.stat().st_size
+        if source.is_dir():  # an image sequence: its frames
+            size = sum(p.stat().st_size for p in source.iterdir() if p.is_file())
+        else:
+            size = source.stat().st_size
     except OSError:
         size = 0
     return 2 * size + MARGIN

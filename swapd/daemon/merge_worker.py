@@ -33,10 +33,18 @@ log = logging.getLogger("swapd.merge_worker")
 
 def run(workspace: Workspace, job: str, source: Path, model: Path, output: Path,
         faces: str, device: str, learned_mask: bool = True,
-        look: dict[str, object] | None = None) -> int:
+        look: dict[str, object] | None = None,
+        output_options: dict[str, object] | None = None, model_iteration: int | None = None,
+        remerge: bool = False) -> int:
     from swapd.faces.validate import quarantine_file
     from swapd.media import UnreadableMediaError
-    from swapd.merger.merge import MergeError, MergeOptions, faceless_text, merge_file
+    from swapd.merger.merge import (
+        MergeError,
+        MergeOptions,
+        faceless_text,
+        merge_file,
+        output_path_for,
+    )
 
     store = StateStore(workspace.state_db)
     shown = workspace.relative(source)
@@ -53,11 +61,17 @@ def run(workspace: Workspace, job: str, source: Path, model: Path, output: Path,
             log.info("%s: %d/%s frames", shown, done, total if total is not None else "?")
 
     store.set_merge_progress(job, shown, 0, None)
+    options = MergeOptions.with_look(look or {}, faces=faces, device=device,
+                                     learned_mask=learned_mask, **(output_options or {}))
+    name_suffix = ""
+    if remerge:  # beside the earlier outputs, never over one a user may have published
+        name_suffix = f"_{model_iteration}" if model_iteration is not None else "_remerge"
+        base, n = name_suffix, 2
+        while output_path_for(source, output, options.image_format, name_suffix).exists():
+            name_suffix, n = f"{base}-{n}", n + 1
     try:
-        result = merge_file(source, output, model,
-                            options=MergeOptions.with_look(look or {}, faces=faces,
-                                                           device=device,
-                                                           learned_mask=learned_mask),
+        result = merge_file(source, output, model, name_suffix=name_suffix,
+                            options=options,
                             progress=progress,
                             alignments=_recorded_faces(workspace, store, job, source))
     except (UnreadableMediaError, MergeError) as exc:
@@ -82,6 +96,8 @@ def run(workspace: Workspace, job: str, source: Path, model: Path, output: Path,
         "seconds": round(result.seconds, 2),
         "fps": round(result.fps, 2),
         "model": str(model),
+        "model_iteration": model_iteration,
+        "remerge": remerge,
     })
     store.log_event(f"merged {shown} -> {workspace.relative(result.output_path)} "
                     f"({result.frames} frames, {result.fps:.1f} fps)", job)
@@ -115,6 +131,30 @@ def _recorded_faces(workspace: Workspace, store: StateStore, job: str, source: P
     return frames
 
 
+def output_options(args: argparse.Namespace) -> dict[str, object]:
+    """MergeOptions' output fields from ``add_output_arguments``' flags."""
+    from swapd.config import parse_frame_ranges
+
+    return {"codec": args.codec, "crf": args.crf, "preset": args.preset,
+            "image_format": args.image_format,
+            "frame_ranges": parse_frame_ranges(args.frame_ranges or [])}
+
+
+def add_output_arguments(p: argparse.ArgumentParser) -> None:
+    """The writers' flags (job files: the same names in [merge])."""
+    p.add_argument("--codec", default="h264", choices=["h264", "h265", "vp9"],
+                   help="video codec (always in MP4)")
+    p.add_argument("--crf", type=int, default=18,
+                   help="quality: 0 lossless .. 51 (h264, h265) or 63 (vp9); default 18")
+    p.add_argument("--preset", default="veryfast",
+                   help="x264/x265 preset (ultrafast .. veryslow); vp9: its speed")
+    p.add_argument("--image-format", default="png", choices=["png", "jpeg"],
+                   help="images and image sequences")
+    p.add_argument("--frame-ranges", nargs="+", metavar="FIRST-LAST",
+                   help="faceswap's: swap only in these frames (a video's count from 1, a "
+                        "sequence's from the number in each name); copy the others")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="swapd-merge-worker")
     parser.add_argument("--workspace", required=True, type=Path)
@@ -127,12 +167,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-learned-mask", action="store_true")
     parser.add_argument("--look", default="{}", type=json.loads,
                         help="the job's [merge] options (JSON), as swapd.config.MergeLook")
+    add_output_arguments(parser)
+    parser.add_argument("--model-iteration", type=int, help="recorded with the output")
+    parser.add_argument("--remerge", action="store_true",
+                        help="merged before: write beside it, the iteration in the name")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     return run(Workspace.open(args.workspace, create=False), args.job, args.input, args.model,
                args.output, args.faces, args.device, learned_mask=not args.no_learned_mask,
-               look=args.look)
+               look=args.look, output_options=output_options(args),
+               model_iteration=args.model_iteration, remerge=args.remerge)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
-"""The service's merges: one merge worker at a time, for the first footage file of any job that
-is ready to merge and not merged yet.
+"""The service's merges: one merge worker at a time, for the first footage file (a video, an
+image, or a folder of PNG/JPEG frames) of any job that is ready to merge and not merged yet, or
+merged with an older export when the job re-merges.
 
 A merge that crashes or is killed is tried again after a back-off (crashes.py), its temp files
 removed; footage the merger cannot read is set aside by the worker and not tried again. A merge
@@ -21,6 +22,7 @@ from swapd.daemon.disk import merge_needs, shortage
 from swapd.daemon.jobs import Job, JobRegistry
 from swapd.daemon.workers import EXIT_BAD_INPUT, EXIT_OK, WorkerProcess, start_worker
 from swapd.media import IMAGE_SUFFIXES, VIDEO_SUFFIXES
+from swapd.merger.sequence import SEQUENCE_SUFFIXES
 from swapd.merger.video import remove_temp_files
 from swapd.state import StateStore
 from swapd.workspace import Workspace
@@ -32,6 +34,29 @@ def look_json(merge: MergeSection) -> str:
     """The job's merge options that differ from the defaults, for the merge worker."""
     look = MergeLook.model_validate({k: getattr(merge, k) for k in MergeLook.model_fields})
     return json.dumps(look.model_dump(exclude_defaults=True))
+
+
+def _last_change(source: Path) -> float | None:
+    """When footage last changed: a video's or image's mtime; for an image sequence (a
+    folder of PNG/JPEG frames) the newest of its frames' and its own. None: not footage."""
+    try:
+        if source.is_file():
+            suffix = source.suffix.lower()
+            return source.stat().st_mtime if suffix in VIDEO_SUFFIXES | IMAGE_SUFFIXES else None
+        if not source.is_dir() or source.name.startswith("."):
+            return None
+        frames = [p.stat().st_mtime for p in source.iterdir()
+                  if p.suffix.lower() in SEQUENCE_SUFFIXES and p.is_file()]
+    except OSError:
+        return None
+    return max([*frames, source.stat().st_mtime]) if frames else None
+
+
+def output_args(merge: MergeSection) -> list[str]:
+    """The merge worker's flags for a job's [merge] output keys."""
+    ranges = ["--frame-ranges", *merge.frame_ranges] if merge.frame_ranges else []
+    return ["--codec", merge.codec, "--crf", str(merge.crf), "--preset", merge.preset,
+            "--image-format", merge.image_format, *ranges]
 
 
 class MergeQueue:
@@ -58,7 +83,7 @@ class MergeQueue:
         found = self._next()
         if found is None:
             return
-        job, source, model, output = found
+        job, source, model, output, iteration, again = found
         assert job.spec.merge is not None
         self.worker = start_worker(
             "merge_worker",
@@ -66,13 +91,49 @@ class MergeQueue:
              "--model", str(model), "--output", str(output), "--faces", job.spec.merge.faces,
              "--device", self.config.merge.device,
              *([] if job.spec.merge.learned_mask else ["--no-learned-mask"]),
-             "--look", look_json(job.spec.merge)],
+             "--look", look_json(job.spec.merge),
+             *output_args(job.spec.merge),
+             *([] if iteration is None else ["--model-iteration", str(iteration)]),
+             *(["--remerge"] if again else [])],
             job.name, "merge", self.ws.logs / f"{job.name}.merge.log", source=source,
             output=output)
-        log.info("merging %s with %s", self.ws.relative(source), self.ws.relative(model))
+        log.info("%s %s with %s", "merging again" if again else "merging",
+                 self.ws.relative(source), self.ws.relative(model))
 
-    def _next(self) -> tuple[Job, Path, Path, Path] | None:
-        """The first footage file of any job that is ready to merge and not merged yet."""
+    def _export_iteration(self, job: str, model: Path) -> int | None:
+        """The training iteration of the export ``model`` holds (the job's own export, as
+        the state store recorded it); None for a model from elsewhere."""
+        export = self.store.latest_artifact(job, "export")
+        if export is None or Path(export.path) != model:
+            return None
+        return export.iteration
+
+    def _merged_with(self, job: str) -> dict[str, int]:
+        """Footage merged so far -> the newest model iteration it was merged with (-1 when
+        not known: merged with a model from elsewhere, or before iterations were recorded)."""
+        merged: dict[str, int] = {}
+        for artifact in self.store.artifacts(job, "merge", limit=100_000):
+            info = artifact.info or {}
+            iteration = info.get("model_iteration")
+            source = str(info.get("source"))
+            merged[source] = max(merged.get(source, -1),
+                                 iteration if isinstance(iteration, int) else -1)
+        return merged
+
+    @staticmethod
+    def _remerge_due(merge: MergeSection, state: str, iteration: int | None,
+                     merged_with: int) -> bool:
+        """Whether footage merged with ``merged_with`` is merged again with the export of
+        ``iteration``: ``on_export`` as soon as a newer export appears, ``on_done`` once
+        training is done (with its final export)."""
+        if merge.remerge == "never" or iteration is None or iteration <= merged_with:
+            return False
+        return merge.remerge == "on_export" or state == "done"
+
+    def _next(self) -> tuple[Job, Path, Path, Path, int | None, bool] | None:
+        """The first footage file of any job that is ready to merge and not merged yet (or
+        merged with an older export, when the job re-merges); with the export's iteration
+        and whether it is a re-merge."""
         for job in sorted(self.jobs.jobs.values(), key=lambda j: j.name):
             merge = job.spec.merge
             if merge is None:
@@ -91,19 +152,22 @@ class MergeQueue:
             if output not in self._cleaned:  # (an output folder outside output/)
                 remove_temp_files(output)
                 self._cleaned.add(output)
-            merged = {(a.info or {}).get("source") for a in
-                      self.store.artifacts(job.name, "merge", limit=100_000)}
+            merged = self._merged_with(job.name)
+            iteration = self._export_iteration(job.name, model)
             for source in sorted(footage.iterdir()):
-                if (source.suffix.lower() not in VIDEO_SUFFIXES | IMAGE_SUFFIXES
-                        or str(source) in merged or not source.is_file()
+                again = str(source) in merged
+                changed = _last_change(source)
+                if (changed is None
+                        or (again and not self._remerge_due(merge, row.state, iteration,
+                                                            merged[str(source)]))
                         or (source in self._backoff and self._backoff[source].waiting())):
                     continue
-                if time.time() - source.stat().st_mtime < self.config.ingest.settle_seconds:
+                if time.time() - changed < self.config.ingest.settle_seconds:
                     self.wake_later(self.config.ingest.settle_seconds)
                     continue
                 if self._no_room(job.name, source, output):
                     continue
-                return job, source, model, output
+                return job, source, model, output, iteration, again
         return None
 
     def _no_room(self, job: str, source: Path, output: Path) -> bool:

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 from torch import nn
 
+from swapd.exporter.dfm_export import DfmReport, export_dfm
 from swapd.exporter.onnx_export import ExportReport, export_swap_model
 from swapd.trainer.checkpoint import CheckpointError, load_checkpoint
 from swapd.trainer.data import FaceSet, to_tensor_layout
@@ -45,8 +47,10 @@ def export_trainer(trainer: Trainer, output: str | os.PathLike[str]) -> ExportRe
 
 
 def export_checkpoint(checkpoint: str | os.PathLike[str], output: str | os.PathLike[str],
-                      faces: str | os.PathLike[str] | None = None) -> ExportReport:
-    """Export the A->B swap of the model in ``checkpoint`` to ``output`` (parity-checked)."""
+                      faces: str | os.PathLike[str] | None = None,
+                      fmt: Literal["onnx", "dfm"] = "onnx") -> ExportReport | DfmReport:
+    """Export the A->B swap of the model in ``checkpoint`` to ``output`` (parity-checked):
+    swapd's ONNX, or DeepFaceLab's .dfm (``fmt="dfm"``, see :mod:`swapd.exporter.dfm_export`)."""
     from swapd.trainer.models import build_model
 
     state = load_checkpoint(checkpoint)
@@ -62,6 +66,11 @@ def export_checkpoint(checkpoint: str | os.PathLike[str], output: str | os.PathL
     if faces is not None:
         crops = _sample(FaceSet(faces, size, coverage, centering=centering))
     else:
-        crops = None  # export_swap_model's seeded random batch
+        crops = None  # the exporters' seeded random batch
+    if fmt == "dfm":
+        return export_dfm(model, output, size, coverage=coverage, centering=centering,
+                          model_name=state["model"],
+                          faces=None if crops is None else to_tensor_layout(crops),
+                          metadata={"iteration": state["iteration"]})
     return _export_a_to_b(model, output, state["model"], size, coverage, centering,
                           state["iteration"], crops)

@@ -226,6 +226,13 @@ class RecordedFaces:
         self.replayed = 0  # frames answered from the record
         self._index = 0
 
+    def skip(self) -> None:
+        """A frame passed over: the record moves on to the next one."""
+        self._index += 1
+        skip = getattr(self.fallback, "skip", None)
+        if callable(skip):
+            skip()
+
     def detect(self, frame_bgr: np.ndarray) -> list[Detection]:
         names = self.names(self._index)
         self._index += 1

@@ -38,6 +38,12 @@ class FaceTracker:
         self._previous = list(faces)
         self._since_full = 1
 
+    def skip(self) -> None:
+        """A frame passed over (outside a merge's frame ranges): the next frame is searched
+        afresh, since faces may have moved any distance meanwhile."""
+        self._previous = []
+        self._since_full = 0
+
     def detect(self, frame_bgr: np.ndarray) -> list[Detection]:
         """Faces in this frame (call once per frame, in order)."""
         if (self._previous and self._since_full < self.redetect_every

@@ -9,11 +9,9 @@ watermarked and carries the provenance tag; there is deliberately no option to s
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import time
-import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from functools import partial
@@ -21,7 +19,6 @@ from itertools import islice
 from pathlib import Path
 from typing import Literal
 
-import cv2
 import numpy as np
 
 from swapd.config import MergeLook
@@ -32,22 +29,24 @@ from swapd.extract.detectors.registry import create_detector
 from swapd.extract.face_tracker import FaceTracker
 from swapd.extract.landmarkers.registry import create_landmarker, place_landmarks
 from swapd.faces.alignment import warp_face
-from swapd.fsutil import durable_replace
 from swapd.media import (
     IMAGE_SUFFIXES,
     VIDEO_SUFFIXES,
     UnreadableMediaError,
+    frame_times,
     probe_video,
+    read_ahead,
     read_frames,
     read_image,
 )
 from swapd.merger import watermark
 from swapd.merger.compose import Composer, Placed
 from swapd.merger.finish import UpscaleRefused
+from swapd.merger.frame_ranges import FrameRanges, in_ranges
 from swapd.merger.look import LOOK_KEYS, look_of
-from swapd.merger.metadata_tag import tag_image
+from swapd.merger.sequence import IMAGE_EXTENSIONS, ImageFormat, merge_sequence, write_marked_image
 from swapd.merger.session import SwapSession
-from swapd.merger.video import VideoWriter
+from swapd.merger.video import CODECS, MAX_CRF, X264_PRESETS, VideoWriter
 
 log = logging.getLogger(__name__)
 
@@ -88,8 +87,6 @@ class MergeOptions:
     learned_mask_blur: float = 0.08
     redetect_every: int = 5  # video: full detection every n frames, tracking between (1 = off)
     batch_frames: int = 4  # frames whose faces go through the model in one batch
-    crf: int = 18
-    preset: str = "veryfast"
     device: str = "auto"  # "auto" | "cpu" | "cuda"
     # --- the look of a merge (issue 16): the job file's [merge] keys, `swapd merge` flags.
     # Names, values and defaults are swapd.config.MergeLook's (validated there); colour_match
@@ -125,14 +122,34 @@ class MergeOptions:
     max_upscale: float = 16.0
     # --- end of the look
 
+    # --- Output (issue 16, writers): codec, quality, still/sequence format, frame ranges ---
+    codec: Literal["h264", "h265", "vp9"] = "h264"  # video, always in MP4
+    crf: int = 18  # quality: 0 (lossless) .. 51 (h264, h265) or 63 (vp9)
+    preset: str = "veryfast"  # x264/x265 preset; for vp9 mapped onto libvpx's -cpu-used
+    image_format: ImageFormat = "png"  # stills and image sequences: "png" or "jpeg"
+    frame_ranges: FrameRanges = ()  # faceswap's: swap only in these (inclusive), copy the rest
+    pipeline: bool = True  # video: detect a batch ahead in a thread (same frames out as off)
+
     def __post_init__(self) -> None:
         if self.faces not in ("all", "largest"):
             raise ValueError(f"faces must be 'all' or 'largest', got {self.faces!r}")
         for name in ("batch_frames", "redetect_every", "min_face_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if not 0 <= self.crf <= 51:
-            raise ValueError(f"crf must be in 0..51, got {self.crf}")
+        if self.codec not in CODECS:
+            raise ValueError(f"codec must be one of {', '.join(CODECS)}, got {self.codec!r}")
+        if not 0 <= self.crf <= MAX_CRF[self.codec]:
+            raise ValueError(f"crf must be in 0..{MAX_CRF[self.codec]} for {self.codec}, "
+                             f"got {self.crf}")
+        if self.preset not in X264_PRESETS:
+            raise ValueError(f"preset must be one of {', '.join(X264_PRESETS)}, "
+                             f"got {self.preset!r}")
+        if self.image_format not in IMAGE_EXTENSIONS:
+            raise ValueError(f"image_format must be 'png' or 'jpeg', got {self.image_format!r}")
+        for first, last in self.frame_ranges:
+            if not 0 <= first <= last:
+                raise ValueError(f"frame range {first}-{last} is not FIRST-LAST")
+
         self.look  # noqa: B018 (validates the look's options, naming the key)
 
     @property
@@ -148,6 +165,19 @@ class MergeOptions:
 
 
 @dataclass(frozen=True)
+class _Plan:
+    """A batch of frames with the faces found in them, placed by ``composer`` (frame index,
+    placement) with the crop of each, and which frames are swapped (None: all; the others,
+    outside the frame ranges, are copied as they are)."""
+
+    frames: list[np.ndarray]
+    jobs: list[tuple[int, Placed]]
+    crops: list[np.ndarray]
+    swap: list[bool] | None
+    composer: Composer
+
+
+@dataclass(frozen=True)
 class MergeResult:
     """A finished merge: where it went and how it went."""
 
@@ -159,12 +189,16 @@ class MergeResult:
     frames_without_face: int = 0  # written as they were (watermarked and tagged all the same)
 
 
-def output_path_for(input_path: str | os.PathLike[str], output_dir: str | os.PathLike[str]
-                    ) -> Path:
-    """``<stem>_swapd.mp4`` for a video, ``<stem>_swapd.png`` for an image."""
+def output_path_for(input_path: str | os.PathLike[str], output_dir: str | os.PathLike[str],
+                    image_format: ImageFormat = "png", name_suffix: str = "") -> Path:
+    """``<stem>_swapd.mp4`` for a video, ``<stem>_swapd.png`` (or ``.jpg``) for an image,
+    the folder ``<name>_swapd`` for an image sequence (a folder); ``name_suffix`` goes after
+    ``_swapd`` (a re-merge's ``_<iteration>``)."""
     p = Path(input_path)
-    suffix = ".png" if p.suffix.lower() in IMAGE_SUFFIXES else ".mp4"
-    return Path(output_dir) / f"{p.stem}{OUTPUT_TAG}{suffix}"
+    if p.is_dir():
+        return Path(output_dir) / f"{p.name}{OUTPUT_TAG}{name_suffix}"
+    suffix = IMAGE_EXTENSIONS[image_format] if p.suffix.lower() in IMAGE_SUFFIXES else ".mp4"
+    return Path(output_dir) / f"{p.stem}{OUTPUT_TAG}{name_suffix}{suffix}"
 
 
 class Merger:
@@ -206,58 +240,85 @@ class Merger:
         """
         return self._swap(frames, detector, composer)[0]
 
+    def swap_or_skip(self, frames: list[np.ndarray], detector: Detector, swap: list[bool],
+                     composer: Composer | None = None) -> tuple[int, int]:
+        """:meth:`swap_frames` for the frames whose ``swap`` is true; the others are only
+        watermarked (and the detector told it passed them over). (faces swapped, frames to
+        swap in which no face was found)."""
+        return self._apply(self._plan(frames, detector, swap, composer))
+
     def _swap(self, frames: list[np.ndarray], detector: Detector | None = None,
               composer: Composer | None = None) -> tuple[int, int]:
         """:meth:`swap_frames`: (faces swapped, frames in which no face was found)."""
+        return self._apply(self._plan(frames, detector, None, composer))
+
+    def _plan(self, frames: list[np.ndarray], detector: Detector | None = None,
+              swap: list[bool] | None = None, composer: Composer | None = None) -> _Plan:
+        """The first half of :meth:`_swap`: find and place the faces and cut their crops (it
+        only reads the frames, so it can run a batch ahead of :meth:`_apply`). Refuses an
+        upscale beyond max_upscale (:class:`UpscaleRefused`)."""
         detector = detector or self.detector
         composer = composer or self.composer()
         jobs: list[tuple[int, Placed]] = []
         for index, frame in enumerate(frames):
+            if swap is not None and not swap[index]:
+                skip = getattr(detector, "skip", None)
+                if callable(skip):
+                    skip()
+                continue
             jobs += [(index, p) for p in composer.place(self._faces(frame, detector))]
+        size = self.session.info.input_size
+        crops = [warp_face(frames[i], p.matrix, size) for i, p in jobs]
+        return _Plan(frames, jobs, crops, swap, composer)
+
+    def _apply(self, plan: _Plan) -> tuple[int, int]:
+        """The second half of :meth:`_swap`: swap, blend and watermark the planned frames."""
+        frames, jobs, composer = plan.frames, plan.jobs, plan.composer
+        swapping = [plan.swap is None or plan.swap[i] for i in range(len(frames))]
+        raw = composer.look.mode == "raw-predict"
         swapped_by_frame: dict[int, list[np.ndarray]] = {}
         if jobs:
-            size = self.session.info.input_size
-            originals = np.stack([warp_face(frames[i], p.matrix, size) for i, p in jobs])
+            originals = np.stack(plan.crops)
             swapped, prd, dst = self.session.swap_all(originals)
-        frames[:] = [composer.before(frame) for frame in frames]
-        if jobs:
-            for k, (index, placed) in enumerate(jobs):
-                mask = composer.mask(placed, None if prd is None else prd[k],
-                                     None if dst is None else dst[k])
-                if composer.look.mode == "raw-predict":
-                    swapped_by_frame.setdefault(index, []).append(swapped[k])
-                    continue
-                composer.compose(frames[index], originals[k], swapped[k], mask, placed)
+        frames[:] = [composer.before(f) if on else f for f, on in zip(frames, swapping,
+                                                                       strict=True)]
+        for k, (index, placed) in enumerate(jobs):
+            mask = composer.mask(placed, None if prd is None else prd[k],
+                                 None if dst is None else dst[k])
+            if raw:
+                swapped_by_frame.setdefault(index, []).append(swapped[k])
+                continue
+            composer.compose(frames[index], originals[k], swapped[k], mask, placed)
         for index, frame in enumerate(frames):
-            if composer.look.mode == "raw-predict":
-                frame = composer.raw_predict(frame, swapped_by_frame.get(index, []))
-            frames[index] = watermark.embed(composer.after(frame))
-        return len(jobs), len(frames) - len({index for index, _ in jobs})
-
-    def _swap_refusing(self, src: Path, frames: list[np.ndarray], detector: Detector,
-                       composer: Composer) -> tuple[int, int]:
-        """:meth:`_swap`; a face upscaled beyond max_upscale fails the merge, naming it."""
-        try:
-            return self._swap(frames, detector, composer)
-        except UpscaleRefused as exc:
-            raise MergeError(src, str(exc)) from None
+            if swapping[index]:  # a frame outside the frame ranges is copied as it is
+                if raw:
+                    frame = composer.raw_predict(frame, swapped_by_frame.get(index, []))
+                frame = composer.after(frame)
+            frames[index] = watermark.embed(frame)
+        return len(jobs), sum(swapping) - len({index for index, _ in jobs})
 
     def merge_file(self, input_path: str | os.PathLike[str], output_dir: str | os.PathLike[str],
                    progress: Progress | None = None,
-                   alignments: dict[str, list[Detection]] | None = None) -> MergeResult:
+                   alignments: dict[str, list[Detection]] | None = None,
+                   name_suffix: str = "") -> MergeResult:
         """Merge one video or image into ``output_dir`` (see :func:`merge_file`)."""
         src = Path(input_path)
         suffix = src.suffix.lower()
-        out = output_path_for(src, output_dir)
+        out = output_path_for(src, output_dir, self.options.image_format, name_suffix)
         started = time.perf_counter()
-        if suffix in VIDEO_SUFFIXES:
-            frames, faces, faceless = self._merge_video(src, out, progress, alignments)
-        elif suffix in IMAGE_SUFFIXES:
-            frames, faces, faceless = self._merge_image(src, out, progress, alignments)
-        else:
-            supported = ", ".join(sorted(VIDEO_SUFFIXES | IMAGE_SUFFIXES))
-            raise UnreadableMediaError(src, f"unsupported file type {suffix or '(none)'!r} "
-                                            f"(supported: {supported})")
+        try:
+            if src.is_dir():
+                frames, faces, faceless = merge_sequence(self, src, out, progress, alignments)
+            elif suffix in VIDEO_SUFFIXES:
+                frames, faces, faceless = self._merge_video(src, out, progress, alignments)
+            elif suffix in IMAGE_SUFFIXES:
+                frames, faces, faceless = self._merge_image(src, out, progress, alignments)
+            else:
+                supported = ", ".join(sorted(VIDEO_SUFFIXES | IMAGE_SUFFIXES))
+                raise UnreadableMediaError(src, f"unsupported file type {suffix or '(none)'!r} "
+                                                f"(supported: {supported})")
+        except UpscaleRefused as exc:  # a face drawn beyond max_upscale: the merge names it
+            raise MergeError(src, str(exc)) from None
         seconds = time.perf_counter() - started
         log.info("merged %s -> %s: %d frames, %d faces, %.1f s", src, out, frames, faces, seconds)
         if faceless:
@@ -266,7 +327,8 @@ class Merger:
         return MergeResult(out, frames, faces, seconds, frames / seconds if seconds else 0.0,
                            faceless)
 
-    def _provenance(self, src: Path) -> dict[str, object]:
+    def provenance(self, src: Path) -> dict[str, object]:
+        """The extra keys of a merged file's provenance tag."""
         return {"source_file": src.name, "model": self.session.info.model,
                 "model_file": self.session.path.name}
 
@@ -279,10 +341,13 @@ class Merger:
         composer = self.composer()
         if alignments:
             tracker = RecordedFaces(alignments, partial(video_frame_names, src), tracker)
-        with VideoWriter(out, info.width, info.height, info.fps, info, crf=self.options.crf,
-                         preset=self.options.preset, provenance=self._provenance(src)) as writer:
-            for batch in _batched(read_frames(info), self.options.batch_frames):
-                swapped, without = self._swap_refusing(src, batch, tracker, composer)
+        options = self.options
+        with VideoWriter(out, info.width, info.height, info.fps, info, crf=options.crf,
+                         preset=options.preset, provenance=self.provenance(src),
+                         codec=options.codec, times=frame_times(src)) as writer:
+            for plan in self._plans(read_frames(info), tracker, composer):
+                batch = plan.frames
+                swapped, without = self._apply(plan)
                 faces, faceless = faces + swapped, faceless + without
                 for frame in batch:
                     writer.write(frame)
@@ -294,6 +359,23 @@ class Merger:
                     src, f"truncated or corrupt: decoded {done} of {info.frames} frames")
         return done, faces, faceless
 
+    def _plans(self, frames: Iterable[np.ndarray], detector: Detector, composer: Composer
+               ) -> Iterator[_Plan]:
+        """Batches of frames, planned (:meth:`_plan`): with ``pipeline``, in a thread a batch
+        or two ahead, so detection overlaps the swap and blend of the batch before (decoding
+        and encoding run in ffmpeg processes of their own already)."""
+        options = self.options
+        first = 1  # faceswap numbers a video's frames from 1
+
+        def plans() -> Iterator[_Plan]:
+            nonlocal first
+            for batch in _batched(frames, options.batch_frames):
+                swap = [in_ranges(first + k, options.frame_ranges) for k in range(len(batch))]
+                first += len(batch)
+                yield self._plan(batch, detector, swap, composer)
+
+        return read_ahead(plans(), 2) if options.pipeline else plans()
+
     def _merge_image(self, src: Path, out: Path, progress: Progress | None,
                      alignments: dict[str, list[Detection]] | None) -> tuple[int, int, int]:
         image = read_image(src)
@@ -304,19 +386,8 @@ class Merger:
         detector = self.detector
         if alignments:
             detector = RecordedFaces(alignments, lambda _: image_frame_names(src), detector)
-        faces, faceless = self._swap_refusing(src, frames, detector, self.composer())
-        ok, data = cv2.imencode(".png", frames[0])
-        if not ok:  # not the footage's fault: no MergeError, which would set the source aside
-            raise RuntimeError(f"{out}: PNG encoding failed")
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(f".{out.stem}.{uuid.uuid4().hex[:8]}.part.png")
-        try:
-            tmp.write_bytes(data.tobytes())
-            tag_image(tmp, self._provenance(src))
-            durable_replace(tmp, out)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
+        faces, faceless = self._swap(frames, detector)
+        write_marked_image(frames[0], out, self.options.image_format, self.provenance(src))
         if progress is not None:
             progress(1, 1)
         return 1, faces, faceless
@@ -339,7 +410,8 @@ def _batched(frames: Iterable[np.ndarray], n: int) -> Iterator[list[np.ndarray]]
 def merge_file(input_path: str | os.PathLike[str], output_dir: str | os.PathLike[str],
                model_path: str | os.PathLike[str], options: MergeOptions | None = None,
                progress: Progress | None = None,
-               alignments: dict[str, list[Detection]] | None = None) -> MergeResult:
+               alignments: dict[str, list[Detection]] | None = None,
+               name_suffix: str = "") -> MergeResult:
     """Swap the faces in one video or image with ``model_path`` and write it to ``output_dir``.
 
     Videos become ``<stem>_swapd.mp4`` (H.264 with the source's audio), images
@@ -349,4 +421,5 @@ def merge_file(input_path: str | os.PathLike[str], output_dir: str | os.PathLike
     ever left behind. ``alignments`` (see :func:`swapd.extract.alignments.load_alignments`):
     the faces recorded per frame by ``swapd faces extract``, used instead of detecting.
     """
-    return Merger(model_path, options).merge_file(input_path, output_dir, progress, alignments)
+    return Merger(model_path, options).merge_file(input_path, output_dir, progress, alignments,
+                                                  name_suffix)

@@ -80,7 +80,7 @@ def preview(merger: Merger, src: Path, index: int, compare: str | None,
     tmp = out.with_name(f".{out.stem}.{uuid.uuid4().hex[:8]}.part.png")
     try:
         tmp.write_bytes(data.tobytes())
-        tag_image(tmp, {**merger._provenance(src), "preview_frame": index,
+        tag_image(tmp, {**merger.provenance(src), "preview_frame": index,
                         "compared": compare or "", "faces": len(faces)})
         durable_replace(tmp, out)
     finally:

@@ -4,7 +4,8 @@ The exported model (see ``swapd.exporter.onnx_export``) takes input ``face``, NC
 [0, 1] with a dynamic batch, and returns ``swapped`` in the same form; its metadata_props carry
 ``input_size``, ``coverage``, ``centering`` and ``model``; a model that learned its mask also
 returns ``mask`` (N, 1, H, W) in [0, 1].  A ``.dfm``-style export (DeepFaceLive:
-NHWC input ``in_face:0``, output ``out_celeb_face:0``) runs too: the layout is read from the graph.
+NHWC input ``in_face:0``, outputs ``out_celeb_face:0`` and its learned mask
+``out_celeb_face_mask:0``) runs too: the layout is read from the graph.
 """
 
 from __future__ import annotations
@@ -25,10 +26,11 @@ log = logging.getLogger(__name__)
 DEFAULT_COVERAGE = 0.875  # faceswap's default, used only when a model does not say
 _OUTPUT_NAMES = ("swapped", "out_celeb_face:0")
 _MASK_OUTPUT = "mask"
-# The learned masks of a .dfm (DeepFaceLive): the swapped face's, and the destination's
-# reconstruction's; "dst_mask" is the latter's name in a swapd export that has it.
-_PRD_MASK_OUTPUTS = (_MASK_OUTPUT, "out_celeb_face_mask:0")
-_DST_MASK_OUTPUTS = ("dst_mask", "out_face_mask:0")
+# The learned masks of a .dfm (DeepFaceLive): the swapped face's ("out_celeb_face_mask:0")
+# and the destination's reconstruction's ("out_face_mask:0", "dst_mask" in a swapd export).
+_DFM_MASK_OUTPUT = "out_celeb_face_mask:0"
+_DFM_DST_MASK_OUTPUT = "out_face_mask:0"
+_DST_MASK_OUTPUT = "dst_mask"
 _CENTERINGS = ("legacy", "face", "head")
 
 
@@ -90,8 +92,15 @@ class SwapSession:
         self.input_name = self.session.get_inputs()[0].name
         outputs = [o.name for o in self.session.get_outputs()]
         self.output_name = next((n for n in _OUTPUT_NAMES if n in outputs), outputs[0])
-        self.mask_name = next((n for n in _PRD_MASK_OUTPUTS if n in outputs), None)
-        self.dst_mask_name = next((n for n in _DST_MASK_OUTPUTS if n in outputs), None)
+        self.mask_name = _MASK_OUTPUT if _MASK_OUTPUT in outputs else None
+        self.dst_mask_name = _DST_MASK_OUTPUT if _DST_MASK_OUTPUT in outputs else None
+        meta = self.session.get_modelmeta().custom_metadata_map
+        if _DFM_MASK_OUTPUT in outputs and meta.get("learned_mask") != "0":
+            # A .dfm's masks are learned, except in swapd's export of a model that learned
+            # none (there they are the mean face's outline, which the merger draws itself).
+            self.mask_name = _DFM_MASK_OUTPUT
+            if _DFM_DST_MASK_OUTPUT in outputs:
+                self.dst_mask_name = _DFM_DST_MASK_OUTPUT
         batch = self.session.get_inputs()[0].shape[0]
         self.max_batch = batch if isinstance(batch, int) and batch > 0 else None
 

@@ -1,7 +1,11 @@
-"""Video out through an ffmpeg pipe: H.264 + the source's audio, marked as synthetic media.
+"""Video out through an ffmpeg pipe: H.264, H.265 or VP9 in MP4 + the source's audio, marked as
+synthetic media.
 
 Frames come in as decoded by :func:`swapd.media.read_frames` (raw BGR).
-Writing pipes frames to libx264 (yuv420p) in a hidden temp file in the output folder; when the
+Writing pipes frames to the encoder (yuv420p) in a hidden temp file in the output folder. A
+source with a variable frame rate keeps every frame's timestamp: a raw pipe carries none, so
+a filter script sets each frame's pts from the source's list (``setpts`` over a balanced tree
+of ``if(lt(N,k),...)``, evaluated in log n steps per frame) in the source's time base. When the
 source has audio, a second, stream-copying ffmpeg run muxes the new video with the source's first
 audio track, cut to the video's exact length (``-t`` on the audio input: unlike ``-shortest`` it
 can never shorten the video).  The finished file is moved into place with ``os.replace``, so an
@@ -27,13 +31,46 @@ import numpy as np
 
 from swapd.errors import FileProblem
 from swapd.fsutil import durable_replace
-from swapd.media import STDERR_TAIL, VideoInfo, ffmpeg_exe, stderr_tail
+from swapd.media import STDERR_TAIL, FrameTimes, VideoInfo, ffmpeg_exe, stderr_tail
 from swapd.merger.metadata_tag import ffmpeg_metadata_args
 
 log = logging.getLogger(__name__)
 
 # Audio codecs ffmpeg's mp4 muxer takes as they are; anything else is re-encoded to AAC.
 MP4_AUDIO_CODECS = frozenset({"aac", "mp3", "alac", "ac3", "eac3", "opus"})
+CODECS = ("h264", "h265", "vp9")
+X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow",
+                "slower", "veryslow")
+MAX_CRF = {"h264": 51, "h265": 51, "vp9": 63}
+# libvpx has no presets: its speed (-cpu-used, 0 slowest .. 8 fastest) stands in for them.
+_VP9_SPEED = dict(zip(X264_PRESETS, (8, 8, 6, 5, 4, 3, 2, 1, 0), strict=True))
+
+
+def encoder_args(codec: str, crf: int, preset: str) -> list[str]:
+    """ffmpeg's video encoder options for ``codec`` at quality ``crf`` and speed ``preset``."""
+    if codec == "h264":
+        return ["-c:v", "libx264", "-preset", preset, "-crf", str(crf)]
+    if codec == "h265":  # hvc1: the tag Apple's players need; x265's own log kept quiet
+        return ["-c:v", "libx265", "-preset", preset, "-crf", str(crf), "-tag:v", "hvc1",
+                "-x265-params", "log-level=error"]
+    if codec == "vp9":
+        return ["-c:v", "libvpx-vp9", "-crf", str(crf), "-b:v", "0", "-deadline", "good",
+                "-cpu-used", str(_VP9_SPEED[preset]), "-row-mt", "1"]
+    raise ValueError(f"codec must be one of {', '.join(CODECS)}, got {codec!r}")
+
+
+def _pts_expression(pts: tuple[int, ...]) -> str:
+    """``setpts`` expression giving frame N the timestamp ``pts[N]`` (frames past the list
+    continue at its last step, so a decoder that yields one more frame still gets rising pts)."""
+    step = pts[-1] - pts[-2] if len(pts) > 1 else 1
+
+    def tree(lo: int, hi: int) -> str:
+        if hi - lo == 1:
+            return str(pts[lo]) if lo < len(pts) - 1 else f"({pts[lo]}+(N-{lo})*{step})"
+        mid = (lo + hi) // 2
+        return f"if(lt(N,{mid}),{tree(lo, mid)},{tree(mid, hi)})"
+
+    return tree(0, len(pts))
 
 
 class EncodeError(FileProblem, RuntimeError):
@@ -72,7 +109,8 @@ def _run(cmd: list[str], output: Path) -> None:
 
 
 class VideoWriter:
-    """Encode frames to ``path`` (H.264 mp4) with the audio of ``source``; atomic on close.
+    """Encode frames to ``path`` (an MP4 of ``codec``) with the audio of ``source``, at the
+    source's timestamps ``times`` when they vary (else at ``fps``); atomic on close.
 
     Use as a context manager: leaving it by an exception (or :meth:`abort`) removes every temp
     file and leaves ``path`` as it was.  Frames are handed to ffmpeg by a background thread, so
@@ -81,11 +119,13 @@ class VideoWriter:
 
     def __init__(self, path: str | os.PathLike[str], width: int, height: int, fps: Fraction,
                  source: VideoInfo | None = None, *, crf: int = 18,
-                 preset: str = "veryfast", provenance: Mapping[str, object] | None = None
-                 ) -> None:
+                 preset: str = "veryfast", provenance: Mapping[str, object] | None = None,
+                 codec: str = "h264", times: FrameTimes | None = None) -> None:
         self.path = Path(path)
+        self.times = times if times is not None and times.variable else None
         self.width, self.height, self.fps = width, height, Fraction(fps)
         self.source = source
+        self.codec = codec
         self.provenance = dict(provenance or {})
         self.frames = 0
         self._mux_audio = source is not None and (source.audio_codec is not None
@@ -95,9 +135,29 @@ class VideoWriter:
         cmd = [ffmpeg_exe(), "-nostdin", "-v", "error", "-y",
                "-f", "rawvideo", "-pix_fmt", "bgr24", "-s", f"{width}x{height}",
                "-r", str(self.fps), "-i", "-",
-               "-c:v", "libx264", "-preset", preset, "-crf", str(crf), "-pix_fmt", "yuv420p"]
+               *encoder_args(codec, crf, preset), "-pix_fmt", "yuv420p"]
+        filters = []
         if width % 2 or height % 2:  # 4:2:0 needs even sizes: drop the odd last row/column
-            cmd += ["-vf", "crop=trunc(iw/2)*2:trunc(ih/2)*2:0:0"]
+            filters.append("crop=trunc(iw/2)*2:trunc(ih/2)*2:0:0")
+        self._script: Path | None = None
+        if self.times is not None:
+            tb = self.times.time_base
+            filters += [f"settb={tb}", f"setpts='{_pts_expression(self.times.pts)}'"]
+            # No B-frames: MP4 then stores each frame's time as it is (decode = presentation
+            # order), and the last frame's duration (only the last packet's counts) ends the
+            # track where the source's ends. Costs a little size, for such sources only.
+            last = self.times.end - self.times.pts[-1]
+            no_bframes = [] if codec == "vp9" else ["-bf", "0"]
+            cmd += ["-fps_mode", "passthrough", "-enc_time_base:v", str(tb), *no_bframes,
+                    "-bsf:v", f"setts=duration={last}",
+                    "-video_track_timescale", str(tb.denominator)]
+        if len(filters) > 1 or self.times is not None:  # a long expression: from a file
+            self._script = _temp_path(self.path, ".txt")
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._script.write_text(",".join(filters), encoding="utf-8")
+            cmd += ["-filter_script:v", str(self._script)]
+        elif filters:
+            cmd += ["-vf", filters[0]]
         if not self._mux_audio:
             cmd += self._metadata_args()
         cmd += ["-f", "mp4", str(self._video_tmp)]
@@ -151,7 +211,7 @@ class VideoWriter:
             self._proc.stdin.close()
             if self._proc.wait() != 0:
                 raise EncodeError(self.path,
-                                  f"ffmpeg (libx264) failed: {stderr_tail(self._errors)}")
+                                  f"ffmpeg ({self.codec}) failed: {stderr_tail(self._errors)}")
             if self.frames == 0:
                 raise EncodeError(self.path, "no frames were written")
             if self._mux_audio:
@@ -168,7 +228,10 @@ class VideoWriter:
         assert self.source is not None
         codec = self.source.audio_codec
         audio = ["copy"] if codec in MP4_AUDIO_CODECS else ["aac", "-b:a", "192k"]
-        length = float(self.frames / self.fps)
+        if self.times is not None and self.frames == len(self.times.pts):
+            length = self.times.duration  # the source's own length, last frame included
+        else:
+            length = float(self.frames / self.fps)
         cmd = [ffmpeg_exe(), "-nostdin", "-v", "error", "-y",
                "-i", str(self._video_tmp), "-t", f"{length:.6f}", "-i", str(self.source.path),
                "-map", "0:v:0", "-map", "1:a:0?", "-c:v", "copy", "-c:a", *audio,
@@ -192,7 +255,9 @@ class VideoWriter:
         with contextlib.suppress(OSError):
             if self._proc.stdin is not None:
                 self._proc.stdin.close()
-        for tmp in {self._video_tmp, self._final_tmp}:
+        for tmp in {self._video_tmp, self._final_tmp, self._script}:
+            if tmp is None:
+                continue
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
         self._errors.close()
