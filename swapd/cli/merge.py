@@ -9,23 +9,54 @@ from pathlib import Path
 from swapd.cli.common import EXIT_USAGE, Subparsers, progress_bar
 
 
+def _verify_targets(names: list[str]) -> list[Path]:
+    """The files named, with each folder replaced by the media files inside it (sorted)."""
+    from swapd.media import IMAGE_SUFFIXES, VIDEO_SUFFIXES
+
+    media = IMAGE_SUFFIXES | VIDEO_SUFFIXES
+    targets: list[Path] = []
+    for name in names:
+        path = Path(name)
+        if path.is_dir():
+            targets += sorted(p for p in path.rglob("*") if p.is_file()
+                              and p.suffix.lower() in media and not p.name.startswith("."))
+        else:
+            targets.append(path)
+    return targets
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
-    """Like grep: 0 marked, 1 not marked, 2 cannot read."""
+    """One line per file. 0: every file marked, 1: some file not marked, 2: some file
+    unreadable (or a folder without media files)."""
+    import json
+
     from swapd.media import UnreadableMediaError
     from swapd.merger.provenance import verify_file
+    from swapd.merger.verdict import verdict_line
 
-    try:
-        result = verify_file(Path(args.file))
-    except UnreadableMediaError as exc:
-        print(f"swapd verify: {exc}", file=sys.stderr)
+    targets = _verify_targets(args.files)
+    if not targets:
+        print(f"swapd verify: no image or video files in {', '.join(args.files)}",
+              file=sys.stderr)
         return 2
-    if args.json:
-        print(result.to_json())
-    else:
-        verdict = "marked as synthetic media made by swapd" if result.marked else "not marked"
-        print(f"{args.file}: {verdict} (metadata tag: {'yes' if result.metadata_tag else 'no'},"
-              f" watermark confidence {result.watermark.confidence:.2f})")
-    return 0 if result.marked else 1
+    status = 0
+    for path in targets:
+        try:
+            result = verify_file(path)
+        except UnreadableMediaError as exc:
+            status = 2
+            if args.json:
+                print(json.dumps({"path": str(path), "error": str(exc)}), flush=True)
+            print(f"swapd verify: {exc}", file=sys.stderr, flush=True)
+            continue
+        if not result.marked:
+            status = max(status, 1)
+        if args.json:
+            print(json.dumps({**result.to_dict(), "verdict": verdict_line(result)},
+                             sort_keys=True), flush=True)
+        else:
+            print(f"{path}: {verdict_line(result)}", flush=True)
+    return status
 
 
 def cmd_merge(args: argparse.Namespace) -> int:
@@ -62,9 +93,11 @@ def cmd_merge(args: argparse.Namespace) -> int:
 
 def add_verify(sub: Subparsers) -> None:
     """swapd verify"""
-    p = sub.add_parser("verify", help="does a file carry swapd's provenance mark? (0 yes, 1 no)")
-    p.add_argument("file")
-    p.add_argument("--json", action="store_true", help="print the evidence as JSON")
+    p = sub.add_parser("verify", help="do files carry swapd's provenance marks? (0 yes, 1 no, "
+                                      "2 unreadable)")
+    p.add_argument("files", nargs="+", metavar="FILE", help="images, videos or folders of them")
+    p.add_argument("--json", action="store_true",
+                   help="print each file's evidence as one JSON object per line")
     p.set_defaults(func=cmd_verify)
 
 
