@@ -10,7 +10,7 @@ Scheme ``swapd-wm-v2``
   tile repeats, a crop or a pad only shifts it cyclically.
 * :func:`embed` interpolates the cells bilinearly (a smooth, low/mid-frequency pattern:
   what scaling, JPEG and H.264 keep) and adds it to B, G and R alike (luminance only, so
-  chroma subsampling cannot hurt it), at 2 grey levels on flat areas up to 5 where
+  chroma subsampling cannot hurt it), at 2 grey levels on flat areas up to 4.5 where
   texture masks it (:mod:`swapd.merger.watermark_search` explains detection).
 * :func:`detect` averages the frames of a file at a low working resolution (the mark is
   fixed to the frame, the content moves, so averaging strengthens the one and smooths the
@@ -49,7 +49,7 @@ from swapd.merger.watermark_search import CELLS, TILE, key_tile
 
 SCHEME = "swapd-wm-v2"
 AMP_FLAT = 2.0
-AMP_TEXTURE = 5.0
+AMP_TEXTURE = 4.5
 TEXTURE_REF = 12.0  # block std (grey levels) at which the mark reaches AMP_TEXTURE
 Z_THRESHOLD = 8.2
 MIN_SIZE = 64

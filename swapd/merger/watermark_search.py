@@ -118,9 +118,11 @@ def whiten(image: np.ndarray) -> np.ndarray:
 
     A function of the content alone, so it cannot bias the score of unmarked content.
     """
-    h = image - cv2.GaussianBlur(image, (0, 0), 1.5 * _SAMPLES, borderType=cv2.BORDER_REFLECT)
-    energy = cv2.GaussianBlur(h * h, (0, 0), 2.5 * _SAMPLES, borderType=cv2.BORDER_REFLECT)
+    h = image - cv2.GaussianBlur(image, (0, 0), 0.75 * _SAMPLES, borderType=cv2.BORDER_REFLECT)
+    energy = cv2.GaussianBlur(h * h, (0, 0), 1.5 * _SAMPLES, borderType=cv2.BORDER_REFLECT)
     h = h / np.sqrt(energy + 0.25)  # +0.25: a floor of half a grey level on flat areas
+    if float(np.abs(h).max()) < 1e-3:  # flat content: rounding noise is no evidence
+        return np.zeros_like(h)
     scale = 1.4826 * float(np.median(np.abs(h))) + 1e-6
     return np.clip(h, -_CLIP_SIGMAS * scale, _CLIP_SIGMAS * scale)
 
@@ -142,7 +144,8 @@ def _scores(tiles: np.ndarray) -> np.ndarray:
     g = g + 0.5 * (np.roll(g, 1, -2) + np.roll(g, -1, -2))
     phases = np.stack([g[:, py::_SAMPLES, px::_SAMPLES]
                        for py in range(_SAMPLES) for px in range(_SAMPLES)], axis=1)
-    norm = np.sqrt(np.sum(phases * phases, axis=(-2, -1)))[..., None, None] + 1e-12
+    norm = np.sqrt(np.sum(phases * phases, axis=(-2, -1)))[..., None, None]
+    norm = np.where(norm > 1e-9, norm, np.inf)  # no content, no evidence: a score of 0
     spectrum = np.fft.fft2(phases)
     key = key_tile().astype(np.float64)
     out = []
