@@ -4,10 +4,11 @@ Scheme ``swapd-wm-v2``
 ----------------------
 * A fixed built-in key seeds a ``TILE x TILE`` (32 x 32) tile of equiprobable +-1 values.
   The tile is repeated over the frame on a grid of square *cells* whose size is a fixed
-  share of the frame: ``CELLS`` (48) cells across the frame's shorter side, so 15 px cells
-  at 1280x720 and 22.5 px at 1920x1080.  Because the pattern is tied to the frame's own
-  size, a scaled copy carries the same pattern at the same relative scale; because the
-  tile repeats, a crop or a pad only shifts it cyclically.
+  share of the frame: ``CELLS`` (64) cells across the frame's shorter side, so 11.25 px
+  cells at 1280x720, 16.9 px at 1920x1080 (3.75 px in a 720p copy scaled to 33 %).
+  Because the pattern is tied to the frame's own size, a scaled copy carries the same
+  pattern at the same relative scale; because the tile repeats, a crop or a pad only
+  shifts it cyclically.
 * :func:`embed` interpolates the cells bilinearly (a smooth, low/mid-frequency pattern:
   what scaling, JPEG and H.264 keep) and adds it to B, G and R alike (luminance only, so
   chroma subsampling cannot hurt it), at 2 grey levels on flat areas up to 4.5 where

@@ -31,7 +31,7 @@ from functools import lru_cache
 import cv2
 import numpy as np
 
-CELLS = 48  # mark cells across the frame's shorter side
+CELLS = 64  # mark cells across the frame's shorter side
 TILE = 32  # the key tile is TILE x TILE cells
 _KEY = 0x5A9D_2025_0F17
 _SAMPLES = 2  # canonical samples per cell
