@@ -62,6 +62,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
 def cmd_merge(args: argparse.Namespace) -> int:
     from swapd.extract.alignments import AlignmentsError, load_alignments, record_beside
     from swapd.media import UnreadableMediaError
+    from swapd.merger.c2pa_credentials import CredentialsError
+    from swapd.merger.content_credentials import ContentCredentialsError
     from swapd.merger.merge import MergeError, MergeOptions, faceless_text, merge_file
 
     record = None if args.detect else (args.alignments or record_beside(args.input))
@@ -76,9 +78,11 @@ def cmd_merge(args: argparse.Namespace) -> int:
     try:
         result = merge_file(Path(args.input), Path(args.output), Path(args.model),
                             options=MergeOptions(faces=args.faces, device=args.device,
-                                                 learned_mask=not args.no_learned_mask),
+                                                 learned_mask=not args.no_learned_mask,
+                                                 c2pa_certificate=args.c2pa_certificate,
+                                                 c2pa_private_key=args.c2pa_private_key),
                             progress=progress, alignments=alignments)
-    except (UnreadableMediaError, MergeError) as exc:
+    except (UnreadableMediaError, MergeError, CredentialsError, ContentCredentialsError) as exc:
         bar.close()
         print(f"swapd merge: {exc}", file=sys.stderr)
         return 2
@@ -114,6 +118,10 @@ def add_merge(sub: Subparsers) -> None:
                         "INPUT_STEM.alignments.jsonl beside the input, when present)")
     p.add_argument("--no-learned-mask", action="store_true",
                    help="blend with the mean face's outline even when the model learned a mask")
+    p.add_argument("--c2pa-certificate", metavar="PEM",
+                   help="C2PA signing chain, signer first (default: swapd's local CA, made on "
+                        "first use; validators call it untrusted)")
+    p.add_argument("--c2pa-private-key", metavar="PEM", help="the signing certificate's key")
     p.add_argument("--detect", action="store_true",
                    help="detect every face, ignoring any alignments record")
     p.set_defaults(func=cmd_merge)

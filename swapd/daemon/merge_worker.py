@@ -31,7 +31,8 @@ log = logging.getLogger("swapd.merge_worker")
 
 
 def run(workspace: Workspace, job: str, source: Path, model: Path, output: Path,
-        faces: str, device: str, learned_mask: bool = True) -> int:
+        faces: str, device: str, learned_mask: bool = True,
+        c2pa_certificate: str | None = None, c2pa_private_key: str | None = None) -> int:
     from swapd.faces.validate import quarantine_file
     from swapd.media import UnreadableMediaError
     from swapd.merger.merge import MergeError, MergeOptions, faceless_text, merge_file
@@ -54,7 +55,9 @@ def run(workspace: Workspace, job: str, source: Path, model: Path, output: Path,
     try:
         result = merge_file(source, output, model,
                             options=MergeOptions(faces=faces, device=device,
-                                                 learned_mask=learned_mask),
+                                                 learned_mask=learned_mask,
+                                                 c2pa_certificate=c2pa_certificate,
+                                                 c2pa_private_key=c2pa_private_key),
                             progress=progress,
                             alignments=_recorded_faces(workspace, store, job, source))
     except (UnreadableMediaError, MergeError) as exc:
@@ -122,11 +125,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--faces", default="all", choices=["all", "largest"])
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--no-learned-mask", action="store_true")
+    parser.add_argument("--c2pa-certificate")
+    parser.add_argument("--c2pa-private-key")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     return run(Workspace.open(args.workspace, create=False), args.job, args.input, args.model,
-               args.output, args.faces, args.device, learned_mask=not args.no_learned_mask)
+               args.output, args.faces, args.device, learned_mask=not args.no_learned_mask,
+               c2pa_certificate=args.c2pa_certificate, c2pa_private_key=args.c2pa_private_key)
 
 
 if __name__ == "__main__":

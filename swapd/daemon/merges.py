@@ -27,6 +27,12 @@ from swapd.workspace import Workspace
 log = logging.getLogger("swapd.service")
 
 
+def c2pa_args(certificate: str | None, private_key: str | None) -> list[str]:
+    """The merge worker's C2PA options for swapd.toml's [merge] c2pa_* keys."""
+    return [*(["--c2pa-certificate", certificate] if certificate else []),
+            *(["--c2pa-private-key", private_key] if private_key else [])]
+
+
 class MergeQueue:
     def __init__(self, ws: Workspace, store: StateStore, jobs: JobRegistry,
                  config: ServiceConfig, wake_later: Callable[[float], None]) -> None:
@@ -58,6 +64,7 @@ class MergeQueue:
             ["--workspace", str(self.ws.root), "--job", job.name, "--input", str(source),
              "--model", str(model), "--output", str(output), "--faces", job.spec.merge.faces,
              "--device", self.config.merge.device,
+             *c2pa_args(self.config.merge.c2pa_certificate, self.config.merge.c2pa_private_key),
              *([] if job.spec.merge.learned_mask else ["--no-learned-mask"])],
             job.name, "merge", self.ws.logs / f"{job.name}.merge.log", source=source,
             output=output)

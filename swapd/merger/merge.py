@@ -41,6 +41,8 @@ from swapd.media import (
 )
 from swapd.merger import watermark
 from swapd.merger.blend import face_mask, feather, match_colour, paste_back
+from swapd.merger.c2pa_credentials import load_credentials
+from swapd.merger.content_credentials import sign_file
 from swapd.merger.metadata_tag import tag_image
 from swapd.merger.session import SwapSession
 from swapd.merger.video import VideoWriter
@@ -84,6 +86,9 @@ class MergeOptions:
     crf: int = 18
     preset: str = "veryfast"
     device: str = "auto"  # "auto" | "cpu" | "cuda"
+    # The C2PA signing chain and key (PEM); None: swapd's local CA (made on first use).
+    c2pa_certificate: str | None = None
+    c2pa_private_key: str | None = None
 
     def __post_init__(self) -> None:
         if self.faces not in ("all", "largest"):
@@ -121,6 +126,9 @@ class Merger:
     def __init__(self, model_path: str | os.PathLike[str], options: MergeOptions | None = None,
                  *, detector: Detector | None = None) -> None:
         self.options = options or MergeOptions()
+        # Credentials first: bad ones stop the merge before any work (never a merge unmarked).
+        self.credentials = load_credentials(self.options.c2pa_certificate,
+                                            self.options.c2pa_private_key)
         self.session = SwapSession(model_path, device=self.options.device)
         self.detector = detector or create_detector(
             self.options.detector, min_face_size=self.options.min_face_size,
@@ -208,7 +216,8 @@ class Merger:
         if alignments:
             tracker = RecordedFaces(alignments, partial(video_frame_names, src), tracker)
         with VideoWriter(out, info.width, info.height, info.fps, info, crf=self.options.crf,
-                         preset=self.options.preset, provenance=self._provenance(src)) as writer:
+                         preset=self.options.preset, provenance=self._provenance(src),
+                         credentials=self.credentials) as writer:
             for batch in _batched(read_frames(info), self.options.batch_frames):
                 swapped, without = self._swap(batch, tracker)
                 faces, faceless = faces + swapped, faceless + without
@@ -241,6 +250,7 @@ class Merger:
         try:
             tmp.write_bytes(data.tobytes())
             tag_image(tmp, self._provenance(src))
+            sign_file(tmp, src, self.credentials, title=out.name)
             durable_replace(tmp, out)
         finally:
             with contextlib.suppress(FileNotFoundError):

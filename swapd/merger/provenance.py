@@ -36,6 +36,7 @@ from swapd.media import (
     probe_media,
 )
 from swapd.merger import watermark, watermark_v1
+from swapd.merger.content_credentials import ManifestEvidence, read_manifest
 from swapd.merger.metadata_tag import check_file, read_image_tag, read_video_tag
 from swapd.merger.watermark import WatermarkEvidence
 
@@ -58,11 +59,15 @@ class VerifyResult:
     marked: bool
     # the previous scheme's mark (outputs merged before swapd-wm-v2)
     legacy_watermark: WatermarkEvidence | None = None
+    c2pa: ManifestEvidence | None = None
 
     @property
     def marks(self) -> list[str]:
-        """The marks found: "metadata tag", "watermark" (and "watermark v1")."""
+        """The valid marks found: "C2PA manifest", "metadata tag", "watermark" (and
+        "watermark v1")."""
         found = []
+        if self.c2pa is not None and self.c2pa.says_swapd:
+            found.append("C2PA manifest")
         if self.metadata_tag:
             found.append("metadata tag")
         if self.watermark.marked:
@@ -73,11 +78,13 @@ class VerifyResult:
 
     @property
     def disagree(self) -> bool:
-        """Some marks found, others missing (e.g. metadata stripped, or a tag copied onto
-        other pixels)."""
+        """The labels (tag, manifest) and the pixels (watermark) disagree: labels stripped
+        from marked pixels, a manifest tampered with, or labels on unmarked pixels."""
         watermarked = self.watermark.marked or (
             self.legacy_watermark is not None and self.legacy_watermark.marked)
-        return self.metadata_tag != watermarked
+        tampered = self.c2pa is not None and self.c2pa.state == "tampered"
+        labelled = self.metadata_tag or (self.c2pa is not None and self.c2pa.says_swapd)
+        return tampered or labelled != watermarked
 
     def to_dict(self) -> dict:
         """Plain JSON-serialisable form."""
@@ -257,12 +264,14 @@ def verify_file(path: str | os.PathLike[str]) -> VerifyResult:
         raise UnreadableMediaError(
             p, f"unsupported file type {suffix or '(none)'!r} (supported: {supported})"
         )
+    manifest = read_manifest(p)
     return VerifyResult(
         path=str(p),
         kind=kind,
         metadata_tag=metadata is not None,
         metadata=metadata,
         watermark=evidence,
-        marked=metadata is not None or evidence.marked or legacy.marked,
+        marked=metadata is not None or evidence.marked or legacy.marked or manifest.says_swapd,
         legacy_watermark=legacy,
+        c2pa=manifest,
     )

@@ -9,6 +9,7 @@ marked" with a number that reads like confidence in a mark.
 
 from __future__ import annotations
 
+from swapd.merger.content_credentials import ManifestEvidence
 from swapd.merger.provenance import VerifyResult
 from swapd.merger.watermark import WatermarkEvidence
 
@@ -46,9 +47,28 @@ def watermark_text(evidence: WatermarkEvidence) -> str:
     return f"no watermark ({score} < threshold {evidence.threshold:g}: {chance})"
 
 
+def c2pa_text(manifest: ManifestEvidence | None) -> str:
+    """What the C2PA manifest says, in a few words."""
+    if manifest is None or manifest.state == "absent":
+        return "no C2PA manifest"
+    if manifest.state == "unchecked":
+        return "C2PA manifest not checked (c2pa-python is not installed)"
+    maker = f"made by {manifest.generator}" if manifest.generator else "maker unknown"
+    where = " (sidecar)" if manifest.where == "sidecar" else ""
+    if manifest.state == "tampered":
+        codes = ", ".join(c for c in manifest.problems if "untrusted" not in c) or "unreadable"
+        return f"C2PA manifest{where} TAMPERED: changed after signing ({codes})"
+    signer = f" {manifest.signer!r}" if manifest.signer else ""
+    if manifest.state == "untrusted":
+        return (f"C2PA manifest{where} intact, {maker}, untrusted signer{signer} "
+                "(no trust anchor vouches for it)")
+    return f"C2PA manifest{where} valid, {maker}, trusted signer{signer}"
+
+
 def verdict_line(result: VerifyResult) -> str:
     """The one-line verdict for `swapd verify` (without the file name)."""
     tag = "metadata tag present" if result.metadata_tag else "no metadata tag"
+    tag = f"{c2pa_text(result.c2pa)}; {tag}"
     legacy = result.legacy_watermark
     if legacy is not None and legacy.marked and not result.watermark.marked:
         mark = f"{watermark_text(legacy)} [older scheme {legacy.scheme}]"
@@ -58,9 +78,11 @@ def verdict_line(result: VerifyResult) -> str:
         return f"not marked: {tag}, {mark}"
     line = f"MARKED as synthetic media made by swapd: {mark}; {tag}"
     if result.disagree:
-        if result.metadata_tag:
-            line += " (the marks disagree: the tag is there but the pixels lack the watermark" \
+        if result.c2pa is not None and result.c2pa.state == "tampered":
+            line += " (the marks disagree: the content credentials were broken by a change)"
+        elif result.metadata_tag or (result.c2pa is not None and result.c2pa.says_swapd):
+            line += " (the marks disagree: the labels are there but the pixels lack the watermark" \
                     " -- a tag copied onto other footage, or a copy changed past recognition)"
         else:
-            line += " (the marks disagree: the tag was stripped, the watermark remains)"
+            line += " (the marks disagree: the labels were stripped, the watermark remains)"
     return line
