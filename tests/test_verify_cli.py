@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 
 import cv2
-import numpy as np
 import pytest
 
 from swapd.cli import main as swapd_main
