@@ -168,3 +168,14 @@ def test_local_ca_is_made_once_and_reused(tmp_path: Path) -> None:
     again = load_credentials(local_dir=tmp_path / "c2pa")
     assert again.chain_pem == first.chain_pem
     shutil.rmtree(tmp_path / "c2pa")
+
+
+def test_service_with_bad_certificate_does_not_start(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "swapd.toml"
+    config.write_text(f'[merge]\nc2pa_certificate = "{tmp_path / "missing.pem"}"\n'
+                      f'c2pa_private_key = "{tmp_path / "missing-key.pem"}"\n')
+    code = swapd_main(["run", "--workspace", str(tmp_path / "ws"), "--config", str(config)])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "not started" in err and "missing.pem" in err
