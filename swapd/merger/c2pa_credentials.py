@@ -52,12 +52,13 @@ def local_credentials_dir() -> Path:
     return Path(platformdirs.user_data_dir("swapd", appauthor=False)) / "c2pa"
 
 
-def _name(common_name: str):  # noqa: ANN202 (cryptography's Name, imported lazily)
+def _name(common_name: str, organisation: str):  # noqa: ANN202 (x509.Name, imported lazily)
     from cryptography import x509
     from cryptography.x509.oid import NameOID
 
+    # Validators show the issuer's organisation as "the signer": say what it is.
     return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name),
-                      x509.NameAttribute(NameOID.ORGANIZATION_NAME, "swapd")])
+                      x509.NameAttribute(NameOID.ORGANIZATION_NAME, organisation)])
 
 
 def make_local_ca(folder: Path) -> SigningCredentials:
@@ -85,12 +86,12 @@ def make_local_ca(folder: Path) -> SigningCredentials:
                 .not_valid_after(now + datetime.timedelta(days=_VALID_DAYS))
                 .add_extension(x509.SubjectKeyIdentifier.from_public_key(key), critical=False))
 
-    ca_name = _name(LOCAL_CA_NAME)
+    ca_name = _name(LOCAL_CA_NAME, LOCAL_CA_NAME)
     ca = (builder(ca_name, ca_name, ca_key.public_key())
           .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
           .add_extension(usage(sign=False), critical=True)
           .sign(ca_key, hashes.SHA256()))
-    ee = (builder(_name("swapd content signer"), ca_name, ee_key.public_key())
+    ee = (builder(_name("swapd content signer", "swapd (local CA)"), ca_name, ee_key.public_key())
           .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
           .add_extension(usage(sign=True), critical=True)
           .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.EMAIL_PROTECTION]),
