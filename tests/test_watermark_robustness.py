@@ -95,7 +95,13 @@ def test_merged_clip_is_marked_by_both_marks(footage: dict[str, Path]) -> None:
     assert result.watermark.chance_if_unmarked < 1e-12
 
 
-@pytest.mark.parametrize("name", list(ATTACKS))
+# The default run checks the hardest of each kind; the rest run with -m slow (~40 s more).
+SLOW = {"crf28_only", "scale_75", "scale_50", "crop_left_10", "crop_top_10", "rotate_minus_2",
+        "pillarbox_21_9", "fps_15"}
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW else n
+                                  for n in ATTACKS])
 def test_attacked_copy_still_verifies(footage: dict[str, Path], name: str) -> None:
     copy = attack(footage["merged"], name, footage["attacked"])
     result = verify_file(copy)
