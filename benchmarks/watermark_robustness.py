@@ -138,15 +138,7 @@ def unmarked_inputs(n: int) -> Iterator[tuple[str, list[np.ndarray]]]:
         yield f"synthetic:{label}:{seed}", item
 
 
-def run_fpr(n: int) -> dict:
-    scores, worst = [], ("", 0.0)
-    started = time.perf_counter()
-    for label, frames in unmarked_inputs(n):
-        evidence = watermark.detect(frames)
-        scores.append(evidence.score)
-        if evidence.score > worst[1]:
-            worst = (label, evidence.score)
-    seconds = time.perf_counter() - started
+def _summary(scores: list[float], worst: tuple[str, float], seconds: float) -> dict:
     arr = np.array(scores)
     return {
         "inputs": len(scores), "detections": int(np.sum(arr >= watermark.Z_THRESHOLD)),
@@ -157,6 +149,45 @@ def run_fpr(n: int) -> dict:
         "histogram_bins": "0 to 10 in steps of 0.5",
         "seconds_per_input": seconds / len(scores), "cpu": cpu_model(),
     }
+
+
+def run_fpr(n: int, shard: int = 0, shards: int = 1) -> dict:
+    """Scores of every *shards*-th unmarked input (from *shard*); saved as they come, so a
+    run cut short still leaves what it measured."""
+    scores, labels, worst = [], [], ("", 0.0)
+    started = time.perf_counter()
+    out = RESULTS / f"watermark_fpr.shard{shard}.json"
+    for i, (label, frames) in enumerate(unmarked_inputs(n)):
+        if i % shards != shard:
+            continue
+        evidence = watermark.detect(frames)
+        scores.append(evidence.score)
+        labels.append(label)
+        if evidence.score > worst[1]:
+            worst = (label, evidence.score)
+        if len(scores) % 20 == 0:
+            out.write_text(json.dumps({"scores": scores, "labels": labels,
+                                       "seconds": time.perf_counter() - started}))
+    out.write_text(json.dumps({"scores": scores, "labels": labels,
+                               "seconds": time.perf_counter() - started}))
+    return _summary(scores, worst, time.perf_counter() - started)
+
+
+def merge_fpr() -> dict:
+    """One summary of every shard's scores."""
+    scores, labels, seconds = [], [], 0.0
+    for path in sorted(RESULTS.glob("watermark_fpr.shard*.json")):
+        part = json.loads(path.read_text())
+        scores += part["scores"]
+        labels += part["labels"]
+        seconds += part["seconds"]
+    worst = max(zip(labels, scores, strict=True), key=lambda item: item[1])
+    kinds: dict[str, int] = {}
+    for label in labels:
+        kinds[label.split(":")[0] + ":" + label.split(":")[1].split("_")[0]] = \
+            kinds.get(label.split(":")[0] + ":" + label.split(":")[1].split("_")[0], 0) + 1
+    return {**_summary(scores, worst, seconds), "inputs_by_kind": kinds,
+            "note": "seconds_per_input is wall time on a shared, loaded 2-core machine"}
 
 
 ATTACKS = {  # name -> ffmpeg filter (each chained with H.264 CRF 28, metadata stripped)
@@ -198,6 +229,7 @@ def clip_frames(kind: str, seed: int, n: int = 25) -> list[np.ndarray]:
 
 def run_table(clips: int) -> dict:
     table: dict = {}
+    partial = RESULTS / "watermark_table.partial.json"
     with tempfile.TemporaryDirectory() as tmp:
         for kind in ("demo", "photo"):
             for seed in range(clips):
@@ -220,6 +252,7 @@ def run_table(clips: int) -> dict:
                 row["hits"] += int(found.marked)
                 row["n"] += 1
                 row["min"] = min(row["min"], round(found.score, 2))
+                partial.write_text(json.dumps(table, indent=1))
     return {"clips_per_kind": clips, "table": table, "cpu": cpu_model()}
 
 
@@ -260,14 +293,17 @@ def run_cost() -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("what", choices=["fpr", "table", "cost"])
+    parser.add_argument("what", choices=["fpr", "fpr-merge", "table", "cost"])
+    parser.add_argument("--shard", default="0/1", help="I/N: this run's share of the inputs")
     parser.add_argument("--inputs", type=int, default=2000)
     parser.add_argument("--clips", type=int, default=20)
     args = parser.parse_args()
     RESULTS.mkdir(exist_ok=True)
-    result = {"fpr": lambda: run_fpr(args.inputs), "table": lambda: run_table(args.clips),
-              "cost": run_cost}[args.what]()
-    (RESULTS / f"watermark_{args.what}.json").write_text(json.dumps(result, indent=2) + "\n")
+    shard, shards = (int(x) for x in args.shard.split("/"))
+    result = {"fpr": lambda: run_fpr(args.inputs, shard, shards), "fpr-merge": merge_fpr,
+              "table": lambda: run_table(args.clips), "cost": run_cost}[args.what]()
+    name = {"fpr": f"fpr.shard{shard}.summary", "fpr-merge": "fpr"}.get(args.what, args.what)
+    (RESULTS / f"watermark_{name}.json").write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
 
 

@@ -30,6 +30,7 @@ from functools import lru_cache
 
 import cv2
 import numpy as np
+import scipy.fft
 
 CELLS = 64  # mark cells across the frame's shorter side
 TILE = 32  # the key tile is TILE x TILE cells
@@ -131,28 +132,34 @@ def _fold(canonical: np.ndarray) -> np.ndarray:
     period = TILE * _SAMPLES
     hc, wc = canonical.shape
     ny, nx = math.ceil(hc / period), math.ceil(wc / period)
-    padded = np.zeros((ny * period, nx * period), np.float64)
+    padded = np.zeros((ny * period, nx * period), np.float32)
     padded[:hc, :wc] = canonical
     return padded.reshape(ny, period, nx, period).sum(axis=(0, 2))
 
 
-def _scores(tiles: np.ndarray) -> np.ndarray:
-    """z-scores (N, flips, phases, TILE, TILE) of every shift of the key in each folded tile."""
+def _best(tiles: np.ndarray) -> tuple[float, int, bool]:
+    """(best z-score, its tile, flipped?) over every shift and phase of the key, and its
+    mirror image, in each folded tile."""
     # Correlate with the bilinear kernel (1/2, 1, 1/2 per axis at two samples per cell): the
     # mark is the key's cells interpolated with it, so the matched filter is the kernel.
     g = tiles + 0.5 * (np.roll(tiles, 1, -1) + np.roll(tiles, -1, -1))
     g = g + 0.5 * (np.roll(g, 1, -2) + np.roll(g, -1, -2))
     phases = np.stack([g[:, py::_SAMPLES, px::_SAMPLES]
                        for py in range(_SAMPLES) for px in range(_SAMPLES)], axis=1)
-    norm = np.sqrt(np.sum(phases * phases, axis=(-2, -1)))[..., None, None]
-    norm = np.where(norm > 1e-9, norm, np.inf)  # no content, no evidence: a score of 0
-    spectrum = np.fft.fft2(phases)
-    key = key_tile().astype(np.float64)
-    out = []
-    for k in (key, key[:, ::-1]):
-        corr = np.fft.ifft2(spectrum * np.conj(np.fft.fft2(k))).real
-        out.append(corr / norm)
-    return np.stack(out, axis=1)
+    norm = np.sqrt(np.sum(phases * phases, axis=(-2, -1), dtype=np.float64))[..., None, None]
+    norm = np.where(norm > 1e-9, norm, np.inf).astype(np.float32)  # no content: a score of 0
+    # Real FFTs in single precision: the search's cost is mostly these transforms, and a
+    # score needs no more than 3 significant digits.
+    spectrum = scipy.fft.rfft2(phases.astype(np.float32))
+    best, where, flipped = -np.inf, 0, False
+    for mirrored, key in enumerate((key_tile(), key_tile()[:, ::-1])):
+        key_spectrum = np.conj(scipy.fft.rfft2(np.ascontiguousarray(key)))
+        z = scipy.fft.irfft2(spectrum * key_spectrum, s=(TILE, TILE)) / norm
+        index = int(np.argmax(z))
+        if float(z.flat[index]) > best:
+            best = float(z.flat[index])
+            where, flipped = index // (_PHASES * TILE * TILE), bool(mirrored)
+    return best, where, flipped
 
 
 def _candidates(mean: np.ndarray) -> list[tuple[float, bool]]:
@@ -189,11 +196,9 @@ def search(mean: np.ndarray, frame_short: int) -> Found:
                                            borderMode=cv2.BORDER_CONSTANT, borderValue=0)
                 tiles.append(_fold(canonical))
                 labels.append((float(rho), float(angle)))
-        z = _scores(np.stack(tiles))
-        index = np.unravel_index(int(np.argmax(z)), z.shape)
-        score = float(z[index])
+        score, where, flipped = _best(np.stack(tiles).astype(np.float32))
         if score > best.score:
-            rho, angle = labels[index[0]]
+            rho, angle = labels[where]
             cell_px = rho * picture_short / CELLS * frame_short / min(mean.shape)
-            best = Found(score, cell_px, angle, bool(index[1] == 1), in_bars)
+            best = Found(score, cell_px, angle, flipped, in_bars)
     return best
