@@ -231,8 +231,8 @@ def run_table(clips: int) -> dict:
     table: dict = {}
     partial = RESULTS / "watermark_table.partial.json"
     with tempfile.TemporaryDirectory() as tmp:
-        for kind in ("demo", "photo"):
-            for seed in range(clips):
+        for seed in range(clips):  # kinds interleaved: a run cut short covers both
+            for kind in ("demo", "photo"):
                 frames = clip_frames(kind, seed)
                 marked = _write_clip([watermark.embed(f) for f in frames],
                                      Path(tmp) / f"{kind}{seed}.mp4")
