@@ -177,15 +177,18 @@ def merge_fpr() -> dict:
     """One summary of every shard's scores."""
     scores, labels, seconds = [], [], 0.0
     for path in sorted(RESULTS.glob("watermark_fpr.shard*.json")):
+        if path.name.endswith(".summary.json"):
+            continue
         part = json.loads(path.read_text())
         scores += part["scores"]
         labels += part["labels"]
         seconds += part["seconds"]
     worst = max(zip(labels, scores, strict=True), key=lambda item: item[1])
     kinds: dict[str, int] = {}
-    for label in labels:
-        kinds[label.split(":")[0] + ":" + label.split(":")[1].split("_")[0]] = \
-            kinds.get(label.split(":")[0] + ":" + label.split(":")[1].split("_")[0], 0) + 1
+    for label in labels:  # "skimage:coffee:crop1" -> "skimage", "synthetic:pink:3" -> its kind
+        source, what = label.split(":")[:2]
+        kind = source if source == "skimage" else f"{source}:{what}"
+        kinds[kind] = kinds.get(kind, 0) + 1
     return {**_summary(scores, worst, seconds), "inputs_by_kind": kinds,
             "note": "seconds_per_input is wall time on a shared, loaded 2-core machine"}
 
