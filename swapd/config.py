@@ -64,6 +64,8 @@ class IngestSection(_Strict):
 
 class MergeDefaults(_Strict):
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    c2pa_certificate: str | None = None  # PEM chain, signer first; None: swapd's local CA
+    c2pa_private_key: str | None = None
 
 
 class ServiceConfig(_Strict):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -9,6 +11,10 @@ import pytest
 
 from tests.dashboard_support import TrainedWorkspace, make_trained_workspace
 from tests.support import FAST_CONFIG, ServiceProcess, write_faces
+
+# Merges sign with swapd's local C2PA CA, made on first use in its data folder: the tests (and
+# the services they start) make theirs in a folder of their own, never in the user's.
+os.environ.setdefault("SWAPD_C2PA_DIR", tempfile.mkdtemp(prefix="swapd-test-c2pa-"))
 
 REPO = Path(__file__).resolve().parents[1]
 ARTIFACTS = REPO / "test-artifacts"

@@ -10,29 +10,62 @@ from swapd.cli.common import EXIT_USAGE, Subparsers, progress_bar
 from swapd.daemon.merge_worker import add_output_arguments, output_options
 
 
+def _verify_targets(names: list[str]) -> list[Path]:
+    """The files named, with each folder replaced by the media files inside it (sorted)."""
+    from swapd.media import IMAGE_SUFFIXES, VIDEO_SUFFIXES
+
+    media = IMAGE_SUFFIXES | VIDEO_SUFFIXES
+    targets: list[Path] = []
+    for name in names:
+        path = Path(name)
+        if path.is_dir():
+            targets += sorted(p for p in path.rglob("*") if p.is_file()
+                              and p.suffix.lower() in media and not p.name.startswith("."))
+        else:
+            targets.append(path)
+    return targets
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
-    """Like grep: 0 marked, 1 not marked, 2 cannot read."""
+    """One line per file. 0: every file marked, 1: some file not marked, 2: some file
+    unreadable (or a folder without media files)."""
+    import json
+
     from swapd.media import UnreadableMediaError
     from swapd.merger.provenance import verify_file
+    from swapd.merger.verdict import verdict_line
 
-    try:
-        result = verify_file(Path(args.file))
-    except UnreadableMediaError as exc:
-        print(f"swapd verify: {exc}", file=sys.stderr)
+    targets = _verify_targets(args.files)
+    if not targets:
+        print(f"swapd verify: no image or video files in {', '.join(args.files)}",
+              file=sys.stderr)
         return 2
-    if args.json:
-        print(result.to_json())
-    else:
-        verdict = "marked as synthetic media made by swapd" if result.marked else "not marked"
-        print(f"{args.file}: {verdict} (metadata tag: {'yes' if result.metadata_tag else 'no'},"
-              f" watermark confidence {result.watermark.confidence:.2f})")
-    return 0 if result.marked else 1
+    status = 0
+    for path in targets:
+        try:
+            result = verify_file(path)
+        except UnreadableMediaError as exc:
+            status = 2
+            if args.json:
+                print(json.dumps({"path": str(path), "error": str(exc)}), flush=True)
+            print(f"swapd verify: {exc}", file=sys.stderr, flush=True)
+            continue
+        if not result.marked:
+            status = max(status, 1)
+        if args.json:
+            print(json.dumps({**result.to_dict(), "verdict": verdict_line(result)},
+                             sort_keys=True), flush=True)
+        else:
+            print(f"{path}: {verdict_line(result)}", flush=True)
+    return status
 
 
 def cmd_merge(args: argparse.Namespace) -> int:
     from swapd.extract.alignments import AlignmentsError, load_alignments, record_beside
     from swapd.extract.detectors.base import DetectorError
     from swapd.media import UnreadableMediaError
+    from swapd.merger.c2pa_credentials import CredentialsError
+    from swapd.merger.content_credentials import ContentCredentialsError
     from swapd.merger.look import LOOK_KEYS
     from swapd.merger.merge import MergeError, MergeOptions, faceless_text, merge_file
 
@@ -48,6 +81,7 @@ def cmd_merge(args: argparse.Namespace) -> int:
         options = MergeOptions.with_look(
             {key: getattr(args, key) for key in LOOK_KEYS if getattr(args, key) is not None},
             faces=args.faces, device=args.device, learned_mask=not args.no_learned_mask,
+            c2pa_certificate=args.c2pa_certificate, c2pa_private_key=args.c2pa_private_key,
             **output_options(args))
     except ValueError as exc:
         key, _, problem = str(exc).partition(":")
@@ -61,7 +95,8 @@ def cmd_merge(args: argparse.Namespace) -> int:
     try:
         result = merge_file(Path(args.input), Path(args.output), Path(args.model),
                             options=options, progress=progress, alignments=alignments)
-    except (UnreadableMediaError, MergeError, DetectorError) as exc:  # DetectorError: a
+    except (UnreadableMediaError, MergeError, DetectorError, CredentialsError,
+            ContentCredentialsError) as exc:  # DetectorError: a
         bar.close()  # missing detector or landmark model, with the fix in its message
         print(f"swapd merge: {exc}", file=sys.stderr)
         return 2
@@ -76,13 +111,15 @@ def cmd_merge(args: argparse.Namespace) -> int:
 
 def _preview(args: argparse.Namespace, options: object) -> int:
     from swapd.media import UnreadableMediaError
+    from swapd.merger.c2pa_credentials import CredentialsError
+    from swapd.merger.content_credentials import ContentCredentialsError
     from swapd.merger.merge import MergeError, Merger
     from swapd.merger.preview import preview
 
     try:
         merger = Merger(Path(args.model), options)  # type: ignore[arg-type]
         out = preview(merger, Path(args.input), args.preview, args.compare, Path(args.output))
-    except (UnreadableMediaError, MergeError) as exc:
+    except (UnreadableMediaError, MergeError, CredentialsError, ContentCredentialsError) as exc:
         print(f"swapd merge: {exc}", file=sys.stderr)
         return 2
     print(out)
@@ -120,9 +157,11 @@ def _boolean(text: str) -> bool:
 
 def add_verify(sub: Subparsers) -> None:
     """swapd verify"""
-    p = sub.add_parser("verify", help="does a file carry swapd's provenance mark? (0 yes, 1 no)")
-    p.add_argument("file")
-    p.add_argument("--json", action="store_true", help="print the evidence as JSON")
+    p = sub.add_parser("verify", help="do files carry swapd's provenance marks? (0 yes, 1 no, "
+                                      "2 unreadable)")
+    p.add_argument("files", nargs="+", metavar="FILE", help="images, videos or folders of them")
+    p.add_argument("--json", action="store_true",
+                   help="print each file's evidence as one JSON object per line")
     p.set_defaults(func=cmd_verify)
 
 
@@ -140,6 +179,10 @@ def add_merge(sub: Subparsers) -> None:
                         "beside the input, when present)")
     p.add_argument("--no-learned-mask", action="store_true",
                    help="blend with the mean face's outline even when the model learned a mask")
+    p.add_argument("--c2pa-certificate", metavar="PEM",
+                   help="C2PA signing chain, signer first (default: swapd's local CA, made on "
+                        "first use; validators call it untrusted)")
+    p.add_argument("--c2pa-private-key", metavar="PEM", help="the signing certificate's key")
     p.add_argument("--detect", action="store_true",
                    help="detect every face, ignoring any alignments record")
     p.add_argument("--preview", type=int, metavar="N",

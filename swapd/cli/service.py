@@ -64,6 +64,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     if problem is not None:
         print(f"swapd: not started: {problem}", file=sys.stderr)
         return EXIT_USAGE
+    from swapd.merger.c2pa_credentials import CredentialsError, load_credentials
+
+    try:  # merges sign their outputs: bad credentials stop the service before it starts
+        load_credentials(config.merge.c2pa_certificate, config.merge.c2pa_private_key)
+    except CredentialsError as exc:
+        print(f"swapd: not started: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     ws = workspace_of(args, config)
     _setup_logging(ws, config.service.log_level)
     print(f"swapd {__version__}: workspace {ws.root}", flush=True)

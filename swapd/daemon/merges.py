@@ -59,6 +59,12 @@ def output_args(merge: MergeSection) -> list[str]:
             "--image-format", merge.image_format, *ranges]
 
 
+def c2pa_args(certificate: str | None, private_key: str | None) -> list[str]:
+    """The merge worker's C2PA options for swapd.toml's [merge] c2pa_* keys."""
+    return [*(["--c2pa-certificate", certificate] if certificate else []),
+            *(["--c2pa-private-key", private_key] if private_key else [])]
+
+
 class MergeQueue:
     def __init__(self, ws: Workspace, store: StateStore, jobs: JobRegistry,
                  config: ServiceConfig, wake_later: Callable[[float], None]) -> None:
@@ -90,6 +96,7 @@ class MergeQueue:
             ["--workspace", str(self.ws.root), "--job", job.name, "--input", str(source),
              "--model", str(model), "--output", str(output), "--faces", job.spec.merge.faces,
              "--device", self.config.merge.device,
+             *c2pa_args(self.config.merge.c2pa_certificate, self.config.merge.c2pa_private_key),
              *([] if job.spec.merge.learned_mask else ["--no-learned-mask"]),
              "--look", look_json(job.spec.merge),
              *output_args(job.spec.merge),

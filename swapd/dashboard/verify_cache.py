@@ -44,7 +44,7 @@ class VerifyCache:
                 "watermark": {"marked": found.watermark.marked,
                               "score": round(found.watermark.score, 2),
                               "threshold": found.watermark.threshold,
-                              "confidence": round(found.watermark.confidence, 4),
+                              "chance_if_unmarked": found.watermark.chance_if_unmarked,
                               "frames_checked": found.watermark.frames_checked}}
         except UnreadableMediaError as exc:
             result = {"error": str(exc)}

@@ -40,6 +40,7 @@ from swapd.media import (
     read_image,
 )
 from swapd.merger import watermark
+from swapd.merger.c2pa_credentials import load_credentials
 from swapd.merger.compose import Composer, Placed
 from swapd.merger.finish import UpscaleRefused
 from swapd.merger.frame_ranges import FrameRanges, in_ranges
@@ -130,6 +131,10 @@ class MergeOptions:
     frame_ranges: FrameRanges = ()  # faceswap's: swap only in these (inclusive), copy the rest
     pipeline: bool = True  # video: detect a batch ahead in a thread (same frames out as off)
 
+    # The C2PA signing chain and key (PEM); None: swapd's local CA (made on first use).
+    c2pa_certificate: str | None = None
+    c2pa_private_key: str | None = None
+
     def __post_init__(self) -> None:
         if self.faces not in ("all", "largest"):
             raise ValueError(f"faces must be 'all' or 'largest', got {self.faces!r}")
@@ -207,6 +212,9 @@ class Merger:
     def __init__(self, model_path: str | os.PathLike[str], options: MergeOptions | None = None,
                  *, detector: Detector | None = None) -> None:
         self.options = options or MergeOptions()
+        # Credentials first: bad ones stop the merge before any work (never a merge unmarked).
+        self.credentials = load_credentials(self.options.c2pa_certificate,
+                                            self.options.c2pa_private_key)
         self.look = self.options.look
         self.session = SwapSession(model_path, device=self.options.device)
         self.detector = detector or create_detector(
@@ -344,7 +352,8 @@ class Merger:
         options = self.options
         with VideoWriter(out, info.width, info.height, info.fps, info, crf=options.crf,
                          preset=options.preset, provenance=self.provenance(src),
-                         codec=options.codec, times=frame_times(src)) as writer:
+                         codec=options.codec, times=frame_times(src),
+                         credentials=self.credentials) as writer:
             for plan in self._plans(read_frames(info), tracker, composer):
                 batch = plan.frames
                 swapped, without = self._apply(plan)
@@ -387,7 +396,8 @@ class Merger:
         if alignments:
             detector = RecordedFaces(alignments, lambda _: image_frame_names(src), detector)
         faces, faceless = self._swap(frames, detector)
-        write_marked_image(frames[0], out, self.options.image_format, self.provenance(src))
+        write_marked_image(frames[0], out, self.options.image_format, self.provenance(src),
+                           self.credentials, src)
         if progress is not None:
             progress(1, 1)
         return 1, faces, faceless

@@ -6,8 +6,6 @@ The image is a merged output like any other: watermarked and provenance-tagged.
 
 from __future__ import annotations
 
-import contextlib
-import uuid
 from itertools import islice
 from pathlib import Path
 
@@ -15,12 +13,11 @@ import cv2
 import numpy as np
 
 from swapd.extract.detectors.base import Detection
-from swapd.fsutil import durable_replace
 from swapd.media import IMAGE_SUFFIXES, probe_video, read_frames, read_image
 from swapd.merger import watermark
 from swapd.merger.look import candidates
 from swapd.merger.merge import MergeError, Merger
-from swapd.merger.metadata_tag import tag_image
+from swapd.merger.sequence import write_marked_image
 
 TILE_WIDTH = 480
 COLUMNS = 4
@@ -73,19 +70,9 @@ def preview(merger: Merger, src: Path, index: int, compare: str | None,
     sheet = watermark.embed(contact_sheet([(label, image[rows, cols]) for label, image in tiles]))
     suffix = f"_{compare}" if compare else ""
     out = Path(output_dir) / f"{src.stem}_preview_{index}{suffix}.png"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    ok, data = cv2.imencode(".png", sheet)
-    if not ok:
-        raise RuntimeError(f"{out}: PNG encoding failed")
-    tmp = out.with_name(f".{out.stem}.{uuid.uuid4().hex[:8]}.part.png")
-    try:
-        tmp.write_bytes(data.tobytes())
-        tag_image(tmp, {**merger.provenance(src), "preview_frame": index,
-                        "compared": compare or "", "faces": len(faces)})
-        durable_replace(tmp, out)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
+    write_marked_image(sheet, out, "png", {**merger.provenance(src), "preview_frame": index,
+                                           "compared": compare or "", "faces": len(faces)},
+                       merger.credentials, src)
     return out
 
 

@@ -5,10 +5,12 @@ Every image or video swapd writes says it is synthetic in two independent ways:
 * a metadata tag: a PNG ``iTXt`` chunk or a JPEG ``COM`` segment with keyword
   ``swapd-provenance``, or container tags in a video (``comment``, ``description`` and a
   ``swapd_provenance`` key), each carrying a small JSON payload;
-* the invisible luminance watermark of :mod:`swapd.merger.watermark`, which survives
-  re-encoding that strips metadata.
+* the invisible luminance watermark of :mod:`swapd.merger.watermark` (``swapd-wm-v2``), which
+  survives re-encoding that strips metadata, scaling, cropping, flips and small rotations;
+  marks of the previous scheme (:mod:`swapd.merger.watermark_v1`) are still detected.
 
-:func:`verify_file` reports both; a file counts as marked when either is found.
+:func:`verify_file` reports each; a file counts as marked when any is found, and
+:mod:`swapd.merger.verdict` says so in one line.
 The tag is written and read by :mod:`swapd.merger.metadata_tag`; this module verifies.
 """
 
@@ -33,7 +35,8 @@ from swapd.media import (
     ffprobe_exe,
     probe_media,
 )
-from swapd.merger import watermark
+from swapd.merger import watermark, watermark_v1
+from swapd.merger.content_credentials import ManifestEvidence, read_manifest
 from swapd.merger.metadata_tag import check_file, read_image_tag, read_video_tag
 from swapd.merger.watermark import WatermarkEvidence
 
@@ -54,10 +57,41 @@ class VerifyResult:
     metadata: dict | None
     watermark: WatermarkEvidence
     marked: bool
+    # the previous scheme's mark (outputs merged before swapd-wm-v2)
+    legacy_watermark: WatermarkEvidence | None = None
+    c2pa: ManifestEvidence | None = None
+
+    @property
+    def marks(self) -> list[str]:
+        """The valid marks found: "C2PA manifest", "metadata tag", "watermark" (and
+        "watermark v1")."""
+        found = []
+        if self.c2pa is not None and self.c2pa.says_swapd:
+            found.append("C2PA manifest")
+        if self.metadata_tag:
+            found.append("metadata tag")
+        if self.watermark.marked:
+            found.append("watermark")
+        if self.legacy_watermark is not None and self.legacy_watermark.marked:
+            found.append("watermark v1")
+        return found
+
+    @property
+    def disagree(self) -> bool:
+        """The labels (tag, manifest) and the pixels (watermark) disagree: labels stripped
+        from marked pixels, a manifest tampered with, or labels on unmarked pixels."""
+        watermarked = self.watermark.marked or (
+            self.legacy_watermark is not None and self.legacy_watermark.marked)
+        tampered = self.c2pa is not None and self.c2pa.state == "tampered"
+        labelled = self.metadata_tag or (self.c2pa is not None and self.c2pa.says_swapd)
+        return tampered or labelled != watermarked
 
     def to_dict(self) -> dict:
         """Plain JSON-serialisable form."""
-        return asdict(self)
+        out = asdict(self)
+        out["marks"] = self.marks
+        out["marks_disagree"] = self.disagree
+        return out
 
     def to_json(self, indent: int | None = 2) -> str:
         """JSON text of :meth:`to_dict`."""
@@ -177,17 +211,26 @@ def sample_video_frames(
         cap.release()
 
 
-class _Counting:
-    """Iterator wrapper that counts the frames that went through it."""
+class _BothSchemes:
+    """Feeds each frame to the v2 detector while the v1 detector consumes them (one decode)."""
 
     def __init__(self, frames: Iterator[np.ndarray]) -> None:
         self.frames = frames
+        self.detector = watermark.Detector()
         self.count = 0
 
     def __iter__(self) -> Iterator[np.ndarray]:
         for frame in self.frames:
             self.count += 1
+            self.detector.add(frame)
             yield frame
+
+
+def _check_watermarks(frames: Iterator[np.ndarray]) -> tuple[WatermarkEvidence,
+                                                               WatermarkEvidence, int]:
+    both = _BothSchemes(frames)
+    legacy = watermark_v1.detect(both)
+    return both.detector.result(), legacy, both.count
 
 
 def verify_file(path: str | os.PathLike[str]) -> VerifyResult:
@@ -202,7 +245,7 @@ def verify_file(path: str | os.PathLike[str]) -> VerifyResult:
         data = p.read_bytes()
         image = _decode_image(p, data)
         metadata = read_image_tag(p, data)
-        evidence = watermark.detect([image])
+        evidence, legacy, _ = _check_watermarks(iter([image]))
         kind = "image"
     elif suffix in VIDEO_SUFFIXES:
         check_file(p)
@@ -212,9 +255,8 @@ def verify_file(path: str | os.PathLike[str]) -> VerifyResult:
         ):
             raise UnreadableMediaError(p, "no video stream")
         metadata = read_video_tag(p, probe)
-        frames = _Counting(sample_video_frames(p, probe=probe))
-        evidence = watermark.detect(frames)
-        if frames.count == 0:
+        evidence, legacy, count = _check_watermarks(sample_video_frames(p, probe=probe))
+        if count == 0:
             raise UnreadableMediaError(p, "no video frame could be decoded")
         kind = "video"
     else:
@@ -222,11 +264,14 @@ def verify_file(path: str | os.PathLike[str]) -> VerifyResult:
         raise UnreadableMediaError(
             p, f"unsupported file type {suffix or '(none)'!r} (supported: {supported})"
         )
+    manifest = read_manifest(p)
     return VerifyResult(
         path=str(p),
         kind=kind,
         metadata_tag=metadata is not None,
         metadata=metadata,
         watermark=evidence,
-        marked=metadata is not None or evidence.marked,
+        marked=metadata is not None or evidence.marked or legacy.marked or manifest.says_swapd,
+        legacy_watermark=legacy,
+        c2pa=manifest,
     )

@@ -23,6 +23,8 @@ from swapd.extract.face_tracker import FaceTracker
 from swapd.fsutil import durable_replace
 from swapd.media import UnreadableMediaError, read_image
 from swapd.merger import watermark
+from swapd.merger.c2pa_credentials import SigningCredentials
+from swapd.merger.content_credentials import sign_file
 from swapd.merger.frame_ranges import frame_number, in_ranges
 from swapd.merger.metadata_tag import tag_image
 
@@ -44,6 +46,8 @@ class Swapper(Protocol):
 
     def provenance(self, src: Path) -> dict[str, object]: ...
 
+    credentials: Any  # SigningCredentials | None
+
 ImageFormat = Literal["png", "jpeg"]
 SEQUENCE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg"})
 IMAGE_EXTENSIONS: dict[str, str] = {"png": ".png", "jpeg": ".jpg"}
@@ -62,15 +66,19 @@ def encode_image(frame: np.ndarray, image_format: ImageFormat, out: Path) -> byt
 
 
 def write_marked_image(frame: np.ndarray, out: Path, image_format: ImageFormat,
-                       provenance: Mapping[str, object]) -> None:
-    """Write ``frame`` to ``out`` with the provenance tag; ``out`` only ever holds a whole
-    file."""
+                       provenance: Mapping[str, object],
+                       credentials: SigningCredentials | None = None,
+                       source: Path | None = None) -> None:
+    """Write ``frame`` to ``out`` with the provenance tag and, given ``credentials``, a signed
+    C2PA manifest naming ``source`` as its ingredient; ``out`` only ever holds a whole file."""
     data = encode_image(frame, image_format, out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.stem}.{uuid.uuid4().hex[:8]}.part{out.suffix}")
     try:
         tmp.write_bytes(data)
         tag_image(tmp, provenance)
+        if credentials is not None:  # signed last: the manifest binds the file's final bytes
+            sign_file(tmp, source, credentials, title=out.name)
         durable_replace(tmp, out)
     finally:
         with contextlib.suppress(FileNotFoundError):
@@ -116,7 +124,8 @@ def merge_sequence(merger: Swapper, folder: Path, out_dir: Path,
         faces, faceless = faces + swapped, faceless + without
         for src, frame, out in zip(sources, batch, outputs[start:], strict=False):
             write_marked_image(frame, out, options.image_format,
-                               {**merger.provenance(src), "sequence": folder.name})
+                               {**merger.provenance(src), "sequence": folder.name},
+                               merger.credentials, src)
         done += len(sources)
         if progress is not None:
             progress(done, len(frames))

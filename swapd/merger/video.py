@@ -32,6 +32,8 @@ import numpy as np
 from swapd.errors import FileProblem
 from swapd.fsutil import durable_replace
 from swapd.media import STDERR_TAIL, FrameTimes, VideoInfo, ffmpeg_exe, stderr_tail
+from swapd.merger.c2pa_credentials import SigningCredentials
+from swapd.merger.content_credentials import sign_file
 from swapd.merger.metadata_tag import ffmpeg_metadata_args
 
 log = logging.getLogger(__name__)
@@ -120,13 +122,15 @@ class VideoWriter:
     def __init__(self, path: str | os.PathLike[str], width: int, height: int, fps: Fraction,
                  source: VideoInfo | None = None, *, crf: int = 18,
                  preset: str = "veryfast", provenance: Mapping[str, object] | None = None,
-                 codec: str = "h264", times: FrameTimes | None = None) -> None:
+                 codec: str = "h264", times: FrameTimes | None = None,
+                 credentials: SigningCredentials | None = None) -> None:
         self.path = Path(path)
         self.times = times if times is not None and times.variable else None
         self.width, self.height, self.fps = width, height, Fraction(fps)
         self.source = source
         self.codec = codec
         self.provenance = dict(provenance or {})
+        self.credentials = credentials  # C2PA: signed last, once the file's bytes are final
         self.frames = 0
         self._mux_audio = source is not None and (source.audio_codec is not None
                                                   or not source.audio_known)
@@ -216,6 +220,9 @@ class VideoWriter:
                 raise EncodeError(self.path, "no frames were written")
             if self._mux_audio:
                 self._mux()
+            if self.credentials is not None:
+                sign_file(self._final_tmp, self.source.path if self.source else None,
+                          self.credentials, title=self.path.name)
             durable_replace(self._final_tmp, self.path)
         except BaseException:
             self.abort()

@@ -1,0 +1,88 @@
+"""One line a person can read: what `swapd verify` found in a file, and how sure it is.
+
+A file is *marked* when any mark is found: the metadata tag, or the watermark (either scheme).
+The line names every mark found and missing, says when they disagree (a stripped tag, or a
+tag over pixels that do not carry the watermark), and gives the watermark's score against
+its threshold with the chance of such a score on unmarked content.  It never pairs "not
+marked" with a number that reads like confidence in a mark.
+"""
+
+from __future__ import annotations
+
+from swapd.merger.content_credentials import ManifestEvidence
+from swapd.merger.provenance import VerifyResult
+from swapd.merger.watermark import WatermarkEvidence
+
+
+def chance_text(chance: float) -> str:
+    """The chance of a score on unmarked content, in words."""
+    if chance >= 0.01:
+        return "a score unmarked content often reaches"
+    if chance < 1e-12:
+        return "chance on unmarked content < 1e-12"
+    return f"chance on unmarked content <= {chance:.0e}"
+
+
+def _geometry_text(evidence: WatermarkEvidence) -> str:
+    geometry = evidence.geometry
+    parts = []
+    if geometry.get("flipped"):
+        parts.append("flipped")
+    if geometry.get("angle_deg"):
+        parts.append(f"turned {geometry['angle_deg']:+.1f} deg")
+    if geometry.get("inside_bars"):
+        parts.append("inside bars")
+    return f", found {', '.join(parts)}" if parts else ""
+
+
+def watermark_text(evidence: WatermarkEvidence) -> str:
+    """'watermark found (score 23.1 >= 8.2, ...)' or 'no watermark (score 3.2 < 8.2, ...)'."""
+    score = f"score {evidence.score:.1f}"
+    chance = chance_text(evidence.chance_if_unmarked)
+    if evidence.marked:
+        return (f"watermark found ({score} >= threshold {evidence.threshold:g}, {chance}"
+                f"{_geometry_text(evidence)})")
+    if evidence.frames_checked == 0:
+        return "no watermark (no frame large enough to check)"
+    return f"no watermark ({score} < threshold {evidence.threshold:g}: {chance})"
+
+
+def c2pa_text(manifest: ManifestEvidence | None) -> str:
+    """What the C2PA manifest says, in a few words."""
+    if manifest is None or manifest.state == "absent":
+        return "no C2PA manifest"
+    if manifest.state == "unchecked":
+        return "C2PA manifest not checked (c2pa-python is not installed)"
+    maker = f"made by {manifest.generator}" if manifest.generator else "maker unknown"
+    where = " (sidecar)" if manifest.where == "sidecar" else ""
+    if manifest.state == "tampered":
+        codes = ", ".join(c for c in manifest.problems if "untrusted" not in c) or "unreadable"
+        return f"C2PA manifest{where} TAMPERED: changed after signing ({codes})"
+    signer = f" {manifest.signer!r}" if manifest.signer else ""
+    if manifest.state == "untrusted":
+        return (f"C2PA manifest{where} intact, {maker}, untrusted signer{signer} "
+                "(no trust anchor vouches for it)")
+    return f"C2PA manifest{where} valid, {maker}, trusted signer{signer}"
+
+
+def verdict_line(result: VerifyResult) -> str:
+    """The one-line verdict for `swapd verify` (without the file name)."""
+    tag = "metadata tag present" if result.metadata_tag else "no metadata tag"
+    tag = f"{c2pa_text(result.c2pa)}; {tag}"
+    legacy = result.legacy_watermark
+    if legacy is not None and legacy.marked and not result.watermark.marked:
+        mark = f"{watermark_text(legacy)} [older scheme {legacy.scheme}]"
+    else:
+        mark = watermark_text(result.watermark)
+    if not result.marked:
+        return f"not marked: {tag}, {mark}"
+    line = f"MARKED as synthetic media made by swapd: {mark}; {tag}"
+    if result.disagree:
+        if result.c2pa is not None and result.c2pa.state == "tampered":
+            line += " (the marks disagree: the content credentials were broken by a change)"
+        elif result.metadata_tag or (result.c2pa is not None and result.c2pa.says_swapd):
+            line += " (the marks disagree: the labels are there but the pixels lack the watermark" \
+                    " -- a tag copied onto other footage, or a copy changed past recognition)"
+        else:
+            line += " (the marks disagree: the labels were stripped, the watermark remains)"
+    return line

@@ -1,0 +1,181 @@
+"""C2PA content credentials: every merged file is signed (c2pa-python, a real test CA), verify
+validates the manifest, a change after signing is reported as tampered, and bad credentials
+stop a merge before it starts.  All pictures are synthetic; every encode is the real ffmpeg."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from swapd.cli import main as swapd_main
+from swapd.merger.c2pa_credentials import CredentialsError, load_credentials, make_local_ca
+from swapd.merger.content_credentials import read_manifest, sidecar_path, sign_file
+from swapd.merger.merge import merge_file
+from swapd.merger.metadata_tag import DIGITAL_SOURCE_TYPE
+from swapd.merger.provenance import verify_file
+from swapd.merger.verdict import verdict_line
+from tests.test_merger import export_model
+
+pytest.importorskip("c2pa")
+
+
+@pytest.fixture(scope="module")
+def ca(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("ca")
+    make_local_ca(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def merged(tmp_path_factory: pytest.TempPathFactory, synthetic_clip: Path, ca: Path
+           ) -> dict[str, Path]:
+    """A merged clip and a merged image, signed with the test CA's certificate."""
+    from swapd.merger.merge import MergeOptions
+
+    work = tmp_path_factory.mktemp("c2pa")
+    model = export_model(work / "invert.onnx")
+    options = MergeOptions(c2pa_certificate=str(ca / "signer-chain.pem"),
+                           c2pa_private_key=str(ca / "signer-key.pem"))
+    image = work / "still.jpg"
+    subprocess.run(["ffmpeg", "-v", "error", "-ss", "0.5", "-i", str(synthetic_clip),
+                    "-frames:v", "1", str(image)], check=True)
+    return {"video": merge_file(synthetic_clip, work / "out", model, options).output_path,
+            "image": merge_file(image, work / "out", model, options).output_path,
+            "source": synthetic_clip}
+
+
+@pytest.mark.parametrize("kind", ["video", "image"])
+def test_merged_outputs_carry_a_signed_manifest(merged: dict[str, Path], kind: str) -> None:
+    manifest = read_manifest(merged[kind])
+    assert manifest.state == "untrusted"  # intact, signed by a CA nobody configured as trusted
+    assert manifest.generator == "swapd" and manifest.where == "embedded"
+    assert manifest.digital_source_type == DIGITAL_SOURCE_TYPE
+    result = verify_file(merged[kind])
+    assert result.marked and "C2PA manifest" in result.marks
+    assert result.metadata_tag and result.watermark.marked and not result.disagree
+    line = verdict_line(result)
+    assert line.startswith("MARKED") and "untrusted signer" in line, line
+
+
+def test_manifest_names_the_source_as_ingredient(merged: dict[str, Path]) -> None:
+    import c2pa
+
+    with open(merged["video"], "rb") as stream:
+        store = json.loads(c2pa.Reader("video/mp4", stream).json())
+    active = store["manifests"][store["active_manifest"]]
+    assert [i["title"] for i in active["ingredients"]] == [merged["source"].name]
+    actions = [a for x in active["assertions"] if x["label"].startswith("c2pa.actions")
+               for a in x["data"]["actions"]]
+    assert actions[0]["action"] == "c2pa.created"
+
+
+def test_changed_files_are_reported_tampered(merged: dict[str, Path], tmp_path: Path) -> None:
+    """A pixel byte of the video, a date in the image's metadata: both break the hashes."""
+    video = bytearray(merged["video"].read_bytes())
+    video[video.find(b"mdat") + 4000] ^= 0x55
+    image = merged["image"].read_bytes()
+    assert b'"created":"20' in image
+    for name, data in (("changed.mp4", bytes(video)),
+                       ("changed.png", image.replace(b'"created":"20', b'"created":"19', 1))):
+        changed = tmp_path / name
+        changed.write_bytes(data)
+        result = verify_file(changed)
+        assert result.c2pa is not None and result.c2pa.state == "tampered", result.c2pa
+        assert "C2PA manifest" not in result.marks and result.disagree
+        assert result.watermark.marked  # the pixels still carry their mark
+        assert "TAMPERED" in verdict_line(result)
+
+
+def test_formats_without_embedding_get_a_sidecar(ca: Path, tmp_path: Path) -> None:
+    image = tmp_path / "frame.webp"
+    cv2.imwrite(str(image), np.full((120, 160, 3), 90, np.uint8))
+    credentials = load_credentials(ca / "signer-chain.pem", ca / "signer-key.pem")
+    assert sign_file(image, None, credentials) == sidecar_path(image)
+    manifest = read_manifest(image)
+    assert manifest.state == "untrusted" and manifest.where == "sidecar"
+    image.write_bytes(image.read_bytes()[:-8] + b"12345678")  # the file changed
+    assert read_manifest(image).state == "tampered"
+
+
+def test_unsigned_file_has_no_manifest(tmp_path: Path) -> None:
+    plain = tmp_path / "plain.png"
+    cv2.imwrite(str(plain), np.full((80, 80, 3), 30, np.uint8))
+    assert read_manifest(plain).state == "absent"
+    assert not verify_file(plain).marked
+
+
+def test_bad_credentials_are_refused_with_the_file_named(ca: Path, tmp_path: Path) -> None:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    chain, key = ca / "signer-chain.pem", ca / "signer-key.pem"
+    with pytest.raises(CredentialsError, match="must be set too"):
+        load_credentials(chain, None)
+    with pytest.raises(CredentialsError, match="cannot read") as missing:
+        load_credentials(tmp_path / "nope.pem", key)
+    assert "nope.pem" in str(missing.value)
+    garbage = tmp_path / "garbage.pem"
+    garbage.write_text("hello")
+    with pytest.raises(CredentialsError, match="not PEM"):
+        load_credentials(garbage, key)
+    other_key = tmp_path / "other-key.pem"
+    pkey = ec.generate_private_key(ec.SECP256R1())
+    other_key.write_bytes(pkey.private_bytes(serialization.Encoding.PEM,
+                                             serialization.PrivateFormat.PKCS8,
+                                             serialization.NoEncryption()))
+    with pytest.raises(CredentialsError, match="does not belong"):
+        load_credentials(chain, other_key)
+    import datetime
+
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "me")])
+    now = datetime.datetime.now(datetime.UTC)
+    self_signed = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+                   .public_key(pkey.public_key()).serial_number(1)
+                   .not_valid_before(now).not_valid_after(now + datetime.timedelta(days=9))
+                   .sign(pkey, hashes.SHA256()))
+    mine = tmp_path / "self-signed.pem"
+    mine.write_bytes(self_signed.public_bytes(serialization.Encoding.PEM))
+    with pytest.raises(CredentialsError, match="self-signed"):
+        load_credentials(mine, other_key)
+
+
+def test_merge_with_bad_certificate_stops_before_any_output(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    model = export_model(tmp_path / "invert.onnx")
+    image = tmp_path / "still.png"
+    cv2.imwrite(str(image), np.full((120, 160, 3), 90, np.uint8))
+    bad = tmp_path / "bad.pem"
+    bad.write_text("not a certificate")
+    code = swapd_main(["merge", str(image), "--model", str(model), "--output",
+                       str(tmp_path / "out"), "--c2pa-certificate", str(bad),
+                       "--c2pa-private-key", str(bad)])
+    assert code == 2
+    assert "bad.pem" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_local_ca_is_made_once_and_reused(tmp_path: Path) -> None:
+    first = load_credentials(local_dir=tmp_path / "c2pa")
+    assert first.local_ca and (tmp_path / "c2pa" / "signer-key.pem").stat().st_mode & 0o077 == 0
+    again = load_credentials(local_dir=tmp_path / "c2pa")
+    assert again.chain_pem == first.chain_pem
+    shutil.rmtree(tmp_path / "c2pa")
+
+
+def test_service_with_bad_certificate_does_not_start(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "swapd.toml"
+    config.write_text(f'[merge]\nc2pa_certificate = "{tmp_path / "missing.pem"}"\n'
+                      f'c2pa_private_key = "{tmp_path / "missing-key.pem"}"\n')
+    code = swapd_main(["run", "--workspace", str(tmp_path / "ws"), "--config", str(config)])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "not started" in err and "missing.pem" in err
