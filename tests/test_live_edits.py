@@ -1,0 +1,217 @@
+"""Edits of a job file while its job trains (issue 18, item 7).
+
+What an edit changes is sorted into live changes (the worker takes them between two steps),
+the service's own sections, and the rest (the worker saves and starts again); the driver takes
+a live change at the next step; and a real service, with a real worker, is edited through its
+job file: a new learning rate and cadence apply at once, a bad edit keeps the running version
+and says why, a change of the batch size restarts the worker from its checkpoint, a touch of a
+paused job leaves it paused, and a target lowered below the current iteration ends the job.
+The state the store shows is the worker's at every look: never "queued" while a worker runs.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+from swapd.config import JobFile
+from swapd.daemon.edits import job_edit
+from swapd.state import StateStore
+from swapd.trainer.driver import Cadence, Driver, Hooks, Request
+from swapd.trainer.loop import StepStats
+from tests.support import TINY_JOB, copy_set, make_trainer, wait_for
+
+
+def _spec(text: str) -> JobFile:
+    import tomllib
+
+    return JobFile.model_validate(tomllib.loads(text))
+
+
+def test_an_edit_is_sorted_into_live_service_and_restart_changes() -> None:
+    base = TINY_JOB.format(iterations=1000, save_every=20)
+    edit = job_edit(_spec(base), _spec(
+        base.replace("iterations = 1000", "iterations = 480")
+        .replace("save_every = 20", "save_every = 10\nsnapshot_every = 50")
+        .replace("learning_rate = 0.0005", "learning_rate = 0.0001\nfocus_weight = 5")
+        + '\n[schedule]\nwindows = ["22:00-07:00"]\n[export]\non = ["done"]\n'))
+    assert edit.cadence == {"iterations": 480, "save_every": 10, "snapshot_every": 50,
+                            "export_on": ["done"]}
+    assert edit.options == {"learning_rate": 0.0001, "focus_weight": 5}
+    assert edit.restart == () and edit.service == ("schedule",)
+    # options built into the model, the loss or the data need a new worker
+    edit = job_edit(_spec(base), _spec(base.replace("batch_size = 4", "batch_size = 2")
+                                       .replace("width = 0.125", "width = 0.25")
+                                       .replace("dense_dim = 64", "dense_dim = 64\nloss = 'mae'")))
+    assert edit.restart == ("train.batch_size", "train.options.loss", "train.options.width")
+    assert not edit.live
+    # an option taken away goes back to its default (None in the request)
+    edit = job_edit(_spec(base), _spec(base.replace("learning_rate = 0.0005\n", "")))
+    assert edit.options == {"learning_rate": None} and not edit.restart
+    assert not job_edit(_spec(base), _spec(base)).live
+
+
+class Queue(Hooks):
+    """Hands the driver the requests queued for each step; keeps every step's stats and the
+    answers."""
+
+    def __init__(self) -> None:
+        self.queued: list[Request] = []
+        self.answers: list[str] = []
+        self.steps: list[StepStats] = []
+
+    def requests(self) -> Iterable[Request]:
+        asked, self.queued = self.queued, []
+        return asked
+
+    def request_done(self, request: Request, result: str) -> None:
+        self.answers.append(result)
+
+    def stepped(self, stats: StepStats) -> None:
+        self.steps.append(stats)
+
+
+def test_the_driver_takes_a_retune_at_the_next_step(faces: tuple[Path, Path],
+                                                    tmp_path: Path) -> None:
+    trainer = make_trainer(faces, tmp_path / "model", focus_weight=2)
+    hooks = Queue()
+    driver = Driver(trainer, Cadence(preview=tmp_path / "p.png", iterations=0, save_every=4),
+                    hooks)
+    try:
+        for _ in range(3):
+            driver.step()
+        assert hooks.steps[-1].learning_rate == 1e-3
+        trainer.set_a.set_focus({"a_000.png"}, trainer.options.focus_weight)
+        assert driver.act(Request("retune", {
+            "cadence": {"save_every": 2, "export_on": ["done"]},
+            "options": {"learning_rate": 2e-4, "focus_weight": 6}})) == (
+            "from iteration 3: save_every = 2, export_on = [done], learning_rate = 0.0002, "
+            "focus_weight = 6")
+        driver.step()
+        assert hooks.steps[-1].learning_rate == 2e-4  # the very next step
+        assert driver.cadence.save_every == 2 and driver.cadence.export_on == {"done"}
+        assert trainer.set_a.focus_weight == 6 and trainer.set_a.focus == {"a_000.png"}
+        assert driver.saved_iteration == 4  # saved at 4, under the new cadence
+        # a bad value changes nothing
+        assert driver.act(Request("retune", {"options": {"learning_rate": -1}})).startswith(
+            "not changed: learning_rate: Input should be greater than 0")
+        assert trainer.options.learning_rate == 2e-4
+        # a target below the current iteration: the session ends at once, saved, "done"
+        hooks.queued = [Request("retune", {"cadence": {"iterations": 2}})]
+        outcome = driver.train()
+        assert hooks.answers[-1].endswith("(the target is reached: it ends at iteration 4)")
+        assert (outcome.end, outcome.saved, trainer.iteration) == ("done", 4, 4)
+    finally:
+        trainer.close()
+
+
+# -- a real service ----------------------------------------------------------------------------
+
+def _states(store: StateStore, name: str, seconds: float) -> set[str]:
+    """The job's states seen over ``seconds``, looked at every 50 ms."""
+    seen, end = set(), time.monotonic() + seconds
+    while time.monotonic() < end:
+        row = store.job(name)
+        seen.add(row.state if row else "(none)")
+        time.sleep(0.05)
+    return seen
+
+
+def _answer(store: StateStore, name: str, action: str, timeout: float = 60) -> str:
+    def done() -> str | None:
+        asked = [r for r in store.control_requests(name) if r.action == action]
+        return asked[0].result if asked and asked[0].done_at else None
+    return str(wait_for(done, timeout, f"the worker's answer to {action}"))
+
+
+def test_edits_while_the_service_trains(service, synthetic_sets, tmp_path: Path) -> None:
+    ws = tmp_path / "ws"
+    svc = service()
+    wait_for(lambda: (ws / ".swapd" / "state.db").exists(), 60, "the state database",
+             svc.process)
+    copy_set(synthetic_sets["alice"], ws / "faces" / "alice")
+    copy_set(synthetic_sets["bob"], ws / "faces" / "bob")
+    job = ws / "jobs" / "tiny.toml"
+    text = TINY_JOB.format(iterations=100_000, save_every=20)
+    job.write_text(text)
+    store = StateStore(ws / ".swapd" / "state.db", readonly=True)
+
+    def iteration() -> int:
+        row = store.job("tiny")
+        return row.iteration if row else 0
+
+    def events() -> list[str]:
+        return [m for _, _, _, m in store.events(500)]
+
+    wait_for(lambda: iteration() >= 25, 240, "training to pass iteration 25", svc.process)
+
+    # 1. live: a new learning rate and save cadence, from the next step, the worker unmoved
+    text = text.replace("learning_rate = 0.0005", "learning_rate = 0.0002").replace(
+        "save_every = 20", "save_every = 7")
+    job.write_text(text)
+    assert _states(store, "tiny", 3.0) == {"training"}
+    answer = _answer(store, "tiny", "retune")
+    taken = int(answer.split(":")[0].removeprefix("from iteration "))
+    assert answer.endswith("save_every = 7, learning_rate = 0.0002"), answer
+    rows = wait_for(lambda: [r for r in store.loss_rows("tiny", since=taken)], 60,
+                    "steps after the edit", svc.process)
+    assert {r.learning_rate for r in rows} == {0.0002}
+    assert {r.learning_rate for r in store.loss_rows("tiny", since=taken - 5, limit=5)} == {
+        0.0005}
+    assert any("tiny.toml changed (save_every, learning_rate): applied from the next step"
+               in m for m in events())
+
+    # 2. a bad edit: the running version goes on, the state says why, the problem is listed
+    at = iteration()
+    job.write_text(text.replace("batch_size = 4", "batch_size = 0"))
+    row = wait_for(lambda: (r := store.job("tiny")) and r.error and r, 30, "the bad edit")
+    assert row.state == "training" and "train.batch_size" in row.error
+    assert "training goes on with the file's last valid version" in row.error
+    assert any(p.key == "train.batch_size" for p in store.problems())
+    wait_for(lambda: iteration() > at + 10, 60, "training to go on", svc.process)
+    job.write_text(text)  # put back: the error goes, nothing restarts
+    wait_for(lambda: not store.job("tiny").error, 30, "the error to clear")
+    assert not [p for p in store.problems() if p.kind == "job"]
+
+    # 3. a change built into the data: saved, then a new worker with the new batch size
+    starts = sum("training from iteration" in m for m in events())
+    text = text.replace("batch_size = 4", "batch_size = 2")
+    job.write_text(text)
+    seen: set[str] = set()
+
+    def restarted() -> bool:
+        seen.add(store.job("tiny").state)
+        return sum("training from iteration" in m for m in events()) > starts
+    wait_for(restarted, 120, "the worker to start again", svc.process, poll=0.05)
+    assert seen <= {"training", "stopped", "queued"}  # (queued: between the two workers)
+    assert "batch_size" in next(m for m in events() if "saves and starts again" in m)
+    saved = int(next(m for m in events() if m.startswith("training from iteration")).split()[-1])
+    assert saved >= at + 10  # from its checkpoint, saved at the stop
+    wait_for(lambda: store.job("tiny").state == "training", 60, "training", svc.process)
+
+    # 4. pause, then touch the file: it stays paused, its iteration stands still
+    wait_for(lambda: iteration() > saved, 60, "steps after the restart", svc.process)
+    from swapd.state import StateStore as Writer
+    writer = Writer(ws / ".swapd" / "state.db")
+    writer.request_control("tiny", "pause")
+    wait_for(lambda: store.job("tiny").state == "paused", 60, "the pause", svc.process)
+    paused_at = iteration()
+    job.touch()
+    job.write_text(text)  # saved unchanged
+    assert _states(store, "tiny", 3.0) == {"paused"}
+    assert iteration() == paused_at
+    writer.request_control("tiny", "resume")
+    wait_for(lambda: iteration() > paused_at + 3, 60, "training after the resume", svc.process)
+
+    # 5. the target lowered below the current iteration: done at once, saved there
+    job.write_text(text.replace("iterations = 100000", f"iterations = {paused_at}"))
+    row = wait_for(lambda: (r := store.job("tiny")) and r.state == "done" and r, 60,
+                   "the job to end", svc.process)
+    assert row.iteration > paused_at
+    assert f"done at iteration {row.iteration}" in events()
+    assert store.latest_artifact("tiny", "checkpoint").iteration == row.iteration
+    writer.close()
+    store.close()
+    code, _ = svc.terminate()
+    assert code == 0
