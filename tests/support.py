@@ -70,16 +70,20 @@ def write_clip_frames(clip: Path, folder: Path, names: Callable[[int], str | Non
 class ServiceProcess:
     """`swapd run` as a real subprocess, its output in a log file."""
 
-    def __init__(self, workspace: Path, config: Path, log: Path) -> None:
+    def __init__(self, workspace: Path, config: Path, log: Path,
+                 wrapper: tuple[str, ...] = ()) -> None:
+        """``wrapper``: a command the service runs under (e.g. a sandbox), its arguments
+        first."""
         self.workspace, self.config, self.log_path = workspace, config, log
+        self.wrapper = wrapper
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> subprocess.Popen[bytes]:
         self._log = open(self.log_path, "ab")  # noqa: SIM115 (closed in stop)
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "swapd", "run", "--workspace", str(self.workspace),
-             "--config", str(self.config), "--no-dashboard"],
+            [*self.wrapper, sys.executable, "-m", "swapd", "run", "--workspace",
+             str(self.workspace), "--config", str(self.config), "--no-dashboard"],
             stdout=self._log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         return self.process
 
