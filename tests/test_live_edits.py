@@ -184,7 +184,7 @@ def test_edits_while_the_service_trains(service, synthetic_sets, tmp_path: Path)
         seen.add(store.job("tiny").state)
         return sum("training from iteration" in m for m in events()) > starts
     wait_for(restarted, 120, "the worker to start again", svc.process, poll=0.05)
-    assert seen <= {"training", "stopped", "queued"}  # (queued: between the two workers)
+    assert seen <= {"training", "stopped", "interrupted", "queued"}  # (between the workers)
     assert "batch_size" in next(m for m in events() if "saves and starts again" in m)
     saved = int(next(m for m in events() if m.startswith("training from iteration")).split()[-1])
     assert saved >= at + 10  # from its checkpoint, saved at the stop
@@ -212,6 +212,49 @@ def test_edits_while_the_service_trains(service, synthetic_sets, tmp_path: Path)
     assert f"done at iteration {row.iteration}" in events()
     assert store.latest_artifact("tiny", "checkpoint").iteration == row.iteration
     writer.close()
+    store.close()
+    code, _ = svc.terminate()
+    assert code == 0
+
+
+def test_a_service_killed_under_its_worker_trains_on_when_started_again(
+        service, synthetic_sets, tmp_path: Path) -> None:
+    """SIGKILL of the service alone: its worker sees it gone, saves and stops as
+    "interrupted" (not "stopped", the user's stop, which a new service would leave alone), and
+    the next service trains on; a paused job stays paused through the same."""
+    import os
+    import signal
+
+    ws = tmp_path / "ws"
+    svc = service()
+    wait_for(lambda: (ws / ".swapd" / "state.db").exists(), 60, "the state database",
+             svc.process)
+    copy_set(synthetic_sets["alice"], ws / "faces" / "alice")
+    copy_set(synthetic_sets["bob"], ws / "faces" / "bob")
+    (ws / "jobs" / "tiny.toml").write_text(TINY_JOB.format(iterations=0, save_every=20))
+    store = StateStore(ws / ".swapd" / "state.db")
+
+    def kill_the_service_alone(svc) -> str:
+        os.kill(svc.process.pid, signal.SIGKILL)
+        svc.process.wait()
+        # (the worker's last act is its state: a service started before it exits finds the
+        # model folder held, and tries again)
+        row = wait_for(lambda: (r := store.job("tiny")) and r.state not in ("training",) and r,
+                       60, "the orphaned worker to stop")
+        return row.state
+
+    wait_for(lambda: (r := store.job("tiny")) and r.iteration > 5, 240, "training",
+             svc.process)
+    assert kill_the_service_alone(svc) == "interrupted"
+    at = store.job("tiny").iteration
+    svc = service()
+    wait_for(lambda: store.job("tiny").iteration > at, 120, "training again", svc.process)
+
+    store.request_control("tiny", "pause")
+    wait_for(lambda: store.job("tiny").state == "paused", 60, "the pause", svc.process)
+    assert kill_the_service_alone(svc) == "paused"
+    svc = service()
+    assert _states(store, "tiny", 5.0) == {"paused"}
     store.close()
     code, _ = svc.terminate()
     assert code == 0
