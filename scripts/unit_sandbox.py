@@ -125,7 +125,11 @@ def main(argv: list[str]) -> int:
             f"{k}={v}\n" for k, v in overrides.items())
         unit = Path(os.environ.get("TMPDIR", "/tmp")) / f"unit_sandbox.{os.getpid()}.service"
         unit.write_text(text, encoding="utf-8")
-    apply(unit)
+    try:
+        apply(unit)
+    finally:
+        if overrides:
+            unit.unlink()  # (read: the copy with the overrides is not needed any more)
     os.execvp(command[0], command)
     return 127  # (not reached)
 
