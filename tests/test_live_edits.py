@@ -20,7 +20,7 @@ from swapd.daemon.edits import job_edit
 from swapd.state import StateStore
 from swapd.trainer.driver import Cadence, Driver, Hooks, Request
 from swapd.trainer.loop import StepStats
-from tests.support import TINY_JOB, copy_set, make_trainer, wait_for
+from tests.support import TINY_JOB, make_trainer, start_with_face_sets, wait_for
 
 
 def _spec(text: str) -> JobFile:
@@ -127,11 +127,7 @@ def _answer(store: StateStore, name: str, action: str, timeout: float = 60) -> s
 
 def test_edits_while_the_service_trains(service, synthetic_sets, tmp_path: Path) -> None:
     ws = tmp_path / "ws"
-    svc = service()
-    wait_for(lambda: (ws / ".swapd" / "state.db").exists(), 60, "the state database",
-             svc.process)
-    copy_set(synthetic_sets["alice"], ws / "faces" / "alice")
-    copy_set(synthetic_sets["bob"], ws / "faces" / "bob")
+    svc = start_with_face_sets(service, synthetic_sets, ws)
     job = ws / "jobs" / "tiny.toml"
     text = TINY_JOB.format(iterations=100_000, save_every=20)
     job.write_text(text)
@@ -226,11 +222,7 @@ def test_a_service_killed_under_its_worker_trains_on_when_started_again(
     import signal
 
     ws = tmp_path / "ws"
-    svc = service()
-    wait_for(lambda: (ws / ".swapd" / "state.db").exists(), 60, "the state database",
-             svc.process)
-    copy_set(synthetic_sets["alice"], ws / "faces" / "alice")
-    copy_set(synthetic_sets["bob"], ws / "faces" / "bob")
+    svc = start_with_face_sets(service, synthetic_sets, ws)
     (ws / "jobs" / "tiny.toml").write_text(TINY_JOB.format(iterations=0, save_every=20))
     store = StateStore(ws / ".swapd" / "state.db")
 

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import TINY_JOB, copy_set, in_ci, require_tools, wait_for
+from tests.support import TINY_JOB, in_ci, require_tools, start_with_face_sets, wait_for
 
 REPO = Path(__file__).resolve().parents[1]
 UNITS = {"system": REPO / "systemd" / "swapd.service",
@@ -148,11 +148,7 @@ def test_the_service_trains_exports_and_merges_under_the_units_filter(
     from swapd.state import StateStore
 
     ws = tmp_path / "ws"
-    svc = service(tuple(_sandboxed()))
-    wait_for(lambda: (ws / ".swapd" / "state.db").exists(), 60, "the state database",
-             svc.process)
-    copy_set(synthetic_sets["alice"], ws / "faces" / "alice")
-    copy_set(synthetic_sets["bob"], ws / "faces" / "bob")
+    svc = start_with_face_sets(service, synthetic_sets, ws, tuple(_sandboxed()))
     (ws / "jobs" / "tiny.toml").write_text(TINY_JOB.format(iterations=0, save_every=20))
     (ws / "footage" / "tiny").mkdir(parents=True, exist_ok=True)
     shutil.copy(synthetic_clip, ws / "footage" / "tiny" / "clip.mp4")
