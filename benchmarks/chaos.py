@@ -388,7 +388,8 @@ def write_doc(results: list[Result], path: Path, args: argparse.Namespace) -> No
              "outputs.", "",
              f"Run: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
              f"a {os.cpu_count()}-core {platform.machine()} machine, "
-             f"Python {platform.python_version()}; `--kills {args.kills} --soak {args.soak}`.",
+             f"Python {platform.python_version()}; `--kills {args.kills} --soak {args.soak:g}`."
+             + (f" {args.note}" if args.note else ""),
              "", "| scenario | tries | survived | lost | seconds | figures |",
              "| --- | --- | --- | --- | --- | --- |"]
     for r in results:
@@ -409,6 +410,7 @@ def main() -> int:
     parser.add_argument("--soak", type=float, default=120.0)
     parser.add_argument("--only", nargs="*")
     parser.add_argument("--seed", type=int, default=18)
+    parser.add_argument("--note", default="", help="a line about the machine, for the doc")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks/results/chaos.json")
     parser.add_argument("--doc", type=Path, default=REPO / "docs/reliability.md")
     args = parser.parse_args()
