@@ -11,6 +11,7 @@ The state the store shows is the worker's at every look: never "queued" while a 
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -250,3 +251,43 @@ def test_a_service_killed_under_its_worker_trains_on_when_started_again(
     store.close()
     code, _ = svc.terminate()
     assert code == 0
+
+
+def test_reading_a_job_file_keeps_the_state_the_user_or_the_worker_gave(tmp_path: Path
+                                                                       ) -> None:
+    """The registry alone (no service): a new version of a file leaves a paused, stopped or
+    training job as it is, queues a job in error or a done one given more iterations, and an
+    unchanged file read again changes nothing."""
+    from swapd.daemon.jobs import JobRegistry
+    from swapd.workspace import Workspace
+    from tests.support import write_faces
+
+    ws = Workspace.open(tmp_path / "ws")
+    write_faces(ws.faces / "alice", "a", 2)
+    write_faces(ws.faces / "bob", "b", 2)
+    store = StateStore(ws.state_db)
+    registry = JobRegistry(ws, store)
+    job = ws.jobs / "tiny.toml"
+    text = TINY_JOB.format(iterations=100, save_every=20)
+    job.write_text(text)
+    registry.scan()
+    assert store.job("tiny").state == "queued"
+
+    def edited(state: str, new_text: str, iteration: int = 50) -> str:
+        store.set_job_state("tiny", state)
+        store.set_job_progress("tiny", iteration)
+        job.write_text(new_text)
+        os.utime(job, ns=(time.time_ns(), time.time_ns() + 10**9))  # (a new stamp for sure)
+        registry.scan()
+        return store.job("tiny").state
+
+    lower = text.replace("learning_rate = 0.0005", "learning_rate = 0.0001")
+    for state in ("paused", "stopped", "training", "waiting", "queued"):
+        assert edited(state, lower) == state
+        assert edited(state, text) == state
+    assert edited("error", text) == "queued"  # a touch tries a job in error again
+    assert edited("done", text, iteration=100) == "done"  # touched
+    assert edited("done", lower, iteration=100) == "done"  # nothing more to train
+    assert edited("done", text.replace("iterations = 100", "iterations = 200"),
+                  iteration=100) == "queued"
+    store.close()
