@@ -22,8 +22,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from swapd.config import JobFile
-from swapd.daemon.workers import WorkerProcess
-from swapd.state import StateStore
+from swapd.daemon.jobs import Job
+from swapd.daemon.workers import EXIT_OK, WorkerProcess
+from swapd.state import JobRow, StateStore
+from swapd.workspace import Workspace
 
 # [train] keys the training driver's cadence holds (trainer/driver.py Cadence): changed live.
 LIVE_TRAIN_KEYS = ("iterations", "save_every", "snapshot_every", "snapshot_policy",
@@ -111,3 +113,30 @@ def apply_edit(store: StateStore, shown: str, name: str, edit: Edit, worker: Wor
     elif edit.service:
         store.log_event(f"{shown} changed ({edit.describe()}): the service applies it", name)
     return False
+
+
+class Restarts:
+    """The service's side of edits: the workers it asked to stop to take one, and the state
+    each job had then (a paused job stays paused)."""
+
+    def __init__(self) -> None:
+        self.states: dict[str, str] = {}
+
+    def edited(self, store: StateStore, ws: Workspace, job: Job, running: JobFile,
+               worker: WorkerProcess) -> None:
+        """``job``'s file changed (and validates) while ``worker`` trains ``running``."""
+        row = store.job(job.name)
+        if apply_edit(store, ws.relative(job.path), job.name, job_edit(running, job.spec),
+                      worker):
+            self.states[job.name] = row.state if row is not None else "training"
+
+    def exited(self, store: StateStore, name: str, code: int, row: JobRow | None) -> bool:
+        """True when the worker of ``name`` that exited (``code``) was stopped for an edit and
+        did so cleanly: the job is queued for a new worker (or stays paused, to take the new
+        version when resumed). A crash instead is the caller's to handle."""
+        was = self.states.pop(name, None)
+        if was is None or code != EXIT_OK:
+            return False
+        if row is not None and row.state not in ("done", "error"):
+            store.set_job_state(name, "paused" if was == "paused" else "queued")
+        return True

@@ -16,11 +16,11 @@ import threading
 import time
 from collections.abc import Callable
 
-from swapd.config import JobFile, ServiceConfig
+from swapd.config import ServiceConfig
 from swapd.daemon import sdnotify
 from swapd.daemon.crashes import Backoff, crash_cause
 from swapd.daemon.disk import MARGIN, RESERVE_BYTES, Reserve, shortage, size_text
-from swapd.daemon.edits import apply_edit, job_edit
+from swapd.daemon.edits import Restarts
 from swapd.daemon.idle_controls import answer_idle_controls
 from swapd.daemon.ingest import FaceIngest
 from swapd.daemon.jobs import Job, JobRegistry, write_status_files
@@ -70,7 +70,7 @@ class Service:
         self._backoff: dict[str, Backoff] = {}
         self._held: dict[str, Hold] = {}  # jobs kept from starting (readiness.py), and why
         self._service_stopped: set[str] = set()  # jobs the service itself asked to stop
-        self._restarting: dict[str, str] = {}  # jobs stopped to take an edit: their state then
+        self.restarts = Restarts()  # workers stopped to take an edit of their job file
         self._trouble: tuple[str, float] = ("", 0.0)  # the loop's last error, when logged
         self._dashboard = None
         self.dashboard_url: str | None = None
@@ -263,19 +263,12 @@ class Service:
                                               running=frozenset(self.trainers))
             for name in changed:
                 self._backoff.pop(name, None)  # a new version may cure its crashes: try it
-                if name in self.trainers and name in before:
-                    self._edited(name, before[name])
+                if name in self.trainers and name in before:  # (edits.py)
+                    self.restarts.edited(self.store, self.ws, self.jobs.jobs[name],
+                                         before[name], self.trainers[name])
             for name in removed:
                 if name in self.trainers:
                     self.trainers[name].request_stop(self.store)
-
-    def _edited(self, name: str, running: JobFile) -> None:
-        """The file of a job that trains changed (and validates): take it live, or save and
-        start the worker again with it (edits.py)."""
-        job, row = self.jobs.jobs[name], self.store.job(name)
-        edit = job_edit(running, job.spec)
-        if apply_edit(self.store, self.ws.relative(job.path), name, edit, self.trainers[name]):
-            self._restarting[name] = row.state if row is not None else "training"
 
     def _wake_later(self, seconds: float) -> None:
         timer = threading.Timer(seconds + 0.1, self.watcher.mark_all)
@@ -300,12 +293,8 @@ class Service:
         stopped, a job that cannot train) end here; a full disk, or a folder another process
         holds, waits (readiness.py); anything else is a crash, retried after a back-off."""
         row = self.store.job(name)
-        was = self._restarting.pop(name, None)
-        if was is not None and code == EXIT_OK:  # stopped to take an edit: start it again
+        if self.restarts.exited(self.store, name, code, row):  # to start with an edit
             self._service_stopped.discard(name)
-            if row is not None and row.state not in ("done", "error"):
-                # (a paused job takes the new version when resumed)
-                self.store.set_job_state(name, "paused" if was == "paused" else "queued")
             return
         if name in self._service_stopped:
             self._service_stopped.discard(name)
