@@ -10,7 +10,11 @@
 # System packages (Debian/Ubuntu, installed when run as root or with passwordless sudo):
 #   ffmpeg (ffprobe for tests; swapd itself falls back to imageio-ffmpeg's ffmpeg),
 #   chromium + chromium-driver (the dashboard's browser test),
-#   strace (the test that watches saves fsync in order).
+#   strace (the test that watches saves fsync in order),
+#   systemd (only for systemd-analyze: the units' verify and security tests; no service is
+#   started, and nothing in it runs unless systemd is the init) and python3-seccomp (the
+#   system python's libseccomp binding: scripts/unit_sandbox.py applies the units' system-call
+#   filter by hand where systemd cannot start them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -35,6 +39,8 @@ command -v ffprobe >/dev/null 2>&1 || missing+=(ffmpeg)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
 command -v strace >/dev/null 2>&1 || missing+=(strace)
+command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
+/usr/bin/python3 -c "import seccomp" >/dev/null 2>&1 || missing+=(python3-seccomp)
 if ((${#missing[@]})); then
     if command -v apt-get >/dev/null 2>&1; then
         SUDO=""
@@ -44,7 +50,17 @@ if ((${#missing[@]})); then
         if [[ $(id -u) -eq 0 || -n "$SUDO" ]]; then
             echo "setup: installing ${missing[*]} (Debian packages)"
             $SUDO apt-get update -qq
-            DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+            lean=() plain=()  # systemd without what it recommends (dbus, ...): only its
+            for package in "${missing[@]}"; do  # systemd-analyze is wanted
+                if [[ $package == systemd ]]; then lean+=("$package"); else plain+=("$package"); fi
+            done
+            if ((${#plain[@]})); then
+                DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${plain[@]}" >/dev/null
+            fi
+            if ((${#lean[@]})); then
+                DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq \
+                    --no-install-recommends "${lean[@]}" >/dev/null
+            fi
         else
             echo "setup: please install ${missing[*]} (apt-get install ${missing[*]})" >&2
         fi

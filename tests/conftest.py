@@ -52,14 +52,15 @@ def synthetic_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def service(tmp_path: Path) -> Iterator[Callable[[], ServiceProcess]]:
+def service(tmp_path: Path) -> Iterator[Callable[..., ServiceProcess]]:
     """Factory for service processes on tmp_path/ws; every one is killed at teardown."""
     made: list[ServiceProcess] = []
     config = tmp_path / "swapd.toml"
     config.write_text(FAST_CONFIG)
 
-    def start() -> ServiceProcess:
-        svc = ServiceProcess(tmp_path / "ws", config, tmp_path / f"service{len(made)}.log")
+    def start(wrapper: tuple[str, ...] = ()) -> ServiceProcess:
+        svc = ServiceProcess(tmp_path / "ws", config, tmp_path / f"service{len(made)}.log",
+                             wrapper)
         svc.start()
         made.append(svc)
         return svc

@@ -67,19 +67,53 @@ def write_clip_frames(clip: Path, folder: Path, names: Callable[[int], str | Non
     return written
 
 
+def fill(folder: Path) -> Path:
+    """Fill the filesystem of ``folder`` to 0 bytes free; the file that fills it."""
+    filler = folder / "filler.bin"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        for chunk in (1 << 20, 1 << 12, 1):
+            block = b"\0" * chunk
+            while True:
+                try:
+                    if os.write(fd, block) < chunk:
+                        break
+                except OSError:
+                    break
+    finally:
+        os.close(fd)
+    return filler
+
+
+def wait_for_a_save_in_progress(model_dir: Path, timeout: float = 30.0) -> bool:
+    """Spin until the trainer's temp checkpoint exists (it is being written); False if none
+    appeared within ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with os.scandir(model_dir) as entries:
+            if any(e.name.startswith(".model.pt.") and e.name.endswith(".tmp") for e in entries):
+                return True
+        time.sleep(0.0005)  # a save of this model takes milliseconds
+    return False
+
+
 class ServiceProcess:
     """`swapd run` as a real subprocess, its output in a log file."""
 
-    def __init__(self, workspace: Path, config: Path, log: Path) -> None:
+    def __init__(self, workspace: Path, config: Path, log: Path,
+                 wrapper: tuple[str, ...] = ()) -> None:
+        """``wrapper``: a command the service runs under (e.g. a sandbox), its arguments
+        first."""
         self.workspace, self.config, self.log_path = workspace, config, log
+        self.wrapper = wrapper
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> subprocess.Popen[bytes]:
         self._log = open(self.log_path, "ab")  # noqa: SIM115 (closed in stop)
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "swapd", "run", "--workspace", str(self.workspace),
-             "--config", str(self.config), "--no-dashboard"],
+            [*self.wrapper, sys.executable, "-m", "swapd", "run", "--workspace",
+             str(self.workspace), "--config", str(self.config), "--no-dashboard"],
             stdout=self._log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         return self.process
 
@@ -101,6 +135,18 @@ class ServiceProcess:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+
+def start_with_face_sets(service: Callable[..., ServiceProcess], sets: dict[str, Path],
+                         ws: Path, wrapper: tuple[str, ...] = ()) -> ServiceProcess:
+    """Start a service (the ``service`` fixture's factory) on an empty workspace ``ws``, then
+    drop the two face sets in, as a user would."""
+    svc = service(wrapper)
+    wait_for(lambda: (ws / ".swapd" / "state.db").exists(), 60, "the state database",
+             svc.process)
+    copy_set(sets["alice"], ws / "faces" / "alice")
+    copy_set(sets["bob"], ws / "faces" / "bob")
+    return svc
 
 
 FAST_CONFIG = """\

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from swapd.trainer.checkpoint import load_checkpoint
-from tests.support import wait_for
+from tests.support import wait_for, wait_for_a_save_in_progress
 
 KILLS = 20
 ENV = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1]),
@@ -46,7 +46,7 @@ def test_sigkill_at_random_moments_never_loses_the_model(synthetic_sets: dict[st
             if kill % 2:
                 time.sleep(rng.uniform(0.0, 0.6))  # any moment
             else:
-                _wait_for_a_save_in_progress(model_dir)  # in the middle of writing one
+                wait_for_a_save_in_progress(model_dir)  # in the middle of writing one
             saving = any(model_dir.glob(".model.pt.*.tmp"))
             proc.send_signal(signal.SIGKILL)
             proc.wait(timeout=30)
@@ -65,14 +65,3 @@ def test_sigkill_at_random_moments_never_loses_the_model(synthetic_sets: dict[st
           f"reached iteration {last_iteration}")
     assert last_iteration > KILLS  # every run trained on from the one before
     assert kills_in_save >= 1  # usually about half; timing on a busy machine varies
-
-
-def _wait_for_a_save_in_progress(model_dir: Path, timeout: float = 30.0) -> None:
-    """Spin until the trainer's temp checkpoint exists (it is being written)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with os.scandir(model_dir) as entries:
-            if any(e.name.startswith(".model.pt.") and e.name.endswith(".tmp") for e in entries):
-                return
-        time.sleep(0.0005)  # a save of this model takes milliseconds
-

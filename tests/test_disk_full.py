@@ -7,7 +7,6 @@ once the space is back."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -21,7 +20,7 @@ import pytest
 from swapd.daemon.disk import RESERVE_BYTES, DiskFullError, Reserve, kept_checkpoint, shortage
 from swapd.state import StateStore
 from swapd.trainer.checkpoint import load_checkpoint
-from tests.support import TINY_JOB, copy_set, in_ci, wait_for
+from tests.support import TINY_JOB, fill, in_ci, start_with_face_sets, wait_for
 
 
 def _mount_tmpfs(folder: Path, size: str) -> None:
@@ -42,24 +41,6 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
     _mount_tmpfs(folder, "64m")
     yield folder
     subprocess.run(["umount", "-l", str(folder)], check=False)
-
-
-def fill(folder: Path) -> Path:
-    """Fill the filesystem of ``folder`` to 0 bytes free; the file that fills it."""
-    filler = folder / "filler.bin"
-    fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    try:
-        for chunk in (1 << 20, 1 << 12, 1):
-            block = b"\0" * chunk
-            while True:
-                try:
-                    if os.write(fd, block) < chunk:
-                        break
-                except OSError:
-                    break
-    finally:
-        os.close(fd)
-    return filler
 
 
 def test_a_save_is_refused_early_in_plain_words(tmp_path: Path) -> None:
@@ -102,11 +83,7 @@ def _status(ws: Path) -> subprocess.CompletedProcess[str]:
 def test_a_full_disk_never_stops_the_service(small_disk: Path, service, synthetic_sets,
                                              ) -> None:
     ws = small_disk
-    svc = service()
-    wait_for(lambda: (ws / ".swapd" / "state.db").exists(), 60, "the state database",
-             svc.process)
-    copy_set(synthetic_sets["alice"], ws / "faces" / "alice")
-    copy_set(synthetic_sets["bob"], ws / "faces" / "bob")
+    svc = start_with_face_sets(service, synthetic_sets, ws)
     (ws / "jobs" / "tiny.toml").write_text(TINY_JOB.format(iterations=0, save_every=10))
     model = ws / "models" / "tiny" / "model.pt"
     wait_for(model.exists, 240, "the first checkpoint", svc.process)

@@ -18,7 +18,7 @@ import pytest
 from swapd.media import probe_media
 from swapd.state import StateStore
 from swapd.trainer.checkpoint import load_checkpoint
-from tests.support import TINY_JOB, ServiceProcess, copy_set, wait_for
+from tests.support import TINY_JOB, start_with_face_sets, wait_for
 
 
 def _store(ws: Path) -> StateStore:
@@ -30,20 +30,10 @@ def _duration(info: dict, kind: str) -> float:
     return float(stream.get("duration") or info["format"]["duration"])
 
 
-def _start_with_face_sets(service, sets: dict[str, Path], ws: Path) -> ServiceProcess:
-    """Start the service on an empty workspace, then drop the two face sets in."""
-    svc = service()
-    wait_for(lambda: (ws / ".swapd" / "state.db").exists(), 60, "the state database",
-             svc.process)
-    copy_set(sets["alice"], ws / "faces" / "alice")
-    copy_set(sets["bob"], ws / "faces" / "bob")
-    return svc
-
-
 def test_service_trains_exports_merges_and_resumes(service, synthetic_sets, synthetic_clip,
                                                    tmp_path: Path) -> None:
     ws = tmp_path / "ws"
-    svc = _start_with_face_sets(service, synthetic_sets, ws)
+    svc = start_with_face_sets(service, synthetic_sets, ws)
     (ws / "jobs" / "tiny.toml").write_text(TINY_JOB.format(iterations=0, save_every=20))
 
     model = ws / "models" / "tiny" / "model.pt"
@@ -114,7 +104,7 @@ def test_service_trains_exports_merges_and_resumes(service, synthetic_sets, synt
 def test_bad_input_is_set_aside_and_the_valid_job_trains(service, synthetic_sets,
                                                          tmp_path: Path) -> None:
     ws = tmp_path / "ws"
-    svc = _start_with_face_sets(service, synthetic_sets, ws)
+    svc = start_with_face_sets(service, synthetic_sets, ws)
     good = next((ws / "faces" / "alice").glob("*.png")).read_bytes()
     bad_files = {
         "corrupt.png": good[: len(good) // 2],  # truncated mid-stream

@@ -11,10 +11,11 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from swapd.config import ConfigError, JobFile, job_name, load_job_file
 from swapd.fsutil import atomic_write_bytes, file_stamp
-from swapd.state import StateStore
+from swapd.state import JobRow, StateStore
 from swapd.workspace import Workspace
 
 
@@ -70,8 +71,11 @@ class JobRegistry:
         self._seen: dict[Path, tuple[int, int]] = {}  # file -> (size, mtime_ns) last read
         self._failed: set[Path] = set()
 
-    def scan(self, recheck_failed: bool = False) -> tuple[set[str], set[str]]:
-        """Read new or changed job files. Returns (changed job names, removed job names)."""
+    def scan(self, recheck_failed: bool = False, running: frozenset[str] = frozenset()
+             ) -> tuple[set[str], set[str]]:
+        """Read new or changed job files. Returns (changed job names, removed job names).
+        A job in ``running`` (its worker trains) whose file no longer validates keeps the
+        version it runs (see :meth:`_load`)."""
         changed: set[str] = set()
         present: set[Path] = set()
         for path in sorted(self.ws.jobs.glob("*.toml")):
@@ -81,7 +85,7 @@ class JobRegistry:
                 continue
             if self._seen.get(path) == key and not (recheck_failed and path in self._failed):
                 continue
-            if self._load(path):
+            if self._load(path, job_name(path) in running):
                 changed.add(job_name(path))
             self._seen[path] = key  # (after: a file whose record failed is read again)
         removed = set()
@@ -96,19 +100,30 @@ class JobRegistry:
             _remove_status_file(path)
         return changed, removed
 
-    def _load(self, path: Path) -> bool:
-        """Validate one job file; True when it is (now) a valid job."""
+    def _load(self, path: Path, running: bool = False) -> bool:
+        """Validate one job file; True when it is (now) a valid job, with a new version."""
         name, shown = job_name(path), self.ws.relative(path)
         try:
             spec = load_job_file(path, shown_as=shown)
             validate_job(self.ws, spec, shown, name)
         except ConfigError as exc:
             self._failed.add(path)
-            self.jobs.pop(name, None)
             self.store.clear_problems(shown)
             for key, message in exc.problems:
                 self.store.report_problem(shown, "job", f"{shown}: {key}: {message}", key=key)
-            if self.store.job(name) is None:
+            row = self.store.job(name)
+            if running and name in self.jobs and row is not None:
+                # A half-saved or mistyped edit must not stop a job that trains: the worker
+                # goes on with the version it runs (also kept in the store, which a restart
+                # reads), and the job's state says why the edit was not taken.
+                first = str(exc).splitlines()[0]
+                self.store.set_job_state(name, row.state, f"{first} (the edit is not used: "
+                                         "training goes on with the file's last valid version)")
+                self.store.log_event(f"{shown} does not validate: {str(exc)}; training goes "
+                                     "on with the last valid version", name, level="error")
+                return False
+            self.jobs.pop(name, None)
+            if row is None:
                 self.store.upsert_job(name, shown, "train", "error")
             self.store.set_job_state(name, "error", str(exc))
             return False
@@ -116,13 +131,34 @@ class JobRegistry:
         self.store.clear_problems(shown)
         config = spec.model_dump(mode="json")
         existing = self.store.job(name)
-        unchanged_done = existing and existing.config == config and existing.state == "done"
+        if (existing is not None and existing.config == config and name in self.jobs
+                and existing.state != "error"):  # (a touch tries a job in error again)
+            # touched, or saved again unchanged: nothing to do (and no state to reset: a
+            # paused job stays paused, a training one training)
+            if existing.error and existing.state != "error" and "the edit is not used" in (
+                    existing.error):
+                self.store.set_job_state(name, existing.state)  # (the bad edit was undone)
+            return False
+        target = spec.train.iterations if spec.train else 0
         self.store.upsert_job(
-            name, shown, spec.kind or "train", "done" if unchanged_done else "queued",
-            model=spec.train.model if spec.train else None,
-            target=spec.train.iterations if spec.train else 0, config=config)
+            name, shown, spec.kind or "train", _state_after_edit(existing, config, target),
+            model=spec.train.model if spec.train else None, target=target, config=config)
         self.jobs[name] = Job(name, path, spec)
         return True
+
+
+def _state_after_edit(existing: JobRow | None, config: dict[str, Any], target: int) -> str:
+    """The state a job has once a new version of its file is read: a new job, or one in
+    error, is queued; a done job stays done unless the edit gives it iterations to train;
+    any other keeps the state it has (the worker's, or a pause or stop the user asked for):
+    the service applies the edit to a running worker itself (edits.py)."""
+    if existing is None or existing.state == "error":
+        return "queued"
+    if existing.state == "done":
+        unchanged = existing.config == config
+        more = target == 0 or target > existing.iteration
+        return "queued" if more and not unchanged else "done"
+    return existing.state
 
 
 def write_status_files(ws: Workspace, store: StateStore) -> None:

@@ -20,6 +20,7 @@ from swapd.config import ServiceConfig
 from swapd.daemon import sdnotify
 from swapd.daemon.crashes import Backoff, crash_cause
 from swapd.daemon.disk import MARGIN, RESERVE_BYTES, Reserve, shortage, size_text
+from swapd.daemon.edits import Restarts
 from swapd.daemon.idle_controls import answer_idle_controls
 from swapd.daemon.ingest import FaceIngest
 from swapd.daemon.jobs import Job, JobRegistry, write_status_files
@@ -69,6 +70,7 @@ class Service:
         self._backoff: dict[str, Backoff] = {}
         self._held: dict[str, Hold] = {}  # jobs kept from starting (readiness.py), and why
         self._service_stopped: set[str] = set()  # jobs the service itself asked to stop
+        self.restarts = Restarts()  # workers stopped to take an edit of their job file
         self._trouble: tuple[str, float] = ("", 0.0)  # the loop's last error, when logged
         self._dashboard = None
         self.dashboard_url: str | None = None
@@ -256,7 +258,14 @@ class Service:
                 self._wake_later(self.config.ingest.settle_seconds)
             changes.add("jobs")  # a face set that appeared may make a job valid
         if "jobs" in changes:
-            _, removed = self.jobs.scan(recheck_failed="faces" in changes)
+            before = {name: job.spec for name, job in self.jobs.jobs.items()}
+            changed, removed = self.jobs.scan(recheck_failed="faces" in changes,
+                                              running=frozenset(self.trainers))
+            for name in changed:
+                self._backoff.pop(name, None)  # a new version may cure its crashes: try it
+                if name in self.trainers and name in before:  # (edits.py)
+                    self.restarts.edited(self.store, self.ws, self.jobs.jobs[name],
+                                         before[name], self.trainers[name])
             for name in removed:
                 if name in self.trainers:
                     self.trainers[name].request_stop(self.store)
@@ -284,6 +293,9 @@ class Service:
         stopped, a job that cannot train) end here; a full disk, or a folder another process
         holds, waits (readiness.py); anything else is a crash, retried after a back-off."""
         row = self.store.job(name)
+        if self.restarts.exited(self.store, name, code, row):  # to start with an edit
+            self._service_stopped.discard(name)
+            return
         if name in self._service_stopped:
             self._service_stopped.discard(name)
             if row is not None and row.state not in ("done", "error"):

@@ -81,6 +81,8 @@ class StoreHooks:
         self._examples_since_flush = 0
         self._last_controls = 0.0
         self.session = SessionRecord(name, trainer)
+        self.interrupted = False  # stopped by a signal or the service's end, not a request
+        self.is_paused = False
         # what the model folder's checkpoint holds (None: no checkpoint yet)
         self.saved_iteration = trainer.iteration if trainer.checkpoint_path.is_file() else None
 
@@ -94,6 +96,8 @@ class StoreHooks:
         from swapd.trainer.driver import Request
 
         if self.stop.set or not parent_alive():
+            # not the user's stop: a signal (the service stopping) or the service gone
+            self.interrupted = True
             return ("stop",)
         if time.monotonic() - self._last_controls < CONTROL_SECONDS:
             return ()
@@ -213,7 +217,16 @@ class StoreHooks:
         self.store.log_event(f"faces changed: {added} added, {removed} removed", self.name)
 
     def paused(self, paused: bool) -> None:
+        self.is_paused = paused
         self.store.set_job_state(self.name, "paused" if paused else "training")
+
+    def end_state(self, end: str) -> str:
+        """The job's state once the session ended ``end`` ("done" or "stopped"): a session
+        cut short by a signal or by the service's end is "interrupted" (a service started
+        again trains it on), one paused stays "paused"; "stopped" is the user's stop."""
+        if end == "stopped" and self.is_paused:
+            return "paused"
+        return "interrupted" if end == "stopped" and self.interrupted else end
 
 
 def indexed_faces(store: StateStore, workspace: Workspace, folder: Path
@@ -331,7 +344,7 @@ def run(workspace: Workspace, name: str) -> int:
                     f"counts them whole, without eye or mouth weights{learned}", name,
                     level="warning")
     try:
-        final_state = training.driver.train().end
+        final_state = training.hooks.end_state(training.driver.train().end)
     except TrainingDivergedError as exc:
         # The step or save was refused before anything changed: the last checkpoint stays.
         store.set_job_state(name, "error", f"training diverged: {exc}")

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -46,8 +46,10 @@ SaveReason = Literal["save", "snapshot", "export", "done", "exit"]
 @dataclass(frozen=True)
 class Request:
     """Something asked of a running session (by the service's control queue, or a signal):
-    ``action`` is "stop", "pause", "resume", "save", "snapshot", "export" or "restore" (with
-    ``args`` {"snapshot": N}, else the backup); ``id`` is the caller's, for its answer."""
+    ``action`` is "stop", "pause", "resume", "save", "snapshot", "export", "restore" (with
+    ``args`` {"snapshot": N}, else the backup) or "retune" (an edited job file's live changes,
+    ``args`` {"cadence": {...}, "options": {...}}: :meth:`Driver.retune`); ``id`` is the
+    caller's, for its answer."""
 
     action: str
     args: dict[str, Any] = field(default_factory=dict)
@@ -194,7 +196,42 @@ class Driver:
             return f"exported at iteration {trainer.iteration}"
         if request.action == "restore":
             return self.restore(request.args.get("snapshot"))
+        if request.action == "retune":
+            return self.retune(request.args.get("cadence") or {},
+                               request.args.get("options") or {})
         return f"unknown request {request.action!r}"
+
+    def retune(self, cadence: dict[str, Any], options: dict[str, Any]) -> str:
+        """Take an edited job file's live changes from the next step on: ``cadence`` holds
+        :class:`Cadence` fields, ``options`` trainer options (None: back to the default).
+        A target at or below the current iteration ends the session at once (saved, "done").
+        Options that do not validate change nothing (the service checked them already: this
+        guards a request written by something else)."""
+        from swapd.trainer.options import (  # (beside the trainer's other option checks)
+            OptionsError,
+            retuned_options,
+        )
+
+        trainer = self.trainer
+        iterations = int(cadence.get("iterations", self.cadence.iterations))
+        try:
+            new_options, schedule_end = retuned_options(trainer.options, options, iterations)
+            if "export_on" in cadence:
+                cadence = {**cadence, "export_on": frozenset(cadence["export_on"])}
+            new_cadence = replace(self.cadence, **cadence)
+        except (OptionsError, TypeError) as exc:
+            return f"not changed: {exc}"
+        focus = new_options.focus_weight != trainer.options.focus_weight
+        self.cadence, trainer.options, trainer.lr_schedule_end = (new_cadence, new_options,
+                                                                  schedule_end)
+        if focus:  # the marked faces are drawn at the new weight from the next batch
+            for face_set in (trainer.set_a, trainer.set_b):
+                face_set.set_focus(face_set.focus, new_options.focus_weight)
+        changed = {**cadence, **{k: getattr(new_options, k) for k in options}}
+        said = ", ".join(f"{key} = {_shown(value)}" for key, value in changed.items())
+        if self.target_reached:
+            said += f" (the target is reached: it ends at iteration {trainer.iteration})"
+        return f"from iteration {trainer.iteration}: {said or 'nothing changed'}"
 
     def _saved_or_refused(self, saved: bool, done: str) -> str:
         if saved:
@@ -309,6 +346,12 @@ class Driver:
             raise error
         self.saved_iteration = self.trainer.iteration
         self.hooks.rolled_back(record)
+
+
+def _shown(value: object) -> str:
+    if isinstance(value, frozenset | set | list | tuple):
+        return "[" + ", ".join(sorted(str(v) for v in value)) + "]"
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def run(trainer: Trainer, cadence: Cadence, hooks: Hooks) -> Outcome:

@@ -209,6 +209,27 @@ def lr_schedule_problem(options: TrainerOptions, iterations_target: int) -> str 
     return None
 
 
+def retuned_options(options: TrainerOptions, changes: dict[str, Any], iterations_target: int
+                    ) -> tuple[TrainerOptions, int]:
+    """``options`` with ``changes`` (a key set to None goes back to its default), validated,
+    and where the learning-rate schedule now ends for a job of ``iterations_target``; raises
+    :class:`OptionsError` naming the bad key."""
+    merged = options.model_dump()
+    for key, value in changes.items():
+        if value is None:
+            merged.pop(key, None)
+        else:
+            merged[key] = value
+    try:
+        new = TrainerOptions.model_validate(merged)
+    except ValidationError as exc:
+        raise OptionsError(format_validation_error(exc, "the trainer")) from None
+    problem = lr_schedule_problem(new, iterations_target)
+    if problem:
+        raise OptionsError(problem)
+    return new, lr_schedule_end(new, iterations_target)
+
+
 def split_options(model: str, options: dict[str, Any]) -> tuple[TrainerOptions, BaseModel]:
     """Split one flat options table into (trainer options, model options), both validated.
 
