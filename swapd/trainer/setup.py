@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from swapd import threads
 from swapd.trainer.augment import AugmentSettings
 from swapd.trainer.batches import BatchLoader
 from swapd.trainer.checkpoint import CHECKPOINT_NAME, CheckpointError, load_checkpoint
@@ -48,19 +49,12 @@ def resolve_device(wanted: str) -> torch.device:
 
 
 def configure_threads() -> int:
-    """Set torch's CPU thread count for training.
-
-    With ``OMP_WAIT_POLICY=PASSIVE`` in the environment before torch was imported, all cores;
-    otherwise all cores but one, left to the batch loader and the daemon: OpenMP's default
-    spin-waiting makes oversubscribed threads stall each other. Measured on 2 cores shared
-    with other work (s/step, demo model): 1 thread 6.9, 2 spinning 10.3, 2 passive 3.0.
-    """
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cores = os.cpu_count() or 1
-    passive = os.environ.get("OMP_WAIT_POLICY", "").upper() == "PASSIVE"
-    torch.set_num_threads(cores if passive else max(1, cores - 1))
+    """Set torch's CPU thread count for training (swapd.threads: every core with passive
+    OpenMP waiting, which swapd's entry points set before torch loads)."""
+    torch.set_num_threads(threads.training_threads())
+    log.info("torch on the CPU: %d threads of %d cores, OpenMP wait policy %s",
+             torch.get_num_threads(), threads.usable_cores(),
+             os.environ.get(threads.WAIT_POLICY, "(unset: spinning)"))
     return torch.get_num_threads()
 
 
