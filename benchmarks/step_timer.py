@@ -38,7 +38,7 @@ def main(argv: list[str]) -> None:
     def wrap_when_loaded() -> None:
         module = sys.modules.get(module_name)
         cls = getattr(module, class_name, None) if module is not None else None
-        if cls is None:
+        if cls is None or not hasattr(cls, method_name):  # (module still loading)
             return
         original = getattr(cls, method_name)
 

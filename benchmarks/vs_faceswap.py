@@ -87,7 +87,7 @@ def timed_run(tool: str, setup: dict[str, Any], model: str, comparison: str,
     else:
         python, cwd = setup["python"], Path(setup["faceswap"])
         env["KERAS_HOME"] = setup["keras_home"]  # faceswap's installer's keras.json
-        wrap = "plugins.train.trainer.original:Trainer.train_one_step"
+        wrap = "lib.training.train:Trainer.train_one_step"  # what scripts/train.py calls
         command = faceswap_command(setup, model, faces, model_dir, iterations)
     if comparison == "matched":
         env["OMP_WAIT_POLICY"] = "PASSIVE"  # swapd's own set-up, given to both
