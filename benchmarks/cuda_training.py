@@ -24,6 +24,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+import swapd  # noqa: F401  (first: it sets OpenMP's wait policy before torch loads)
+
+# isort: split
+
 import numpy as np
 import torch
 

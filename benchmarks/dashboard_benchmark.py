@@ -53,6 +53,10 @@ from pathlib import Path
 from string import Template
 from typing import Any
 
+import swapd  # noqa: F401  (first: it sets OpenMP's wait policy before torch loads)
+
+# isort: split
+
 import numpy as np
 
 from swapd.config import JobFile, load_job_file

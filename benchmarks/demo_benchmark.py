@@ -34,6 +34,10 @@ import tempfile
 import time
 from pathlib import Path
 
+import swapd  # noqa: F401  (first: it sets OpenMP's wait policy before torch loads)
+
+# isort: split
+
 import cv2
 import numpy as np
 import torch

@@ -1,7 +1,7 @@
 """Extraction speed on a 1280x720 synthetic clip, per stage (decode, detect, landmarks, align,
 write).
 
-    OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/extract_benchmark.py \\
+    .venv/bin/python benchmarks/extract_benchmark.py \\
         [--seconds 10] [--size 512] [--landmarks face_mesh] [--out benchmarks/results/extract.json]
 
 The clip (identity A moving, a sine-tone track) is drawn by swapd, so the landmark error
@@ -17,6 +17,10 @@ import platform
 import tempfile
 import time
 from pathlib import Path
+
+import swapd  # noqa: F401  (first: it sets OpenMP's wait policy before torch loads)
+
+# isort: split
 
 import numpy as np
 

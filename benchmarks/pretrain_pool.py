@@ -1,8 +1,8 @@
 """DeepFaceLab's pretraining, tried for the demo: a start of the demo's model from a pool.
 
-    OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/pretrain_pool.py --out /tmp/pool.pt \
+    .venv/bin/python benchmarks/pretrain_pool.py --out /tmp/pool.pt \
         [--identities 96] [--faces-per-identity 40] [--iterations 6000] [--encoder-only]
-    OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/demo_benchmark.py --start-from /tmp/pool.pt
+    .venv/bin/python benchmarks/demo_benchmark.py --start-from /tmp/pool.pt
 
 DeepFaceLab users rarely train from scratch: they start from a model pretrained on a faceset of
 many people. This draws a pool of synthetic identities (none of them the demo's two people: no
@@ -24,6 +24,10 @@ import time
 import tomllib
 from pathlib import Path
 from typing import Any
+
+import swapd  # noqa: F401  (first: it sets OpenMP's wait policy before torch loads)
+
+# isort: split
 
 import torch
 

@@ -1,7 +1,7 @@
 """Snapshot tracker: what tracker data costs at a snapshot, and how fast the dashboard's
 queries are over 5,000 faces x 20 snapshots.
 
-    OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/tracker_benchmark.py \\
+    .venv/bin/python benchmarks/tracker_benchmark.py \\
         [--faces 5000] [--snapshots 20] [--keep DIR] [--out benchmarks/results/tracker.json]
 
 1. A trainer with the demo's model (lightweight, width 0.125, 64 px) on ``--faces`` synthetic
@@ -23,6 +23,10 @@ import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
+
+import swapd  # noqa: F401  (first: it sets OpenMP's wait policy before torch loads)
+
+# isort: split
 
 from swapd.demo.face_sets import write_face_set
 from swapd.demo.identity import DEMO_A, DEMO_B

@@ -1,6 +1,6 @@
 """swapd's full training step against a bare PyTorch loop of the same model, in one run.
 
-    OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/train_throughput.py \\
+    .venv/bin/python benchmarks/train_throughput.py \\
         [--models lightweight original] [--batch-size 16] [--steps 20] [--out results.json]
 
 For each model (at its options, or --set key=value overrides):
@@ -28,6 +28,10 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+import swapd  # noqa: F401  (first: it sets OpenMP's wait policy before torch loads)
+
+# isort: split
 
 import torch
 

@@ -112,7 +112,8 @@ class BatchLoader:
                 candidates = np.where((table >= 0)[..., None, None], other.landmarks[table],
                                       np.nan)
                 landmarks = (own.landmarks[idx], candidates.astype(np.float32))
-            inputs, targets, masks = self._augmenter(own.faces[idx], augment, own.masks[idx],
+            faces, face_masks = face_set.take(idx, own)
+            inputs, targets, masks = self._augmenter(faces, augment, face_masks,
                                                      landmarks=landmarks)
             name = "ab"[side]
             parts |= {f"input_{name}": to_tensor_layout(inputs),

@@ -16,7 +16,7 @@ import logging
 import os
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import NamedTuple
 
@@ -24,9 +24,6 @@ import cv2
 import numpy as np
 
 from swapd.errors import FileProblem
-from swapd.extract.detectors.base import Detector
-from swapd.extract.detectors.registry import create_detector
-from swapd.extract.face_landmarks import find_face_landmarks
 from swapd.faces.alignment import (
     CENTERING_PADDING,
     Centering,
@@ -44,8 +41,12 @@ from swapd.faces.masks import (
     landmark_masks,
 )
 from swapd.faces.validate import BadFaceError, FaceLayout, face_files, inspect_face_bytes
+from swapd.trainer.face_cache import BoundedFaces, release_freed_memory
+from swapd.trainer.landmark_finder import FoundLandmarks, LandmarkFinder
 
 log = logging.getLogger(__name__)
+
+__all__ = ["FoundLandmarks", "LandmarkFinder"]  # (from landmark_finder, where they moved)
 
 
 class FaceSetError(FileProblem, ValueError):
@@ -87,29 +88,6 @@ def _decode(data: np.ndarray, grayscale: bool) -> np.ndarray:
 # each with the (mtime_ns, size) of the file it was read from (a changed file is read again).
 IndexedFaces = Mapping[str, tuple[tuple[int, int], FaceLayout]]
 FaceIndex = Callable[[Path], IndexedFaces]
-
-# Landmarks for a face whose file has none in its image's pixels:
-# (image as decoded, the file's frame landmarks or None) -> N x 2 points or None.
-LandmarkFinder = Callable[[np.ndarray, np.ndarray | None], np.ndarray | None]
-
-
-class FoundLandmarks:
-    """The trainer's landmark finder: a detector plugin (made on first use; see
-    :mod:`swapd.extract.face_landmarks`), for faces no index holds."""
-
-    def __init__(self, detector: str = "mtcnn") -> None:
-        self.detector_name = detector
-        self._detector: Detector | None = None
-        self._lock = threading.Lock()
-
-    def __call__(self, image: np.ndarray, frame_landmarks: np.ndarray | None
-                 ) -> np.ndarray | None:
-        with self._lock:
-            if self._detector is None:
-                self._detector = create_detector(self.detector_name)
-        found = find_face_landmarks(image, self._detector, frame_landmarks)
-        return None if found is None else found.points
-
 
 def _warp(image: np.ndarray, matrix: np.ndarray, realign: bool) -> np.ndarray:
     """An aligned face (or its mask) re-cut by ``matrix`` at its own size: as extraction cuts
@@ -159,6 +137,7 @@ class FaceArrays(NamedTuple):
     landmarks: np.ndarray  # float32 (N, 68, 2) in the crop's pixels; NaN where unknown
     mask_known: np.ndarray  # bool (N,): the mask was drawn from landmarks (not all-face)
     weighted: bool = False  # draw by ``weights`` (uniform_yaw, or focus faces), not evenly
+    paths: tuple[Path, ...] = ()  # row i's file: its key in a capped cache
 
 
 class FaceSet:
@@ -183,11 +162,14 @@ class FaceSet:
         find_landmarks: LandmarkFinder | None = None,
         uniform_yaw: bool = False,
         index: FaceIndex | None = None,
+        capacity: int | None = None,
     ) -> None:
         """``index``: the service's face index (see :data:`FaceIndex`): the faces it holds
         are read from it, their files only decoded; other files are read whole (see
         :func:`swapd.faces.validate.inspect_face_bytes`), and ``find_landmarks`` finds the
-        landmarks of those that carry none in their image."""
+        landmarks of those that carry none in their image. ``capacity``: with more usable
+        faces than this, at most this many are held decoded and the rest compressed
+        (:class:`~swapd.trainer.face_cache.BoundedFaces`; None: all decoded)."""
         self.folder = Path(folder)
         self.index = index
         self.find_landmarks = find_landmarks
@@ -210,15 +192,26 @@ class FaceSet:
         self.paths: list[Path] = []
         self.skipped: dict[Path, str] = {}
         self.without_landmarks = 0
+        self.capacity = capacity
+        self.bounded: BoundedFaces | None = None  # made when the folder outgrows capacity
         self.refresh()
 
     @property
     def faces(self) -> np.ndarray:
-        return self._arrays.faces
+        """Every face (with a cap: all decoded into a new array; prefer :meth:`take`)."""
+        return self.take(np.arange(len(self._arrays.paths)))[0]
 
     @property
     def masks(self) -> np.ndarray:
-        return self._arrays.masks
+        return self.take(np.arange(len(self._arrays.paths)))[1]
+
+    def take(self, rows: np.ndarray, arrays: FaceArrays | None = None
+             ) -> tuple[np.ndarray, np.ndarray]:
+        """The faces and masks of ``rows`` of ``arrays`` (default: the current snapshot)."""
+        arrays = self._arrays if arrays is None else arrays
+        if self.bounded is None:
+            return arrays.faces[rows], arrays.masks[rows]
+        return self.bounded.take([arrays.paths[int(i)] for i in np.atleast_1d(rows)])
 
     @property
     def landmarks(self) -> np.ndarray:
@@ -289,9 +282,9 @@ class FaceSet:
             source = layout.mask_source if user_mask is not None else (
                 "landmarks" if points is not None else None)
         except BadFaceError as exc:
-            return _Entry(stamp, None, reason=exc.reason)
+            return _Entry(stamp, None, reason=exc.reason or "unusable")
         except (OSError, ValueError, OverflowError, cv2.error) as exc:
-            return _Entry(stamp, None, reason=str(exc))
+            return _Entry(stamp, None, reason=str(exc) or type(exc).__name__)
         return _Entry(stamp, face.reshape(self.size, self.size, -1), mask, known,
                       yaw=layout.yaw, pitch=layout.pitch,
                       landmarks=(points.astype(np.float32)
@@ -329,34 +322,64 @@ class FaceSet:
         with self._lock:
             found = self._scan()
             indexed = self.index(self.folder) if self.index is not None else {}
-            before = {p for p, e in self._entries.items() if e.face is not None}
+            before = {p for p, e in self._entries.items() if e.reason is None}
+            if (self.bounded is None and self.capacity is not None
+                    and len(found) > self.capacity):
+                self.bounded = BoundedFaces(self.capacity, self._arrays.faces.shape[1:],
+                                            self._arrays.masks.shape[1:])
             entries = {}
+            loaded = False
             for path, stamp in found.items():
                 old = self._entries.get(path)
                 entries[path] = (
                     old if old is not None and old.stamp == stamp
                     else self._load(path, stamp, indexed)
                 )
-            self._entries = entries
-            good = sorted(p for p, e in entries.items() if e.face is not None)
-            self.skipped = {p: e.reason or "" for p, e in sorted(entries.items()) if e.face is None}
+                loaded |= entries[path] is not old
+                if self.bounded is not None and entries[path].face is not None:
+                    entries[path] = self._pack(path, entries[path])
+                elif self.bounded is not None and entries[path].reason is not None:
+                    self.bounded.discard(path)  # a file that went bad: its old face goes
+            if self.bounded is not None:
+                for gone in self._entries.keys() - entries.keys():
+                    self.bounded.discard(gone)
+            good = sorted(p for p, e in entries.items() if e.reason is None)
+            self.skipped = {p: e.reason or "" for p, e in sorted(entries.items())
+                            if e.reason is not None}
             self.without_landmarks = sum(not entries[p].has_landmarks for p in good)
-            if good:
-                unknown = np.full((68, 2), np.nan, np.float32)
-                weights, weighted = self._weights(good, entries)
-                self._arrays = FaceArrays(
-                    np.stack([entries[p].face for p in good]),  # type: ignore[misc]
-                    np.stack([entries[p].mask for p in good]),  # type: ignore[misc]
-                    weights,
-                    np.stack([unknown if entries[p].landmarks is None
-                              else entries[p].landmarks for p in good]),  # type: ignore[misc]
-                    np.array([entries[p].has_landmarks for p in good], bool), weighted)
-            else:
-                self._arrays = FaceArrays(self.faces[:0], self.masks[:0], np.empty(0),
-                                          self.landmarks[:0], np.empty(0, bool))
+            self._entries = entries
+            self._arrays = self._stack(good, entries)
             self.paths = good
+            if loaded:
+                release_freed_memory()  # the per-face buffers just freed by the stacking
             now = set(good)
             return len(now - before), len(before - now)
+
+    def _pack(self, path: Path, entry: _Entry) -> _Entry:
+        """With a cap: the face's pixels go to the bounded cache, the entry keeps the rest."""
+        assert self.bounded is not None
+        self.bounded.put(path, entry.face, entry.mask)  # type: ignore[arg-type]
+        return replace(entry, face=None, mask=None)
+
+    def _stack(self, good: list[Path], entries: dict[Path, _Entry]) -> FaceArrays:
+        """The arrays of the usable faces ``good``. Without a cap each entry then keeps a view
+        of its row, not its own copy: the set's pixels are held once, not twice."""
+        shape = self._arrays.faces.shape[1:]
+        mask_shape = self._arrays.masks.shape[1:]
+        faces = np.empty((0, *shape), np.uint8)
+        masks = np.empty((0, *mask_shape), np.uint8)
+        if good and self.bounded is None:
+            faces = np.stack([entries[p].face for p in good])  # type: ignore[misc]
+            masks = np.stack([entries[p].mask for p in good])  # type: ignore[misc]
+            for i, path in enumerate(good):
+                entries[path] = replace(entries[path], face=faces[i], mask=masks[i])
+        unknown = np.full((68, 2), np.nan, np.float32)
+        weights, weighted = self._weights(good, entries)
+        landmarks = np.stack([unknown if entries[p].landmarks is None else entries[p].landmarks
+                              for p in good]) if good else np.empty((0, 68, 2), np.float32)
+        return FaceArrays(faces, masks, weights, landmarks,  # type: ignore[arg-type]
+                          np.array([entries[p].has_landmarks for p in good], bool), weighted,
+                          tuple(good))
 
     def _weights(self, good: list[Path], entries: dict[Path, _Entry]
                  ) -> tuple[np.ndarray, bool]:
@@ -382,12 +405,11 @@ class FaceSet:
         """``n`` faces and their masks drawn at random (with replacement only when the set is
         smaller; always with ``uniform_yaw``, where each yaw band is drawn equally often)."""
         arrays = self._arrays
-        idx = self.draw(rng, n, arrays)
-        return arrays.faces[idx], arrays.masks[idx]
+        return self.take(self.draw(rng, n, arrays), arrays)
 
     def draw(self, rng: np.random.Generator, n: int, arrays: FaceArrays) -> np.ndarray:
         """The rows of ``arrays`` (a snapshot from :attr:`arrays`) that :meth:`sample` takes."""
-        count = len(arrays.faces)
+        count = len(arrays.paths)
         if count == 0:
             raise FaceSetError(self.folder, "no usable faces")
         if self.uniform_yaw:

@@ -123,6 +123,10 @@ class TrainerOptions(BaseModel):
     mixed_precision: Literal["off", "bf16", "fp16"] = Field(
         "off", description="CUDA only: bf16 autocast, or fp16 autocast with a gradient "
         "scaler (GPUs without bf16); true means bf16")
+    face_cache_mib: int = Field(
+        0, ge=0, description="RAM for both sets' decoded faces and masks, in MiB; faces past "
+        "it are held PNG-compressed and decoded again when drawn (an LRU keeps the recent "
+        "ones); 0 = auto: a quarter of the machine's memory")
     mask_loss_weight: float = Field(
         1.0, ge=0, le=100, description="weight of a learned mask's loss (MSE against the "
         "landmark face mask; models with learn_mask)")

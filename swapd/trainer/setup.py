@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from swapd import threads
+from swapd.faces.masks import MASK_CHANNELS
 from swapd.trainer.augment import AugmentSettings
 from swapd.trainer.batches import BatchLoader
 from swapd.trainer.checkpoint import CHECKPOINT_NAME, CheckpointError, load_checkpoint
@@ -25,6 +27,7 @@ from swapd.trainer.data import (
     LandmarkFinder,
 )
 from swapd.trainer.distributed import Distributed, from_environment
+from swapd.trainer.face_cache import capacity_for
 from swapd.trainer.losses import FaceLoss, combine_losses
 from swapd.trainer.models import SwapModel
 from swapd.trainer.optimizers import ADABELIEF_EPSILON
@@ -48,19 +51,12 @@ def resolve_device(wanted: str) -> torch.device:
 
 
 def configure_threads() -> int:
-    """Set torch's CPU thread count for training.
-
-    With ``OMP_WAIT_POLICY=PASSIVE`` in the environment before torch was imported, all cores;
-    otherwise all cores but one, left to the batch loader and the daemon: OpenMP's default
-    spin-waiting makes oversubscribed threads stall each other. Measured on 2 cores shared
-    with other work (s/step, demo model): 1 thread 6.9, 2 spinning 10.3, 2 passive 3.0.
-    """
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cores = os.cpu_count() or 1
-    passive = os.environ.get("OMP_WAIT_POLICY", "").upper() == "PASSIVE"
-    torch.set_num_threads(cores if passive else max(1, cores - 1))
+    """Set torch's CPU thread count for training (swapd.threads: every core with passive
+    OpenMP waiting, which swapd's entry points set before torch loads)."""
+    torch.set_num_threads(threads.training_threads())
+    log.info("torch on the CPU: %d threads of %d cores, OpenMP wait policy %s",
+             torch.get_num_threads(), threads.usable_cores(),
+             os.environ.get(threads.WAIT_POLICY, "(unset: spinning)"))
     return torch.get_num_threads()
 
 
@@ -202,10 +198,12 @@ def face_sets(folders: tuple[Path, Path], size: int, options: TrainerOptions, ch
     """Both sides' faces, cut as the model sees them; FaceSetError if a side has none.
     ``landmarks``: finds those a file lacks (default: one detector for both sides)."""
     find_landmarks = landmarks or FoundLandmarks()
+    # Past this many faces a set keeps the rest compressed (face_cache_mib, per set half).
+    capacity = capacity_for(options.face_cache_mib, size, channels, MASK_CHANNELS)
     sets = tuple(FaceSet(folder, size, options.coverage, mask_type=options.mask_type,
                          centering=options.centering, mask_dilation=options.mask_dilation,
                          find_landmarks=find_landmarks, uniform_yaw=options.uniform_yaw,
-                         grayscale=channels == 1, index=index)
+                         grayscale=channels == 1, index=index, capacity=capacity)
                  for folder in folders)
     for face_set in sets:
         if len(face_set) == 0:
@@ -222,8 +220,8 @@ def preview_rows(face_set: FaceSet, options: TrainerOptions) -> np.ndarray:
 
 def pick_preview(face_set: FaceSet, options: TrainerOptions) -> tuple[np.ndarray, np.ndarray]:
     """Fixed, unaugmented faces for the preview rows, and their face masks."""
-    idx = preview_rows(face_set, options)
-    return face_set.faces[idx].copy(), face_set.masks[idx, ..., 0].copy()
+    faces, masks = face_set.take(preview_rows(face_set, options))
+    return faces.copy(), masks[..., 0].copy()
 
 
 def preview_mask_sources(face_set: FaceSet, options: TrainerOptions) -> list[str | None]:

@@ -93,13 +93,14 @@ def track_side(model: Model, face_set: FaceSet, side: str, folder: Path, cap: in
     """Run one set's faces through the model and write their images under ``folder``."""
     poses = face_set.poses()
     rows = pick_even_over_yaw(poses[:, 0], cap)
-    faces, masks = face_set.faces[rows], face_set.masks[rows]
+    arrays = face_set.arrays
     names = [face_set.paths[i].name for i in rows]
     out_dir = folder / side
     tracked: list[TrackedFace] = []
     for part in _batches(len(rows)):
-        crops = faces[part]
-        recon, loss = model.evaluate(crops, masks[part], side)
+        # A part at a time: with a capped face cache only a part's faces are decoded at once.
+        crops, masks = face_set.take(rows[part], arrays)
+        recon, loss = model.evaluate(crops, masks, side)
         swap = model.predict(crops, "b") if side == "a" else None
         for j, i in enumerate(range(part.start, part.stop)):
             name = names[i]  # the whole name: a.png and a.jpg are different faces

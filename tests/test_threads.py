@@ -1,0 +1,72 @@
+"""Threads as shipped: `swapd train` and the service's worker set torch's threads up by
+themselves, with no environment variable from the user (swapd.threads)."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from swapd.threads import usable_cores
+
+ROOT = Path(__file__).parents[1]
+# The user's environment without any of the variables swapd's set-up depends on.
+BARE = {k: v for k, v in os.environ.items()
+        if k not in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS", "GOMP_SPINCOUNT")}
+BARE["PYTHONPATH"] = str(ROOT)
+TINY = ["--set", "input_size=32", "--set", "width=0.125", "--set", "dense_dim=32",
+        "--iterations", "2", "--save-every", "2", "--no-tracker"]
+REPORT = re.compile(r"torch on the CPU: (\d+) threads of (\d+) cores, OpenMP wait policy (\S+)")
+
+
+def train(sets: dict[str, Path], model_dir: Path, **env: str) -> tuple[int, int, str]:
+    """Run `python -m swapd train` (what the `swapd` console script runs) in a fresh process
+    and return what it reported: threads, cores, wait policy."""
+    result = subprocess.run(
+        [sys.executable, "-m", "swapd", "train", "--model", "lightweight",
+         "-A", str(sets["alice"]), "-B", str(sets["bob"]), "--model-dir", str(model_dir),
+         *TINY], capture_output=True, text=True, timeout=300, env={**BARE, **env})
+    assert result.returncode == 0, result.stderr
+    found = REPORT.search(result.stderr)
+    assert found, result.stderr
+    return int(found[1]), int(found[2]), found[3]
+
+
+def test_swapd_train_uses_every_core_with_passive_waiting_without_being_told(
+        synthetic_sets: dict[str, Path], tmp_path: Path) -> None:
+    threads, cores, policy = train(synthetic_sets, tmp_path / "m")
+    assert cores == usable_cores()
+    assert policy == "PASSIVE" and threads == cores
+
+
+def test_a_users_own_choice_is_kept(synthetic_sets: dict[str, Path], tmp_path: Path) -> None:
+    # Spinning threads on every core would stall the batch loader: one core is left to it.
+    threads, cores, policy = train(synthetic_sets, tmp_path / "a", OMP_WAIT_POLICY="ACTIVE")
+    assert policy == "ACTIVE" and threads == max(1, cores - 1)
+    threads, _, policy = train(synthetic_sets, tmp_path / "n", OMP_NUM_THREADS="1")
+    assert policy == "PASSIVE" and threads == 1
+
+
+@pytest.mark.parametrize("entry", ["swapd.daemon.train_worker", "swapd.cli"])
+def test_torch_sees_passive_waiting_when_loaded_after_an_entry_point(entry: str) -> None:
+    # What libgomp reads when torch loads it is the environment at that moment: the worker's
+    # module (the service starts it as `python -m swapd.daemon.train_worker`) and the CLI
+    # import torch only after swapd has set it.
+    probe = f"import os; import {entry}; print(os.environ.get('OMP_WAIT_POLICY'))"
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                            timeout=120, env=BARE)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "PASSIVE"
+
+
+def test_set_before_torch_only() -> None:
+    # Once torch is loaded, setting the variable would be a lie: OpenMP read it already.
+    probe = ("import os, torch, swapd; print(os.environ.get('OMP_WAIT_POLICY'))")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                            timeout=120, env=BARE)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "None"
