@@ -54,6 +54,9 @@ class DashboardSection(_Strict):
     host: str = "127.0.0.1"
     port: int = Field(8050, ge=0, le=65535)
     token: str = ""
+    # How often an open page asks for news. 5 s, not 2: each ask costs the training the
+    # browser's work too (benchmarks/dashboard_cost.py), and a snapshot or a save is minutes apart.
+    refresh_seconds: float = Field(5.0, ge=1.0, le=300.0)
 
 
 class IngestSection(_Strict):

@@ -68,7 +68,7 @@ def route(pathname: str | None, search: str | None, workspace: Workspace) -> Any
         className="card")
 
 
-def create_app(workspace: Workspace, refresh_ms: int = 2000) -> Dash:
+def create_app(workspace: Workspace, refresh_ms: int = 5000) -> Dash:
     """The Dash app for a workspace, on its own Flask server (`app.server`)."""
     server = flask.Flask(__name__, static_folder=None)
     add_file_routes(server, workspace)

@@ -50,7 +50,7 @@ class DashboardServer:
     """The dashboard, served by waitress from a background thread until `stop()`."""
 
     def __init__(self, workspace: Workspace, host: str = "127.0.0.1", port: int = 8050,
-                 token: str | None = None, refresh_ms: int = 2000, threads: int = 8) -> None:
+                 token: str | None = None, refresh_ms: int = 5000, threads: int = 8) -> None:
         check_settings(host, port, token)
         self.workspace = workspace
         self.host = host
