@@ -242,8 +242,9 @@ def test_outputs_page_plays_merged_video_and_shows_its_marks(
             wait(driver, "!!document.querySelector('#outputs-list video')", "the video")
             wait_text(driver, "#outputs-list", "clip_swapd.mp4", "job tiny", "50 frames",
                       "from footage/tiny/clip.mp4")
-            wait_text(driver, "#outputs-list .verify", "marked as synthetic",
-                      "metadata tag found", "watermark found", timeout=90)
+            # the line `swapd verify` prints: every mark it found
+            wait_text(driver, "#outputs-list .verify", "MARKED as synthetic",
+                      "metadata tag present", "watermark", "C2PA manifest", timeout=90)
             wait_text(driver, "#under-way", "No merge under way")
             # it plays: the browser fetched it with range requests and decodes its frames
             driver.execute_script("const v = document.querySelector('#outputs-list video');"

@@ -36,6 +36,7 @@ class VerifyCache:
     def _check(self, key: _Key, path: Path) -> None:
         from swapd.media import UnreadableMediaError
         from swapd.merger.provenance import verify_file
+        from swapd.merger.verdict import verdict_line
 
         try:
             found = verify_file(path)
@@ -45,7 +46,9 @@ class VerifyCache:
                               "score": round(found.watermark.score, 2),
                               "threshold": found.watermark.threshold,
                               "chance_if_unmarked": found.watermark.chance_if_unmarked,
-                              "frames_checked": found.watermark.frames_checked}}
+                              "frames_checked": found.watermark.frames_checked},
+                "c2pa": found.c2pa.state if found.c2pa is not None else None,
+                "line": verdict_line(found)}  # what `swapd verify` prints for it
         except UnreadableMediaError as exc:
             result = {"error": str(exc)}
         except Exception as exc:  # a page shows it; it never takes the dashboard down
@@ -61,6 +64,8 @@ def describe(result: dict[str, Any] | None) -> str:
         return "checking the marks…"
     if "error" in result:
         return f"cannot check: {result['error']}"
+    if "line" in result:
+        return str(result["line"])
     mark = result["watermark"]
     watermark = (f"watermark {'found' if mark['marked'] else 'not found'} (score "
                  f"{mark['score']:.1f}, threshold {mark['threshold']:.1f})")
