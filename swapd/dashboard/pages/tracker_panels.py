@@ -139,10 +139,12 @@ def register(app: Dash, workspace: Workspace) -> None:
     @app.callback(
         Output("timeline-body", "children"), Output("timeline-card", "style"),
         Output("timeline-title", "children"),
-        Input("tracker-face", "data"), Input("tracker-side", "value"),
-        Input("job-name", "data"), Input("focus-message", "children"),
+        # The side is a State: changing it clears tracker-face in the browser, which fires this
+        # once; as an Input it fired a second call, whose stale answer could reopen the card.
+        Input("tracker-face", "data"), Input("job-name", "data"),
+        Input("focus-message", "children"), State("tracker-side", "value"),
     )
-    def timeline(face: str | None, side: str, job: str, _message: Any) -> tuple[Any, ...]:
+    def timeline(face: str | None, job: str, _message: Any, side: str) -> tuple[Any, ...]:
         if not face:
             return None, {"display": "none"}, "Timeline"
         found = reads.with_store(workspace, lambda store: tracker_reads.timeline(
