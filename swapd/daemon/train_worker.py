@@ -163,11 +163,13 @@ class StoreHooks:
         found = save_shortage(self.trainer.model_dir, parameters, self.saved_iteration)
         return None if found is None else DiskFullError(found)
 
+    def checkpointed(self, checkpoint: Path, iteration: int) -> None:
+        self.saved_iteration = iteration
+        self.store.add_artifact(self.name, "checkpoint", str(checkpoint), iteration)
+
     def saved(self, checkpoint: Path, preview: Path, iteration: int) -> None:
         from swapd.trainer.preview import history_path
 
-        self.saved_iteration = iteration
-        self.store.add_artifact(self.name, "checkpoint", str(checkpoint), iteration)
         kept = history_path(preview.parent, iteration)  # the dashboard's slider goes back
         self.store.add_artifact(self.name, "preview", str(kept if kept.is_file() else preview),
                                 iteration)

@@ -102,8 +102,12 @@ class Hooks(Protocol):
     def saving(self) -> None:
         """A save is about to happen (it may find nothing new to write)."""
 
+    def checkpointed(self, checkpoint: Path, iteration: int) -> None:
+        """The checkpoint was written (first process only), before its preview: a preview
+        that then fails (a full disk) leaves the checkpoint known."""
+
     def saved(self, checkpoint: Path, preview: Path, iteration: int) -> None:
-        """The checkpoint and the preview were written (first process only)."""
+        """The checkpoint's preview was written too (first process only)."""
 
     def export(self, trainer: Trainer) -> None:
         """Export the model (the cadence's ``export_on``, or an "export" request)."""
@@ -311,6 +315,7 @@ class Driver:
                 return False
             self.saved_iteration = iteration
             if trainer.is_main:
+                self.hooks.checkpointed(checkpoint, iteration)
                 preview = trainer.write_preview(self.cadence.preview,
                                                 history=trainer.options.preview_history)
                 self.hooks.saved(checkpoint, preview, iteration)
