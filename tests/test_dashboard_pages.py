@@ -139,6 +139,10 @@ def test_tracker_filters_sorts_and_opens_timelines(served: str, trained_ws: Trai
                      "t => t.querySelectorAll('img').length === 2)", "face and output only")
         wait(driver, "document.querySelector('#timeline-card').style.display === 'none'",
              "the timeline to close on the other set")
+        # no script of the page failed on the way (a failing clientside callback drops clicks)
+        failed = [e["message"] for e in driver.get_log("browser")
+                  if e["level"] == "SEVERE" and e.get("source") == "javascript"]
+        assert not failed, failed
     finally:
         driver.quit()
 

@@ -167,11 +167,15 @@ function(clicks, closed, side, message, picking, picked) {
     const nu = window.dash_clientside.no_update;
     const fired = window.dash_clientside.callback_context.triggered || [];
     if (!fired.length) { return [nu, nu]; }
-    const first = fired[0].prop_id;
-    if (first.startsWith('tracker-side.')) { return [null, []]; }
-    if (first.startsWith('focus-message.')) { return [nu, []]; }
-    if (first.startsWith('timeline-close.')) { return [null, nu]; }
-    const hit = fired.find(t => t.value);
+    // Several inputs can fire in one batch (a click on the set while a new grid's tiles
+    // arrive): look at all of them, not the first only.
+    const has = p => fired.some(t => t.prop_id.startsWith(p));
+    const newSide = has('tracker-side.');
+    if (newSide || has('timeline-close.') || has('focus-message.')) {
+        return [newSide || has('timeline-close.') ? null : nu,
+                newSide || has('focus-message.') ? [] : nu];
+    }
+    const hit = fired.find(t => t.value && t.prop_id.startsWith('{'));
     if (!hit) { return [nu, nu]; }
     const name = JSON.parse(hit.prop_id.slice(0, hit.prop_id.lastIndexOf('.'))).name;
     if (picking && picking.length) {
