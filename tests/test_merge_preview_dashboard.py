@@ -172,7 +172,7 @@ def test_the_outputs_page_shows_a_preview_the_service_rendered(
             driver.get(f"{server.url}outputs")  # back later: the newest preview is shown
             wait(driver, "(() => { const i = document.getElementById('look-sheet-img');"
                  " return i && i.complete && i.naturalWidth > 0; })()", "the sheet again", 60)
-            wait_text(driver, "#look-status", "frame 30 of footage/clip/take.mp4")
+            wait_text(driver, "#look-status", "frame 30 of footage/clip/take.mp4, mask modes")
     finally:
         driver.quit()
         svc.terminate()

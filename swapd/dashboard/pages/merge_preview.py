@@ -65,7 +65,9 @@ def _choice(value: str | None) -> tuple[str, str] | None:
 
 def sheet(state: dict[str, Any]) -> Any:
     """The status line and the sheet of a preview request's state."""
-    asked = f"frame {state.get('frame')} of {state.get('source')}"
+    compared = state.get("compare")
+    candidates = _NAMES.get(compared, compared) if compared else "the job's own look"
+    asked = f"frame {state.get('frame')} of {state.get('source')}, {candidates}"
     if state["state"] == "waiting":
         return html.Span(f"Asked for {asked}: waiting for the service…", className="warn-text"
                          ), None
