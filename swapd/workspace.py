@@ -94,6 +94,11 @@ class Workspace:
     def previews_dir(self, job: str) -> Path:
         return self.models / job / "previews"
 
+    def merge_preview_dir(self, job: str, request_id: int) -> Path:
+        """Where the service renders the merge preview the dashboard asked for (request
+        ``request_id`` of the control queue)."""
+        return self.output / job / "previews" / str(int(request_id))
+
     def resolve(self, relative: str | Path) -> Path:
         """A path from a job file: relative ones are relative to the workspace root."""
         path = Path(relative).expanduser()

@@ -16,6 +16,21 @@ CAST_GAIN = (1.15, 0.8, 0.6)
 CAST_OFFSET = (0.12, 0.02, -0.02)
 
 
+def face_crops(frame: np.ndarray, landmarks: np.ndarray, size: int = 96
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A face crop of ``frame`` (float BGR), the same face with a known colour cast (CAST_GAIN,
+    CAST_OFFSET), and the mean face's mask."""
+    from swapd.faces.alignment import model_crop_matrix, warp_face
+    from swapd.faces.landmarks import five_points
+    from swapd.merger.blend import face_mask
+
+    matrix = model_crop_matrix(five_points(landmarks), size, 0.875)
+    original = warp_face(frame, matrix, size).astype(np.float32) / 255.0
+    cast_face = np.clip(original * np.float32(CAST_GAIN) + np.float32(CAST_OFFSET), 0, 1
+                        ).astype(np.float32)
+    return original, cast_face, np.array(face_mask(size, 0.875, "face", 0.04, 0.04))
+
+
 def ellipse_mask(size: int, shrink: float = 1.0) -> np.ndarray:
     mask = np.zeros((size, size), np.float32)
     cv2.ellipse(mask, (size // 2, int(size * 0.55)), (int(size * 0.3 * shrink),

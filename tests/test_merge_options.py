@@ -22,8 +22,6 @@ from swapd.config import ConfigError, MergeLook, load_job_file
 from swapd.daemon import merge_worker
 from swapd.daemon.merges import look_json
 from swapd.demo.clip import ClipTruth, truth_path
-from swapd.faces.alignment import model_crop_matrix, warp_face
-from swapd.faces.landmarks import five_points
 from swapd.media import probe_video, read_frames
 from swapd.merger import colour, finish
 from swapd.merger.blend import face_mask
@@ -32,7 +30,7 @@ from swapd.merger.merge import MergeError, MergeOptions, Merger
 from swapd.merger.provenance import verify_file
 from swapd.state import StateStore
 from swapd.workspace import Workspace
-from tests.merge_support import export_cast_model
+from tests.merge_support import export_cast_model, face_crops
 from tests.support import require_tools, wait_for
 
 
@@ -72,11 +70,7 @@ def still(work: Path, frames: list[np.ndarray]) -> Path:
 def crops(frames: list[np.ndarray], truth: ClipTruth) -> tuple[np.ndarray, np.ndarray,
                                                                 np.ndarray]:
     """A face crop of the clip (float BGR), the same face with a known colour cast, the mask."""
-    matrix = model_crop_matrix(five_points(truth.landmarks[20]), 96, 0.875)
-    original = warp_face(frames[20], matrix, 96).astype(np.float32) / 255.0
-    cast_face = np.clip(original * np.float32([1.15, 0.8, 0.6]) + np.float32([0.12, 0.02, -0.02]),
-                        0, 1).astype(np.float32)
-    return original, cast_face, np.array(face_mask(96, 0.875, "face", 0.04, 0.04))
+    return face_crops(frames[20], truth.landmarks[20])
 
 
 def _lab_stats(image: np.ndarray, inside: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -97,19 +91,71 @@ def test_rct_brings_the_masked_lab_mean_and_std_to_the_targets(crops) -> None:
     assert np.abs(m1 - m0).max() < 1.5 and np.all(np.abs(s1 - s0) < 0.1 * s0 + 0.5)
 
 
-@pytest.mark.parametrize("method", ["lct", "lct-m", "mkl", "mkl-m"])
+@pytest.mark.parametrize("method", ["lct", "mkl"])
 def test_linear_transfers_match_the_mean_and_covariance(crops, method: str) -> None:
     original, cast_face, mask = crops
     out = colour.transfer(method, cast_face, original, mask)
-    weights = (mask > 0).astype(np.float32) if method.endswith("-m") else None
-    mu0, cov0 = colour.weighted_stats(original, weights)
-    mu1, cov1 = colour.weighted_stats(out, weights)
-    mu_b, cov_b = colour.weighted_stats(cast_face, weights)
+    mu0, cov0 = colour.weighted_stats(original, None)
+    mu1, cov1 = colour.weighted_stats(out, None)
+    mu_b, cov_b = colour.weighted_stats(cast_face, None)
     assert np.abs(mu1 - mu0).max() < 0.01 < np.abs(mu_b - mu0).max()
     assert np.abs(cov1 - cov0).max() < 0.1 * np.abs(cov_b - cov0).max()
 
 
-@pytest.mark.parametrize(("method", "factor"), [("idt", 5), ("idt-m", 5), ("sot", 3),
+@pytest.mark.parametrize("method", ["lct-m", "mkl-m", "idt-m", "sot-m"])
+def test_masked_variants_are_deepfacelabs_zero_filled_crops(crops, method: str) -> None:
+    """DeepFaceLab's masked variants (MergeMasked.py): both faces times the mask's area, zero
+    outside, then the method on the whole crops (sot-m: 30 directions a step)."""
+    original, cast_face, mask = crops
+    area = (mask > 0).astype(np.float32)[..., None]
+    out = colour.transfer(method, cast_face, original, mask)
+    base = {"lct-m": colour.lct, "mkl-m": colour.mkl, "idt-m": colour.idt,
+            "sot-m": lambda a, b: colour.sot(a, b, batch=30)}[method]
+    expected = np.clip(base(cast_face * area, original * area), 0, 1)
+    assert np.array_equal(out, expected.astype(np.float32))
+    # the face inside the mask comes close to the original's mean (not exactly: the zeros
+    # count in the statistics), from a cast far off
+    inside = (mask > 0).astype(np.float32)
+    mu0, _ = colour.weighted_stats(original, inside)
+    miss_before = np.abs(colour.weighted_stats(cast_face, inside)[0] - mu0).max()
+    miss_after = np.abs(colour.weighted_stats(out, inside)[0] - mu0).max()
+    assert miss_after * 2 < miss_before, (miss_before, miss_after)
+
+
+@pytest.mark.parametrize("method", ["lct", "mkl"])
+def test_linear_transfers_of_zero_filled_crops_match_their_mean_and_covariance(
+        crops, method: str) -> None:
+    """What lct-m and mkl-m match: the zero-filled crops' mean and covariance, zeros and all
+    (the methods before the [0, 1] clip)."""
+    original, cast_face, mask = crops
+    area = (mask > 0).astype(np.float32)[..., None]
+    out = getattr(colour, method)(cast_face * area, original * area)
+    mu0, cov0 = colour.weighted_stats(original * area, None)
+    mu1, cov1 = colour.weighted_stats(out, None)
+    close = 1e-6 if method == "mkl" else 3e-4  # lct: DFL's 1e-5 added to both covariances
+    assert np.abs(mu1 - mu0).max() < 1e-6 and np.abs(cov1 - cov0).max() < close
+
+
+def test_dfl_hist_match_brings_each_channels_quantiles_to_the_templates(crops) -> None:
+    """DeepFaceLab's hist-match mode (color_hist_match on the faces made white outside the
+    mask): every channel's quantiles become the original's; a threshold below 255 darkens."""
+    original, cast_face, mask = crops
+    area = (mask > 0).astype(np.float32)[..., None]
+    source = np.minimum(cast_face * area + (1 - area), 1.0)
+    template = original * area + (1 - area)
+    matched = colour.color_hist_match(source, template)
+    q = np.linspace(0.02, 0.4, 12)  # (the white half, and the cast's clipped blue, tie at 1)
+    for c in range(3):
+        assert np.abs(np.quantile(matched[..., c], q) - np.quantile(template[..., c], q)
+                      ).max() < 1.5 / 255
+        assert np.abs(np.quantile(source[..., c], q) - np.quantile(template[..., c], q)
+                      ).max() > 10 / 255
+    darker = colour.color_hist_match(source, template, 200)
+    assert darker.mean() < matched.mean() - 0.02
+
+
+# DFL's idt moves each pixel 1/20 of the way per rotation, so less far than a full matching.
+@pytest.mark.parametrize(("method", "factor"), [("idt", 2.2), ("idt-m", 2.2), ("sot", 3),
                                                 ("sot-m", 3), ("hist-match", 3)])
 def test_distribution_transfers_cut_the_sliced_wasserstein_distance(crops, method: str,
                                                                      factor: float) -> None:

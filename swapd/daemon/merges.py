@@ -52,6 +52,17 @@ def _last_change(source: Path) -> float | None:
     return max([*frames, source.stat().st_mtime]) if frames else None
 
 
+def job_model(ws: Workspace, job: str, merge: MergeSection) -> Path:
+    """The model a job merges with: its ``[merge] model``, else its newest export."""
+    return ws.resolve(merge.model) if merge.model else ws.exports_dir(job) / "a_to_b.onnx"
+
+
+def look_flags(merge: MergeSection) -> list[str]:
+    """The job's look (the options that differ from the defaults) as `swapd merge` flags."""
+    return [f"--{key.replace('_', '-')}={str(value).lower() if isinstance(value, bool) else value}"
+            for key, value in json.loads(look_json(merge)).items()]
+
+
 def output_args(merge: MergeSection) -> list[str]:
     """The merge worker's flags for a job's [merge] output keys."""
     ranges = ["--frame-ranges", *merge.frame_ranges] if merge.frame_ranges else []
@@ -145,8 +156,7 @@ class MergeQueue:
             merge = job.spec.merge
             if merge is None:
                 continue
-            model = (self.ws.resolve(merge.model) if merge.model
-                     else self.ws.exports_dir(job.name) / "a_to_b.onnx")
+            model = job_model(self.ws, job.name, merge)
             row = self.store.job(job.name)
             if not model.is_file() or row is None:
                 continue

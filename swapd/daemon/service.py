@@ -24,6 +24,7 @@ from swapd.daemon.edits import Restarts
 from swapd.daemon.idle_controls import answer_idle_controls
 from swapd.daemon.ingest import FaceIngest
 from swapd.daemon.jobs import Job, JobRegistry, write_status_files
+from swapd.daemon.merge_previews import MergePreviews
 from swapd.daemon.merges import MergeQueue
 from swapd.daemon.readiness import Hold, Readiness
 from swapd.daemon.schedule import WindowClock, in_window
@@ -66,6 +67,7 @@ class Service:
         self.readiness = Readiness(workspace, self.store)
         self.reserve = Reserve(workspace.internal)
         self.merges = MergeQueue(workspace, self.store, self.jobs, config, self._wake_later)
+        self.previews = MergePreviews(workspace, self.jobs, config)  # the dashboard's
         self.trainers: dict[str, WorkerProcess] = {}
         self._backoff: dict[str, Backoff] = {}
         self._held: dict[str, Hold] = {}  # jobs kept from starting (readiness.py), and why
@@ -191,6 +193,7 @@ class Service:
         """Ask every worker to save and stop, wait, kill stragglers, close everything."""
         sdnotify.notify("STOPPING=1", "STATUS=saving and stopping")
         workers = list(self._workers())
+        self.previews.stop()
         for worker in workers:
             self._carry_on(lambda w=worker: w.request_stop(self.store))
         deadline = time.monotonic() + self.config.service.stop_timeout
@@ -246,6 +249,7 @@ class Service:
         self._carry_on(self._reap_workers)
         # requests for jobs without a worker (paused, waiting, stopped, ...) are answered here
         self._carry_on(lambda: answer_idle_controls(self.ws, self.store, set(self.trainers)))
+        self._carry_on(lambda: self.previews.start_next(self.store))
         self._carry_on(self._schedule_training)
         if not self.stopping.is_set():
             self._carry_on(self.merges.start_next)

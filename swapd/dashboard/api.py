@@ -13,7 +13,7 @@ from typing import IO, Any, TypeVar
 
 import flask
 
-from swapd.dashboard import controls, reads, tracker_reads
+from swapd.dashboard import controls, merge_previews, reads, tracker_reads
 from swapd.state import TRACKER_SORTS, StateStore
 from swapd.state.csv_files import write_losses_csv, write_sessions_csv
 from swapd.workspace import Workspace
@@ -197,6 +197,25 @@ def create_api(workspace: Workspace) -> flask.Blueprint:
         except controls.ControlError as exc:
             return _error(str(exc), exc.status)
         return flask.jsonify({"id": request_id, "job": job, "action": body.get("action")}), 202
+
+    @api.get("/jobs/<job>/previews/<int:request_id>")
+    def merge_preview(job: str, request_id: int) -> flask.Response:
+        """Where a merge preview asked with POST .../controls {"action": "preview", ...}
+        stands, and the sheet's URL once it is ready."""
+        def read(store: StateStore) -> Any:
+            request = store.control_request(request_id)
+            if request is None or request.job != job or request.action != "preview":
+                raise NotThere(f"{job} has no preview request {request_id}")
+            return merge_previews.preview_state(workspace, request)
+        return answer(read)
+
+    @api.get("/footage")
+    def footage() -> flask.Response:
+        """What a merge preview may be asked of: every merging job's footage files."""
+        def read(store: StateStore) -> Any:
+            return {"footage": [{**f, "frames": merge_previews.frame_count(workspace, f["source"])}
+                                for f in merge_previews.footage_files(workspace, store)]}
+        return answer(read)
 
     @api.get("/problems")
     def problems() -> flask.Response:

@@ -12,10 +12,12 @@ import sqlite3
 from typing import Any
 
 from swapd.dashboard import reads
+from swapd.dashboard.merge_previews import PreviewRefused, preview_args
 from swapd.state import StateStore
 from swapd.workspace import Workspace
 
-ACTIONS = ("pause", "resume", "save", "snapshot", "export", "stop", "restore", "focus")
+ACTIONS = ("pause", "resume", "save", "snapshot", "export", "stop", "restore", "focus",
+           "preview")  # preview: a merge preview of a job's footage, rendered by the service
 MAX_FOCUS = 10_000  # faces in one focus request
 
 
@@ -42,6 +44,11 @@ def request(workspace: Workspace, job: str, body: dict[str, Any]) -> int:
         row = store.job(job)
         if row is None:
             raise ControlError(f"no job {job!r}", 404)
+        if action == "preview":
+            try:
+                return store.request_control(job, action, preview_args(workspace, row, body))
+            except PreviewRefused as exc:
+                raise ControlError(str(exc)) from None
         if row.kind != "train":
             raise ControlError(f"{job} is a merge job: it has no training to control", 409)
         if action == "restore":

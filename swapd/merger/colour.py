@@ -4,16 +4,26 @@ Each method is the published one, with DeepFaceLab's and faceswap's meanings
 (DeepFaceLab's core/imagelib/color_transfer.py, faceswap's plugins/convert/color/):
 
 - ``rct``: Reinhard et al.'s transfer of the L*a*b* mean and standard deviation, statistics
-  taken inside the face mask (weighted by it) as DeepFaceLab's rct does; the gain is bounded
-  (0.25..4) so a flat swapped face does not have its noise blown up. swapd's colour match
-  before issue 16, and the default.
+  taken inside the face mask (weighted by it); the gain is bounded (0.25..4) so a flat
+  swapped face does not have its noise blown up. swapd's colour match before issue 16, and
+  the default. DeepFaceLab's rct (it has no rct-m) zeroes the L*a*b* face outside the mask
+  and takes the statistics over the whole crop, zeros included: the face's a* and b* then
+  miss the original's by several units (tests/test_colour_dfl.py measures it), so swapd keeps
+  the masked statistics the method means.
 - ``lct``: linear transfer of the BGR mean and covariance (the PCA square roots, DFL's).
 - ``mkl``: Pitie and Kokaram's Monge-Kantorovitch linear transfer (mean and covariance).
-- ``idt``: Pitie's iterative distribution transfer (1-D matching along random rotations).
+- ``idt``: Pitie's iterative distribution transfer (1-D matching along random rotations,
+  DFL's: 20 rotations, 256-bin histograms, each moving 1/20 of the way).
 - ``sot``: sliced optimal transport (DFL's port of OTColorTransfer), its displacement smoothed
-  by DFL's bilateral regularisation.
-- ``*-m``: the same with statistics from the face mask only (DeepFaceLab's masked variants);
-  the others use the whole crop, as DFL's lct, mkl and idt do.
+  by DFL's bilateral regularisation; 10 steps of 5 directions.
+- ``*-m``: DeepFaceLab's masked variants, exactly as its merger (MergeMasked.py) runs them:
+  both faces multiplied by the mask's area (mask > 0, so zero outside it), then the method
+  on the whole crops (sot-m with 30 directions a step, DFL's). The zeros count in the
+  statistics: what is matched is the zero-filled crops' distribution, which brings the face
+  inside the mask close to the original's, not exactly to it. (lct-m is swapd's: DFL has no
+  masked lct; it is made the same way.) Outside the mask the result is the zeros' image,
+  which the blend never shows. tests/test_colour_dfl.py runs DFL's own functions against
+  these on the same inputs.
 - ``hist-match``: per-channel histogram matching inside the mask (faceswap's match-hist; its
   ``threshold`` on DFL's 0..255 scale).
 - ``avg-color``: the masked mean of each channel moved to the original's (faceswap's).
@@ -60,18 +70,20 @@ def transfer(method: str, swapped: np.ndarray, original: np.ndarray, mask: np.nd
         return _match_luma(swapped, original, mask)
     if method == "manual-balance":
         return manual_balance(swapped, look)
-    weights = area if method.endswith("-m") or method == "hist-match" else None
+    masked = method.endswith("-m")
+    if masked:  # DeepFaceLab's: both faces times the mask's area (zero outside), whole crops
+        swapped, original = swapped * area[..., None], original * area[..., None]
     base = method.removesuffix("-m")
     if base == "rct":
         out = rct(swapped, original, mask)
     elif base == "lct":
-        out = lct(swapped, original, weights)
+        out = lct(swapped, original)
     elif base == "mkl":
-        out = mkl(swapped, original, weights)
+        out = mkl(swapped, original)
     elif base == "idt":
-        out = idt(swapped, original, weights)
+        out = idt(swapped, original)
     elif base == "sot":
-        out = sot(swapped, original, weights)
+        out = sot(swapped, original, batch=30 if masked else 5)  # DFL's sot-m, its sot
     elif base == "hist-match":
         threshold = 255 if look is None else look.hist_match_threshold
         out = hist_match(swapped, original, area, threshold)
@@ -137,20 +149,20 @@ def rct(swapped: np.ndarray, original: np.ndarray, mask: np.ndarray) -> np.ndarr
     return cv2.cvtColor(out.astype(np.float32), cv2.COLOR_LAB2BGR)
 
 
-def lct(swapped: np.ndarray, original: np.ndarray, weights: np.ndarray | None) -> np.ndarray:
+def lct(swapped: np.ndarray, original: np.ndarray) -> np.ndarray:
     """Linear colour transfer (DFL's 'pca'): x' = Qs Qt^-1 (x - mu_t) + mu_s, Q = sqrt(cov)."""
-    mu_src, cov_src = weighted_stats(swapped, weights)
-    mu_ref, cov_ref = weighted_stats(original, weights)
+    mu_src, cov_src = weighted_stats(swapped, None)
+    mu_ref, cov_ref = weighted_stats(original, None)
     eye = _EPS * np.eye(3)
     matrix = _sqrtm(cov_ref + eye) @ np.linalg.inv(_sqrtm(cov_src + eye))
     return _apply_linear(swapped, matrix, mu_src, mu_ref)
 
 
-def mkl(swapped: np.ndarray, original: np.ndarray, weights: np.ndarray | None) -> np.ndarray:
+def mkl(swapped: np.ndarray, original: np.ndarray) -> np.ndarray:
     """Monge-Kantorovitch linear transfer (Pitie & Kokaram 2007): the linear map between the
     two Gaussians that moves colours least."""
-    mu_src, a = weighted_stats(swapped, weights)
-    mu_ref, b = weighted_stats(original, weights)
+    mu_src, a = weighted_stats(swapped, None)
+    mu_ref, b = weighted_stats(original, None)
     da2, ua = np.linalg.eigh(a)
     tiny = np.finfo(np.float64).eps  # C's eigenvalues are products of variances: tiny
     da = np.diag(np.sqrt(np.clip(da2, tiny, None)))
@@ -164,10 +176,11 @@ def mkl(swapped: np.ndarray, original: np.ndarray, weights: np.ndarray | None) -
 
 @lru_cache(maxsize=4)
 def _rotations(count: int, seed: int = 16) -> np.ndarray:
-    """Fixed random 3-D rotations (seeded: the same for every frame)."""
+    """Fixed random 3-D rotations (seeded: the same for every frame), float32 as DFL's; the
+    same as DFL's ``special_ortho_group.rvs(3)`` calls after ``np.random.seed(seed)``."""
     from scipy.stats import special_ortho_group
 
-    return special_ortho_group.rvs(3, size=count, random_state=seed).astype(np.float64)
+    return special_ortho_group.rvs(3, size=count, random_state=seed).astype(np.float32)
 
 
 def _match_1d(values: np.ndarray, source: np.ndarray, source_w: np.ndarray,
@@ -189,65 +202,60 @@ def _match_1d(values: np.ndarray, source: np.ndarray, source_w: np.ndarray,
     return np.interp(quantile, t_cdf, target[order_t])
 
 
-def _match_hist(values: np.ndarray, source: np.ndarray, source_w: np.ndarray,
-                target: np.ndarray, target_w: np.ndarray, bins: int = 256) -> np.ndarray:
-    """DFL's idt step along one axis: both distributions as 256-bin histograms over their
-    common range, ``values`` mapped through the source's CDF and the target's inverse CDF
-    (linear in the pixels, where sorting is not)."""
-    lo = min(float(source.min()), float(target.min()))
-    hi = max(float(source.max()), float(target.max()))
-    if hi - lo < 1e-12:
-        return values
-    p0, edges = np.histogram(source, bins=bins, range=(lo, hi), weights=source_w)
-    p1, _ = np.histogram(target, bins=bins, range=(lo, hi), weights=target_w)
-    cp0 = np.cumsum(p0) / max(p0.sum(), 1e-12)
-    cp1 = np.cumsum(p1) / max(p1.sum(), 1e-12)
-    mapped = np.interp(cp0, cp1, edges[1:])
-    return np.interp(values, edges[1:], mapped)
+def idt(swapped: np.ndarray, original: np.ndarray, rotations: int = 20, bins: int = 256
+        ) -> np.ndarray:
+    """Iterative distribution transfer (Pitie et al. 2005), as DFL's color_transfer_idt: along
+    each of ``rotations`` rotated axes both 1-D distributions as 256-bin histograms over their
+    common range, each pixel moved 1/``rotations`` of the way to the target's value at its
+    quantile. (As DFL's: pixels in the lowest bin are moved toward 0, its ``left=0``.)"""
+    relaxation = np.float32(1.0 / rotations)
+    d0 = np.ascontiguousarray(swapped, np.float32).reshape(-1, 3).T
+    d1 = np.ascontiguousarray(original, np.float32).reshape(-1, 3).T
+    for r in _rotations(rotations):
+        d0r, d1r = r @ d0, r @ d1
+        d_r = np.empty_like(d0)
+        for j in range(3):
+            lo = min(d0r[j].min(), d1r[j].min())
+            hi = max(d0r[j].max(), d1r[j].max())
+            p0r, edges = np.histogram(d0r[j], bins=bins, range=(lo, hi))
+            p1r, _ = np.histogram(d1r[j], bins=bins, range=(lo, hi))
+            cp0r = p0r.cumsum().astype(np.float32)
+            cp0r /= cp0r[-1]
+            cp1r = p1r.cumsum().astype(np.float32)
+            cp1r /= cp1r[-1]
+            f = np.interp(cp0r, cp1r, edges[1:])
+            d_r[j] = np.interp(d0r[j], edges[1:], f, left=0, right=bins)
+        d0 = relaxation * np.linalg.solve(r, d_r - d0r) + d0
+    return d0.T.reshape(swapped.shape)
 
 
-def idt(swapped: np.ndarray, original: np.ndarray, weights: np.ndarray | None,
-        rotations: int = 20) -> np.ndarray:
-    """Iterative distribution transfer (Pitie et al. 2005): along each of a series of rotated
-    axes, match the 1-D distributions (DFL's 256-bin histograms); repeated, the 3-D
-    distribution comes to the target's."""
-    ref, ref_w = _pixels(original, weights)
-    keep = None if weights is None else weights.reshape(-1) > 0
-    current = swapped.reshape(-1, 3).astype(np.float64)
-    src_w = np.ones(int(len(current) if keep is None else keep.sum()))
-    for rotation in _rotations(rotations):
-        proj_all = np.ascontiguousarray((current @ rotation.T).T)  # (3, N): rows contiguous
-        proj_ref = np.ascontiguousarray((ref @ rotation.T).T)
-        matched = np.stack([_match_hist(proj_all[j], proj_all[j] if keep is None else
-                                        proj_all[j][keep], src_w, proj_ref[j], ref_w)
-                            for j in range(3)], axis=1)
-        current = current + (matched - proj_all.T) @ rotation  # back from the rotated axes
-    return current.reshape(swapped.shape)
-
-
-def sot(swapped: np.ndarray, original: np.ndarray, weights: np.ndarray | None,
-        steps: int = 10, batch: int = 5, seed: int = 7) -> np.ndarray:
-    """Sliced optimal transport (DFL's port of OTColorTransfer): each step moves every pixel
-    along random directions by the 1-D transport between the projected distributions; the
-    displacement is then smoothed in the image (DFL's bilateral regularisation)."""
-    rng = np.random.default_rng(seed)
-    keep = None if weights is None else weights.reshape(-1) > 0
-    ref, ref_w = _pixels(original, weights)
-    current = swapped.reshape(-1, 3).astype(np.float64)
+def sot(swapped: np.ndarray, original: np.ndarray, steps: int = 10, batch: int = 5,
+        seed: int = 7) -> np.ndarray:
+    """Sliced optimal transport (DFL's port of OTColorTransfer, color_transfer_sot): each step
+    moves every pixel along ``batch`` random directions by the 1-D transport between the
+    projected distributions (rank to rank); the displacement is then smoothed in the image
+    (DFL's bilateral regularisation). The directions come from ``RandomState(seed)``: DFL's
+    after ``np.random.seed(seed)``, and the same for every frame."""
+    rng = np.random.RandomState(seed)
+    src = np.ascontiguousarray(swapped, np.float32)
+    trg = np.ascontiguousarray(original, np.float32)
+    h, w, c = src.shape
+    new = src.copy()
+    advect = np.empty((h * w, c), np.float32)
     for _ in range(steps):
-        advect = np.zeros_like(current)
+        advect.fill(0)
         for _ in range(batch):
-            direction = rng.normal(size=3)
+            direction = rng.normal(size=c).astype(np.float32)
             direction /= np.linalg.norm(direction)
-            proj = current @ direction
-            proj_src = proj if keep is None else proj[keep]  # (the same array: ranks)
-            src_w = np.ones(len(proj_src))
-            moved = _match_1d(proj, proj_src, src_w, ref @ direction, ref_w)
-            advect += (moved - proj)[:, None] * direction
-        current += advect / batch
-    diff = (current.reshape(swapped.shape) - swapped).astype(np.float32)
-    smooth = cv2.bilateralFilter(diff, 0, 5.0, 16.0)  # DFL's reg_sigmaV, reg_sigmaXY
-    return swapped + smooth
+            proj_src = np.sum(new * direction, axis=-1).reshape(h * w)
+            proj_trg = np.sum(trg * direction, axis=-1).reshape(h * w)
+            id_src, id_trg = np.argsort(proj_src), np.argsort(proj_trg)
+            moved = proj_trg[id_trg] - proj_src[id_src]
+            for i in range(c):
+                advect[id_src, i] += moved * direction[i]
+        new += advect.reshape(h, w, c) / batch
+    smooth = cv2.bilateralFilter(new - src, 0, 5.0, 16.0)  # DFL's reg_sigmaV, reg_sigmaXY
+    return src + smooth
 
 
 def hist_match(swapped: np.ndarray, original: np.ndarray, area: np.ndarray,
@@ -263,6 +271,25 @@ def hist_match(swapped: np.ndarray, original: np.ndarray, area: np.ndarray,
         out[..., c] = _match_1d(channel, channel[keep], w, target, w,
                                 threshold / 255.0).reshape(swapped.shape[:2])
     return out
+
+
+def color_hist_match(source: np.ndarray, template: np.ndarray, threshold: int = 255
+                     ) -> np.ndarray:
+    """DeepFaceLab's color_hist_match (its hist-match mode): each channel's distinct values
+    mapped to the template's value at the same quantile (counted over every pixel), the
+    source's quantiles scaled by ``threshold``/255."""
+    out = np.empty(source.shape, np.float64)
+    for c in range(source.shape[-1]):
+        _, index, s_counts = np.unique(source[..., c].ravel(), return_inverse=True,
+                                       return_counts=True)
+        t_values, t_counts = np.unique(template[..., c].ravel(), return_counts=True)
+        s_quantiles = np.cumsum(s_counts).astype(np.float64)
+        s_quantiles = threshold * s_quantiles / s_quantiles[-1]
+        t_quantiles = np.cumsum(t_counts).astype(np.float64)
+        t_quantiles = 255 * t_quantiles / t_quantiles[-1]
+        out[..., c] = np.interp(s_quantiles, t_quantiles, t_values)[index].reshape(
+            source.shape[:-1])
+    return out.astype(source.dtype)
 
 
 def avg_color(swapped: np.ndarray, original: np.ndarray, mask: np.ndarray) -> np.ndarray:

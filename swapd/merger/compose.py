@@ -21,7 +21,7 @@ from swapd.extract.detectors.base import Detection
 from swapd.faces.alignment import model_crop_matrix, transform_points
 from swapd.merger import finish
 from swapd.merger.blend import Region, seamless, warp_to_frame
-from swapd.merger.colour import hist_match, transfer
+from swapd.merger.colour import color_hist_match, hist_match, transfer
 from swapd.merger.masks import (
     LEARNED_MODES,
     Edge,
@@ -146,15 +146,14 @@ class Composer:
 
     def _hist_match_mode(self, new: np.ndarray, old: np.ndarray, mask: np.ndarray
                          ) -> np.ndarray:
-        """DFL's hist-match mode: both faces white outside the mask (when masked), each
-        channel's histogram matched, with the threshold."""
+        """DFL's hist-match mode, as MergeMasked.py: both faces white outside the mask (when
+        masked), then its color_hist_match of the whole crops, with the threshold."""
         area = (mask > 0).astype(np.float32)[..., None]
         if not self.look.masked_hist_match:
             area = np.ones_like(area)
         white = 1.0 - area
-        matched = hist_match(np.minimum(new * area + white, 1.0), np.minimum(
-            old * area + white, 1.0), np.ones(new.shape[:2], np.float32),
-            self.look.hist_match_threshold)
+        matched = color_hist_match(np.minimum(new * area + white, 1.0), old * area + white,
+                                   self.look.hist_match_threshold)
         return np.clip(matched, 0.0, 1.0).astype(np.float32)
 
     def _seamless(self, roi: np.ndarray, region: Region) -> np.ndarray:

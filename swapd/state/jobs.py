@@ -9,6 +9,11 @@ from typing import Any
 from swapd.state.base import Tables
 from swapd.state.records import ControlRequest, JobRow, control_request, job_row
 
+# Requests the service answers itself, whether or not the job has a worker: a worker never
+# takes them (a merge preview renders apart from training).
+SERVICE_ACTIONS = ("preview",)
+_NOT_SERVICE = f"action NOT IN ({', '.join(repr(a) for a in SERVICE_ACTIONS)})"
+
 
 class JobTables(Tables):
     # --- jobs ---------------------------------------------------------------------------------
@@ -67,10 +72,19 @@ class JobTables(Tables):
         return int(cursor.lastrowid or 0)
 
     def take_control_requests(self, job: str) -> list[ControlRequest]:
-        """Pending requests for a job, oldest first, marked as taken."""
+        """Pending requests for a job, oldest first, marked as taken (not the service's own,
+        :data:`SERVICE_ACTIONS`)."""
+        return self._take(f"job=? AND {_NOT_SERVICE}", (job,))
+
+    def take_service_requests(self, action: str) -> list[ControlRequest]:
+        """Pending ``action`` requests (one of :data:`SERVICE_ACTIONS`) of every job, oldest
+        first, marked as taken."""
+        return self._take("action=?", (action,))
+
+    def _take(self, where: str, args: tuple[Any, ...]) -> list[ControlRequest]:
         with self._tx() as db:
-            rows = db.execute("SELECT * FROM controls WHERE job=? AND taken_at IS NULL "
-                              "ORDER BY id", (job,)).fetchall()
+            rows = db.execute(f"SELECT * FROM controls WHERE {where} AND taken_at IS NULL "
+                              "ORDER BY id", args).fetchall()
             if rows:
                 db.executemany("UPDATE controls SET taken_at=? WHERE id=?",
                                ((time.time(), r["id"]) for r in rows))

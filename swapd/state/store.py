@@ -8,7 +8,8 @@ writers meet.
 The tables come in groups, one module each (see schema.py for every column):
     jobs.py      jobs (one row per job file: state, iteration, target, model, last error) and
                  controls (pause, resume, save, snapshot, export, stop, restore, focus: asked by
-                 the CLI or the dashboard, taken by a worker or the service)
+                 the CLI or the dashboard, taken by a worker or the service; preview: a merge
+                 preview, always the service's)
     history.py   losses (per iteration, written in batches), sessions, marks (rollbacks and
                  restores)
     activity.py  artifacts (checkpoints, exports, previews, merged outputs), merges under

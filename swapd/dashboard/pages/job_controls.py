@@ -55,6 +55,8 @@ def control_log(requests: list[dict[str, Any]]) -> Any:
             return (f"snapshot {args['snapshot']:,}" if "snapshot" in args else "backup")
         if request["action"] == "focus":
             return f"{args.get('faces', 0)} {'' if args.get('focus', True) else 'un'}marked"
+        if request["action"] == "preview":  # a merge preview (the outputs page's)
+            return f"frame {args.get('frame')}"
         return ""
 
     rows = [html.Tr([

@@ -1,6 +1,7 @@
 """`/outputs`: merged videos (played in the page: the file is served with range requests) and
-images, each with what `swapd verify` finds in it; merges under way with their progress; the
-exported models."""
+images, each with what `swapd verify` finds in it; merges under way with their progress; a
+merge preview of a chosen frame of a job's footage (pages/merge_preview.py); the exported
+models."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from dash import Dash, Input, Output, State, dcc, html, no_update
 
 from swapd.dashboard import components as ui
 from swapd.dashboard import reads
+from swapd.dashboard.pages import merge_preview
 from swapd.dashboard.pages.overview import exports_table
 from swapd.dashboard.verify_cache import VerifyCache, describe
 from swapd.media import VIDEO_SUFFIXES
@@ -24,6 +26,7 @@ def layout() -> Any:
         dcc.Store(id="outputs-key"),
         ui.card("Merges under way", html.Div(id="outputs-under-way")),
         ui.card("Merged outputs", html.Div(id="outputs-list")),
+        merge_preview.card(),
         ui.card("Exports", html.Div(id="outputs-exports")),
     ], className="stack")
 
@@ -77,6 +80,8 @@ def output_card(workspace: Workspace, item: dict[str, Any]) -> Any:
 
 
 def register(app: Dash, workspace: Workspace) -> None:
+    merge_preview.register(app, workspace)
+
     @app.callback(
         Output("outputs-under-way", "children"), Output("outputs-list", "children"),
         Output("outputs-exports", "children"), Output("outputs-key", "data"),
