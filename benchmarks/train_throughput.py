@@ -15,6 +15,11 @@ Reported: seconds per step (median after warm-up), examples per second (both sid
 swapd / best bare variant, and peak resident memory of the process after each part. With
 ``--also-grayscale`` each model's swapd step is timed a second time as a one-channel model
 (``grayscale = true``, faces converted on load), beside the colour figures.
+
+With ``--augment-devices loader device`` (issue 19) each model is timed in ``--rounds``
+rounds, each round the best bare variant then swapd once per ``augment_device`` in turn (a
+fresh trainer each), so a loaded machine slows all of them alike; reported: each round's
+figures and ratios, their medians and spread.
 """
 
 from __future__ import annotations
@@ -124,6 +129,9 @@ def main() -> None:
                         help="option override (TOML syntax), e.g. width=0.125")
     parser.add_argument("--also-grayscale", action="store_true",
                         help="also time each model's swapd step in grayscale")
+    parser.add_argument("--augment-devices", nargs="+", choices=["loader", "device"],
+                        help="alternate swapd with these augment_device values, in rounds")
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--out", type=Path,
                         default=Path("benchmarks/results/train_throughput.json"))
     args = parser.parse_args()
@@ -166,6 +174,13 @@ def main() -> None:
                 print(name, "bare", key, bare[key], flush=True)
             entry["bare"] = bare
             entry["peak_rss_mib_after_bare"] = round(peak_rss_mib(), 1)
+            if args.augment_devices:
+                best_key = min(bare, key=lambda k: bare[k]["seconds_per_step"])
+                entry["alternating"] = alternate(
+                    args, name, model_options.model_dump(), options, batches, best_key,
+                    sets, Path(tmp) / f"rounds_{name}")
+                results["models"][name] = entry
+                continue
             with Trainer(name, model_options.model_dump(), options, sets / "a", sets / "b",
                          Path(tmp) / f"model_{name}", args.batch_size) as trainer:
                 start = time.perf_counter()
@@ -197,6 +212,43 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results, indent=2))
+
+
+def alternate(args: argparse.Namespace, name: str, model_options: dict[str, Any],
+              options: TrainerOptions, batches: list[tuple[torch.Tensor, ...]], bare_key: str,
+              sets: Path, work: Path) -> dict[str, Any]:
+    """``args.rounds`` rounds of: the bare loop (``bare_key``), then swapd once per
+    ``augment_device`` of ``args.augment_devices``, each from a fresh trainer."""
+    parts = bare_key.split("+")
+    examples = 2 * args.batch_size
+    rounds = []
+    for index in range(args.rounds):
+        times = bare_loop(name, model_options, options, batches, args.steps,
+                          "channels_last" in parts, "fused_adam" in parts)
+        row: dict[str, Any] = {"bare": summary(times, args.warmup, examples)}
+        for where in args.augment_devices:
+            chosen = options.model_copy(update={"augment_device": where})
+            with Trainer(name, model_options, chosen, sets / "a", sets / "b",
+                         work / f"{where}_{index}", args.batch_size) as trainer:
+                assert (trainer.loader.device_augmenter is not None) == (where == "device")
+                trainer.step()
+                row[where] = summary(swapd_loop(trainer, args.steps), args.warmup - 1,
+                                     examples)
+            row[f"{where}_vs_bare"] = round(row["bare"]["seconds_per_step"]
+                                            / row[where]["seconds_per_step"], 3)
+        print(name, "round", index, json.dumps(row), flush=True)
+        rounds.append(row)
+    out: dict[str, Any] = {"bare_variant": bare_key, "rounds": rounds}
+    for key in ["bare", *args.augment_devices]:
+        egs = [r[key]["egs"] for r in rounds]
+        out[f"{key}_egs_median"] = statistics.median(egs)
+        out[f"{key}_egs_range"] = [min(egs), max(egs)]
+    for where in args.augment_devices:
+        ratios = [r[f"{where}_vs_bare"] for r in rounds]
+        out[f"{where}_vs_bare_median"] = statistics.median(ratios)
+        out[f"{where}_vs_bare_range"] = [min(ratios), max(ratios)]
+    print(name, json.dumps({k: v for k, v in out.items() if k != "rounds"}), flush=True)
+    return out
 
 
 if __name__ == "__main__":
