@@ -236,6 +236,9 @@ def alternate(args: argparse.Namespace, name: str, model_options: dict[str, Any]
                                      examples)
             row[f"{where}_vs_bare"] = round(row["bare"]["seconds_per_step"]
                                             / row[where]["seconds_per_step"], 3)
+        if len(args.augment_devices) == 2:  # the two paths' runs side by side, same round
+            row["device_vs_loader"] = round(row["loader"]["seconds_per_step"]
+                                            / row["device"]["seconds_per_step"], 3)
         print(name, "round", index, json.dumps(row), flush=True)
         rounds.append(row)
     out: dict[str, Any] = {"bare_variant": bare_key, "rounds": rounds}
@@ -247,6 +250,10 @@ def alternate(args: argparse.Namespace, name: str, model_options: dict[str, Any]
         ratios = [r[f"{where}_vs_bare"] for r in rounds]
         out[f"{where}_vs_bare_median"] = statistics.median(ratios)
         out[f"{where}_vs_bare_range"] = [min(ratios), max(ratios)]
+    if len(args.augment_devices) == 2:
+        paired = [r["device_vs_loader"] for r in rounds]
+        out["device_vs_loader_median"] = statistics.median(paired)
+        out["device_vs_loader_range"] = [min(paired), max(paired)]
     print(name, json.dumps({k: v for k, v in out.items() if k != "rounds"}), flush=True)
     return out
 

@@ -15,6 +15,7 @@ import torch
 from swapd.trainer.augment import Augmenter, AugmentSettings
 from swapd.trainer.augment_device import DeviceAugmenter, draw_augment
 from swapd.trainer.batches import BatchLoader
+from swapd.trainer.clahe_device import clahe
 from swapd.trainer.data import FaceSet
 from swapd.trainer.options import OptionsError
 from tests.support import draw_face, make_trainer
@@ -94,7 +95,7 @@ def test_lab_conversion_matches_opencv() -> None:
 
 def test_one_seed_gives_the_same_augmentation_on_both_paths() -> None:
     faces = cartoon_faces(16, seed=1)
-    settings = AugmentSettings(clahe=0)
+    settings = AugmentSettings()  # every augmentation on, faceswap's defaults
     inputs, targets, masks = opencv_path(faces, settings, 5, faces.copy())
     d_inputs, d_targets, d_masks = device_path(faces, settings, 5, faces.copy())
     # Targets: OpenCV rounds to uint8 (a quarter level on average); same flips and transforms.
@@ -176,9 +177,36 @@ def test_colour_shift_statistics_match_the_opencv_path() -> None:
     assert np.abs(same).mean() < 1.0
 
 
+def test_clahe_on_the_device_is_opencvs() -> None:
+    """The tables and their interpolation as cv2.createCLAHE(2.0, (g, g)).apply computes
+    them, including grids that do not divide the side (padded by reflection); then the
+    device path's CLAHE share and grids drawn as the OpenCV path draws them."""
+    rng = np.random.default_rng(6)
+    for size in (64, 96):
+        grey = np.stack([cv2.cvtColor(draw_face("a", rng, size), cv2.COLOR_BGR2GRAY)
+                         for _ in range(3)]) // 3 + 60
+        grey = np.clip(grey + rng.integers(-10, 10, grey.shape), 0, 255).astype(np.uint8)
+        for grid in (1, 2, 3, 4, 5):
+            ours = clahe(torch.from_numpy(grey), grid).numpy()
+            theirs = np.stack([cv2.createCLAHE(2.0, (grid, grid)).apply(g) for g in grey])
+            assert np.abs(ours - theirs).max() <= 1 and (ours != theirs).mean() < 0.005
+    faces = (cartoon_faces(40, seed=7) // 4 + 96).astype(np.uint8)  # low contrast
+    still = AugmentSettings(warp=False, flip=False, rotation_deg=0, zoom=0, shift=0,
+                            colour=False, clahe=0.5)
+    inputs, targets, _ = opencv_path(faces, still, 8)
+    d_inputs, d_targets, _ = device_path(faces, still, 8)
+    changed = (np.abs(d_inputs - d_targets) > 0.5).reshape(40, -1).any(axis=1)
+    assert 10 <= changed.sum() <= 30  # about half, the same faces as OpenCV's
+    assert np.array_equal(changed, (inputs != targets).reshape(40, -1).any(axis=1))
+    assert np.abs(d_inputs - inputs).mean() < 0.5  # (one Lab round trip in float, not 8-bit)
+    grey_faces = faces[..., 1:2].copy()
+    d_inputs, _, _ = device_path(grey_faces, still, 8)
+    assert np.abs(d_inputs - opencv_path(grey_faces, still, 8)[0]).max() <= 1
+
+
 def test_device_loader_batches_repeat_from_the_seed(faces: tuple[Path, Path]) -> None:
     set_a, set_b = FaceSet(faces[0], 32), FaceSet(faces[1], 32)
-    settings = AugmentSettings(clahe=0)
+    settings = AugmentSettings()
     loaders = [BatchLoader(set_a, set_b, 4, settings, seed=[1, 0], device=CPU, workers=w)
                for w in (1, 1, 2)]
     other = BatchLoader(set_a, set_b, 4, settings, seed=[2, 0], device=CPU)
@@ -207,7 +235,7 @@ def test_device_loader_batches_repeat_from_the_seed(faces: tuple[Path, Path]) ->
 
 def test_grayscale_faces_augment_on_the_device() -> None:
     faces = cartoon_faces(8, seed=4)[..., 1:2].copy()
-    settings = AugmentSettings(clahe=0)
+    settings = AugmentSettings()
     inputs, targets, _ = device_path(faces, settings, 3)
     cv_inputs, cv_targets, _ = opencv_path(faces, settings, 3)
     assert inputs.shape == faces.shape
@@ -216,7 +244,7 @@ def test_grayscale_faces_augment_on_the_device() -> None:
 
 
 def test_trainer_augment_device_option(faces: tuple[Path, Path], tmp_path: Path) -> None:
-    trainer = make_trainer(faces, tmp_path / "device", augment_device="device", clahe=0)
+    trainer = make_trainer(faces, tmp_path / "device", augment_device="device")  # CLAHE on
     try:
         assert trainer.loader.device_augmenter is not None
         assert trainer.loader.device_augmenter.device == trainer.device
@@ -225,12 +253,12 @@ def test_trainer_augment_device_option(faces: tuple[Path, Path], tmp_path: Path)
     finally:
         trainer.close()
     # auto on the CPU: the loader's threads (measured faster here: docs/benchmarks.md).
-    trainer = make_trainer(faces, tmp_path / "auto", clahe=0)
+    trainer = make_trainer(faces, tmp_path / "auto")
     try:
         assert trainer.loader.device_augmenter is None
     finally:
         trainer.close()
     # What only the loader can do is refused on the device, naming the option and the cause.
-    for extra in ({"clahe": 0.5}, {"clahe": 0, "warp_to_landmarks": True}):
-        with pytest.raises(OptionsError, match="augment_device.*(CLAHE|warp_to_landmarks)"):
-            make_trainer(faces, tmp_path / "refused", augment_device="device", **extra)
+    with pytest.raises(OptionsError, match="augment_device.*warp_to_landmarks"):
+        make_trainer(faces, tmp_path / "refused", augment_device="device",
+                     warp_to_landmarks=True)

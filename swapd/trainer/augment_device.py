@@ -1,13 +1,16 @@
 """The training augmentation as batched tensor operations on the training device.
 
 The same augmentation as :class:`swapd.trainer.augment.Augmenter` (flip, rotation/zoom/shift of
-the target and its masks, faceswap's random warp of the input, colour jitter in L*a*b*), split
+the target and its masks, faceswap's random warp of the input, CLAHE and colour jitter in
+L*a*b*), split
 in two: the batch loader's threads only gather each side's uint8 crops and draw the batch's
 random choices (:func:`draw_augment`, a few hundred numbers, from the very generator calls the
 OpenCV path makes, so one seed gives the same choices on either path), and the trainer turns
 them into pixels on its device (:class:`DeviceAugmenter`): the uint8 faces go up (a quarter of
 float32's bytes), one ``grid_sample`` moves targets and masks together, a second warps the
-inputs, and the colour jitter converts to L*a*b* and back in torch.
+inputs, CLAHE equalises the lightness of the faces drawn for it
+(:mod:`swapd.trainer.clahe_device`, OpenCV's algorithm) and the colour jitter converts to
+L*a*b* and back in torch.
 
 The warp keeps faceswap's meaning (``lib/training/data/augmentation.py``, ``_random_warp``): a
 5x5 grid of control points, each moved by Gaussian noise, interpolated bilinearly to 1.25x the
@@ -18,8 +21,9 @@ clamped) is ``cv2.resize``'s interpolation, and ``grid_sample`` with border padd
 
 Differences from the OpenCV path, all below a grey level: targets and masks stay float (no
 rounding to uint8 between the two samplings), and the L*a*b* conversion is the exact formula in
-float32 where OpenCV's 8-bit one uses tables and rounds each channel. CLAHE and
-``warp_to_landmarks`` are not moved (see :func:`device_problem`): they stay on the loader path.
+float32 where OpenCV's 8-bit one uses tables and rounds each channel. ``warp_to_landmarks``
+(scipy's Delaunay interpolation per face) is not moved: it stays on the loader path (see
+:func:`device_problem`).
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ import torch
 import torch.nn.functional as F
 
 from swapd.trainer.augment import Augmenter, AugmentSettings
+from swapd.trainer.clahe_device import clahe
 
 
 @dataclass(frozen=True)
@@ -41,6 +46,7 @@ class AugmentDraw:
     flip: np.ndarray  # bool (n,)
     inverse: np.ndarray  # float32 (n, 2, 3): output pixel -> pixel of the (flipped) face
     noise: np.ndarray | None  # float32 (n, 2, 5, 5): warp control-point offsets, pixels
+    clahe_tiles: np.ndarray  # int (n,): CLAHE's tiles per side, 0 for a face without it
     light: np.ndarray | None  # float32 (n,): L* factor
     chroma: np.ndarray | None  # float32 (n, 2): a*, b* shifts in OpenCV's 8-bit units
 
@@ -68,8 +74,6 @@ def device_problem(settings: AugmentSettings) -> str | None:
     if settings.warp and settings.warp_to_landmarks:
         return ("warp_to_landmarks (a Delaunay interpolation per face, scipy's) runs in the "
                 "batch loader only")
-    if settings.clahe > 0:
-        return "CLAHE (clahe > 0) runs in the batch loader only"
     return None
 
 
@@ -77,19 +81,24 @@ def draw_augment(augmenter: Augmenter, n: int, channels: int,
                  rng: np.random.Generator) -> AugmentDraw:
     """The random choices ``augmenter`` would make for ``n`` faces of ``channels`` channels,
     drawn from ``rng`` in its order (flip, each face's transform, each face's warp noise,
-    colour), with the same generator calls."""
+    CLAHE, colour), with the same generator calls."""
     s = augmenter.settings
     flip = rng.random(n) < 0.5 if s.flip else np.zeros(n, dtype=bool)
     inverse = np.stack([cv2.invertAffineTransform(augmenter.random_transform(rng))
                         for _ in range(n)]).astype(np.float32)
     noise = (np.stack([augmenter.grid_noise(rng) for _ in range(n)]).astype(np.float32)
              if s.warp else None)
+    tiles = np.zeros(n, dtype=np.int64)
+    if s.clahe > 0:
+        chosen = np.flatnonzero(rng.random(n) < s.clahe)
+        grids = rng.integers(1, s.clahe_max_grid + 1, len(chosen))
+        tiles[chosen] = grids * max(1, augmenter.size // 128)  # as Augmenter._equalise
     light = chroma = None
     if s.colour:
         light = (1 + rng.uniform(-s.lightness, s.lightness, n)).astype(np.float32)
         if channels == 3:
             chroma = (rng.uniform(-s.chroma, s.chroma, (n, 2)) * 255).astype(np.float32)
-    return AugmentDraw(flip, inverse, noise, light, chroma)
+    return AugmentDraw(flip, inverse, noise, tiles, light, chroma)
 
 
 # sRGB (D65) <-> CIE XYZ, and the white point XYZ is divided by before L*a*b* (OpenCV's).
@@ -149,6 +158,8 @@ class DeviceAugmenter:
         inputs = targets
         if draw.noise is not None:
             inputs = self._sample(targets, self._warp_map(draw.noise))
+        if draw.clahe_tiles.any():
+            inputs = self._equalise(inputs, draw.clahe_tiles)
         if draw.light is not None:
             inputs = self._jitter(inputs, draw)
         return inputs.contiguous(), targets.contiguous(), masks_out.contiguous()
@@ -167,6 +178,22 @@ class DeviceAugmenter:
         grid = (pixels + 0.5) * (2 / self.size) - 1
         return F.grid_sample(images, grid, mode="bilinear", padding_mode="border",
                              align_corners=False)
+
+    def _equalise(self, faces: torch.Tensor, tiles: np.ndarray) -> torch.Tensor:
+        """CLAHE on the lightness (L* as OpenCV's 8-bit Lab holds it; the value of one
+        channel) of the faces with tiles, a group per grid; the others unchanged."""
+        out = faces.clone()
+        for grid in np.unique(tiles[tiles > 0]):
+            rows = torch.from_numpy(np.flatnonzero(tiles == grid)).to(self.device)
+            chosen = faces[rows]
+            if faces.shape[1] == 1:
+                out[rows] = clahe(torch.round(chosen[:, 0] * 255), int(grid))[:, None] / 255
+                continue
+            lab = self.bgr_to_lab(chosen)
+            levels = torch.round(lab[:, 0] * (255 / 100)).clamp_(0, 255)
+            lab[:, 0] = clahe(levels, int(grid)) * (100 / 255)
+            out[rows] = self.lab_to_bgr(lab).clamp_(0, 1)
+        return out
 
     def _jitter(self, faces: torch.Tensor, draw: AugmentDraw) -> torch.Tensor:
         """L* scaled, a*/b* shifted per face (clipped to the 8-bit Lab range as OpenCV's

@@ -124,7 +124,7 @@ class TrainerOptions(BaseModel):
         "auto", description="where batches are augmented: in the batch loader's threads "
         "(OpenCV, per face), or on the training device (batched torch: the loader only gathers "
         "uint8 faces); auto: the device on a GPU, the loader on the CPU (measured faster "
-        "there). CLAHE (clahe > 0) and warp_to_landmarks run in the loader only")
+        "there). warp_to_landmarks runs in the loader only")
     mixed_precision: Literal["off", "bf16", "fp16"] = Field(
         "off", description="CUDA only: bf16 autocast, or fp16 autocast with a gradient "
         "scaler (GPUs without bf16); true means bf16")

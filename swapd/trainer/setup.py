@@ -243,8 +243,8 @@ def augments_on_device(options: TrainerOptions, device: torch.device) -> bool:
     """Whether batches are augmented on the training device (``augment_device``): "auto"
     chooses it on a GPU, where the loader's per-face OpenCV calls are the limit, and the
     loader on the CPU, where the loader's threads run beside the step and the device path
-    would run in it (docs/benchmarks.md, issue 19). Settings only the loader has (CLAHE, warp
-    to landmarks) keep "auto" on the loader; "device" with them is an OptionsError."""
+    would run in it (docs/benchmarks.md, issue 19). Warp to landmarks, which only the loader
+    has, keeps "auto" on the loader; "device" with it is an OptionsError."""
     problem = device_problem(augment_settings(options))
     if options.augment_device == "device":
         if problem:
