@@ -59,9 +59,11 @@ def peak_rss_mib() -> float:
 
 def bare_loop(model_name: str, model_options: dict[str, Any], options: TrainerOptions,
               batches: list[tuple[torch.Tensor, ...]], steps: int, channels_last: bool,
-              fused: bool, compiled: bool = False) -> list[float]:
+              fused: bool, compiled: bool = False, cpu: list[float] | None = None
+              ) -> list[float]:
     """Seconds per step of the plain loop on pre-made batches (inputs, targets, masks);
-    ``compiled``: the model through ``torch.compile`` (its first steps include compiling)."""
+    ``compiled``: the model through ``torch.compile`` (its first steps include compiling);
+    ``cpu``: gets each step's CPU seconds (the process's, all threads)."""
     torch.manual_seed(0)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     model = build_model(model_name, model_options).to(memory_format=fmt)
@@ -77,13 +79,15 @@ def bare_loop(model_name: str, model_options: dict[str, Any], options: TrainerOp
     times = []
     for i in range(steps):
         in_a, tg_a, m_a, in_b, tg_b, m_b = prepared[i % len(prepared)]
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         loss = (_loss(model, loss_fn, forward(in_a, "a"), tg_a, m_a)
                 + _loss(model, loss_fn, forward(in_b, "b"), tg_b, m_b))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         times.append(time.perf_counter() - start)
+        if cpu is not None:
+            cpu.append(time.process_time() - start_cpu)
     return times
 
 
@@ -97,13 +101,16 @@ def _loss(model: SwapModel, loss_fn: FaceLoss, output: torch.Tensor, target: tor
     return loss
 
 
-def swapd_loop(trainer: Trainer, steps: int) -> list[float]:
-    """Wall seconds per ``Trainer.step()`` (its own timer leaves out nothing it does)."""
+def swapd_loop(trainer: Trainer, steps: int, cpu: list[float] | None = None) -> list[float]:
+    """Wall seconds per ``Trainer.step()`` (its own timer leaves out nothing it does);
+    ``cpu`` gets each step's CPU seconds (the process's: the loader's threads included)."""
     times = []
     for _ in range(steps):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         trainer.step()
         times.append(time.perf_counter() - start)
+        if cpu is not None:
+            cpu.append(time.process_time() - start_cpu)
     return times
 
 
@@ -223,19 +230,28 @@ def alternate(args: argparse.Namespace, name: str, model_options: dict[str, Any]
     examples = 2 * args.batch_size
     rounds = []
     for index in range(args.rounds):
+        cpu: list[float] = []
         times = bare_loop(name, model_options, options, batches, args.steps,
-                          "channels_last" in parts, "fused_adam" in parts)
+                          "channels_last" in parts, "fused_adam" in parts, cpu=cpu)
         row: dict[str, Any] = {"bare": summary(times, args.warmup, examples)}
+        row["bare"]["cpu_seconds_per_step"] = round(statistics.median(cpu[args.warmup:]), 4)
         for where in args.augment_devices:
             chosen = options.model_copy(update={"augment_device": where})
             with Trainer(name, model_options, chosen, sets / "a", sets / "b",
                          work / f"{where}_{index}", args.batch_size) as trainer:
                 assert (trainer.loader.device_augmenter is not None) == (where == "device")
                 trainer.step()
-                row[where] = summary(swapd_loop(trainer, args.steps), args.warmup - 1,
+                cpu = []
+                row[where] = summary(swapd_loop(trainer, args.steps, cpu), args.warmup - 1,
                                      examples)
+                row[where]["cpu_seconds_per_step"] = round(
+                    statistics.median(cpu[args.warmup - 1:]), 4)
             row[f"{where}_vs_bare"] = round(row["bare"]["seconds_per_step"]
                                             / row[where]["seconds_per_step"], 3)
+            # CPU seconds a step, bare over swapd: what the pipeline costs in work, which a
+            # machine loaded by others disturbs far less than the wall clock.
+            row[f"{where}_vs_bare_cpu"] = round(row["bare"]["cpu_seconds_per_step"]
+                                                / row[where]["cpu_seconds_per_step"], 3)
         if len(args.augment_devices) == 2:  # the two paths' runs side by side, same round
             row["device_vs_loader"] = round(row["loader"]["seconds_per_step"]
                                             / row["device"]["seconds_per_step"], 3)
@@ -246,10 +262,13 @@ def alternate(args: argparse.Namespace, name: str, model_options: dict[str, Any]
         egs = [r[key]["egs"] for r in rounds]
         out[f"{key}_egs_median"] = statistics.median(egs)
         out[f"{key}_egs_range"] = [min(egs), max(egs)]
+        out[f"{key}_cpu_seconds_median"] = statistics.median(
+            r[key]["cpu_seconds_per_step"] for r in rounds)
     for where in args.augment_devices:
-        ratios = [r[f"{where}_vs_bare"] for r in rounds]
-        out[f"{where}_vs_bare_median"] = statistics.median(ratios)
-        out[f"{where}_vs_bare_range"] = [min(ratios), max(ratios)]
+        for key in (f"{where}_vs_bare", f"{where}_vs_bare_cpu"):
+            ratios = [r[key] for r in rounds]
+            out[f"{key}_median"] = statistics.median(ratios)
+            out[f"{key}_range"] = [min(ratios), max(ratios)]
     if len(args.augment_devices) == 2:
         paired = [r["device_vs_loader"] for r in rounds]
         out["device_vs_loader_median"] = statistics.median(paired)
