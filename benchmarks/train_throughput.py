@@ -15,6 +15,11 @@ Reported: seconds per step (median after warm-up), examples per second (both sid
 swapd / best bare variant, and peak resident memory of the process after each part. With
 ``--also-grayscale`` each model's swapd step is timed a second time as a one-channel model
 (``grayscale = true``, faces converted on load), beside the colour figures.
+
+With ``--augment-devices loader device`` (issue 19) each model is timed in ``--rounds``
+rounds, each round the best bare variant then swapd once per ``augment_device`` in turn (a
+fresh trainer each), so a loaded machine slows all of them alike; reported: each round's
+figures and ratios, their medians and spread.
 """
 
 from __future__ import annotations
@@ -54,9 +59,11 @@ def peak_rss_mib() -> float:
 
 def bare_loop(model_name: str, model_options: dict[str, Any], options: TrainerOptions,
               batches: list[tuple[torch.Tensor, ...]], steps: int, channels_last: bool,
-              fused: bool, compiled: bool = False) -> list[float]:
+              fused: bool, compiled: bool = False, cpu: list[float] | None = None
+              ) -> list[float]:
     """Seconds per step of the plain loop on pre-made batches (inputs, targets, masks);
-    ``compiled``: the model through ``torch.compile`` (its first steps include compiling)."""
+    ``compiled``: the model through ``torch.compile`` (its first steps include compiling);
+    ``cpu``: gets each step's CPU seconds (the process's, all threads)."""
     torch.manual_seed(0)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     model = build_model(model_name, model_options).to(memory_format=fmt)
@@ -72,13 +79,15 @@ def bare_loop(model_name: str, model_options: dict[str, Any], options: TrainerOp
     times = []
     for i in range(steps):
         in_a, tg_a, m_a, in_b, tg_b, m_b = prepared[i % len(prepared)]
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         loss = (_loss(model, loss_fn, forward(in_a, "a"), tg_a, m_a)
                 + _loss(model, loss_fn, forward(in_b, "b"), tg_b, m_b))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         times.append(time.perf_counter() - start)
+        if cpu is not None:
+            cpu.append(time.process_time() - start_cpu)
     return times
 
 
@@ -92,13 +101,16 @@ def _loss(model: SwapModel, loss_fn: FaceLoss, output: torch.Tensor, target: tor
     return loss
 
 
-def swapd_loop(trainer: Trainer, steps: int) -> list[float]:
-    """Wall seconds per ``Trainer.step()`` (its own timer leaves out nothing it does)."""
+def swapd_loop(trainer: Trainer, steps: int, cpu: list[float] | None = None) -> list[float]:
+    """Wall seconds per ``Trainer.step()`` (its own timer leaves out nothing it does);
+    ``cpu`` gets each step's CPU seconds (the process's: the loader's threads included)."""
     times = []
     for _ in range(steps):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         trainer.step()
         times.append(time.perf_counter() - start)
+        if cpu is not None:
+            cpu.append(time.process_time() - start_cpu)
     return times
 
 
@@ -124,6 +136,9 @@ def main() -> None:
                         help="option override (TOML syntax), e.g. width=0.125")
     parser.add_argument("--also-grayscale", action="store_true",
                         help="also time each model's swapd step in grayscale")
+    parser.add_argument("--augment-devices", nargs="+", choices=["loader", "device"],
+                        help="alternate swapd with these augment_device values, in rounds")
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--out", type=Path,
                         default=Path("benchmarks/results/train_throughput.json"))
     args = parser.parse_args()
@@ -166,6 +181,13 @@ def main() -> None:
                 print(name, "bare", key, bare[key], flush=True)
             entry["bare"] = bare
             entry["peak_rss_mib_after_bare"] = round(peak_rss_mib(), 1)
+            if args.augment_devices:
+                best_key = min(bare, key=lambda k: bare[k]["seconds_per_step"])
+                entry["alternating"] = alternate(
+                    args, name, model_options.model_dump(), options, batches, best_key,
+                    sets, Path(tmp) / f"rounds_{name}")
+                results["models"][name] = entry
+                continue
             with Trainer(name, model_options.model_dump(), options, sets / "a", sets / "b",
                          Path(tmp) / f"model_{name}", args.batch_size) as trainer:
                 start = time.perf_counter()
@@ -197,6 +219,62 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results, indent=2))
+
+
+def alternate(args: argparse.Namespace, name: str, model_options: dict[str, Any],
+              options: TrainerOptions, batches: list[tuple[torch.Tensor, ...]], bare_key: str,
+              sets: Path, work: Path) -> dict[str, Any]:
+    """``args.rounds`` rounds of: the bare loop (``bare_key``), then swapd once per
+    ``augment_device`` of ``args.augment_devices``, each from a fresh trainer."""
+    parts = bare_key.split("+")
+    examples = 2 * args.batch_size
+    rounds = []
+    for index in range(args.rounds):
+        cpu: list[float] = []
+        times = bare_loop(name, model_options, options, batches, args.steps,
+                          "channels_last" in parts, "fused_adam" in parts, cpu=cpu)
+        row: dict[str, Any] = {"bare": summary(times, args.warmup, examples)}
+        row["bare"]["cpu_seconds_per_step"] = round(statistics.median(cpu[args.warmup:]), 4)
+        for where in args.augment_devices:
+            chosen = options.model_copy(update={"augment_device": where})
+            with Trainer(name, model_options, chosen, sets / "a", sets / "b",
+                         work / f"{where}_{index}", args.batch_size) as trainer:
+                assert (trainer.loader.device_augmenter is not None) == (where == "device")
+                trainer.step()
+                cpu = []
+                row[where] = summary(swapd_loop(trainer, args.steps, cpu), args.warmup - 1,
+                                     examples)
+                row[where]["cpu_seconds_per_step"] = round(
+                    statistics.median(cpu[args.warmup - 1:]), 4)
+            row[f"{where}_vs_bare"] = round(row["bare"]["seconds_per_step"]
+                                            / row[where]["seconds_per_step"], 3)
+            # CPU seconds a step, bare over swapd: what the pipeline costs in work, which a
+            # machine loaded by others disturbs far less than the wall clock.
+            row[f"{where}_vs_bare_cpu"] = round(row["bare"]["cpu_seconds_per_step"]
+                                                / row[where]["cpu_seconds_per_step"], 3)
+        if len(args.augment_devices) == 2:  # the two paths' runs side by side, same round
+            row["device_vs_loader"] = round(row["loader"]["seconds_per_step"]
+                                            / row["device"]["seconds_per_step"], 3)
+        print(name, "round", index, json.dumps(row), flush=True)
+        rounds.append(row)
+    out: dict[str, Any] = {"bare_variant": bare_key, "rounds": rounds}
+    for key in ["bare", *args.augment_devices]:
+        egs = [r[key]["egs"] for r in rounds]
+        out[f"{key}_egs_median"] = statistics.median(egs)
+        out[f"{key}_egs_range"] = [min(egs), max(egs)]
+        out[f"{key}_cpu_seconds_median"] = statistics.median(
+            r[key]["cpu_seconds_per_step"] for r in rounds)
+    for where in args.augment_devices:
+        for key in (f"{where}_vs_bare", f"{where}_vs_bare_cpu"):
+            ratios = [r[key] for r in rounds]
+            out[f"{key}_median"] = statistics.median(ratios)
+            out[f"{key}_range"] = [min(ratios), max(ratios)]
+    if len(args.augment_devices) == 2:
+        paired = [r["device_vs_loader"] for r in rounds]
+        out["device_vs_loader_median"] = statistics.median(paired)
+        out["device_vs_loader_range"] = [min(paired), max(paired)]
+    print(name, json.dumps({k: v for k, v in out.items() if k != "rounds"}), flush=True)
+    return out
 
 
 if __name__ == "__main__":

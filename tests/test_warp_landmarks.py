@@ -184,7 +184,7 @@ def test_augmenter_carries_landmarks_through_flip_and_transform(
     flips = replay.random(8) < 0.5
     assert flips.any() and not flips.all()
     for i, (target, warped) in enumerate(zip(targets, inputs, strict=True)):
-        matrix = augmenter._random_transform(replay)
+        matrix = augmenter.random_transform(replay)
         on_target = follow(src[chosen], bool(flips[i]), matrix, SIZE)
         expected = follow(dst[chosen], bool(flips[i]), matrix, SIZE)
         keep = inside(on_target) & inside(expected)

@@ -79,7 +79,7 @@ class Augmenter:
             both[flip] = both[flip][:, :, ::-1]
         matrices = []
         for i in range(n):
-            matrices.append(self._random_transform(rng))
+            matrices.append(self.random_transform(rng))
             both[i] = self._apply(both[i], matrices[i])
         targets = np.ascontiguousarray(both[..., :channels])
         masks = np.ascontiguousarray(both[..., channels:])
@@ -108,7 +108,9 @@ class Augmenter:
         lab[..., 0] *= light[:, None, None]
         lab[..., 1:] += (rng.uniform(-self.settings.chroma, self.settings.chroma, (n, 2))
                          * 255)[:, None, None, :]
-        out = cv2.cvtColor(np.clip(lab, 0, 255).astype(np.uint8).reshape(n * size, size, 3),
+        # Rounded, not truncated (which shifted every channel by half a level on average).
+        lab = np.clip(np.rint(lab, out=lab), 0, 255)
+        out = cv2.cvtColor(lab.astype(np.uint8).reshape(n * size, size, 3),
                            cv2.COLOR_LAB2BGR)
         return out.reshape(faces.shape)
 
@@ -127,7 +129,7 @@ class Augmenter:
             faces[i] = cv2.cvtColor(lab, cv2.COLOR_LAB2BGR)
         return faces
 
-    def _random_transform(self, rng: np.random.Generator) -> np.ndarray:
+    def random_transform(self, rng: np.random.Generator) -> np.ndarray:
         """A 2x3 rotation/zoom/shift about the centre, within the settings' ranges."""
         s = self.settings
         angle = rng.uniform(-s.rotation_deg, s.rotation_deg)
@@ -171,7 +173,7 @@ class Augmenter:
         known = np.isfinite(src).all(axis=(1, 2)) & (candidates.shape[1] > 0)
         inputs = []
         for i, target in enumerate(targets):
-            noise = self._grid_noise(rng)
+            noise = self.grid_noise(rng)
             warped = None
             dst = candidates[i, own.integers(candidates.shape[1])] if known[i] else None
             if dst is not None and np.isfinite(dst).all():
@@ -183,11 +185,11 @@ class Augmenter:
             inputs.append(self._grid_warp(target, noise) if warped is None else warped)
         return np.stack(inputs)
 
-    def _grid_noise(self, rng: np.random.Generator) -> np.ndarray:
+    def grid_noise(self, rng: np.random.Generator) -> np.ndarray:
         return rng.normal(scale=self.settings.warp_noise * self.size, size=(2, 5, 5))
 
     def _warp(self, face: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        return self._grid_warp(face, self._grid_noise(rng))
+        return self._grid_warp(face, self.grid_noise(rng))
 
     def _grid_warp(self, face: np.ndarray, noise: np.ndarray) -> np.ndarray:
         """The 5x5 control grid moved by ``noise`` (2, 5, 5), as a dense map, applied."""

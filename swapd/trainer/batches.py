@@ -3,6 +3,8 @@
 :class:`BatchLoader` draws faces from two :class:`~swapd.trainer.data.FaceSet` (by yaw band
 with ``uniform_yaw``), augments them (:mod:`swapd.trainer.augment`, warping to the other side's
 landmarks with ``warp_to_landmarks``) and keeps a few batches ready for the training step.
+With a ``device`` the threads only gather the uint8 faces and draw the augmentation's random
+choices, and :meth:`BatchLoader.get` augments them there (:mod:`swapd.trainer.augment_device`).
 """
 
 from __future__ import annotations
@@ -12,26 +14,31 @@ import threading
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from swapd.trainer.augment import Augmenter, AugmentSettings
+from swapd.trainer.augment_device import DeviceAugmenter, RawBatch, RawSide, draw_augment
 from swapd.trainer.data import FaceSet, FaceSetError, to_tensor_layout
 from swapd.trainer.warp_landmarks import ClosestMatches
+
+Pixels = np.ndarray | torch.Tensor  # numpy from the loader's threads, tensors from a device
 
 
 @dataclass
 class Batch:
     """One training batch per side: warped inputs, their targets and the targets' masks
     (face, eyes, mouth), all float32 NCHW in [0, 1]; and per face whether its mask was drawn
-    from landmarks (float32 (N,), 1 or 0: an all-face mask must not teach a learned mask)."""
+    from landmarks (float32 (N,), 1 or 0: an all-face mask must not teach a learned mask).
+    Numpy arrays, or tensors on the training device when it augments."""
 
-    input_a: np.ndarray
-    target_a: np.ndarray
-    mask_a: np.ndarray
-    input_b: np.ndarray
-    target_b: np.ndarray
-    mask_b: np.ndarray
-    mask_known_a: np.ndarray
-    mask_known_b: np.ndarray
+    input_a: Pixels
+    target_a: Pixels
+    mask_a: Pixels
+    input_b: Pixels
+    target_b: Pixels
+    mask_b: Pixels
+    mask_known_a: Pixels
+    mask_known_b: Pixels
 
 
 class LoaderClosedError(RuntimeError):
@@ -57,10 +64,14 @@ class BatchLoader:
         prefetch: int = 3,
         workers: int = 1,
         shard: tuple[int, int] = (0, 1),
+        device: torch.device | None = None,
     ) -> None:
         """``shard`` (rank, world size): under DistributedDataParallel each process draws the
         same global batch of ``batch_size`` faces per side and keeps its own share, so the
-        processes together train on exactly the faces one process would (with one worker)."""
+        processes together train on exactly the faces one process would (with one worker).
+        ``device``: augment there, in :meth:`get` (its caller's thread), not in the threads;
+        the same random choices for the same seed (ValueError for settings only the threads
+        can apply)."""
         if set_a.size != set_b.size:
             raise ValueError("both face sets must have the same crop size")
         if workers < 1:
@@ -72,6 +83,8 @@ class BatchLoader:
         self.batch_size = batch_size
         self._share = slice(rank * batch_size // world, (rank + 1) * batch_size // world)
         self._augmenter = Augmenter(set_a.size, augment)
+        self.device_augmenter = (None if device is None
+                                 else DeviceAugmenter(set_a.size, augment, device))
         # Warp to landmarks: each side's faces matched with the other side's closest ones.
         self._matches = (ClosestMatches() if augment.warp and augment.warp_to_landmarks
                          else None)
@@ -84,7 +97,7 @@ class BatchLoader:
         # the order of batches is fixed by the seed however the threads race (and every
         # process of a DDP group takes its share of the same global draw at each step).
         depth = max(2, -(-prefetch // workers))
-        self._queues: list[queue.Queue[Batch | BaseException]] = [
+        self._queues: list[queue.Queue[Batch | RawBatch | BaseException]] = [
             queue.Queue(maxsize=depth) for _ in range(workers)]
         self._next = 0
         self._stop = threading.Event()
@@ -94,14 +107,16 @@ class BatchLoader:
         for thread in self._threads:
             thread.start()
 
-    def _make(self, rngs: tuple[np.random.Generator, np.random.Generator]) -> Batch:
+    def _make(self, rngs: tuple[np.random.Generator, np.random.Generator]
+              ) -> Batch | RawBatch:
         """Draw and augment one batch of each side. Both sets' arrays are read once, so faces,
         masks, landmarks (and the match table) agree even while a refresh replaces them. With
         warp to landmarks each face comes with the landmarks of its closest matches on the
         other side (the augmenter draws one)."""
         draw, augment = rngs
         snapshots = (self.set_a.arrays, self.set_b.arrays)
-        parts: dict[str, np.ndarray] = {}
+        parts: dict[str, Pixels] = {}
+        raw: dict[int, RawSide] = {}
         for side, face_set in enumerate((self.set_a, self.set_b)):
             own, other = snapshots[side], snapshots[1 - side]
             idx = face_set.draw(draw, self.batch_size, own)[self._share]
@@ -113,17 +128,22 @@ class BatchLoader:
                                       np.nan)
                 landmarks = (own.landmarks[idx], candidates.astype(np.float32))
             faces, face_masks = face_set.take(idx, own)
+            known = own.mask_known[idx].astype(np.float32)
+            if self.device_augmenter is not None:  # the device augments: only the draw here
+                choices = draw_augment(self._augmenter, len(idx), faces.shape[-1], augment)
+                raw[side] = RawSide(faces, face_masks, known, choices)
+                continue
             inputs, targets, masks = self._augmenter(faces, augment, face_masks,
                                                      landmarks=landmarks)
             name = "ab"[side]
             parts |= {f"input_{name}": to_tensor_layout(inputs),
                       f"target_{name}": to_tensor_layout(targets),
                       f"mask_{name}": to_tensor_layout(masks),
-                      f"mask_known_{name}": own.mask_known[idx].astype(np.float32)}
-        return Batch(**parts)
+                      f"mask_known_{name}": known}
+        return Batch(**parts) if not raw else RawBatch(raw[0], raw[1])
 
-    def _put(self, item: Batch | BaseException,
-             out: queue.Queue[Batch | BaseException]) -> bool:
+    def _put(self, item: Batch | RawBatch | BaseException,
+             out: queue.Queue[Batch | RawBatch | BaseException]) -> bool:
         while not self._stop.is_set():
             try:
                 out.put(item, timeout=0.1)
@@ -133,10 +153,10 @@ class BatchLoader:
         return False
 
     def _run(self, rngs: tuple[np.random.Generator, np.random.Generator],
-             out: queue.Queue[Batch | BaseException]) -> None:
+             out: queue.Queue[Batch | RawBatch | BaseException]) -> None:
         while not self._stop.is_set():
             try:
-                item: Batch | BaseException = self._make(rngs)
+                item: Batch | RawBatch | BaseException = self._make(rngs)
             except FaceSetError:
                 # A folder emptied mid-training: wait for faces to come back (the trainer
                 # reports the empty set itself) rather than ending the thread.
@@ -167,7 +187,19 @@ class BatchLoader:
             self._next = (self._next + 1) % len(self._queues)
             if isinstance(item, BaseException):
                 raise item
+            if isinstance(item, RawBatch):
+                return self._on_device(item)
             return item
+
+    def _on_device(self, raw: RawBatch) -> Batch:
+        assert self.device_augmenter is not None
+        parts: dict[str, Pixels] = {}
+        for name, side in (("a", raw.a), ("b", raw.b)):
+            inputs, targets, masks = self.device_augmenter.side(side)
+            parts |= {f"input_{name}": inputs, f"target_{name}": targets,
+                      f"mask_{name}": masks,
+                      f"mask_known_{name}": torch.from_numpy(side.mask_known)}
+        return Batch(**parts)
 
     def close(self) -> None:
         """Stop the threads and drop queued batches; safe to call twice."""

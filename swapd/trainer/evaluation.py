@@ -44,9 +44,10 @@ class Evaluator:
     # What each preview row's face mask is, per side (the tint shows it: see overlay_mask).
     _preview_sources: tuple[list[str | None], list[str | None]] = ([], [])
 
-    def _tensor(self, array: np.ndarray) -> torch.Tensor:
-        tensor = torch.from_numpy(array)
-        if self.device.type == "cuda":
+    def _tensor(self, array: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """A batch's array on the device (a tensor augmented there already is)."""
+        tensor = array if isinstance(array, torch.Tensor) else torch.from_numpy(array)
+        if self.device.type == "cuda" and tensor.device.type != "cuda":
             tensor = tensor.pin_memory().to(self.device, non_blocking=True)
         return tensor.contiguous(memory_format=self._memory_format)
 

@@ -18,13 +18,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from swapd.fsutil import FolderLock
 from swapd.trainer import setup
+from swapd.trainer.batches import Pixels
 from swapd.trainer.checkpoint import (
     CHECKPOINT_NAME,
     LOCK_NAME,
@@ -177,7 +177,8 @@ class Trainer(Evaluator):
             self.drew_faces = self.output_spread() >= DRAWN_FACES
         self.loader = setup.batch_loader(
             (self.set_a, self.set_b), batch_size, options, self.iteration,
-            setup.loader_workers(options, self.device), self.distributed)
+            setup.loader_workers(options, self.device), self.distributed,
+            self.device if setup.augments_on_device(options, self.device) else None)
         both = BothSides(self.model)
         self._both: nn.Module = (both if self.distributed is None else DistributedDataParallel(
             both, device_ids=[self.device.index] if self.device.type == "cuda" else None))
@@ -368,8 +369,8 @@ class Trainer(Evaluator):
         face_set = self.set_a if side == "a" else self.set_b
         face_set.set_focus(names, self.options.focus_weight)
 
-    def _side_loss(self, output: torch.Tensor, target: np.ndarray, masks: np.ndarray,
-                   mask_known: np.ndarray) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def _side_loss(self, output: torch.Tensor, target: Pixels, masks: Pixels, mask_known: Pixels
+                   ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """One side's loss per face and its components: the face loss on the drawn face and,
         for a model that learns its mask, the mask's own loss against the landmark face mask
         (MSE, times ``mask_loss_weight``; component "mask") on faces whose mask was drawn from
@@ -379,7 +380,7 @@ class Trainer(Evaluator):
         per_image, parts = self._loss_fn.breakdown(face, self._tensor(target), masks_t)
         if learned is not None:
             mask_loss = (learned.float() - masks_t[:, 0:1]).square().mean(dim=(1, 2, 3))
-            known = torch.from_numpy(mask_known).to(mask_loss.device)
+            known = torch.as_tensor(mask_known).to(mask_loss.device)
             mask_loss = mask_loss * known * self.options.mask_loss_weight
             per_image = per_image + mask_loss
             parts = {**parts, "mask": mask_loss.mean().detach()}

@@ -120,6 +120,11 @@ class TrainerOptions(BaseModel):
     loader_workers: int = Field(
         0, ge=0, le=32, description="threads building batches; 0 = auto: 1 on the CPU "
         "(reproducible order, and torch needs the cores), up to 4 beside a GPU")
+    augment_device: Literal["auto", "loader", "device"] = Field(
+        "auto", description="where batches are augmented: in the batch loader's threads "
+        "(OpenCV, per face), or on the training device (batched torch: the loader only gathers "
+        "uint8 faces); auto: the device on a GPU, the loader on the CPU (measured faster "
+        "there). warp_to_landmarks runs in the loader only")
     mixed_precision: Literal["off", "bf16", "fp16"] = Field(
         "off", description="CUDA only: bf16 autocast, or fp16 autocast with a gradient "
         "scaler (GPUs without bf16); true means bf16")

@@ -17,6 +17,7 @@ import torch
 from swapd import threads
 from swapd.faces.masks import MASK_CHANNELS
 from swapd.trainer.augment import AugmentSettings
+from swapd.trainer.augment_device import device_problem
 from swapd.trainer.batches import BatchLoader
 from swapd.trainer.checkpoint import CHECKPOINT_NAME, CheckpointError, load_checkpoint
 from swapd.trainer.data import (
@@ -230,18 +231,41 @@ def preview_mask_sources(face_set: FaceSet, options: TrainerOptions) -> list[str
     return [sources[i] for i in preview_rows(face_set, options)]
 
 
+def augment_settings(options: TrainerOptions) -> AugmentSettings:
+    """The augmentation the options ask for."""
+    return AugmentSettings(warp=options.warp, warp_to_landmarks=options.warp_to_landmarks,
+                           flip=options.flip, rotation_deg=options.rotation, zoom=options.zoom,
+                           shift=options.shift, colour=options.colour_jitter,
+                           clahe=options.clahe, clahe_max_grid=options.clahe_max_grid)
+
+
+def augments_on_device(options: TrainerOptions, device: torch.device) -> bool:
+    """Whether batches are augmented on the training device (``augment_device``): "auto"
+    chooses it on a GPU, where the loader's per-face OpenCV calls are the limit, and the
+    loader on the CPU, where the loader's threads run beside the step and the device path
+    would run in it (docs/benchmarks.md, issue 19). Warp to landmarks, which only the loader
+    has, keeps "auto" on the loader; "device" with it is an OptionsError."""
+    problem = device_problem(augment_settings(options))
+    if options.augment_device == "device":
+        if problem:
+            raise OptionsError(f"augment_device = 'device': {problem}; set augment_device "
+                               f"= 'loader' or 'auto'")
+        return True
+    return options.augment_device == "auto" and device.type == "cuda" and problem is None
+
+
 def batch_loader(sets: tuple[FaceSet, FaceSet], batch_size: int, options: TrainerOptions,
-                 iteration: int, workers: int, distributed: Distributed | None) -> BatchLoader:
+                 iteration: int, workers: int, distributed: Distributed | None,
+                 device: torch.device | None = None) -> BatchLoader:
     """The background loader of augmented batches, seeded by the seed and the iteration (a
-    resumed model draws on from where it was)."""
+    resumed model draws on from where it was). With ``device`` (augmenting there: see
+    :func:`augments_on_device`) the loader gathers uint8 faces and :meth:`BatchLoader.get`
+    augments them on it."""
+    settings = augment_settings(options)
     return BatchLoader(
-        *sets, batch_size,
-        AugmentSettings(warp=options.warp, warp_to_landmarks=options.warp_to_landmarks,
-                        flip=options.flip, rotation_deg=options.rotation, zoom=options.zoom,
-                        shift=options.shift, colour=options.colour_jitter,
-                        clahe=options.clahe, clahe_max_grid=options.clahe_max_grid),
-        seed=[options.seed, iteration], workers=workers,
-        shard=(0, 1) if distributed is None else (distributed.rank, distributed.world_size))
+        *sets, batch_size, settings, seed=[options.seed, iteration], workers=workers,
+        shard=(0, 1) if distributed is None else (distributed.rank, distributed.world_size),
+        device=device)
 
 
 def new_session(iteration: int, batch_size: int) -> dict[str, Any]:
