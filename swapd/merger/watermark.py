@@ -12,7 +12,11 @@ Scheme ``swapd-wm-v2``
 * :func:`embed` interpolates the cells bilinearly (a smooth, low/mid-frequency pattern:
   what scaling, JPEG and H.264 keep) and adds it to B, G and R alike (luminance only, so
   chroma subsampling cannot hurt it), at 2 grey levels on flat areas up to 4.5 where
-  texture masks it (:mod:`swapd.merger.watermark_search` explains detection).
+  texture masks it (:mod:`swapd.merger.watermark_search` explains detection).  On flat
+  areas the rounding to whole grey levels is dithered (a fixed noise pattern): plain
+  rounding cut the +-2 pattern into flat steps with crisp one-level edges, which showed the
+  cell grid in a 400 % crop; dithered, the same mean change has no edges (in images: an
+  H.264 encode re-quantises it into its own blocks, see docs/benchmarks.md).
 * :func:`detect` averages the frames of a file at a low working resolution (the mark is
   fixed to the frame, the content moves, so averaging strengthens the one and smooths the
   other), whitens it, and searches scale, rotation (+-2.4 deg), horizontal flip and
@@ -56,6 +60,7 @@ Z_THRESHOLD = 8.2
 MIN_SIZE = 64
 HYPOTHESES = search.HYPOTHESES
 _BLOCK = 8  # texture is measured per 8x8 block
+_DITHER_SEED = 0x17D1
 
 __all__ = ["CELLS", "TILE", "SCHEME", "Z_THRESHOLD", "MIN_SIZE", "HYPOTHESES",
            "WatermarkEvidence", "WatermarkError", "Detector", "embed", "detect",
@@ -114,6 +119,16 @@ def _unit_pattern(h: int, w: int) -> np.ndarray:
     return pattern
 
 
+@lru_cache(maxsize=2)
+def _dither(h: int, w: int) -> np.ndarray:
+    """Fixed uniform noise in [-0.5, 0.5) over an (h, w) frame (float32): added before the
+    rounding, it spreads the mark's fraction of a grey level over pixels (a mean-preserving
+    dither) instead of cutting it into steps."""
+    noise = np.random.default_rng(_DITHER_SEED).random((h, w), dtype=np.float32) - 0.5
+    noise.setflags(write=False)
+    return noise
+
+
 def _luma(frame: np.ndarray) -> np.ndarray:
     if frame.ndim == 2 or frame.shape[2] == 1:
         return frame.reshape(frame.shape[:2])
@@ -164,7 +179,13 @@ def embed(frame_bgr: np.ndarray) -> np.ndarray:
     h, w = frame_bgr.shape[:2]
     if not _big_enough(frame_bgr):
         raise WatermarkError(f"frame {w}x{h} is smaller than {MIN_SIZE}x{MIN_SIZE}")
-    mark = cv2.multiply(_unit_pattern(h, w), _amplitude(_luma(frame_bgr)))
+    amplitude = _amplitude(_luma(frame_bgr))
+    mark = cv2.multiply(_unit_pattern(h, w), amplitude)
+    # Dither the rounding on flat areas (weight 1 at AMP_FLAT, 0 from AMP_FLAT + 1 up):
+    # texture masks the steps, the noise would only cost codec bits there, and the peak stays
+    # where plain rounding put it (a + (AMP_FLAT + 1 - a) / 2 <= AMP_FLAT + 1).
+    flatness = np.maximum(np.float32(AMP_FLAT + 1.0) - amplitude, np.float32(0.0))
+    mark = cv2.add(mark, cv2.multiply(_dither(h, w), flatness))
     # One rounding pass to uint8 around an offset of 8 (|mark| <= AMP_TEXTURE < 8), then
     # saturating arithmetic splits it: pos = max(m, 0), neg = max(-m, 0) = (255 - u) - 247;
     # clip(frame + mark) without an int16 round trip.
