@@ -401,7 +401,8 @@ def write_doc(results: list[Result], path: Path, args: argparse.Namespace) -> No
     lines += ["", "## What did not survive", ""]
     lines += [f"- {s}: {f}" for s, f in failed] or ["Nothing."]
     lines += ["", "Not here: the systemd units' hardening, checked by "
-              "`tests/test_systemd_units.py` (what was and was not verified: the README's "
+              "`tests/test_systemd_units.py` and `scripts/systemd_check.py` (the system unit "
+              "started under a real systemd; what was and was not verified: the README's "
               "\"Running as a service\"), and the 20 SIGKILLs of `swapd train` of "
               "`tests/test_crash_safety.py`."]
     lines += ["", "## The scenarios", "", (__doc__ or "").split("\n\n", 2)[2].split(

@@ -11,10 +11,13 @@
 #   ffmpeg (ffprobe for tests; swapd itself falls back to imageio-ffmpeg's ffmpeg),
 #   chromium + chromium-driver (the dashboard's browser test),
 #   strace (the test that watches saves fsync in order),
-#   systemd (only for systemd-analyze: the units' verify and security tests; no service is
-#   started, and nothing in it runs unless systemd is the init) and python3-seccomp (the
+#   systemd (systemd-analyze for the units' verify and security tests, and the systemd that
+#   scripts/systemd_check.py boots in namespaces of its own; nothing of it runs on the machine
+#   itself unless systemd is the init) and python3-seccomp (the
 #   system python's libseccomp binding: scripts/unit_sandbox.py applies the units' system-call
-#   filter by hand where systemd cannot start them).
+#   filter by hand where systemd cannot start them); dbus-daemon and iproute2 for
+#   scripts/systemd_check.py, which boots a systemd in namespaces of its own and starts the
+#   unit there (nothing outside them is touched).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -41,6 +44,8 @@ command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
 command -v strace >/dev/null 2>&1 || missing+=(strace)
 command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
 /usr/bin/python3 -c "import seccomp" >/dev/null 2>&1 || missing+=(python3-seccomp)
+command -v dbus-daemon >/dev/null 2>&1 || missing+=(dbus-daemon)
+command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 if ((${#missing[@]})); then
     if command -v apt-get >/dev/null 2>&1; then
         SUDO=""
