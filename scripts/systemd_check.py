@@ -1,6 +1,6 @@
 """Boot a real systemd, start swapd's hardened unit under it and train a demo job there.
 
-    sudo .venv/bin/python scripts/systemd_check.py [--unit systemd/swapd.service]
+    sudo .venv/bin/python scripts/systemd_check.py [--user] [--unit UNIT]
         [--iterations 40] [--timeout 900] [--out test-artifacts/systemd_check.json]
 
 Where no systemd runs as PID 1 (a container, CI), one can still boot in namespaces of its own:
@@ -11,7 +11,9 @@ file is installed as it ships (not one directive changed), with what it expects 
 ``swapd`` user (a private copy of /etc/passwd), ``/opt/swapd`` as a venv of the system's
 Python 3 holding swapd's installed packages and the landmark model, and
 ``/var/lib/swapd/workspace`` with the demo's synthetic faces, clip and a job cut to
-``--iterations``.
+``--iterations``. With ``--user`` the user unit goes in that user's ``~/.config/systemd/user``
+and runs under its own user manager (``user@.service``, with D-Bus and logind), on the
+default workspace in its home.
 
 Then: ``systemctl start`` (Type=notify: it returns once swapd says it is ready), the job
 trains, saves, exports and merges the clip (torch, onnxruntime and ffmpeg under the unit's
@@ -40,6 +42,9 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
+UID = 990  # the swapd user's, inside
+SYSTEM_WORKSPACE = "/var/lib/swapd/workspace"  # the system unit's --workspace
+USER_WORKSPACE = "/var/lib/swapd/.local/share/swapd"  # the user unit's: the default, in its home
 SKIP = 77
 PY = f"python{sys.version_info.major}.{sys.version_info.minor}"
 
@@ -54,11 +59,11 @@ ip link set lo up
 ip addr add 10.9.9.9/32 dev lo  # an address that is not localhost, for the firewall probe
 mkdir -p /run/systemd/system /run/swapd-etc /var/lib/swapd /opt/swapd/bin \
     "/opt/swapd/lib/$PY/site-packages"
-cp /etc/passwd /etc/group /run/swapd-etc/
-echo "swapd:x:990:990:swapd:/var/lib/swapd:/usr/sbin/nologin" >> /run/swapd-etc/passwd
-echo "swapd:x:990:" >> /run/swapd-etc/group
-mount --bind /run/swapd-etc/passwd /etc/passwd
-mount --bind /run/swapd-etc/group /etc/group
+cp /etc/passwd /etc/group /etc/shadow /run/swapd-etc/
+echo "swapd:x:$SWAPD_UID:$SWAPD_UID:swapd:/var/lib/swapd:/usr/sbin/nologin" >> /run/swapd-etc/passwd
+echo "swapd:x:$SWAPD_UID:" >> /run/swapd-etc/group
+echo "swapd:!:20000::::::" >> /run/swapd-etc/shadow  # (PAM wants one, for the user manager)
+for f in passwd group shadow; do mount --bind "/run/swapd-etc/$f" "/etc/$f"; done
 # /opt/swapd: a venv of the system's Python holding swapd's packages (as an install would be)
 ln -s "/usr/bin/$PY" /opt/swapd/bin/python
 printf 'home = /usr/bin\ninclude-system-site-packages = false\n' > /opt/swapd/pyvenv.cfg
@@ -69,7 +74,7 @@ fi
 printf '#!/opt/swapd/bin/python\nimport sys\nfrom swapd.cli import main\nsys.exit(main())\n' \
     > /opt/swapd/bin/swapd
 chmod 755 /opt/swapd/bin/swapd
-cp "$UNIT" /run/systemd/system/swapd.service
+if [ "$USER_UNIT" = 0 ]; then cp "$UNIT" /run/systemd/system/swapd.service; fi
 # Boot into a target with nothing in it, and keep away what the machine's own units would
 # start beside swapd (its database, mDNS, udev, sysctl and module loading).
 printf '[Unit]\nDescription=swapd check\nDefaultDependencies=no\n' \
@@ -86,11 +91,16 @@ exec env container=other /usr/bin/systemd --system --unit=swapd-check.target
 class Booted:
     """The namespaces and the systemd in them; commands run inside with nsenter."""
 
-    def __init__(self, unit: Path, log: Path) -> None:
-        env = {**os.environ, "UNIT": str(unit), "PREFIX": sys.prefix, "PY": PY}
+    def __init__(self, unit: Path, log: Path, user: bool) -> None:
+        env = {**os.environ, "UNIT": str(unit), "PREFIX": sys.prefix, "PY": PY,
+               "USER_UNIT": str(int(user)), "SWAPD_UID": str(UID)}
+        # the user unit is the swapd user's, under its own user manager
+        self.ctl = (["runuser", "-u", "swapd", "--", "env", f"XDG_RUNTIME_DIR=/run/user/{UID}",
+                     "systemctl", "--user"] if user else ["systemctl"])
+        self.workspace = USER_WORKSPACE if user else SYSTEM_WORKSPACE
         self.log = log.open("wb")
         self.process = subprocess.Popen(
-            ["unshare", "--pid", "--fork", "--mount", "--net", "--kill-child",
+            ["unshare", "--pid", "--fork", "--mount", "--mount-proc", "--net", "--kill-child",
              "bash", "-c", INNER], env=env, stdout=self.log, stderr=subprocess.STDOUT)
         self.pid = 0
 
@@ -119,7 +129,7 @@ class Booted:
         return Path(f"/proc/{self.pid}/root{inside}")
 
     def show(self, *props: str) -> dict[str, str]:
-        out = self.run("systemctl", "show", "swapd", *(f"-p{p}" for p in props)).stdout
+        out = self.run(*self.ctl, "show", "swapd", *(f"-p{p}" for p in props)).stdout
         return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
 
     def close(self) -> None:
@@ -174,19 +184,29 @@ def cannot_boot() -> str | None:
     return None
 
 
-def make_workspace(booted: Booted, iterations: int) -> None:
+def make_workspace(booted: Booted, iterations: int, user_unit: Path | None) -> None:
+    """The demo's workspace where the unit expects it; for the user unit, also the unit in
+    the user's systemd folder and its venv where its ExecStart looks (%h/.local/share)."""
     script = ("from swapd.workspace import Workspace\n"
               "from swapd.demo.workspace import create_demo_workspace\n"
-              "ws = Workspace.open('/var/lib/swapd/workspace')\n"
+              f"ws = Workspace.open({booted.workspace!r})\n"
               f"create_demo_workspace(ws, iterations={iterations})\n")
     booted.run("/opt/swapd/bin/python", "-c", script, timeout=600)
+    if user_unit is not None:
+        booted.run("mkdir", "-p", "/var/lib/swapd/.config/systemd/user")
+        booted.run("cp", str(user_unit), "/var/lib/swapd/.config/systemd/user/swapd.service")
+        booted.run("ln", "-s", "/opt/swapd", "/var/lib/swapd/.local/share/swapd-venv")
     booted.run("chown", "-R", "swapd:swapd", "/var/lib/swapd")
+    if user_unit is not None:  # its user manager, as a login would start it
+        for unit in ("dbus.socket", "systemd-logind.service", f"user@{UID}.service"):
+            booted.run("systemctl", "start", unit)
 
 
 STATE = """
 import json
+import sys
 from swapd.state import StateStore
-store = StateStore("/var/lib/swapd/workspace/.swapd/state.db", readonly=True)
+store = StateStore(sys.argv[1] + "/.swapd/state.db", readonly=True)
 row, merge, export = (store.job("demo"), store.latest_artifact("demo", "merge"),
                       store.latest_artifact("demo", "export"))
 print(json.dumps({} if row is None else {
@@ -199,7 +219,8 @@ print(json.dumps({} if row is None else {
 def job_state(booted: Booted) -> dict[str, Any]:
     """The demo job's state, and the export and merged file the service recorded (their
     paths inside), read inside (the database's WAL wants its own mount namespace)."""
-    read = booted.run("/opt/swapd/bin/python", "-c", STATE, check=False, timeout=60)
+    read = booted.run("/opt/swapd/bin/python", "-c", STATE, booted.workspace, check=False,
+                      timeout=60)
     return json.loads(read.stdout) if read.returncode == 0 and read.stdout.strip() else {}
 
 
@@ -209,19 +230,21 @@ def check(args: argparse.Namespace, work: Path) -> dict[str, Any]:
 
     found: dict[str, Any] = {"unit": str(args.unit), "problems": []}
     problems: list[str] = found["problems"]
-    booted = Booted(args.unit.resolve(), work / "systemd.log")
+    booted = Booted(args.unit.resolve(), work / "systemd.log", args.user)
     try:
         found["system"] = booted.wait_running(120)
         if found["system"] not in ("running", "degraded"):
             return found
-        make_workspace(booted, args.iterations)
+        make_workspace(booted, args.iterations, args.unit.resolve() if args.user else None)
         started = time.monotonic()
-        start = booted.run("systemctl", "start", "swapd", check=False)
+        start = booted.run(*booted.ctl, "start", "swapd", check=False)
         found["seconds_to_ready"] = round(time.monotonic() - started, 1)
         if start.returncode:
             problems.append(f"systemctl start failed: {start.stderr.strip()}")
             return found
-        found["security"] = booted.run("systemd-analyze", "security", "swapd", "--no-pager",
+        analyze = (booted.ctl[:-2] + ["systemd-analyze", "--user"] if args.user
+                   else ["systemd-analyze"])
+        found["security"] = booted.run(*analyze, "security", "swapd", "--no-pager",
                                        check=False).stdout.strip().splitlines()[-1:]
         end, state = time.monotonic() + args.timeout, {}
         while time.monotonic() < end:
@@ -245,19 +268,22 @@ def check(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             found["verdict"] = verdict_line(result)
             if not result.marked:
                 problems.append(f"the merged file is not marked: {found['verdict']}")
-        stop = booted.run("systemctl", "stop", "swapd", check=False, timeout=120)
+        stop = booted.run(*booted.ctl, "stop", "swapd", check=False, timeout=120)
         shown = booted.show("Result", "ExecMainStatus", "NRestarts", "ActiveState")
         found["after_stop"] = shown
         if stop.returncode or shown["Result"] != "success" or shown["ExecMainStatus"] != "0":
             problems.append(f"did not stop cleanly: {shown}")
         if shown["NRestarts"] != "0":
             problems.append(f"systemd restarted it {shown['NRestarts']} times")
-        journal = booted.run("journalctl", "-u", "swapd", "--no-pager", "-o", "cat",
-                             check=False).stdout
+        journal = booted.run("journalctl", "--no-pager", "-o", "cat",
+                             "_SYSTEMD_USER_UNIT=swapd.service" if args.user
+                             else "_SYSTEMD_UNIT=swapd.service", check=False).stdout
         (work / "journal.txt").write_text(journal)
         found["journal_tail"] = journal.splitlines()[-6:]
         boot = booted.run("journalctl", "-b", "--no-pager", "-o", "cat", check=False).stdout
         (work / "boot_journal.txt").write_text(boot)
+        if args.user:  # (a user manager has no IP firewall to give: the unit sets none)
+            return found
         found["ip_firewall"] = firewall(booted, args.unit)
         wall = found["ip_firewall"]  # nothing listens: localhost refuses; the other is dropped
         if wall.get("127.0.0.1") != "111" or wall.get("10.9.9.9") not in ("1", "timeout"):
@@ -269,12 +295,17 @@ def check(args: argparse.Namespace, work: Path) -> dict[str, Any]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--unit", type=Path, default=REPO / "systemd" / "swapd.service")
+    parser.add_argument("--user", action="store_true", help="the user unit, under the "
+                        "swapd user's own user manager (default: the system unit)")
+    parser.add_argument("--unit", type=Path, help="default: systemd/swapd.service, or "
+                        "systemd/swapd-user.service with --user")
     parser.add_argument("--iterations", type=int, default=40)
     parser.add_argument("--timeout", type=float, default=900)
     parser.add_argument("--out", type=Path, default=REPO / "test-artifacts" /
                         "systemd_check.json")
     args = parser.parse_args()
+    args.unit = args.unit or REPO / "systemd" / ("swapd-user.service" if args.user
+                                                 else "swapd.service")
     why = cannot_boot()
     if why:
         print(f"cannot boot a systemd here: {why}")

@@ -166,14 +166,17 @@ def test_the_service_trains_exports_and_merges_under_the_units_filter(
     assert "Operation not permitted" not in svc.log()
 
 
-@pytest.mark.slow  # boots a systemd, trains a demo job, exports and merges: 3-5 min on 2 cores
+@pytest.mark.slow  # boots a systemd, trains a demo job, exports and merges: about 1 min
+@pytest.mark.parametrize("kind", ["system", "user"])
 def test_the_hardened_unit_starts_trains_merges_and_stops_under_a_real_systemd(
-        tmp_path: Path) -> None:
+        kind: str, tmp_path: Path) -> None:
     """scripts/systemd_check.py: systemd as PID 1 in namespaces of its own, the unit as it
-    ships, the demo job trained, exported and merged under it, a clean `systemctl stop`."""
-    require_tools("unshare", "nsenter", "systemctl", "ip", "dbus-daemon")
+    ships (the user unit under the swapd user's user manager), the demo job trained, exported
+    and merged under it, a clean `systemctl stop`."""
+    require_tools("unshare", "nsenter", "systemctl", "ip", "dbus-daemon", "runuser")
     out = tmp_path / "systemd_check.json"
     done = subprocess.run([sys.executable, str(REPO / "scripts" / "systemd_check.py"),
+                           *(["--user"] if kind == "user" else []),
                            "--iterations", "30", "--timeout", "600", "--out", str(out)],
                           capture_output=True, text=True, timeout=900)
     if done.returncode == 77:  # the machine (not root, no namespaces), not the unit: say so
@@ -186,3 +189,9 @@ def test_the_hardened_unit_starts_trains_merges_and_stops_under_a_real_systemd(
     assert "disagree" not in found["verdict"]
     assert found["after_stop"] == {"Result": "success", "ExecMainStatus": "0",
                                    "NRestarts": "0", "ActiveState": "inactive"}
+    score = float(re.search(r"exposure level for swapd.service: ([\d.]+)",
+                            found["security"][-1]).group(1))
+    assert score <= MAX_SCORE[kind]  # the loaded unit, as systemd itself scores it
+    if kind == "system":  # the unit's IPAddressDeny=any, IPAddressAllow=localhost
+        assert found["ip_firewall"]["127.0.0.1"] == "111"  # through (nothing listens)
+        assert found["ip_firewall"]["10.9.9.9"] in ("1", "timeout")  # dropped
