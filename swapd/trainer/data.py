@@ -30,7 +30,6 @@ from swapd.faces.alignment import (
     aligned_matrix,
     recentre_matrix,
     transform_points,
-    warp_face,
 )
 from swapd.faces.masks import (
     FACE,
@@ -43,76 +42,30 @@ from swapd.faces.masks import (
 from swapd.faces.validate import BadFaceError, FaceLayout, face_files, inspect_face_bytes
 from swapd.trainer.face_cache import BoundedFaces, release_freed_memory
 from swapd.trainer.landmark_finder import FoundLandmarks, LandmarkFinder
+from swapd.trainer.model_crop import (
+    crop_for_model,
+    crop_landmarks,
+    decode_face,
+    landmarks_inside,
+    to_tensor_layout,
+    warp_aligned,
+)
 
 log = logging.getLogger(__name__)
 
-__all__ = ["FoundLandmarks", "LandmarkFinder"]  # (from landmark_finder, where they moved)
+# (from landmark_finder and model_crop, where they moved)
+__all__ = ["FoundLandmarks", "LandmarkFinder", "crop_for_model", "crop_landmarks",
+           "to_tensor_layout"]
 
 
 class FaceSetError(FileProblem, ValueError):
     """A face folder that is missing or holds no usable face."""
 
 
-def crop_for_model(img: np.ndarray, size: int, coverage: float) -> np.ndarray:
-    """Centre crop keeping ``coverage`` of a square face's side, resized to ``size``.
-
-    The one definition of the model crop: training and merging both call it. Works for
-    HxW and HxWxC arrays; the result keeps ``img``'s dtype and channel count.
-    """
-    h, w = img.shape[:2]
-    if h != w:
-        raise ValueError(f"face image is not square ({w}x{h})")
-    if not 0 < coverage <= 1:
-        raise ValueError(f"coverage must be in (0, 1], got {coverage}")
-    side = max(1, int(round(h * coverage)))
-    start = (h - side) // 2
-    crop = img[start : start + side, start : start + side]
-    if side == size:
-        return crop.copy()
-    out = cv2.resize(crop, (size, size), interpolation=cv2.INTER_AREA)
-    return out.reshape(size, size, *img.shape[2:])
-
-
-def _decode(data: np.ndarray, grayscale: bool) -> np.ndarray:
-    """Decode an image file's bytes; ValueError with the reason if it fails."""
-    if data.size == 0:
-        raise ValueError("empty file")
-    flags = cv2.IMREAD_GRAYSCALE if grayscale else cv2.IMREAD_COLOR
-    img = cv2.imdecode(data, flags)
-    if img is None:
-        raise ValueError("not a decodable image")
-    return img
-
-
 # The service's face index, as a face set reads it: a folder -> its files' layouts by name,
 # each with the (mtime_ns, size) of the file it was read from (a changed file is read again).
 IndexedFaces = Mapping[str, tuple[tuple[int, int], FaceLayout]]
 FaceIndex = Callable[[Path], IndexedFaces]
-
-def _warp(image: np.ndarray, matrix: np.ndarray, realign: bool) -> np.ndarray:
-    """An aligned face (or its mask) re-cut by ``matrix`` at its own size: as extraction cuts
-    (``realign``: from the face's landmarks) or as :func:`~swapd.faces.alignment.recentre`
-    re-cuts a centering."""
-    size = image.shape[0]
-    if realign:
-        return warp_face(image, matrix, size)
-    out = cv2.warpAffine(image, matrix, (size, size), flags=cv2.INTER_LINEAR,
-                         borderMode=cv2.BORDER_REPLICATE)
-    return out.reshape(image.shape)
-
-
-def _inside(points: np.ndarray, side: int, tolerance: float = 0.1) -> bool:
-    """Landmarks within the image (give or take ``tolerance`` of its side)."""
-    margin = tolerance * side
-    return bool(points.min() >= -margin and points.max() <= side + margin)
-
-
-def crop_landmarks(points: np.ndarray, side: int, size: int, coverage: float) -> np.ndarray:
-    """Landmarks of a ``side``-pixel aligned face moved into :func:`crop_for_model`'s crop."""
-    crop = max(1, int(round(side * coverage)))
-    start = (side - crop) // 2
-    # Pixel centres: x in the face maps to (x - start + 0.5) * size / crop - 0.5 in the crop.
-    return (points - start + 0.5) * (size / crop) - 0.5
 
 
 @dataclass(frozen=True)
@@ -247,10 +200,10 @@ class FaceSet:
     def _load(self, path: Path, stamp: tuple[int, int], indexed: IndexedFaces) -> _Entry:
         try:
             raw = path.read_bytes()  # read once: decoded, and (without an index) its header
-            img = _decode(np.frombuffer(raw, np.uint8), self.grayscale)
+            img = decode_face(np.frombuffer(raw, np.uint8), self.grayscale)
             layout = self._layout(path, stamp, raw, img, indexed)
             points = layout.landmarks
-            if points is not None and not _inside(points, img.shape[0]):
+            if points is not None and not landmarks_inside(points, img.shape[0]):
                 points = None  # landmarks far outside the image are not this face's
             user_mask = layout.mask
             matrix = None
@@ -265,8 +218,8 @@ class FaceSet:
                 # re-cut at the trainer's before the coverage crop, landmarks alike.
                 matrix = recentre_matrix(img.shape[0], layout.centering, self.centering)
             if matrix is not None:
-                img = _warp(img, matrix, recut)
-                user_mask = None if user_mask is None else _warp(user_mask, matrix, recut)
+                img = warp_aligned(img, matrix, recut)
+                user_mask = None if user_mask is None else warp_aligned(user_mask, matrix, recut)
                 points = None if points is None else transform_points(points, matrix)
             face = crop_for_model(img, self.size, self.coverage)
             if points is None:
@@ -312,7 +265,7 @@ class FaceSet:
         except Exception:  # the face is still good to train on, with an all-face mask
             log.exception("finding landmarks in %s failed", path)
             return None
-        return points if points is not None and _inside(points, img.shape[0]) else None
+        return points if points is not None and landmarks_inside(points, img.shape[0]) else None
 
     def refresh(self) -> tuple[int, int]:
         """Rescan the folder: decode new or changed files, drop removed ones.
@@ -432,8 +385,3 @@ def yaw_weights(yaws: list[float | None]) -> np.ndarray:
         counts[band] = counts.get(band, 0) + 1
     weights = np.array([1.0 / counts[band] for band in bands])
     return weights / weights.sum()
-
-
-def to_tensor_layout(batch: np.ndarray) -> np.ndarray:
-    """uint8 NHWC -> float32 NCHW in [0, 1] (contiguous, ready for ``torch.from_numpy``)."""
-    return np.ascontiguousarray(batch.transpose(0, 3, 1, 2), dtype=np.float32) / 255.0
