@@ -52,9 +52,18 @@ PY = f"python{sys.version_info.major}.{sys.version_info.minor}"
 INNER = r"""
 set -euo pipefail
 mount --make-rprivate /
-for d in /tmp:1777 /run:755 /var/lib:755 /var/log:755 /opt:755; do
+# The repository and the venv may lie under a folder about to be hidden (a clone in /tmp):
+# hold them aside first, and put them back at their own paths after.
+mount -t tmpfs -o mode=755 tmpfs /opt
+mkdir -p /opt/.hold/repo /opt/.hold/prefix
+mount --bind "$REPO" /opt/.hold/repo
+mount --bind "$PREFIX" /opt/.hold/prefix
+for d in /tmp:1777 /run:755 /var/lib:755 /var/log:755; do
     mount -t tmpfs -o mode="${d#*:}" tmpfs "${d%%:*}"
 done
+mkdir -p "$REPO" "$PREFIX"
+mount --bind /opt/.hold/repo "$REPO"
+mount --bind /opt/.hold/prefix "$PREFIX"
 ip link set lo up
 ip addr add 10.9.9.9/32 dev lo  # an address that is not localhost, for the firewall probe
 mkdir -p /run/systemd/system /run/swapd-etc /var/lib/swapd /opt/swapd/bin \
@@ -71,8 +80,19 @@ mount --bind "$PREFIX/lib/$PY/site-packages" "/opt/swapd/lib/$PY/site-packages"
 if [ -d "$PREFIX/share/swapd" ]; then  # the landmark model, where setup-landmarks put it
     mkdir -p /opt/swapd/share/swapd && mount --bind "$PREFIX/share/swapd" /opt/swapd/share/swapd
 fi
-printf '#!/opt/swapd/bin/python\nimport sys\nfrom swapd.cli import main\nsys.exit(main())\n' \
-    > /opt/swapd/bin/swapd
+# swapd's source tree at /opt/swapd/src, first on the path of the service and its workers:
+# the venv's editable install points into the repository, which PrivateTmp= hides when it
+# lies under /tmp
+mkdir -p /opt/swapd/src && mount --bind "$REPO" /opt/swapd/src
+cat > /opt/swapd/bin/swapd <<'SHIM'
+#!/opt/swapd/bin/python
+import os
+import sys
+os.environ["PYTHONPATH"] = "/opt/swapd/src"
+sys.path.insert(0, "/opt/swapd/src")
+from swapd.cli import main
+sys.exit(main())
+SHIM
 chmod 755 /opt/swapd/bin/swapd
 if [ "$USER_UNIT" = 0 ]; then cp "$UNIT" /run/systemd/system/swapd.service; fi
 # Boot into a target with nothing in it, and keep away what the machine's own units would
@@ -93,6 +113,7 @@ class Booted:
 
     def __init__(self, unit: Path, log: Path, user: bool) -> None:
         env = {**os.environ, "UNIT": str(unit), "PREFIX": sys.prefix, "PY": PY,
+               "REPO": str(REPO),
                "USER_UNIT": str(int(user)), "SWAPD_UID": str(UID)}
         # the user unit is the swapd user's, under its own user manager
         self.ctl = (["runuser", "-u", "swapd", "--", "env", f"XDG_RUNTIME_DIR=/run/user/{UID}",

@@ -149,6 +149,10 @@ def test_the_outputs_page_shows_a_preview_the_service_rendered(
                  " return d && d.innerText.includes('clip: take.mp4'); })()",
                  "the footage to be offered", 60)
             choose(driver, "#look-footage", value)
+            # the footage's frame count first (its probe answers the footage's choice; a frame
+            # typed before that answer is taken back by it)
+            wait(driver, "Number(document.querySelector('#look-frame').max) > 30",
+                 "the footage's frames", 60)
             frame = driver.find_element("css selector", "#look-frame")
             frame.clear()
             frame.send_keys("30\n")

@@ -109,7 +109,10 @@ def register(app: Dash, workspace: Workspace) -> None:
         picked = _choice(chosen)
         frames = merge_previews.frame_count(workspace, picked[1]) if picked else None
         last = max(0, (frames or 1) - 1)
-        value = slid if callback_context.triggered_id == "look-frame-slider" else typed
+        trigger = callback_context.triggered_id
+        if trigger == "look-frame" and typed is None:  # the box emptied to type a number:
+            return no_update, no_update, last, last    # leave it empty (a 0 there gives "030")
+        value = slid if trigger == "look-frame-slider" else typed
         value = min(max(0, int(value or 0)), last)
         return value, value, last, last
 
