@@ -11,6 +11,11 @@ For each model (at its options, or --set key=value overrides):
 - swapd: ``Trainer.step()`` as the training worker calls it: background batch loading and
   augmentation, masks, the penalized loss with eye/mouth multipliers, NaN guard, stats.
 
+With ``--precisions off bf16`` (values of ``mixed_precision``) the bare loop is left out:
+one trainer per precision, the same model and seed, their steps alternated (off, bf16, off,
+...) so both see the same machine; reported per precision, and the median of each round's
+ratio (the first precision's step time over each other's).
+
 Reported: seconds per step (median after warm-up), examples per second (both sides), the ratio
 swapd / best bare variant, and peak resident memory of the process after each part. With
 ``--also-grayscale`` each model's swapd step is timed a second time as a one-channel model
@@ -102,6 +107,34 @@ def swapd_loop(trainer: Trainer, steps: int) -> list[float]:
     return times
 
 
+def alternating_precisions(name: str, model_options: dict[str, Any], options: TrainerOptions,
+                           sets: Path, batch_size: int, precisions: list[str], steps: int,
+                           warmup: int) -> dict[str, Any]:
+    """Each precision's trainer steps in turn, ``steps`` rounds after ``warmup``: the step
+    times, the precision each trainer resolved to, and the per-round ratios to the first."""
+    trainers = [Trainer(name, model_options, options.model_copy(update={"mixed_precision": p}),
+                        sets / "a", sets / "b", sets / f"model_{name}_{p}", batch_size)
+                for p in precisions]
+    times: dict[str, list[float]] = {p: [] for p in precisions}
+    try:
+        for _ in range(warmup + steps):
+            for p, trainer in zip(precisions, trainers, strict=True):
+                times[p].append(swapd_loop(trainer, 1)[0])
+        resolved = {p: t.precision.mode for p, t in zip(precisions, trainers, strict=True)}
+    finally:
+        for trainer in trainers:
+            trainer.close()
+    base = precisions[0]
+    examples = 2 * batch_size
+    return {"resolved": resolved,
+            "steps": {p: summary(t, warmup, examples) for p, t in times.items()},
+            "times": {p: [round(x, 4) for x in t] for p, t in times.items()},
+            "speedup_median_of_rounds": {
+                p: round(statistics.median(b / x for b, x in zip(
+                    times[base][warmup:], times[p][warmup:], strict=True)), 3)
+                for p in precisions[1:]}}
+
+
 def summary(times: list[float], warmup: int, examples: int) -> dict[str, float]:
     steady = times[warmup:]
     median = statistics.median(steady)
@@ -124,6 +157,9 @@ def main() -> None:
                         help="option override (TOML syntax), e.g. width=0.125")
     parser.add_argument("--also-grayscale", action="store_true",
                         help="also time each model's swapd step in grayscale")
+    parser.add_argument("--precisions", nargs="+", metavar="MODE",
+                        help="time swapd's step in these mixed_precision modes, alternating "
+                        "(the first is the baseline), instead of against the bare loop")
     parser.add_argument("--out", type=Path,
                         default=Path("benchmarks/results/train_throughput.json"))
     args = parser.parse_args()
@@ -138,6 +174,14 @@ def main() -> None:
         write_face_set(sets / "b", DEMO_B, args.faces, seed=2)
         for name in args.models:
             options, model_options = split_options(name, parse_assignments(args.set))
+            if args.precisions:
+                entry = alternating_precisions(name, model_options.model_dump(), options,
+                                               sets, args.batch_size, args.precisions,
+                                               args.steps, args.warmup)
+                results["models"][name] = entry
+                print(name, json.dumps({k: entry[k] for k in ("resolved", "steps",
+                      "speedup_median_of_rounds")}), flush=True)
+                continue
             size = model_options.input_size  # type: ignore[attr-defined]
             with torch.device("meta"):  # only for its crop and channels: no weights made
                 shape = build_model(name, model_options)
