@@ -82,7 +82,7 @@ def test_auto_and_bf16_follow_the_cpu_check(caplog: pytest.LogCaptureFixture) ->
     def lacks() -> bool:
         return False
 
-    # auto takes bf16 on a CPU where the policy says so (not now: see AUTO_BF16_ON_CPU)
+    # auto takes bf16 on a CPU that has it, where the policy (AUTO_BF16_ON_CPU) says so
     assert resolve_precision("auto", CPU, has, auto_on_cpu=True) == "bf16"
     assert resolve_precision("auto", CPU, lacks, auto_on_cpu=True) == "off"
     assert resolve_precision("auto", CPU, has) == ("bf16" if AUTO_BF16_ON_CPU else "off")

@@ -123,8 +123,8 @@ class TrainerOptions(BaseModel):
     mixed_precision: Literal["auto", "off", "bf16", "fp16"] = Field(
         "auto", description="bf16: autocast on CUDA GPUs with bf16 and on CPUs with native "
         "bf16 (AVX512-BF16 or AMX-BF16; elsewhere float32 with a warning); fp16: autocast "
-        "with a gradient scaler (CUDA, GPUs without bf16); off: float32; auto: bf16 on CUDA "
-        "GPUs with bf16, else float32 (on the CPU too, for now: see docs/benchmarks.md); "
+        "with a gradient scaler (CUDA, GPUs without bf16); off: float32; auto: bf16 where the "
+        "device computes it (CUDA GPUs with bf16, CPUs with native bf16), else float32; "
         "true means bf16. Weights, checkpoints and exports stay float32")
     face_cache_mib: int = Field(
         0, ge=0, description="RAM for both sets' decoded faces and masks, in MiB; faces past "

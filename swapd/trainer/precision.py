@@ -32,12 +32,11 @@ MIN_LOSS_SCALE = 1.0
 PrecisionMode = Literal["off", "bf16", "fp16"]
 PrecisionOption = Literal["auto", "off", "bf16", "fp16"]
 
-# Whether "auto" picks bf16 on a CPU with native bf16. Not yet (docs/benchmarks.md, "bf16 on
-# the CPU"): the demo trained as well in bf16 and every model stepped 1.2-1.9x faster, but on an
-# oversubscribed machine the demo's small model ran 3x slower in bf16 on 2 threads (a cast per
-# layer, each op a parallel region waiting for descheduled threads), and turning it on changes
-# the precision of every CPU test on such machines: do it once the suite has run with it.
-AUTO_BF16_ON_CPU = False
+# Whether "auto" picks bf16 on a CPU with native bf16 (docs/benchmarks.md, "bf16 on the CPU"):
+# the demo trained as well in bf16 as in float32 (two seeds each) and every model stepped
+# 1.2-1.9x faster. On an oversubscribed machine a small model can be slower in bf16 (a cast per
+# layer, each op a parallel region waiting for descheduled threads): "off" is the way out there.
+AUTO_BF16_ON_CPU = True
 
 # CPU features that compute bf16 in hardware (torch.cpu.get_capabilities' names, which are
 # /proc/cpuinfo's flags on Linux). Without them torch emulates bf16 in float32 and a bf16
