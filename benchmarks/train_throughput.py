@@ -11,6 +11,11 @@ For each model (at its options, or --set key=value overrides):
 - swapd: ``Trainer.step()`` as the training worker calls it: background batch loading and
   augmentation, masks, the penalized loss with eye/mouth multipliers, NaN guard, stats.
 
+With ``--precisions off bf16`` (values of ``mixed_precision``) the bare loop is left out:
+one trainer per precision, the same model and seed, their steps alternated (off, bf16, off,
+...) so both see the same machine; reported per precision, and the median of each round's
+ratio (the first precision's step time over each other's).
+
 Reported: seconds per step (median after warm-up), examples per second (both sides), the ratio
 swapd / best bare variant, and peak resident memory of the process after each part. With
 ``--also-grayscale`` each model's swapd step is timed a second time as a one-channel model
@@ -114,6 +119,34 @@ def swapd_loop(trainer: Trainer, steps: int, cpu: list[float] | None = None) -> 
     return times
 
 
+def alternating_precisions(name: str, model_options: dict[str, Any], options: TrainerOptions,
+                           sets: Path, batch_size: int, precisions: list[str], steps: int,
+                           warmup: int) -> dict[str, Any]:
+    """Each precision's trainer steps in turn, ``steps`` rounds after ``warmup``: the step
+    times, the precision each trainer resolved to, and the per-round ratios to the first."""
+    trainers = [Trainer(name, model_options, options.model_copy(update={"mixed_precision": p}),
+                        sets / "a", sets / "b", sets / f"model_{name}_{p}", batch_size)
+                for p in precisions]
+    times: dict[str, list[float]] = {p: [] for p in precisions}
+    try:
+        for _ in range(warmup + steps):
+            for p, trainer in zip(precisions, trainers, strict=True):
+                times[p].append(swapd_loop(trainer, 1)[0])
+        resolved = {p: t.precision.mode for p, t in zip(precisions, trainers, strict=True)}
+    finally:
+        for trainer in trainers:
+            trainer.close()
+    base = precisions[0]
+    examples = 2 * batch_size
+    return {"resolved": resolved,
+            "steps": {p: summary(t, warmup, examples) for p, t in times.items()},
+            "times": {p: [round(x, 4) for x in t] for p, t in times.items()},
+            "speedup_median_of_rounds": {
+                p: round(statistics.median(b / x for b, x in zip(
+                    times[base][warmup:], times[p][warmup:], strict=True)), 3)
+                for p in precisions[1:]}}
+
+
 def summary(times: list[float], warmup: int, examples: int) -> dict[str, float]:
     steady = times[warmup:]
     median = statistics.median(steady)
@@ -139,6 +172,9 @@ def main() -> None:
     parser.add_argument("--augment-devices", nargs="+", choices=["loader", "device"],
                         help="alternate swapd with these augment_device values, in rounds")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--precisions", nargs="+", metavar="MODE",
+                        help="time swapd's step in these mixed_precision modes, alternating "
+                        "(the first is the baseline), instead of against the bare loop")
     parser.add_argument("--out", type=Path,
                         default=Path("benchmarks/results/train_throughput.json"))
     args = parser.parse_args()
@@ -152,7 +188,17 @@ def main() -> None:
         write_face_set(sets / "a", DEMO_A, args.faces, seed=1)
         write_face_set(sets / "b", DEMO_B, args.faces, seed=2)
         for name in args.models:
-            options, model_options = split_options(name, parse_assignments(args.set))
+            # float32 unless asked: the bare loop it is compared with runs in float32
+            assignments = {"mixed_precision": "off", **parse_assignments(args.set)}
+            options, model_options = split_options(name, assignments)
+            if args.precisions:
+                entry = alternating_precisions(name, model_options.model_dump(), options,
+                                               sets, args.batch_size, args.precisions,
+                                               args.steps, args.warmup)
+                results["models"][name] = entry
+                print(name, json.dumps({k: entry[k] for k in ("resolved", "steps",
+                      "speedup_median_of_rounds")}), flush=True)
+                continue
             size = model_options.input_size  # type: ignore[attr-defined]
             with torch.device("meta"):  # only for its crop and channels: no weights made
                 shape = build_model(name, model_options)

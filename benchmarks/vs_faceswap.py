@@ -14,7 +14,8 @@ batch 16 per side, no previews, each tool started as its command (``swapd train`
   SSIM + MSE, coverage 100 %, torch's own threads with OpenMP spinning; swapd: SSIM + MAE,
   coverage 87.5 %, its own thread set-up).
 - ``matched``: the settings that change the work made the same: swapd set to faceswap's loss
-  (SSIM + MSE) and coverage (1.0), and both on the same threads (every core, passive OpenMP
+  (SSIM + MSE), coverage (1.0) and float32 (swapd's default bf16 on CPUs with native bf16 is
+  left to the ``default`` comparison), and both on the same threads (every core, passive OpenMP
   waiting: ``OMP_WAIT_POLICY=PASSIVE`` given to faceswap, which is swapd's own set-up).
 
 Both tools are timed the same way (``benchmarks/step_timer.py``): the clock at the end of each
@@ -48,7 +49,8 @@ BATCH = 16
 # has none of them.
 THREAD_VARIABLES = ("OMP_WAIT_POLICY", "OMP_NUM_THREADS", "GOMP_SPINCOUNT", "MKL_NUM_THREADS")
 MATCHED_SWAPD = ["--set", "loss=ssim", "--set", "extra_losses={mse = 1.0}",
-                 "--set", "coverage=1.0"]
+                 "--set", "coverage=1.0",
+                 "--set", "mixed_precision=off"]  # (faceswap trains in float32 by default)
 
 
 def base_environment() -> dict[str, str]:

@@ -168,7 +168,9 @@ def test_tracker_losses_are_the_training_loss_face_by_face(faces: tuple[Path, Pa
         with torch.no_grad():
             trainer.model.eval()
             inputs = torch.from_numpy(to_tensor_layout(crops))
-            batch_loss = trainer._loss_fn(trainer.model(inputs, "a"), inputs,
+            with trainer.precision.autocast():  # as training runs the model (bf16 or not)
+                output = trainer.model(inputs, "a")
+            batch_loss = trainer._loss_fn(output.float(), inputs,
                                           torch.from_numpy(to_tensor_layout(masks)))
         assert losses.mean() == pytest.approx(float(batch_loss), rel=1e-4)
     finally:

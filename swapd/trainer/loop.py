@@ -126,6 +126,9 @@ class Trainer(Evaluator):
         self.device, self.distributed = setup.place(trainer_options.device)
         self.is_main = self.distributed is None or self.distributed.is_main
         self.precision = MixedPrecision(trainer_options.mixed_precision, self.device)
+        log.info("mixed_precision %r on %s: training in %s", trainer_options.mixed_precision,
+                 self.device.type, {"off": "float32"}.get(self.precision.mode,
+                                                          self.precision.mode))
         self._memory_format = (torch.channels_last if trainer_options.channels_last
                                else torch.contiguous_format)
 
@@ -377,7 +380,8 @@ class Trainer(Evaluator):
         landmarks (a face without them has an all-face mask, which would teach a square)."""
         masks_t = self._tensor(masks)
         face, learned = self.model.split(output)
-        per_image, parts = self._loss_fn.breakdown(face, self._tensor(target), masks_t)
+        # The loss in float32: autocast's bf16 output would round SSIM's small differences.
+        per_image, parts = self._loss_fn.breakdown(face.float(), self._tensor(target), masks_t)
         if learned is not None:
             mask_loss = (learned.float() - masks_t[:, 0:1]).square().mean(dim=(1, 2, 3))
             known = torch.as_tensor(mask_known).to(mask_loss.device)

@@ -125,9 +125,12 @@ class TrainerOptions(BaseModel):
         "(OpenCV, per face), or on the training device (batched torch: the loader only gathers "
         "uint8 faces); auto: the device on a GPU, the loader on the CPU (measured faster "
         "there). warp_to_landmarks runs in the loader only")
-    mixed_precision: Literal["off", "bf16", "fp16"] = Field(
-        "off", description="CUDA only: bf16 autocast, or fp16 autocast with a gradient "
-        "scaler (GPUs without bf16); true means bf16")
+    mixed_precision: Literal["auto", "off", "bf16", "fp16"] = Field(
+        "auto", description="bf16: autocast on CUDA GPUs with bf16 and on CPUs with native "
+        "bf16 (AVX512-BF16 or AMX-BF16; elsewhere float32 with a warning); fp16: autocast "
+        "with a gradient scaler (CUDA, GPUs without bf16); off: float32; auto: bf16 where the "
+        "device computes it (CUDA GPUs with bf16, CPUs with native bf16), else float32; "
+        "true means bf16. Weights, checkpoints and exports stay float32")
     face_cache_mib: int = Field(
         0, ge=0, description="RAM for both sets' decoded faces and masks, in MiB; faces past "
         "it are held PNG-compressed and decoded again when drawn (an LRU keeps the recent "
