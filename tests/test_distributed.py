@@ -14,9 +14,12 @@ import torch
 from swapd.trainer.checkpoint import load_checkpoint
 from tests.test_train_cli import ENV, TINY, swapd
 
-# No augmentation: both runs must see identical pixels (the draw of faces is shared).
+# No augmentation: both runs must see identical pixels (the draw of faces is shared); float32:
+# in bf16 a half batch and a whole one round differently (oneDNN picks its kernels by batch
+# size), far past this test's tolerance, on CPUs where auto would choose bf16.
 STILL = ["--set", "warp=false", "--set", "flip=false", "--set", "rotation=0", "--set", "zoom=0",
-         "--set", "shift=0", "--set", "colour_jitter=false", "--set", "clahe=0"]
+         "--set", "shift=0", "--set", "colour_jitter=false", "--set", "clahe=0",
+         "--set", "mixed_precision=off"]
 
 
 def _free_port() -> int:
