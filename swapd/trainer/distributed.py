@@ -56,6 +56,13 @@ class Distributed:
     def barrier(self) -> None:
         dist.barrier()
 
+    def close(self) -> None:
+        """Leave the process group. Left to the interpreter's exit, gloo's threads can be torn
+        down while still joinable, which aborts the process ("terminate called without an
+        active exception") after training succeeded."""
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
 
 def from_environment(device_type: str) -> Distributed | None:
     """Join the process group torchrun set up, or None when not launched by it (or alone)."""

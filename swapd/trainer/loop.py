@@ -417,6 +417,8 @@ class Trainer(Evaluator):
         wants to keep progress."""
         self.loader.close()
         self._folder_lock.release()
+        if self.distributed is not None:
+            self.distributed.close()
 
     def __enter__(self) -> Trainer:
         return self
