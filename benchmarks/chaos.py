@@ -148,7 +148,7 @@ def merge_worker_kills(root: Path, sets: dict[str, Path], clip: Path, n: int,
             if not pids:
                 res.tried(False, f"kill {i}: no merge started")
                 continue
-            time.sleep(rng.uniform(1.0, 4.0))
+            time.sleep(rng.uniform(0.5, 3.0))
             kill(pids[0])
             within(lambda p=pids[0]: not Path(f"/proc/{p}").exists(), 10)
             torn = half_written()
@@ -444,7 +444,9 @@ def main() -> int:
             write_face_set(base / "sets" / name, identity, 48, seed=seed, size=128)
             sets[name] = base / "sets" / name
         clip = base / "clip.mp4"
-        write_clip(clip, DEMO_A, seconds=2.0, size=(640, 360), fps=25, seed=5)
+        # long enough that a merge is still running when it is killed: an idle machine
+        # merged a 2 s clip in 2.3 s, before the kill came, and had nothing left to kill
+        write_clip(clip, DEMO_A, seconds=8.0, size=(640, 360), fps=25, seed=5)
         scenarios: dict[str, Callable[[Path], Result]] = {
             "service_kills": lambda r: service_kills(r, sets, args.kills, rng),
             "train_worker_kills": lambda r: train_worker_kills(r, sets, args.kills, rng),
