@@ -13,10 +13,13 @@ batch 16 per side, no previews, each tool started as its command (``swapd train`
 - ``default``: each tool as a user runs it: no environment variable, default options (faceswap:
   SSIM + MSE, coverage 100 %, torch's own threads with OpenMP spinning; swapd: SSIM + MAE,
   coverage 87.5 %, its own thread set-up).
-- ``matched``: the settings that change the work made the same: swapd set to faceswap's loss
-  (SSIM + MSE), coverage (1.0) and float32 (swapd's default bf16 on CPUs with native bf16 is
-  left to the ``default`` comparison), and both on the same threads (every core, passive OpenMP
-  waiting: ``OMP_WAIT_POLICY=PASSIVE`` given to faceswap, which is swapd's own set-up).
+- ``matched``: the settings the issue names made the same: swapd set to faceswap's loss
+  (SSIM + MSE) and coverage (1.0), and both on the same threads (every core, passive OpenMP
+  waiting: ``OMP_WAIT_POLICY=PASSIVE`` given to faceswap, which is swapd's own set-up). Each
+  tool keeps its default precision: faceswap float32, swapd ``auto`` (bf16 on a CPU with
+  native bf16, float32 elsewhere).
+- ``matched_fp32``: ``matched`` with swapd in float32 too (``mixed_precision = "off"``):
+  the same arithmetic on both sides, what is left is each tool's own pipeline.
 
 Both tools are timed the same way (``benchmarks/step_timer.py``): the clock at the end of each
 training step, so an interval holds everything a step costs the user, loading included.
@@ -49,8 +52,10 @@ BATCH = 16
 # has none of them.
 THREAD_VARIABLES = ("OMP_WAIT_POLICY", "OMP_NUM_THREADS", "GOMP_SPINCOUNT", "MKL_NUM_THREADS")
 MATCHED_SWAPD = ["--set", "loss=ssim", "--set", "extra_losses={mse = 1.0}",
-                 "--set", "coverage=1.0",
-                 "--set", "mixed_precision=off"]  # (faceswap trains in float32 by default)
+                 "--set", "coverage=1.0"]
+COMPARISON_SWAPD = {"default": [], "matched": MATCHED_SWAPD,
+                    # faceswap trains in float32 by default
+                    "matched_fp32": [*MATCHED_SWAPD, "--set", "mixed_precision=off"]}
 
 
 def base_environment() -> dict[str, str]:
@@ -59,7 +64,7 @@ def base_environment() -> dict[str, str]:
 
 def swapd_command(model: str, faces: Path, model_dir: Path, iterations: int,
                   comparison: str) -> list[str]:
-    extra = MATCHED_SWAPD if comparison == "matched" else []
+    extra = COMPARISON_SWAPD[comparison]
     return ["-m", "swapd", "train", "--model", model, "-A", str(faces / "a"),
             "-B", str(faces / "b"), "--model-dir", str(model_dir), "--batch-size", str(BATCH),
             "--iterations", str(iterations), "--no-tracker", *extra]
@@ -91,7 +96,7 @@ def timed_run(tool: str, setup: dict[str, Any], model: str, comparison: str,
         env["KERAS_HOME"] = setup["keras_home"]  # faceswap's installer's keras.json
         wrap = "lib.training.train:Trainer.train_one_step"  # what scripts/train.py calls
         command = faceswap_command(setup, model, faces, model_dir, iterations)
-    if comparison == "matched":
+    if comparison != "default":
         env["OMP_WAIT_POLICY"] = "PASSIVE"  # swapd's own set-up, given to both
     started = time.perf_counter()
     result = subprocess.run([python, str(HERE / "step_timer.py"), "--out", str(steps),
@@ -128,6 +133,14 @@ def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         else:
             row["ratio"] = round(row["swapd"]["median_eg_per_s"]
                                  / row["faceswap"]["median_eg_per_s"], 2)
+            # Each round's two runs ran back to back: their ratio is the least disturbed
+            # by a shared machine's slow spells.
+            pairs = {}
+            for r in runs:
+                if r["comparison"] == comparison and r["model"] == model:
+                    pairs.setdefault(r["round"], {})[r["tool"]] = r["eg_per_s"]
+            row["round_ratios"] = [round(p["swapd"] / p["faceswap"], 2)
+                                   for _, p in sorted(pairs.items()) if len(p) == 2]
             rows.append(row)
     return rows
 
@@ -155,7 +168,7 @@ def main() -> None:
                         / "setup.json")
     parser.add_argument("--models", nargs="+", default=["original", "lightweight"])
     parser.add_argument("--comparisons", nargs="+", default=["default", "matched"],
-                        choices=["default", "matched"])
+                        choices=list(COMPARISON_SWAPD))
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--iterations", type=int, default=8, help="steps per run")
     parser.add_argument("--warmup", type=int, default=3, help="first intervals dropped")
@@ -187,7 +200,8 @@ def main() -> None:
         print(f"{row['comparison']:8} {row['model']:12} swapd "
               f"{row['swapd']['median_eg_per_s']} ({row['swapd']['min']}-"
               f"{row['swapd']['max']}) faceswap {row['faceswap']['median_eg_per_s']} "
-              f"({row['faceswap']['min']}-{row['faceswap']['max']}) ratio {row['ratio']}")
+              f"({row['faceswap']['min']}-{row['faceswap']['max']}) ratio {row['ratio']} "
+              f"(rounds {row['round_ratios']})")
 
 
 if __name__ == "__main__":

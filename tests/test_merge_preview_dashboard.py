@@ -177,6 +177,13 @@ def test_the_outputs_page_shows_a_preview_the_service_rendered(
             wait(driver, "(() => { const i = document.getElementById('look-sheet-img');"
                  " return i && i.complete && i.naturalWidth > 0; })()", "the sheet again", 60)
             wait_text(driver, "#look-status", "frame 30 of footage/clip/take.mp4, mask modes")
+            # ... and the controls say what it was asked with, so Render asks for it again
+            wait(driver, "document.querySelector('#look-frame').value === '30'",
+                 "the shown preview's frame in the box", 30)
+            wait(driver, "document.querySelector('#look-compare').innerText"
+                 ".includes('mask modes')", "the shown preview's candidates", 30)
+            assert "clip: take.mp4" in driver.find_element(
+                "css selector", "#look-footage").text
     finally:
         driver.quit()
         svc.terminate()

@@ -4,7 +4,8 @@ each value of one option (colour transfers, modes, masks, sharpening), labelled,
 
 The page asks; the service renders (a ``preview`` request in the control queue, see
 swapd/dashboard/merge_previews.py) and the card says "rendering…" until the sheet is there,
-then shows it, or the error. Before a user asks, it shows the newest preview asked.
+then shows it, or the error. Before a user asks, it shows the newest preview asked, and sets
+the controls to what that preview was asked with (once, when the page opens).
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ def card() -> Any:
                 clearable=False, searchable=False)], className="control session"),
             html.Button("Render", id="look-render", n_clicks=0, className="control-button"),
         ], className="graph-controls"),
-        dcc.Store(id="look-request"), dcc.Store(id="look-shown"),
+        dcc.Store(id="look-request"), dcc.Store(id="look-shown"), dcc.Store(id="look-synced"),
         html.Div(html.Span("Nothing asked yet: choose footage, a frame and the candidates, "
                            "then Render."), id="look-status", className="control-message"),
         html.Div(id="look-sheet"),
@@ -154,3 +155,25 @@ def register(app: Dash, workspace: Workspace) -> None:
         if state is None or state == shown:  # unchanged: the image is left alone
             return no_update, no_update, no_update
         return (*sheet(state), state)
+
+    @app.callback(
+        Output("look-footage", "value", allow_duplicate=True),
+        Output("look-frame", "value", allow_duplicate=True),
+        Output("look-compare", "value"), Output("look-synced", "data"),
+        Input("look-shown", "data"), Input("look-footage", "options"),
+        State("look-request", "data"), State("look-synced", "data"),
+        prevent_initial_call=True,
+    )
+    def follow_shown(shown: dict[str, Any] | None, offered: list[dict[str, Any]] | None,
+                     asked: Any, synced: Any) -> tuple[Any, ...]:
+        """Set the controls to the preview shown on opening, so Render asks again for what
+        the sheet shows; once, and never over a request of this page."""
+        if synced or asked or not shown:
+            return no_update, no_update, no_update, no_update
+        value = json.dumps([shown.get("job"), shown.get("source")])
+        if value not in [o["value"] for o in offered or []]:
+            return no_update, no_update, no_update, no_update  # footage not offered (yet)
+        compare = shown.get("compare") or "none"
+        if compare not in [o["value"] for o in COMPARE_OPTIONS]:
+            compare = no_update
+        return value, int(shown.get("frame") or 0), compare, True
