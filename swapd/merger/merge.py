@@ -75,6 +75,17 @@ class _Plan:
 
 
 @dataclass(frozen=True)
+class _Inferred:
+    """A plan with the model's output for its crops (None: no face in the batch)."""
+
+    plan: _Plan
+    originals: np.ndarray | None
+    swapped: np.ndarray | None
+    prd: np.ndarray | None
+    dst: np.ndarray | None
+
+
+@dataclass(frozen=True)
 class MergeResult:
     """A finished merge: where it went and how it went."""
 
@@ -173,18 +184,31 @@ class Merger:
 
     def _apply(self, plan: _Plan) -> tuple[int, int]:
         """The second half of :meth:`_swap`: swap, blend and watermark the planned frames."""
+        return self._finish(self._infer(plan))
+
+    def _infer(self, plan: _Plan) -> _Inferred:
+        """Run the model on a plan's crops (the part of :meth:`_apply` that only reads)."""
+        if not plan.jobs:
+            return _Inferred(plan, None, None, None, None)
+        originals = np.stack(plan.crops)
+        return _Inferred(plan, originals, *self.session.swap_all(originals))
+
+    def _finish(self, inferred: _Inferred) -> tuple[int, int]:
+        """Blend the swapped faces into the plan's frames and watermark them; (faces swapped,
+        frames to swap in which no face was found)."""
+        plan = inferred.plan
         frames, jobs, composer = plan.frames, plan.jobs, plan.composer
+        originals, swapped, prd, dst = (inferred.originals, inferred.swapped, inferred.prd,
+                                        inferred.dst)
         swapping = [plan.swap is None or plan.swap[i] for i in range(len(frames))]
         raw = composer.look.mode == "raw-predict"
         swapped_by_frame: dict[int, list[np.ndarray]] = {}
-        if jobs:
-            originals = np.stack(plan.crops)
-            swapped, prd, dst = self.session.swap_all(originals)
         frames[:] = [composer.before(f) if on else f for f, on in zip(frames, swapping,
                                                                        strict=True)]
         for k, (index, placed) in enumerate(jobs):
             mask = composer.mask(placed, None if prd is None else prd[k],
                                  None if dst is None else dst[k])
+            assert originals is not None and swapped is not None  # jobs: inferred
             if raw:
                 swapped_by_frame.setdefault(index, []).append(swapped[k])
                 continue
@@ -246,9 +270,9 @@ class Merger:
                          preset=options.preset, provenance=self.provenance(src),
                          codec=options.codec, times=frame_times(src),
                          credentials=self.credentials) as writer:
-            for plan in self._plans(read_frames(info), tracker, composer):
-                batch = plan.frames
-                swapped, without = self._apply(plan)
+            for inferred in self._inferred(read_frames(info), tracker, composer):
+                batch = inferred.plan.frames
+                swapped, without = self._finish(inferred)
                 faces, faceless = faces + swapped, faceless + without
                 for frame in batch:
                     writer.write(frame)
@@ -260,11 +284,29 @@ class Merger:
                     src, f"truncated or corrupt: decoded {done} of {info.frames} frames")
         return done, faces, faceless
 
+    def _inferred(self, frames: Iterable[np.ndarray], detector: Detector, composer: Composer
+                  ) -> Iterator[_Inferred]:
+        """Batches of frames, planned (:meth:`_plan`) and run through the model
+        (:meth:`_infer`). With ``pipeline`` each in a thread of its own, a batch or two
+        ahead: detection, the model and the caller's blend, watermark and write of the
+        batch before all overlap (decoding and encoding run in ffmpeg processes of their
+        own already). The same frames come out either way."""
+        def inferred() -> Iterator[_Inferred]:
+            plans = self._plans(frames, detector, composer)
+            try:
+                for plan in plans:
+                    yield self._infer(plan)
+            finally:  # stopped early: the planning thread stops too
+                close = getattr(plans, "close", None)
+                if close is not None:
+                    close()
+
+        return read_ahead(inferred(), 2) if self.options.pipeline else inferred()
+
     def _plans(self, frames: Iterable[np.ndarray], detector: Detector, composer: Composer
                ) -> Iterator[_Plan]:
         """Batches of frames, planned (:meth:`_plan`): with ``pipeline``, in a thread a batch
-        or two ahead, so detection overlaps the swap and blend of the batch before (decoding
-        and encoding run in ffmpeg processes of their own already)."""
+        or two ahead."""
         options = self.options
         first = 1  # faceswap numbers a video's frames from 1
 

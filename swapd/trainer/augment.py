@@ -68,21 +68,23 @@ class Augmenter:
         of the other side (N, K, 68, 2), one of which is drawn per face; NaN where unknown (a
         face without them gets the grid warp)."""
         s = self.settings
-        n, channels = len(faces), faces.shape[-1]
-        # Target and masks travel together (one array, one warp per face): the same flip and
-        # transform by construction.
-        both = faces if masks is None else np.concatenate([faces, masks], axis=-1)
-        both = both.copy()
+        n = len(faces)
+        # Target and masks get the same flip and transform, each face's matrix applied to
+        # both (two warps of <= 4 channels: OpenCV's fast path, where one of 6 is not).
+        targets = faces.copy()
+        masks = (np.empty((*faces.shape[:3], 0), np.uint8) if masks is None
+                 else masks.copy())
         flip = np.zeros(n, dtype=bool)
         if s.flip:
             flip = rng.random(n) < 0.5
-            both[flip] = both[flip][:, :, ::-1]
+            targets[flip] = targets[flip][:, :, ::-1]
+            masks[flip] = masks[flip][:, :, ::-1]
         matrices = []
         for i in range(n):
             matrices.append(self.random_transform(rng))
-            both[i] = self._apply(both[i], matrices[i])
-        targets = np.ascontiguousarray(both[..., :channels])
-        masks = np.ascontiguousarray(both[..., channels:])
+            targets[i] = self._apply(targets[i], matrices[i])
+            if masks.shape[-1]:
+                masks[i] = self._apply(masks[i], matrices[i])
         if s.warp and s.warp_to_landmarks and landmarks is not None:
             inputs = self._warp_to_landmarks(targets, landmarks, flip, matrices, rng)
         elif s.warp:
@@ -104,14 +106,19 @@ class Augmenter:
             lit = faces.astype(np.float32) * light[:, None, None, None]
             return np.clip(lit, 0, 255).astype(np.uint8)
         tall = faces.reshape(n * size, size, 3)  # the batch as one image for cvtColor
-        lab = cv2.cvtColor(tall, cv2.COLOR_BGR2LAB).astype(np.float32).reshape(faces.shape)
-        lab[..., 0] *= light[:, None, None]
-        lab[..., 1:] += (rng.uniform(-self.settings.chroma, self.settings.chroma, (n, 2))
-                         * 255)[:, None, None, :]
-        # Rounded, not truncated (which shifted every channel by half a level on average).
-        lab = np.clip(np.rint(lab, out=lab), 0, 255)
-        out = cv2.cvtColor(lab.astype(np.uint8).reshape(n * size, size, 3),
-                           cv2.COLOR_LAB2BGR)
+        lab = cv2.cvtColor(tall, cv2.COLOR_BGR2LAB).reshape(faces.shape)
+        shift = rng.uniform(-self.settings.chroma, self.settings.chroma, (n, 2)) * 255
+        # Per face a lookup table of each channel's 256 levels (L* scaled, a*/b* shifted,
+        # rounded, not truncated (which shifted every channel by half a level on average):
+        # a float pass over 256 values instead of over every pixel.
+        levels = np.arange(256, dtype=np.float32)
+        for i in range(n):
+            table = np.stack([(levels * light[i]).astype(np.float32),
+                              (levels + shift[i, 0]).astype(np.float32),
+                              (levels + shift[i, 1]).astype(np.float32)], axis=-1)
+            table = np.clip(np.rint(table), 0, 255).astype(np.uint8).reshape(256, 1, 3)
+            lab[i] = cv2.LUT(lab[i], table)
+        out = cv2.cvtColor(lab.reshape(n * size, size, 3), cv2.COLOR_LAB2BGR)
         return out.reshape(faces.shape)
 
     def _equalise(self, faces: np.ndarray, rng: np.random.Generator) -> np.ndarray:
