@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from swapd.config import ServiceConfig
-from swapd.daemon import merges, service
+from swapd.daemon import merges, training
 from swapd.daemon.crashes import MAX_DELAY, Backoff, crash_cause
 from swapd.daemon.service import Service
 from swapd.daemon.workers import EXIT_BAD_INPUT, EXIT_BUSY, WorkerProcess
@@ -92,7 +92,7 @@ def svc(ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> Iterator[Service]:
         started.append(job)
         return fake_worker(job, kind, log_path, **fields)
 
-    monkeypatch.setattr(service, "start_worker", start)
+    monkeypatch.setattr(training, "start_worker", start)
     monkeypatch.setattr(merges, "start_worker", start)
     made.started = started  # type: ignore[attr-defined]
     yield made
@@ -117,7 +117,7 @@ def _merge_job(ws: Workspace) -> Path:
 def _pass(svc: Service) -> None:
     svc.ingest.scan()
     svc.jobs.scan(recheck_failed=True)
-    svc._schedule_training()
+    svc.training.schedule(svc.config.service.max_workers)
 
 
 @pytest.mark.parametrize(("code", "tail", "cause"), [
@@ -147,26 +147,26 @@ def test_a_crash_loop_keeps_trying_and_says_why(svc: Service, ws: Workspace) -> 
     assert svc.started == ["tiny"]
     tail = "Traceback (most recent call last):\nRuntimeError: CUDA out of memory."
     for crash in range(1, 9):  # past the 5 that used to end in "error"
-        worker = svc.trainers.pop("tiny")
+        worker = svc.training.workers.pop("tiny")
         worker.process.code = 1  # type: ignore[attr-defined]
         worker.log_path.write_text(tail)
-        svc._after_training_exit("tiny", worker, 1)
+        svc.training.exited("tiny", worker, 1)
         row = svc.store.job("tiny")
         assert row is not None and row.state == "queued", row
         assert "out of memory" in (row.error or "") and f"crash {crash} in a row" in row.error
         _pass(svc)
-        assert "tiny" not in svc.trainers  # backing off
-        svc._backoff["tiny"].not_before = 0.0  # its delay is over
+        assert "tiny" not in svc.training.workers  # backing off
+        svc.training.backoff["tiny"].not_before = 0.0  # its delay is over
         _pass(svc)
-        assert "tiny" in svc.trainers, "started again"
+        assert "tiny" in svc.training.workers, "started again"
     assert svc.started == ["tiny"] * 9
     assert [p for p in svc.store.problems() if p.kind == "worker"]
     # a cause that will not clear is the worker's own word: exit 3, no restart
-    worker = svc.trainers.pop("tiny")
+    worker = svc.training.workers.pop("tiny")
     svc.store.set_job_state("tiny", "error", "model.pt: truncated or corrupt checkpoint")
-    svc._after_training_exit("tiny", worker, EXIT_BAD_INPUT)
+    svc.training.exited("tiny", worker, EXIT_BAD_INPUT)
     _pass(svc)
-    assert "tiny" not in svc.trainers and svc.store.job("tiny").state == "error"
+    assert "tiny" not in svc.training.workers and svc.store.job("tiny").state == "error"
 
 
 def test_a_killed_merge_is_tried_again_and_its_temp_files_go(svc: Service,
@@ -238,7 +238,7 @@ def test_jobs_without_usable_faces_wait_without_taking_a_slot(svc: Service, ws: 
     assert "no usable faces in faces/broken (1 set aside)" in reasons["ac_broken"].error
     # faces arrive: it may train (once the slot is free)
     write_faces(ws.faces / "empty", "b", 2, seed=5)
-    svc.trainers.pop("zz_good")
+    svc.training.workers.pop("zz_good")
     svc.store.set_job_state("zz_good", "done")
     _pass(svc)
     assert svc.started == ["zz_good", "ab_empty"]
@@ -258,7 +258,7 @@ def test_two_jobs_on_one_model_folder(svc: Service, ws: Workspace) -> None:
     _pass(svc)
     assert svc.started == ["x"]
     # the other job goes: the folder is y's
-    svc.trainers.pop("x")
+    svc.training.workers.pop("x")
     (ws.jobs / "x.toml").unlink()
     _pass(svc)
     assert svc.started == ["x", "y"]

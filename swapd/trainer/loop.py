@@ -2,15 +2,16 @@
 
 Each step takes a batch per side from the background loader, runs both sides through the
 shared encoder and their own decoder, sums the two losses and takes one optimizer step. The
-trainer also evaluates (predictions, per-face losses, the preview) and moves its state in and
-out (:meth:`Trainer.capture`, :meth:`Trainer.restore`, see :mod:`swapd.trainer.state`).
-Saving, backups, snapshots and rollbacks are :mod:`swapd.trainer.model_io`'s; the session's
-cadence is :mod:`swapd.trainer.driver`'s; its set-up helpers :mod:`swapd.trainer.setup`'s.
+trainer also evaluates (predictions, per-face losses, the preview; its base
+:class:`~swapd.trainer.evaluation.Evaluator`) and moves its state in and out
+(:meth:`Trainer.capture`, :meth:`Trainer.restore`; its base
+:class:`~swapd.trainer.capture.StateCapture`). Saving, backups, snapshots and rollbacks are
+:mod:`swapd.trainer.model_io`'s; the session's cadence is :mod:`swapd.trainer.driver`'s; its
+set-up helpers :mod:`swapd.trainer.setup`'s.
 """
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
 import time
@@ -25,23 +26,14 @@ from torch.nn.parallel import DistributedDataParallel
 from swapd.fsutil import FolderLock
 from swapd.trainer import setup
 from swapd.trainer.batches import Pixels
-from swapd.trainer.checkpoint import (
-    CHECKPOINT_NAME,
-    LOCK_NAME,
-    CheckpointError,
-    ModelBusyError,
-)
+from swapd.trainer.capture import StateCapture
+from swapd.trainer.checkpoint import CHECKPOINT_NAME, LOCK_NAME, ModelBusyError
 from swapd.trainer.data import FaceIndex, FaceSetError, LandmarkFinder
 from swapd.trainer.distributed import BothSides
 from swapd.trainer.divergence import DRAWN_FACES, NonFiniteLossError
 from swapd.trainer.evaluation import Evaluator
 from swapd.trainer.models import SwapModel, build_model
-from swapd.trainer.optimizers import (
-    GradientClipper,
-    build_optimizer,
-    schedule_factor,
-    use_session_options,
-)
+from swapd.trainer.optimizers import GradientClipper, build_optimizer, schedule_factor
 from swapd.trainer.options import (
     OptionsError,
     TrainerOptions,
@@ -80,7 +72,7 @@ class StepStats:
         return self.examples / self.seconds if self.seconds > 0 else 0.0
 
 
-class Trainer(Evaluator):
+class Trainer(Evaluator, StateCapture):
     """Trains model ``model`` on faces_a/faces_b, keeping its checkpoint in ``model_dir``.
 
     If ``model_dir/model.pt`` exists the model resumes from it (same iteration, optimizer
@@ -149,15 +141,7 @@ class Trainer(Evaluator):
                                    options.learning_rate, betas, setup.epsilon(options),
                                    self.device)
                           if options.true_face_power else None)
-        # The training state (see TrainState: these are its fields that live here).
-        self.iteration = 0
-        self.lr_scale = 1.0  # lowered by each rollback
-        self.rollbacks: list[dict[str, Any]] = []
-        self.lr_found: dict[str, Any] | None = None  # the finder's rate and what it was for
-        self.started_from: dict[str, Any] | None = None  # the checkpoint it started from
-        self.drew_faces = False  # for the collapse guard: a save once found real faces drawn
-        self.sessions: list[dict[str, Any]] = []  # the last one: this session
-        self.losses_since_save: list[float] = []
+        self._start_state()  # the training state: see StateCapture
         self.lr_override: float | None = None  # the learning-rate finder's, while it runs
         self.resumed = saved is not None
         if saved is not None:
@@ -196,89 +180,6 @@ class Trainer(Evaluator):
     def session(self) -> dict[str, Any]:
         """This session's record (the last of :attr:`sessions`)."""
         return self.sessions[-1]
-
-    # -- the state ---------------------------------------------------------------------
-
-    def checkpoint_header(self) -> dict[str, Any]:
-        """What a checkpoint says about the model beside its state: which it is and how it
-        was trained this session."""
-        return {"model": self.model_name, "model_options": self.model_options.model_dump(),
-                "trainer_options": self.options.model_dump(), "batch_size": self.batch_size}
-
-    def capture(self, with_optimizer: bool = True, copied: bool = False) -> TrainState:
-        """This trainer's state; ``copied``: a deep copy, which training on leaves as it was
-        (tensors otherwise are the live ones, moved to the CPU)."""
-        rng: dict[str, Any] = {"torch": torch.get_rng_state(),
-                               "loader_seed": [self.options.seed, self.iteration]}
-        if torch.cuda.is_available():
-            rng["cuda"] = torch.cuda.get_rng_state_all()
-        state = TrainState(
-            iteration=self.iteration,
-            model_state={k: v.detach().cpu() for k, v in self.model.state_dict().items()},
-            optimizer_state=self.optimizer.state_dict() if with_optimizer else None,
-            optimizer_name=self.options.optimizer,
-            true_face=(self.true_face.state_dict(with_optimizer)
-                       if self.true_face is not None else None),
-            autoclip_history=list(self.clipper.history),
-            grad_scaler=self.precision.state_dict(),
-            rng=rng,
-            lr_scale=self.lr_scale,
-            rollbacks=list(self.rollbacks),
-            lr_found=self.lr_found,
-            started_from=self.started_from,
-            drew_faces=self.drew_faces,
-            sessions=[dict(s) for s in self.sessions],
-            losses_since_save=list(self.losses_since_save),
-        )
-        return copy.deepcopy(state) if copied else state
-
-    def restore(self, state: TrainState, source: Path | None = None) -> None:
-        """Put ``state`` (a capture, or a checkpoint's from ``source``) back: every field.
-        The optimizer's state comes back when the same kind of optimizer saved it (else it
-        starts afresh); this session's optimizer options stay."""
-        where = source or self.checkpoint_path
-        try:
-            self.model.load_state_dict(state.model_state)
-            if state.optimizer_state is not None and state.optimizer_name == self.options.optimizer:
-                self.optimizer.load_state_dict(state.optimizer_state)
-            else:
-                # Not saved (save_optimizer), or another optimizer: start its state afresh,
-                # also when rolling back (the moments of the diverged run must not stay).
-                self.optimizer.state.clear()
-                if state.optimizer_state is not None:
-                    log.info("optimizer changed from %s to %s: starting its state afresh",
-                             state.optimizer_name, self.options.optimizer)
-        except (RuntimeError, ValueError, KeyError) as exc:
-            raise CheckpointError(where, f"does not fit the model ({exc})") from exc
-        if self.true_face is not None:
-            if state.true_face is not None:
-                try:
-                    self.true_face.load_state_dict(state.true_face)
-                except (RuntimeError, ValueError, KeyError) as exc:
-                    raise CheckpointError(where, f"its true face discriminator does not fit "
-                                          f"({exc})") from exc
-            else:  # saved before the true face was on: start it afresh (also on a rollback)
-                self.true_face.reset()
-        options = self.options
-        use_session_options(self.optimizer, options.learning_rate,
-                            (options.beta1, options.beta2), setup.epsilon(options),
-                            options.weight_decay)
-        self.clipper.history.clear()
-        self.clipper.history.extend(state.autoclip_history)
-        self.precision.load_state_dict(state.grad_scaler)
-        if isinstance(state.rng.get("torch"), torch.Tensor):
-            torch.set_rng_state(state.rng["torch"])
-        cuda = state.rng.get("cuda")
-        if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
-            torch.cuda.set_rng_state_all(cuda)
-        self.iteration = state.iteration
-        self.lr_scale = state.lr_scale
-        self.rollbacks = list(state.rollbacks)
-        self.lr_found = state.lr_found
-        self.started_from = state.started_from
-        self.drew_faces = state.drew_faces
-        self.sessions = [dict(s) for s in state.sessions]
-        self.losses_since_save = list(state.losses_since_save)
 
     # -- training --------------------------------------------------------------------------
 
