@@ -45,6 +45,7 @@ import swapd  # noqa: F401  (first: it sets OpenMP's wait policy before torch lo
 
 import torch
 
+from swapd import threads as swapd_threads
 from swapd.demo.face_sets import write_face_set
 from swapd.demo.identity import DEMO_A, DEMO_B
 from swapd.trainer.augment import AugmentSettings
@@ -179,7 +180,11 @@ def main() -> None:
                         default=Path("benchmarks/results/train_throughput.json"))
     args = parser.parse_args()
     threads = configure_threads()
+    # The process set-up a trainer makes (swapd.trainer.setup.place), given to the bare loop
+    # too, from its first round: both sides of the comparison run in one process.
+    allocator = swapd_threads.keep_freed_memory()
     results: dict[str, Any] = {
+        "allocator_keeps_freed_memory": allocator,
         "machine": f"{platform.processor() or platform.machine()}, {threads} torch threads",
         "torch": torch.__version__, "batch_size_per_side": args.batch_size, "models": {},
     }
