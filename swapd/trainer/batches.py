@@ -18,7 +18,7 @@ import torch
 
 from swapd.trainer.augment import Augmenter, AugmentSettings
 from swapd.trainer.augment_device import DeviceAugmenter, RawBatch, RawSide, draw_augment
-from swapd.trainer.data import FaceSet, FaceSetError, to_tensor_layout
+from swapd.trainer.data import FaceSet, FaceSetError, to_channels_last
 from swapd.trainer.warp_landmarks import ClosestMatches
 
 Pixels = np.ndarray | torch.Tensor  # numpy from the loader's threads, tensors from a device
@@ -27,7 +27,8 @@ Pixels = np.ndarray | torch.Tensor  # numpy from the loader's threads, tensors f
 @dataclass
 class Batch:
     """One training batch per side: warped inputs, their targets and the targets' masks
-    (face, eyes, mouth), all float32 NCHW in [0, 1]; and per face whether its mask was drawn
+    (face, eyes, mouth), all float32 NCHW in [0, 1] (laid out channels last: the model's
+    layout, as the augmentation leaves them); and per face whether its mask was drawn
     from landmarks (float32 (N,), 1 or 0: an all-face mask must not teach a learned mask).
     Numpy arrays, or tensors on the training device when it augments."""
 
@@ -136,9 +137,9 @@ class BatchLoader:
             inputs, targets, masks = self._augmenter(faces, augment, face_masks,
                                                      landmarks=landmarks)
             name = "ab"[side]
-            parts |= {f"input_{name}": to_tensor_layout(inputs),
-                      f"target_{name}": to_tensor_layout(targets),
-                      f"mask_{name}": to_tensor_layout(masks),
+            parts |= {f"input_{name}": to_channels_last(inputs),
+                      f"target_{name}": to_channels_last(targets),
+                      f"mask_{name}": to_channels_last(masks),
                       f"mask_known_{name}": known}
         return Batch(**parts) if not raw else RawBatch(raw[0], raw[1])
 

@@ -47,6 +47,7 @@ from swapd.trainer.model_crop import (
     crop_landmarks,
     decode_face,
     landmarks_inside,
+    to_channels_last,
     to_tensor_layout,
     warp_aligned,
 )
@@ -55,7 +56,7 @@ log = logging.getLogger(__name__)
 
 # (from landmark_finder and model_crop, where they moved)
 __all__ = ["FoundLandmarks", "LandmarkFinder", "crop_for_model", "crop_landmarks",
-           "to_tensor_layout"]
+           "to_channels_last", "to_tensor_layout"]
 
 
 class FaceSetError(FileProblem, ValueError):

@@ -2,7 +2,8 @@
 
 :func:`crop_for_model` is the one definition of the crop (training, the tracker, the
 exporter's parity faces and the merger all call it); :func:`crop_landmarks` moves landmarks
-into it; :func:`to_tensor_layout` turns a batch of crops into the model's float layout.
+into it; :func:`to_tensor_layout` and :func:`to_channels_last` turn a batch of crops into
+the model's float layout.
 :func:`decode_face`, :func:`warp_aligned` and :func:`landmarks_inside` are what the face sets
 (:mod:`swapd.trainer.data`) use to get an aligned face from its file.
 """
@@ -75,3 +76,11 @@ def crop_landmarks(points: np.ndarray, side: int, size: int, coverage: float) ->
 def to_tensor_layout(batch: np.ndarray) -> np.ndarray:
     """uint8 NHWC -> float32 NCHW in [0, 1] (contiguous, ready for ``torch.from_numpy``)."""
     return np.ascontiguousarray(batch.transpose(0, 3, 1, 2), dtype=np.float32) / 255.0
+
+
+def to_channels_last(batch: np.ndarray) -> np.ndarray:
+    """uint8 NHWC -> float32 NCHW in [0, 1] laid out channels last: the values of
+    :func:`to_tensor_layout` in one pass, without moving a byte, as a transposed view of
+    the NHWC floats. ``torch.from_numpy`` of it is a channels_last tensor already, so the
+    trainer's ``contiguous(memory_format=torch.channels_last)`` copies nothing."""
+    return np.divide(batch, np.float32(255), dtype=np.float32).transpose(0, 3, 1, 2)
