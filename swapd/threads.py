@@ -15,16 +15,20 @@ threads need; measured on 2 shared cores (s/step, the demo model): 1 thread 6.9,
 from __future__ import annotations
 
 import ctypes
+import functools
+import logging
 import os
 import sys
+
+log = logging.getLogger(__name__)
 
 WAIT_POLICY = "OMP_WAIT_POLICY"
 # glibc's mallopt parameters, and the values swapd sets (see keep_freed_memory)
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 _MMAP_THRESHOLD = 32 << 20  # glibc's largest on 64-bit
 _TRIM_THRESHOLD = 1 << 30
-_ALLOCATOR_VARIABLES = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_",
-                        "GLIBC_TUNABLES", "LD_PRELOAD")
+_ALLOCATOR_VARIABLES = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_ARENA_MAX",
+                        "LD_PRELOAD")
 
 
 def prepare_environment() -> bool:
@@ -62,25 +66,36 @@ def training_threads() -> int:
     return cores if passive_waiting() else max(1, cores - 1)
 
 
+@functools.cache
 def keep_freed_memory() -> bool:
     """Ask glibc's allocator to keep freed memory for reuse rather than hand it back to the
     system at once (Linux with glibc; returns whether it was set).
 
     A training step allocates and frees the same arrays and tensors again and again (the
     batch loader's faces, masks and float batches, torch's activations): by default glibc
-    gives each block of more than 128 KiB back to the system when it is freed and maps it
-    afresh for the next, and every fresh page costs a page fault and zeroing. Measured on the
-    loader alone (16 faces a side, 64 px, 2 shared cores): 7.3 ms a side before, 5.6 after;
-    the float conversion of a batch 5.6x faster. The cost: the process keeps what it freed
-    (up to 1 GiB at the top of the heap) instead of shrinking between steps, which a
-    training process does not do anyway. Left alone when the user set the allocator up
-    (``MALLOC_*_`` variables, ``GLIBC_TUNABLES``, or another allocator by ``LD_PRELOAD``)."""
-    if not sys.platform.startswith("linux") or any(v in os.environ for v in _ALLOCATOR_VARIABLES):
+    gives freed blocks back to the system and maps them afresh for the next batch, and every
+    fresh page costs a page fault and zeroing: 736 faults for one side's batch of the demo's
+    model (16 faces, 64 px), whose loader then took 5.0 ms of CPU a side against 3.5 ms with
+    the memory kept. The cost: a training process keeps about its peak memory (a preview,
+    an export or a tracker pass included) instead of shrinking after it. Left alone when the
+    user set the allocator up (``MALLOC_*_`` variables, glibc's malloc tunables, another
+    allocator by ``LD_PRELOAD``). Once per process (later calls return the first's answer)."""
+    if not sys.platform.startswith("linux") or _allocator_chosen():
         return False
     try:
         mallopt = ctypes.CDLL("libc.so.6").mallopt
     except (OSError, AttributeError):  # not glibc (e.g. musl)
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    return bool(mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD)) and bool(
-        mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD))
+    # The trim threshold first: alone it changes nothing a failed second call would regret.
+    kept = bool(mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD)) and bool(
+        mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD))
+    if kept:
+        log.info("memory allocator: freed memory kept for reuse (glibc mallopt)")
+    return kept
+
+
+def _allocator_chosen() -> bool:
+    """Whether the user's environment sets the allocator up itself."""
+    return (any(v in os.environ for v in _ALLOCATOR_VARIABLES)
+            or "glibc.malloc." in os.environ.get("GLIBC_TUNABLES", ""))

@@ -4,6 +4,7 @@ themselves, with no environment variable from the user (swapd.threads)."""
 from __future__ import annotations
 
 import os
+import platform
 import re
 import subprocess
 import sys
@@ -16,7 +17,10 @@ from swapd.threads import usable_cores
 ROOT = Path(__file__).parents[1]
 # The user's environment without any of the variables swapd's set-up depends on.
 BARE = {k: v for k, v in os.environ.items()
-        if k not in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS", "GOMP_SPINCOUNT")}
+        if k not in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS", "GOMP_SPINCOUNT",
+                     "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_ARENA_MAX",
+                     "GLIBC_TUNABLES", "LD_PRELOAD")}
+GLIBC = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
 BARE["PYTHONPATH"] = str(ROOT)
 TINY = ["--set", "input_size=32", "--set", "width=0.125", "--set", "dense_dim=32",
         "--iterations", "2", "--save-every", "2", "--no-tracker"]
@@ -33,7 +37,7 @@ def train(sets: dict[str, Path], model_dir: Path, **env: str) -> tuple[int, int,
     assert result.returncode == 0, result.stderr
     found = REPORT.search(result.stderr)
     assert found, result.stderr
-    if sys.platform.startswith("linux") and "MALLOC_TRIM_THRESHOLD_" not in env:
+    if GLIBC and "MALLOC_TRIM_THRESHOLD_" not in env:
         assert "memory allocator: freed memory kept for reuse" in result.stderr
     return int(found[1]), int(found[2]), found[3]
 
@@ -101,17 +105,18 @@ def churn(mode: str, **env: str) -> tuple[bool, float]:
     return kept == "True", float(faults)
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator")
+@pytest.mark.skipif(not GLIBC, reason="glibc's allocator")
 def test_freed_memory_is_kept_for_reuse() -> None:
     _, plain = churn("plain")
     kept, faults = churn("keep")
     assert kept
-    # By default glibc hands the freed megabytes back and maps them afresh each round.
-    assert plain > 500, plain
-    assert faults < 10, faults
+    # By default glibc hands the freed megabytes back and maps them afresh each round (about
+    # 1000 faults here); kept, they are reused.
+    assert plain > 20 * max(faults, 1), (plain, faults)
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator")
+@pytest.mark.skipif(not GLIBC, reason="glibc's allocator")
 def test_a_users_allocator_set_up_is_left_alone() -> None:
+    _, plain = churn("plain")
     kept, faults = churn("keep", MALLOC_TRIM_THRESHOLD_="0")
-    assert not kept and faults > 500
+    assert not kept and faults > plain / 2, (plain, faults)

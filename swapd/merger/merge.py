@@ -290,7 +290,11 @@ class Merger:
         (:meth:`_infer`). With ``pipeline`` each in a thread of its own, a batch or two
         ahead: detection, the model and the caller's blend, watermark and write of the
         batch before all overlap (decoding and encoding run in ffmpeg processes of their
-        own already). The same frames come out either way."""
+        own already). The same frames come out either way.
+
+        The composer is shared: ``place`` runs in the planning thread, a batch or more ahead
+        of ``mask``/``compose`` in the caller's, which must read only what a placement copied
+        when it was made (its matrix, points, motion), never the live track."""
         def inferred() -> Iterator[_Inferred]:
             plans = self._plans(frames, detector, composer)
             try:
@@ -301,7 +305,8 @@ class Merger:
                 if close is not None:
                     close()
 
-        return read_ahead(inferred(), 2) if self.options.pipeline else inferred()
+        # Depth 1 here (2 for the plans): about 5 batches of frames in flight in all
+        return read_ahead(inferred(), 1) if self.options.pipeline else inferred()
 
     def _plans(self, frames: Iterable[np.ndarray], detector: Detector, composer: Composer
                ) -> Iterator[_Plan]:

@@ -80,7 +80,7 @@ class MergeOptions:
     preset: str = "veryfast"  # x264/x265 preset; for vp9 mapped onto libvpx's -cpu-used
     image_format: ImageFormat = "png"  # stills and image sequences: "png" or "jpeg"
     frame_ranges: FrameRanges = ()  # faceswap's: swap only in these (inclusive), copy the rest
-    pipeline: bool = True  # video: detect a batch ahead in a thread (same frames out as off)
+    pipeline: bool = True  # video: detect, infer and blend in threads (same frames as off)
 
     # The C2PA signing chain and key (PEM); None: swapd's local CA (made on first use).
     c2pa_certificate: str | None = None

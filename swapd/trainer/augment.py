@@ -111,7 +111,9 @@ class Augmenter:
         # Per face a lookup table of each channel's 256 levels (L* scaled, a*/b* shifted,
         # rounded, not truncated (which shifted every channel by half a level on average):
         # a float pass over 256 values instead of over every pixel.
-        levels = np.arange(256, dtype=np.float32)
+        # float64, as the old per-pixel path computed (a float32 array times a float64
+        # scalar would stay in float32 under NumPy 1)
+        levels = np.arange(256, dtype=np.float64)
         for i in range(n):
             table = np.stack([(levels * light[i]).astype(np.float32),
                               (levels + shift[i, 0]).astype(np.float32),

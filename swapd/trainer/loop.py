@@ -230,8 +230,7 @@ class Trainer(Evaluator, StateCapture):
             self.precision.backward((loss_a + loss_b) / accumulate)
         self.precision.unscale(self.optimizer)
         params = [p for p in self.model.parameters() if p.grad is not None]
-        # One fused pass over every gradient (not a norm per parameter, then theirs)
-        norm = torch.nn.utils.get_total_norm([p.grad for p in params])
+        norm = _total_norm([p.grad for p in params])
         skipped = not torch.isfinite(norm)
         if skipped:
             # fp16: an overflow skips the step and lowers the scale, until no scale helps
@@ -327,3 +326,12 @@ class Trainer(Evaluator, StateCapture):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _total_norm(grads: list[torch.Tensor]) -> torch.Tensor:
+    """The gradients' L2 norm in one fused pass (torch >= 2.6), or a norm per tensor, then
+    theirs (older torch); inf or NaN when a gradient is."""
+    fused = getattr(torch.nn.utils, "get_total_norm", None)
+    if fused is not None:
+        return fused(grads)
+    return torch.linalg.vector_norm(torch.stack([g.norm() for g in grads]))

@@ -65,8 +65,7 @@ def place(wanted: str) -> tuple[torch.device, Distributed | None]:
     """The device to train on and, under torchrun, this process's place in the group (one
     process per GPU, or CPU process; see swapd.trainer.distributed)."""
     device = resolve_device(wanted)
-    if threads.keep_freed_memory():  # batches are built on the CPU whatever the device
-        log.info("memory allocator: freed memory kept for reuse (glibc mallopt)")
+    threads.keep_freed_memory()  # batches are built on the CPU whatever the device
     distributed = from_environment(device.type)
     if distributed is not None and device.type == "cuda":
         device = torch.device("cuda", distributed.local_rank)
