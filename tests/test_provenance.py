@@ -32,7 +32,14 @@ from swapd.merger.metadata_tag import (
     tag_video,
 )
 from swapd.merger.provenance import verify_file
-from swapd.merger.watermark import AMP_TEXTURE, Z_THRESHOLD, WatermarkError, detect, embed
+from swapd.merger.watermark import (
+    AMP_TEXTURE,
+    HEADROOM,
+    Z_THRESHOLD,
+    WatermarkError,
+    detect,
+    embed,
+)
 
 W, H = 640, 360
 FPS = 24
@@ -236,7 +243,8 @@ def test_embed_is_invisible_and_deterministic(kind: str) -> None:
     marked = embed(frame)
     assert marked.shape == frame.shape and marked.dtype == np.uint8
     assert psnr(frame, marked) >= MIN_PSNR[kind]
-    assert np.abs(marked.astype(int) - frame.astype(int)).max() <= AMP_TEXTURE
+    # up to AMP_TEXTURE, plus HEADROOM where a channel sat at 0 or 255
+    assert np.abs(marked.astype(int) - frame.astype(int)).max() <= AMP_TEXTURE + HEADROOM
     # luminance only: B, G and R move together wherever no channel clipped
     diff = marked.astype(int) - frame.astype(int)
     inside = ((frame > 10) & (frame < 245)).all(axis=2)

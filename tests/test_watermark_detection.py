@@ -11,6 +11,7 @@ import math
 import subprocess
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
@@ -59,11 +60,12 @@ def test_smooth_panning_clip_scaled_to_a_third_verifies(tmp_path: Path) -> None:
 def test_marks_of_the_first_v2_embedding_still_verify(tmp_path: Path,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     """Files merged before December 2026 carry +-2 on flat areas, +-4.5 on texture, texture
-    counted from 0 (the constants below are that embedding): the current detector finds them,
-    in full and scaled to a third."""
+    counted from 0, no headroom (the constants below are that embedding): the current detector
+    finds them, in full and scaled to a third."""
     monkeypatch.setattr(watermark, "AMP_FLAT", 2.0)
     monkeypatch.setattr(watermark, "AMP_TEXTURE", 4.5)
     monkeypatch.setattr(watermark, "TEXTURE_FLOOR", 0.0)
+    monkeypatch.setattr(watermark, "HEADROOM", 0)
     frames = panning_backdrop(3)
     old = encode([watermark.embed(f) for f in frames], tmp_path / "old.mp4")
     monkeypatch.undo()
@@ -97,3 +99,22 @@ def test_kept_frames_stay_spread_over_a_long_file() -> None:
     assert frames.count == 200
     assert [int(k[0, 0]) for k in frames.kept] == list(range(0, 200, 2))
     assert float(frames.mean()[0, 0]) == pytest.approx(99.5)
+
+
+def test_clipped_content_keeps_its_mark(tmp_path: Path) -> None:
+    """Pure black and white (a binary graphic, a black backdrop): the frame is moved HEADROOM
+    levels off the limits before marking, so neither half of the mark is clipped away, and a
+    CRF 28 copy verifies (without the headroom such a clip scored 4-6)."""
+    rng = np.random.default_rng(4)
+    canvas = np.full((SIZE[1] + 50, SIZE[0] + 100, 3), 255, np.uint8)
+    for _ in range(12):
+        centre = (int(rng.integers(0, SIZE[0])), int(rng.integers(0, SIZE[1])))
+        cv2.circle(canvas, centre, int(rng.integers(30, 160)), (0, 0, 0), -1)
+    frames = [canvas[t * 2:t * 2 + SIZE[1], t * 4:t * 4 + SIZE[0]].copy() for t in range(25)]
+    marked = [watermark.embed(f) for f in frames]
+    assert set(np.unique(frames[0])) == {0, 255}
+    black, white = marked[0][frames[0] == 0], marked[0][frames[0] == 255]
+    assert abs(float(black.mean()) - watermark.HEADROOM) < 0.5  # the mark, around a lifted black
+    assert abs(float(white.mean()) - (255 - watermark.HEADROOM)) < 0.5
+    copy = scaled_copy(encode(marked, tmp_path / "m.mp4"), "null", tmp_path / "c.mp4")
+    assert verify_file(copy).watermark.marked

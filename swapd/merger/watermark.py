@@ -64,6 +64,10 @@ AMP_TEXTURE = 7.0
 TEXTURE_FLOOR = 1.0  # block std (grey levels) up to which an area counts as flat
 TEXTURE_REF = 12.0  # block std at which the mark reaches AMP_TEXTURE
 Z_THRESHOLD = 8.3
+# Levels kept free above black and below white: on a clipped area (pure white, a black
+# backdrop, a binary graphic) half of the mark would be cut off, too little for the flat
+# mark to survive a re-encode (skimage's *horse* after CRF 28: 4.8; so: 27.4).
+HEADROOM = 2
 MIN_SIZE = 64
 HYPOTHESES = search.HYPOTHESES
 _BLOCK = 8  # texture is measured per 8x8 block ...
@@ -208,12 +212,18 @@ def embed(frame_bgr: np.ndarray) -> np.ndarray:
     u = cv2.convertScaleAbs(mark, alpha=1.0, beta=8.0)
     pos, neg = cv2.subtract(u, 8), cv2.subtract(cv2.bitwise_not(u), 247)
     if frame_bgr.ndim == 2 or frame_bgr.shape[2] == 1:
-        plane = frame_bgr.reshape(h, w)
+        plane = _off_the_limits(frame_bgr.reshape(h, w))
         return cv2.subtract(cv2.add(plane, pos), neg).reshape(frame_bgr.shape)
-    if frame_bgr.shape[2] == 4:
-        bgr = cv2.subtract(cv2.add(frame_bgr[..., :3], cv2.merge([pos] * 3)), cv2.merge([neg] * 3))
-        return np.dstack([bgr, frame_bgr[..., 3]])
-    return cv2.subtract(cv2.add(frame_bgr, cv2.merge([pos] * 3)), cv2.merge([neg] * 3))
+    bgr = _off_the_limits(frame_bgr[..., :3])
+    bgr = cv2.subtract(cv2.add(bgr, cv2.merge([pos] * 3)), cv2.merge([neg] * 3))
+    return np.dstack([bgr, frame_bgr[..., 3]]) if frame_bgr.shape[2] == 4 else bgr
+
+
+def _off_the_limits(colour: np.ndarray) -> np.ndarray:
+    """*colour* (uint8) with every value moved at least ``HEADROOM`` levels off 0 and 255."""
+    if HEADROOM <= 0:
+        return colour
+    return np.clip(colour, HEADROOM, 255 - HEADROOM)
 
 
 class Detector:
