@@ -258,7 +258,9 @@ def run_table(clips: int) -> dict:
                 row["n"] += 1
                 row["min"] = min(row["min"], round(found.score, 2))
                 partial.write_text(json.dumps(table, indent=1))
-    return {"clips_per_kind": clips, "table": table, "cpu": cpu_model()}
+    return {"clips_per_kind": clips, "table": table, "cpu": cpu_model(),
+            "embedding": {"amp_flat": watermark.AMP_FLAT, "amp_texture": watermark.AMP_TEXTURE},
+            "threshold": watermark.Z_THRESHOLD}
 
 
 def run_cost() -> dict:

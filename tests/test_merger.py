@@ -44,6 +44,7 @@ from swapd.merger.merge import MergeError, MergeOptions, Merger, merge_file
 from swapd.merger.provenance import verify_file
 from swapd.merger.session import ModelLoadError, SwapSession
 from swapd.merger.video import VideoWriter
+from swapd.merger.watermark import AMP_TEXTURE
 from swapd.runtime import select_providers
 from swapd.state import StateStore
 from swapd.workspace import Workspace
@@ -387,7 +388,9 @@ def test_frame_without_face_passes_through_but_is_marked(tmp_path: Path, model: 
     result = merge_file(src, tmp_path / "out", model)
     assert result.faces_swapped == 0
     image = cv2.imread(str(result.output_path))
-    assert np.abs(image.astype(int) - room).max() <= 3  # only the watermark's +-2.5 levels
+    change = np.abs(image.astype(int) - room)
+    # only the watermark: +-1.5 levels (dithered) on the flat backdrop, more by its lines
+    assert change.max() <= AMP_TEXTURE and change.mean() < 1.5, (change.max(), change.mean())
     verdict = verify_file(result.output_path)
     assert verdict.metadata_tag and verdict.watermark.marked
 

@@ -32,12 +32,20 @@ from swapd.merger.metadata_tag import (
     tag_video,
 )
 from swapd.merger.provenance import verify_file
-from swapd.merger.watermark import Z_THRESHOLD, WatermarkError, detect, embed
+from swapd.merger.watermark import (
+    AMP_TEXTURE,
+    HEADROOM,
+    Z_THRESHOLD,
+    WatermarkError,
+    detect,
+    embed,
+)
 
 W, H = 640, 360
 FPS = 24
-# The best of ~3.8 million hypotheses on unmarked content is typically 4.5-5.5 (the maximum of
-# that many correlated N(0, 1) scores); the threshold is set from the union bound above that.
+# The best of 3.8 (image) or 7.7 (video) million hypotheses on unmarked content is typically
+# 4.5-5.5 (the maximum of that many correlated N(0, 1) scores); the threshold is set from the
+# union bound above that.
 UNMARKED_MAX = Z_THRESHOLD - 2
 
 
@@ -221,13 +229,22 @@ def test_without_ffmpeg_on_path_uses_imageio_ffmpeg(
 # --- watermark: invisibility, determinism, shapes ---------------------------------------
 
 
-@pytest.mark.parametrize("kind", ["scene", "pink", "noise", "gradient", "flat", "shapes"])
+# PSNR floor per kind: flat content carries the +-1.5 flat-area mark (47.5 dB; the +-2 of the
+# first v2 embedding gave 45.4 dB); dense texture (1/f, noise: block std far above
+# TEXTURE_REF) carries the full +-7 that it masks (34.8 dB; +-4.5 gave 39.0 dB before
+# December 2026).
+MIN_PSNR = {"scene": 38.0, "pink": 34.0, "noise": 34.0, "gradient": 47.0, "flat": 47.0,
+            "shapes": 38.0}
+
+
+@pytest.mark.parametrize("kind", list(MIN_PSNR))
 def test_embed_is_invisible_and_deterministic(kind: str) -> None:
     frame = unmarked_kinds()[kind]
     marked = embed(frame)
     assert marked.shape == frame.shape and marked.dtype == np.uint8
-    assert psnr(frame, marked) >= 38.0
-    assert np.abs(marked.astype(int) - frame.astype(int)).max() <= 5
+    assert psnr(frame, marked) >= MIN_PSNR[kind]
+    # up to AMP_TEXTURE, plus HEADROOM where a channel sat at 0 or 255
+    assert np.abs(marked.astype(int) - frame.astype(int)).max() <= AMP_TEXTURE + HEADROOM
     # luminance only: B, G and R move together wherever no channel clipped
     diff = marked.astype(int) - frame.astype(int)
     inside = ((frame > 10) & (frame < 245)).all(axis=2)

@@ -11,16 +11,22 @@ Scheme ``swapd-wm-v2``
   shifts it cyclically.
 * :func:`embed` interpolates the cells bilinearly (a smooth, low/mid-frequency pattern:
   what scaling, JPEG and H.264 keep) and adds it to B, G and R alike (luminance only, so
-  chroma subsampling cannot hurt it), at 2 grey levels on flat areas up to 4.5 where
-  texture masks it (:mod:`swapd.merger.watermark_search` explains detection).  On flat
-  areas the rounding to whole grey levels is dithered (a fixed noise pattern): plain
-  rounding cut the +-2 pattern into flat steps with crisp one-level edges, which showed the
-  cell grid in a 400 % crop; dithered, the same mean change has no edges (in images: an
-  H.264 encode re-quantises it into its own blocks, see docs/benchmarks.md).
-* :func:`detect` averages the frames of a file at a low working resolution (the mark is
-  fixed to the frame, the content moves, so averaging strengthens the one and smooths the
-  other), whitens it, and searches scale, rotation (+-2.4 deg), horizontal flip and
-  cyclic offset with FFT correlation against the key tile.
+  chroma subsampling cannot hurt it), at 1.5 grey levels on flat areas up to 7 where
+  texture masks it (:mod:`swapd.merger.watermark_search` explains detection).  Areas whose 8 x 8
+  blocks vary by less than ``TEXTURE_FLOOR`` count as flat (a gentle shading shows the mark
+  as much as a flat wall).  Until December 2026 it was 2 levels on flat areas and 4.5 on
+  texture: after the merger's H.264 CRF 18 that showed as a faint cell-sized mottling in a
+  400 % crop of smooth areas (still there at 1.5, fainter: a mean change of 1.16 levels
+  instead of 1.53; 1.0 would be fainter still, but 33 % copies of flat content lose it).
+  The detector's two poolings (below) win back what the weaker flat mark loses, and marks
+  of the first embedding are still found.  On flat areas the rounding to whole
+  grey levels is dithered (a fixed noise pattern): plain rounding cut the pattern into flat
+  steps with crisp one-level edges along the cell grid (see docs/benchmarks.md).
+* :func:`detect` pools the frames of a file at a low working resolution two ways (the mean
+  frame whitened: the mark is fixed to the frame, the content moves, so averaging
+  strengthens the one and smooths the other; and the mean of the whitened frames), and
+  searches each for scale, rotation (+-2.4 deg), horizontal flip and cyclic offset with FFT
+  correlation against the key tile.
 
 Why the threshold is trustworthy
 --------------------------------
@@ -28,10 +34,10 @@ For one hypothesis (scale, angle, flip, offset) the score is ``z = sum(a * k) / 
 where ``a`` is the folded host (a function of the content alone) and ``k`` the key.
 Over the key's randomness it is a Rademacher sum, so by Hoeffding's inequality
 ``P(z >= t) <= exp(-t^2 / 2)`` for *any* content, and by the union bound over the
-``HYPOTHESES`` (3.8 million) hypotheses searched the chance that unmarked content
-reaches ``t`` anywhere is at most ``HYPOTHESES * exp(-t^2 / 2)``.  ``Z_THRESHOLD`` = 8.2
-makes that bound 1e-8 per file.  Measured on 2,000+ unmarked inputs (see
-docs/benchmarks.md), the largest score was far below it.
+``HYPOTHESES`` (7.7 million: 3.8 million per pooling) hypotheses searched the chance that
+unmarked content reaches ``t`` anywhere is at most ``HYPOTHESES * exp(-t^2 / 2)``.
+``Z_THRESHOLD`` = 8.3 makes that bound 1e-8 per file (8.2 did for one pooling).  Measured
+on 2,000+ unmarked inputs (see docs/benchmarks.md), the largest score was far below it.
 
 Not designed for: deliberate removal by someone who knows the key and the scheme.  It is
 a provenance signal that survives what sharing does to a copy, next to the metadata tag,
@@ -53,13 +59,19 @@ from swapd.merger import watermark_search as search
 from swapd.merger.watermark_search import CELLS, TILE, key_tile
 
 SCHEME = "swapd-wm-v2"
-AMP_FLAT = 2.0
-AMP_TEXTURE = 4.5
-TEXTURE_REF = 12.0  # block std (grey levels) at which the mark reaches AMP_TEXTURE
-Z_THRESHOLD = 8.2
+AMP_FLAT = 1.5
+AMP_TEXTURE = 7.0
+TEXTURE_FLOOR = 1.0  # block std (grey levels) up to which an area counts as flat
+TEXTURE_REF = 12.0  # block std at which the mark reaches AMP_TEXTURE
+Z_THRESHOLD = 8.3
+# Levels kept free above black and below white: on a clipped area (pure white, a black
+# backdrop, a binary graphic) half of the mark would be cut off, too little for the flat
+# mark to survive a re-encode (skimage's *horse* after CRF 28: 4.8; so: 27.4).
+HEADROOM = 2
 MIN_SIZE = 64
 HYPOTHESES = search.HYPOTHESES
-_BLOCK = 8  # texture is measured per 8x8 block
+_BLOCK = 8  # texture is measured per 8x8 block ...
+_TEXTURE_SHORT = 720  # ... of the frame brought to this shorter side at most
 _DITHER_SEED = 0x17D1
 
 __all__ = ["CELLS", "TILE", "SCHEME", "Z_THRESHOLD", "MIN_SIZE", "HYPOTHESES",
@@ -139,6 +151,14 @@ def _luma(frame: np.ndarray) -> np.ndarray:
 def _amplitude(y: np.ndarray) -> np.ndarray:
     """Per-pixel mark strength: weak on flat areas, stronger where texture masks it."""
     h, w = y.shape
+    if min(h, w) > _TEXTURE_SHORT:
+        # Texture at the mark's own scale (a cell is 1/64 of the shorter side): the fine
+        # detail of a 4K frame does not hide cell-sized mottling, while detail at the cells'
+        # scale that 8 x 8 blocks of 4K pixels cannot see does (an upscaled 720p texture).
+        scale = _TEXTURE_SHORT / min(h, w)
+        small = cv2.resize(y, (max(1, round(w * scale)), max(1, round(h * scale))),
+                           interpolation=cv2.INTER_AREA)
+        return cv2.resize(_amplitude(small), (w, h), interpolation=cv2.INTER_LINEAR)
     gh, gw = math.ceil(h / _BLOCK), math.ceil(w / _BLOCK)
     # Texture is estimated on every other pixel: plenty for a strength map, 4x cheaper.
     sub = y[::2, ::2].astype(np.float32)
@@ -150,7 +170,7 @@ def _amplitude(y: np.ndarray) -> np.ndarray:
     mean_sq = cv2.resize(sub * sub, (gw, gh), interpolation=cv2.INTER_AREA)
     std = np.sqrt(np.maximum(mean_sq - mean * mean, 0.0))
     std = cv2.blur(std, (3, 3), borderType=cv2.BORDER_REFLECT)
-    t = np.clip(std / TEXTURE_REF, 0.0, 1.0)
+    t = np.clip((std - TEXTURE_FLOOR) / (TEXTURE_REF - TEXTURE_FLOOR), 0.0, 1.0)
     grid = AMP_FLAT + (AMP_TEXTURE - AMP_FLAT) * t
     return cv2.resize(grid, (gw * _BLOCK, gh * _BLOCK), interpolation=cv2.INTER_LINEAR)[:h, :w]
 
@@ -192,25 +212,32 @@ def embed(frame_bgr: np.ndarray) -> np.ndarray:
     u = cv2.convertScaleAbs(mark, alpha=1.0, beta=8.0)
     pos, neg = cv2.subtract(u, 8), cv2.subtract(cv2.bitwise_not(u), 247)
     if frame_bgr.ndim == 2 or frame_bgr.shape[2] == 1:
-        plane = frame_bgr.reshape(h, w)
+        plane = _off_the_limits(frame_bgr.reshape(h, w))
         return cv2.subtract(cv2.add(plane, pos), neg).reshape(frame_bgr.shape)
-    if frame_bgr.shape[2] == 4:
-        bgr = cv2.subtract(cv2.add(frame_bgr[..., :3], cv2.merge([pos] * 3)), cv2.merge([neg] * 3))
-        return np.dstack([bgr, frame_bgr[..., 3]])
-    return cv2.subtract(cv2.add(frame_bgr, cv2.merge([pos] * 3)), cv2.merge([neg] * 3))
+    bgr = _off_the_limits(frame_bgr[..., :3])
+    bgr = cv2.subtract(cv2.add(bgr, cv2.merge([pos] * 3)), cv2.merge([neg] * 3))
+    return np.dstack([bgr, frame_bgr[..., 3]]) if frame_bgr.shape[2] == 4 else bgr
+
+
+def _off_the_limits(colour: np.ndarray) -> np.ndarray:
+    """*colour* (uint8) with every value moved at least ``HEADROOM`` levels off 0 and 255."""
+    if HEADROOM <= 0:
+        return colour
+    return np.clip(colour, HEADROOM, 255 - HEADROOM)
 
 
 class Detector:
     """Accumulates frames (all of one video, or a single image), then checks them for the mark.
 
-    Frames of one size are averaged before the search; a file whose frames come in several
-    sizes is searched once per size and the best score counts (with the hypotheses of every
-    search in its chance).  Frames smaller than 64x64 are skipped (not counted); a frame of
-    the wrong dtype or layout raises :class:`WatermarkError`.
+    Frames of one size are pooled for the search (their mean, and the mean of each frame
+    whitened); a file whose frames come in several sizes is searched once per size and the
+    best score counts (with the hypotheses of every search in its chance).  Frames smaller
+    than 64x64 are skipped (not counted); a frame of the wrong dtype or layout raises
+    :class:`WatermarkError`.
     """
 
     def __init__(self) -> None:
-        self._sums: dict[tuple[int, int], search.FrameAverage] = {}
+        self._sizes: dict[tuple[int, int], search.LowResFrames] = {}
 
     def add(self, frame: np.ndarray) -> None:
         """Add one frame."""
@@ -218,20 +245,20 @@ class Detector:
         if not _big_enough(frame):
             return  # too small to carry usable evidence
         y = _luma(frame)
-        self._sums.setdefault(y.shape, search.FrameAverage(y.shape)).add(y)
+        self._sizes.setdefault(y.shape, search.LowResFrames(y.shape)).add(y)
 
     @property
     def frames(self) -> int:
         """Frames added (and big enough to count)."""
-        return sum(a.count for a in self._sums.values())
+        return sum(a.count for a in self._sizes.values())
 
     def result(self) -> WatermarkEvidence:
         """The evidence of every frame added so far."""
-        if not self._sums:
+        if not self._sizes:
             return WatermarkEvidence(score=0.0, marked=False, frames_checked=0)
-        found = max((search.search(a.mean(), min(shape)) for shape, a in self._sums.items()),
-                    key=lambda f: f.score)
-        hypotheses = HYPOTHESES * len(self._sums)
+        searches = [search.search(frames, min(shape)) for shape, frames in self._sizes.items()]
+        found = max(searches, key=lambda f: f.score)
+        hypotheses = sum(f.hypotheses for f in searches)
         return WatermarkEvidence(
             score=found.score,
             marked=found.score >= Z_THRESHOLD,

@@ -3,15 +3,22 @@ copy: the geometry search behind :func:`swapd.merger.watermark.detect`.
 
 How the search works
 --------------------
-1. Frames are averaged at a low resolution (:class:`FrameAverage`).
+1. Each size's frames are kept at a low resolution (:class:`LowResFrames`): their mean, and
+   (up to 120, evenly spread) the frames themselves.
 2. Flat bars around the picture (letterboxing, padding) are found, so the picture's own size
    is known; the mark's cell size is a fixed share of that size (``CELLS`` across the
    shorter side), up to a crop of 10 % from each side (cells then look larger, up to
    1 / 0.8 = 1.25x; searched to 1.30x).  Without bars, or when they are mistaken (a flat sky),
    the frame's own size is searched too.
-3. The average is resampled so a cell spans about two samples, and whitened: the host's
+3. The frames are resampled so a cell spans about two samples, and whitened: the host's
    low frequencies are removed, each area is normalised by its own energy (so flat areas,
-   where the mark is cleanest, count as much as textured ones), outliers are clipped.
+   where the mark is cleanest, count as much as textured ones), outliers are clipped.  Two
+   poolings of a video's frames are searched: the mean frame whitened (moving content
+   averages out before the normalisation, which keeps textured footage's evidence), and the
+   mean of the whitened frames (each frame normalised by its own local energy, so a moving
+   edge weighs by its energy in each frame instead of leaving a smeared ramp; measured, it
+   lifts smooth panning footage by 1-3 and lowers dense texture, hence both: see
+   docs/benchmarks.md).  A single frame is one pooling.
 4. For each scale (1.2 % steps) and angle (0.6 deg steps, +-2.4 deg) the whitened image is
    warped to a canonical grid of exactly two samples per cell and *folded*: samples one key
    tile apart are summed, so the whole frame's evidence lands in one 64 x 64 tile, and a
@@ -19,7 +26,7 @@ How the search works
 5. Every cyclic shift, half-cell phase and flip of the key is scored at once by FFT.  The
    score of one hypothesis is ``sum(a * k) / |a|`` (``a``: the folded host, correlated with
    the interpolation kernel), a Rademacher sum for unmarked content: see the threshold
-   argument in :mod:`swapd.merger.watermark`.
+   argument in :mod:`swapd.merger.watermark`.  Every pooling's hypotheses count in it.
 """
 
 from __future__ import annotations
@@ -42,10 +49,17 @@ _ANGLES = np.arange(-2.4, 2.41, 0.6)  # degrees
 _RANGES = 2  # the picture inside its bars, and the whole frame
 _FLIPS = 2
 _PHASES = _SAMPLES * _SAMPLES
-HYPOTHESES = _RANGES * len(_RHO) * len(_ANGLES) * _FLIPS * _PHASES * TILE * TILE
+POOLINGS = 2  # a video's frames: the mean frame whitened, the whitened frames' mean
+HYPOTHESES_PER_POOLING = _RANGES * len(_RHO) * len(_ANGLES) * _FLIPS * _PHASES * TILE * TILE
+HYPOTHESES = POOLINGS * HYPOTHESES_PER_POOLING  # what one size of a video costs at most
 _BAR_STD = 2.0  # grey levels: a row or column this uniform ...
 _BAR_DELTA = 4.0  # ... and this close to the frame's edge colour is a bar
 _CLIP_SIGMAS = 3.0
+_HIGHPASS_CELLS = 0.5  # sigma of the low frequencies removed, in cells
+# Energy floor (grey levels squared) of the normalisation: low, so the faint mark a scaled,
+# re-encoded copy keeps on flat areas is not drowned by it (0.25 before: 33 % copies lost 1-2)
+_ENERGY_FLOOR = 0.01
+_KEPT_MAX = 120  # frames kept for the whitened frames' mean (about 14 MB at 720p)
 
 
 @lru_cache(maxsize=1)
@@ -57,8 +71,10 @@ def key_tile() -> np.ndarray:
     return tile
 
 
-class FrameAverage:
-    """The running mean of one size's luminance frames, at a low resolution."""
+class LowResFrames:
+    """One size's luminance frames at a low resolution: their running mean, and the frames
+    themselves (up to ``_KEPT_MAX``; past it every other one is dropped and from then on every
+    other one kept, so the kept frames stay spread over the whole file)."""
 
     def __init__(self, shape: tuple[int, int]) -> None:
         h, w = shape
@@ -66,11 +82,17 @@ class FrameAverage:
         self.size = (max(1, round(w * scale)), max(1, round(h * scale)))
         self.total = np.zeros(self.size[::-1], np.float64)
         self.count = 0
+        self.kept: list[np.ndarray] = []
+        self._stride = 1
 
     def add(self, luma: np.ndarray) -> None:
         """Add one (H, W) uint8 luminance frame."""
         small = cv2.resize(luma, self.size, interpolation=cv2.INTER_AREA)
         self.total += small
+        if self.count % self._stride == 0:
+            self.kept.append(small)
+            if len(self.kept) > _KEPT_MAX:
+                self.kept, self._stride = self.kept[::2], 2 * self._stride
         self.count += 1
 
     def mean(self) -> np.ndarray:
@@ -83,6 +105,7 @@ class Found:
     """The best hypothesis of a search."""
 
     score: float
+    hypotheses: int  # how many the search tried
     cell_px: float  # cell size in the checked frame's pixels
     angle: float
     flipped: bool
@@ -119,9 +142,10 @@ def whiten(image: np.ndarray) -> np.ndarray:
 
     A function of the content alone, so it cannot bias the score of unmarked content.
     """
-    h = image - cv2.GaussianBlur(image, (0, 0), 0.75 * _SAMPLES, borderType=cv2.BORDER_REFLECT)
+    h = image - cv2.GaussianBlur(image, (0, 0), _HIGHPASS_CELLS * _SAMPLES,
+                                 borderType=cv2.BORDER_REFLECT)
     energy = cv2.GaussianBlur(h * h, (0, 0), 1.5 * _SAMPLES, borderType=cv2.BORDER_REFLECT)
-    h = h / np.sqrt(energy + 0.25)  # +0.25: a floor of half a grey level on flat areas
+    h = h / np.sqrt(energy + _ENERGY_FLOOR)
     if float(np.abs(h).max()) < 1e-3:  # flat content: rounding noise is no evidence
         return np.zeros_like(h)
     scale = 1.4826 * float(np.median(np.abs(h))) + 1e-6
@@ -174,31 +198,46 @@ def _candidates(mean: np.ndarray) -> list[tuple[float, bool]]:
     return ranges
 
 
-def search(mean: np.ndarray, frame_short: int) -> Found:
-    """Search a mean luminance frame (from :class:`FrameAverage`) of frames whose shorter
-    side is *frame_short* pixels for the key."""
-    best = Found(0.0, 0.0, 0.0, False, False)
+def _poolings(frames: LowResFrames, size: tuple[int, int]) -> list[np.ndarray]:
+    """The whitened images searched, at *size*: the mean frame whitened, and for several
+    frames the mean of the whitened frames."""
+    mean = frames.mean()
+    interp = cv2.INTER_AREA if size[0] < mean.shape[1] else cv2.INTER_LINEAR
+    works = [whiten(cv2.resize(mean, size, interpolation=interp))]
+    if len(frames.kept) > 1:
+        total = np.zeros(size[::-1], np.float32)
+        for small in frames.kept:
+            total += whiten(cv2.resize(small.astype(np.float32), size, interpolation=interp))
+        works.append(total / len(frames.kept))
+    return works
+
+
+def search(frames: LowResFrames, frame_short: int) -> Found:
+    """Search one size's frames (shorter side *frame_short* pixels) for the key."""
+    mean = frames.mean()
+    # Every range and pooling counts, searched or not (the bound does not depend on which).
+    hypotheses = (POOLINGS if len(frames.kept) > 1 else 1) * HYPOTHESES_PER_POOLING
+    best = Found(0.0, hypotheses, 0.0, 0.0, False, False)
     for picture_short, in_bars in _candidates(mean):
         # Work at two samples per expected cell; bars stay in (they whiten to nothing).
         scale = _SAMPLES * CELLS / picture_short
         h, w = mean.shape
         size = (max(8, round(w * scale)), max(8, round(h * scale)))
-        interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
-        work = whiten(cv2.resize(mean, size, interpolation=interp))
         centre = (size[0] / 2.0, size[1] / 2.0)
         tiles, labels = [], []
-        for rho in _RHO:
-            dsize = (math.ceil(size[0] / rho) + 2, math.ceil(size[1] / rho) + 2)
-            for angle in _ANGLES:
-                matrix = cv2.getRotationMatrix2D(centre, float(angle), 1.0 / float(rho))
-                matrix[:, 2] += (dsize[0] / 2.0 - centre[0], dsize[1] / 2.0 - centre[1])
-                canonical = cv2.warpAffine(work, matrix, dsize, flags=cv2.INTER_LINEAR,
-                                           borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-                tiles.append(_fold(canonical))
-                labels.append((float(rho), float(angle)))
+        for work in _poolings(frames, size):
+            for rho in _RHO:
+                dsize = (math.ceil(size[0] / rho) + 2, math.ceil(size[1] / rho) + 2)
+                for angle in _ANGLES:
+                    matrix = cv2.getRotationMatrix2D(centre, float(angle), 1.0 / float(rho))
+                    matrix[:, 2] += (dsize[0] / 2.0 - centre[0], dsize[1] / 2.0 - centre[1])
+                    canonical = cv2.warpAffine(work, matrix, dsize, flags=cv2.INTER_LINEAR,
+                                               borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+                    tiles.append(_fold(canonical))
+                    labels.append((float(rho), float(angle)))
         score, where, flipped = _best(np.stack(tiles).astype(np.float32))
         if score > best.score:
             rho, angle = labels[where]
             cell_px = rho * picture_short / CELLS * frame_short / min(mean.shape)
-            best = Found(score, cell_px, angle, flipped, in_bars)
+            best = Found(score, hypotheses, cell_px, angle, flipped, in_bars)
     return best
