@@ -151,14 +151,25 @@ def _luma(frame: np.ndarray) -> np.ndarray:
 def _amplitude(y: np.ndarray) -> np.ndarray:
     """Per-pixel mark strength: weak on flat areas, stronger where texture masks it."""
     h, w = y.shape
-    if min(h, w) > _TEXTURE_SHORT:
-        # Texture at the mark's own scale (a cell is 1/64 of the shorter side): the fine
-        # detail of a 4K frame does not hide cell-sized mottling, while detail at the cells'
-        # scale that 8 x 8 blocks of 4K pixels cannot see does (an upscaled 720p texture).
-        scale = _TEXTURE_SHORT / min(h, w)
-        small = cv2.resize(y, (max(1, round(w * scale)), max(1, round(h * scale))),
-                           interpolation=cv2.INTER_AREA)
-        return cv2.resize(_amplitude(small), (w, h), interpolation=cv2.INTER_LINEAR)
+    # Texture at the mark's own scale (a cell is 1/64 of the shorter side): the fine detail
+    # of a 4K frame does not hide cell-sized mottling, while detail at the cells' scale that
+    # 8 x 8 blocks of 4K pixels cannot see does (an upscaled 720p texture). So a larger frame
+    # is measured brought down to 720p, and its block grid spread over the whole frame.
+    scale = min(1.0, _TEXTURE_SHORT / min(h, w))
+    if scale < 1.0:
+        y = cv2.resize(y, (max(1, round(w * scale)), max(1, round(h * scale))),
+                       interpolation=cv2.INTER_AREA)
+    grid = _amplitude_grid(y)
+    # Block j covers pixels [8j, 8j + 8) of the measured frame, [8j, 8j + 8) / scale here:
+    # the grid spread over (blocks x 8 / scale) pixels, cut to the frame.
+    gh, gw = grid.shape
+    size = (max(w, round(gw * _BLOCK / scale)), max(h, round(gh * _BLOCK / scale)))
+    return cv2.resize(grid, size, interpolation=cv2.INTER_LINEAR)[:h, :w]
+
+
+def _amplitude_grid(y: np.ndarray) -> np.ndarray:
+    """The mark's strength per 8 x 8 block of *y*, from the block's texture."""
+    h, w = y.shape
     gh, gw = math.ceil(h / _BLOCK), math.ceil(w / _BLOCK)
     # Texture is estimated on every other pixel: plenty for a strength map, 4x cheaper.
     sub = y[::2, ::2].astype(np.float32)
@@ -171,8 +182,7 @@ def _amplitude(y: np.ndarray) -> np.ndarray:
     std = np.sqrt(np.maximum(mean_sq - mean * mean, 0.0))
     std = cv2.blur(std, (3, 3), borderType=cv2.BORDER_REFLECT)
     t = np.clip((std - TEXTURE_FLOOR) / (TEXTURE_REF - TEXTURE_FLOOR), 0.0, 1.0)
-    grid = AMP_FLAT + (AMP_TEXTURE - AMP_FLAT) * t
-    return cv2.resize(grid, (gw * _BLOCK, gh * _BLOCK), interpolation=cv2.INTER_LINEAR)[:h, :w]
+    return AMP_FLAT + (AMP_TEXTURE - AMP_FLAT) * t
 
 
 def _check_layout(frame: np.ndarray) -> None:
