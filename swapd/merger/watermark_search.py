@@ -198,10 +198,10 @@ def _candidates(mean: np.ndarray) -> list[tuple[float, bool]]:
     return ranges
 
 
-def _poolings(frames: LowResFrames, size: tuple[int, int]) -> list[np.ndarray]:
-    """The whitened images searched, at *size*: the mean frame whitened, and for several
-    frames the mean of the whitened frames."""
-    mean = frames.mean()
+def _poolings(frames: LowResFrames, mean: np.ndarray, size: tuple[int, int]
+              ) -> list[np.ndarray]:
+    """The whitened images searched, at *size*: the mean frame (*mean*, of *frames*)
+    whitened, and for several frames the mean of the whitened frames."""
     interp = cv2.INTER_AREA if size[0] < mean.shape[1] else cv2.INTER_LINEAR
     works = [whiten(cv2.resize(mean, size, interpolation=interp))]
     if len(frames.kept) > 1:
@@ -225,7 +225,7 @@ def search(frames: LowResFrames, frame_short: int) -> Found:
         size = (max(8, round(w * scale)), max(8, round(h * scale)))
         centre = (size[0] / 2.0, size[1] / 2.0)
         tiles, labels = [], []
-        for work in _poolings(frames, size):
+        for work in _poolings(frames, mean, size):
             for rho in _RHO:
                 dsize = (math.ceil(size[0] / rho) + 2, math.ceil(size[1] / rho) + 2)
                 for angle in _ANGLES:

@@ -75,12 +75,12 @@ def crop_landmarks(points: np.ndarray, side: int, size: int, coverage: float) ->
 
 def to_tensor_layout(batch: np.ndarray) -> np.ndarray:
     """uint8 NHWC -> float32 NCHW in [0, 1] (contiguous, ready for ``torch.from_numpy``)."""
-    return np.ascontiguousarray(batch.transpose(0, 3, 1, 2), dtype=np.float32) / 255.0
+    return np.ascontiguousarray(to_channels_last(batch))
 
 
 def to_channels_last(batch: np.ndarray) -> np.ndarray:
-    """uint8 NHWC -> float32 NCHW in [0, 1] laid out channels last: the values of
-    :func:`to_tensor_layout` in one pass, without moving a byte, as a transposed view of
-    the NHWC floats. ``torch.from_numpy`` of it is a channels_last tensor already, so the
-    trainer's ``contiguous(memory_format=torch.channels_last)`` copies nothing."""
+    """uint8 NHWC -> float32 NCHW in [0, 1] laid out channels last: the floats written in
+    one pass in NHWC order, handed out as a transposed view. ``torch.from_numpy`` of it is a
+    channels_last tensor already, so the trainer's ``contiguous(memory_format=
+    torch.channels_last)`` copies nothing."""
     return np.divide(batch, np.float32(255), dtype=np.float32).transpose(0, 3, 1, 2)
