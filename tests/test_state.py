@@ -7,6 +7,8 @@ import os
 import sqlite3
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 from swapd.state import StateStore
@@ -71,3 +73,56 @@ def test_losses_export_as_csv(tmp_path: Path) -> None:
                               str(tmp_path / "ws")], capture_output=True, text=True, timeout=60,
                              env=env)
     assert missing.returncode == 1 and "no job 'nope'" in missing.stderr
+
+
+def test_a_new_database_another_opener_holds_is_switched_to_wal_once_it_lets_go(
+        tmp_path: Path) -> None:
+    """Two openers of a new database each switch it to WAL: the one that finds the other
+    holding the write lock gets "database is locked" from SQLite at once (not after the busy
+    timeout), so the store tries again until the other lets go."""
+    db = tmp_path / "state.db"
+    other = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")  # (still the new file's rollback journal: no WAL yet)
+    other.execute("CREATE TABLE early (x)")
+    letting_go = threading.Timer(0.5, other.execute, ("COMMIT",))
+    letting_go.start()
+    store = StateStore(db)
+    letting_go.join()
+    assert sqlite3.connect(db).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert store.job("j") is None  # its tables are made
+    store.close()
+    other.close()
+
+
+def test_openers_of_an_older_database_bring_it_up_to_date_one_at_a_time(
+        tmp_path: Path) -> None:
+    """The service and its workers open a database an older swapd made, at once: each sees a
+    column missing; one adds it, the others wait, then find it there (not "duplicate column
+    name")."""
+    from swapd.state.schema import SCHEMA, columns
+
+    db = tmp_path / "state.db"
+    older = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
+    older.execute("PRAGMA journal_mode=WAL")
+    older.executescript(SCHEMA)  # the tables as first made: faces.mask_source came later
+    assert "mask_source" not in columns(older, "faces")
+    older.execute("BEGIN IMMEDIATE")  # a writer at work: the openers meet at its lock
+    outcomes: list[str] = []
+
+    def open_store() -> None:
+        try:
+            StateStore(db).close()
+            outcomes.append("opened")
+        except sqlite3.Error as exc:
+            outcomes.append(f"{type(exc).__name__}: {exc}")
+
+    openers = [threading.Thread(target=open_store) for _ in range(3)]
+    for opener in openers:
+        opener.start()
+    time.sleep(1.0)  # (each has looked at the columns and waits for the lock)
+    older.execute("COMMIT")
+    for opener in openers:
+        opener.join(timeout=30)
+    assert outcomes == ["opened"] * 3
+    assert "mask_source" in columns(older, "faces")
+    older.close()

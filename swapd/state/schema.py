@@ -6,6 +6,7 @@ look at an older database still works for what it has).
 
 from __future__ import annotations
 
+import re
 import sqlite3
 
 # 2: the faces table; 3: faces.landmarks_from; 4: tracked_faces; 5: losses.components;
@@ -192,17 +193,41 @@ _ADDED_COLUMNS = (
 
 
 def create_or_migrate(db: sqlite3.Connection) -> None:
-    """Make every table, add the columns an older database lacks, record the version."""
-    db.executescript(SCHEMA)
-    for table, column, declaration in _ADDED_COLUMNS:
-        have = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
-        if column not in have:
-            db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
-    recorded = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-    if recorded is None or recorded[0] != str(SCHEMA_VERSION):  # (opening writes nothing
+    """Make every table, add the columns an older database lacks, record the version.
+
+    Several processes open the database at once (the service, its workers, the CLI, the
+    dashboard's controls), so the look at what is missing and the making of it happen under
+    one write lock (BEGIN IMMEDIATE): the second opener waits (busy timeout), then finds it
+    made, instead of adding a column the first just added ("duplicate column name")."""
+    if _up_to_date(db):
+        return  # (opening writes nothing then: it must work on a full disk)
+    try:
+        db.executescript("BEGIN IMMEDIATE;\n" + SCHEMA)
+        for table, column, declaration in _ADDED_COLUMNS:
+            if column not in columns(db, table):
+                db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
         db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)",
-                   (str(SCHEMA_VERSION),))  # else: it must work on a full disk)
-    db.commit()
+                   (str(SCHEMA_VERSION),))
+        db.commit()
+    except BaseException:
+        db.rollback()
+        raise
+
+
+_TABLES_AND_INDEXES = frozenset(re.findall(r"CREATE (?:TABLE|INDEX) IF NOT EXISTS (\w+)",
+                                           SCHEMA))
+
+
+def _up_to_date(db: sqlite3.Connection) -> bool:
+    """Whether the database has every table, index and column, and this version recorded (a
+    look that takes no write lock)."""
+    made = {r[0] for r in db.execute("SELECT name FROM sqlite_master")}
+    if not _TABLES_AND_INDEXES.issubset(made):
+        return False
+    if any(column not in columns(db, table) for table, column, _ in _ADDED_COLUMNS):
+        return False
+    recorded = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+    return recorded is not None and recorded[0] == str(SCHEMA_VERSION)
 
 
 def columns(db: sqlite3.Connection, table: str) -> set[str]:

@@ -25,6 +25,7 @@ sources and `moved_to` are relative to the workspace root, as the user sees them
 from __future__ import annotations
 
 import sqlite3
+import time
 from pathlib import Path
 
 from swapd.state.activity import ActivityTables
@@ -33,6 +34,8 @@ from swapd.state.history import HistoryTables
 from swapd.state.jobs import JobTables
 from swapd.state.schema import create_or_migrate
 from swapd.state.tracker import TrackerTables
+
+BUSY_TIMEOUT = 30.0  # seconds a writer waits for another's write lock
 
 
 class StateStore(JobTables, HistoryTables, ActivityTables, FaceTables, TrackerTables):
@@ -45,11 +48,27 @@ class StateStore(JobTables, HistoryTables, ActivityTables, FaceTables, TrackerTa
             self._db = sqlite3.connect(uri, uri=True, timeout=10.0, check_same_thread=False)
         else:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(self.path, timeout=30.0, check_same_thread=False)
-            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT, check_same_thread=False)
+            _switch_to_wal(self._db)
             self._db.execute("PRAGMA synchronous=NORMAL")
             create_or_migrate(self._db)
         self._db.row_factory = sqlite3.Row
 
     def close(self) -> None:
         self._db.close()
+
+
+def _switch_to_wal(db: sqlite3.Connection) -> None:
+    """WAL mode, waiting as long as the busy timeout. Two processes that open a new database
+    together each look at its mode, then each needs the write lock to switch it: SQLite answers
+    one "database is locked" at once (waiting would deadlock), not after the busy timeout; that
+    one tries again, and once the other has switched, the switch is a no-op."""
+    deadline = time.monotonic() + BUSY_TIMEOUT
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
