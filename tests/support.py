@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -137,12 +138,28 @@ class ServiceProcess:
         return self.log_path.read_text(errors="replace")
 
 
+def state_db_made(db: Path) -> bool:
+    """Whether the service has made the state database's tables (the file alone appears first:
+    a look before its tables are made fails with "no such table")."""
+    if not db.is_file():
+        return False
+    try:
+        connection = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+        try:
+            return connection.execute(
+                "SELECT 1 FROM meta WHERE key='schema_version'").fetchone() is not None
+        finally:
+            connection.close()
+    except sqlite3.OperationalError:
+        return False
+
+
 def start_with_face_sets(service: Callable[..., ServiceProcess], sets: dict[str, Path],
                          ws: Path, wrapper: tuple[str, ...] = ()) -> ServiceProcess:
     """Start a service (the ``service`` fixture's factory) on an empty workspace ``ws``, then
     drop the two face sets in, as a user would."""
     svc = service(wrapper)
-    wait_for(lambda: (ws / ".swapd" / "state.db").exists(), 60, "the state database",
+    wait_for(lambda: state_db_made(ws / ".swapd" / "state.db"), 60, "the state database",
              svc.process)
     copy_set(sets["alice"], ws / "faces" / "alice")
     copy_set(sets["bob"], ws / "faces" / "bob")
