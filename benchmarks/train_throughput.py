@@ -36,6 +36,7 @@ import resource
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -63,34 +64,62 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+class BareLoop:
+    """The plain loop's state (model, Adam, loss) on pre-made batches (inputs, targets,
+    masks); :meth:`step` is one step. ``compiled``: the model through ``torch.compile``."""
+
+    def __init__(self, model_name: str, model_options: dict[str, Any], options: TrainerOptions,
+                 batches: list[tuple[torch.Tensor, ...]], channels_last: bool, fused: bool,
+                 compiled: bool = False, trainer: Trainer | None = None) -> None:
+        """``trainer``: run on its model and optimizer (the same weights and Adam state in
+        the same memory) instead of a new model's."""
+        fmt = torch.channels_last if channels_last else torch.contiguous_format
+        if trainer is not None:
+            self.model, self.optimizer = trainer.model, trainer.optimizer
+        else:
+            torch.manual_seed(0)
+            self.model = build_model(model_name, model_options).to(memory_format=fmt)
+            self.optimizer = torch.optim.Adam(
+                self.model.parameters(), lr=options.learning_rate,
+                betas=(options.beta1, options.beta2), eps=options.epsilon, fused=fused)
+        self.forward = torch.compile(self.model) if compiled else self.model
+        self.loss_fn = FaceLoss(combine_losses(options.loss, options.extra_losses),
+                                options.penalized_mask_loss, options.background_weight,
+                                options.eye_multiplier, options.mouth_multiplier)
+        self.batches = [tuple(t.contiguous(memory_format=fmt) for t in batch)
+                        for batch in batches]
+        self.steps = 0
+
+    def step(self) -> None:
+        in_a, tg_a, m_a, in_b, tg_b, m_b = self.batches[self.steps % len(self.batches)]
+        self.steps += 1
+        model, forward, loss_fn = self.model, self.forward, self.loss_fn
+        loss = (_loss(model, loss_fn, forward(in_a, "a"), tg_a, m_a)
+                + _loss(model, loss_fn, forward(in_b, "b"), tg_b, m_b))
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+
+
 def bare_loop(model_name: str, model_options: dict[str, Any], options: TrainerOptions,
               batches: list[tuple[torch.Tensor, ...]], steps: int, channels_last: bool,
               fused: bool, compiled: bool = False, cpu: list[float] | None = None
               ) -> list[float]:
-    """Seconds per step of the plain loop on pre-made batches (inputs, targets, masks);
-    ``compiled``: the model through ``torch.compile`` (its first steps include compiling);
-    ``cpu``: gets each step's CPU seconds (the process's, all threads)."""
-    torch.manual_seed(0)
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
-    model = build_model(model_name, model_options).to(memory_format=fmt)
-    forward = torch.compile(model) if compiled else model
-    optimizer = torch.optim.Adam(model.parameters(), lr=options.learning_rate,
-                                 betas=(options.beta1, options.beta2), eps=options.epsilon,
-                                 fused=fused)
-    loss_fn = FaceLoss(combine_losses(options.loss, options.extra_losses),
-                       options.penalized_mask_loss,
-                       options.background_weight, options.eye_multiplier,
-                       options.mouth_multiplier)
-    prepared = [tuple(t.contiguous(memory_format=fmt) for t in batch) for batch in batches]
+    """Seconds per step of :class:`BareLoop` (its first steps include compiling when
+    ``compiled``); ``cpu``: gets each step's CPU seconds (the process's, all threads)."""
+    loop = BareLoop(model_name, model_options, options, batches, channels_last, fused,
+                    compiled)
+    return timed(loop.step, steps, cpu)
+
+
+def timed(step: Callable[[], object], steps: int, cpu: list[float] | None = None
+          ) -> list[float]:
+    """Wall seconds of each of ``steps`` calls of ``step``; ``cpu`` gets each call's CPU
+    seconds (the process's: every thread, a trainer's batch loader included)."""
     times = []
-    for i in range(steps):
-        in_a, tg_a, m_a, in_b, tg_b, m_b = prepared[i % len(prepared)]
+    for _ in range(steps):
         start, start_cpu = time.perf_counter(), time.process_time()
-        loss = (_loss(model, loss_fn, forward(in_a, "a"), tg_a, m_a)
-                + _loss(model, loss_fn, forward(in_b, "b"), tg_b, m_b))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        step()
         times.append(time.perf_counter() - start)
         if cpu is not None:
             cpu.append(time.process_time() - start_cpu)
@@ -110,14 +139,7 @@ def _loss(model: SwapModel, loss_fn: FaceLoss, output: torch.Tensor, target: tor
 def swapd_loop(trainer: Trainer, steps: int, cpu: list[float] | None = None) -> list[float]:
     """Wall seconds per ``Trainer.step()`` (its own timer leaves out nothing it does);
     ``cpu`` gets each step's CPU seconds (the process's: the loader's threads included)."""
-    times = []
-    for _ in range(steps):
-        start, start_cpu = time.perf_counter(), time.process_time()
-        trainer.step()
-        times.append(time.perf_counter() - start)
-        if cpu is not None:
-            cpu.append(time.process_time() - start_cpu)
-    return times
+    return timed(trainer.step, steps, cpu)
 
 
 def alternating_precisions(name: str, model_options: dict[str, Any], options: TrainerOptions,
@@ -173,6 +195,12 @@ def main() -> None:
     parser.add_argument("--augment-devices", nargs="+", choices=["loader", "device"],
                         help="alternate swapd with these augment_device values, in rounds")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--blocks", type=int, default=0,
+                        help="with --augment-devices: per round, interleave the bare loop "
+                        "and the trainers in this many blocks of --steps steps each")
+    parser.add_argument("--same-model", action="store_true",
+                        help="with --blocks: the bare loop runs on the first trainer's model "
+                        "and optimizer")
     parser.add_argument("--precisions", nargs="+", metavar="MODE",
                         help="time swapd's step in these mixed_precision modes, alternating "
                         "(the first is the baseline), instead of against the bare loop")
@@ -276,39 +304,37 @@ def alternate(args: argparse.Namespace, name: str, model_options: dict[str, Any]
               options: TrainerOptions, batches: list[tuple[torch.Tensor, ...]], bare_key: str,
               sets: Path, work: Path) -> dict[str, Any]:
     """``args.rounds`` rounds of: the bare loop (``bare_key``), then swapd once per
-    ``augment_device`` of ``args.augment_devices``, each from a fresh trainer."""
+    ``augment_device`` of ``args.augment_devices``, each from a fresh trainer; with
+    ``args.blocks``, each round's contenders interleaved (:func:`interleaved_round`)."""
     parts = bare_key.split("+")
     examples = 2 * args.batch_size
     rounds = []
     for index in range(args.rounds):
+        if args.blocks:
+            rounds.append(interleaved_round(args, name, model_options, options, batches,
+                                            bare_key, sets, work, index))
+            print(name, "round", index, json.dumps(rounds[-1]), flush=True)
+            continue
         cpu: list[float] = []
         times = bare_loop(name, model_options, options, batches, args.steps,
                           "channels_last" in parts, "fused_adam" in parts, cpu=cpu)
         row: dict[str, Any] = {"bare": summary(times, args.warmup, examples)}
         row["bare"]["cpu_seconds_per_step"] = round(statistics.median(cpu[args.warmup:]), 4)
         for where in args.augment_devices:
-            chosen = options.model_copy(update={"augment_device": where})
-            with Trainer(name, model_options, chosen, sets / "a", sets / "b",
-                         work / f"{where}_{index}", args.batch_size) as trainer:
-                assert (trainer.loader.device_augmenter is not None) == (where == "device")
+            with _trainer(name, model_options, options, where, sets,
+                          work / f"{where}_{index}", args.batch_size) as trainer:
                 trainer.step()
                 cpu = []
                 row[where] = summary(swapd_loop(trainer, args.steps, cpu), args.warmup - 1,
                                      examples)
                 row[where]["cpu_seconds_per_step"] = round(
                     statistics.median(cpu[args.warmup - 1:]), 4)
-            row[f"{where}_vs_bare"] = round(row["bare"]["seconds_per_step"]
-                                            / row[where]["seconds_per_step"], 3)
-            # CPU seconds a step, bare over swapd: what the pipeline costs in work, which a
-            # machine loaded by others disturbs far less than the wall clock.
-            row[f"{where}_vs_bare_cpu"] = round(row["bare"]["cpu_seconds_per_step"]
-                                                / row[where]["cpu_seconds_per_step"], 3)
-        if len(args.augment_devices) == 2:  # the two paths' runs side by side, same round
-            row["device_vs_loader"] = round(row["loader"]["seconds_per_step"]
-                                            / row["device"]["seconds_per_step"], 3)
+        _ratios(row, args.augment_devices)
         print(name, "round", index, json.dumps(row), flush=True)
         rounds.append(row)
     out: dict[str, Any] = {"bare_variant": bare_key, "rounds": rounds}
+    if args.blocks:
+        out["blocks_per_round"], out["steps_per_block"] = args.blocks, args.steps
     for key in ["bare", *args.augment_devices]:
         egs = [r[key]["egs"] for r in rounds]
         out[f"{key}_egs_median"] = statistics.median(egs)
@@ -320,12 +346,91 @@ def alternate(args: argparse.Namespace, name: str, model_options: dict[str, Any]
             ratios = [r[key] for r in rounds]
             out[f"{key}_median"] = statistics.median(ratios)
             out[f"{key}_range"] = [min(ratios), max(ratios)]
+        if args.blocks:  # every timed step of every round, pooled: the long-run throughput
+            for unit, field in (("", "seconds_per_step"), ("_cpu", "cpu_seconds_per_step")):
+                out[f"{where}_vs_bare{unit}_pooled"] = round(
+                    sum(r["bare"][field] for r in rounds)
+                    / sum(r[where][field] for r in rounds), 4)
     if len(args.augment_devices) == 2:
         paired = [r["device_vs_loader"] for r in rounds]
         out["device_vs_loader_median"] = statistics.median(paired)
         out["device_vs_loader_range"] = [min(paired), max(paired)]
     print(name, json.dumps({k: v for k, v in out.items() if k != "rounds"}), flush=True)
     return out
+
+
+def interleaved_round(args: argparse.Namespace, name: str, model_options: dict[str, Any],
+                      options: TrainerOptions, batches: list[tuple[torch.Tensor, ...]],
+                      bare_key: str, sets: Path, work: Path, index: int) -> dict[str, Any]:
+    """One round with a fresh bare loop and a fresh trainer per ``augment_device``, all alive
+    at once: ``args.warmup`` steps each, then ``args.blocks`` blocks of ``args.steps`` steps
+    of each in turn, the order reversed every block. The first step of a block is not timed:
+    it carries the switch (caches refilled; the loader of the trainer just left refilling its
+    queue, which would be charged to the next contender). Per contender: the mean of its
+    timed steps, wall and CPU (the process's: a loader's thread included).
+
+    Short blocks side by side see the same machine: on this shared virtual machine a step's
+    time drifts by 10 % and more from minute to minute. And instances of one model differ in
+    speed by up to 8 % (where their buffers lie in memory: three bare loops of the same seed
+    and batches, interleaved so, ran at 301, 282 and 277 ms a step), so with ``args.
+    same_model`` the bare loop runs on the first trainer's own model and Adam (the trainer's
+    Adam is the bare loop's: fused on the CPU), and the two differ in nothing but the step
+    around the model."""
+    parts = bare_key.split("+")
+    steppers: dict[str, Callable[[], object]] = {}
+    trainers = []
+    try:
+        for where in args.augment_devices:
+            trainers.append(_trainer(name, model_options, options, where, sets,
+                                     work / f"{where}_{index}", args.batch_size))
+        bare = BareLoop(name, model_options, options, batches, "channels_last" in parts,
+                        "fused_adam" in parts,
+                        trainer=trainers[0] if args.same_model else None)
+        steppers["bare"] = bare.step
+        steppers |= {where: trainer.step
+                     for where, trainer in zip(args.augment_devices, trainers, strict=True)}
+        wall: dict[str, list[float]] = {key: [] for key in steppers}
+        cpu: dict[str, list[float]] = {key: [] for key in steppers}
+        for step in steppers.values():
+            timed(step, args.warmup)
+        for block in range(args.blocks):
+            order = list(steppers) if block % 2 == 0 else list(reversed(steppers))
+            for key in order:
+                steppers[key]()  # not timed: the switch
+                wall[key] += timed(steppers[key], args.steps - 1, cpu[key])
+    finally:
+        for trainer in trainers:
+            trainer.close()
+    row: dict[str, Any] = {}
+    for key in steppers:
+        seconds = statistics.fmean(wall[key])
+        row[key] = {"seconds_per_step": round(seconds, 5),
+                    "egs": round(2 * args.batch_size / seconds, 2),
+                    "cpu_seconds_per_step": round(statistics.fmean(cpu[key]), 5),
+                    "steps_timed": len(wall[key])}
+    _ratios(row, args.augment_devices)
+    return row
+
+
+def _trainer(name: str, model_options: dict[str, Any], options: TrainerOptions, where: str,
+             sets: Path, folder: Path, batch_size: int) -> Trainer:
+    chosen = options.model_copy(update={"augment_device": where})
+    trainer = Trainer(name, model_options, chosen, sets / "a", sets / "b", folder, batch_size)
+    assert (trainer.loader.device_augmenter is not None) == (where == "device")
+    return trainer
+
+
+def _ratios(row: dict[str, Any], wheres: list[str]) -> None:
+    """A round's ratios, added to it: bare over each swapd run, wall and CPU seconds (what
+    the pipeline costs in work, which a machine loaded by others disturbs far less)."""
+    for where in wheres:
+        row[f"{where}_vs_bare"] = round(row["bare"]["seconds_per_step"]
+                                        / row[where]["seconds_per_step"], 4)
+        row[f"{where}_vs_bare_cpu"] = round(row["bare"]["cpu_seconds_per_step"]
+                                            / row[where]["cpu_seconds_per_step"], 4)
+    if len(wheres) == 2:  # the two paths' runs side by side, same round
+        row["device_vs_loader"] = round(row["loader"]["seconds_per_step"]
+                                        / row["device"]["seconds_per_step"], 4)
 
 
 if __name__ == "__main__":

@@ -56,6 +56,7 @@ class Augmenter:
         self._grid_y = self._grid_x.T.copy()
         self._pad = int(round(size * 1.25))
         self._cut = slice(self._pad // 10, self._pad // 10 + size)
+        self._weights: np.ndarray | None = None  # see _grid_warps
 
     def __call__(
         self, faces: np.ndarray, rng: np.random.Generator, masks: np.ndarray | None = None,
@@ -69,33 +70,31 @@ class Augmenter:
         face without them gets the grid warp)."""
         s = self.settings
         n = len(faces)
-        # Target and masks get the same flip and transform, each face's matrix applied to
-        # both (two warps of <= 4 channels: OpenCV's fast path, where one of 6 is not).
-        targets = faces.copy()
+        flip = rng.random(n) < 0.5 if s.flip else np.zeros(n, dtype=bool)
+        matrices = self.random_transforms(rng, n)
+        # Target and masks get the same flip and transform, in one warp each (the flip folded
+        # into the face's matrix), written straight into the batch: two warps of <= 4
+        # channels, OpenCV's fast path, where one of 6 is not.
+        targets = np.empty_like(faces)
         masks = (np.empty((*faces.shape[:3], 0), np.uint8) if masks is None
-                 else masks.copy())
-        flip = np.zeros(n, dtype=bool)
-        if s.flip:
-            flip = rng.random(n) < 0.5
-            targets[flip] = targets[flip][:, :, ::-1]
-            masks[flip] = masks[flip][:, :, ::-1]
-        matrices = []
+                 else masks)
+        warped_masks = np.empty_like(masks)
         for i in range(n):
-            matrices.append(self.random_transform(rng))
-            targets[i] = self._apply(targets[i], matrices[i])
+            matrix = self._with_flip(matrices[i]) if flip[i] else matrices[i]
+            self._apply(faces[i], matrix, targets[i])
             if masks.shape[-1]:
-                masks[i] = self._apply(masks[i], matrices[i])
+                self._apply(masks[i], matrix, warped_masks[i])
         if s.warp and s.warp_to_landmarks and landmarks is not None:
-            inputs = self._warp_to_landmarks(targets, landmarks, flip, matrices, rng)
+            inputs = self._warp_to_landmarks(targets, landmarks, flip, list(matrices), rng)
         elif s.warp:
-            inputs = np.stack([self._warp(t, rng) for t in targets])
+            inputs = self._grid_warps(targets, self.grid_noise(rng, n))
         else:
             inputs = targets.copy()
         if s.clahe > 0:
             inputs = self._equalise(inputs, rng)
         if s.colour:
             inputs = self._jitter_colour(inputs, rng)
-        return inputs, targets, masks
+        return inputs, targets, warped_masks
 
     def _jitter_colour(self, faces: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """Per face: L* scaled by up to ±lightness, a*/b* shifted by up to ±chroma (in one
@@ -110,16 +109,15 @@ class Augmenter:
         shift = rng.uniform(-self.settings.chroma, self.settings.chroma, (n, 2)) * 255
         # Per face a lookup table of each channel's 256 levels (L* scaled, a*/b* shifted,
         # rounded, not truncated (which shifted every channel by half a level on average):
-        # a float pass over 256 values instead of over every pixel.
-        # float64, as the old per-pixel path computed (a float32 array times a float64
-        # scalar would stay in float32 under NumPy 1)
+        # a float pass over 256 values instead of over every pixel. float64 products, as the
+        # old per-pixel path computed (under NumPy 1 a float32 array times a float64 scalar
+        # stays float32), rounded in float32 as it did.
         levels = np.arange(256, dtype=np.float64)
+        tables = np.stack([levels * light[:, None], levels + shift[:, 0, None],
+                           levels + shift[:, 1, None]], axis=-1).astype(np.float32)
+        tables = np.clip(np.rint(tables), 0, 255).astype(np.uint8)
         for i in range(n):
-            table = np.stack([(levels * light[i]).astype(np.float32),
-                              (levels + shift[i, 0]).astype(np.float32),
-                              (levels + shift[i, 1]).astype(np.float32)], axis=-1)
-            table = np.clip(np.rint(table), 0, 255).astype(np.uint8).reshape(256, 1, 3)
-            lab[i] = cv2.LUT(lab[i], table)
+            cv2.LUT(lab[i], tables[i].reshape(256, 1, 3), dst=lab[i])
         out = cv2.cvtColor(lab.reshape(n * size, size, 3), cv2.COLOR_LAB2BGR)
         return out.reshape(faces.shape)
 
@@ -140,24 +138,38 @@ class Augmenter:
 
     def random_transform(self, rng: np.random.Generator) -> np.ndarray:
         """A 2x3 rotation/zoom/shift about the centre, within the settings' ranges."""
-        s = self.settings
-        angle = rng.uniform(-s.rotation_deg, s.rotation_deg)
-        scale = rng.uniform(1 - s.zoom, 1 + s.zoom)
-        tx, ty = rng.uniform(-s.shift, s.shift, 2) * self.size
-        centre = ((self.size - 1) / 2, (self.size - 1) / 2)
-        mat = cv2.getRotationMatrix2D(centre, angle, scale)
-        mat[:, 2] += (tx, ty)
-        return mat
+        return self.random_transforms(rng, 1)[0]
 
-    def _apply(self, image: np.ndarray, matrix: np.ndarray) -> np.ndarray:
-        out = cv2.warpAffine(
-            image,
-            matrix,
-            (self.size, self.size),
-            flags=cv2.INTER_LINEAR,
-            borderMode=cv2.BORDER_REPLICATE,
-        )
-        return out.reshape(image.shape)
+    def random_transforms(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        """``n`` of :meth:`random_transform`'s matrices (n, 2, 3), drawn as n calls of it
+        would be (per face: angle, scale, x and y shift); ``cv2.getRotationMatrix2D``'s
+        formula, for all faces at once."""
+        s = self.settings
+        low = np.array([-s.rotation_deg, 1 - s.zoom, -s.shift, -s.shift])
+        high = np.array([s.rotation_deg, 1 + s.zoom, s.shift, s.shift])
+        # Generator.uniform(low, high) is low + (high - low) * random(): the same values
+        draws = low + (high - low) * rng.random((n, 4))
+        angle, scale = np.deg2rad(draws[:, 0]), draws[:, 1]
+        alpha, beta = scale * np.cos(angle), scale * np.sin(angle)
+        centre = (self.size - 1) / 2
+        shift = draws[:, 2:] * self.size
+        return np.stack([
+            np.stack([alpha, beta, (1 - alpha) * centre - beta * centre + shift[:, 0]], -1),
+            np.stack([-beta, alpha, beta * centre + (1 - alpha) * centre + shift[:, 1]], -1),
+        ], axis=1)
+
+    def _with_flip(self, matrix: np.ndarray) -> np.ndarray:
+        """``matrix`` applied after a horizontal flip, as one matrix (x -> size - 1 - x)."""
+        flipped = matrix.copy()
+        flipped[:, 0] = -matrix[:, 0]
+        flipped[:, 2] += matrix[:, 0] * (self.size - 1)
+        return flipped
+
+    def _apply(self, image: np.ndarray, matrix: np.ndarray, out: np.ndarray) -> None:
+        """``image`` warped by ``matrix`` into ``out`` (the batch's slot for it)."""
+        cv2.warpAffine(image, matrix, (self.size, self.size), dst=out.reshape(
+            out.shape[:2] if out.shape[-1] == 1 else out.shape), flags=cv2.INTER_LINEAR,
+            borderMode=cv2.BORDER_REPLICATE)
 
     def _warp_to_landmarks(self, targets: np.ndarray, landmarks: tuple[np.ndarray, np.ndarray],
                            flip: np.ndarray, matrices: list[np.ndarray],
@@ -182,7 +194,7 @@ class Augmenter:
         known = np.isfinite(src).all(axis=(1, 2)) & (candidates.shape[1] > 0)
         inputs = []
         for i, target in enumerate(targets):
-            noise = self.grid_noise(rng)
+            noise = self.grid_noise(rng)[0]
             warped = None
             dst = candidates[i, own.integers(candidates.shape[1])] if known[i] else None
             if dst is not None and np.isfinite(dst).all():
@@ -194,17 +206,30 @@ class Augmenter:
             inputs.append(self._grid_warp(target, noise) if warped is None else warped)
         return np.stack(inputs)
 
-    def grid_noise(self, rng: np.random.Generator) -> np.ndarray:
-        return rng.normal(scale=self.settings.warp_noise * self.size, size=(2, 5, 5))
-
-    def _warp(self, face: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        return self._grid_warp(face, self.grid_noise(rng))
+    def grid_noise(self, rng: np.random.Generator, n: int = 1) -> np.ndarray:
+        """Control-point noise (n, 2, 5, 5), as ``n`` draws of one face's would be."""
+        return rng.normal(scale=self.settings.warp_noise * self.size, size=(n, 2, 5, 5))
 
     def _grid_warp(self, face: np.ndarray, noise: np.ndarray) -> np.ndarray:
         """The 5x5 control grid moved by ``noise`` (2, 5, 5), as a dense map, applied."""
-        maps = []
-        for grid, jitter in ((self._grid_x, noise[0]), (self._grid_y, noise[1])):
-            dense = cv2.resize((grid + jitter).astype(np.float32), (self._pad, self._pad))
-            maps.append(dense[self._cut, self._cut])
-        out = cv2.remap(face, maps[0], maps[1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        return out.reshape(face.shape)
+        return self._grid_warps(face[None], noise[None])[0]
+
+    def _grid_warps(self, faces: np.ndarray, noise: np.ndarray) -> np.ndarray:
+        """Each face warped by its control grid moved by ``noise`` (n, 2, 5, 5)."""
+        if self._weights is None:
+            # The dense map is the grid resized bilinearly (cv2.resize's weights) to 1.25x
+            # the side, its outer 10 % cut off: per axis a (size, 5) weight matrix, so every
+            # face's map is two small matrix products (one resize call per face and axis
+            # before, the loader's largest share after the colour conversion).
+            identity = np.eye(5, dtype=np.float32)
+            self._weights = cv2.resize(identity, (self._pad, 5))[:, self._cut].T.copy()
+        grids = (np.stack([self._grid_x, self._grid_y])[None] + noise).astype(np.float32)
+        weights = self._weights
+        # maps[n, c, y, x] = sum_jk weights[y, j] * grids[n, c, j, k] * weights[x, k]
+        maps = weights @ grids @ weights.T
+        out = np.empty_like(faces)
+        for face, (map_x, map_y), slot in zip(faces, maps, out, strict=True):
+            cv2.remap(face, map_x, map_y, cv2.INTER_LINEAR, dst=slot.reshape(
+                slot.shape[:2] if slot.shape[-1] == 1 else slot.shape),
+                borderMode=cv2.BORDER_REPLICATE)
+        return out

@@ -84,10 +84,9 @@ def draw_augment(augmenter: Augmenter, n: int, channels: int,
     CLAHE, colour), with the same generator calls."""
     s = augmenter.settings
     flip = rng.random(n) < 0.5 if s.flip else np.zeros(n, dtype=bool)
-    inverse = np.stack([cv2.invertAffineTransform(augmenter.random_transform(rng))
-                        for _ in range(n)]).astype(np.float32)
-    noise = (np.stack([augmenter.grid_noise(rng) for _ in range(n)]).astype(np.float32)
-             if s.warp else None)
+    inverse = np.stack([cv2.invertAffineTransform(matrix)
+                        for matrix in augmenter.random_transforms(rng, n)]).astype(np.float32)
+    noise = augmenter.grid_noise(rng, n).astype(np.float32) if s.warp else None
     tiles = np.zeros(n, dtype=np.int64)
     if s.clahe > 0:
         chosen = np.flatnonzero(rng.random(n) < s.clahe)
