@@ -19,6 +19,7 @@ import functools
 import logging
 import os
 import sys
+import threading
 
 log = logging.getLogger(__name__)
 
@@ -99,3 +100,27 @@ def _allocator_chosen() -> bool:
     """Whether the user's environment sets the allocator up itself."""
     return (any(v in os.environ for v in _ALLOCATOR_VARIABLES)
             or "glibc.malloc." in os.environ.get("GLIBC_TUNABLES", ""))
+
+
+# The nice value of a thread that should run only on cores the training step leaves idle
+BACKGROUND_NICE = 19
+
+
+def run_in_background() -> bool:
+    """Lower the calling thread to the lowest priority (Linux: a thread has a nice value of
+    its own); returns whether it did. Raising it back needs a privilege an ordinary user
+    lacks, so a thread that must catch up is replaced instead (see
+    :class:`swapd.trainer.batches.BatchLoader`).
+
+    Why: on the CPU, torch's threads (one per core) meet at the end of every operation, so a
+    third thread that takes a core from one of them stalls both: the batch loader's work,
+    about 1.5 % of the demo model's CPU a step, cost it 2.7 % of its speed at the default
+    priority and 1.4 % at the lowest, where the scheduler gives it the moments torch's
+    threads wait (docs/benchmarks.md, "The batch loader in the background")."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), BACKGROUND_NICE)
+    except OSError:
+        return False
+    return True

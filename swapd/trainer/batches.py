@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from swapd import threads
 from swapd.trainer.augment import Augmenter, AugmentSettings
 from swapd.trainer.augment_device import DeviceAugmenter, RawBatch, RawSide, draw_augment
 from swapd.trainer.data import FaceSet, FaceSetError, to_channels_last
@@ -53,6 +55,13 @@ class BatchLoader:
     :meth:`get`. ``close()`` stops the threads and waits for them. ``workers`` threads build
     batches side by side (OpenCV and numpy release the GIL for the heavy parts), each into
     its own queue, read in turn, so the batch order follows from ``seed`` however many.
+
+    ``background`` (training on the CPU): the threads run at the lowest priority, in the
+    moments torch's threads leave a core idle (:func:`swapd.threads.run_in_background`).
+    When :meth:`get` then waits for a batch (``starved_after`` seconds or more, past the
+    first: other programs keep the cores busy), each thread hands over to a new one at the
+    normal priority once it has queued its batch, with the same random streams: the
+    batches come in the same order, only faster.
     """
 
     def __init__(
@@ -66,13 +75,15 @@ class BatchLoader:
         workers: int = 1,
         shard: tuple[int, int] = (0, 1),
         device: torch.device | None = None,
+        background: bool = False,
+        starved_after: float = 0.1,
     ) -> None:
         """``shard`` (rank, world size): under DistributedDataParallel each process draws the
         same global batch of ``batch_size`` faces per side and keeps its own share, so the
         processes together train on exactly the faces one process would (with one worker).
         ``device``: augment there, in :meth:`get` (its caller's thread), not in the threads;
         the same random choices for the same seed (ValueError for settings only the threads
-        can apply)."""
+        can apply). ``background``, ``starved_after``: see the class."""
         if set_a.size != set_b.size:
             raise ValueError("both face sets must have the same crop size")
         if workers < 1:
@@ -100,13 +111,20 @@ class BatchLoader:
         depth = max(2, -(-prefetch // workers))
         self._queues: list[queue.Queue[Batch | RawBatch | BaseException]] = [
             queue.Queue(maxsize=depth) for _ in range(workers)]
+        self._rngs = rngs
         self._next = 0
         self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._run, args=(pair, q), daemon=True,
-                                          name=f"swapd-batch-loader-{k}")
-                         for k, (pair, q) in enumerate(zip(rngs, self._queues, strict=True))]
-        for thread in self._threads:
-            thread.start()
+        self._background = background
+        self._starved_after = starved_after
+        self._served = 0  # batches handed out by get()
+        self._handing_over = threading.Event()  # background threads: finish, then end
+        self._threads = [self._start(k) for k in range(workers)]
+
+    def _start(self, k: int, after: threading.Thread | None = None) -> threading.Thread:
+        thread = threading.Thread(target=self._run, args=(k, self._background, after),
+                                  daemon=True, name=f"swapd-batch-loader-{k}")
+        thread.start()
+        return thread
 
     def _make(self, rngs: tuple[np.random.Generator, np.random.Generator]
               ) -> Batch | RawBatch:
@@ -153,9 +171,17 @@ class BatchLoader:
                 continue
         return False
 
-    def _run(self, rngs: tuple[np.random.Generator, np.random.Generator],
-             out: queue.Queue[Batch | RawBatch | BaseException]) -> None:
+    def _run(self, k: int, background: bool, after: threading.Thread | None) -> None:
+        """Worker ``k``: builds batches into its queue until stopped. ``after``: the thread
+        it takes over from, which must end first (the random streams are one thread's)."""
+        if after is not None:
+            after.join()
+        rngs, out = self._rngs[k], self._queues[k]
+        if background:
+            threads.run_in_background()
         while not self._stop.is_set():
+            if background and self._handing_over.is_set():
+                return  # between batches: a thread at the normal priority goes on
             try:
                 item: Batch | RawBatch | BaseException = self._make(rngs)
             except FaceSetError:
@@ -169,22 +195,35 @@ class BatchLoader:
             if not self._put(item, out):
                 return
 
+    def _catch_up(self) -> None:
+        """The background threads could not keep up: each ends once its batch is queued,
+        and a thread at the caller's priority, started now, goes on from there."""
+        self._background = False
+        self._handing_over.set()
+        self._threads = [self._start(k, after=old) for k, old in enumerate(self._threads)]
+
     def get(self, timeout: float | None = 60.0) -> Batch:
         """The next batch (blocks until one is ready)."""
+        start = time.monotonic()
         while True:
             if self._stop.is_set():
                 raise LoaderClosedError("batch loader is closed")
             source = self._queues[self._next]
+            wait = min(0.1, self._starved_after) if self._background else 0.1
+            if timeout is not None:
+                wait = max(0.0, min(wait, start + timeout - time.monotonic()))
             try:
-                item = source.get(timeout=0.1 if timeout is None else min(timeout, 0.1))
+                item = source.get(timeout=wait)
             except queue.Empty:
-                if timeout is not None:
-                    timeout -= 0.1
-                    if timeout <= 0:
-                        raise TimeoutError("no batch ready in time") from None
+                waited = time.monotonic() - start
+                if self._background and self._served and waited >= self._starved_after:
+                    self._catch_up()
+                if timeout is not None and waited >= timeout:
+                    raise TimeoutError("no batch ready in time") from None
                 if not self._threads[self._next].is_alive() and source.empty():
                     raise RuntimeError("batch loader thread ended unexpectedly") from None
                 continue
+            self._served += 1
             self._next = (self._next + 1) % len(self._queues)
             if isinstance(item, BaseException):
                 raise item

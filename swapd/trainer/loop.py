@@ -165,7 +165,8 @@ class Trainer(Evaluator, StateCapture):
         self.loader = setup.batch_loader(
             (self.set_a, self.set_b), batch_size, options, self.iteration,
             setup.loader_workers(options, self.device), self.distributed,
-            self.device if setup.augments_on_device(options, self.device) else None)
+            self.device if setup.augments_on_device(options, self.device) else None,
+            background=self.device.type == "cpu")
         both = BothSides(self.model)
         self._both: nn.Module = (both if self.distributed is None else DistributedDataParallel(
             both, device_ids=[self.device.index] if self.device.type == "cuda" else None))

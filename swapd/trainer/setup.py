@@ -257,16 +257,18 @@ def augments_on_device(options: TrainerOptions, device: torch.device) -> bool:
 
 def batch_loader(sets: tuple[FaceSet, FaceSet], batch_size: int, options: TrainerOptions,
                  iteration: int, workers: int, distributed: Distributed | None,
-                 device: torch.device | None = None) -> BatchLoader:
+                 device: torch.device | None = None, background: bool = False
+                 ) -> BatchLoader:
     """The background loader of augmented batches, seeded by the seed and the iteration (a
     resumed model draws on from where it was). With ``device`` (augmenting there: see
     :func:`augments_on_device`) the loader gathers uint8 faces and :meth:`BatchLoader.get`
-    augments them on it."""
+    augments them on it. ``background``: its threads at the lowest priority while they keep
+    up (training on the CPU, where they share the cores with torch's threads)."""
     settings = augment_settings(options)
     return BatchLoader(
         *sets, batch_size, settings, seed=[options.seed, iteration], workers=workers,
         shard=(0, 1) if distributed is None else (distributed.rank, distributed.world_size),
-        device=device)
+        device=device, background=background)
 
 
 def new_session(iteration: int, batch_size: int) -> dict[str, Any]:
