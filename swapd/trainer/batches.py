@@ -58,10 +58,11 @@ class BatchLoader:
 
     ``background`` (training on the CPU): the threads run at the lowest priority, in the
     moments torch's threads leave a core idle (:func:`swapd.threads.run_in_background`).
-    When :meth:`get` then waits for a batch (``starved_after`` seconds or more, past the
-    first: other programs keep the cores busy), each thread hands over to a new one at the
-    normal priority once it has queued its batch, with the same random streams: the
-    batches come in the same order, only faster.
+    When :meth:`get` then finds no batch ready (past the first; or none within
+    ``starved_after`` seconds: the prefetched batches are used up, other programs keep the
+    cores busy), each thread hands over to a new one at the normal priority once it has
+    queued its batch, with the same random streams: the batches come in the same order,
+    only faster.
     """
 
     def __init__(
@@ -76,7 +77,7 @@ class BatchLoader:
         shard: tuple[int, int] = (0, 1),
         device: torch.device | None = None,
         background: bool = False,
-        starved_after: float = 0.1,
+        starved_after: float = 0.0,
     ) -> None:
         """``shard`` (rank, world size): under DistributedDataParallel each process draws the
         same global batch of ``batch_size`` faces per side and keeps its own share, so the
@@ -202,6 +203,12 @@ class BatchLoader:
         self._handing_over.set()
         self._threads = [self._start(k, after=old) for k, old in enumerate(self._threads)]
 
+    def _ready(self, source: queue.Queue[Batch | RawBatch | BaseException]) -> bool:
+        """Whether ``source`` holds a batch within ``starved_after`` seconds (none taken)."""
+        with source.not_empty:  # the queue's lock: its deque is read directly under it
+            return source.not_empty.wait_for(lambda: len(source.queue) > 0,
+                                             timeout=self._starved_after)
+
     def get(self, timeout: float | None = 60.0) -> Batch:
         """The next batch (blocks until one is ready)."""
         start = time.monotonic()
@@ -209,16 +216,15 @@ class BatchLoader:
             if self._stop.is_set():
                 raise LoaderClosedError("batch loader is closed")
             source = self._queues[self._next]
-            wait = min(0.1, self._starved_after) if self._background else 0.1
+            if self._background and self._served and not self._ready(source):
+                self._catch_up()
+            wait = 0.1
             if timeout is not None:
                 wait = max(0.0, min(wait, start + timeout - time.monotonic()))
             try:
                 item = source.get(timeout=wait)
             except queue.Empty:
-                waited = time.monotonic() - start
-                if self._background and self._served and waited >= self._starved_after:
-                    self._catch_up()
-                if timeout is not None and waited >= timeout:
+                if timeout is not None and time.monotonic() - start >= timeout:
                     raise TimeoutError("no batch ready in time") from None
                 if not self._threads[self._next].is_alive() and source.empty():
                     raise RuntimeError("batch loader thread ended unexpectedly") from None
