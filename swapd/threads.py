@@ -116,7 +116,9 @@ def run_in_background() -> bool:
     third thread that takes a core from one of them stalls both: the batch loader's work,
     about 1.5 % of the demo model's CPU a step, cost it 2.7 % of its speed at the default
     priority and 1.4 % at the lowest, where the scheduler gives it the moments torch's
-    threads wait (docs/benchmarks.md, "The batch loader in the background")."""
+    threads wait (docs/benchmarks.md, "The batch loader in the background"). Only while the
+    machine is otherwise idle: a background thread the scheduler leaves waiting while it
+    holds the GIL holds up the main thread."""
     if not sys.platform.startswith("linux"):
         return False
     try:
@@ -124,3 +126,11 @@ def run_in_background() -> bool:
     except OSError:
         return False
     return True
+
+
+def load_average() -> float:
+    """The system's 1-minute load average (0 where the system does not keep one)."""
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):  # Windows
+        return 0.0

@@ -98,3 +98,24 @@ def test_training_on_the_cpu_builds_batches_in_the_background(
         trainer.step()  # one batch taken: the first is never a sign of starvation
         assert trainer.loader._background
         assert _nice(trainer.loader._threads[0]) == BACKGROUND_NICE
+
+
+@linux_only
+def test_a_background_loader_hands_over_when_the_machine_is_busy(
+        faces: tuple[Path, Path]) -> None:
+    """A load average over ``busy_above`` (here any: -1) counts as other programs keeping
+    the cores busy: the threads hand over at the next batch, in the seed's order."""
+    set_a, set_b = FaceSet(faces[0], 32), FaceSet(faces[1], 32)
+    loader = BatchLoader(set_a, set_b, 4, AugmentSettings(), seed=[5, 0], background=True,
+                         starved_after=30.0, busy_above=-1.0)
+    plain = BatchLoader(set_a, set_b, 4, AugmentSettings(), seed=[5, 0])
+    first = loader._threads[0]
+    try:
+        for _ in range(6):
+            assert np.array_equal(loader.get().target_b, plain.get().target_b)
+        assert loader._threads[0] is not first and not first.is_alive()
+        assert _nice(loader._threads[0]) == os.getpriority(os.PRIO_PROCESS, 0)
+    finally:
+        loader.close()
+        plain.close()
+

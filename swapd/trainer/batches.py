@@ -59,10 +59,11 @@ class BatchLoader:
     ``background`` (training on the CPU): the threads run at the lowest priority, in the
     moments torch's threads leave a core idle (:func:`swapd.threads.run_in_background`).
     When :meth:`get` then finds no batch ready (past the first; or none within
-    ``starved_after`` seconds: the prefetched batches are used up, other programs keep the
-    cores busy), each thread hands over to a new one at the normal priority once it has
-    queued its batch, with the same random streams: the batches come in the same order,
-    only faster.
+    ``starved_after`` seconds: the prefetched batches are used up), or the machine's load
+    average is over ``busy_above`` (other programs keep the cores busy: a background thread
+    that the scheduler leaves waiting while it holds the GIL would hold up the training
+    step), each thread hands over to a new one at the normal priority once it has queued
+    its batch, with the same random streams: the batches come in the same order.
     """
 
     def __init__(
@@ -78,13 +79,14 @@ class BatchLoader:
         device: torch.device | None = None,
         background: bool = False,
         starved_after: float = 0.0,
+        busy_above: float | None = None,
     ) -> None:
         """``shard`` (rank, world size): under DistributedDataParallel each process draws the
         same global batch of ``batch_size`` faces per side and keeps its own share, so the
         processes together train on exactly the faces one process would (with one worker).
         ``device``: augment there, in :meth:`get` (its caller's thread), not in the threads;
         the same random choices for the same seed (ValueError for settings only the threads
-        can apply). ``background``, ``starved_after``: see the class."""
+        can apply). ``background``, ``starved_after``, ``busy_above``: see the class."""
         if set_a.size != set_b.size:
             raise ValueError("both face sets must have the same crop size")
         if workers < 1:
@@ -117,6 +119,7 @@ class BatchLoader:
         self._stop = threading.Event()
         self._background = background
         self._starved_after = starved_after
+        self._busy_above = busy_above
         self._served = 0  # batches handed out by get()
         self._handing_over = threading.Event()  # background threads: finish, then end
         self._threads = [self._start(k) for k in range(workers)]
@@ -203,6 +206,9 @@ class BatchLoader:
         self._handing_over.set()
         self._threads = [self._start(k, after=old) for k, old in enumerate(self._threads)]
 
+    def _machine_busy(self) -> bool:
+        return self._busy_above is not None and threads.load_average() > self._busy_above
+
     def _ready(self, source: queue.Queue[Batch | RawBatch | BaseException]) -> bool:
         """Whether ``source`` holds a batch within ``starved_after`` seconds (none taken)."""
         with source.not_empty:  # the queue's lock: its deque is read directly under it
@@ -216,7 +222,8 @@ class BatchLoader:
             if self._stop.is_set():
                 raise LoaderClosedError("batch loader is closed")
             source = self._queues[self._next]
-            if self._background and self._served and not self._ready(source):
+            if self._background and self._served and (not self._ready(source)
+                                                       or self._machine_busy()):
                 self._catch_up()
             wait = 0.1
             if timeout is not None:

@@ -268,7 +268,9 @@ def batch_loader(sets: tuple[FaceSet, FaceSet], batch_size: int, options: Traine
     return BatchLoader(
         *sets, batch_size, settings, seed=[options.seed, iteration], workers=workers,
         shard=(0, 1) if distributed is None else (distributed.rank, distributed.world_size),
-        device=device, background=background)
+        device=device, background=background,
+        # a load over one more than the cores: other programs are busy too
+        busy_above=threads.usable_cores() + 1.0 if background else None)
 
 
 def new_session(iteration: int, batch_size: int) -> dict[str, Any]:
