@@ -19,7 +19,7 @@ ROOT = Path(__file__).parents[1]
 BARE = {k: v for k, v in os.environ.items()
         if k not in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS", "GOMP_SPINCOUNT",
                      "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_ARENA_MAX",
-                     "GLIBC_TUNABLES", "LD_PRELOAD")}
+                     "GLIBC_TUNABLES", "LD_PRELOAD", "OPENCV_FOR_THREADS_NUM")}
 GLIBC = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
 BARE["PYTHONPATH"] = str(ROOT)
 TINY = ["--set", "input_size=32", "--set", "width=0.125", "--set", "dense_dim=32",
@@ -39,6 +39,7 @@ def train(sets: dict[str, Path], model_dir: Path, **env: str) -> tuple[int, int,
     assert found, result.stderr
     if GLIBC and "MALLOC_TRIM_THRESHOLD_" not in env:
         assert "memory allocator: freed memory kept for reuse" in result.stderr
+    assert "OpenCV: in the calling thread" in result.stderr  # the loader in the background
     return int(found[1]), int(found[2]), found[3]
 
 
@@ -120,3 +121,50 @@ def test_a_users_allocator_set_up_is_left_alone() -> None:
     _, plain = churn("plain")
     kept, faults = churn("keep", MALLOC_TRIM_THRESHOLD_="0")
     assert not kept and faults > plain / 2, (plain, faults)
+
+
+# The batch loader's augmentation of one side (16 faces of 64 px, CLAHE on half of them), 40
+# times: prints OpenCV's thread count, the CPU seconds of the calling thread and of the
+# whole process.
+AUGMENT = """
+import sys, time
+import numpy as np
+from swapd import threads
+from swapd.trainer.augment import Augmenter, AugmentSettings
+alone = threads.opencv_in_calling_thread() if sys.argv[1] == "swapd" else False
+import cv2
+rng = np.random.default_rng(0)
+faces = np.empty((16, 64, 64, 3), np.uint8)
+faces[:] = np.linspace(0, 255, 64, dtype=np.uint8)[:, None]  # a ramp across each face
+augment = Augmenter(64, AugmentSettings(clahe=0.5))
+for _ in range(10):  # past the start of numpy's BLAS threads (a few ms of CPU, once)
+    augment(faces, rng, faces)
+thread, process = time.thread_time(), time.process_time()
+for _ in range(40):
+    augment(faces, rng, faces)
+print(alone, cv2.getNumThreads(), time.thread_time() - thread, time.process_time() - process)
+"""
+
+
+def augment_cpu(mode: str, **env: str) -> tuple[bool, int, float, float]:
+    result = subprocess.run([sys.executable, "-c", AUGMENT, mode], capture_output=True,
+                            text=True, timeout=120, env={**BARE, **env})
+    assert result.returncode == 0, result.stderr
+    alone, count, thread, process = result.stdout.split()
+    return alone == "True", int(count), float(thread), float(process)
+
+
+def test_opencv_works_in_the_loaders_thread_alone() -> None:
+    alone, count, thread, process = augment_cpu("swapd")
+    assert alone and count == 1
+    # Nothing of the augmentation ran on other threads (OpenCV's pool), which would take
+    # the cores torch's threads train on at the normal priority.
+    assert process - thread < 0.05 * thread, (thread, process)
+    _, count, thread, process = augment_cpu("plain")
+    if count > 1:  # what it avoids: OpenCV's own pool, busy beside the calling thread
+        assert process - thread > 0.1 * thread, (thread, process)
+
+
+def test_a_users_opencv_threads_are_left_alone() -> None:
+    alone, count, _, _ = augment_cpu("swapd", OPENCV_FOR_THREADS_NUM="3")
+    assert not alone and count == 3
