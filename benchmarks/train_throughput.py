@@ -6,8 +6,10 @@
 For each model (at its options, or --set key=value overrides):
 
 - bare: forward both sides, the same loss, backward, Adam, on pre-made tensors of real faces;
-  no data pipeline, no bookkeeping. Run once per variant: contiguous (NCHW) vs channels_last,
-  Adam's for-each vs fused implementation.
+  no data pipeline, no bookkeeping (``bare_loop.py``); float32, or bf16 autocast as swapd's
+  step with ``--set mixed_precision=bf16`` (or ``auto``, on a CPU with native bf16). Run
+  once per variant: contiguous (NCHW) vs channels_last, Adam's for-each vs fused
+  implementation.
 - swapd: ``Trainer.step()`` as the training worker calls it: background batch loading and
   augmentation, masks, the penalized loss with eye/mouth multipliers, NaN guard, stats.
 
@@ -53,87 +55,19 @@ from swapd.trainer.augment import AugmentSettings
 from swapd.trainer.batches import BatchLoader
 from swapd.trainer.data import FaceSet
 from swapd.trainer.loop import Trainer
-from swapd.trainer.losses import FaceLoss, combine_losses
-from swapd.trainer.models import SwapModel, build_model
+from swapd.trainer.models import build_model
 from swapd.trainer.options import TrainerOptions, parse_assignments, split_options
 from swapd.trainer.setup import configure_threads
+
+try:  # run as a script (benchmarks/ on sys.path) or imported as benchmarks.train_throughput
+    from bare_loop import BareLoop, bare_loop, timed
+except ImportError:
+    from benchmarks.bare_loop import BareLoop, bare_loop, timed
 
 
 def peak_rss_mib() -> float:
     """Peak resident set size of this process so far (Linux reports KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-class BareLoop:
-    """The plain loop's state (model, Adam, loss) on pre-made batches (inputs, targets,
-    masks); :meth:`step` is one step. ``compiled``: the model through ``torch.compile``."""
-
-    def __init__(self, model_name: str, model_options: dict[str, Any], options: TrainerOptions,
-                 batches: list[tuple[torch.Tensor, ...]], channels_last: bool, fused: bool,
-                 compiled: bool = False, trainer: Trainer | None = None) -> None:
-        """``trainer``: run on its model and optimizer (the same weights and Adam state in
-        the same memory) instead of a new model's."""
-        fmt = torch.channels_last if channels_last else torch.contiguous_format
-        if trainer is not None:
-            self.model, self.optimizer = trainer.model, trainer.optimizer
-        else:
-            torch.manual_seed(0)
-            self.model = build_model(model_name, model_options).to(memory_format=fmt)
-            self.optimizer = torch.optim.Adam(
-                self.model.parameters(), lr=options.learning_rate,
-                betas=(options.beta1, options.beta2), eps=options.epsilon, fused=fused)
-        self.forward = torch.compile(self.model) if compiled else self.model
-        self.loss_fn = FaceLoss(combine_losses(options.loss, options.extra_losses),
-                                options.penalized_mask_loss, options.background_weight,
-                                options.eye_multiplier, options.mouth_multiplier)
-        self.batches = [tuple(t.contiguous(memory_format=fmt) for t in batch)
-                        for batch in batches]
-        self.steps = 0
-
-    def step(self) -> None:
-        in_a, tg_a, m_a, in_b, tg_b, m_b = self.batches[self.steps % len(self.batches)]
-        self.steps += 1
-        model, forward, loss_fn = self.model, self.forward, self.loss_fn
-        loss = (_loss(model, loss_fn, forward(in_a, "a"), tg_a, m_a)
-                + _loss(model, loss_fn, forward(in_b, "b"), tg_b, m_b))
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
-
-
-def bare_loop(model_name: str, model_options: dict[str, Any], options: TrainerOptions,
-              batches: list[tuple[torch.Tensor, ...]], steps: int, channels_last: bool,
-              fused: bool, compiled: bool = False, cpu: list[float] | None = None
-              ) -> list[float]:
-    """Seconds per step of :class:`BareLoop` (its first steps include compiling when
-    ``compiled``); ``cpu``: gets each step's CPU seconds (the process's, all threads)."""
-    loop = BareLoop(model_name, model_options, options, batches, channels_last, fused,
-                    compiled)
-    return timed(loop.step, steps, cpu)
-
-
-def timed(step: Callable[[], object], steps: int, cpu: list[float] | None = None
-          ) -> list[float]:
-    """Wall seconds of each of ``steps`` calls of ``step``; ``cpu`` gets each call's CPU
-    seconds (the process's: every thread, a trainer's batch loader included)."""
-    times = []
-    for _ in range(steps):
-        start, start_cpu = time.perf_counter(), time.process_time()
-        step()
-        times.append(time.perf_counter() - start)
-        if cpu is not None:
-            cpu.append(time.process_time() - start_cpu)
-    return times
-
-
-def _loss(model: SwapModel, loss_fn: FaceLoss, output: torch.Tensor, target: torch.Tensor,
-          masks: torch.Tensor) -> torch.Tensor:
-    """The face loss, plus a learned mask's (MSE against the face mask) as swapd adds it."""
-    face, learned = model.split(output)
-    loss = loss_fn(face, target, masks)
-    if learned is not None:
-        loss = loss + (learned - masks[:, 0:1]).square().mean()
-    return loss
 
 
 def swapd_loop(trainer: Trainer, steps: int, cpu: list[float] | None = None) -> list[float]:
@@ -221,7 +155,7 @@ def main() -> None:
         write_face_set(sets / "a", DEMO_A, args.faces, seed=1)
         write_face_set(sets / "b", DEMO_B, args.faces, seed=2)
         for name in args.models:
-            # float32 unless asked: the bare loop it is compared with runs in float32
+            # float32 unless asked (--set mixed_precision=bf16: the bare loop autocasts too)
             assignments = {"mixed_precision": "off", **parse_assignments(args.set)}
             options, model_options = split_options(name, assignments)
             if args.precisions:
