@@ -221,8 +221,28 @@ def _write_clip(frames: list[np.ndarray], path: Path) -> Path:
     return path
 
 
+# Sensor noise of the "camera" clips: grey levels, standard deviation per channel (a phone or
+# a consumer camera's footage in good light is around 1.5-3 after its own denoising).
+CAMERA_NOISE = 2.5
+KINDS = ("demo", "photo", "camera")
+
+
+def camera_noise(frame: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """*frame* with fresh sensor-like noise: Gaussian, per pixel and channel, blurred a little
+    (demosaicing and the camera's own processing correlate neighbours)."""
+    noise = rng.normal(0.0, 1.0, frame.shape).astype(np.float32)
+    noise = cv2.GaussianBlur(noise, (3, 3), 0.6)
+    noise *= np.float32(CAMERA_NOISE) / max(float(noise.std()), 1e-6)
+    return np.clip(np.rint(frame.astype(np.float32) + noise), 0, 255).astype(np.uint8)
+
+
 def clip_frames(kind: str, seed: int, n: int = 25) -> list[np.ndarray]:
-    """A 1 s 1280x720 clip of one content type, moving (a pan)."""
+    """A 1 s 1280x720 clip of one content type, moving (a pan). *camera*: the painted
+    backdrops with sensor noise, new in every frame (what real footage of flat walls and
+    skies carries, and the painted content does not)."""
+    if kind == "camera":
+        rng = np.random.default_rng([seed, 17])
+        return [camera_noise(f, rng) for f in clip_frames("demo", seed, n)]
     if kind == "demo":
         big = demo_frame(seed, (1280 + 100, 720 + 50))
     else:
@@ -232,12 +252,12 @@ def clip_frames(kind: str, seed: int, n: int = 25) -> list[np.ndarray]:
     return [big[t * 2:t * 2 + 720, t * 4:t * 4 + 1280].copy() for t in range(n)]
 
 
-def run_table(clips: int) -> dict:
+def run_table(clips: int, kinds: tuple[str, ...] = ("demo", "photo")) -> dict:
     table: dict = {}
     partial = RESULTS / "watermark_table.partial.json"
     with tempfile.TemporaryDirectory() as tmp:
-        for seed in range(clips):  # kinds interleaved: a run cut short covers both
-            for kind in ("demo", "photo"):
+        for seed in range(clips):  # kinds interleaved: a run cut short covers each
+            for kind in kinds:
                 frames = clip_frames(kind, seed)
                 marked = _write_clip([watermark.embed(f) for f in frames],
                                      Path(tmp) / f"{kind}{seed}.mp4")
@@ -296,27 +316,36 @@ def run_cost() -> dict:
                 cv2.resize(crop, (400, 400), interpolation=cv2.INTER_NEAREST))
     out["flat_crop_range"] = [int(crop.min()), int(crop.max())]
     out["flat_crop_mean_abs_change"] = round(float(np.abs(crop.astype(float) - 128).mean()), 2)
-    out["smooth_crop_after_crf18"] = smooth_crop(frame)
+    out["smooth_crop_after_crf18"] = smooth_crop([frame] * 3)
+    rng = np.random.default_rng(3)
+    noisy = [camera_noise(frame, rng) for _ in range(3)]
+    out["camera_noise"] = CAMERA_NOISE
+    out["smooth_crop_after_crf18_camera"] = smooth_crop(
+        noisy, "watermark_smooth_crop_400_camera.png", pick=frame)
     return out
 
 
-def smooth_crop(frame: np.ndarray, size: int = 120) -> dict:
-    """The smoothest area of *frame*, unmarked and marked, each through H.264 CRF 18 (as the
-    merger writes), side by side at 400 %; returns where it is and the mean change there."""
-    grey = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY).astype(np.float32)
+def smooth_crop(frames: list[np.ndarray], png: str = "watermark_smooth_crop_400.png",
+                size: int = 120, pick: np.ndarray | None = None) -> dict:
+    """The smoothest area of the clip *frames* (of *pick*, when given: the frame without its
+    noise), unmarked and marked, each through H.264 CRF 18 (as the merger writes), the first
+    frames side by side at 400 % in *png*; returns where it is and the mean change there."""
+    grey = cv2.cvtColor(frames[0] if pick is None else pick,
+                        cv2.COLOR_BGR2GRAY).astype(np.float32)
     h, w = grey.shape
     _, y, x = min((float(grey[y:y + size, x:x + size].std()), y, x)
                   for y in range(0, h - size + 1, 40) for x in range(0, w - size + 1, 40))
     with tempfile.TemporaryDirectory() as tmp:
         crops = []
-        for name, image in (("source", frame), ("marked", watermark.embed(frame))):
-            clip = _write_clip([image] * 3, Path(tmp) / f"{name}.mp4")
+        for name, images in (("source", frames),
+                             ("marked", [watermark.embed(f) for f in frames])):
+            clip = _write_clip(images, Path(tmp) / f"{name}.mp4")
             ok, decoded = cv2.VideoCapture(str(clip)).read()
             if not ok:
                 raise RuntimeError(f"cannot decode {clip}")
             crops.append(decoded[y:y + size, x:x + size])
     big = [cv2.resize(c, (4 * size, 4 * size), interpolation=cv2.INTER_NEAREST) for c in crops]
-    cv2.imwrite(str(RESULTS / "watermark_smooth_crop_400.png"),
+    cv2.imwrite(str(RESULTS / png),
                 np.hstack([big[0], np.full((4 * size, 8, 3), 255, np.uint8), big[1]]))
     change = np.abs(crops[1].astype(float) - crops[0].astype(float))
     return {"at_xy": [x, y], "size": size, "mean_abs_change": round(float(change.mean()), 2),
@@ -329,13 +358,18 @@ def main() -> None:
     parser.add_argument("--shard", default="0/1", help="I/N: this run's share of the inputs")
     parser.add_argument("--inputs", type=int, default=2000)
     parser.add_argument("--clips", type=int, default=20)
+    parser.add_argument("--kinds", nargs="+", choices=KINDS, default=["demo", "photo"],
+                        help="table: the content types (camera: painted, with sensor noise)")
+    parser.add_argument("--out", help="the results file's name (default: by what is run)")
     args = parser.parse_args()
     RESULTS.mkdir(exist_ok=True)
     shard, shards = (int(x) for x in args.shard.split("/"))
     result = {"fpr": lambda: run_fpr(args.inputs, shard, shards), "fpr-merge": merge_fpr,
-              "table": lambda: run_table(args.clips), "cost": run_cost}[args.what]()
+              "table": lambda: run_table(args.clips, tuple(args.kinds)),
+              "cost": run_cost}[args.what]()
     name = {"fpr": f"fpr.shard{shard}.summary", "fpr-merge": "fpr"}.get(args.what, args.what)
-    (RESULTS / f"watermark_{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+    out = Path(args.out) if args.out else RESULTS / f"watermark_{name}.json"
+    out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
 
 
