@@ -2,14 +2,17 @@
 
     python benchmarks/watermark_robustness.py fpr --inputs 2000        # unmarked inputs
     python benchmarks/watermark_robustness.py table --clips 20         # attack x content
+    python benchmarks/watermark_robustness.py table --kinds camera      # ... noisy footage
     python benchmarks/watermark_robustness.py cost                      # ms per frame, PSNR
 
-Writes benchmarks/results/watermark_{fpr,table,cost}.json (+ 400 % crops: a flat grey frame
-marked, watermark_flat_crop_400.png, and the smoothest area of a painted backdrop before and
-after marking, both through the merger's H.264 CRF 18, watermark_smooth_crop_400.png).
-Content: swapd.demo's synthetic clips (painted identities on
-painted backgrounds, many seeds), synthetic textures, and the public-domain photographs
-scikit-image ships (no person among those used).  Every re-encode is the real ffmpeg.
+Writes benchmarks/results/watermark_{fpr,table,cost}.json, or ``--out`` (+ 400 % crops: a
+flat grey frame marked, watermark_flat_crop_400.png, and the smoothest area of a painted
+backdrop before and after marking, both through the merger's H.264 CRF 18,
+watermark_smooth_crop_400.png, and the same with sensor noise,
+watermark_smooth_crop_400_camera.png). Content: swapd.demo's synthetic clips (painted
+identities on painted backgrounds, many seeds), the same with sensor-like noise (``camera``),
+synthetic textures, and the public-domain photographs scikit-image ships (no person among
+those used). Every re-encode is the real ffmpeg.
 """
 
 from __future__ import annotations
