@@ -1,6 +1,7 @@
-"""Both sides in one forward call (swapd.trainer.distributed.BothSides): where both sides draw
-from one code the encoder runs once over both sides' faces, and that must train exactly as a
-pass per side does: the same faces, codes and gradients."""
+"""Both sides in one forward call (swapd.trainer.distributed.BothSides, SwapModel.both_sides):
+what both sides share (the encoder; with IAE and LIAE their shared intermediate block and
+decoder too) runs once over both sides' faces, and that must train exactly as a pass per side
+does: the same faces, codes and gradients."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ MODELS = [
     ("lightweight", {"width": 0.125, "dense_dim": 32, "learn_mask": True,
                      "mask_decoder": "shared"}),
     ("original", {"width": 0.125, "dense_dim": 32}),
-    ("iae", {"width": 0.125, "dense_dim": 32}),  # its own code per side: a pass per side
+    ("iae", {"width": 0.125, "dense_dim": 32}),  # a code of its own per side
     ("dfl_sae", {"architecture": "df", **TINY_WIDTHS["dfl_sae"]}),
     ("dfl_sae", {"architecture": "liae", **TINY_WIDTHS["dfl_sae"]}),
     ("saehd", {"archi": "df-ud", **TINY_WIDTHS["saehd"]}),
@@ -67,18 +68,27 @@ def test_one_pass_trains_as_a_pass_per_side(name: str, options: dict[str, Any]) 
             both(input_a, input_b, codes=True)
 
 
-def test_the_encoder_runs_once_where_both_sides_draw_from_one_code() -> None:
+# The blocks both sides share, per model: each must run once, over both sides' faces.
+SHARED_BLOCKS: dict[str, Any] = {
+    "lightweight": ["encoder"], "original": ["encoder"],
+    "iae": ["encoder", "inter_both", "decoder_shared"],
+    "dfl_sae": {"df": ["encoder"], "liae": ["encoder", "inter_both", "decoder_shared"]},
+    "saehd": {"df": ["encoder", "inter"], "liae": ["encoder", "inter_ab", "decoder_shared"]},
+}
+
+
+@pytest.mark.parametrize(("name", "options"), MODELS, ids=str)
+def test_what_both_sides_share_runs_once(name: str, options: dict[str, Any]) -> None:
+    model = small(name, options)
+    blocks = SHARED_BLOCKS[name]
+    if isinstance(blocks, dict):
+        archi = options.get("architecture", options.get("archi", ""))
+        blocks = blocks[archi.split("-")[0]]
     calls: dict[str, list[int]] = {}
-
-    def count(name: str, model: SwapModel) -> None:
-        model.encoder.register_forward_hook(
-            lambda _m, args, _out: calls.setdefault(name, []).append(len(args[0])))
-
-    one_code = small("lightweight", MODELS[0][1])
-    own_codes = small("iae", MODELS[3][1])
-    count("one", one_code)
-    count("own", own_codes)
-    faces = torch.rand(4, 3, 64, 64)
-    BothSides(one_code)(faces, faces)
-    BothSides(own_codes)(faces, faces)
-    assert calls == {"one": [8], "own": [4, 4]}
+    for block in blocks:
+        getattr(model, block).register_forward_hook(
+            lambda _m, args, _out, block=block: calls.setdefault(block, []).append(
+                len(args[0])))
+    faces = torch.rand(4, model.image_channels, 64, 64)
+    BothSides(model)(faces, faces[:3])
+    assert calls == {block: [7] for block in blocks}

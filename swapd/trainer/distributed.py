@@ -22,6 +22,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from swapd.trainer.models import SwapModel, split_sides
+
 
 @dataclass(frozen=True)
 class Distributed:
@@ -79,25 +81,17 @@ class BothSides(nn.Module):
     """Both autoencoder paths in one forward call: DDP reduces gradients once per backward,
     so the A and B passes of a step must be one call (two would each expect their own)."""
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: SwapModel) -> None:
         super().__init__()
         self.model = model
 
     def forward(self, input_a: torch.Tensor, input_b: torch.Tensor, codes: bool = False
                 ) -> tuple[torch.Tensor, ...]:
-        """(face A, face B), and with ``codes`` their codes too (true_face_power).
-
-        Where both sides draw from one code, the encoder runs once over both sides' faces:
-        the same faces and gradients as a pass per side (no layer mixes the faces of a
-        batch), in fewer and larger operations, which the CPU runs faster (the demo's model
-        with the shared mask decoder: 5.7 % a step, docs/benchmarks.md)."""
+        """(face A, face B) by the model's :meth:`~swapd.trainer.models.SwapModel.both_sides`
+        (what both sides share, run once over both batches); with ``codes`` their codes too
+        (true_face_power: models whose sides draw from one code), from one encoder pass."""
         model = self.model
-        if model.draws_from_one_code(model.options):
-            code = model.encode(torch.cat([input_a, input_b]))
-            code_a, code_b = code.split([len(input_a), len(input_b)])
-            faces = model.decode(code_a, "a"), model.decode(code_b, "b")
-            return (*faces, code_a, code_b) if codes else faces
         if not codes:
-            return model(input_a, "a"), model(input_b, "b")
-        code_a, code_b = model.encode(input_a), model.encode(input_b)  # raises: no one code
+            return model.both_sides(input_a, input_b)
+        code_a, code_b = split_sides(model.encode(torch.cat([input_a, input_b])), len(input_a))
         return model.decode(code_a, "a"), model.decode(code_b, "b"), code_a, code_b

@@ -28,7 +28,7 @@ import torch
 from pydantic import Field, ValidationInfo, field_validator
 from torch import Tensor, nn
 
-from swapd.trainer.models import CommonOptions, Side, SwapModel, register
+from swapd.trainer.models import CommonOptions, Side, SwapModel, register, split_sides
 from swapd.trainer.models.original import (
     FaceAndMask,
     Reshape,
@@ -181,3 +181,15 @@ class DFLSAE(SwapModel):
         both = self.inter_both(code)
         particular = both if side == "a" else self.inter_b(code)
         return self.decoder_shared(torch.cat([particular, both], dim=1))
+
+    def both_sides(self, input_a: Tensor, input_b: Tensor) -> tuple[Tensor, Tensor]:
+        if self.options.architecture == "df":
+            return super().both_sides(input_a, input_b)
+        # LIAE: the encoder, the shared intermediate block and the decoder once over both.
+        code = self.encoder(torch.cat([input_a, input_b]))
+        both = self.inter_both(code)
+        both_a, _ = split_sides(both, len(input_a))
+        _, code_b = split_sides(code, len(input_a))
+        particular = torch.cat([both_a, self.inter_b(code_b)])
+        faces = self.decoder_shared(torch.cat([particular, both], dim=1))
+        return split_sides(faces, len(input_a))

@@ -14,7 +14,7 @@ import torch
 from pydantic import Field
 from torch import Tensor, nn
 
-from swapd.trainer.models import CommonOptions, Side, SwapModel, register
+from swapd.trainer.models import CommonOptions, Side, SwapModel, register, split_sides
 from swapd.trainer.models.original import (
     FaceswapShapeOptions,
     Reshape,
@@ -71,3 +71,11 @@ class IAE(SwapModel):
         code = self.encoder(x)
         particular = self.inter_a(code) if side == "a" else self.inter_b(code)
         return self.decoder_shared(torch.cat([particular, self.inter_both(code)], dim=1))
+
+    def both_sides(self, input_a: Tensor, input_b: Tensor) -> tuple[Tensor, Tensor]:
+        # The encoder, the shared intermediate block and the decoder once over both sides.
+        code = self.encoder(torch.cat([input_a, input_b]))
+        code_a, code_b = split_sides(code, len(input_a))
+        particular = torch.cat([self.inter_a(code_a), self.inter_b(code_b)])
+        faces = self.decoder_shared(torch.cat([particular, self.inter_both(code)], dim=1))
+        return split_sides(faces, len(input_a))

@@ -37,7 +37,7 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 from torch import Tensor, nn
 
 from swapd.faces.alignment import CENTERING_PADDING
-from swapd.trainer.models import CommonOptions, Side, SwapModel, register
+from swapd.trainer.models import CommonOptions, Side, SwapModel, register, split_sides
 from swapd.trainer.models.dfl_sae import ResidualBlock, intermediate, unused_option
 from swapd.trainer.models.original import FaceAndMask, conv_block, conv_stack, upscale_block
 
@@ -248,3 +248,15 @@ class SAEHD(SwapModel):
         shared = self.inter_ab(code)
         particular = shared if side == "b" else self.inter_b(code)
         return self.decoder_shared(torch.cat([particular, shared], dim=1))
+
+    def both_sides(self, input_a: Tensor, input_b: Tensor) -> tuple[Tensor, Tensor]:
+        if split_archi(self.options.archi)[0] == "df":
+            return super().both_sides(input_a, input_b)
+        # LIAE: the encoder, inter_AB and the decoder once over both sides.
+        code = self.encoder(torch.cat([input_a, input_b]))
+        shared = self.inter_ab(code)
+        code_a, _ = split_sides(code, len(input_a))
+        _, shared_b = split_sides(shared, len(input_a))
+        particular = torch.cat([self.inter_b(code_a), shared_b])
+        faces = self.decoder_shared(torch.cat([particular, shared], dim=1))
+        return split_sides(faces, len(input_a))
