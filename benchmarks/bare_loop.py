@@ -26,9 +26,12 @@ class BareLoop:
 
     def __init__(self, model_name: str, model_options: dict[str, Any], options: TrainerOptions,
                  batches: list[tuple[torch.Tensor, ...]], channels_last: bool, fused: bool,
-                 compiled: bool = False, trainer: Trainer | None = None) -> None:
+                 compiled: bool = False, trainer: Trainer | None = None,
+                 one_pass: bool = False) -> None:
         """``trainer``: run on its model and optimizer (the same weights and Adam state in
-        the same memory) instead of a new model's."""
+        the same memory) instead of a new model's. ``one_pass``: both sides through the
+        model's ``both_sides`` (what they share run once, as swapd's step does) instead of a
+        forward call per side (as faceswap, DeepFaceLab and a plain loop do)."""
         fmt = torch.channels_last if channels_last else torch.contiguous_format
         if trainer is not None:
             self.model, self.optimizer = trainer.model, trainer.optimizer
@@ -46,13 +49,17 @@ class BareLoop:
                         for batch in batches]
         self.steps = 0
         self.precision = MixedPrecision(options.mixed_precision, torch.device("cpu"))
+        self.one_pass = one_pass
 
     def step(self) -> None:
         in_a, tg_a, m_a, in_b, tg_b, m_b = self.batches[self.steps % len(self.batches)]
         self.steps += 1
         model, forward, loss_fn = self.model, self.forward, self.loss_fn
         with self.precision.autocast():
-            out_a, out_b = forward(in_a, "a"), forward(in_b, "b")
+            if self.one_pass:
+                out_a, out_b = model.both_sides(in_a, in_b)
+            else:
+                out_a, out_b = forward(in_a, "a"), forward(in_b, "b")
         loss = (_loss(model, loss_fn, out_a, tg_a, m_a)
                 + _loss(model, loss_fn, out_b, tg_b, m_b))
         self.optimizer.zero_grad(set_to_none=True)
@@ -62,12 +69,12 @@ class BareLoop:
 
 def bare_loop(model_name: str, model_options: dict[str, Any], options: TrainerOptions,
               batches: list[tuple[torch.Tensor, ...]], steps: int, channels_last: bool,
-              fused: bool, compiled: bool = False, cpu: list[float] | None = None
-              ) -> list[float]:
+              fused: bool, compiled: bool = False, cpu: list[float] | None = None,
+              one_pass: bool = False) -> list[float]:
     """Seconds per step of :class:`BareLoop` (its first steps include compiling when
     ``compiled``); ``cpu``: gets each step's CPU seconds (the process's, all threads)."""
     loop = BareLoop(model_name, model_options, options, batches, channels_last, fused,
-                    compiled)
+                    compiled, one_pass=one_pass)
     return timed(loop.step, steps, cpu)
 
 

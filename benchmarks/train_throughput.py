@@ -121,7 +121,8 @@ def main() -> None:
     parser.add_argument("--variants", nargs="+",
                         default=["nchw", "nchw+fused_adam", "channels_last",
                                  "channels_last+fused_adam"],
-                        help="bare-loop variants to time (also ...+compile: torch.compile)")
+                        help="bare-loop variants to time (also ...+compile: torch.compile; "
+                        "...+one_pass: both sides through the model's both_sides, as swapd)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="option override (TOML syntax), e.g. width=0.125")
     parser.add_argument("--also-grayscale", action="store_true",
@@ -188,7 +189,8 @@ def main() -> None:
                 parts = key.split("+")
                 channels_last, fused = "channels_last" in parts, "fused_adam" in parts
                 times = bare_loop(name, model_options.model_dump(), options, batches,
-                                  args.steps, channels_last, fused, "compile" in parts)
+                                  args.steps, channels_last, fused, "compile" in parts,
+                                  one_pass="one_pass" in parts)
                 bare[key] = summary(times, args.warmup, examples)
                 bare[key]["first_step_seconds"] = round(times[0], 2)
                 print(name, "bare", key, bare[key], flush=True)
@@ -251,7 +253,8 @@ def alternate(args: argparse.Namespace, name: str, model_options: dict[str, Any]
             continue
         cpu: list[float] = []
         times = bare_loop(name, model_options, options, batches, args.steps,
-                          "channels_last" in parts, "fused_adam" in parts, cpu=cpu)
+                          "channels_last" in parts, "fused_adam" in parts, cpu=cpu,
+                          one_pass="one_pass" in parts)
         row: dict[str, Any] = {"bare": summary(times, args.warmup, examples)}
         row["bare"]["cpu_seconds_per_step"] = round(statistics.median(cpu[args.warmup:]), 4)
         for where in args.augment_devices:
@@ -319,7 +322,8 @@ def interleaved_round(args: argparse.Namespace, name: str, model_options: dict[s
                                      work / f"{where}_{index}", args.batch_size))
         bare = BareLoop(name, model_options, options, batches, "channels_last" in parts,
                         "fused_adam" in parts,
-                        trainer=trainers[0] if args.same_model else None)
+                        trainer=trainers[0] if args.same_model else None,
+                        one_pass="one_pass" in parts)
         steppers["bare"] = bare.step
         steppers |= {where: trainer.step
                      for where, trainer in zip(args.augment_devices, trainers, strict=True)}

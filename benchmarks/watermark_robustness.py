@@ -257,7 +257,7 @@ def clip_frames(kind: str, seed: int, n: int = 25) -> list[np.ndarray]:
 
 def run_table(clips: int, kinds: tuple[str, ...] = ("demo", "photo")) -> dict:
     table: dict = {}
-    partial = RESULTS / "watermark_table.partial.json"
+    partial = RESULTS / f"watermark_table_{'_'.join(kinds)}.partial.json"  # so far
     with tempfile.TemporaryDirectory() as tmp:
         for seed in range(clips):  # kinds interleaved: a run cut short covers each
             for kind in kinds:
@@ -319,6 +319,14 @@ def run_cost() -> dict:
                 cv2.resize(crop, (400, 400), interpolation=cv2.INTER_NEAREST))
     out["flat_crop_range"] = [int(crop.min()), int(crop.max())]
     out["flat_crop_mean_abs_change"] = round(float(np.abs(crop.astype(float) - 128).mean()), 2)
+    # The whole flat frame, without and with sensor noise (which the texture measure counts):
+    # the mark's mean strength (its amplitude map) and the mean change marking makes.
+    for label, image in (("flat_frame", flat),
+                         ("flat_frame_camera", camera_noise(flat, np.random.default_rng(4)))):
+        grey = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+        out[f"{label}_mean_strength"] = round(float(watermark._amplitude_grid(grey).mean()), 2)
+        change = np.abs(watermark.embed(image).astype(np.float32) - image)
+        out[f"{label}_mean_abs_change"] = round(float(change.mean()), 2)
     out["smooth_crop_after_crf18"] = smooth_crop([frame] * 3)
     rng = np.random.default_rng(3)
     noisy = [camera_noise(frame, rng) for _ in range(3)]
@@ -363,7 +371,8 @@ def main() -> None:
     parser.add_argument("--clips", type=int, default=20)
     parser.add_argument("--kinds", nargs="+", choices=KINDS, default=["demo", "photo"],
                         help="table: the content types (camera: painted, with sensor noise)")
-    parser.add_argument("--out", help="the results file's name (default: by what is run)")
+    parser.add_argument("--out", help="the results file (a path; default: "
+                        "benchmarks/results/watermark_<what>.json)")
     args = parser.parse_args()
     RESULTS.mkdir(exist_ok=True)
     shard, shards = (int(x) for x in args.shard.split("/"))

@@ -19,12 +19,24 @@ MODELS = [
     ("lightweight", {"width": 0.125, "dense_dim": 32, "learn_mask": True,
                      "mask_decoder": "shared"}),
     ("original", {"width": 0.125, "dense_dim": 32}),
+    ("original", {"width": 0.125, "dense_dim": 32, "grayscale": True}),
     ("iae", {"width": 0.125, "dense_dim": 32}),  # a code of its own per side
+    ("iae", {"width": 0.125, "dense_dim": 32, "learn_mask": True, "grayscale": True}),
     ("dfl_sae", {"architecture": "df", **TINY_WIDTHS["dfl_sae"]}),
-    ("dfl_sae", {"architecture": "liae", **TINY_WIDTHS["dfl_sae"]}),
+    ("dfl_sae", {"architecture": "liae", "learn_mask": True, **TINY_WIDTHS["dfl_sae"]}),
     ("saehd", {"archi": "df-ud", **TINY_WIDTHS["saehd"]}),
     ("saehd", {"archi": "liae-ud", **TINY_WIDTHS["saehd"]}),
+    ("saehd", {"archi": "liae-udt", "learn_mask": False, "grayscale": True,
+               **TINY_WIDTHS["saehd"]}),
 ]
+
+
+def label(value: Any) -> str:
+    """A short test id: the model's name, or its options that are not widths."""
+    if isinstance(value, str):
+        return value
+    widths = set(TINY_WIDTHS["dfl_sae"]) | set(TINY_WIDTHS["saehd"]) | {"width", "dense_dim"}
+    return ",".join(f"{k}={v}" for k, v in value.items() if k not in widths) or "defaults"
 
 
 def small(name: str, options: dict[str, Any]) -> SwapModel:
@@ -43,7 +55,7 @@ def grads(model: SwapModel, outputs: tuple[torch.Tensor, ...]) -> list[torch.Ten
             for p in model.parameters()]
 
 
-@pytest.mark.parametrize(("name", "options"), MODELS, ids=str)
+@pytest.mark.parametrize(("name", "options"), MODELS, ids=label)
 def test_one_pass_trains_as_a_pass_per_side(name: str, options: dict[str, Any]) -> None:
     model = small(name, options)
     both = BothSides(model)
@@ -77,7 +89,7 @@ SHARED_BLOCKS: dict[str, Any] = {
 }
 
 
-@pytest.mark.parametrize(("name", "options"), MODELS, ids=str)
+@pytest.mark.parametrize(("name", "options"), MODELS, ids=label)
 def test_what_both_sides_share_runs_once(name: str, options: dict[str, Any]) -> None:
     model = small(name, options)
     blocks = SHARED_BLOCKS[name]
