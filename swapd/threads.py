@@ -139,11 +139,11 @@ def opencv_in_calling_thread() -> bool:
 
     Why: a training batch's faces are small, and OpenCV's pool (a thread per core, which
     waits actively for work) spends more CPU handing the work out than it saves. The demo's
-    augmentation of one side (16 faces of 64 px) took 2.8 ms of CPU (1.9 ms wall) on the
-    pool of 2 threads against 2.0 ms (2.0 ms wall) in the calling thread alone; with CLAHE
-    4.5 ms against 2.8 (2.9 ms wall against 2.8). And the pool's thread runs at the normal
-    priority on the cores torch's threads need, where the loader's own runs in the
-    background (:func:`run_in_background`)."""
+    augmentation of one side (16 faces of 64 px) took 2.7 ms of CPU (1.8 ms wall) on the
+    pool of 2 threads against 1.9 ms (1.9 ms wall) in the calling thread alone; with CLAHE
+    3.9 ms against 2.6 (2.5 ms wall against 2.6; benchmarks/opencv_pool.py). And the pool's
+    thread runs at the normal priority on the cores torch's threads need, where the
+    loader's own runs in the background (:func:`run_in_background`)."""
     if os.environ.get(OPENCV_THREADS, "").strip():
         return False
     import cv2  # here: the rest of this module runs before anything heavy is imported

@@ -22,7 +22,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from swapd.trainer.models import SwapModel, split_sides
+from swapd.trainer.models import SwapModel
 
 
 @dataclass(frozen=True)
@@ -93,5 +93,5 @@ class BothSides(nn.Module):
         model = self.model
         if not codes:
             return model.both_sides(input_a, input_b)
-        code_a, code_b = split_sides(model.encode(torch.cat([input_a, input_b])), len(input_a))
+        code_a, code_b = model.encode_both(input_a, input_b)
         return model.decode(code_a, "a"), model.decode(code_b, "b"), code_a, code_b

@@ -135,8 +135,12 @@ class SwapModel(nn.Module):
         themselves."""
         if not self.draws_from_one_code(self.options):
             return self(input_a, "a"), self(input_b, "b")
-        code_a, code_b = split_sides(self.encode(torch.cat([input_a, input_b])), len(input_a))
+        code_a, code_b = self.encode_both(input_a, input_b)
         return self.decode(code_a, "a"), self.decode(code_b, "b")
+
+    def encode_both(self, input_a: Tensor, input_b: Tensor) -> tuple[Tensor, Tensor]:
+        """Each side's :meth:`encode` code, from one encoder pass over both batches."""
+        return split_sides(self.encode(torch.cat([input_a, input_b])), len(input_a))
 
 
 def split_sides(batch: Tensor, size_a: int) -> tuple[Tensor, Tensor]:
