@@ -95,3 +95,33 @@ def test_no_warp_no_colour_leaves_the_input_the_target() -> None:
     inputs, targets, masks = augmenter(_faces(4), np.random.default_rng(0))
     np.testing.assert_array_equal(inputs, targets)
     assert masks.shape == (4, SIZE, SIZE, 0)
+
+
+def test_clahe_and_colour_jitter_share_one_lab_round_trip() -> None:
+    """CLAHE on L* of about half the faces, then the colour jitter, in one 8-bit L*a*b*
+    conversion each way (faceswap's color_adjust): what OpenCV gives face by face from the
+    same draws (flip, transform, CLAHE's faces and grids, lightness, chroma, in that order)."""
+    settings = AugmentSettings(warp=False, flip=False, rotation_deg=0, zoom=0, shift=0)
+    augmenter = Augmenter(SIZE, settings)
+    faces = _faces(24)
+    inputs, targets, _ = augmenter(faces, np.random.default_rng(5))
+    assert np.array_equal(targets, faces)  # no geometry: the input's changes are colour's
+    replay = np.random.default_rng(5)
+    augmenter.random_transforms(replay, 24)
+    tiles = dict(augmenter.clahe_choices(24, replay))
+    assert 4 <= len(tiles) <= 20  # about half the faces
+    light = 1 + replay.uniform(-settings.lightness, settings.lightness, 24)
+    shift = replay.uniform(-settings.chroma, settings.chroma, (24, 2)) * 255
+    levels = np.arange(256, dtype=np.float64)
+    for i, face in enumerate(faces):
+        lab = cv2.cvtColor(face, cv2.COLOR_BGR2LAB)
+        plain = lab.copy()
+        if i in tiles:
+            lab[..., 0] = cv2.createCLAHE(2.0, (tiles[i], tiles[i])).apply(
+                np.ascontiguousarray(lab[..., 0]))
+            assert not np.array_equal(lab, plain)  # CLAHE changed this face
+        table = np.stack([levels * light[i], levels + shift[i, 0], levels + shift[i, 1]],
+                         axis=-1).astype(np.float32)
+        table = np.clip(np.rint(table), 0, 255).astype(np.uint8).reshape(256, 1, 3)
+        expected = cv2.cvtColor(cv2.LUT(lab, table), cv2.COLOR_LAB2BGR)
+        assert np.array_equal(inputs[i], expected), i

@@ -90,23 +90,30 @@ class Augmenter:
             inputs = self._grid_warps(targets, self.grid_noise(rng, n))
         else:
             inputs = targets.copy()
-        if s.clahe > 0:
-            inputs = self._equalise(inputs, rng)
+        equalise = self.clahe_choices(len(inputs), rng) if s.clahe > 0 else []
         if s.colour:
-            inputs = self._jitter_colour(inputs, rng)
+            inputs = self._jitter_colour(inputs, rng, equalise)
+        elif equalise:
+            inputs = self._equalise(inputs, equalise)
         return inputs, targets, warped_masks
 
-    def _jitter_colour(self, faces: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    def _jitter_colour(self, faces: np.ndarray, rng: np.random.Generator,
+                       equalise: list[tuple[int, int]]) -> np.ndarray:
         """Per face: L* scaled by up to ±lightness, a*/b* shifted by up to ±chroma (in one
-        colour conversion each way for the whole batch)."""
+        colour conversion each way for the whole batch), after CLAHE on the L* of the faces
+        in ``equalise`` (in the same conversion, as faceswap's color_adjust does; on its own
+        L*a*b* round trip per face CLAHE cost a quarter of the augmentation's CPU)."""
         n, size = len(faces), faces.shape[1]
         light = 1 + rng.uniform(-self.settings.lightness, self.settings.lightness, n)
         if faces.shape[-1] == 1:
+            faces = self._equalise(faces, equalise)
             lit = faces.astype(np.float32) * light[:, None, None, None]
             return np.clip(lit, 0, 255).astype(np.uint8)
         tall = faces.reshape(n * size, size, 3)  # the batch as one image for cvtColor
         lab = cv2.cvtColor(tall, cv2.COLOR_BGR2LAB).reshape(faces.shape)
         shift = rng.uniform(-self.settings.chroma, self.settings.chroma, (n, 2)) * 255
+        for i, tiles in equalise:
+            lab[i, ..., 0] = _clahe(lab[i, ..., 0], tiles)
         # Per face a lookup table of each channel's 256 levels (L* scaled, a*/b* shifted,
         # rounded, not truncated (which shifted every channel by half a level on average):
         # a float pass over 256 values instead of over every pixel. float64 products, as the
@@ -121,18 +128,24 @@ class Augmenter:
         out = cv2.cvtColor(lab.reshape(n * size, size, 3), cv2.COLOR_LAB2BGR)
         return out.reshape(faces.shape)
 
-    def _equalise(self, faces: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """CLAHE on the lightness of a random ``clahe`` share of the faces, in place."""
-        chosen = np.flatnonzero(rng.random(len(faces)) < self.settings.clahe)
+    def clahe_choices(self, n: int, rng: np.random.Generator) -> list[tuple[int, int]]:
+        """(face, tiles per side) for a random ``clahe`` share of ``n`` faces (the loader's
+        draw, which the device path's draw repeats)."""
+        chosen = np.flatnonzero(rng.random(n) < self.settings.clahe)
+        grids = rng.integers(1, self.settings.clahe_max_grid + 1, len(chosen))
         base = max(1, self.size // 128)
-        for i, grid in zip(chosen, rng.integers(1, self.settings.clahe_max_grid + 1,
-                                                len(chosen)), strict=True):
-            clahe = cv2.createCLAHE(clipLimit=2.0, tileGridSize=(int(grid) * base,) * 2)
+        return [(int(i), int(grid) * base) for i, grid in zip(chosen, grids, strict=True)]
+
+    @staticmethod
+    def _equalise(faces: np.ndarray, equalise: list[tuple[int, int]]) -> np.ndarray:
+        """CLAHE on the lightness of the faces in ``equalise``, in place (without the colour
+        jitter: each face on its own L*a*b* round trip)."""
+        for i, tiles in equalise:
             if faces.shape[-1] == 1:
-                faces[i, ..., 0] = clahe.apply(np.ascontiguousarray(faces[i, ..., 0]))
+                faces[i, ..., 0] = _clahe(faces[i, ..., 0], tiles)
                 continue
             lab = cv2.cvtColor(faces[i], cv2.COLOR_BGR2LAB)
-            lab[..., 0] = clahe.apply(np.ascontiguousarray(lab[..., 0]))
+            lab[..., 0] = _clahe(lab[..., 0], tiles)
             faces[i] = cv2.cvtColor(lab, cv2.COLOR_LAB2BGR)
         return faces
 
@@ -233,3 +246,9 @@ class Augmenter:
                 slot.shape[:2] if slot.shape[-1] == 1 else slot.shape),
                 borderMode=cv2.BORDER_REPLICATE)
         return out
+
+
+def _clahe(lightness: np.ndarray, tiles: int) -> np.ndarray:
+    """OpenCV's CLAHE (faceswap's clip limit of 2) of one uint8 channel, ``tiles`` per side."""
+    clahe = cv2.createCLAHE(clipLimit=2.0, tileGridSize=(tiles, tiles))
+    return clahe.apply(np.ascontiguousarray(lightness))

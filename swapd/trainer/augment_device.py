@@ -89,9 +89,8 @@ def draw_augment(augmenter: Augmenter, n: int, channels: int,
     noise = augmenter.grid_noise(rng, n).astype(np.float32) if s.warp else None
     tiles = np.zeros(n, dtype=np.int64)
     if s.clahe > 0:
-        chosen = np.flatnonzero(rng.random(n) < s.clahe)
-        grids = rng.integers(1, s.clahe_max_grid + 1, len(chosen))
-        tiles[chosen] = grids * max(1, augmenter.size // 128)  # as Augmenter._equalise
+        for face, grid in augmenter.clahe_choices(n, rng):
+            tiles[face] = grid
     light = chroma = None
     if s.colour:
         light = (1 + rng.uniform(-s.lightness, s.lightness, n)).astype(np.float32)
