@@ -16,11 +16,11 @@ from __future__ import annotations
 import argparse
 import json
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import scipy.linalg  # noqa: F401  (loads scipy's OpenBLAS before the controller looks)
+from opencv_pool import best_of_three  # the same measure, alternation and best of three
 from threadpoolctl import ThreadpoolController
 
 import swapd  # noqa: F401  (before torch: it sets OpenMP's wait policy)
@@ -49,16 +49,6 @@ def one_batch(augment: Augmenter, sets: tuple[FaceSet, FaceSet], matches: Closes
         augment(faces, rng, masks, landmarks=landmarks)
 
 
-def timed(call: object, calls: int) -> dict[str, float]:
-    """Per call: the calling thread's CPU, the process's CPU and the wall, in ms."""
-    thread, process, wall = time.thread_time(), time.process_time(), time.perf_counter()
-    for _ in range(calls):
-        call()  # type: ignore[operator]
-    return {"thread_cpu_ms": 1000 * (time.thread_time() - thread) / calls,
-            "process_cpu_ms": 1000 * (time.process_time() - process) / calls,
-            "wall_ms": 1000 * (time.perf_counter() - wall) / calls}
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--batches", type=int, default=60)
@@ -82,16 +72,11 @@ def main() -> None:
         augment = Augmenter(SIZE, AugmentSettings(clahe=0.0, warp_to_landmarks=to_landmarks))
         matches = ClosestMatches() if to_landmarks else None
         rng = np.random.default_rng(0)
-        runs: dict[str, list[dict[str, float]]] = {"openblas_threads": [], "calling_thread": []}
-        for _ in range(3):
-            for setting, count in (("openblas_threads", default_threads), ("calling_thread", 1)):
-                blas.limit(limits=count)
-                for _ in range(5):  # warm: OpenBLAS's threads woken
-                    one_batch(augment, sets, matches, rng)
-                runs[setting].append(timed(
-                    lambda a=augment, m=matches, r=rng: one_batch(a, sets, m, r), args.batches))
-        results[label] = {setting: {key: round(min(r[key] for r in rows), 3)
-                                    for key in rows[0]} for setting, rows in runs.items()}
+        # warm: OpenBLAS's threads woken
+        results[label] = best_of_three(
+            lambda a=augment, m=matches, r=rng: one_batch(a, sets, m, r),
+            {"openblas_threads": lambda: blas.limit(limits=default_threads),
+             "calling_thread": lambda: blas.limit(limits=1)}, args.batches, warm=5)
         print(label, json.dumps(results[label]), flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")

@@ -16,6 +16,7 @@ import argparse
 import json
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -39,6 +40,22 @@ def timed(call: object, calls: int) -> dict[str, float]:
             "wall_ms": 1000 * (time.perf_counter() - wall) / calls}
 
 
+def best_of_three(call: Callable[[], object], settings: dict[str, Callable[[], object]],
+                  calls: int, warm: int) -> dict[str, dict[str, float]]:
+    """``call`` timed ``calls`` times under each setting (set by its function, then ``warm``
+    untimed calls), the settings alternated three times; per setting, the best of the three
+    of each figure of :func:`timed`."""
+    runs: dict[str, list[dict[str, float]]] = {name: [] for name in settings}
+    for _ in range(3):
+        for name, apply in settings.items():
+            apply()
+            for _ in range(warm):
+                call()
+            runs[name].append(timed(call, calls))
+    return {name: {key: round(min(run[key] for run in rows), 3) for key in rows[0]}
+            for name, rows in runs.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--calls", type=int, default=400)
@@ -56,15 +73,11 @@ def main() -> None:
     results: dict[str, object] = {"opencv_default_threads": pool, "calls": args.calls}
     for label, clahe in (("without_clahe", 0.0), ("clahe_half", 0.5)):
         augment = Augmenter(64, AugmentSettings(clahe=clahe))
-        runs: dict[str, list[dict[str, float]]] = {"pool": [], "alone": []}
-        for _ in range(3):
-            for setting, count in (("pool", pool), ("alone", 1)):
-                cv2.setNumThreads(count)
-                for _ in range(10):  # warm: the pool started, numpy's BLAS threads too
-                    augment(faces, rng, masks)
-                runs[setting].append(timed(lambda a=augment: a(faces, rng, masks), args.calls))
-        results[label] = {setting: {key: round(min(r[key] for r in rows), 3)
-                                    for key in rows[0]} for setting, rows in runs.items()}
+        # warm: the pool started, numpy's BLAS threads too
+        results[label] = best_of_three(
+            lambda a=augment: a(faces, rng, masks),
+            {"pool": lambda: cv2.setNumThreads(pool), "alone": lambda: cv2.setNumThreads(1)},
+            args.calls, warm=10)
         print(label, json.dumps(results[label]), flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
