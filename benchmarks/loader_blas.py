@@ -2,11 +2,13 @@
 
     .venv/bin/python benchmarks/loader_blas.py [--batches 60] [--out results.json]
 
+(run as a script: it imports its sibling ``opencv_pool``, as the benchmarks import each other)
+
 One batch of both sides as the loader's thread builds it (the demo's faces of 64 px with
 their masks and landmarks, 16 a side, OpenCV in the calling thread as in training), with
 ``warp_to_landmarks`` on and off, ``--batches`` times, alternating OpenBLAS's default threads
 (one per core, waiting actively) and one thread (what
-``swapd.threads.numpy_blas_in_calling_thread`` sets while training on the CPU), three times
+``swapd.threads.openblas_in_calling_thread`` sets while training on the CPU), three times
 each. Reported per setting, the best of the three: CPU milliseconds per batch of the
 calling thread and of the whole process (OpenBLAS's threads included), and wall milliseconds.
 """
@@ -71,12 +73,17 @@ def main() -> None:
     for label, to_landmarks in (("warp_to_landmarks", True), ("grid_warp", False)):
         augment = Augmenter(SIZE, AugmentSettings(clahe=0.0, warp_to_landmarks=to_landmarks))
         matches = ClosestMatches() if to_landmarks else None
-        rng = np.random.default_rng(0)
+        draws = {"rng": np.random.default_rng(0)}
+
+        def limit(count: int, draws: dict = draws) -> None:
+            blas.limit(limits=count)
+            draws["rng"] = np.random.default_rng(0)  # each setting times the same batches
+
         # warm: OpenBLAS's threads woken
         results[label] = best_of_three(
-            lambda a=augment, m=matches, r=rng: one_batch(a, sets, m, r),
-            {"openblas_threads": lambda: blas.limit(limits=default_threads),
-             "calling_thread": lambda: blas.limit(limits=1)}, args.batches, warm=5)
+            lambda a=augment, m=matches, d=draws: one_batch(a, sets, m, d["rng"]),
+            {"openblas_threads": lambda: limit(default_threads),
+             "calling_thread": lambda: limit(1)}, args.batches, warm=5)
         print(label, json.dumps(results[label]), flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")

@@ -158,33 +158,43 @@ def opencv_in_calling_thread() -> bool:
 OPENBLAS_THREADS = "OPENBLAS_NUM_THREADS"
 
 
-def numpy_blas_in_calling_thread() -> bool:
-    """Run numpy's and scipy's OpenBLAS (each wheel ships its own) in the calling thread,
-    without worker threads, unless the user set ``OPENBLAS_NUM_THREADS``; returns whether it
-    limited any. For the whole process; torch's own BLAS is left alone.
+def openblas_in_calling_thread() -> bool:
+    """Run the OpenBLAS libraries that numpy's, scipy's and OpenCV's wheels bundle in the
+    calling thread, without worker threads, unless the user set ``OPENBLAS_NUM_THREADS``;
+    returns whether it limited any. For the whole process, for good. torch's BLAS (MKL in
+    its x86 wheels, or its own OpenBLAS), any BLAS on OpenMP (whose setting would reach
+    torch's threads) and a numpy built on MKL are left alone.
 
     Why: OpenBLAS's worker threads wait actively for work at the normal priority. The batch
-    loader's small matrix work (scipy's Delaunay triangulation for ``warp_to_landmarks``)
+    loader's small matrix work (scipy's Delaunay interpolation for ``warp_to_landmarks``)
     woke them, and for every millisecond of the loader's own CPU they spun another on the
     core torch's threads need: a batch of both sides (16 faces of 64 px a side) took 27.8 ms
     of the loader's thread and 55.7 ms of the process's CPU, against 26.2 and 26.2 with one
     thread (benchmarks/loader_blas.py); training with the option ran at 0.81 of its bare
-    loop's speed, 0.96 with one thread (docs/benchmarks.md)."""
+    loop's speed, 0.96 with one thread (docs/benchmarks.md). An optimisation only: where
+    the libraries cannot be inspected it logs why and training goes on."""
     if os.environ.get(OPENBLAS_THREADS, "").strip():
         return False
-    # Imported here: the rest of this module runs before anything heavy is imported. scipy's
-    # linear algebra loads scipy's OpenBLAS, which a limit set now would otherwise miss.
-    import scipy.linalg  # noqa: F401
-    from threadpoolctl import ThreadpoolController
+    try:
+        # Imported here: the rest of this module runs before anything heavy is imported.
+        # scipy's linear algebra loads scipy's OpenBLAS, which a limit set now would miss.
+        import scipy.linalg  # noqa: F401
+        from threadpoolctl import ThreadpoolController
 
-    controller = ThreadpoolController()
-    ours = [lib["filepath"] for lib in controller.info()
-            if lib["user_api"] == "blas" and "torch" not in Path(lib["filepath"]).parts]
-    if not ours:
+        controller = ThreadpoolController()
+        bundled = [lib["filepath"] for lib in controller.info()
+                   if lib["internal_api"] == "openblas"
+                   and lib.get("threading_layer") == "pthreads"
+                   and "torch" not in Path(lib["filepath"]).parts]
+        if bundled:
+            controller.select(filepath=bundled).limit(limits=1)
+    except Exception as error:  # noqa: BLE001  (any failure to inspect: leave them be)
+        log.warning("OpenBLAS threads left as they are: %s", error)
         return False
-    controller.select(filepath=ours).limit(limits=1)
-    log.info("numpy's and scipy's BLAS: in the calling thread (%d libraries)", len(ours))
-    return True
+    if bundled:
+        log.info("OpenBLAS (numpy's, scipy's, OpenCV's): in the calling thread (%d libraries)",
+                 len(bundled))
+    return bool(bundled)
 
 
 def load_average() -> float:

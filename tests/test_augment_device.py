@@ -262,3 +262,22 @@ def test_trainer_augment_device_option(faces: tuple[Path, Path], tmp_path: Path)
     with pytest.raises(OptionsError, match="augment_device.*warp_to_landmarks"):
         make_trainer(faces, tmp_path / "refused", augment_device="device",
                      warp_to_landmarks=True)
+
+
+@pytest.mark.parametrize("channels", [3, 1])
+@pytest.mark.parametrize("colour", [True, False])
+@pytest.mark.parametrize("share", [0.5, 0.0])
+def test_the_device_draw_takes_what_the_loader_takes(channels: int, colour: bool,
+                                                      share: float) -> None:
+    """Both paths leave the generator in the same state for every colour, CLAHE and channel
+    combination: their draws stay in step batch after batch (a reordered or extra draw in
+    either would shift every later batch)."""
+    rng = np.random.default_rng(11)
+    faces = rng.integers(0, 256, (12, 32, 32, channels), dtype=np.uint8)
+    masks = rng.integers(0, 256, (12, 32, 32, 1), dtype=np.uint8)
+    augmenter = Augmenter(32, AugmentSettings(colour=colour, clahe=share))
+    loader, device = np.random.default_rng(5), np.random.default_rng(5)
+    augmenter(faces, loader, masks)
+    draw = draw_augment(augmenter, 12, channels, device)
+    assert loader.bit_generator.state == device.bit_generator.state
+    assert (draw.clahe_tiles > 0).any() == (share > 0)

@@ -9,6 +9,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 
@@ -41,7 +42,8 @@ def train(sets: dict[str, Path], model_dir: Path, **env: str) -> tuple[int, int,
     if GLIBC and "MALLOC_TRIM_THRESHOLD_" not in env:
         assert "memory allocator: freed memory kept for reuse" in result.stderr
     assert "OpenCV: in the calling thread" in result.stderr  # the loader in the background
-    assert "numpy's and scipy's BLAS: in the calling thread" in result.stderr
+    if sys.platform.startswith("linux"):  # wheels with OpenBLAS bundled (not macOS's)
+        assert "OpenBLAS (numpy's, scipy's, OpenCV's): in the calling thread" in result.stderr
     return int(found[1]), int(found[2]), found[3]
 
 
@@ -174,51 +176,68 @@ def test_a_users_opencv_threads_are_left_alone() -> None:
 
 
 # The landmark maps of warp_to_landmarks (scipy's Delaunay interpolation, the loader's work
-# with that option) for 48 faces: prints whether swapd limited numpy's and scipy's BLAS, the
-# thread count each BLAS library reports, and the CPU seconds of the calling thread and of
-# the whole process meanwhile.
+# with that option) for 96 faces: prints whether swapd limited the bundled OpenBLAS
+# libraries, the thread count each of them reports, torch's threads before and after, and
+# the CPU seconds of the calling thread and of the whole process meanwhile.
 LANDMARK_MAPS = """
 import sys, time
 import numpy as np
+import torch
 from swapd import threads
 from swapd.faces.landmarks import MEAN_FACE_2D_68
 from swapd.trainer.warp_landmarks import landmark_maps
-limited = threads.numpy_blas_in_calling_thread() if sys.argv[1] == "swapd" else False
+torch_threads = torch.get_num_threads()
+limited = threads.openblas_in_calling_thread() if sys.argv[1] == "swapd" else False
 from threadpoolctl import threadpool_info
-counts = [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
+counts = [lib["num_threads"] for lib in threadpool_info() if lib["internal_api"] == "openblas"
+          and "torch" not in lib["filepath"]]
 rng = np.random.default_rng(0)
 face = MEAN_FACE_2D_68 * 45 + 10
 landmark_maps(face, face, 64)
 process, thread = time.process_time(), time.thread_time()
-for _ in range(48):
+for _ in range(96):
     landmark_maps(face + rng.normal(0, 1, face.shape), face + rng.normal(0, 1.5, face.shape), 64)
-print(limited, ",".join(map(str, counts)), time.process_time() - process,
-      time.thread_time() - thread)
+print(limited, ",".join(map(str, counts)), torch_threads, torch.get_num_threads(),
+      time.process_time() - process, time.thread_time() - thread)
 """
 
 
-def landmark_maps_run(mode: str, **env: str) -> tuple[bool, list[int], float, float]:
+class BlasRun(NamedTuple):
+    limited: bool
+    counts: list[int]  # threads of each bundled OpenBLAS library
+    torch_before: int
+    torch_after: int
+    process_cpu: float
+    thread_cpu: float
+
+
+def landmark_maps_run(mode: str, **env: str) -> BlasRun:
     result = subprocess.run([sys.executable, "-c", LANDMARK_MAPS, mode], capture_output=True,
                             text=True, timeout=120, env={**BARE, **env})
     assert result.returncode == 0, result.stderr
-    limited, counts, process, thread = result.stdout.split()
-    return limited == "True", [int(c) for c in counts.split(",")], float(process), float(thread)
+    limited, counts, before, after, process, thread = result.stdout.split()
+    return BlasRun(limited == "True", [int(c) for c in counts.split(",")], int(before),
+                   int(after), float(process), float(thread))
 
 
-def test_numpy_and_scipy_blas_work_in_the_calling_thread() -> None:
-    limited, counts, process, thread = landmark_maps_run("swapd")
-    # numpy's and scipy's own OpenBLAS both (scipy's loaded by the call, so it is not missed)
-    assert limited and len(counts) >= 2 and set(counts) == {1}
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="wheels with OpenBLAS bundled")
+def test_bundled_openblas_works_in_the_calling_thread() -> None:
+    run = landmark_maps_run("swapd")
+    # numpy's and scipy's own OpenBLAS at least (scipy's loaded by the call, not missed)
+    assert run.limited and len(run.counts) >= 2 and set(run.counts) == {1}
+    assert run.torch_after == run.torch_before  # torch's threads left alone
     # No BLAS thread spins beside the caller: the process used about the calling thread's CPU.
     # (Without the limit OpenBLAS's threads spun a millisecond for each of the caller's on 2
     # cores: benchmarks/loader_blas.py.)
-    assert process < 1.25 * thread
-    _, counts, _, _ = landmark_maps_run("plain")
-    assert max(counts) > 1 or usable_cores() == 1  # what it changes: a thread per core
+    assert run.process_cpu < 1.25 * run.thread_cpu
+    plain = landmark_maps_run("plain")
+    assert max(plain.counts) > 1 or usable_cores() == 1  # what it changes: a thread per core
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="wheels with OpenBLAS bundled")
 def test_a_users_blas_threads_are_left_alone() -> None:
-    limited, counts, _, _ = landmark_maps_run("swapd", OPENBLAS_NUM_THREADS="2")
+    run = landmark_maps_run("swapd", OPENBLAS_NUM_THREADS="2")
     # as many as OpenBLAS gives that setting by itself (it caps it at the CPUs it sees)
-    assert not limited and counts == landmark_maps_run("plain", OPENBLAS_NUM_THREADS="2")[1]
-    assert max(counts) > 1 or usable_cores() == 1
+    assert not run.limited
+    assert run.counts == landmark_maps_run("plain", OPENBLAS_NUM_THREADS="2").counts
+    assert max(run.counts) > 1 or usable_cores() == 1

@@ -138,8 +138,9 @@ class Augmenter:
 
     @staticmethod
     def _equalise(faces: np.ndarray, equalise: list[tuple[int, int]]) -> np.ndarray:
-        """CLAHE on the lightness of the faces in ``equalise``, in place (without the colour
-        jitter: each face on its own L*a*b* round trip)."""
+        """CLAHE on the lightness of the faces in ``equalise``, in place: a grey face's one
+        channel, a colour face's L* on an L*a*b* round trip of its own (colour faces go
+        through :meth:`_jitter_colour`'s round trip instead when the jitter is on)."""
         for i, tiles in equalise:
             if faces.shape[-1] == 1:
                 faces[i, ..., 0] = _clahe(faces[i, ..., 0], tiles)

@@ -263,12 +263,12 @@ def batch_loader(sets: tuple[FaceSet, FaceSet], batch_size: int, options: Traine
     resumed model draws on from where it was). With ``device`` (augmenting there: see
     :func:`augments_on_device`) the loader gathers uint8 faces and :meth:`BatchLoader.get`
     augments them on it. ``background``: its threads at the lowest priority while they keep
-    up, and OpenCV, numpy and scipy without pools of their own (training on the CPU, where
-    they share the cores with torch's threads)."""
+    up, and OpenCV and the OpenBLAS libraries numpy, scipy and OpenCV bundle without pools
+    of their own (training on the CPU, where they share the cores with torch's threads)."""
     settings = augment_settings(options)
     if background:  # its threads alone build the batches, beside torch's
         threads.opencv_in_calling_thread()
-        threads.numpy_blas_in_calling_thread()
+        threads.openblas_in_calling_thread()
     return BatchLoader(
         *sets, batch_size, settings, seed=[options.seed, iteration], workers=workers,
         shard=(0, 1) if distributed is None else (distributed.rank, distributed.world_size),

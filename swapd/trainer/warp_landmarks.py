@@ -123,7 +123,7 @@ def landmark_maps(src: np.ndarray, dst: np.ndarray, size: int) -> tuple[np.ndarr
     """``cv2.remap`` maps (x, y) that move an image's ``src`` landmarks to ``dst``: the output
     pixel at each destination point reads the input at its source point. Raises
     ``scipy.spatial.QhullError`` (a RuntimeError) or ValueError for degenerate points."""
-    from scipy.interpolate import griddata  # only paid for when the option is on
+    from scipy.interpolate import griddata  # not needed by the rest of swapd
 
     keep = kept_points(src, dst)
     anchors = edge_anchors(size)
