@@ -1,4 +1,4 @@
-"""The batch loader's work with numpy's and scipy's OpenBLAS threads and without them (issue 19).
+"""The batch loader's work with the bundled OpenBLAS libraries' threads and without them (issue 19).
 
     .venv/bin/python benchmarks/loader_blas.py [--batches 60] [--out results.json]
 
@@ -31,7 +31,7 @@ from swapd.demo.face_sets import write_face_set
 from swapd.demo.identity import DEMO_A, DEMO_B
 from swapd.trainer.augment import Augmenter, AugmentSettings
 from swapd.trainer.data import FaceSet
-from swapd.trainer.warp_landmarks import ClosestMatches
+from swapd.trainer.warp_landmarks import ClosestMatches, candidate_landmarks
 
 SIZE, BATCH = 64, 16
 
@@ -45,8 +45,7 @@ def one_batch(augment: Augmenter, sets: tuple[FaceSet, FaceSet], matches: Closes
         landmarks = None
         if matches is not None:
             table = matches.table(side, own.landmarks, other.landmarks)[idx]
-            candidates = np.where((table >= 0)[..., None, None], other.landmarks[table], np.nan)
-            landmarks = (own.landmarks[idx], candidates.astype(np.float32))
+            landmarks = (own.landmarks[idx], candidate_landmarks(table, other.landmarks))
         faces, masks = sets[side].take(idx, own)
         augment(faces, rng, masks, landmarks=landmarks)
 

@@ -21,7 +21,7 @@ from swapd import threads
 from swapd.trainer.augment import Augmenter, AugmentSettings
 from swapd.trainer.augment_device import DeviceAugmenter, RawBatch, RawSide, draw_augment
 from swapd.trainer.data import FaceSet, FaceSetError, to_channels_last
-from swapd.trainer.warp_landmarks import ClosestMatches
+from swapd.trainer.warp_landmarks import ClosestMatches, candidate_landmarks
 
 Pixels = np.ndarray | torch.Tensor  # numpy from the loader's threads, tensors from a device
 
@@ -146,10 +146,7 @@ class BatchLoader:
             landmarks = None
             if self._matches is not None:
                 table = self._matches.table(side, own.landmarks, other.landmarks)[idx]
-                # (n, k, 68, 2); NaN for a face without landmarks (its table row is -1).
-                candidates = np.where((table >= 0)[..., None, None], other.landmarks[table],
-                                      np.nan)
-                landmarks = (own.landmarks[idx], candidates.astype(np.float32))
+                landmarks = (own.landmarks[idx], candidate_landmarks(table, other.landmarks))
             faces, face_masks = face_set.take(idx, own)
             known = own.mask_known[idx].astype(np.float32)
             if self.device_augmenter is not None:  # the device augments: only the draw here

@@ -89,6 +89,12 @@ class ClosestMatches:
             return table
 
 
+def candidate_landmarks(table: np.ndarray, other: np.ndarray) -> np.ndarray:
+    """(n, k, 68, 2) float32: the landmarks in ``other`` (M, 68, 2) of each face's closest
+    matches (rows of a :func:`closest_matches` table); NaN where a face has none (-1)."""
+    return np.where((table >= 0)[..., None, None], other[table], np.nan).astype(np.float32)
+
+
 def _same(a: np.ndarray, b: np.ndarray) -> bool:
     return a is b or (a.shape == b.shape and np.array_equal(a, b, equal_nan=True))
 
