@@ -165,14 +165,15 @@ def openblas_in_calling_thread() -> bool:
     its x86 wheels, or its own OpenBLAS), any BLAS on OpenMP (whose setting would reach
     torch's threads) and a numpy built on MKL are left alone.
 
-    Why: OpenBLAS's worker threads wait actively for work at the normal priority. The batch
-    loader's small matrix work (scipy's Delaunay interpolation for ``warp_to_landmarks``)
-    woke them, and for every millisecond of the loader's own CPU they spun another on the
-    core torch's threads need: a batch of both sides (16 faces of 64 px a side) took 27.8 ms
-    of the loader's thread and 55.7 ms of the process's CPU, against 26.2 and 26.2 with one
-    thread (benchmarks/loader_blas.py); training with the option ran at 0.81 of its bare
-    loop's speed, 0.96 with one thread (docs/benchmarks.md). An optimisation only: where
-    the libraries cannot be inspected it logs why and training goes on."""
+    Why: OpenBLAS's worker threads wait actively for work at the normal priority, and any
+    small matrix work in numpy or scipy wakes them. scipy's Delaunay interpolation, which
+    ``warp_to_landmarks`` used until its map was rasterised, did: for every millisecond of
+    the loader's own CPU they spun another on the core torch's threads need (a batch of both
+    sides, 16 faces of 64 px a side: 27.8 ms of the loader's thread, 55.7 ms of the process;
+    26.2 and 26.2 with one thread; benchmarks/loader_blas.py), and training with the option
+    ran at 0.81 of its bare loop's speed, 0.96 with one thread (docs/benchmarks.md). It
+    stays for whatever matrix work a loader still does. An optimisation only: where the
+    libraries cannot be inspected it logs why and training goes on."""
     if os.environ.get(OPENBLAS_THREADS, "").strip():
         return False
     try:

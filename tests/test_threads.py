@@ -175,28 +175,37 @@ def test_a_users_opencv_threads_are_left_alone() -> None:
     assert not alone and count == 3
 
 
-# The landmark maps of warp_to_landmarks (scipy's Delaunay interpolation, the loader's work
-# with that option) for 96 faces: prints whether swapd limited the bundled OpenBLAS
-# libraries, the thread count each of them reports, torch's threads before and after, and
-# the CPU seconds of the calling thread and of the whole process meanwhile.
-LANDMARK_MAPS = """
-import sys, time
+# Small matrix work that wakes the bundled OpenBLAS: the merger's colour transfer ``idt``
+# (DeepFaceLab's, projections of a 256 px crop's pixels) 3 times. Prints whether swapd
+# limited the bundled OpenBLAS libraries ("swapd": the call itself; "merger": what loading a
+# model for merging does; "plain": neither), the thread count each of them reports, torch's
+# threads before and after, and the CPU seconds of the calling thread and of the whole
+# process meanwhile.
+COLOUR_TRANSFER = """
+import sys, tempfile, time
+from pathlib import Path
 import numpy as np
 import torch
 from swapd import threads
-from swapd.faces.landmarks import MEAN_FACE_2D_68
-from swapd.trainer.warp_landmarks import landmark_maps
+from swapd.merger.colour import idt
 torch_threads = torch.get_num_threads()
-limited = threads.openblas_in_calling_thread() if sys.argv[1] == "swapd" else False
+limited = False
+if sys.argv[1] == "swapd":
+    limited = threads.openblas_in_calling_thread()
+elif sys.argv[1] == "merger":
+    from swapd.merger.merge import Merger
+    from tests.merge_support import export_cast_model
+    with tempfile.TemporaryDirectory() as tmp:
+        Merger(export_cast_model(Path(tmp) / "cast.onnx"))
 from threadpoolctl import threadpool_info
 counts = [lib["num_threads"] for lib in threadpool_info() if lib["internal_api"] == "openblas"
           and "torch" not in lib["filepath"]]
 rng = np.random.default_rng(0)
-face = MEAN_FACE_2D_68 * 45 + 10
-landmark_maps(face, face, 64)
+crops = [rng.random((256, 256, 3), dtype=np.float32) for _ in range(2)]
+idt(*crops)
 process, thread = time.process_time(), time.thread_time()
-for _ in range(96):
-    landmark_maps(face + rng.normal(0, 1, face.shape), face + rng.normal(0, 1.5, face.shape), 64)
+for _ in range(3):
+    idt(*crops)
 print(limited, ",".join(map(str, counts)), torch_threads, torch.get_num_threads(),
       time.process_time() - process, time.thread_time() - thread)
 """
@@ -211,9 +220,9 @@ class BlasRun(NamedTuple):
     thread_cpu: float
 
 
-def landmark_maps_run(mode: str, **env: str) -> BlasRun:
-    result = subprocess.run([sys.executable, "-c", LANDMARK_MAPS, mode], capture_output=True,
-                            text=True, timeout=120, env={**BARE, **env})
+def colour_transfer_run(mode: str, **env: str) -> BlasRun:
+    result = subprocess.run([sys.executable, "-c", COLOUR_TRANSFER, mode], capture_output=True,
+                            text=True, timeout=120, env={**BARE, **env}, cwd=ROOT)
     assert result.returncode == 0, result.stderr
     limited, counts, before, after, process, thread = result.stdout.split()
     return BlasRun(limited == "True", [int(c) for c in counts.split(",")], int(before),
@@ -222,22 +231,31 @@ def landmark_maps_run(mode: str, **env: str) -> BlasRun:
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="wheels with OpenBLAS bundled")
 def test_bundled_openblas_works_in_the_calling_thread() -> None:
-    run = landmark_maps_run("swapd")
+    run = colour_transfer_run("swapd")
     # numpy's and scipy's own OpenBLAS at least (scipy's loaded by the call, not missed)
     assert run.limited and len(run.counts) >= 2 and set(run.counts) == {1}
     assert run.torch_after == run.torch_before  # torch's threads left alone
     # No BLAS thread spins beside the caller: the process used about the calling thread's CPU.
-    # (Without the limit OpenBLAS's threads spun a millisecond for each of the caller's on 2
-    # cores: benchmarks/loader_blas.py.)
     assert run.process_cpu < 1.25 * run.thread_cpu
-    plain = landmark_maps_run("plain")
+    plain = colour_transfer_run("plain")
     assert max(plain.counts) > 1 or usable_cores() == 1  # what it changes: a thread per core
+    if usable_cores() > 1:  # without the limit they spin: here about as long as the caller
+        assert plain.process_cpu > 1.25 * plain.thread_cpu
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="wheels with OpenBLAS bundled")
+def test_a_merger_runs_the_bundled_openblas_in_the_calling_thread() -> None:
+    """Loading a model for merging sets it (the CLI, the service's merge worker, previews)."""
+    run = colour_transfer_run("merger")
+    assert len(run.counts) >= 2 and set(run.counts) == {1}
+    assert run.torch_after == run.torch_before
+    assert run.process_cpu < 1.25 * run.thread_cpu
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="wheels with OpenBLAS bundled")
 def test_a_users_blas_threads_are_left_alone() -> None:
-    run = landmark_maps_run("swapd", OPENBLAS_NUM_THREADS="2")
+    run = colour_transfer_run("swapd", OPENBLAS_NUM_THREADS="2")
     # as many as OpenBLAS gives that setting by itself (it caps it at the CPUs it sees)
     assert not run.limited
-    assert run.counts == landmark_maps_run("plain", OPENBLAS_NUM_THREADS="2").counts
+    assert run.counts == colour_transfer_run("plain", OPENBLAS_NUM_THREADS="2").counts
     assert max(run.counts) > 1 or usable_cores() == 1

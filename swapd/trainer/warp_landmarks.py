@@ -7,8 +7,8 @@ landmarks are nearest (sum of squared point distances, in model-crop pixels: fac
 (``2 / 256`` of the side) and become the destination. The corners and edge midpoints stay put;
 jaw points inside the convex hull of both faces' cores (landmarks 17 on) are left out so they
 cannot fold the map. The dense map is the piecewise-linear interpolation of the point pairs
-over their Delaunay triangulation (``scipy.interpolate.griddata``), applied with
-``cv2.remap``.
+over their Delaunay triangulation (what ``scipy.interpolate.griddata`` computes, rasterised
+by :mod:`swapd.trainer.piecewise_linear`), applied with ``cv2.remap``.
 
 Where this differs from faceswap (lib/training/augmentation.py ``_random_warp_landmarks``):
 
@@ -23,10 +23,11 @@ Where this differs from faceswap (lib/training/augmentation.py ``_random_warp_la
 from __future__ import annotations
 
 import threading
-from functools import lru_cache
 
 import cv2
 import numpy as np
+
+from swapd.trainer.piecewise_linear import delaunay, piecewise_linear_maps
 
 CLOSEST = 10  # faces of the other side a face may be warped toward
 CORE = 17  # landmarks 17..67: brows, nose, eyes, mouth
@@ -106,42 +107,35 @@ def edge_anchors(size: int) -> np.ndarray:
                      (mid, 0), (mid, top), (top, mid), (0, mid)], dtype=np.float64)
 
 
-@lru_cache(maxsize=8)
-def _pixel_grid(size: int) -> np.ndarray:
-    """(size * size, 2) pixel centres as (x, y), row by row."""
-    ys, xs = np.mgrid[0:size, 0:size]
-    grid = np.stack([xs.ravel(), ys.ravel()], axis=1).astype(np.float64)
-    grid.flags.writeable = False
-    return grid
-
-
 def kept_points(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     """Indices of the landmarks that steer the warp: all but the first ``CANDIDATES`` points
-    lying in (or on) the convex hull of both faces' core landmarks, in either face."""
+    lying in (or on) the convex hull of both faces' core landmarks, in either face (faceswap's
+    ``cv2.pointPolygonTest(...) >= 0``, as one test of every point against every hull edge)."""
     hull = cv2.convexHull(np.concatenate([src[CORE:], dst[CORE:]]).astype(np.float32))
-    dropped = {i for points in (src, dst) for i in range(CANDIDATES)
-               if cv2.pointPolygonTest(hull, (float(points[i, 0]), float(points[i, 1])),
-                                       False) >= 0}
-    return np.array([i for i in range(len(src)) if i not in dropped], dtype=np.int64)
+    corners = hull.reshape(-1, 2).astype(np.float64)
+    edges = np.concatenate([corners[1:], corners[:1]]) - corners  # corner i to corner i + 1
+    # pointPolygonTest takes its point as float32: the same rounding here
+    points = np.concatenate([src[:CANDIDATES], dst[:CANDIDATES]]).astype(np.float32)
+    rel = points.astype(np.float64)[:, None, :] - corners[None]
+    cross = edges[None, :, 0] * rel[..., 1] - edges[None, :, 1] * rel[..., 0]
+    inside = (cross >= 0).all(axis=1) | (cross <= 0).all(axis=1)  # a convex hull: one side
+    keep = np.ones(len(src), dtype=bool)
+    keep[:CANDIDATES] = ~(inside[:CANDIDATES] | inside[CANDIDATES:])
+    return np.flatnonzero(keep)
 
 
 def landmark_maps(src: np.ndarray, dst: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
     """``cv2.remap`` maps (x, y) that move an image's ``src`` landmarks to ``dst``: the output
-    pixel at each destination point reads the input at its source point. Raises
-    ``scipy.spatial.QhullError`` (a RuntimeError) or ValueError for degenerate points."""
-    from scipy.interpolate import griddata  # not needed by the rest of swapd
-
+    pixel at each destination point reads the input at its source point. Raises ValueError
+    for points that are not finite (or qhull's ``QhullError``, a RuntimeError, where
+    :func:`~swapd.trainer.piecewise_linear.delaunay` hands over to it and it fails)."""
     keep = kept_points(src, dst)
     anchors = edge_anchors(size)
     src_points = np.concatenate([src[keep].astype(np.float64), anchors])
     dst_points = np.concatenate([dst[keep].astype(np.float64), anchors])
-    grid = _pixel_grid(size)
-    values = griddata(dst_points, src_points, grid, method="linear")
-    # The anchors span the image, so NaN (outside the triangulation) is rounding at the
-    # border only: those pixels read themselves.
-    values = np.where(np.isnan(values), grid, values)
-    maps = values.reshape(size, size, 2).astype(np.float32)
-    return np.ascontiguousarray(maps[..., 0]), np.ascontiguousarray(maps[..., 1])
+    # The anchors span the image, so a pixel outside every triangle (rounding at the border
+    # only) reads itself, as griddata's NaN did.
+    return piecewise_linear_maps(src_points, dst_points, delaunay(dst_points), size)
 
 
 def warp_to_landmarks(image: np.ndarray, src: np.ndarray, dst: np.ndarray) -> np.ndarray | None:

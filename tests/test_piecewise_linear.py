@@ -1,0 +1,142 @@
+"""The rasterised piecewise-linear map (numba) against scipy's ``griddata`` on the same points:
+the map warp_to_landmarks used before, pixel for pixel."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+from scipy.interpolate import griddata
+from scipy.spatial import Delaunay
+
+from swapd.trainer.piecewise_linear import delaunay, piecewise_linear_maps
+from swapd.trainer.warp_landmarks import edge_anchors, kept_points, landmark_maps
+
+
+def griddata_maps(src: np.ndarray, dst: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """What ``landmark_maps`` computed with scipy: griddata over every pixel, NaN -> itself."""
+    ys, xs = np.mgrid[0:size, 0:size]
+    grid = np.stack([xs.ravel(), ys.ravel()], axis=1).astype(np.float64)
+    values = griddata(dst, src, grid, method="linear")
+    values = np.where(np.isnan(values), grid, values).reshape(size, size, 2).astype(np.float32)
+    return values[..., 0], values[..., 1]
+
+
+def face_like(rng: np.random.Generator, size: int) -> np.ndarray:
+    """68 points scattered over a face's middle, as a landmark set is (not a real layout)."""
+    centre = np.array([size / 2, size / 2])
+    return centre + rng.normal(scale=size / 7, size=(68, 2))
+
+
+@pytest.mark.parametrize("size", [64, 128, 256])
+def test_landmark_maps_equal_griddata(size: int) -> None:
+    rng = np.random.default_rng(size)
+    worst = 0.0
+    for _ in range(40):
+        src = face_like(rng, size)
+        dst = src + rng.normal(scale=size / 40, size=src.shape)
+        if rng.random() < 0.3:  # points pushed past the image, as a zoom and shift can
+            dst = (dst - size / 2) * 1.6 + size / 2
+        keep = kept_points(src, dst)
+        src_points = np.concatenate([src[keep], edge_anchors(size)])
+        dst_points = np.concatenate([dst[keep], edge_anchors(size)])
+        expected = griddata_maps(src_points, dst_points, size)
+        got = landmark_maps(src, dst, size)
+        assert got[0].dtype == np.float32 and got[0].shape == (size, size)
+        worst = max(worst, *(float(np.abs(g - e).max())
+                             for g, e in zip(got, expected, strict=True)))
+    assert worst < 1e-3  # float32 rounding of maps up to 256 px
+
+
+def test_pixels_outside_every_triangle_read_themselves() -> None:
+    size = 32
+    src = np.array([[4.0, 4.0], [20.0, 6.0], [8.0, 22.0]])
+    dst = np.array([[5.0, 5.0], [25.0, 5.0], [5.0, 25.0]])
+    map_x, map_y = piecewise_linear_maps(src, dst, np.array([[0, 1, 2]]), size)
+    expected = griddata_maps(src, dst, size)
+    assert np.allclose(map_x, expected[0], atol=1e-4) and np.allclose(map_y, expected[1], atol=1e-4)
+    assert (map_x[30, 30], map_y[30, 30]) == (30, 30)  # outside: itself
+    assert abs(map_x[5, 25] - 20) < 1e-4 and abs(map_y[5, 25] - 6) < 1e-4  # a vertex
+
+
+def test_a_triangle_without_area_changes_nothing() -> None:
+    size = 16
+    dst = np.array([[0.0, 0.0], [15.0, 0.0], [0.0, 15.0], [7.0, 7.0], [3.0, 3.0]])
+    src = dst + 1.0
+    flat = piecewise_linear_maps(src, dst, np.array([[0, 3, 4]]), size)  # collinear points
+    ys, xs = np.mgrid[0:size, 0:size]
+    assert np.array_equal(flat[0], xs) and np.array_equal(flat[1], ys)
+    triangles = Delaunay(dst).simplices
+    with_flat = piecewise_linear_maps(src, dst, np.concatenate([triangles, [[0, 3, 4]]]), size)
+    alone = piecewise_linear_maps(src, dst, triangles, size)
+    assert all(np.array_equal(a, b) for a, b in zip(with_flat, alone, strict=True))
+
+
+def test_loader_threads_share_the_kernel() -> None:
+    """Four threads at once (the loader's pool) get what one thread gets."""
+    rng = np.random.default_rng(3)
+    pairs = [(src, src + rng.normal(scale=2, size=src.shape))
+             for src in (face_like(rng, 64) for _ in range(16))]
+    expected = [landmark_maps(s, d, 64) for s, d in pairs]
+    results: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {}
+
+    def work(n: int) -> None:
+        results[n] = [landmark_maps(s, d, 64) for s, d in pairs]
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for got in results.values():
+        assert all(np.array_equal(g[0], e[0]) and np.array_equal(g[1], e[1])
+                   for g, e in zip(got, expected, strict=True))
+    assert len(results) == 4
+
+
+def test_kept_points_drop_what_point_polygon_test_finds_inside() -> None:
+    """faceswap's test, point by point with OpenCV, against the vectorised one."""
+    import cv2
+
+    rng = np.random.default_rng(7)
+    dropped_any = 0
+    for _ in range(300):
+        src = face_like(rng, 64)
+        dst = src + rng.normal(scale=3, size=src.shape)
+        hull = cv2.convexHull(np.concatenate([src[17:], dst[17:]]).astype(np.float32))
+        dropped = {i for points in (src, dst) for i in range(18)
+                   if cv2.pointPolygonTest(hull, (float(points[i, 0]), float(points[i, 1])),
+                                           False) >= 0}
+        expected = [i for i in range(68) if i not in dropped]
+        assert kept_points(src, dst).tolist() == expected
+        dropped_any += bool(dropped) and len(dropped) < 18
+    assert dropped_any > 100  # most draws drop some of the 18 and keep others
+
+
+@pytest.mark.parametrize("size", [64, 256])
+def test_delaunay_is_qhulls_triangulation(size: int) -> None:
+    """OpenCV's Subdiv2D, matched back to point indices, gives the triangles qhull gives
+    griddata, on landmark sets moved as the augmentation moves them (zoom, turn, shift,
+    points past the image)."""
+    rng = np.random.default_rng(11 + size)
+    for _ in range(200):
+        src = face_like(rng, size)
+        dst = src + rng.normal(scale=size / 60, size=src.shape)
+        turn = rng.normal(scale=0.3)
+        rotation = np.array([[np.cos(turn), -np.sin(turn)], [np.sin(turn), np.cos(turn)]])
+        dst = (dst - size / 2) @ (rotation * rng.uniform(0.8, 1.4)).T + size / 2
+        points = np.concatenate([dst[kept_points(src, dst)], edge_anchors(size)])
+        got = {tuple(sorted(t)) for t in delaunay(points).tolist()}
+        expected = {tuple(sorted(t)) for t in Delaunay(points).simplices.tolist()}
+        assert got == expected
+
+
+def test_delaunay_of_points_on_a_line_is_qhulls_error() -> None:
+    """No area to triangulate: handed to qhull, which raises, and warp_to_landmarks then
+    falls back to the grid warp (None)."""
+    from scipy.spatial import QhullError
+
+    line = np.stack([np.arange(10.0), 2 * np.arange(10.0) + 1], axis=1)
+    with pytest.raises(QhullError):
+        delaunay(line)
