@@ -11,7 +11,12 @@ from scipy.interpolate import griddata
 from scipy.spatial import Delaunay
 
 from swapd.trainer.piecewise_linear import delaunay, piecewise_linear_maps
-from swapd.trainer.warp_landmarks import edge_anchors, kept_points, landmark_maps
+from swapd.trainer.warp_landmarks import (
+    edge_anchors,
+    kept_points,
+    landmark_maps,
+    warp_to_landmarks,
+)
 
 
 def griddata_maps(src: np.ndarray, dst: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -74,25 +79,51 @@ def test_a_triangle_without_area_changes_nothing() -> None:
 
 
 def test_loader_threads_share_the_kernel() -> None:
-    """Four threads at once (the loader's pool) get what one thread gets."""
+    """Four threads at once (the loader's pool), started together, get what one thread gets."""
     rng = np.random.default_rng(3)
     pairs = [(src, src + rng.normal(scale=2, size=src.shape))
-             for src in (face_like(rng, 64) for _ in range(16))]
-    expected = [landmark_maps(s, d, 64) for s, d in pairs]
+             for src in (face_like(rng, 128) for _ in range(48))]
+    expected = [landmark_maps(s, d, 128) for s, d in pairs]
+    start = threading.Barrier(4)
     results: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {}
 
     def work(n: int) -> None:
-        results[n] = [landmark_maps(s, d, 64) for s, d in pairs]
+        start.wait()
+        results[n] = [landmark_maps(s, d, 128) for s, d in pairs]
 
     threads = [threading.Thread(target=work, args=(n,)) for n in range(4)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
+    assert len(results) == 4
     for got in results.values():
         assert all(np.array_equal(g[0], e[0]) and np.array_equal(g[1], e[1])
                    for g, e in zip(got, expected, strict=True))
-    assert len(results) == 4
+
+
+def test_bad_points_are_a_value_error_and_the_warp_falls_back() -> None:
+    """Points that are not finite: ValueError, and warp_to_landmarks gives None (the caller's
+    grid warp); points bunched within float32's rounding (OpenCV refuses them) go to qhull."""
+    rng = np.random.default_rng(5)
+    src = face_like(rng, 64)
+    image = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    for bad in (np.inf, np.nan, 1e300):
+        dst = src.copy()
+        dst[30] = bad
+        if not np.isfinite(bad):
+            with pytest.raises(ValueError):
+                delaunay(np.concatenate([dst, edge_anchors(64)]))
+        assert warp_to_landmarks(image, src, dst) is None  # 1e300: no pixel position
+    with pytest.raises(ValueError):
+        piecewise_linear_maps(src, src, np.array([[0, 1, 68]]), 64)  # no point 68
+    bunched = src.copy()
+    bunched[20:60] = bunched[20] + rng.normal(scale=1e-5, size=(40, 2))
+    points = np.concatenate([bunched, edge_anchors(64)])
+    triangles = delaunay(points)
+    assert len(triangles) and triangles.max() < len(points)
+    out = warp_to_landmarks(image, src, bunched)
+    assert out is not None and out.shape == image.shape
 
 
 def test_kept_points_drop_what_point_polygon_test_finds_inside() -> None:
@@ -112,6 +143,13 @@ def test_kept_points_drop_what_point_polygon_test_finds_inside() -> None:
         assert kept_points(src, dst).tolist() == expected
         dropped_any += bool(dropped) and len(dropped) < 18
     assert dropped_any > 100  # most draws drop some of the 18 and keep others
+    # A core collapsed to a line (a hull of two corners): OpenCV's own test decides.
+    src = face_like(rng, 64)
+    src[17:] = np.linspace([10.0, 10.0], [50.0, 50.0], 51)
+    src[0] = (30.0, 30.0)  # on the line
+    hull = cv2.convexHull(np.concatenate([src[17:], src[17:]]).astype(np.float32))
+    assert len(hull) < 3
+    assert 0 not in kept_points(src, src) and 1 in kept_points(src, src)
 
 
 @pytest.mark.parametrize("size", [64, 256])

@@ -239,8 +239,8 @@ def test_bundled_openblas_works_in_the_calling_thread() -> None:
     assert run.process_cpu < 1.25 * run.thread_cpu
     plain = colour_transfer_run("plain")
     assert max(plain.counts) > 1 or usable_cores() == 1  # what it changes: a thread per core
-    if usable_cores() > 1:  # without the limit they spin: here about as long as the caller
-        assert plain.process_cpu > 1.25 * plain.thread_cpu
+    # (Without the limit OpenBLAS's threads spin beside this workload: on 2 cores the process
+    # took twice the caller's CPU, docs/benchmarks.md; how long they spin is OpenBLAS's.)
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="wheels with OpenBLAS bundled")

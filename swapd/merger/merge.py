@@ -116,12 +116,12 @@ class Merger:
     def __init__(self, model_path: str | os.PathLike[str], options: MergeOptions | None = None,
                  *, detector: Detector | None = None) -> None:
         self.options = options or MergeOptions()
-        # The colour transfers' small matrix products would wake OpenBLAS's threads, which
-        # then spin beside the merge (idt at 256 px: twice the CPU for the same work).
-        threads.openblas_in_calling_thread()
         # Credentials first: bad ones stop the merge before any work (never a merge unmarked).
         self.credentials = load_credentials(self.options.c2pa_certificate,
                                             self.options.c2pa_private_key)
+        # The colour transfers' small matrix products would wake OpenBLAS's threads, which
+        # then spin beside the merge (idt at 256 px: twice the CPU for the same work).
+        threads.openblas_in_calling_thread()
         self.look = self.options.look
         self.session = SwapSession(model_path, device=self.options.device)
         self.detector = detector or create_detector(

@@ -72,8 +72,8 @@ class RawBatch:
 def device_problem(settings: AugmentSettings) -> str | None:
     """Why these settings cannot be augmented on the device (None when they can)."""
     if settings.warp and settings.warp_to_landmarks:
-        return ("warp_to_landmarks (a Delaunay interpolation per face, scipy's) runs in the "
-                "batch loader only")
+        return ("warp_to_landmarks (a Delaunay triangulation and its map per face) runs in "
+                "the batch loader only")
     return None
 
 

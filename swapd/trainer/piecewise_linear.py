@@ -4,17 +4,19 @@ the triangulation by OpenCV (:func:`delaunay`), the map rasterised in compiled c
 For every pixel centre inside a triangle of the destination points, the map holds the
 barycentric mix of that triangle's source points; pixels outside every triangle map to
 themselves. This is ``scipy.interpolate.griddata(dst, src, pixels, method="linear")`` on the
-same triangulation (to float32 rounding), without its search for each pixel's triangle: each
-triangle walks the rows it spans. warp_to_landmarks' whole map, triangulation included, takes
-0.27 ms a 64 px face against griddata's 0.64, 0.64 against 3.3 at 256 px (docs/benchmarks.md,
-"warp_to_landmarks, rasterised").
+same triangulation (to the float32 maps' rounding), without its search for each pixel's
+triangle: each triangle walks the rows it spans. warp_to_landmarks' whole map, triangulation
+included, takes 0.29 ms a 64 px face against griddata's 0.64, 0.65 against 3.2 at 256 px
+(docs/benchmarks.md, "warp_to_landmarks, rasterised").
 
 The kernel is compiled on first use, about 0.7 s once per process, and not cached on disk: a
-service's install folder may be read-only, and numba's disk cache refuses to work then.
+service may have no folder it can write to (systemd's ProtectHome and a read-only install),
+and numba's disk cache then refuses to compile at all.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from functools import lru_cache
 
@@ -27,10 +29,16 @@ EDGE_TOLERANCE = 1e-9
 
 
 def delaunay(points: np.ndarray) -> np.ndarray:
-    """(T, 3) indices into ``points`` (P, 2): their Delaunay triangulation (the one qhull
-    gives ``griddata``), by OpenCV's ``Subdiv2D`` on the points rounded to float32: about half
-    the time of scipy's ``Delaunay``, most of it outside the GIL. scipy's where the result
-    cannot be trusted (checked below)."""
+    """(T, 3) indices into ``points`` (P, 2): a Delaunay triangulation of them (qhull's, the
+    one ``griddata`` uses, for points in general position; where four points share a circle
+    either diagonal is one), by OpenCV's ``Subdiv2D`` on the points rounded to float32: about
+    half the time of scipy's ``Delaunay``, most of it outside the GIL. scipy's where OpenCV
+    fails or its result cannot be trusted (checked below). Raises ValueError for points that
+    are not finite."""
+    if not np.isfinite(points).all():
+        raise ValueError("points must be finite")
+    if np.abs(points).max() > 2.0**24:  # past float32's whole numbers
+        return _qhull(points)
     flat = np.ascontiguousarray(points, np.float32)
     low = np.floor(flat.min(axis=0)) - 1
     high = np.ceil(flat.max(axis=0)) + 2
@@ -38,9 +46,14 @@ def delaunay(points: np.ndarray) -> np.ndarray:
     # and a thin triangle on the hull goes to a helper instead. A rectangle much larger than
     # the points keeps the helpers away; the area check below catches what remains.
     margin = 64 * float((high - low).max())
+    if margin > 2.0**24:
+        return _qhull(points)
     subdiv = cv2.Subdiv2D((int(low[0] - margin), int(low[1] - margin),
                            int(high[0] - low[0] + 2 * margin), int(high[1] - low[1] + 2 * margin)))
-    subdiv.insert(flat)
+    try:
+        subdiv.insert(flat)
+    except cv2.error:  # points bunched within float32's rounding of each other, say
+        return _qhull(points)
     corners = np.asarray(subdiv.getTriangleList(), np.float32).reshape(-1, 3, 2)
     # Triangles on the helper vertices go.
     inside = ((corners >= low) & (corners <= high)).all(axis=(1, 2))
@@ -58,10 +71,15 @@ def delaunay(points: np.ndarray) -> np.ndarray:
     hull = 0.5 * abs(np.dot(ring[:, 0], np.roll(ring[:, 1], -1))
                      - np.dot(ring[:, 1], np.roll(ring[:, 0], -1)))  # the shoelace formula
     if hull <= 0 or not np.array_equal(keys[triangles], wanted) or abs(area - hull) > 1e-9 * hull:
-        from scipy.spatial import Delaunay
-
-        return Delaunay(points).simplices
+        return _qhull(points)
     return triangles
+
+
+def _qhull(points: np.ndarray) -> np.ndarray:
+    """qhull's triangulation through scipy (raises its ``QhullError`` where it has none)."""
+    from scipy.spatial import Delaunay
+
+    return Delaunay(points).simplices
 
 
 def _rasterise(src: np.ndarray, dst: np.ndarray, triangles: np.ndarray,
@@ -89,8 +107,9 @@ def _rasterise(src: np.ndarray, dst: np.ndarray, triangles: np.ndarray,
         pb, qb = (cy - ay) * inv, (ax - cx) * inv
         rb = -(pb * cx + qb * cy)
         pc, qc, rc = -pa - pb, -qa - qb, 1.0 - ra - rb
-        y0 = max(int(np.floor(min(ay, by, cy))), 0)
-        y1 = min(int(np.ceil(max(ay, by, cy))), size_y - 1)
+        # in floats first: int() of a value past int64 is undefined in compiled code
+        y0 = int(np.floor(min(max(min(ay, by, cy), 0.0), float(size_y))))
+        y1 = int(np.ceil(max(min(max(ay, by, cy), size_y - 1.0), -1.0)))
         for y in range(y0, y1 + 1):
             # The row's span inside the triangle, one pixel wider on each side against
             # rounding; the weights decide each pixel of it.
@@ -113,20 +132,35 @@ def _rasterise(src: np.ndarray, dst: np.ndarray, triangles: np.ndarray,
                     map_y[y, x] = la * src[a, 1] + lb * src[b, 1] + lc * src[c, 1]
 
 
+_compiling = threading.Lock()
+
+
 @lru_cache(maxsize=1)
-def kernel() -> Callable[..., None]:
-    """:func:`_rasterise` compiled (``nogil``: loader threads run it side by side)."""
-    import numba  # compiling costs a moment: only where the option is on
+def _compiled() -> Callable[..., None]:
+    import numba  # importing and compiling cost a moment: only where the option is on
 
     return numba.njit(nogil=True)(_rasterise)
+
+
+def kernel() -> Callable[..., None]:
+    """:func:`_rasterise` compiled (``nogil``: loader threads run it side by side), once per
+    process even when several loader threads ask for it first at the same time."""
+    with _compiling:
+        return _compiled()
 
 
 def piecewise_linear_maps(src: np.ndarray, dst: np.ndarray, triangles: np.ndarray,
                           size: int) -> tuple[np.ndarray, np.ndarray]:
     """``cv2.remap`` maps (float32 x, y, size x size) of the piecewise-linear map sending the
     ``dst`` points (P, 2) to the ``src`` points over ``triangles`` (T, 3) of ``dst``."""
+    triangles = np.ascontiguousarray(triangles, np.int64).reshape(-1, 3)
+    if not (np.isfinite(src).all() and np.isfinite(dst).all()):
+        raise ValueError("points must be finite")
+    if len(src) != len(dst) or (triangles.size and (triangles.min() < 0
+                                                    or triangles.max() >= len(dst))):
+        raise ValueError(f"triangles index {len(dst)} points, and src must pair with dst")
     map_x = np.empty((size, size), np.float32)
     map_y = np.empty((size, size), np.float32)
     kernel()(np.ascontiguousarray(src, np.float64), np.ascontiguousarray(dst, np.float64),
-             np.ascontiguousarray(triangles, np.int64), map_x, map_y)
+             triangles, map_x, map_y)
     return map_x, map_y

@@ -32,6 +32,7 @@ from swapd.trainer.piecewise_linear import delaunay, piecewise_linear_maps
 CLOSEST = 10  # faces of the other side a face may be warped toward
 CORE = 17  # landmarks 17..67: brows, nose, eyes, mouth
 CANDIDATES = 18  # points 0..17 may be dropped when inside the core's hull (as faceswap)
+FARTHEST = 2.0**24  # a landmark coordinate past this is no position (float32 loses pixels)
 CHUNK = 512  # source faces per block of the distance matrix (512 x 5,000 float64: 20 MB)
 
 
@@ -110,15 +111,19 @@ def edge_anchors(size: int) -> np.ndarray:
 def kept_points(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     """Indices of the landmarks that steer the warp: all but the first ``CANDIDATES`` points
     lying in (or on) the convex hull of both faces' core landmarks, in either face (faceswap's
-    ``cv2.pointPolygonTest(...) >= 0``, as one test of every point against every hull edge)."""
+    ``cv2.pointPolygonTest(...) >= 0``, as one test of every point against every hull edge;
+    the two may differ for a point on an edge to within rounding)."""
     hull = cv2.convexHull(np.concatenate([src[CORE:], dst[CORE:]]).astype(np.float32))
-    corners = hull.reshape(-1, 2).astype(np.float64)
-    edges = np.concatenate([corners[1:], corners[:1]]) - corners  # corner i to corner i + 1
-    # pointPolygonTest takes its point as float32: the same rounding here
     points = np.concatenate([src[:CANDIDATES], dst[:CANDIDATES]]).astype(np.float32)
-    rel = points.astype(np.float64)[:, None, :] - corners[None]
-    cross = edges[None, :, 0] * rel[..., 1] - edges[None, :, 1] * rel[..., 0]
-    inside = (cross >= 0).all(axis=1) | (cross <= 0).all(axis=1)  # a convex hull: one side
+    if len(hull) < 3:  # the core collapsed to a point or a line: OpenCV's test, point by point
+        inside = np.array([cv2.pointPolygonTest(hull, (float(x), float(y)), False) >= 0
+                           for x, y in points])
+    else:
+        corners = hull.reshape(-1, 2).astype(np.float64)
+        edges = np.concatenate([corners[1:], corners[:1]]) - corners  # corner i to i + 1
+        rel = points.astype(np.float64)[:, None, :] - corners[None]
+        cross = edges[None, :, 0] * rel[..., 1] - edges[None, :, 1] * rel[..., 0]
+        inside = (cross >= 0).all(axis=1) | (cross <= 0).all(axis=1)  # convex: one side
     keep = np.ones(len(src), dtype=bool)
     keep[:CANDIDATES] = ~(inside[:CANDIDATES] | inside[CANDIDATES:])
     return np.flatnonzero(keep)
@@ -129,6 +134,8 @@ def landmark_maps(src: np.ndarray, dst: np.ndarray, size: int) -> tuple[np.ndarr
     pixel at each destination point reads the input at its source point. Raises ValueError
     for points that are not finite (or qhull's ``QhullError``, a RuntimeError, where
     :func:`~swapd.trainer.piecewise_linear.delaunay` hands over to it and it fails)."""
+    if not (np.abs(src) < FARTHEST).all() or not (np.abs(dst) < FARTHEST).all():  # NaN too
+        raise ValueError("landmarks must be finite pixel positions")
     keep = kept_points(src, dst)
     anchors = edge_anchors(size)
     src_points = np.concatenate([src[keep].astype(np.float64), anchors])
@@ -145,7 +152,7 @@ def warp_to_landmarks(image: np.ndarray, src: np.ndarray, dst: np.ndarray) -> np
 
     try:
         map_x, map_y = landmark_maps(src, dst, image.shape[0])
-    except (QhullError, ValueError):
+    except (QhullError, ValueError):  # not finite, or nothing to triangulate
         return None
     out = cv2.remap(image, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     return out.reshape(image.shape)
