@@ -122,6 +122,14 @@ try:
     print("torch ok")
 except RuntimeError as exc:
     print("torch failed:", exc)
+try:  # numba's JIT (warp_to_landmarks' map) compiles into executable memory as well
+    from swapd.faces.landmarks import MEAN_FACE_2D_68
+    from swapd.trainer.warp_landmarks import landmark_maps
+    face = MEAN_FACE_2D_68 * 45 + 10
+    map_x, _ = landmark_maps(face, face + 1, 64)
+    print("numba ok", round(float(map_x[32, 32]), 1))
+except Exception as exc:
+    print("numba failed:", exc)
 done = subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc=size=64x64:d=1",
                        "-c:v", "libx264", "-f", "null", "-"], capture_output=True, text=True)
 print("ffmpeg", done.returncode, done.stderr.strip()[-200:])
@@ -136,7 +144,7 @@ def test_torch_and_ffmpeg_run_under_the_units_filter_and_not_without_jit_memory(
     assert run.returncode == 0, said
     assert "netlink refused: 1" in said and "chroot refused: 1" in said  # the filter bites
     assert "umask 0o77" in said
-    assert "torch ok" in said and "ffmpeg 0 " in said, said
+    assert "torch ok" in said and "ffmpeg 0 " in said and "numba ok" in said, said
     # MemoryDenyWriteExecute=yes breaks torch's CPU kernels (oneDNN compiles them at run
     # time): the reason the unit leaves it off. If this starts passing, turn it on.
     run = subprocess.run([*_sandboxed("MemoryDenyWriteExecute=yes"), sys.executable, "-c",
