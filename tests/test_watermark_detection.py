@@ -1,8 +1,9 @@
-"""The detector's two poolings of a video's frames, what they cost in the threshold, and that
-marks of the first ``swapd-wm-v2`` embedding (+-2 levels on flat areas, before December 2026)
-are still found.
+"""The detector's poolings of a video's frames (the mean frame, the whitened frames, the
+keyframes decoded apart), what they cost in the threshold, and that marks of the first
+``swapd-wm-v2`` embedding (+-2 levels on flat areas, before December 2026) are still found.
 
-Every frame is synthetic (swapd.demo's painted backdrops); every encode is the real ffmpeg.
+Every frame is synthetic (swapd.demo's painted backdrops) or a public-domain photograph that
+scikit-image ships (coins); every encode is the real ffmpeg.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import pytest
 from swapd.demo.painter import make_background
 from swapd.media import ffmpeg_exe
 from swapd.merger import watermark, watermark_search
-from swapd.merger.provenance import verify_file
+from swapd.merger.provenance import sample_keyframes, verify_file
 
 SIZE = (1280, 720)
 
@@ -76,18 +77,53 @@ def test_marks_of_the_first_v2_embedding_still_verify(tmp_path: Path,
 
 
 def test_hypotheses_count_each_pooling_searched() -> None:
-    """A single image is one pooling, a video two: the chance bound counts what was searched,
-    and the threshold keeps a video's bound under 1e-8."""
+    """A single image is one pooling, a video two, a video with its keyframes three: the
+    chance bound counts what was searched, and the threshold keeps a video's bound under
+    1e-8."""
     frame = make_background(SIZE, 5)
     image = watermark.detect([watermark.embed(frame)])
-    video = watermark.detect([watermark.embed(f) for f in panning_backdrop(5, 4)])
+    frames = [watermark.embed(f) for f in panning_backdrop(5, 4)]
+    video = watermark.detect(frames)
+    with_keyframes = watermark.detect(frames, keyframes=frames[:1])
     per_pooling = watermark_search.HYPOTHESES_PER_POOLING
-    assert 2 * per_pooling == watermark.HYPOTHESES
-    for evidence, hypotheses in ((image, per_pooling), (video, 2 * per_pooling)):
+    assert 3 * per_pooling == watermark.HYPOTHESES
+    for evidence, hypotheses in ((image, per_pooling), (video, 2 * per_pooling),
+                                 (with_keyframes, 3 * per_pooling)):
         assert evidence.marked
         expected = min(1.0, hypotheses * math.exp(-evidence.score ** 2 / 2))
         assert evidence.chance_if_unmarked == pytest.approx(expected, rel=1e-6, abs=1e-300)
     assert watermark.chance_if_unmarked(watermark.Z_THRESHOLD) < 1e-8
+
+
+def frames_of(path: Path) -> list[np.ndarray]:
+    """Every decoded frame of a video."""
+    cap, frames = cv2.VideoCapture(str(path)), []
+    while (read := cap.read())[0]:
+        frames.append(read[1])
+    cap.release()
+    return frames
+
+
+def test_keyframes_hold_the_mark_a_panning_copy_drags_away(tmp_path: Path) -> None:
+    """A pan over a dense-edge photograph (scikit-image's coins), scaled to a third and
+    re-encoded at CRF 28: x264 codes the mark afresh in the copy's keyframe only, its
+    P-frames drag that copy along with the content. The frames' two poolings miss it (6.3
+    when measured); ``swapd verify`` decodes the keyframes apart and finds it (11.1)."""
+    data = pytest.importorskip("skimage.data")
+    coins = cv2.cvtColor(np.asarray(data.coins()), cv2.COLOR_GRAY2BGR)
+    big = cv2.resize(coins, (SIZE[0] + 100, SIZE[1] + 50), interpolation=cv2.INTER_CUBIC)
+    pan = [big[t * 2:t * 2 + SIZE[1], t * 4:t * 4 + SIZE[0]].copy() for t in range(25)]
+    marked = encode([watermark.embed(f) for f in pan], tmp_path / "m.mp4")
+    copy = scaled_copy(marked, "scale=trunc(iw/6)*2:240", tmp_path / "c.mp4")
+    decoded = frames_of(copy)
+    frames_only = watermark.detect(decoded)  # the two poolings alone
+    found = verify_file(copy).watermark
+    assert found.marked and found.score > frames_only.score + 2, (found, frames_only)
+    assert found.chance_if_unmarked == pytest.approx(
+        watermark.HYPOTHESES * math.exp(-found.score ** 2 / 2), rel=1e-6)
+    source = verify_file(scaled_copy(encode(pan, tmp_path / "s.mp4"),
+                                     "scale=trunc(iw/6)*2:240", tmp_path / "sc.mp4"))
+    assert source.watermark.score < watermark.Z_THRESHOLD - 2, source.watermark
 
 
 def test_kept_frames_stay_spread_over_a_long_file() -> None:
@@ -118,3 +154,26 @@ def test_clipped_content_keeps_its_mark(tmp_path: Path) -> None:
     assert abs(float(white.mean()) - (255 - watermark.HEADROOM)) < 0.5
     copy = scaled_copy(encode(marked, tmp_path / "m.mp4"), "null", tmp_path / "c.mp4")
     assert verify_file(copy).watermark.marked
+
+
+def test_a_short_videos_keyframes_are_decoded_apart(tmp_path: Path) -> None:
+    """``sample_keyframes`` yields a short video's keyframes (every 10th frame here), the
+    frames x264 coded afresh; a long video's sampled frames are keyframes already, so for it
+    nothing more is decoded."""
+    frames = panning_backdrop(2)
+    path = tmp_path / "gop10.mp4"
+    cmd = [ffmpeg_exe(), "-y", "-v", "error", "-f", "rawvideo", "-pix_fmt", "bgr24",
+           "-s", f"{SIZE[0]}x{SIZE[1]}", "-r", "25", "-i", "-", "-c:v", "libx264", "-crf", "18",
+           "-preset", "veryfast", "-g", "10", "-keyint_min", "10", "-sc_threshold", "0",
+           "-pix_fmt", "yuv420p", str(path)]
+    subprocess.run(cmd, input=b"".join(f.tobytes() for f in frames), check=True, timeout=120)
+    decoded = frames_of(path)
+    keyframes = list(sample_keyframes(path))
+    assert len(keyframes) == 3
+    for key, index in zip(keyframes, (0, 10, 20), strict=True):
+        assert np.array_equal(key, decoded[index]), index
+    # What ffprobe would say of a file too large to decode straight through (8K, 25 frames):
+    # sample_video_frames samples its keyframes, so there is nothing to decode apart.
+    large = {"streams": [{"codec_type": "video", "width": 7680, "height": 4320,
+                          "duration": "1"}], "format": {}}
+    assert list(sample_keyframes(path, probe=large)) == []

@@ -20,7 +20,7 @@ import json
 import os
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -180,7 +180,7 @@ def sample_video_frames(
     try:
         total = _frame_count(cap, probe)
         geometry = _video_geometry(probe)
-        if geometry is not None and total * geometry[0] * geometry[1] > _SEQUENTIAL_PIXEL_BUDGET:
+        if _long(total, geometry):
             cap.release()
             yield from _keyframes(p, *geometry, max_frames)
             return
@@ -211,6 +211,43 @@ def sample_video_frames(
         cap.release()
 
 
+def _long(total: int, geometry: tuple[int, int, float] | None) -> bool:
+    """Is a video of *total* frames too long to decode straight through (then sampled at
+    its keyframes)?"""
+    return geometry is not None and total * geometry[0] * geometry[1] > _SEQUENTIAL_PIXEL_BUDGET
+
+
+def sample_keyframes(
+    path: str | os.PathLike[str], max_frames: int = MAX_VIDEO_FRAMES, probe: dict | None = None
+) -> Iterator[np.ndarray]:
+    """Yield up to *max_frames* keyframes of a video that :func:`sample_video_frames` reads
+    straight through, decoded apart (the watermark's keyframe pooling: a re-encode codes the
+    mark afresh in its keyframes only, and every re-encode starts with one).
+
+    Nothing for a long video (its sampled frames are keyframes already), nor when ffmpeg
+    cannot decode them: the frames, decoded already, are evidence enough.
+    """
+    p = Path(path)
+    cap = cv2.VideoCapture(str(p))
+    try:
+        total, geometry = _frame_count(cap, probe), _video_geometry(probe)
+        if _long(total, geometry):
+            return
+        if geometry is None:
+            fps = cap.get(cv2.CAP_PROP_FPS) or 0.0
+            width = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH) or 0)
+            height = int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT) or 0)
+            if width <= 0 or height <= 0:
+                return
+            geometry = (width, height, total / fps if fps > 0 and total > 0 else 1.0)
+    finally:
+        cap.release()
+    try:
+        yield from _keyframes(p, *geometry, max_frames)
+    except UnreadableMediaError:
+        return
+
+
 class _BothSchemes:
     """Feeds each frame to the v2 detector while the v1 detector consumes them (one decode)."""
 
@@ -226,10 +263,13 @@ class _BothSchemes:
             yield frame
 
 
-def _check_watermarks(frames: Iterator[np.ndarray]) -> tuple[WatermarkEvidence,
-                                                               WatermarkEvidence, int]:
+def _check_watermarks(frames: Iterator[np.ndarray], keyframes: Iterable[np.ndarray] = ()
+                      ) -> tuple[WatermarkEvidence, WatermarkEvidence, int]:
     both = _BothSchemes(frames)
     legacy = watermark_v1.detect(both)
+    if both.count:
+        for frame in keyframes:
+            both.detector.add_keyframe(frame)
     return both.detector.result(), legacy, both.count
 
 
@@ -255,7 +295,8 @@ def verify_file(path: str | os.PathLike[str]) -> VerifyResult:
         ):
             raise UnreadableMediaError(p, "no video stream")
         metadata = read_video_tag(p, probe)
-        evidence, legacy, count = _check_watermarks(sample_video_frames(p, probe=probe))
+        evidence, legacy, count = _check_watermarks(sample_video_frames(p, probe=probe),
+                                                    sample_keyframes(p, probe=probe))
         if count == 0:
             raise UnreadableMediaError(p, "no video frame could be decoded")
         kind = "video"

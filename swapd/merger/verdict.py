@@ -36,7 +36,7 @@ def _geometry_text(evidence: WatermarkEvidence) -> str:
 
 
 def watermark_text(evidence: WatermarkEvidence) -> str:
-    """'watermark found (score 23.1 >= 8.3, ...)' or 'no watermark (score 3.2 < 8.3, ...)'."""
+    """'watermark found (score 23.1 >= 8.4, ...)' or 'no watermark (score 3.2 < 8.4, ...)'."""
     score = f"score {evidence.score:.1f}"
     chance = chance_text(evidence.chance_if_unmarked)
     if evidence.marked:

@@ -18,15 +18,16 @@ Scheme ``swapd-wm-v2``
   texture: after the merger's H.264 CRF 18 that showed as a faint cell-sized mottling in a
   400 % crop of smooth areas (still there at 1.5, fainter: a mean change of 1.16 levels
   instead of 1.53; 1.0 would be fainter still, but 33 % copies of flat content lose it).
-  The detector's two poolings (below) win back what the weaker flat mark loses, and marks
+  The detector's poolings (below) win back what the weaker flat mark loses, and marks
   of the first embedding are still found.  On flat areas the rounding to whole
   grey levels is dithered (a fixed noise pattern): plain rounding cut the pattern into flat
   steps with crisp one-level edges along the cell grid (see docs/benchmarks.md).
 * :func:`detect` pools the frames of a file at a low working resolution two ways (the mean
   frame whitened: the mark is fixed to the frame, the content moves, so averaging
-  strengthens the one and smooths the other; and the mean of the whitened frames), and
-  searches each for scale, rotation (+-2.4 deg), horizontal flip and cyclic offset with FFT
-  correlation against the key tile.
+  strengthens the one and smooths the other; and the mean of the whitened frames), a third
+  when the caller hands it the file's keyframes apart (the mean of the whitened keyframes:
+  a re-encode codes the mark afresh only in them), and searches each for scale, rotation
+  (+-2.4 deg), horizontal flip and cyclic offset with FFT correlation against the key tile.
 
 Why the threshold is trustworthy
 --------------------------------
@@ -34,10 +35,11 @@ For one hypothesis (scale, angle, flip, offset) the score is ``z = sum(a * k) / 
 where ``a`` is the folded host (a function of the content alone) and ``k`` the key.
 Over the key's randomness it is a Rademacher sum, so by Hoeffding's inequality
 ``P(z >= t) <= exp(-t^2 / 2)`` for *any* content, and by the union bound over the
-``HYPOTHESES`` (7.7 million: 3.8 million per pooling) hypotheses searched the chance that
-unmarked content reaches ``t`` anywhere is at most ``HYPOTHESES * exp(-t^2 / 2)``.
-``Z_THRESHOLD`` = 8.3 makes that bound 1e-8 per file (8.2 did for one pooling).  Measured
-on 2,000+ unmarked inputs (see docs/benchmarks.md), the largest score was far below it.
+``HYPOTHESES`` (11.5 million: 3.8 million per pooling, three poolings) hypotheses searched
+the chance that unmarked content reaches ``t`` anywhere is at most
+``HYPOTHESES * exp(-t^2 / 2)``.  ``Z_THRESHOLD`` = 8.4 makes that bound 5.5e-9 per file
+(8.3 did 8.4e-9 for two poolings, 8.2 1e-8 for one).  Measured on 2,000+ unmarked inputs
+(see docs/benchmarks.md), the largest score was far below it.
 
 Not designed for: deliberate removal by someone who knows the key and the scheme.  It is
 a provenance signal that survives what sharing does to a copy, next to the metadata tag,
@@ -63,7 +65,7 @@ AMP_FLAT = 1.5
 AMP_TEXTURE = 7.0
 TEXTURE_FLOOR = 1.0  # block std (grey levels) up to which an area counts as flat
 TEXTURE_REF = 12.0  # block std at which the mark reaches AMP_TEXTURE
-Z_THRESHOLD = 8.3
+Z_THRESHOLD = 8.4
 # Levels kept free above black and below white: on a clipped area (pure white, a black
 # backdrop, a binary graphic) half of the mark would be cut off, too little for the flat
 # mark to survive a re-encode (skimage's *horse* after CRF 28: 4.8; so: 27.4).
@@ -240,22 +242,33 @@ class Detector:
     """Accumulates frames (all of one video, or a single image), then checks them for the mark.
 
     Frames of one size are pooled for the search (their mean, and the mean of each frame
-    whitened); a file whose frames come in several sizes is searched once per size and the
-    best score counts (with the hypotheses of every search in its chance).  Frames smaller
-    than 64x64 are skipped (not counted); a frame of the wrong dtype or layout raises
-    :class:`WatermarkError`.
+    whitened; the keyframes given to :meth:`add_keyframe`, the mean of each whitened); a
+    file whose frames come in several sizes is searched once per size and the best score
+    counts (with the hypotheses of every search in its chance).  Frames smaller than 64x64
+    are skipped (not counted), and keyframes of a size no frame has; a frame of the wrong
+    dtype or layout raises :class:`WatermarkError`.
     """
 
     def __init__(self) -> None:
         self._sizes: dict[tuple[int, int], search.LowResFrames] = {}
+        self._keyframes: dict[tuple[int, int], search.LowResFrames] = {}
 
     def add(self, frame: np.ndarray) -> None:
         """Add one frame."""
+        self._add(frame, self._sizes)
+
+    def add_keyframe(self, frame: np.ndarray) -> None:
+        """Add one of the file's keyframes, decoded apart from the frames :meth:`add` took
+        (which may include it): searched as a pooling of its own."""
+        self._add(frame, self._keyframes)
+
+    @staticmethod
+    def _add(frame: np.ndarray, sizes: dict[tuple[int, int], search.LowResFrames]) -> None:
         _check_layout(frame)
         if not _big_enough(frame):
             return  # too small to carry usable evidence
         y = _luma(frame)
-        self._sizes.setdefault(y.shape, search.LowResFrames(y.shape)).add(y)
+        sizes.setdefault(y.shape, search.LowResFrames(y.shape)).add(y)
 
     @property
     def frames(self) -> int:
@@ -266,7 +279,8 @@ class Detector:
         """The evidence of every frame added so far."""
         if not self._sizes:
             return WatermarkEvidence(score=0.0, marked=False, frames_checked=0)
-        searches = [search.search(frames, min(shape)) for shape, frames in self._sizes.items()]
+        searches = [search.search(frames, min(shape), self._keyframes.get(shape))
+                    for shape, frames in self._sizes.items()]
         found = max(searches, key=lambda f: f.score)
         hypotheses = sum(f.hypotheses for f in searches)
         return WatermarkEvidence(
@@ -278,9 +292,13 @@ class Detector:
         )
 
 
-def detect(frames: Iterable[np.ndarray]) -> WatermarkEvidence:
-    """Check frames (all of one video, or a single image) for the mark (see :class:`Detector`)."""
+def detect(frames: Iterable[np.ndarray], keyframes: Iterable[np.ndarray] = ()
+           ) -> WatermarkEvidence:
+    """Check frames (all of one video, or a single image), and a video's keyframes decoded
+    apart, for the mark (see :class:`Detector`)."""
     detector = Detector()
     for frame in frames:
         detector.add(frame)
+    for frame in keyframes:
+        detector.add_keyframe(frame)
     return detector.result()

@@ -18,7 +18,12 @@ How the search works
    mean of the whitened frames (each frame normalised by its own local energy, so a moving
    edge weighs by its energy in each frame instead of leaving a smeared ramp; measured, it
    lifts smooth panning footage by 1-3 and lowers dense texture, hence both: see
-   docs/benchmarks.md).  A single frame is one pooling.
+   docs/benchmarks.md).  A third pooling is the mean of the whitened *keyframes*, when the
+   caller decoded them apart (:mod:`swapd.merger.provenance` does for short videos): a
+   re-encode codes the mark afresh in its keyframes, while its P-frames carry the keyframe's
+   copy along with the moving content, so on a panning copy scaled to 33 % at CRF 28 the
+   pooled frames lost the mark that the first frame alone still held (a dense-edge photo:
+   6.3 pooled, 11.1 in its keyframe).  A single frame is one pooling.
 4. For each scale (1.2 % steps) and angle (0.6 deg steps, +-2.4 deg) the whitened image is
    warped to a canonical grid of exactly two samples per cell and *folded*: samples one key
    tile apart are summed, so the whole frame's evidence lands in one 64 x 64 tile, and a
@@ -49,7 +54,8 @@ _ANGLES = np.arange(-2.4, 2.41, 0.6)  # degrees
 _RANGES = 2  # the picture inside its bars, and the whole frame
 _FLIPS = 2
 _PHASES = _SAMPLES * _SAMPLES
-POOLINGS = 2  # a video's frames: the mean frame whitened, the whitened frames' mean
+# A video's frames: the mean frame whitened, the whitened frames' mean, the whitened keyframes'
+POOLINGS = 3
 HYPOTHESES_PER_POOLING = _RANGES * len(_RHO) * len(_ANGLES) * _FLIPS * _PHASES * TILE * TILE
 HYPOTHESES = POOLINGS * HYPOTHESES_PER_POOLING  # what one size of a video costs at most
 _BAR_STD = 2.0  # grey levels: a row or column this uniform ...
@@ -198,25 +204,40 @@ def _candidates(mean: np.ndarray) -> list[tuple[float, bool]]:
     return ranges
 
 
-def _poolings(frames: LowResFrames, mean: np.ndarray, size: tuple[int, int]
-              ) -> list[np.ndarray]:
+def _whitened_mean(kept: list[np.ndarray], size: tuple[int, int], interp: int) -> np.ndarray:
+    total = np.zeros(size[::-1], np.float32)
+    for small in kept:
+        total += whiten(cv2.resize(small.astype(np.float32), size, interpolation=interp))
+    return total / len(kept)
+
+
+def _poolings(frames: LowResFrames, mean: np.ndarray, size: tuple[int, int],
+              keyframes: LowResFrames | None = None) -> list[np.ndarray]:
     """The whitened images searched, at *size*: the mean frame (*mean*, of *frames*)
-    whitened, and for several frames the mean of the whitened frames."""
+    whitened, for several frames the mean of the whitened frames, and with *keyframes* the
+    mean of the whitened keyframes."""
     interp = cv2.INTER_AREA if size[0] < mean.shape[1] else cv2.INTER_LINEAR
     works = [whiten(cv2.resize(mean, size, interpolation=interp))]
     if len(frames.kept) > 1:
-        total = np.zeros(size[::-1], np.float32)
-        for small in frames.kept:
-            total += whiten(cv2.resize(small.astype(np.float32), size, interpolation=interp))
-        works.append(total / len(frames.kept))
+        works.append(_whitened_mean(frames.kept, size, interp))
+    if keyframes is not None and keyframes.kept:
+        works.append(_whitened_mean(keyframes.kept, size, interp))
     return works
 
 
-def search(frames: LowResFrames, frame_short: int) -> Found:
-    """Search one size's frames (shorter side *frame_short* pixels) for the key."""
+def pooling_count(frames: LowResFrames, keyframes: LowResFrames | None = None) -> int:
+    """How many poolings :func:`search` searches for these frames (and keyframes)."""
+    return 1 + (len(frames.kept) > 1) + (keyframes is not None and bool(keyframes.kept))
+
+
+def search(frames: LowResFrames, frame_short: int,
+           keyframes: LowResFrames | None = None) -> Found:
+    """Search one size's frames (shorter side *frame_short* pixels), and its *keyframes*
+    when the caller decoded them apart, for the key."""
     mean = frames.mean()
-    # Every range and pooling counts, searched or not (the bound does not depend on which).
-    hypotheses = (POOLINGS if len(frames.kept) > 1 else 1) * HYPOTHESES_PER_POOLING
+    # Every range counts, searched or not; every pooling searched counts (which poolings are
+    # searched depends on the frames given, never on the key, so the bound holds).
+    hypotheses = pooling_count(frames, keyframes) * HYPOTHESES_PER_POOLING
     best = Found(0.0, hypotheses, 0.0, 0.0, False, False)
     for picture_short, in_bars in _candidates(mean):
         # Work at two samples per expected cell; bars stay in (they whiten to nothing).
@@ -225,7 +246,7 @@ def search(frames: LowResFrames, frame_short: int) -> Found:
         size = (max(8, round(w * scale)), max(8, round(h * scale)))
         centre = (size[0] / 2.0, size[1] / 2.0)
         tiles, labels = [], []
-        for work in _poolings(frames, mean, size):
+        for work in _poolings(frames, mean, size, keyframes):
             for rho in _RHO:
                 dsize = (math.ceil(size[0] / rho) + 2, math.ceil(size[1] / rho) + 2)
                 for angle in _ANGLES:
