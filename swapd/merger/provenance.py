@@ -30,6 +30,7 @@ import numpy as np
 from swapd.media import (
     IMAGE_SUFFIXES,
     VIDEO_SUFFIXES,
+    MediaToolMissing,
     UnreadableMediaError,
     ffmpeg_exe,
     ffprobe_exe,
@@ -140,13 +141,15 @@ def _keyframes(
     step = max(duration / max_frames, 0.001)
     spread = f"select='isnan(prev_selected_t)+gte(t-prev_selected_t\\,{step:.3f})'"
     cmd = [
-        ffmpeg_exe(), "-v", "error", "-noautorotate", "-skip_frame", "nokey", "-i", str(path),
+        ffmpeg_exe(), "-nostdin", "-v", "error", "-noautorotate", "-skip_frame", "nokey",
+        "-i", str(path),
         "-map", "0:v:0", "-vf", spread, "-fps_mode", "passthrough", "-frames:v", str(max_frames),
         "-f", "rawvideo", "-pix_fmt", "bgr24", "-",
     ]  # fmt: skip
     frame_bytes = width * height * 3
     with tempfile.TemporaryFile() as errors:
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=errors)
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=errors)
         assert proc.stdout is not None
         produced = 0
         try:
@@ -174,13 +177,13 @@ def sample_video_frames(
     long or large ones (with ffprobe data in *probe*) are sampled at keyframes by ffmpeg.
     """
     p = Path(path)
-    cap = cv2.VideoCapture(str(p))
+    cap = _open_coded(p)
     if not cap.isOpened():
         raise UnreadableMediaError(p, "OpenCV cannot open it as a video")
     try:
         total = _frame_count(cap, probe)
         geometry = _video_geometry(probe)
-        if _long(total, geometry):
+        if _sampled_at_keyframes(total, geometry):
             cap.release()
             yield from _keyframes(p, *geometry, max_frames)
             return
@@ -211,27 +214,37 @@ def sample_video_frames(
         cap.release()
 
 
-def _long(total: int, geometry: tuple[int, int, float] | None) -> bool:
-    """Is a video of *total* frames too long to decode straight through (then sampled at
-    its keyframes)?"""
+def _open_coded(path: Path) -> cv2.VideoCapture:
+    """*path* opened by OpenCV with its frames as coded: a rotation tag is not applied (the
+    mark is in the coded pixels, which a tag added to a copy does not turn; and ffmpeg's
+    keyframe decode, ``-noautorotate``, sees them so too)."""
+    cap = cv2.VideoCapture(str(path))
+    cap.set(cv2.CAP_PROP_ORIENTATION_AUTO, 0)
+    return cap
+
+
+def _sampled_at_keyframes(total: int, geometry: tuple[int, int, float] | None) -> bool:
+    """Does :func:`sample_video_frames` sample a video of *total* frames (and ffprobe's
+    *geometry*) at its keyframes, as too large to decode straight through?"""
     return geometry is not None and total * geometry[0] * geometry[1] > _SEQUENTIAL_PIXEL_BUDGET
 
 
 def sample_keyframes(
     path: str | os.PathLike[str], max_frames: int = MAX_VIDEO_FRAMES, probe: dict | None = None
 ) -> Iterator[np.ndarray]:
-    """Yield up to *max_frames* keyframes of a video that :func:`sample_video_frames` reads
-    straight through, decoded apart (the watermark's keyframe pooling: a re-encode codes the
-    mark afresh in its keyframes only, and every re-encode starts with one).
+    """Yield up to *max_frames* keyframes of a video, decoded apart from the frames
+    :func:`sample_video_frames` yields (the watermark's keyframe pooling: a re-encode codes
+    the mark afresh in its keyframes only, and every re-encode starts with one).
 
-    Nothing for a long video (its sampled frames are keyframes already), nor when ffmpeg
-    cannot decode them: the frames, decoded already, are evidence enough.
+    Nothing when those frames are keyframes already (a video too large to decode straight
+    through, with ffprobe's data in *probe*), nor when ffmpeg cannot decode them: the
+    frames are evidence enough.
     """
     p = Path(path)
-    cap = cv2.VideoCapture(str(p))
+    cap = _open_coded(p)
     try:
         total, geometry = _frame_count(cap, probe), _video_geometry(probe)
-        if _long(total, geometry):
+        if _sampled_at_keyframes(total, geometry):
             return
         if geometry is None:
             fps = cap.get(cv2.CAP_PROP_FPS) or 0.0
@@ -244,7 +257,7 @@ def sample_keyframes(
         cap.release()
     try:
         yield from _keyframes(p, *geometry, max_frames)
-    except UnreadableMediaError:
+    except (UnreadableMediaError, MediaToolMissing, OSError):
         return
 
 

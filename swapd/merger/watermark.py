@@ -94,8 +94,10 @@ class WatermarkEvidence:
     """Result of :func:`detect`.
 
     ``score`` is the best z-score found by the search, ``marked`` is ``score >= threshold``,
-    ``chance_if_unmarked`` bounds the chance that a file without the mark scores this high,
-    ``geometry`` says where the mark was found (scale of the copy, angle, flip).
+    ``chance_if_unmarked`` bounds the chance that a file without the mark scores this high
+    anywhere in the ``hypotheses`` searched (keyframes, when given, are not counted in
+    ``frames_checked``: they are a pooling of their own), ``geometry`` says where the mark
+    was found (scale of the copy, angle, flip).
     """
 
     score: float
@@ -105,6 +107,7 @@ class WatermarkEvidence:
     threshold: float = Z_THRESHOLD
     scheme: str = SCHEME
     geometry: dict = field(default_factory=dict)
+    hypotheses: int = 0
 
     def to_dict(self) -> dict:
         """Plain JSON-serialisable form."""
@@ -289,6 +292,7 @@ class Detector:
             frames_checked=self.frames,
             chance_if_unmarked=chance_if_unmarked(found.score, hypotheses),
             geometry=found.geometry(),
+            hypotheses=hypotheses,
         )
 
 
