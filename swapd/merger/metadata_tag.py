@@ -265,10 +265,11 @@ def tag_video(path: str | os.PathLike[str], extra: Mapping[str, object] | None =
     check_file(p)
     with atomic_path(p, keep_mode=True, suffix=p.suffix) as tmp:
         cmd = [
-            ffmpeg_exe(), "-y", "-v", "error", "-i", str(p), "-map", "0", "-c", "copy",
+            ffmpeg_exe(), "-nostdin", "-y", "-v", "error", "-i", str(p), "-map", "0", "-c", "copy",
             *ffmpeg_metadata_args(p.suffix, extra), str(tmp),
         ]  # fmt: skip
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=_FFMPEG_TIMEOUT_S)
+        proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                              timeout=_FFMPEG_TIMEOUT_S)
         if proc.returncode != 0:
             raise UnreadableMediaError(p, f"ffmpeg could not remux it: {proc.stderr.strip()}")
 
@@ -282,8 +283,9 @@ def _video_tags(path: Path, probe: dict | None = None) -> dict[str, str]:
         return {str(k).lower(): str(v) for k, v in tags.items()}
     # No ffprobe (imageio-ffmpeg ships only ffmpeg): dump the global metadata instead.
     check_file(path)
-    cmd = [ffmpeg_exe(), "-v", "error", "-i", str(path), "-f", "ffmetadata", "-"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=_FFMPEG_TIMEOUT_S)
+    cmd = [ffmpeg_exe(), "-nostdin", "-v", "error", "-i", str(path), "-f", "ffmetadata", "-"]
+    proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                          timeout=_FFMPEG_TIMEOUT_S)
     if proc.returncode != 0:
         reason = (proc.stderr.strip().splitlines() or ["ffmpeg failed"])[-1]
         raise UnreadableMediaError(path, f"not a readable media file ({reason})")

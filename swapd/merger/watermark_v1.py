@@ -222,7 +222,7 @@ def detect(frames: Iterable[np.ndarray]) -> WatermarkEvidence:
     n_frames = sum(counts.values())
     if not sums:
         return WatermarkEvidence(score=0.0, marked=False, frames_checked=0,
-                                 threshold=Z_THRESHOLD, scheme=SCHEME)
+                                 threshold=Z_THRESHOLD, scheme=SCHEME, hypotheses=1)
     zs = [_z_score((sums[s] / counts[s]).astype(np.float32)) for s in sums]
     z = sum(zs) / math.sqrt(len(zs))
     p_value = 0.5 * math.erfc(z / math.sqrt(2.0))
@@ -233,4 +233,5 @@ def detect(frames: Iterable[np.ndarray]) -> WatermarkEvidence:
         score=z,
         marked=z >= Z_THRESHOLD,
         frames_checked=n_frames,
+        hypotheses=1,  # one test at the known geometry: the p-value is its chance
     )
