@@ -26,7 +26,9 @@ swapd / best bare variant, and peak resident memory of the process after each pa
 With ``--augment-devices loader device`` (issue 19) each model is timed in ``--rounds``
 rounds, each round the best bare variant then swapd once per ``augment_device`` in turn (a
 fresh trainer each), so a loaded machine slows all of them alike; reported: each round's
-figures and ratios, their medians and spread.
+figures and ratios, their medians and spread. ``--loader-set KEY=VALUE`` (with ``--blocks``)
+adds one contender: the first trainer stepping on a second loader with those augmentation
+options, so one option's cost is timed on the same model, in the same blocks.
 """
 
 from __future__ import annotations
@@ -38,7 +40,6 @@ import resource
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -60,20 +61,16 @@ from swapd.trainer.options import TrainerOptions, parse_assignments, split_optio
 from swapd.trainer.setup import configure_threads
 
 try:  # run as a script (benchmarks/ on sys.path) or imported as benchmarks.train_throughput
-    from bare_loop import BareLoop, bare_loop, timed
+    from bare_loop import bare_loop
+    from rounds import alternate, summary, swapd_loop
 except ImportError:
-    from benchmarks.bare_loop import BareLoop, bare_loop, timed
+    from benchmarks.bare_loop import bare_loop
+    from benchmarks.rounds import alternate, summary, swapd_loop
 
 
 def peak_rss_mib() -> float:
     """Peak resident set size of this process so far (Linux reports KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def swapd_loop(trainer: Trainer, steps: int, cpu: list[float] | None = None) -> list[float]:
-    """Wall seconds per ``Trainer.step()`` (its own timer leaves out nothing it does);
-    ``cpu`` gets each step's CPU seconds (the process's: the loader's threads included)."""
-    return timed(trainer.step, steps, cpu)
 
 
 def alternating_precisions(name: str, model_options: dict[str, Any], options: TrainerOptions,
@@ -104,13 +101,6 @@ def alternating_precisions(name: str, model_options: dict[str, Any], options: Tr
                 for p in precisions[1:]}}
 
 
-def summary(times: list[float], warmup: int, examples: int) -> dict[str, float]:
-    steady = times[warmup:]
-    median = statistics.median(steady)
-    return {"seconds_per_step": round(median, 4), "egs": round(examples / median, 1),
-            "steps_timed": len(steady)}
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--models", nargs="+", default=["lightweight", "original"])
@@ -136,12 +126,19 @@ def main() -> None:
     parser.add_argument("--same-model", action="store_true",
                         help="with --blocks: the bare loop runs on the first trainer's model "
                         "and optimizer")
+    parser.add_argument("--loader-set", action="append", default=[], metavar="KEY=VALUE",
+                        help="with --blocks: the first trainer also steps with a second "
+                        "loader of these augmentation overrides (the same model: an "
+                        "option's cost alone), e.g. warp_to_landmarks=false")
     parser.add_argument("--precisions", nargs="+", metavar="MODE",
                         help="time swapd's step in these mixed_precision modes, alternating "
                         "(the first is the baseline), instead of against the bare loop")
     parser.add_argument("--out", type=Path,
                         default=Path("benchmarks/results/train_throughput.json"))
     args = parser.parse_args()
+    if args.loader_set and not (args.blocks and (args.augment_devices or [""])[0] == "loader"):
+        parser.error("--loader-set needs --blocks and --augment-devices loader [...]: it "
+                     "steps the first trainer, which must be the loader's")
     threads = configure_threads()
     # The process set-up a trainer makes (swapd.trainer.setup.place), given to the bare loop
     # too, from its first round: both sides of the comparison run in one process.
@@ -234,141 +231,6 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results, indent=2))
-
-
-def alternate(args: argparse.Namespace, name: str, model_options: dict[str, Any],
-              options: TrainerOptions, batches: list[tuple[torch.Tensor, ...]], bare_key: str,
-              sets: Path, work: Path) -> dict[str, Any]:
-    """``args.rounds`` rounds of: the bare loop (``bare_key``), then swapd once per
-    ``augment_device`` of ``args.augment_devices``, each from a fresh trainer; with
-    ``args.blocks``, each round's contenders interleaved (:func:`interleaved_round`)."""
-    parts = bare_key.split("+")
-    examples = 2 * args.batch_size
-    rounds = []
-    for index in range(args.rounds):
-        if args.blocks:
-            rounds.append(interleaved_round(args, name, model_options, options, batches,
-                                            bare_key, sets, work, index))
-            print(name, "round", index, json.dumps(rounds[-1]), flush=True)
-            continue
-        cpu: list[float] = []
-        times = bare_loop(name, model_options, options, batches, args.steps,
-                          "channels_last" in parts, "fused_adam" in parts, cpu=cpu,
-                          one_pass="one_pass" in parts)
-        row: dict[str, Any] = {"bare": summary(times, args.warmup, examples)}
-        row["bare"]["cpu_seconds_per_step"] = round(statistics.median(cpu[args.warmup:]), 4)
-        for where in args.augment_devices:
-            with _trainer(name, model_options, options, where, sets,
-                          work / f"{where}_{index}", args.batch_size) as trainer:
-                trainer.step()
-                cpu = []
-                row[where] = summary(swapd_loop(trainer, args.steps, cpu), args.warmup - 1,
-                                     examples)
-                row[where]["cpu_seconds_per_step"] = round(
-                    statistics.median(cpu[args.warmup - 1:]), 4)
-        _ratios(row, args.augment_devices)
-        print(name, "round", index, json.dumps(row), flush=True)
-        rounds.append(row)
-    out: dict[str, Any] = {"bare_variant": bare_key, "rounds": rounds}
-    if args.blocks:
-        out["blocks_per_round"], out["steps_per_block"] = args.blocks, args.steps
-    for key in ["bare", *args.augment_devices]:
-        egs = [r[key]["egs"] for r in rounds]
-        out[f"{key}_egs_median"] = statistics.median(egs)
-        out[f"{key}_egs_range"] = [min(egs), max(egs)]
-        out[f"{key}_cpu_seconds_median"] = statistics.median(
-            r[key]["cpu_seconds_per_step"] for r in rounds)
-    for where in args.augment_devices:
-        for key in (f"{where}_vs_bare", f"{where}_vs_bare_cpu"):
-            ratios = [r[key] for r in rounds]
-            out[f"{key}_median"] = statistics.median(ratios)
-            out[f"{key}_range"] = [min(ratios), max(ratios)]
-        if args.blocks:  # every timed step of every round, pooled: the long-run throughput
-            for unit, field in (("", "seconds_per_step"), ("_cpu", "cpu_seconds_per_step")):
-                out[f"{where}_vs_bare{unit}_pooled"] = round(
-                    sum(r["bare"][field] for r in rounds)
-                    / sum(r[where][field] for r in rounds), 4)
-    if len(args.augment_devices) == 2:
-        paired = [r["device_vs_loader"] for r in rounds]
-        out["device_vs_loader_median"] = statistics.median(paired)
-        out["device_vs_loader_range"] = [min(paired), max(paired)]
-    print(name, json.dumps({k: v for k, v in out.items() if k != "rounds"}), flush=True)
-    return out
-
-
-def interleaved_round(args: argparse.Namespace, name: str, model_options: dict[str, Any],
-                      options: TrainerOptions, batches: list[tuple[torch.Tensor, ...]],
-                      bare_key: str, sets: Path, work: Path, index: int) -> dict[str, Any]:
-    """One round with a fresh bare loop and a fresh trainer per ``augment_device``, all alive
-    at once: ``args.warmup`` steps each, then ``args.blocks`` blocks of ``args.steps`` steps
-    of each in turn, the order reversed every block. The first step of a block is not timed:
-    it carries the switch (caches refilled; the loader of the trainer just left refilling its
-    queue, which would be charged to the next contender). Per contender: the mean of its
-    timed steps, wall and CPU (the process's: a loader's thread included).
-
-    Short blocks side by side see the same machine: on this shared virtual machine a step's
-    time drifts by 10 % and more from minute to minute. And instances of one model differ in
-    speed by up to 8 % (where their buffers lie in memory: three bare loops of the same seed
-    and batches, interleaved so, ran at 301, 282 and 277 ms a step), so with ``args.
-    same_model`` the bare loop runs on the first trainer's own model and Adam (the trainer's
-    Adam is the bare loop's: fused on the CPU), and the two differ in nothing but the step
-    around the model."""
-    parts = bare_key.split("+")
-    steppers: dict[str, Callable[[], object]] = {}
-    trainers = []
-    try:
-        for where in args.augment_devices:
-            trainers.append(_trainer(name, model_options, options, where, sets,
-                                     work / f"{where}_{index}", args.batch_size))
-        bare = BareLoop(name, model_options, options, batches, "channels_last" in parts,
-                        "fused_adam" in parts,
-                        trainer=trainers[0] if args.same_model else None,
-                        one_pass="one_pass" in parts)
-        steppers["bare"] = bare.step
-        steppers |= {where: trainer.step
-                     for where, trainer in zip(args.augment_devices, trainers, strict=True)}
-        wall: dict[str, list[float]] = {key: [] for key in steppers}
-        cpu: dict[str, list[float]] = {key: [] for key in steppers}
-        for step in steppers.values():
-            timed(step, args.warmup)
-        for block in range(args.blocks):
-            order = list(steppers) if block % 2 == 0 else list(reversed(steppers))
-            for key in order:
-                steppers[key]()  # not timed: the switch
-                wall[key] += timed(steppers[key], args.steps - 1, cpu[key])
-    finally:
-        for trainer in trainers:
-            trainer.close()
-    row: dict[str, Any] = {}
-    for key in steppers:
-        seconds = statistics.fmean(wall[key])
-        row[key] = {"seconds_per_step": round(seconds, 5),
-                    "egs": round(2 * args.batch_size / seconds, 2),
-                    "cpu_seconds_per_step": round(statistics.fmean(cpu[key]), 5),
-                    "steps_timed": len(wall[key])}
-    _ratios(row, args.augment_devices)
-    return row
-
-
-def _trainer(name: str, model_options: dict[str, Any], options: TrainerOptions, where: str,
-             sets: Path, folder: Path, batch_size: int) -> Trainer:
-    chosen = options.model_copy(update={"augment_device": where})
-    trainer = Trainer(name, model_options, chosen, sets / "a", sets / "b", folder, batch_size)
-    assert (trainer.loader.device_augmenter is not None) == (where == "device")
-    return trainer
-
-
-def _ratios(row: dict[str, Any], wheres: list[str]) -> None:
-    """A round's ratios, added to it: bare over each swapd run, wall and CPU seconds (what
-    the pipeline costs in work, which a machine loaded by others disturbs far less)."""
-    for where in wheres:
-        row[f"{where}_vs_bare"] = round(row["bare"]["seconds_per_step"]
-                                        / row[where]["seconds_per_step"], 4)
-        row[f"{where}_vs_bare_cpu"] = round(row["bare"]["cpu_seconds_per_step"]
-                                            / row[where]["cpu_seconds_per_step"], 4)
-    if len(wheres) == 2:  # the two paths' runs side by side, same round
-        row["device_vs_loader"] = round(row["loader"]["seconds_per_step"]
-                                        / row["device"]["seconds_per_step"], 4)
 
 
 if __name__ == "__main__":

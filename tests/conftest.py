@@ -15,6 +15,8 @@ from tests.support import FAST_CONFIG, ServiceProcess, write_faces
 # Merges sign with swapd's local C2PA CA, made on first use in its data folder: the tests (and
 # the services they start) make theirs in a folder of their own, never in the user's.
 os.environ.setdefault("SWAPD_C2PA_DIR", tempfile.mkdtemp(prefix="swapd-test-c2pa-"))
+# The compiled kernels (warp_to_landmarks) are cached in a folder of the tests' own too.
+os.environ.setdefault("SWAPD_KERNEL_CACHE", tempfile.mkdtemp(prefix="swapd-test-kernels-"))
 
 REPO = Path(__file__).resolve().parents[1]
 ARTIFACTS = REPO / "test-artifacts"

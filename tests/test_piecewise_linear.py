@@ -10,11 +10,16 @@ import pytest
 from scipy.interpolate import griddata
 from scipy.spatial import Delaunay
 
+from swapd.trainer import landmark_kernels
 from swapd.trainer.piecewise_linear import delaunay, piecewise_linear_maps
+from swapd.trainer.triangulation import delaunay as compiled_delaunay
 from swapd.trainer.warp_landmarks import (
+    CANDIDATES,
+    CORE,
     edge_anchors,
     kept_points,
     landmark_maps,
+    warp_faces_to_landmarks,
     warp_to_landmarks,
 )
 
@@ -104,7 +109,7 @@ def test_loader_threads_share_the_kernel() -> None:
 
 def test_bad_points_are_a_value_error_and_the_warp_falls_back() -> None:
     """Points that are not finite: ValueError, and warp_to_landmarks gives None (the caller's
-    grid warp); points bunched within float32's rounding (OpenCV refuses them) go to qhull."""
+    grid warp); points bunched within 1e-5 px of each other still triangulate."""
     rng = np.random.default_rng(5)
     src = face_like(rng, 64)
     image = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
@@ -154,9 +159,9 @@ def test_kept_points_drop_what_point_polygon_test_finds_inside() -> None:
 
 @pytest.mark.parametrize("size", [64, 256])
 def test_delaunay_is_qhulls_triangulation(size: int) -> None:
-    """OpenCV's Subdiv2D, matched back to point indices, gives the triangles qhull gives
-    griddata, on landmark sets moved as the augmentation moves them (zoom, turn, shift,
-    points past the image)."""
+    """The compiled Bowyer-Watson, trusted, gives the triangles qhull gives griddata, on
+    landmark sets moved as the augmentation moves them (zoom, turn, shift, points past the
+    image)."""
     rng = np.random.default_rng(11 + size)
     for _ in range(200):
         src = face_like(rng, size)
@@ -165,7 +170,9 @@ def test_delaunay_is_qhulls_triangulation(size: int) -> None:
         rotation = np.array([[np.cos(turn), -np.sin(turn)], [np.sin(turn), np.cos(turn)]])
         dst = (dst - size / 2) @ (rotation * rng.uniform(0.8, 1.4)).T + size / 2
         points = np.concatenate([dst[kept_points(src, dst)], edge_anchors(size)])
-        got = {tuple(sorted(t)) for t in delaunay(points).tolist()}
+        triangles, trusted = compiled_delaunay(points)
+        assert trusted  # not handed to qhull
+        got = {tuple(sorted(t)) for t in triangles.tolist()}
         expected = {tuple(sorted(t)) for t in Delaunay(points).simplices.tolist()}
         assert got == expected
 
@@ -178,3 +185,38 @@ def test_delaunay_of_points_on_a_line_is_qhulls_error() -> None:
     line = np.stack([np.arange(10.0), 2 * np.arange(10.0) + 1], axis=1)
     with pytest.raises(QhullError):
         delaunay(line)
+
+
+def test_a_batch_warps_each_face_as_it_would_alone() -> None:
+    """One compiled call for the batch's maps: griddata's map for each face it makes; a face
+    whose points are not finite is skipped (and comes back as it was, False: for the grid
+    warp); one whose core is a line is declined and goes the slow way (OpenCV's test, point
+    by point), as warp_to_landmarks takes it alone."""
+    rng = np.random.default_rng(9)
+    size = 64
+    src = np.stack([face_like(rng, size) for _ in range(6)])
+    dst = src + rng.normal(scale=1.5, size=src.shape)
+    dst[2, 40] = np.nan
+    src[4, CORE:] = dst[4, CORE:] = np.linspace([10.0, 10.0], [50.0, 50.0], 68 - CORE)
+    usable = np.isfinite(dst).all(axis=(1, 2))
+    maps = np.zeros((2, 6, size, size), np.float32)
+    status = np.full(6, -1)
+    landmark_kernels.landmark_maps(src, dst, usable, edge_anchors(size), CORE, CANDIDATES,
+                                   maps[0], maps[1], status)
+    k = landmark_kernels
+    assert status.tolist() == [k.DONE, k.DONE, k.SKIPPED, k.DONE, k.DEGENERATE_CORE, k.DONE]
+    for i in (0, 1, 3, 5):
+        keep = kept_points(src[i], dst[i])
+        expected = griddata_maps(np.concatenate([src[i][keep], edge_anchors(size)]),
+                                 np.concatenate([dst[i][keep], edge_anchors(size)]), size)
+        assert max(float(np.abs(g - e).max()) for g, e in zip(maps[:, i], expected, strict=True)
+                   ) < 1e-3
+    images = rng.integers(0, 256, (6, size, size, 3), dtype=np.uint8)
+    out, warped = warp_faces_to_landmarks(images, src, dst)
+    assert warped.tolist() == [True, True, False, True, True, True]
+    assert np.array_equal(out[2], images[2])
+    assert warp_to_landmarks(images[2], src[2], dst[2]) is None
+    for i in np.flatnonzero(warped):
+        alone = warp_to_landmarks(images[i], src[i], dst[i])
+        assert alone is not None and np.array_equal(out[i], alone)
+        assert not np.array_equal(out[i], images[i])

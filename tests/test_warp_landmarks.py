@@ -206,6 +206,63 @@ def test_option_off_ignores_landmarks_bit_for_bit(pair: tuple[np.ndarray, np.nda
     assert all(np.array_equal(p, g) for p, g in zip(plain, given, strict=True))
 
 
+def test_faces_without_landmarks_get_the_grid_warp_of_the_option_off(
+        pair: tuple[np.ndarray, np.ndarray]) -> None:
+    """The grid noise is drawn for every face with the option on too: a face without
+    landmarks gets, bit for bit, the input it gets with the option off."""
+    src, dst = pair
+    faces = np.random.default_rng(8).integers(0, 256, (6, SIZE, SIZE, 3), dtype=np.uint8)
+    sources = np.repeat(src[None], 6, axis=0)
+    sources[[1, 4]] = np.nan
+    landmarks = (sources, np.repeat(dst[None, None], 6, axis=0))
+    off = Augmenter(SIZE, AugmentSettings(colour=False, clahe=0))(
+        faces, np.random.default_rng(3))
+    on = Augmenter(SIZE, AugmentSettings(colour=False, clahe=0, warp_to_landmarks=True))(
+        faces, np.random.default_rng(3), landmarks=landmarks)
+    assert np.array_equal(on[1], off[1])  # the targets
+    for i in range(6):
+        assert np.array_equal(on[0][i], off[0][i]) == (i in (1, 4))
+
+
+def test_the_batch_draws_and_warps_as_the_face_by_face_loop_did(
+        pair: tuple[np.ndarray, np.ndarray]) -> None:
+    """The landmark warp made for the batch at once is, bit for bit, what the face-by-face
+    loop before it made (that loop, inline: each face's grid noise, its candidate and its
+    landmark noise from the spawned generator, its landmarks followed and warped alone)."""
+    src, dst = pair
+    n = 6
+    draw = np.random.default_rng(12)
+    faces = draw.integers(0, 256, (n, SIZE, SIZE, 3), dtype=np.uint8)
+    sources = np.repeat(src[None], n, axis=0)
+    sources[2] = np.nan  # no landmarks: the grid warp
+    candidates = np.repeat(np.stack([dst + draw.normal(scale=2, size=dst.shape)
+                                     for _ in range(3)])[None], n, axis=0)
+    candidates[4, 1] = np.nan  # a candidate without landmarks: the grid warp if drawn
+    flip = np.array([False, True, False, True, True, False])
+    augmenter = Augmenter(SIZE, AugmentSettings(warp_to_landmarks=True))
+    matrices = augmenter.random_transforms(np.random.default_rng(13), n)
+    got = augmenter._warp_to_landmarks(faces, (sources, candidates), flip, matrices,
+                                       np.random.default_rng(14))
+    rng = np.random.default_rng(14)
+    own = rng.spawn(1)[0]
+    expected, by_landmarks = [], []
+    for i in range(n):
+        noise = augmenter.grid_noise(rng)[0]
+        warped = None
+        target = (candidates[i, own.integers(candidates.shape[1])]
+                  if np.isfinite(sources[i]).all() else None)
+        if target is not None and np.isfinite(target).all():
+            moved_src = follow(sources[i], bool(flip[i]), matrices[i], SIZE)
+            moved_dst = follow(target, bool(flip[i]), matrices[i], SIZE)
+            moved_dst += own.normal(scale=augmenter.settings.landmark_noise * SIZE,
+                                    size=moved_dst.shape)
+            warped = warp_to_landmarks(faces[i], moved_src, moved_dst)
+        expected.append(augmenter._grid_warp(faces[i], noise) if warped is None else warped)
+        by_landmarks.append(warped is not None)
+    assert np.array_equal(got, np.stack(expected))
+    assert sum(by_landmarks) >= 4 and not by_landmarks[2]
+
+
 def test_batch_loader_warps_to_landmarks_and_leaves_targets(sets: dict[str, Path]) -> None:
     set_a, set_b = FaceSet(sets["a"], 64), FaceSet(sets["b"], 64)
     loaders = {on: BatchLoader(set_a, set_b, 4, AugmentSettings(warp_to_landmarks=on),

@@ -85,7 +85,7 @@ class Augmenter:
             if masks.shape[-1]:
                 self._apply(masks[i], matrix, warped_masks[i])
         if s.warp and s.warp_to_landmarks and landmarks is not None:
-            inputs = self._warp_to_landmarks(targets, landmarks, flip, list(matrices), rng)
+            inputs = self._warp_to_landmarks(targets, landmarks, flip, matrices, rng)
         elif s.warp:
             inputs = self._grid_warps(targets, self.grid_noise(rng, n))
         else:
@@ -186,7 +186,7 @@ class Augmenter:
             borderMode=cv2.BORDER_REPLICATE)
 
     def _warp_to_landmarks(self, targets: np.ndarray, landmarks: tuple[np.ndarray, np.ndarray],
-                           flip: np.ndarray, matrices: list[np.ndarray],
+                           flip: np.ndarray, matrices: np.ndarray,
                            rng: np.random.Generator) -> np.ndarray:
         """Per target: the landmark warp from its landmarks to those of one of its candidates
         (drawn at random), both moved by the target's own flip and transform (so the warp is
@@ -201,24 +201,27 @@ class Augmenter:
         exactly as with the option off, so switching it on changes the warp and nothing else
         (the same targets, the same colour jitter, the other side's batch too).
         """
-        from swapd.trainer.warp_landmarks import follow, warp_to_landmarks
+        from swapd.trainer.warp_landmarks import follow, warp_faces_to_landmarks
 
         own = rng.spawn(1)[0]
         src, candidates = landmarks
+        n = len(targets)
+        noise = self.grid_noise(rng, n)  # the same numbers as one draw per face
         known = np.isfinite(src).all(axis=(1, 2)) & (candidates.shape[1] > 0)
-        inputs = []
-        for i, target in enumerate(targets):
-            noise = self.grid_noise(rng)[0]
-            warped = None
-            dst = candidates[i, own.integers(candidates.shape[1])] if known[i] else None
-            if dst is not None and np.isfinite(dst).all():
-                moved_src = follow(src[i], bool(flip[i]), matrices[i], self.size)
-                moved_dst = follow(dst, bool(flip[i]), matrices[i], self.size)
-                moved_dst += own.normal(scale=self.settings.landmark_noise * self.size,
-                                        size=moved_dst.shape)
-                warped = warp_to_landmarks(target, moved_src, moved_dst)
-            inputs.append(self._grid_warp(target, noise) if warped is None else warped)
-        return np.stack(inputs)
+        dst = np.full(src.shape, np.nan)
+        jitter = np.zeros(src.shape)
+        for i in np.flatnonzero(known):  # own's draws face by face, in their order
+            dst[i] = candidates[i, own.integers(candidates.shape[1])]
+            if np.isfinite(dst[i]).all():
+                jitter[i] = own.normal(scale=self.settings.landmark_noise * self.size,
+                                       size=dst.shape[1:])
+        matrices = np.asarray(matrices)
+        inputs, warped = warp_faces_to_landmarks(
+            targets, follow(src, flip, matrices, self.size),
+            follow(dst, flip, matrices, self.size) + jitter)
+        for i in np.flatnonzero(~warped):
+            inputs[i] = self._grid_warp(targets[i], noise[i])
+        return inputs
 
     def grid_noise(self, rng: np.random.Generator, n: int = 1) -> np.ndarray:
         """Control-point noise (n, 2, 5, 5), as ``n`` draws of one face's would be."""

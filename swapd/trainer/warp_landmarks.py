@@ -7,8 +7,9 @@ landmarks are nearest (sum of squared point distances, in model-crop pixels: fac
 (``2 / 256`` of the side) and become the destination. The corners and edge midpoints stay put;
 jaw points inside the convex hull of both faces' cores (landmarks 17 on) are left out so they
 cannot fold the map. The dense map is the piecewise-linear interpolation of the point pairs
-over their Delaunay triangulation (what ``scipy.interpolate.griddata`` computes, rasterised
-by :mod:`swapd.trainer.piecewise_linear`), applied with ``cv2.remap``.
+over their Delaunay triangulation (what ``scipy.interpolate.griddata`` computes), made for a
+whole batch in compiled code (:mod:`swapd.trainer.landmark_kernels`) and applied with
+``cv2.remap``.
 
 Where this differs from faceswap (lib/training/augmentation.py ``_random_warp_landmarks``):
 
@@ -27,7 +28,7 @@ import threading
 import cv2
 import numpy as np
 
-from swapd.trainer.piecewise_linear import delaunay, piecewise_linear_maps
+from swapd.trainer import piecewise_linear
 
 CLOSEST = 10  # faces of the other side a face may be warped toward
 CORE = 17  # landmarks 17..67: brows, nose, eyes, mouth
@@ -133,16 +134,36 @@ def landmark_maps(src: np.ndarray, dst: np.ndarray, size: int) -> tuple[np.ndarr
     """``cv2.remap`` maps (x, y) that move an image's ``src`` landmarks to ``dst``: the output
     pixel at each destination point reads the input at its source point. Raises ValueError
     for points that are not finite (or qhull's ``QhullError``, a RuntimeError, where
-    :func:`~swapd.trainer.piecewise_linear.delaunay` hands over to it and it fails)."""
+    :func:`~swapd.trainer.piecewise_linear.delaunay` hands over to it and it fails).
+
+    One compiled call a face (:func:`~swapd.trainer.landmark_kernels.landmark_map`); where
+    it declines (a core without area, a triangulation it cannot trust) the same steps run
+    one by one, with OpenCV's and qhull's answers."""
     if not (np.abs(src) < FARTHEST).all() or not (np.abs(dst) < FARTHEST).all():  # NaN too
         raise ValueError("landmarks must be finite pixel positions")
+    src = np.ascontiguousarray(src, np.float64)
+    dst = np.ascontiguousarray(dst, np.float64)
+    anchors = edge_anchors(size)
+    map_x = np.empty((size, size), np.float32)
+    map_y = np.empty((size, size), np.float32)
+    kernels = piecewise_linear.kernels()
+    if kernels.landmark_map(src, dst, anchors, CORE, CANDIDATES, map_x, map_y) == kernels.DONE:
+        return map_x, map_y
+    return _maps_step_by_step(src, dst, size)
+
+
+def _maps_step_by_step(src: np.ndarray, dst: np.ndarray, size: int
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`landmark_maps` where the compiled call declines: the points that steer by
+    OpenCV's test, the triangulation compiled or else qhull's (which may raise)."""
     keep = kept_points(src, dst)
     anchors = edge_anchors(size)
-    src_points = np.concatenate([src[keep].astype(np.float64), anchors])
-    dst_points = np.concatenate([dst[keep].astype(np.float64), anchors])
+    src_points = np.concatenate([src[keep], anchors])
+    dst_points = np.concatenate([dst[keep], anchors])
     # The anchors span the image, so a pixel outside every triangle (rounding at the border
     # only) reads itself, as griddata's NaN did.
-    return piecewise_linear_maps(src_points, dst_points, delaunay(dst_points), size)
+    return piecewise_linear.piecewise_linear_maps(
+        src_points, dst_points, piecewise_linear.delaunay(dst_points), size)
 
 
 def warp_to_landmarks(image: np.ndarray, src: np.ndarray, dst: np.ndarray) -> np.ndarray | None:
@@ -154,15 +175,53 @@ def warp_to_landmarks(image: np.ndarray, src: np.ndarray, dst: np.ndarray) -> np
         map_x, map_y = landmark_maps(src, dst, image.shape[0])
     except (QhullError, ValueError):  # not finite, or nothing to triangulate
         return None
+    return _remap(image, map_x, map_y)
+
+
+def warp_faces_to_landmarks(images: np.ndarray, src: np.ndarray, dst: np.ndarray
+                            ) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`warp_to_landmarks` for a batch: ``images`` (N, S, S[, C]) with their ``src``
+    and ``dst`` landmarks (N, 68, 2). Returns the warped images and which of them were
+    warped (False where the points are not finite or degenerate: that face of the result is
+    left as it came, for the caller's grid warp). Every face's map in one compiled call."""
+    n, size = len(images), images.shape[1]
+    src = np.ascontiguousarray(src, np.float64)
+    dst = np.ascontiguousarray(dst, np.float64)
+    usable = (np.abs(src) < FARTHEST).all(axis=(1, 2)) & (np.abs(dst) < FARTHEST).all(axis=(1, 2))
+    maps = np.empty((2, n, size, size), np.float32)
+    status = np.empty(n, np.int64)
+    kernels = piecewise_linear.kernels()
+    kernels.landmark_maps(src, dst, usable, edge_anchors(size), CORE, CANDIDATES, maps[0],
+                          maps[1], status)
+    from scipy.spatial import QhullError
+
+    out = images.copy()
+    warped = np.zeros(n, dtype=bool)
+    for i in np.flatnonzero(usable):
+        map_x, map_y = maps[0, i], maps[1, i]
+        if status[i] != kernels.DONE:
+            try:
+                map_x, map_y = _maps_step_by_step(src[i], dst[i], size)
+            except (QhullError, ValueError):  # nothing to triangulate
+                continue
+        out[i], warped[i] = _remap(images[i], map_x, map_y), True
+    return out, warped
+
+
+def _remap(image: np.ndarray, map_x: np.ndarray, map_y: np.ndarray) -> np.ndarray:
     out = cv2.remap(image, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     return out.reshape(image.shape)
 
 
-def follow(points: np.ndarray, flipped: bool, matrix: np.ndarray, size: int) -> np.ndarray:
+def follow(points: np.ndarray, flipped: bool | np.ndarray, matrix: np.ndarray,
+           size: int) -> np.ndarray:
     """(…, 68, 2) landmarks moved like the image: mirrored first when ``flipped``, then the
-    2x3 affine ``matrix`` (``cv2.warpAffine``'s, in pixel centres)."""
+    2x3 affine ``matrix`` (``cv2.warpAffine``'s, in pixel centres). For a batch (N, 68, 2),
+    ``flipped`` (N,) and ``matrix`` (N, 2, 3), one per face."""
+    flipped = np.asarray(flipped)
+    if flipped.ndim and flipped.shape != points.shape[:-2]:
+        raise ValueError(f"{flipped.shape} flips for landmark sets of {points.shape[:-2]}")
     pts = points.astype(np.float64)
-    if flipped:
-        pts = pts.copy()
-        pts[..., 0] = size - 1 - pts[..., 0]
-    return pts @ matrix[:, :2].T + matrix[:, 2]
+    pts[..., 0] = np.where(flipped[..., None], size - 1 - pts[..., 0], pts[..., 0])
+    matrix = np.asarray(matrix, np.float64)
+    return pts @ np.swapaxes(matrix[..., :2], -1, -2) + matrix[..., None, :, 2]
