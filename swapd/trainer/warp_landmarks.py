@@ -184,6 +184,8 @@ def warp_faces_to_landmarks(images: np.ndarray, src: np.ndarray, dst: np.ndarray
     and ``dst`` landmarks (N, 68, 2). Returns the warped images and which of them were
     warped (False where the points are not finite or degenerate: that face of the result is
     left as it came, for the caller's grid warp). Every face's map in one compiled call."""
+    from scipy.spatial import QhullError
+
     n, size = len(images), images.shape[1]
     src = np.ascontiguousarray(src, np.float64)
     dst = np.ascontiguousarray(dst, np.float64)
@@ -193,8 +195,6 @@ def warp_faces_to_landmarks(images: np.ndarray, src: np.ndarray, dst: np.ndarray
     kernels = piecewise_linear.kernels()
     kernels.landmark_maps(src, dst, usable, edge_anchors(size), CORE, CANDIDATES, maps[0],
                           maps[1], status)
-    from scipy.spatial import QhullError
-
     out = images.copy()
     warped = np.zeros(n, dtype=bool)
     for i in np.flatnonzero(usable):
