@@ -140,11 +140,18 @@ def _fraction(text: str | None) -> Fraction | None:
     return value if value > 0 else None
 
 
-def _rotation(stream: dict) -> int:
-    for side in stream.get("side_data_list", []):
-        if "rotation" in side:
-            return int(float(side["rotation"]))
-    return int(float(stream.get("tags", {}).get("rotate", 0)))
+def display_turn(stream: dict) -> int:
+    """Degrees counter-clockwise (0, 90, 180 or 270) a player turns a video stream's coded
+    frames to show them, from ffprobe's ``-show_streams`` data: the display matrix's
+    ``rotation`` (counter-clockwise, as ffprobe reports it), else the old ``rotate`` tag
+    (clockwise; ffprobe before 5 reported both)."""
+    try:
+        for side in stream.get("side_data_list", []):
+            if "rotation" in side:
+                return round(float(side["rotation"]) / 90) % 4 * 90
+        return round(-float(stream.get("tags", {}).get("rotate", 0)) / 90) % 4 * 90
+    except (TypeError, ValueError):
+        return 0  # a rotation that is not a number: shown as coded
 
 
 def _float(value: object) -> float | None:
@@ -172,7 +179,7 @@ def probe_video(path: str | os.PathLike[str]) -> VideoInfo:
     width, height = int(video.get("width") or 0), int(video.get("height") or 0)
     if width <= 0 or height <= 0:
         raise UnreadableMediaError(p, f"video stream has no usable size ({width}x{height})")
-    if abs(_rotation(video)) % 180 == 90:
+    if display_turn(video) % 180 == 90:
         width, height = height, width
     fps = _fraction(video.get("avg_frame_rate")) or _fraction(video.get("r_frame_rate"))
     if fps is None:

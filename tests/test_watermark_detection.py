@@ -185,25 +185,6 @@ def test_a_short_videos_keyframes_are_decoded_apart(tmp_path: Path) -> None:
 
 
 
-def test_a_rotation_tag_does_not_turn_the_mark(tmp_path: Path) -> None:
-    """A copy tagged to play rotated by 90 degrees (its pixels untouched): verify reads the
-    frames and the keyframes as coded, where the mark is (OpenCV turned the frames upright
-    before, and the mark with them: 4.9), and searches all three poolings."""
-    marked = encode([watermark.embed(f) for f in panning_backdrop(6)], tmp_path / "m.mp4")
-    rotated = tmp_path / "rotated.mp4"
-    # ffmpeg 6 and later tag with -display_rotation (an input option); before, with the
-    # stream's rotate tag, which later versions accept and ignore.
-    tag = subprocess.run([ffmpeg_exe(), "-y", "-v", "error", "-display_rotation", "90",
-                          "-i", str(marked), "-c", "copy", str(rotated)], timeout=120)
-    if tag.returncode != 0:
-        subprocess.run([ffmpeg_exe(), "-y", "-v", "error", "-i", str(marked), "-c", "copy",
-                        "-metadata:s:v:0", "rotate=90", str(rotated)], check=True, timeout=120)
-    assert cv2.VideoCapture(str(rotated)).get(cv2.CAP_PROP_ORIENTATION_META)
-    assert [k.shape for k in sample_keyframes(rotated)] == [(SIZE[1], SIZE[0], 3)]
-    found = verify_file(rotated).watermark
-    assert found.marked and found.hypotheses == 3 * watermark_search.HYPOTHESES_PER_POOLING
-
-
 @pytest.mark.parametrize("error", [OSError("ffmpeg could not start"),
                                    MediaToolMissing("ffmpeg is not installed")])
 def test_without_its_keyframes_a_video_still_verifies(tmp_path: Path,

@@ -16,11 +16,12 @@ The tag is written and read by :mod:`swapd.merger.metadata_tag`; this module ver
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -32,6 +33,7 @@ from swapd.media import (
     VIDEO_SUFFIXES,
     MediaToolMissing,
     UnreadableMediaError,
+    display_turn,
     ffmpeg_exe,
     ffprobe_exe,
     probe_media,
@@ -99,11 +101,32 @@ class VerifyResult:
         return json.dumps(self.to_dict(), indent=indent, sort_keys=True)
 
 
-def _decode_image(path: Path, data: bytes) -> np.ndarray:
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+# cv2.rotate's code for a turn counter-clockwise by 90, 180 and 270 degrees
+_TURNS = {90: cv2.ROTATE_90_COUNTERCLOCKWISE, 180: cv2.ROTATE_180,
+          270: cv2.ROTATE_90_CLOCKWISE}
+AS_CODED, AS_DISPLAYED = "as coded", "as displayed"
+
+
+def _decode_image(path: Path, data: bytes) -> tuple[np.ndarray, np.ndarray | None]:
+    """The image as coded, and as a viewer shows it when its EXIF orientation turns or
+    mirrors it (else None)."""
+    buffer = np.frombuffer(data, np.uint8)
+    image = cv2.imdecode(buffer, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
     if image is None:
         raise UnreadableMediaError(path, "not a decodable image")
-    return image
+    if b"Exif" not in data and b"eXIf" not in data:
+        return image, None
+    shown = cv2.imdecode(buffer, cv2.IMREAD_COLOR)
+    same = shown is None or (shown.shape == image.shape and np.array_equal(shown, image))
+    return image, None if same else shown
+
+
+def _video_turn(probe: dict | None) -> int:
+    """Degrees counter-clockwise a player turns the first video stream's frames."""
+    for stream in (probe or {}).get("streams", []):
+        if stream.get("codec_type") == "video":
+            return display_turn(stream)
+    return 0
 
 
 def _frame_count(cap: cv2.VideoCapture, probe: dict | None) -> int:
@@ -261,29 +284,51 @@ def sample_keyframes(
         return
 
 
-class _BothSchemes:
-    """Feeds each frame to the v2 detector while the v1 detector consumes them (one decode)."""
+Displayed = Callable[[np.ndarray], np.ndarray]  # a frame as coded -> as a player shows it
 
-    def __init__(self, frames: Iterator[np.ndarray]) -> None:
+
+class _BothSchemes:
+    """Feeds each frame to the v2 detector while the v1 detector consumes them (one decode);
+    with *displayed*, the v2 detector also gets each frame as a player shows it."""
+
+    def __init__(self, frames: Iterator[np.ndarray], displayed: Displayed | None) -> None:
         self.frames = frames
         self.detector = watermark.Detector()
+        self.displayed = displayed
         self.count = 0
+
+    def add(self, frame: np.ndarray, keyframe: bool = False) -> None:
+        add = self.detector.add_keyframe if keyframe else self.detector.add
+        add(frame, AS_CODED)
+        if self.displayed is not None:
+            add(self.displayed(frame), AS_DISPLAYED)
 
     def __iter__(self) -> Iterator[np.ndarray]:
         for frame in self.frames:
             self.count += 1
-            self.detector.add(frame)
+            self.add(frame)
             yield frame
 
 
-def _check_watermarks(frames: Iterator[np.ndarray], keyframes: Iterable[np.ndarray] = ()
+def _check_watermarks(frames: Iterator[np.ndarray], keyframes: Iterable[np.ndarray] = (),
+                      displayed: Displayed | None = None
                       ) -> tuple[WatermarkEvidence, WatermarkEvidence, int]:
-    both = _BothSchemes(frames)
+    """The v2 evidence (the frames as coded and, with *displayed*, as a player shows them
+    too: a copy's tag may turn the pixels that carry the mark, or turn back pixels a copy
+    turned; both views' hypotheses count), the v1 evidence, and the frames read."""
+    both = _BothSchemes(frames, displayed)
     legacy = watermark_v1.detect(both)
     if both.count:
         for frame in keyframes:
-            both.detector.add_keyframe(frame)
+            both.add(frame, keyframe=True)
     return both.detector.result(), legacy, both.count
+
+
+def _turned(turn: int) -> Displayed | None:
+    """A frame turned *turn* degrees counter-clockwise (None for no turn)."""
+    if not turn:
+        return None
+    return functools.partial(cv2.rotate, rotateCode=_TURNS[turn])
 
 
 def verify_file(path: str | os.PathLike[str]) -> VerifyResult:
@@ -296,9 +341,10 @@ def verify_file(path: str | os.PathLike[str]) -> VerifyResult:
     if suffix in IMAGE_SUFFIXES:
         check_file(p)
         data = p.read_bytes()
-        image = _decode_image(p, data)
+        image, shown = _decode_image(p, data)
         metadata = read_image_tag(p, data)
-        evidence, legacy, _ = _check_watermarks(iter([image]))
+        evidence, legacy, _ = _check_watermarks(
+            iter([image]), displayed=None if shown is None else lambda _coded: shown)
         kind = "image"
     elif suffix in VIDEO_SUFFIXES:
         check_file(p)
@@ -309,7 +355,8 @@ def verify_file(path: str | os.PathLike[str]) -> VerifyResult:
             raise UnreadableMediaError(p, "no video stream")
         metadata = read_video_tag(p, probe)
         evidence, legacy, count = _check_watermarks(sample_video_frames(p, probe=probe),
-                                                    sample_keyframes(p, probe=probe))
+                                                    sample_keyframes(p, probe=probe),
+                                                    _turned(_video_turn(probe)))
         if count == 0:
             raise UnreadableMediaError(p, "no video frame could be decoded")
         kind = "video"

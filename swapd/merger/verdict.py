@@ -26,6 +26,8 @@ def chance_text(chance: float) -> str:
 def _geometry_text(evidence: WatermarkEvidence) -> str:
     geometry = evidence.geometry
     parts = []
+    if geometry.get("view") == "as displayed":  # the file's rotation tag or EXIF orientation
+        parts.append("as displayed, its orientation tag applied")
     if geometry.get("flipped"):
         parts.append("flipped")
     if geometry.get("angle_deg"):

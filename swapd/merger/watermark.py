@@ -39,7 +39,9 @@ Over the key's randomness it is a Rademacher sum, so by Hoeffding's inequality
 the chance that unmarked content reaches ``t`` anywhere is at most
 ``HYPOTHESES * exp(-t^2 / 2)``.  ``Z_THRESHOLD`` = 8.4 makes that bound 5.5e-9 per file
 (8.3 did 8.4e-9 for two poolings, 8.2 1e-8 for one).  Measured on 2,000+ unmarked inputs
-(see docs/benchmarks.md), the largest score was far below it.
+(see docs/benchmarks.md), the largest score was far below it.  A file searched more widely
+(frames of several sizes, or a second orientation: a video's rotation tag, an image's EXIF
+orientation) must score higher, :func:`threshold_for`, so its bound stays the same.
 
 Not designed for: deliberate removal by someone who knows the key and the scheme.  It is
 a provenance signal that survives what sharing does to a copy, next to the metadata tag,
@@ -76,9 +78,23 @@ _BLOCK = 8  # texture is measured per 8x8 block ...
 _TEXTURE_SHORT = 720  # ... of the frame brought to this shorter side at most
 _DITHER_SEED = 0x17D1
 
-__all__ = ["CELLS", "TILE", "SCHEME", "Z_THRESHOLD", "MIN_SIZE", "HYPOTHESES",
+__all__ = ["CELLS", "TILE", "SCHEME", "Z_THRESHOLD", "MIN_SIZE", "HYPOTHESES", "threshold_for",
            "WatermarkEvidence", "WatermarkError", "Detector", "embed", "detect",
            "chance_if_unmarked"]
+
+
+# The chance bound per file that Z_THRESHOLD gives a video's three poolings (5.5e-9).
+FALSE_ALARM_BOUND = HYPOTHESES * math.exp(-Z_THRESHOLD * Z_THRESHOLD / 2.0)
+
+
+def threshold_for(hypotheses: int) -> float:
+    """The score a search of *hypotheses* must reach: ``Z_THRESHOLD`` up to ``HYPOTHESES``
+    (never lower: that is what the false-positive runs measured), above it the next tenth
+    that keeps the union bound at most ``FALSE_ALARM_BOUND`` (twice the hypotheses: 8.5)."""
+    if hypotheses <= HYPOTHESES:
+        return Z_THRESHOLD
+    exact = math.sqrt(2.0 * math.log(hypotheses / FALSE_ALARM_BOUND))
+    return math.ceil(round(exact * 10.0, 6)) / 10.0
 
 
 def chance_if_unmarked(score: float, hypotheses: int = HYPOTHESES) -> float:
@@ -247,23 +263,31 @@ class Detector:
     Frames of one size are pooled for the search (their mean, and the mean of each frame
     whitened; the keyframes given to :meth:`add_keyframe`, the mean of each whitened); a
     file whose frames come in several sizes is searched once per size and the best score
-    counts (with the hypotheses of every search in its chance).  Frames smaller than 64x64
-    are skipped (not counted), and keyframes of a size no frame has; a frame of the wrong
-    dtype or layout raises :class:`WatermarkError`.
+    counts (with the hypotheses of every search in its chance and its threshold).  Frames
+    smaller than 64x64 are skipped (not counted), and keyframes of a size no frame has; a
+    frame of the wrong dtype or layout raises :class:`WatermarkError`.
+
+    A caller may add the same frames in a second *view* (a name: the frames as a player
+    shows a file with a rotation tag, beside the frames as coded): each view is searched
+    apart, its hypotheses counted, and ``geometry["view"]`` says where the mark was found.
     """
 
     def __init__(self) -> None:
-        self._sizes: dict[tuple[int, int], search.LowResFrames] = {}
-        self._keyframes: dict[tuple[int, int], search.LowResFrames] = {}
+        # view -> (frames by size, keyframes by size); the first view added is the main one
+        self._views: dict[str, tuple[dict[tuple[int, int], search.LowResFrames],
+                                     dict[tuple[int, int], search.LowResFrames]]] = {}
 
-    def add(self, frame: np.ndarray) -> None:
-        """Add one frame."""
-        self._add(frame, self._sizes)
+    def add(self, frame: np.ndarray, view: str = "as coded") -> None:
+        """Add one frame (of *view*)."""
+        self._add(frame, self._pools(view)[0])
 
-    def add_keyframe(self, frame: np.ndarray) -> None:
+    def add_keyframe(self, frame: np.ndarray, view: str = "as coded") -> None:
         """Add one of the file's keyframes, decoded apart from the frames :meth:`add` took
         (which may include it): searched as a pooling of its own."""
-        self._add(frame, self._keyframes)
+        self._add(frame, self._pools(view)[1])
+
+    def _pools(self, view: str) -> tuple[dict, dict]:
+        return self._views.setdefault(view, ({}, {}))
 
     @staticmethod
     def _add(frame: np.ndarray, sizes: dict[tuple[int, int], search.LowResFrames]) -> None:
@@ -275,23 +299,30 @@ class Detector:
 
     @property
     def frames(self) -> int:
-        """Frames added (and big enough to count)."""
-        return sum(a.count for a in self._sizes.values())
+        """Frames added (and big enough to count), in the main view."""
+        sizes = next(iter(self._views.values()), ({}, {}))[0]
+        return sum(a.count for a in sizes.values())
 
     def result(self) -> WatermarkEvidence:
         """The evidence of every frame added so far."""
-        if not self._sizes:
+        searches = [(view, search.search(frames, min(shape), keyframes.get(shape)))
+                    for view, (sizes, keyframes) in self._views.items()
+                    for shape, frames in sizes.items()]
+        if not searches:
             return WatermarkEvidence(score=0.0, marked=False, frames_checked=0)
-        searches = [search.search(frames, min(shape), self._keyframes.get(shape))
-                    for shape, frames in self._sizes.items()]
-        found = max(searches, key=lambda f: f.score)
-        hypotheses = sum(f.hypotheses for f in searches)
+        view, found = max(searches, key=lambda s: s[1].score)
+        hypotheses = sum(f.hypotheses for _, f in searches)
+        threshold = threshold_for(hypotheses)
+        geometry = found.geometry()
+        if len(self._views) > 1:
+            geometry["view"] = view
         return WatermarkEvidence(
             score=found.score,
-            marked=found.score >= Z_THRESHOLD,
+            marked=found.score >= threshold,
             frames_checked=self.frames,
             chance_if_unmarked=chance_if_unmarked(found.score, hypotheses),
-            geometry=found.geometry(),
+            threshold=threshold,
+            geometry=geometry,
             hypotheses=hypotheses,
         )
 
