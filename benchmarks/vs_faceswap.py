@@ -8,7 +8,7 @@
 The same faces (``setup_faceswap.py``: synthetic people extracted by ``swapd faces extract``
 as faceswap's 512 px head-centred PNGs, checked by faceswap's own reader), the same model,
 batch 16 per side, no previews, each tool started as its command (``swapd train``,
-``faceswap.py train``) in a fresh process. Two comparisons:
+``faceswap.py train``) in a fresh process. The comparisons:
 
 - ``default``: each tool as a user runs it: no environment variable, default options (faceswap:
   SSIM + MSE, coverage 100 %, torch's own threads with OpenMP spinning; swapd: SSIM + MAE,
@@ -20,6 +20,8 @@ batch 16 per side, no previews, each tool started as its command (``swapd train`
   native bf16, float32 elsewhere).
 - ``matched_fp32``: ``matched`` with swapd in float32 too (``mixed_precision = "off"``):
   the same arithmetic on both sides, what is left is each tool's own pipeline.
+- ``default_fp32``: ``default`` with swapd in float32: swapd as shipped on a CPU without
+  native bf16 (where ``auto`` picks float32), measurable on a CPU that has it.
 
 Both tools are timed the same way (``benchmarks/step_timer.py``): the clock at the end of each
 training step, so an interval holds everything a step costs the user, loading included.
@@ -53,9 +55,11 @@ BATCH = 16
 THREAD_VARIABLES = ("OMP_WAIT_POLICY", "OMP_NUM_THREADS", "GOMP_SPINCOUNT", "MKL_NUM_THREADS")
 MATCHED_SWAPD = ["--set", "loss=ssim", "--set", "extra_losses={mse = 1.0}",
                  "--set", "coverage=1.0"]
+FLOAT32 = ["--set", "mixed_precision=off"]  # faceswap trains in float32 by default
 COMPARISON_SWAPD = {"default": [], "matched": MATCHED_SWAPD,
-                    # faceswap trains in float32 by default
-                    "matched_fp32": [*MATCHED_SWAPD, "--set", "mixed_precision=off"]}
+                    "matched_fp32": [*MATCHED_SWAPD, *FLOAT32], "default_fp32": FLOAT32}
+# Comparisons that give faceswap swapd's thread set-up (the others run it as shipped).
+MATCHED_THREADS = {"matched", "matched_fp32"}
 
 
 def base_environment() -> dict[str, str]:
@@ -96,7 +100,7 @@ def timed_run(tool: str, setup: dict[str, Any], model: str, comparison: str,
         env["KERAS_HOME"] = setup["keras_home"]  # faceswap's installer's keras.json
         wrap = "lib.training.train:Trainer.train_one_step"  # what scripts/train.py calls
         command = faceswap_command(setup, model, faces, model_dir, iterations)
-    if comparison != "default":
+    if comparison in MATCHED_THREADS:
         env["OMP_WAIT_POLICY"] = "PASSIVE"  # swapd's own set-up, given to both
     started = time.perf_counter()
     result = subprocess.run([python, str(HERE / "step_timer.py"), "--out", str(steps),
@@ -187,7 +191,7 @@ def main() -> None:
                                         args.warmup, Path(tmp))
                         run["round"] = round_
                         runs.append(run)
-                        print(f"round {round_} {comparison:8} {model:12} {tool:9} "
+                        print(f"round {round_} {comparison:12} {model:12} {tool:9} "
                               f"{run['eg_per_s']:6.2f} EG/s (step {run['median_step_s']} s, "
                               f"first step after {run['first_step_after_s']} s)", flush=True)
                         result = {"date": time.strftime("%Y-%m-%d %H:%M"),
@@ -197,7 +201,7 @@ def main() -> None:
                                   "runs": runs}
                         args.out.write_text(json.dumps(result, indent=1))
     for row in summarise(runs):
-        print(f"{row['comparison']:8} {row['model']:12} swapd "
+        print(f"{row['comparison']:12} {row['model']:12} swapd "
               f"{row['swapd']['median_eg_per_s']} ({row['swapd']['min']}-"
               f"{row['swapd']['max']}) faceswap {row['faceswap']['median_eg_per_s']} "
               f"({row['faceswap']['min']}-{row['faceswap']['max']}) ratio {row['ratio']} "
