@@ -150,8 +150,8 @@ def display_turn(stream: dict) -> int:
             if "rotation" in side:
                 return round(float(side["rotation"]) / 90) % 4 * 90
         return round(-float(stream.get("tags", {}).get("rotate", 0)) / 90) % 4 * 90
-    except (TypeError, ValueError):
-        return 0  # a rotation that is not a number: shown as coded
+    except (TypeError, ValueError, OverflowError):
+        return 0  # a rotation that is not a (finite) number: shown as coded
 
 
 def _float(value: object) -> float | None:

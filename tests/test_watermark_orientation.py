@@ -102,7 +102,7 @@ def test_a_rotation_tag_does_not_turn_the_mark(tmp_path: Path) -> None:
     assert cv2.VideoCapture(str(rotated)).get(cv2.CAP_PROP_ORIENTATION_META)
     assert [k.shape for k in sample_keyframes(rotated)] == [(SIZE[1], SIZE[0], 3)]
     found = verify_file(rotated).watermark
-    assert found.marked and found.geometry["view"] == provenance.AS_CODED, found
+    assert found.marked and found.geometry["view"] == watermark.AS_CODED, found
     assert found.hypotheses == TWO_VIEWS and found.threshold == 8.5
 
 
@@ -123,7 +123,7 @@ def test_pixels_turned_and_tagged_back_are_searched_as_shown(tmp_path: Path,
     tagged = tag_rotation(turned, degrees, tmp_path / "tagged.mp4")
     assert watermark.detect(frames).score < watermark.Z_THRESHOLD  # as coded: not found
     found = verify_file(tagged).watermark
-    assert found.marked and found.geometry["view"] == provenance.AS_DISPLAYED, found
+    assert found.marked and found.geometry["view"] == watermark.AS_DISPLAYED, found
     assert found.hypotheses == TWO_VIEWS and found.threshold == 8.5
     assert "as displayed" in watermark_text(found)
     untagged = verify_file(turned).watermark  # no tag: one view, and the turned mark is lost
@@ -131,44 +131,92 @@ def test_pixels_turned_and_tagged_back_are_searched_as_shown(tmp_path: Path,
     assert untagged.hypotheses == TWO_VIEWS // 2 and untagged.threshold == 8.4
 
 
-def with_exif_orientation(jpeg: bytes, orientation: int) -> bytes:
-    """*jpeg* with an APP1 Exif segment holding one IFD entry: Orientation (0x0112)."""
-    tiff = (b"II*\x00" + struct.pack("<I", 8) + struct.pack("<H", 1)
+def exif_orientation(orientation: int) -> bytes:
+    """A little-endian TIFF block with one IFD entry: Orientation (0x0112)."""
+    return (b"II*\x00" + struct.pack("<I", 8) + struct.pack("<H", 1)
             + struct.pack("<HHIHH", 0x0112, 3, 1, orientation, 0) + struct.pack("<I", 0))
-    payload = b"Exif\x00\x00" + tiff
+
+
+def jpeg_with_orientation(image: np.ndarray, orientation: int) -> bytes:
+    """*image* as a JPEG (q90) with an APP1 Exif segment holding *orientation*."""
+    jpeg = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes()
+    payload = b"Exif\x00\x00" + exif_orientation(orientation)
     return jpeg[:2] + b"\xff\xe1" + struct.pack(">H", len(payload) + 2) + payload + jpeg[2:]
 
 
-def test_an_exif_orientation_is_searched_both_ways(tmp_path: Path) -> None:
-    """A JPEG whose EXIF orientation turns it (6: shown turned 90 degrees clockwise): found
-    whether the mark is in the coded pixels (a tag added to a marked image) or upright on
-    screen (pixels turned, tagged to turn back); OpenCV's decode turned it before, which
-    lost the first. Without a turning orientation, one view as before."""
+def _riff_chunk(tag: bytes, payload: bytes) -> bytes:
+    return tag + struct.pack("<I", len(payload)) + payload + b"\x00" * (len(payload) % 2)
+
+
+def webp_with_orientation(image: np.ndarray, orientation: int) -> bytes:
+    """*image* as a lossless WebP in the extended format: a VP8X header saying it carries
+    EXIF, the image's VP8L chunk, and an EXIF chunk (bare TIFF, as the WebP spec has it)."""
+    simple = cv2.imencode(".webp", image, [cv2.IMWRITE_WEBP_QUALITY, 101])[1].tobytes()
+    assert simple[12:16] == b"VP8L"
+    h, w = image.shape[:2]
+    vp8x = _riff_chunk(b"VP8X", bytes([0x08, 0, 0, 0]) + (w - 1).to_bytes(3, "little")
+                       + (h - 1).to_bytes(3, "little"))
+    body = b"WEBP" + vp8x + simple[12:] + _riff_chunk(b"EXIF", exif_orientation(orientation))
+    return b"RIFF" + struct.pack("<I", len(body)) + body
+
+
+# EXIF orientation -> what turns a picture into the pixels to store so that a viewer,
+# applying the orientation, shows the picture upright
+UNDO = {3: lambda im: cv2.rotate(im, cv2.ROTATE_180),
+        6: lambda im: cv2.rotate(im, cv2.ROTATE_90_COUNTERCLOCKWISE),
+        8: lambda im: cv2.rotate(im, cv2.ROTATE_90_CLOCKWISE),
+        5: lambda im: np.ascontiguousarray(im.transpose(1, 0, 2))}  # a mirrored one
+
+
+@pytest.mark.parametrize("orientation", sorted(UNDO))
+def test_an_exif_orientation_is_searched_both_ways(tmp_path: Path, orientation: int) -> None:
+    """A JPEG whose EXIF orientation turns it: found whether the mark is in the coded pixels
+    (a tag added to a marked image) or upright on screen (pixels turned, tagged to turn
+    back); OpenCV's decode turned it before, which lost the first. An image's two views
+    search fewer hypotheses than a video's three poolings: the threshold stays 8.4."""
     marked = watermark.embed(panning_backdrop(3, frames=1)[0])
-    quality = [cv2.IMWRITE_JPEG_QUALITY, 90]
     tagged = tmp_path / "tagged.jpg"
-    tagged.write_bytes(with_exif_orientation(cv2.imencode(".jpg", marked, quality)[1].tobytes(),
-                                             6))
-    assert cv2.imread(str(tagged)).shape == (SIZE[0], SIZE[1], 3)  # OpenCV turns it
+    tagged.write_bytes(jpeg_with_orientation(marked, orientation))
+    shown = cv2.imread(str(tagged))
+    assert shown.shape != marked.shape or not np.array_equal(shown, cv2.imread(
+        str(tagged), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION))  # OpenCV applies it
     found = verify_file(tagged).watermark
-    assert found.marked and found.geometry["view"] == provenance.AS_CODED, found
-    # an image's two views search fewer hypotheses than a video's three poolings: still 8.4
+    assert found.marked and found.geometry["view"] == watermark.AS_CODED, found
     assert found.hypotheses == 2 * watermark_search.HYPOTHESES_PER_POOLING
     assert found.threshold == watermark.Z_THRESHOLD
 
-    back = cv2.rotate(marked, cv2.ROTATE_90_COUNTERCLOCKWISE)  # orientation 6 turns it back
     turned = tmp_path / "turned.jpg"
-    turned.write_bytes(with_exif_orientation(cv2.imencode(".jpg", back, quality)[1].tobytes(),
-                                             6))
+    turned.write_bytes(jpeg_with_orientation(UNDO[orientation](marked), orientation))
     found = verify_file(turned).watermark
-    assert found.marked and found.geometry["view"] == provenance.AS_DISPLAYED, found
+    assert found.marked and found.geometry["view"] == watermark.AS_DISPLAYED, found
 
-    upright = tmp_path / "upright.jpg"  # orientation 1: nothing turns, one view
-    upright.write_bytes(with_exif_orientation(cv2.imencode(".jpg", marked, quality)[1].tobytes(),
-                                              1))
+
+def test_a_webp_orientation_and_orientation_1(tmp_path: Path) -> None:
+    """A WebP's EXIF chunk (no ``Exif`` prefix) is read too; orientation 1 turns nothing, so
+    one view is searched, as before."""
+    marked = watermark.embed(panning_backdrop(4, frames=1)[0])
+    turned = tmp_path / "turned.webp"
+    turned.write_bytes(webp_with_orientation(UNDO[6](marked), 6))
+    found = verify_file(turned).watermark
+    assert found.marked and found.geometry["view"] == watermark.AS_DISPLAYED, found
+
+    upright = tmp_path / "upright.jpg"
+    upright.write_bytes(jpeg_with_orientation(marked, 1))
     found = verify_file(upright).watermark
     assert found.marked and "view" not in found.geometry
     assert found.hypotheses == watermark_search.HYPOTHESES_PER_POOLING
+
+
+def test_frames_of_two_sizes_count_both_searches() -> None:
+    """An untagged file whose frames come in two sizes (a stream that changes resolution) is
+    searched once per size: four poolings' hypotheses, more than a video's three, so the
+    threshold is 8.5 (it was 8.4 whatever was searched, before December 2026)."""
+    frames = panning_backdrop(5, frames=4)
+    small = [cv2.resize(f, (640, 360), interpolation=cv2.INTER_AREA) for f in frames[2:]]
+    found = watermark.detect([watermark.embed(f) for f in frames[:2]]
+                             + [watermark.embed(f) for f in small])
+    assert found.hypotheses == 4 * watermark_search.HYPOTHESES_PER_POOLING
+    assert found.threshold == 8.5 and found.marked and "view" not in found.geometry
 
 
 def test_the_threshold_keeps_the_bound_per_file() -> None:
@@ -194,6 +242,8 @@ def test_the_threshold_keeps_the_bound_per_file() -> None:
     ({"tags": {"rotate": "-180"}}, 180),
     ({"side_data_list": [{"rotation": -89.9}]}, 270),
     ({"tags": {"rotate": "sideways"}}, 0),
+    ({"tags": {"rotate": "inf"}}, 0),
+    ({"side_data_list": [{"rotation": 1e400}]}, 0),
     ({}, 0),
 ])
 def test_display_turn_reads_either_tag(stream: dict, turn: int) -> None:

@@ -41,7 +41,7 @@ from swapd.media import (
 from swapd.merger import watermark, watermark_v1
 from swapd.merger.content_credentials import ManifestEvidence, read_manifest
 from swapd.merger.metadata_tag import check_file, read_image_tag, read_video_tag
-from swapd.merger.watermark import WatermarkEvidence
+from swapd.merger.watermark import AS_CODED, AS_DISPLAYED, WatermarkEvidence
 
 MAX_VIDEO_FRAMES = 60
 # Decoding a whole video with OpenCV is fine up to about this many pixels (900 frames of
@@ -104,18 +104,16 @@ class VerifyResult:
 # cv2.rotate's code for a turn counter-clockwise by 90, 180 and 270 degrees
 _TURNS = {90: cv2.ROTATE_90_COUNTERCLOCKWISE, 180: cv2.ROTATE_180,
           270: cv2.ROTATE_90_CLOCKWISE}
-AS_CODED, AS_DISPLAYED = "as coded", "as displayed"
 
 
 def _decode_image(path: Path, data: bytes) -> tuple[np.ndarray, np.ndarray | None]:
     """The image as coded, and as a viewer shows it when its EXIF orientation turns or
-    mirrors it (else None)."""
+    mirrors it (else None). Decoded twice: EXIF sits in a JPEG's APP1, a PNG's eXIf or a
+    WebP's EXIF chunk, and the decoder knows where better than a byte search would."""
     buffer = np.frombuffer(data, np.uint8)
     image = cv2.imdecode(buffer, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
     if image is None:
         raise UnreadableMediaError(path, "not a decodable image")
-    if b"Exif" not in data and b"eXIf" not in data:
-        return image, None
     shown = cv2.imdecode(buffer, cv2.IMREAD_COLOR)
     same = shown is None or (shown.shape == image.shape and np.array_equal(shown, image))
     return image, None if same else shown
@@ -124,7 +122,8 @@ def _decode_image(path: Path, data: bytes) -> tuple[np.ndarray, np.ndarray | Non
 def _video_turn(probe: dict | None) -> int:
     """Degrees counter-clockwise a player turns the first video stream's frames."""
     for stream in (probe or {}).get("streams", []):
-        if stream.get("codec_type") == "video":
+        if stream.get("codec_type") == "video" and not stream.get("disposition", {}).get(
+                "attached_pic"):  # cover art is no frame of the video
             return display_turn(stream)
     return 0
 

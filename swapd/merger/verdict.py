@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from swapd.merger.content_credentials import ManifestEvidence
 from swapd.merger.provenance import VerifyResult
-from swapd.merger.watermark import WatermarkEvidence
+from swapd.merger.watermark import AS_DISPLAYED, WatermarkEvidence
 
 
 def chance_text(chance: float) -> str:
@@ -26,7 +26,7 @@ def chance_text(chance: float) -> str:
 def _geometry_text(evidence: WatermarkEvidence) -> str:
     geometry = evidence.geometry
     parts = []
-    if geometry.get("view") == "as displayed":  # the file's rotation tag or EXIF orientation
+    if geometry.get("view") == AS_DISPLAYED:  # the file's rotation tag or EXIF orientation
         parts.append("as displayed, its orientation tag applied")
     if geometry.get("flipped"):
         parts.append("flipped")

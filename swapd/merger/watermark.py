@@ -74,11 +74,14 @@ Z_THRESHOLD = 8.4
 HEADROOM = 2
 MIN_SIZE = 64
 HYPOTHESES = search.HYPOTHESES
+# The views a Detector searches: a file's pixels as coded, and as a player shows them
+AS_CODED, AS_DISPLAYED = "as coded", "as displayed"
 _BLOCK = 8  # texture is measured per 8x8 block ...
 _TEXTURE_SHORT = 720  # ... of the frame brought to this shorter side at most
 _DITHER_SEED = 0x17D1
 
 __all__ = ["CELLS", "TILE", "SCHEME", "Z_THRESHOLD", "MIN_SIZE", "HYPOTHESES", "threshold_for",
+           "AS_CODED", "AS_DISPLAYED",
            "WatermarkEvidence", "WatermarkError", "Detector", "embed", "detect",
            "chance_if_unmarked"]
 
@@ -277,11 +280,11 @@ class Detector:
         self._views: dict[str, tuple[dict[tuple[int, int], search.LowResFrames],
                                      dict[tuple[int, int], search.LowResFrames]]] = {}
 
-    def add(self, frame: np.ndarray, view: str = "as coded") -> None:
+    def add(self, frame: np.ndarray, view: str = AS_CODED) -> None:
         """Add one frame (of *view*)."""
         self._add(frame, self._pools(view)[0])
 
-    def add_keyframe(self, frame: np.ndarray, view: str = "as coded") -> None:
+    def add_keyframe(self, frame: np.ndarray, view: str = AS_CODED) -> None:
         """Add one of the file's keyframes, decoded apart from the frames :meth:`add` took
         (which may include it): searched as a pooling of its own."""
         self._add(frame, self._pools(view)[1])
