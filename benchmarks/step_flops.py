@@ -66,7 +66,8 @@ def matmul_peak(n: int = 2048, repeats: int = 20) -> float:
 def rates(results: dict[str, Any], flops: dict[str, int], peak: float) -> list[dict[str, Any]]:
     """Each float32 comparison's median step per tool, as GFLOP/s and share of the peak."""
     rows = []
-    runs = [r for r in results["runs"] if r["comparison"] in FLOAT32_COMPARISONS]
+    runs = [r for r in results["runs"]
+            if r["comparison"] in FLOAT32_COMPARISONS and r["model"] in flops]
     for key in sorted({(r["comparison"], r["model"], r["tool"]) for r in runs}):
         comparison, model, tool = key
         steps = [r["median_step_s"] for r in runs

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import IO, TypeVar
+from typing import IO, Any, TypeVar
 
 import cv2
 import numpy as np
@@ -140,7 +140,7 @@ def _fraction(text: str | None) -> Fraction | None:
     return value if value > 0 else None
 
 
-def display_turn(stream: dict) -> int:
+def display_turn(stream: dict[str, Any]) -> int:
     """Degrees counter-clockwise (0, 90, 180 or 270) a player turns a video stream's coded
     frames to show them, from ffprobe's ``-show_streams`` data: the display matrix's
     ``rotation`` (counter-clockwise, as ffprobe reports it), else the old ``rotate`` tag

@@ -38,7 +38,8 @@ def _geometry_text(evidence: WatermarkEvidence) -> str:
 
 
 def watermark_text(evidence: WatermarkEvidence) -> str:
-    """'watermark found (score 23.1 >= 8.4, ...)' or 'no watermark (score 3.2 < 8.4, ...)'."""
+    """'watermark found (score 23.1 >= threshold 8.4, ...)' or 'no watermark (score 3.2 <
+    threshold 8.4: ...)'; the threshold is the evidence's own (8.5 for a tagged video)."""
     score = f"score {evidence.score:.1f}"
     chance = chance_text(evidence.chance_if_unmarked)
     if evidence.marked:

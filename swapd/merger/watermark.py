@@ -260,6 +260,9 @@ def _off_the_limits(colour: np.ndarray) -> np.ndarray:
     return np.clip(colour, HEADROOM, 255 - HEADROOM)
 
 
+_BySize = dict[tuple[int, int], search.LowResFrames]  # a view's frames, pooled per size
+
+
 class Detector:
     """Accumulates frames (all of one video, or a single image), then checks them for the mark.
 
@@ -277,8 +280,7 @@ class Detector:
 
     def __init__(self) -> None:
         # view -> (frames by size, keyframes by size); the first view added is the main one
-        self._views: dict[str, tuple[dict[tuple[int, int], search.LowResFrames],
-                                     dict[tuple[int, int], search.LowResFrames]]] = {}
+        self._views: dict[str, tuple[_BySize, _BySize]] = {}
 
     def add(self, frame: np.ndarray, view: str = AS_CODED) -> None:
         """Add one frame (of *view*)."""
@@ -289,11 +291,11 @@ class Detector:
         (which may include it): searched as a pooling of its own."""
         self._add(frame, self._pools(view)[1])
 
-    def _pools(self, view: str) -> tuple[dict, dict]:
+    def _pools(self, view: str) -> tuple[_BySize, _BySize]:
         return self._views.setdefault(view, ({}, {}))
 
     @staticmethod
-    def _add(frame: np.ndarray, sizes: dict[tuple[int, int], search.LowResFrames]) -> None:
+    def _add(frame: np.ndarray, sizes: _BySize) -> None:
         _check_layout(frame)
         if not _big_enough(frame):
             return  # too small to carry usable evidence
