@@ -13,6 +13,7 @@ import json
 import math
 import struct
 import subprocess
+import zlib
 from pathlib import Path
 
 import cv2
@@ -160,6 +161,16 @@ def webp_with_orientation(image: np.ndarray, orientation: int) -> bytes:
     return b"RIFF" + struct.pack("<I", len(body)) + body
 
 
+def png_with_orientation(image: np.ndarray, orientation: int) -> bytes:
+    """*image* as a PNG with an ``eXIf`` chunk (bare TIFF) after its header, before IDAT."""
+    png = cv2.imencode(".png", image)[1].tobytes()
+    header_end = 8 + 4 + 4 + 13 + 4  # the signature, then IHDR: length, type, data, CRC
+    data = exif_orientation(orientation)
+    chunk = (struct.pack(">I", len(data)) + b"eXIf" + data
+             + struct.pack(">I", zlib.crc32(b"eXIf" + data)))
+    return png[:header_end] + chunk + png[header_end:]
+
+
 # EXIF orientation -> what turns a picture into the pixels to store so that a viewer,
 # applying the orientation, shows the picture upright
 UNDO = {3: lambda im: cv2.rotate(im, cv2.ROTATE_180),
@@ -191,12 +202,14 @@ def test_an_exif_orientation_is_searched_both_ways(tmp_path: Path, orientation: 
     assert found.marked and found.geometry["view"] == watermark.AS_DISPLAYED, found
 
 
-def test_a_webp_orientation_and_orientation_1(tmp_path: Path) -> None:
-    """A WebP's EXIF chunk (no ``Exif`` prefix) is read too; orientation 1 turns nothing, so
-    one view is searched, as before."""
+@pytest.mark.parametrize("suffix", [".webp", ".png"])
+def test_a_webp_or_png_orientation_and_orientation_1(tmp_path: Path, suffix: str) -> None:
+    """A WebP's EXIF chunk and a PNG's eXIf (neither with the ``Exif`` prefix of a JPEG's)
+    are read too; orientation 1 turns nothing, so one view is searched, as before."""
     marked = watermark.embed(panning_backdrop(4, frames=1)[0])
-    turned = tmp_path / "turned.webp"
-    turned.write_bytes(webp_with_orientation(UNDO[6](marked), 6))
+    write = webp_with_orientation if suffix == ".webp" else png_with_orientation
+    turned = tmp_path / f"turned{suffix}"
+    turned.write_bytes(write(UNDO[6](marked), 6))
     found = verify_file(turned).watermark
     assert found.marked and found.geometry["view"] == watermark.AS_DISPLAYED, found
 
