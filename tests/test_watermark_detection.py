@@ -31,9 +31,10 @@ def panning_backdrop(seed: int, frames: int = 25) -> list[np.ndarray]:
 
 
 def encode(frames: list[np.ndarray], path: Path) -> Path:
-    """The merger's encode: H.264 CRF 18, veryfast."""
+    """The merger's encode: H.264 CRF 18, veryfast (frames of any one size)."""
+    h, w = frames[0].shape[:2]
     cmd = [ffmpeg_exe(), "-y", "-v", "error", "-f", "rawvideo", "-pix_fmt", "bgr24",
-           "-s", f"{SIZE[0]}x{SIZE[1]}", "-r", "25", "-i", "-", "-c:v", "libx264", "-crf", "18",
+           "-s", f"{w}x{h}", "-r", "25", "-i", "-", "-c:v", "libx264", "-crf", "18",
            "-preset", "veryfast", "-pix_fmt", "yuv420p", str(path)]
     subprocess.run(cmd, input=b"".join(f.tobytes() for f in frames), check=True, timeout=120)
     return path

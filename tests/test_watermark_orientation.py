@@ -9,7 +9,6 @@ video is encoded and tagged by the real ffmpeg, every image decoded by OpenCV.
 
 from __future__ import annotations
 
-import json
 import math
 import struct
 import subprocess
@@ -20,7 +19,7 @@ import cv2
 import numpy as np
 import pytest
 
-from swapd.media import display_turn, ffmpeg_exe, ffprobe_exe
+from swapd.media import display_turn, ffmpeg_exe, probe_media
 from swapd.merger import provenance, watermark, watermark_search
 from swapd.merger.provenance import sample_keyframes, verify_file
 from swapd.merger.verdict import watermark_text
@@ -51,19 +50,14 @@ def tag_rotation(src: Path, degrees: int, dst: Path) -> Path:
 
 def turn_of(path: Path) -> int:
     """What :func:`swapd.media.display_turn` reads from ffprobe for *path*."""
-    probe = json.loads(subprocess.run([ffprobe_exe(), "-v", "error", "-show_streams",
-                                       "-of", "json", str(path)], capture_output=True,
-                                      text=True, check=True).stdout)
-    return display_turn(probe["streams"][0])
+    return display_turn(probe_media(path)["streams"][0])
 
 
 def decoded(path: Path, autorotate: bool) -> np.ndarray:
     """The first frame as the ffmpeg program decodes it, turned as players turn it or not."""
-    probe = json.loads(subprocess.run([ffprobe_exe(), "-v", "error", "-show_streams",
-                                       "-of", "json", str(path)], capture_output=True,
-                                      text=True, check=True).stdout)["streams"][0]
-    w, h = int(probe["width"]), int(probe["height"])
-    if autorotate and display_turn(probe) % 180:
+    stream = probe_media(path)["streams"][0]
+    w, h = int(stream["width"]), int(stream["height"])
+    if autorotate and display_turn(stream) % 180:
         w, h = h, w
     flag = [] if autorotate else ["-noautorotate"]
     raw = subprocess.run([ffmpeg_exe(), "-v", "error", *flag, "-i", str(path), "-frames:v",
@@ -115,12 +109,7 @@ def test_pixels_turned_and_tagged_back_are_searched_as_shown(tmp_path: Path,
     searched alone before)."""
     code = {90: cv2.ROTATE_90_CLOCKWISE, 180: cv2.ROTATE_180}[degrees]
     frames = [cv2.rotate(watermark.embed(f), code) for f in panning_backdrop(6, frames=12)]
-    h, w = frames[0].shape[:2]
-    turned = tmp_path / "turned.mp4"
-    subprocess.run([ffmpeg_exe(), "-y", "-v", "error", "-f", "rawvideo", "-pix_fmt", "bgr24",
-                    "-s", f"{w}x{h}", "-r", "25", "-i", "-", "-c:v", "libx264", "-crf", "18",
-                    "-preset", "veryfast", "-pix_fmt", "yuv420p", str(turned)],
-                   input=b"".join(f.tobytes() for f in frames), check=True, timeout=120)
+    turned = encode(frames, tmp_path / "turned.mp4")
     tagged = tag_rotation(turned, degrees, tmp_path / "tagged.mp4")
     assert watermark.detect(frames).score < watermark.Z_THRESHOLD  # as coded: not found
     found = verify_file(tagged).watermark
