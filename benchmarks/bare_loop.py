@@ -8,9 +8,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import swapd  # noqa: F401  (first: it sets OpenMP's wait policy before torch loads)
+
+# isort: split
+
 import torch
 
-import swapd  # noqa: F401  (first: it sets OpenMP's wait policy before torch loads)
 from swapd.trainer.loop import Trainer
 from swapd.trainer.losses import FaceLoss, combine_losses
 from swapd.trainer.models import SwapModel, build_model

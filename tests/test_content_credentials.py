@@ -92,15 +92,35 @@ def test_changed_files_are_reported_tampered(merged: dict[str, Path], tmp_path: 
         assert "TAMPERED" in verdict_line(result)
 
 
-def test_formats_without_embedding_get_a_sidecar(ca: Path, tmp_path: Path) -> None:
-    image = tmp_path / "frame.webp"
-    cv2.imwrite(str(image), np.full((120, 160, 3), 90, np.uint8))
+def test_formats_the_library_cannot_embed_in_get_a_sidecar(ca: Path, tmp_path: Path) -> None:
+    """BMP (and MKV, WebM) get a sidecar, which verify reads; WebP embeds its manifest."""
     credentials = load_credentials(ca / "signer-chain.pem", ca / "signer-key.pem")
+    image = tmp_path / "frame.bmp"
+    cv2.imwrite(str(image), np.full((120, 160, 3), 90, np.uint8))
     assert sign_file(image, None, credentials) == sidecar_path(image)
     manifest = read_manifest(image)
     assert manifest.state == "untrusted" and manifest.where == "sidecar"
+    result = verify_file(image)
+    assert "C2PA manifest" in result.marks and "(sidecar)" in verdict_line(result)
     image.write_bytes(image.read_bytes()[:-8] + b"12345678")  # the file changed
     assert read_manifest(image).state == "tampered"
+    webp = tmp_path / "frame.webp"
+    cv2.imwrite(str(webp), np.full((120, 160, 3), 90, np.uint8))
+    assert sign_file(webp, None, credentials) == webp and not sidecar_path(webp).exists()
+    assert read_manifest(webp).where == "embedded"
+
+
+def test_jpeg_and_mov_carry_it_embedded(ca: Path, synthetic_clip: Path, tmp_path: Path) -> None:
+    credentials = load_credentials(ca / "signer-chain.pem", ca / "signer-key.pem")
+    mov, jpeg = tmp_path / "clip.mov", tmp_path / "still.jpg"
+    subprocess.run(["ffmpeg", "-v", "error", "-i", str(synthetic_clip), "-c", "copy", str(mov)],
+                   check=True)
+    cv2.imwrite(str(jpeg), np.full((120, 160, 3), 90, np.uint8))
+    for path in (mov, jpeg):
+        assert sign_file(path, synthetic_clip, credentials) == path
+        manifest = read_manifest(path)
+        assert (manifest.state, manifest.where, manifest.generator) == (
+            "untrusted", "embedded", "swapd")
 
 
 def test_unsigned_file_has_no_manifest(tmp_path: Path) -> None:
@@ -162,11 +182,19 @@ def test_merge_with_bad_certificate_stops_before_any_output(
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 
-def test_local_ca_is_made_once_and_reused(tmp_path: Path) -> None:
-    first = load_credentials(local_dir=tmp_path / "c2pa")
+def test_local_ca_is_made_once_and_reused(tmp_path: Path,
+                                          caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level("WARNING", logger="swapd.merger.c2pa_credentials"):
+        first = load_credentials(local_dir=tmp_path / "c2pa")
+    said = [r.getMessage() for r in caplog.records]  # the user is told, once
+    assert len(said) == 1 and "validators will call the signer untrusted" in said[0]
     assert first.local_ca and (tmp_path / "c2pa" / "signer-key.pem").stat().st_mode & 0o077 == 0
+    caplog.clear()
     again = load_credentials(local_dir=tmp_path / "c2pa")
-    assert again.chain_pem == first.chain_pem
+    assert again.chain_pem == first.chain_pem and not caplog.records
+    (tmp_path / "c2pa" / "signer-key.pem").unlink()  # half of it lost (a crash, a hand)
+    with pytest.raises(CredentialsError, match="incomplete.*delete"):
+        load_credentials(local_dir=tmp_path / "c2pa")
     shutil.rmtree(tmp_path / "c2pa")
 
 

@@ -15,7 +15,13 @@ from swapd.demo.identity import DEMO_A, DEMO_B
 from swapd.trainer.augment import AugmentSettings
 from swapd.trainer.batches import BatchLoader
 from swapd.trainer.data import FaceSet
-from swapd.trainer.face_cache import BoundedFaces, capacity_for, face_bytes
+from swapd.trainer.face_cache import (
+    BoundedFaces,
+    capacity_for,
+    cgroup_memory_limit,
+    face_bytes,
+    machine_memory,
+)
 from swapd.trainer.options import TrainerOptions
 
 SIZE = 32
@@ -123,3 +129,32 @@ def test_the_cap_from_the_job_option() -> None:
     assert capacity_for(0, 64, 3, 3) is not None  # auto: a share of this machine's memory
     assert TrainerOptions().face_cache_mib == 0
     assert TrainerOptions(face_cache_mib=2048).face_cache_mib == 2048
+
+
+def _group(root: Path, own: str, limits: dict[str, str]) -> tuple[Path, Path]:
+    """A control-group tree as the kernel shows it: *limits* maps a file under *root* to its
+    text; *own* is /proc/self/cgroup's text."""
+    for name, text in limits.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text + "\n")
+    (root / "self_cgroup").write_text(own)
+    return root, root / "self_cgroup"
+
+
+def test_the_automatic_cap_follows_a_control_groups_memory_limit(tmp_path: Path) -> None:
+    """A service under systemd's MemoryMax= (cgroup v2) or in a container (v1) gets a quarter
+    of what it may use, not of the machine; the tightest group on the way up counts."""
+    gib = 1 << 30
+    physical = machine_memory(tmp_path / "none", tmp_path / "no_such_file")
+    assert physical and physical > gib  # no groups: the machine's memory
+    v2 = _group(tmp_path / "v2", "0::/system.slice/swapd.service\n", {
+        "system.slice/swapd.service/memory.max": str(gib), "system.slice/memory.max": "max"})
+    assert machine_memory(*v2) == min(gib, physical)
+    (v2[0] / "system.slice/memory.max").write_text(str(gib // 2))  # the slice is tighter
+    assert cgroup_memory_limit(*v2) == gib // 2
+    v1 = _group(tmp_path / "v1", "4:memory:/docker/abc\n3:cpuset:/\n", {
+        "memory/docker/abc/memory.limit_in_bytes": str(3 * gib),
+        "memory/memory.limit_in_bytes": "9223372036854771712"})  # v1's "no limit"
+    assert cgroup_memory_limit(*v1) == 3 * gib
+    unlimited = _group(tmp_path / "max", "0::/user.slice\n", {"user.slice/memory.max": "max"})
+    assert cgroup_memory_limit(*unlimited) is None

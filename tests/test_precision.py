@@ -25,6 +25,7 @@ from swapd.trainer.precision import (
     MixedPrecision,
     cpu_capabilities,
     cpu_has_native_bf16,
+    cuda_has_native_bf16,
     resolve_precision,
 )
 from swapd.trainer.state import TrainState
@@ -95,6 +96,27 @@ def test_auto_and_bf16_follow_the_cpu_check(caplog: pytest.LogCaptureFixture) ->
     assert MixedPrecision("bf16", CPU, cpu_bf16=has).mode == "bf16"
     assert MixedPrecision("bf16", CPU, cpu_bf16=lacks).mode == "off"
     assert MixedPrecision("auto", CPU, cpu_bf16=lacks).option == "auto"
+
+
+def test_on_cuda_only_native_bf16_counts(caplog: pytest.LogCaptureFixture) -> None:
+    """A GPU before Ampere emulates bf16 (torch's own check counts that by default): auto
+    stays float32 there, an explicit bf16 says why it does too; fp16 is kept as asked."""
+    cuda = torch.device("cuda")  # a device name only: nothing runs on it here
+
+    def native() -> bool:
+        return True
+
+    def emulated() -> bool:
+        return False
+
+    assert resolve_precision("auto", cuda, cuda_bf16=native) == "bf16"
+    assert resolve_precision("auto", cuda, cuda_bf16=emulated) == "off"
+    assert resolve_precision("fp16", cuda, cuda_bf16=emulated) == "fp16"
+    with caplog.at_level(logging.WARNING):
+        assert resolve_precision("bf16", cuda, cuda_bf16=emulated) == "off"
+    assert "no native bf16" in caplog.text
+    if not torch.cuda.is_available():
+        assert cuda_has_native_bf16() is False  # and no error without a GPU
 
 
 def test_the_trainers_default_follows_the_cpu_policy(faces: tuple[Path, Path],

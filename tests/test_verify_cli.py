@@ -62,8 +62,10 @@ def test_exit_0_only_when_every_file_is_marked(files: dict[str, Path],
                                                capsys: pytest.CaptureFixture[str]) -> None:
     assert _run(capsys, str(files["both.png"]), str(files["stripped.jpg"]))[0] == 0
     assert _run(capsys, str(files["plain.png"]))[0] == 1
-    code, lines, err = _run(capsys, str(files["both.png"]), str(files["broken.mp4"]))
-    assert code == 2 and len(lines) == 1 and "broken.mp4" in err
+    code, lines, err = _run(capsys, str(files["both.png"]), str(files["broken.mp4"]),
+                            str(files["plain.png"]))
+    assert code == 2 and len(lines) == 2  # 2 (unreadable) wins over 1 (not marked)
+    assert err.startswith(f"swapd verify: {files['broken.mp4']}: ")
 
 
 def test_old_v1_marks_and_lone_tags_still_count(files: dict[str, Path],

@@ -27,14 +27,21 @@ def _verify_targets(names: list[str]) -> list[Path]:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    """One line per file. 0: every file marked, 1: some file not marked, 2: some file
-    unreadable (or a folder without media files)."""
+    """One line per file (a file that cannot be checked: on stderr, and the others are still
+    checked). 0: every file marked, 1: some file not marked, 2: some file unreadable (or a
+    folder without media files); 2 wins over 1."""
     import json
 
     from swapd.media import UnreadableMediaError
+    from swapd.merger.content_credentials import read_trust_anchors
     from swapd.merger.provenance import verify_file
     from swapd.merger.verdict import verdict_line
 
+    try:
+        anchors = read_trust_anchors(args.trust_anchors) if args.trust_anchors else None
+    except ValueError as exc:
+        print(f"swapd verify: --trust-anchors {exc}", file=sys.stderr)
+        return EXIT_USAGE
     targets = _verify_targets(args.files)
     if not targets:
         print(f"swapd verify: no image or video files in {', '.join(args.files)}",
@@ -43,12 +50,14 @@ def cmd_verify(args: argparse.Namespace) -> int:
     status = 0
     for path in targets:
         try:
-            result = verify_file(path)
-        except UnreadableMediaError as exc:
+            result = verify_file(path, anchors)
+        except Exception as exc:  # one file's problem never stops the others
             status = 2
+            reason = exc.reason if isinstance(exc, UnreadableMediaError) else \
+                f"verify failed ({type(exc).__name__}: {exc})"
             if args.json:
-                print(json.dumps({"path": str(path), "error": str(exc)}), flush=True)
-            print(f"swapd verify: {exc}", file=sys.stderr, flush=True)
+                print(json.dumps({"path": str(path), "error": reason}), flush=True)
+            print(f"swapd verify: {path}: {reason}", file=sys.stderr, flush=True)
             continue
         if not result.marked:
             status = max(status, 1)
@@ -162,6 +171,9 @@ def add_verify(sub: Subparsers) -> None:
     p.add_argument("files", nargs="+", metavar="FILE", help="images, videos or folders of them")
     p.add_argument("--json", action="store_true",
                    help="print each file's evidence as one JSON object per line")
+    p.add_argument("--trust-anchors", metavar="PEM",
+                   help="CA certificates to trust: a C2PA manifest signed under one is "
+                        "reported valid (without, every intact manifest is 'untrusted')")
     p.set_defaults(func=cmd_verify)
 
 

@@ -7,13 +7,17 @@ and keeps in its data folder.  C2PA refuses self-signed signing certificates, he
 a validator will call that signer *untrusted* (nobody vouches for a local CA), which is the
 honest answer, and swapd says so when it makes them.
 
-Bad or missing credentials are refused at start with one clear error naming the file: a
-merge never runs without its marks.
+The key's type picks the C2PA signing algorithm (ECDSA P-256/384/521: ES256/384/512, RSA:
+PS256, Ed25519).  Bad, missing or unusable credentials are refused at start with one clear
+error naming the file, after a trial signature of a tiny image, so whatever the C2PA library
+refuses (a TLS-only certificate, missing key identifiers) stops the service or the merge
+before any work: a merge never runs without its marks.
 """
 
 from __future__ import annotations
 
 import datetime
+import io
 import logging
 import os
 from dataclasses import dataclass
@@ -42,6 +46,7 @@ class SigningCredentials:
     key_pem: bytes
     where: str  # the files they came from, for messages
     local_ca: bool  # made by swapd (a validator will call the signer untrusted)
+    algorithm: str = "ES256"  # the C2PA signing algorithm the key calls for
 
 
 def local_credentials_dir() -> Path:
@@ -126,9 +131,35 @@ def _read(path: Path, what: str) -> bytes:
     return data
 
 
+# What a C2PA signing certificate needs, for the message when the library refuses one
+_PROFILE = ("a C2PA signing certificate must be issued by a CA (the chain: signer first), "
+            "with key usage digitalSignature (critical), an extended key usage of E-mail "
+            "Protection (an S/MIME certificate has it), and subject and authority key "
+            "identifiers")
+_CURVES = {"secp256r1": "ES256", "secp384r1": "ES384", "secp521r1": "ES512"}
+
+
+def signing_algorithm(key: object, key_path: Path) -> str:
+    """The C2PA signing algorithm for a private key (``ES256`` ... ``ED25519``)."""
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+
+    if isinstance(key, ec.EllipticCurvePrivateKey) and key.curve.name in _CURVES:
+        return _CURVES[key.curve.name]
+    if isinstance(key, rsa.RSAPrivateKey) and key.key_size >= 2048:
+        return "PS256"  # C2PA allows RSA only with PSS padding
+    if isinstance(key, ed25519.Ed25519PrivateKey):
+        return "ED25519"
+    kind = (f"RSA-{key.key_size}" if isinstance(key, rsa.RSAPrivateKey) else
+            f"EC {key.curve.name}" if isinstance(key, ec.EllipticCurvePrivateKey) else
+            type(key).__name__.lstrip("_"))
+    raise CredentialsError(key_path, f"C2PA cannot sign with a {kind} key: use ECDSA P-256, "
+                                     "P-384 or P-521, RSA of 2048 bits or more, or Ed25519")
+
+
 def check_credentials(chain_pem: bytes, key_pem: bytes, chain_path: Path, key_path: Path
-                      ) -> None:
-    """Refuse a chain or key C2PA would refuse, before any merge starts."""
+                      ) -> str:
+    """Refuse a chain or key C2PA would refuse, before any merge starts; returns the
+    signing algorithm the key calls for."""
     from cryptography import x509
     from cryptography.hazmat.primitives import serialization
 
@@ -155,6 +186,38 @@ def check_credentials(chain_pem: bytes, key_pem: bytes, chain_path: Path, key_pa
         raise CredentialsError(chain_path, f"the signing certificate is not valid now (valid "
                                            f"{signer.not_valid_before_utc:%Y-%m-%d} to "
                                            f"{signer.not_valid_after_utc:%Y-%m-%d})")
+    return signing_algorithm(key, key_path)
+
+
+def signer(credentials: SigningCredentials):  # noqa: ANN201 (c2pa.Signer, imported lazily)
+    """A c2pa-python signer for *credentials*."""
+    import c2pa
+
+    algorithm = getattr(c2pa.C2paSigningAlg, credentials.algorithm)
+    return c2pa.Signer.from_info(c2pa.C2paSignerInfo(algorithm, credentials.chain_pem,
+                                                     credentials.key_pem, None))
+
+
+def try_signing(credentials: SigningCredentials, chain_path: Path) -> None:
+    """Sign a tiny image with *credentials* (in memory, about 50 ms): whatever the C2PA library
+    refuses is refused here, at start, not after a merge's work."""
+    import c2pa
+    import cv2
+    import numpy as np
+
+    from swapd.merger.metadata_tag import DIGITAL_SOURCE_TYPE
+
+    png = cv2.imencode(".png", np.zeros((8, 8, 3), np.uint8))[1].tobytes()
+    manifest = {"claim_generator_info": [{"name": "swapd"}],
+                "assertions": [{"label": "c2pa.actions", "data": {"actions": [{
+                    "action": "c2pa.created", "digitalSourceType": DIGITAL_SOURCE_TYPE}]}}]}
+    try:
+        with c2pa.Builder.from_json(manifest) as builder:
+            builder.sign(signer(credentials), "image/png", io.BytesIO(png), io.BytesIO())
+    except c2pa.C2paError as exc:
+        reason = " ".join(str(exc).split())[:300]
+        raise CredentialsError(chain_path, f"the C2PA library refuses this certificate or key "
+                                           f"({reason}); {_PROFILE}") from exc
 
 
 def load_credentials(certificate: str | os.PathLike[str] | None = None,
@@ -167,13 +230,20 @@ def load_credentials(certificate: str | os.PathLike[str] | None = None,
                                f"[merge] {missing} must be set too (a chain needs its key)")
     if certificate is not None and private_key is not None:
         chain_path, key_path = Path(certificate), Path(private_key)
-        chain, key = _read(chain_path, "certificate chain"), _read(key_path, "private key")
-        check_credentials(chain, key, chain_path, key_path)
-        return SigningCredentials(chain, key, f"{chain_path} + {key_path}", local_ca=False)
-    folder = local_dir or local_credentials_dir()
-    chain_path, key_path = folder / "signer-chain.pem", folder / "signer-key.pem"
-    if not chain_path.exists() and not key_path.exists():
-        return make_local_ca(folder)
+        where, local = f"{chain_path} + {key_path}", False
+    else:
+        folder = local_dir or local_credentials_dir()
+        chain_path, key_path = folder / "signer-chain.pem", folder / "signer-key.pem"
+        if not chain_path.exists() and not key_path.exists():
+            return make_local_ca(folder)
+        for half in (chain_path, key_path):
+            if not half.exists():
+                raise CredentialsError(half, f"swapd's local CA is incomplete ({half.name} is "
+                                             f"missing): delete {folder} and swapd makes a "
+                                             "new one")
+        where, local = str(folder), True
     chain, key = _read(chain_path, "certificate chain"), _read(key_path, "private key")
-    check_credentials(chain, key, chain_path, key_path)
-    return SigningCredentials(chain, key, str(folder), local_ca=True)
+    algorithm = check_credentials(chain, key, chain_path, key_path)
+    credentials = SigningCredentials(chain, key, where, local_ca=local, algorithm=algorithm)
+    try_signing(credentials, chain_path)
+    return credentials

@@ -2,17 +2,27 @@
 
 Each merged video or image gets a manifest whose ``c2pa.actions`` says ``c2pa.created`` with
 the IPTC digital source type ``trainedAlgorithmicMedia``, made by swapd (the claim
-generator), with the source footage as an ingredient (``inputTo``).  MP4, MOV, JPEG and PNG
-carry it embedded; any other format gets a sidecar ``<name>.c2pa`` beside it.
+generator), with the source footage as an ingredient (``inputTo``).  Every format the C2PA
+library can embed in carries it embedded (MP4, MOV, JPEG, PNG, WebP, AVI, TIFF, ...); any
+other (MKV, WebM, BMP) gets a sidecar ``<name>.c2pa`` beside it.
 
-Reading reports one of: ``valid`` (signature and content hashes check out, trusted signer),
-``untrusted`` (they check out, but no trust anchor vouches for the signer: swapd's local CA),
-``tampered`` (a hash or signature fails: the file was changed after signing), or ``absent``.
+Reading reports one of:
+
+* ``valid``: signature and content hashes check out, and a trust anchor the reader was given
+  (``swapd verify --trust-anchors``, ``[merge] c2pa_trust_anchors``) vouches for the signer;
+* ``untrusted``: they check out, but no trust anchor vouches for the signer (swapd's local
+  CA, or no anchors given);
+* ``expired``: they check out, but the signer's certificate has expired since (swapd signs
+  without a time-stamp authority, so nothing proves the signature is older than that);
+* ``tampered``: a content hash or the signature fails: the file was changed after signing;
+* ``damaged``: something is there that is not a readable manifest (a stray or cut sidecar);
+* ``absent``, or ``unchecked`` without c2pa-python.
+
+The first three count as a mark (the manifest is intact and says swapd made the file).
 """
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 from dataclasses import asdict, dataclass
@@ -21,15 +31,18 @@ from pathlib import Path
 from swapd import __version__
 from swapd.errors import FileProblem
 from swapd.fsutil import atomic_path
-from swapd.merger.c2pa_credentials import SigningCredentials
+from swapd.merger.c2pa_credentials import SigningCredentials, signer
 from swapd.merger.metadata_tag import DIGITAL_SOURCE_TYPE
 
-EMBEDDED_MIME = {".mp4": "video/mp4", ".m4v": "video/mp4", ".mov": "video/quicktime",
-                 ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png"}
-_MIME = {**EMBEDDED_MIME, ".webp": "image/webp", ".avi": "video/x-msvideo",
+_MIME = {".mp4": "video/mp4", ".m4v": "video/mp4", ".mov": "video/quicktime",
+         ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png",
+         ".webp": "image/webp", ".avi": "video/x-msvideo",
          ".mkv": "video/x-matroska", ".webm": "video/webm", ".bmp": "image/bmp",
          ".tif": "image/tiff", ".tiff": "image/tiff", ".gif": "image/gif"}
 SIDECAR_SUFFIX = ".c2pa"
+# A manifest store is kilobytes (a few MB with thumbnails): a sidecar past this is not read
+SIDECAR_MAX_BYTES = 64 * 1024 * 1024
+STATES_THAT_MARK = ("valid", "untrusted", "expired")
 
 
 class ContentCredentialsError(FileProblem, RuntimeError):
@@ -40,7 +53,7 @@ class ContentCredentialsError(FileProblem, RuntimeError):
 class ManifestEvidence:
     """What the C2PA manifest of a file says, if it has one."""
 
-    state: str  # "valid" | "untrusted" | "tampered" | "absent"
+    state: str  # "valid" | "untrusted" | "expired" | "tampered" | "damaged" | "absent" ...
     generator: str | None = None
     digital_source_type: str | None = None
     signer: str | None = None
@@ -50,7 +63,7 @@ class ManifestEvidence:
     @property
     def says_swapd(self) -> bool:
         """A manifest that checks out and says swapd made the file, synthetic."""
-        return self.state in ("valid", "untrusted") and self.generator == "swapd"
+        return self.state in STATES_THAT_MARK and self.generator == "swapd"
 
     def to_dict(self) -> dict:
         """Plain JSON-serialisable form."""
@@ -73,12 +86,11 @@ def sidecar_path(path: Path) -> Path:
     return path.with_name(path.name + SIDECAR_SUFFIX)
 
 
-def _signer(credentials: SigningCredentials):  # noqa: ANN202 (c2pa.Signer, imported lazily)
+def embeds(mime: str | None) -> bool:
+    """Whether the C2PA library embeds a manifest in files of *mime* (else: a sidecar)."""
     import c2pa
 
-    info = c2pa.C2paSignerInfo(c2pa.C2paSigningAlg.ES256, credentials.chain_pem,
-                               credentials.key_pem, None)
-    return c2pa.Signer.from_info(info)
+    return mime is not None and mime in c2pa.Builder.get_supported_mime_types()
 
 
 def sign_file(path: str | os.PathLike[str], source: str | os.PathLike[str] | None,
@@ -97,21 +109,33 @@ def sign_file(path: str | os.PathLike[str], source: str | os.PathLike[str] | Non
                 builder.add_ingredient({"title": src.name, "relationship": "inputTo"},
                                        _MIME.get(src.suffix.lower(), "application/octet-stream"),
                                        stream)
-        if mime in EMBEDDED_MIME.values():
+        if embeds(mime):
             with atomic_path(p, keep_mode=True, suffix=p.suffix) as tmp, \
                     open(p, "rb") as original, open(tmp, "w+b") as signed:
-                builder.sign(_signer(credentials), mime, original, signed)
+                builder.sign(signer(credentials), mime, original, signed)
             return p
         # No embedding for this format: a detached manifest bound to the file's bytes.
         builder.set_no_embed()
         with open(p, "rb") as original, tempfile.TemporaryFile() as scratch:
-            manifest = builder.sign(_signer(credentials), mime or "application/octet-stream",
+            manifest = builder.sign(signer(credentials), mime or "application/octet-stream",
                                     original, scratch)
         with atomic_path(sidecar_path(p)) as tmp:
             Path(tmp).write_bytes(manifest)
         return sidecar_path(p)
     except c2pa.C2paError as exc:
         raise ContentCredentialsError(p, f"C2PA signing failed: {exc}") from exc
+
+
+def _state(library_state: str, failures: tuple[str, ...]) -> str:
+    """Our state from the library's (``Trusted``, ``Valid``, ``Invalid``) and its failure codes:
+    a code about the content or the claim means a change after signing; codes about the
+    signer's credential alone (``signingCredential.*``, ``timeStamp.*``) do not."""
+    content = [c for c in failures if not c.startswith(("signingCredential.", "timeStamp."))]
+    if content or (library_state not in ("Trusted", "Valid") and not failures):
+        return "tampered"
+    if any(c.endswith(".expired") for c in failures):
+        return "expired"
+    return "valid" if library_state == "Trusted" and not failures else "untrusted"
 
 
 def _evidence(reader: object, where: str) -> ManifestEvidence:
@@ -126,19 +150,29 @@ def _evidence(reader: object, where: str) -> ManifestEvidence:
         if assertion.get("label", "").startswith("c2pa.actions"):
             for action in assertion.get("data", {}).get("actions", []):
                 source_type = source_type or action.get("digitalSourceType")
-    signer = (active.get("signature_info") or {}).get("issuer")
-    trust_only = failures and all("untrusted" in code or "trust" in code for code in failures)
-    if state == "Trusted":
-        verdict = "valid"
-    elif state == "Valid" or (state == "Invalid" and trust_only):
-        verdict = "untrusted"
-    else:
-        verdict = "tampered"
-    return ManifestEvidence(verdict, generator, source_type, signer, where, failures)
+    signer_name = (active.get("signature_info") or {}).get("issuer")
+    return ManifestEvidence(_state(str(state), failures), generator, source_type, signer_name,
+                            where, failures)
 
 
-def read_manifest(path: str | os.PathLike[str]) -> ManifestEvidence:
-    """Read and validate the manifest embedded in *path* or in its sidecar."""
+def _context(trust_anchors: bytes | None):  # noqa: ANN202 (c2pa.Context or None)
+    """A reading context that trusts *trust_anchors* (PEM CA certificates), or None."""
+    if not trust_anchors:
+        return None
+    import c2pa
+
+    return c2pa.Context.from_dict({"verify": {"verify_trust": True},
+                                   "trust": {"trust_anchors": trust_anchors.decode("ascii")}})
+
+
+def read_manifest(path: str | os.PathLike[str], trust_anchors: bytes | None = None
+                  ) -> ManifestEvidence:
+    """Read and validate the manifest embedded in *path*, else the one in its sidecar.
+
+    *trust_anchors* (PEM CA certificates) are the signers' roots to trust: a manifest
+    signed under one is ``valid``, any other intact one ``untrusted``.  Raises ``OSError``
+    when the file itself cannot be read (an unreadable sidecar is ``damaged``).
+    """
     try:
         import c2pa
     except ImportError:
@@ -146,36 +180,48 @@ def read_manifest(path: str | os.PathLike[str]) -> ManifestEvidence:
 
     p = Path(path)
     mime = _MIME.get(p.suffix.lower())
+    context = _context(trust_anchors)
+    where = "embedded"
     try:
-        sidecar = sidecar_path(p)
-        if sidecar.is_file():
+        if mime is not None and mime in c2pa.Reader.get_supported_mime_types():
             with open(p, "rb") as stream:
-                reader = c2pa.Reader(mime or "application/octet-stream", stream,
-                                     manifest_data=sidecar.read_bytes())
-                return _evidence(reader, "sidecar")
-        if mime is None:
+                reader = c2pa.Reader.try_create(mime, stream, context=context)
+                if reader is not None:
+                    with reader:
+                        return _evidence(reader, where)
+        sidecar = sidecar_path(p)
+        if not sidecar.is_file():
             return ManifestEvidence("absent")
-        with open(p, "rb") as stream:
-            reader = c2pa.Reader.try_create(mime, stream)
-            if reader is None:
-                return ManifestEvidence("absent")
-            return _evidence(reader, "embedded")
+        where = "sidecar"
+        if sidecar.stat().st_size > SIDECAR_MAX_BYTES:
+            return ManifestEvidence("damaged", where=where, problems=(
+                f"{sidecar.name} is {sidecar.stat().st_size} bytes, more than a manifest "
+                f"store's {SIDECAR_MAX_BYTES}",))
+        try:
+            store = sidecar.read_bytes()
+        except OSError as exc:
+            return ManifestEvidence("damaged", where=where, problems=(
+                f"cannot read {sidecar.name}: {exc.strerror or exc}",))
+        with open(p, "rb") as stream, c2pa.Reader(
+                mime or "application/octet-stream", stream, manifest_data=store,
+                context=context) as reader:
+            return _evidence(reader, where)
     except c2pa.C2paError as exc:
-        # A manifest is there but cannot be made sense of: changed after signing.
-        return ManifestEvidence("tampered", problems=(str(exc).splitlines()[0][:200],))
+        # Not a manifest the library can parse (a stray or cut sidecar, a mangled box): no
+        # signature was checked, so this is neither a mark nor proof of a change.
+        return ManifestEvidence("damaged", where=where,
+                                problems=(" ".join(str(exc).split())[:200],))
 
 
-def manifest_json(path: str | os.PathLike[str]) -> str | None:
-    """The manifest store as C2PA JSON (for `swapd verify --json`), or None."""
-    import c2pa
+def read_trust_anchors(path: str | os.PathLike[str]) -> bytes:
+    """PEM CA certificates to trust when reading manifests; raises ``ValueError`` naming the
+    file when it cannot be read or holds no certificate."""
+    from cryptography import x509
 
     p = Path(path)
-    mime = _MIME.get(p.suffix.lower())
-    if mime is None:
-        return None
     try:
-        with open(p, "rb") as stream:
-            reader = c2pa.Reader.try_create(mime, stream)
-            return None if reader is None else json.dumps(json.loads(reader.json()))
-    except c2pa.C2paError:
-        return None
+        data = p.read_bytes()
+        x509.load_pem_x509_certificates(data)
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{p}: not a readable PEM file of CA certificates ({exc})") from exc
+    return data

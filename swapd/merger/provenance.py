@@ -330,12 +330,22 @@ def _turned(turn: int) -> Displayed | None:
     return functools.partial(cv2.rotate, rotateCode=_TURNS[turn])
 
 
-def verify_file(path: str | os.PathLike[str]) -> VerifyResult:
-    """Check an image or video for the swapd metadata tag and watermark.
+def verify_file(path: str | os.PathLike[str], trust_anchors: bytes | None = None
+                ) -> VerifyResult:
+    """Check an image or video for the swapd metadata tag, watermark and C2PA manifest
+    (*trust_anchors*: PEM CA certificates whose signers count as trusted).
 
-    Raises :class:`UnreadableMediaError` for a missing, empty, corrupt or unsupported file.
+    Raises :class:`UnreadableMediaError` for a missing, empty, corrupt, unsupported or
+    unreadable file (a permission denied included).
     """
-    p = Path(path)
+    try:
+        return _verify(Path(path), trust_anchors)
+    except OSError as exc:
+        raise UnreadableMediaError(Path(path), f"cannot read it: {exc.strerror or exc}"
+                                   ) from exc
+
+
+def _verify(p: Path, trust_anchors: bytes | None) -> VerifyResult:
     suffix = p.suffix.lower()
     if suffix in IMAGE_SUFFIXES:
         check_file(p)
@@ -364,7 +374,7 @@ def verify_file(path: str | os.PathLike[str]) -> VerifyResult:
         raise UnreadableMediaError(
             p, f"unsupported file type {suffix or '(none)'!r} (supported: {supported})"
         )
-    manifest = read_manifest(p)
+    manifest = read_manifest(p, trust_anchors)
     return VerifyResult(
         path=str(p),
         kind=kind,

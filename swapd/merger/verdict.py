@@ -56,15 +56,24 @@ def c2pa_text(manifest: ManifestEvidence | None) -> str:
         return "no C2PA manifest"
     if manifest.state == "unchecked":
         return "C2PA manifest not checked (c2pa-python is not installed)"
-    maker = f"made by {manifest.generator}" if manifest.generator else "maker unknown"
     where = " (sidecar)" if manifest.where == "sidecar" else ""
+    if manifest.state == "damaged":
+        reason = manifest.problems[0] if manifest.problems else "unreadable"
+        return f"C2PA manifest{where} damaged: not readable, no signature checked ({reason})"
+    maker = f"made by {manifest.generator}" if manifest.generator else "maker unknown"
     if manifest.state == "tampered":
-        codes = ", ".join(c for c in manifest.problems if "untrusted" not in c) or "unreadable"
+        codes = ", ".join(c for c in manifest.problems
+                          if not c.startswith("signingCredential.")) or "invalid"
         return f"C2PA manifest{where} TAMPERED: changed after signing ({codes})"
     signer = f" {manifest.signer!r}" if manifest.signer else ""
+    if manifest.state == "expired":
+        return (f"C2PA manifest{where} intact, {maker}, but its signer{signer}'s certificate "
+                "has expired since (no time-stamp proves the signature older)")
     if manifest.state == "untrusted":
+        other = [c for c in manifest.problems if c != "signingCredential.untrusted"]
+        why = f": {', '.join(other)}" if other else ""
         return (f"C2PA manifest{where} intact, {maker}, untrusted signer{signer} "
-                "(no trust anchor vouches for it)")
+                f"(no trust anchor vouches for it{why})")
     return f"C2PA manifest{where} valid, {maker}, trusted signer{signer}"
 
 
@@ -83,6 +92,9 @@ def verdict_line(result: VerifyResult) -> str:
     if result.disagree:
         if result.c2pa is not None and result.c2pa.state == "tampered":
             line += " (the marks disagree: the content credentials were broken by a change)"
+        elif result.c2pa is not None and result.c2pa.state == "damaged":
+            line += " (the marks disagree: the content credentials are damaged, the pixels" \
+                    " carry the watermark)"
         elif result.metadata_tag or (result.c2pa is not None and result.c2pa.says_swapd):
             line += " (the marks disagree: the labels are there but the pixels lack the watermark" \
                     " -- a tag copied onto other footage, or a copy changed past recognition)"

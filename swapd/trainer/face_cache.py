@@ -20,6 +20,7 @@ import os
 import threading
 from collections import OrderedDict
 from collections.abc import Hashable, Sequence
+from pathlib import Path
 from typing import Any
 
 import cv2
@@ -36,19 +37,54 @@ def face_bytes(size: int, channels: int, mask_channels: int) -> int:
     return size * size * (channels + mask_channels)
 
 
-def machine_memory() -> int | None:
-    """Physical memory in bytes, where the platform says (None elsewhere)."""
+def machine_memory(cgroup_root: Path = Path("/sys/fs/cgroup"),
+                   own_cgroups: Path = Path("/proc/self/cgroup")) -> int | None:
+    """Memory this process may use, in bytes: the physical memory, or less where a control
+    group caps it (systemd's ``MemoryMax=``, a container's limit); None where the platform
+    says neither."""
     try:
-        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+        physical: int | None = int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
     except (AttributeError, OSError, ValueError):
+        physical = None
+    limits = [x for x in (physical, cgroup_memory_limit(cgroup_root, own_cgroups)) if x]
+    return min(limits) if limits else None
+
+
+def cgroup_memory_limit(root: Path, own_cgroups: Path) -> int | None:
+    """The tightest memory limit of this process's control group and the groups above it
+    (cgroup v2 ``memory.max``, v1 ``memory.limit_in_bytes``), or None: none, or not Linux."""
+    try:
+        lines = own_cgroups.read_text().splitlines()
+    except OSError:
         return None
+    limits = []
+    for line in lines:  # "0::/system.slice/swapd.service" (v2), "7:memory:/user.slice" (v1)
+        _, controllers, path = line.split(":", 2)
+        if controllers == "":
+            base, name = root, "memory.max"
+        elif "memory" in controllers.split(","):
+            base, name = root / "memory", "memory.limit_in_bytes"
+        else:
+            continue
+        group = base / path.lstrip("/")
+        for folder in (group, *group.parents):  # a limit above the group binds it too
+            try:
+                text = (folder / name).read_text().strip()
+            except OSError:
+                text = ""
+            # v2 writes "max" for none; v1 a huge page-rounded number
+            if text.isdigit() and int(text) < 1 << 60:
+                limits.append(int(text))
+            if folder == base:
+                break
+    return min(limits) if limits else None
 
 
 def capacity_for(limit_mib: int, size: int, channels: int, mask_channels: int,
                  sets: int = 2, least: int = 64) -> int | None:
     """Decoded faces one of ``sets`` face sets may hold under ``limit_mib`` (0: auto, a quarter
-    of the machine's memory); None: no cap. Never fewer than ``least``: a batch's faces must
-    fit, or every batch would decode each face again."""
+    of the memory the process may use, :func:`machine_memory`); None: no cap. Never fewer
+    than ``least``: a batch's faces must fit, or every batch would decode each face again."""
     if limit_mib == 0:
         memory = machine_memory()
         if memory is None:

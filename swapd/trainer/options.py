@@ -135,7 +135,8 @@ class TrainerOptions(BaseModel):
     face_cache_mib: int = Field(
         0, ge=0, description="RAM for both sets' decoded faces and masks, in MiB; faces past "
         "it are held PNG-compressed and decoded again when drawn (an LRU keeps the recent "
-        "ones); 0 = auto: a quarter of the machine's memory")
+        "ones); 0 = auto: a quarter of the memory swapd may use (the machine's, or its control "
+        "group's limit)")
     mask_loss_weight: float = Field(
         1.0, ge=0, le=100, description="weight of a learned mask's loss (MSE against the "
         "landmark face mask; models with learn_mask)")
