@@ -215,3 +215,33 @@ def test_a_file_verify_cannot_read_never_stops_the_others(tmp_path: Path) -> Non
     assert run.returncode == 2, run.stderr[-2000:]
     assert run.stderr.startswith(f"swapd verify: {locked}: ") and "ermission denied" in run.stderr
     assert run.stdout.startswith(f"{readable}: not marked"), run.stdout
+
+
+def test_the_dashboard_trusts_the_configured_anchors(tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """`[merge] c2pa_trust_anchors`: the outputs page's check says valid; a file that is not
+    PEM certificates stops the service at start."""
+    from swapd.dashboard.verify_cache import VerifyCache
+
+    chain, key_file, ca = issue(tmp_path / "pki", ec.generate_private_key(ec.SECP256R1()))
+    image = _png(tmp_path / "out.png")
+    sign_file(image, None, load_credentials(chain, key_file))
+    cache = VerifyCache()
+
+    def line() -> str:
+        deadline = time.monotonic() + 60
+        while (found := cache.result(image)) is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert found is not None and "line" in found, found
+        return str(found["line"])
+
+    assert "untrusted signer" in line()
+    cache.trust(str(ca))  # what was found before is checked again
+    assert "C2PA manifest valid, made by swapd, trusted signer" in line()
+    junk = tmp_path / "roots.pem"
+    junk.write_text("not certificates")
+    config = tmp_path / "swapd.toml"
+    config.write_text(f'[merge]\nc2pa_trust_anchors = "{junk}"\n')
+    code = swapd_main(["run", "--workspace", str(tmp_path / "ws"), "--config", str(config)])
+    err = capsys.readouterr().err
+    assert code == 2 and "not started" in err and "roots.pem" in err

@@ -65,10 +65,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"swapd: not started: {problem}", file=sys.stderr)
         return EXIT_USAGE
     from swapd.merger.c2pa_credentials import CredentialsError, load_credentials
+    from swapd.merger.content_credentials import read_trust_anchors
 
     try:  # merges sign their outputs: bad credentials stop the service before it starts
         load_credentials(config.merge.c2pa_certificate, config.merge.c2pa_private_key)
-    except CredentialsError as exc:
+        if config.merge.c2pa_trust_anchors:
+            read_trust_anchors(config.merge.c2pa_trust_anchors)
+    except (CredentialsError, ValueError) as exc:
         print(f"swapd: not started: {exc}", file=sys.stderr)
         return EXIT_USAGE
     ws = workspace_of(args, config)

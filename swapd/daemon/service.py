@@ -160,7 +160,8 @@ class Service:
         try:
             server = DashboardServer(self.ws, host=cfg.host, port=cfg.port,
                                      token=cfg.token or None,
-                                     refresh_ms=round(cfg.refresh_seconds * 1000))
+                                     refresh_ms=round(cfg.refresh_seconds * 1000),
+                                     trust_anchors=self.config.merge.c2pa_trust_anchors)
             server.start()
         except Exception as exc:  # a busy port must not stop training
             said = f"dashboard not started: {exc}"

@@ -68,8 +68,11 @@ def route(pathname: str | None, search: str | None, workspace: Workspace) -> Any
         className="card")
 
 
-def create_app(workspace: Workspace, refresh_ms: int = 5000) -> Dash:
-    """The Dash app for a workspace, on its own Flask server (`app.server`)."""
+def create_app(workspace: Workspace, refresh_ms: int = 5000, trust_anchors: str | None = None
+               ) -> Dash:
+    """The Dash app for a workspace, on its own Flask server (`app.server`); *trust_anchors*:
+    a PEM file of CA certificates the outputs page's C2PA check trusts."""
+    outputs.VERIFY.trust(trust_anchors)
     server = flask.Flask(__name__, static_folder=None)
     add_file_routes(server, workspace)
     add_frame_route(server, workspace)

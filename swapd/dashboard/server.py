@@ -50,9 +50,11 @@ class DashboardServer:
     """The dashboard, served by waitress from a background thread until `stop()`."""
 
     def __init__(self, workspace: Workspace, host: str = "127.0.0.1", port: int = 8050,
-                 token: str | None = None, refresh_ms: int = 5000, threads: int = 8) -> None:
+                 token: str | None = None, refresh_ms: int = 5000, threads: int = 8,
+                 trust_anchors: str | None = None) -> None:
         check_settings(host, port, token)
         self.workspace = workspace
+        self.trust_anchors = trust_anchors  # a PEM file: the outputs page's C2PA trust
         self.host = host
         self.port = port
         self.token = token
@@ -75,7 +77,8 @@ class DashboardServer:
         """Bind and serve in a daemon thread. With port=0, `port` becomes the one picked."""
         if self._thread is not None:
             raise RuntimeError("the dashboard server is already started")
-        app = AccessGate(create_app(self.workspace, self.refresh_ms).server, self.token)
+        app = AccessGate(create_app(self.workspace, self.refresh_ms, self.trust_anchors).server,
+                         self.token)
         try:
             self._server = create_server(app, map=self._map, host=self.host.strip("[]"),
                                          port=self.port, threads=self.threads, ident="swapd")

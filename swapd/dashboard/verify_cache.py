@@ -17,6 +17,18 @@ class VerifyCache:
         self._pending: dict[_Key, Future[None]] = {}
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="swapd-verify")
+        self._anchors: bytes | None = None
+
+    def trust(self, pem_file: str | None) -> None:
+        """Check C2PA manifests against these CA certificates (a PEM file; None: none) from
+        now on: results so far are dropped."""
+        from swapd.merger.content_credentials import read_trust_anchors
+
+        anchors = read_trust_anchors(pem_file) if pem_file else None
+        with self._lock:
+            if anchors != self._anchors:
+                self._anchors = anchors
+                self._results.clear()
 
     def result(self, path: Path) -> dict[str, Any] | None:
         """What verify found in this version of the file, or None while it is being checked
@@ -39,7 +51,7 @@ class VerifyCache:
         from swapd.merger.verdict import verdict_line
 
         try:
-            found = verify_file(path)
+            found = verify_file(path, self._anchors)
             result: dict[str, Any] = {
                 "marked": found.marked, "metadata_tag": found.metadata_tag,
                 "watermark": {"marked": found.watermark.marked,
