@@ -2,7 +2,7 @@
 number of faces.
 
     .venv/bin/python benchmarks/growth.py resolution [--models lightweight:width=0.125 original]
-        [--sizes 64 128 192 256] [--steps 3]
+        [--sizes 64 128 192 256] [--steps 3] [--before OTHER_CHECKOUT --rounds 2]
     .venv/bin/python benchmarks/growth.py faces [--counts 1000 5000 20000] [--sizes 64 128]
         [--cap-mib 64] [--faces-dir /tmp/growth_faces]
     (each writes benchmarks/results/growth_<part>.json; --out to change)
@@ -160,7 +160,10 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--counts", nargs="+", type=int, default=[1000, 5000, 20000])
     parser.add_argument("--cap-mib", type=int, default=64)
-    parser.add_argument("--before", type=Path, help="also load with this checkout's swapd")
+    parser.add_argument("--before", type=Path,
+                        help="also run (resolution) or load (faces) with this checkout's swapd")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="resolution: times each row runs (alternating with --before)")
     parser.add_argument("--faces-dir", type=Path,
                         default=Path(tempfile.gettempdir()) / "growth_faces")
     parser.add_argument("--out", type=Path)
@@ -182,14 +185,21 @@ def main() -> None:
             faces = Path(tmp)
             write_face_set(faces / "a", DEMO_A, 64, seed=1)
             write_face_set(faces / "b", DEMO_B, 64, seed=2)
+            # With --before, each row runs with this checkout and that one, alternating (which
+            # goes first alternates too), --rounds times: a before/after in one run.
+            versions = [("now", ROOT)] + ([("before", args.before)] if args.before else [])
             for model in args.models:
                 for size in args.sizes or [64, 128, 192, 256]:
                     if size > int(limits.get(model, 10**6)):
                         continue
-                    row = in_child("_step", model, str(size), str(args.steps), str(faces))
-                    print(row, flush=True)
-                    result["rows"].append(row)
-                    out.write_text(json.dumps(result, indent=1))
+                    for turn in range(args.rounds):
+                        for label, path in versions[turn % 2:] + versions[:turn % 2]:
+                            row = in_child("_step", model, str(size), str(args.steps),
+                                           str(faces), pythonpath=path)
+                            row.update(run=label, round=turn)
+                            print(row, flush=True)
+                            result["rows"].append(row)
+                            out.write_text(json.dumps(result, indent=1))
     else:
         for count in args.counts:
             folder = make_faces(args.faces_dir, count)
