@@ -158,3 +158,6 @@ def test_the_automatic_cap_follows_a_control_groups_memory_limit(tmp_path: Path)
     assert cgroup_memory_limit(*v1) == 3 * gib
     unlimited = _group(tmp_path / "max", "0::/user.slice\n", {"user.slice/memory.max": "max"})
     assert cgroup_memory_limit(*unlimited) is None
+    odd = _group(tmp_path / "odd", "\nnot a cgroup line\n4:memory:/../../etc\n0::/a\n",
+                 {"a/memory.max": str(gib)})  # only the well-formed line inside the tree counts
+    assert cgroup_memory_limit(*odd) == gib

@@ -61,23 +61,32 @@ def test_ssim_matches_the_reference() -> None:
     assert torch.allclose(channels_last, ours, atol=1e-6)
 
 
-def test_a_large_cpu_batch_goes_through_in_chunks_with_the_same_values_and_gradients() -> None:
+def test_a_large_cpu_batch_goes_through_in_chunks_with_the_same_values_and_gradients(
+        monkeypatch: pytest.MonkeyPatch) -> None:
     """200 px: 2.4 MB of statistics an image, so a batch of 9 goes in chunks of 6 and 3 (each
     image's SSIM is its own): the same values, the same gradients as the batch whole."""
     from swapd.trainer import losses
 
-    assert losses._CPU_CHUNK_BYTES // (5 * 3 * 200 * 200 * 4) == 6
+    chunks: list[int] = []
+    whole_ssim = losses._ssim
+
+    def counted(pred: torch.Tensor, *args: object) -> torch.Tensor:
+        chunks.append(len(pred))
+        return whole_ssim(pred, *args)
+
+    monkeypatch.setattr(losses, "_ssim", counted)
     gen = torch.Generator().manual_seed(1)
     target = torch.rand(9, 3, 200, 200, generator=gen)
     pred = (target + 0.3 * torch.rand(9, 3, 200, 200, generator=gen)).clamp(0, 1)
     chunked, whole = pred.clone().requires_grad_(True), pred.clone().requires_grad_(True)
     ours = ssim(chunked, target)
-    theirs = losses._ssim(whole, target, 11, 1.5)
+    assert chunks == [6, 3]
+    theirs = whole_ssim(whole, target, 11, 1.5)
     assert torch.allclose(ours, theirs, atol=1e-7)
     ours.sum().backward()
     theirs.sum().backward()
     assert torch.allclose(chunked.grad, whole.grad, atol=1e-9)
-    assert ours.shape == (9,)
+    assert ours.shape == (9,) and ssim(pred[:0], target[:0]).shape == (0,)
     assert torch.allclose(ours[:2].double(), reference_ssim(pred[:2], target[:2]), atol=1e-5)
 
 

@@ -103,10 +103,11 @@ def test_on_cuda_only_native_bf16_counts(caplog: pytest.LogCaptureFixture) -> No
     stays float32 there, an explicit bf16 says why it does too; fp16 is kept as asked."""
     cuda = torch.device("cuda")  # a device name only: nothing runs on it here
 
-    def native() -> bool:
+    def native(device: torch.device) -> bool:
+        assert device == cuda  # the device trained on is the one asked about
         return True
 
-    def emulated() -> bool:
+    def emulated(device: torch.device) -> bool:
         return False
 
     assert resolve_precision("auto", cuda, cuda_bf16=native) == "bf16"
@@ -116,7 +117,7 @@ def test_on_cuda_only_native_bf16_counts(caplog: pytest.LogCaptureFixture) -> No
         assert resolve_precision("bf16", cuda, cuda_bf16=emulated) == "off"
     assert "no native bf16" in caplog.text
     if not torch.cuda.is_available():
-        assert cuda_has_native_bf16() is False  # and no error without a GPU
+        assert cuda_has_native_bf16(cuda) is False  # and no error without a GPU
 
 
 def test_the_trainers_default_follows_the_cpu_policy(faces: tuple[Path, Path],

@@ -18,6 +18,7 @@ class VerifyCache:
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="swapd-verify")
         self._anchors: bytes | None = None
+        self._generation = 0  # one more each time the anchors change: older checks are stale
 
     def trust(self, pem_file: str | None) -> None:
         """Check C2PA manifests against these CA certificates (a PEM file; None: none) from
@@ -28,6 +29,7 @@ class VerifyCache:
         with self._lock:
             if anchors != self._anchors:
                 self._anchors = anchors
+                self._generation += 1
                 self._results.clear()
 
     def result(self, path: Path) -> dict[str, Any] | None:
@@ -42,16 +44,17 @@ class VerifyCache:
             if key in self._results:
                 return self._results[key]
             if key not in self._pending:
-                self._pending[key] = self._pool.submit(self._check, key, path)
+                self._pending[key] = self._pool.submit(self._check, key, path,
+                                                       self._anchors, self._generation)
         return None
 
-    def _check(self, key: _Key, path: Path) -> None:
+    def _check(self, key: _Key, path: Path, anchors: bytes | None, generation: int) -> None:
         from swapd.media import UnreadableMediaError
         from swapd.merger.provenance import verify_file
         from swapd.merger.verdict import verdict_line
 
         try:
-            found = verify_file(path, self._anchors)
+            found = verify_file(path, anchors)
             result: dict[str, Any] = {
                 "marked": found.marked, "metadata_tag": found.metadata_tag,
                 "watermark": {"marked": found.watermark.marked,
@@ -66,7 +69,8 @@ class VerifyCache:
         except Exception as exc:  # a page shows it; it never takes the dashboard down
             result = {"error": f"verify failed: {exc}"}
         with self._lock:
-            self._results[key] = result
+            if generation == self._generation:  # else checked with anchors since replaced
+                self._results[key] = result
             self._pending.pop(key, None)
 
 

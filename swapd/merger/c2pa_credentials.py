@@ -212,8 +212,8 @@ def try_signing(credentials: SigningCredentials, chain_path: Path) -> None:
                 "assertions": [{"label": "c2pa.actions", "data": {"actions": [{
                     "action": "c2pa.created", "digitalSourceType": DIGITAL_SOURCE_TYPE}]}}]}
     try:
-        with c2pa.Builder.from_json(manifest) as builder:
-            builder.sign(signer(credentials), "image/png", io.BytesIO(png), io.BytesIO())
+        with c2pa.Builder.from_json(manifest) as builder, signer(credentials) as key:
+            builder.sign(key, "image/png", io.BytesIO(png), io.BytesIO())
     except c2pa.C2paError as exc:
         reason = " ".join(str(exc).split())[:300]
         raise CredentialsError(chain_path, f"the C2PA library refuses this certificate or key "

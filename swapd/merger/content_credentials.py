@@ -14,11 +14,14 @@ Reading reports one of:
   CA, or no anchors given);
 * ``expired``: they check out, but the signer's certificate has expired since (swapd signs
   without a time-stamp authority, so nothing proves the signature is older than that);
+* ``invalid``: they check out, but the signer's certificate is revoked or not one C2PA
+  accepts (not a mark: such a key may be in other hands);
 * ``tampered``: a content hash or the signature fails: the file was changed after signing;
-* ``damaged``: something is there that is not a readable manifest (a stray or cut sidecar);
+* ``damaged``: something is there that is not a readable manifest (a stray or cut sidecar),
+  or one whose signature could not be checked;
 * ``absent``, or ``unchecked`` without c2pa-python.
 
-The first three count as a mark (the manifest is intact and says swapd made the file).
+The first three count as a mark when the manifest names swapd as its maker.
 """
 
 from __future__ import annotations
@@ -53,7 +56,7 @@ class ContentCredentialsError(FileProblem, RuntimeError):
 class ManifestEvidence:
     """What the C2PA manifest of a file says, if it has one."""
 
-    state: str  # "valid" | "untrusted" | "expired" | "tampered" | "damaged" | "absent" ...
+    state: str  # "valid" | "untrusted" | "expired" | "invalid" | "tampered" | "damaged" ...
     generator: str | None = None
     digital_source_type: str | None = None
     signer: str | None = None
@@ -102,39 +105,56 @@ def sign_file(path: str | os.PathLike[str], source: str | os.PathLike[str] | Non
     p = Path(path)
     mime = _MIME.get(p.suffix.lower())
     try:
-        builder = c2pa.Builder.from_json(_manifest(title or p.name))
-        if source is not None and Path(source).is_file():
-            src = Path(source)
-            with open(src, "rb") as stream:
-                builder.add_ingredient({"title": src.name, "relationship": "inputTo"},
-                                       _MIME.get(src.suffix.lower(), "application/octet-stream"),
-                                       stream)
-        if embeds(mime):
-            with atomic_path(p, keep_mode=True, suffix=p.suffix) as tmp, \
-                    open(p, "rb") as original, open(tmp, "w+b") as signed:
-                builder.sign(signer(credentials), mime, original, signed)
-            return p
-        # No embedding for this format: a detached manifest bound to the file's bytes.
-        builder.set_no_embed()
-        with open(p, "rb") as original, tempfile.TemporaryFile() as scratch:
-            manifest = builder.sign(signer(credentials), mime or "application/octet-stream",
-                                    original, scratch)
-        with atomic_path(sidecar_path(p)) as tmp:
-            Path(tmp).write_bytes(manifest)
-        return sidecar_path(p)
+        with c2pa.Builder.from_json(_manifest(title or p.name)) as builder:
+            if source is not None and Path(source).is_file():
+                src = Path(source)
+                kind = _MIME.get(src.suffix.lower(), "application/octet-stream")
+                with open(src, "rb") as stream:
+                    builder.add_ingredient({"title": src.name, "relationship": "inputTo"},
+                                           kind, stream)
+            if embeds(mime):
+                with atomic_path(p, keep_mode=True, suffix=p.suffix) as tmp, \
+                        open(p, "rb") as original, open(tmp, "w+b") as signed, \
+                        signer(credentials) as key:
+                    builder.sign(key, mime, original, signed)
+                return p
+            # No embedding for this format: a detached manifest bound to the file's bytes.
+            builder.set_no_embed()
+            with open(p, "rb") as original, tempfile.TemporaryFile() as scratch, \
+                    signer(credentials) as key:
+                manifest = builder.sign(key, mime or "application/octet-stream", original, scratch)
+            with atomic_path(sidecar_path(p)) as tmp:
+                Path(tmp).write_bytes(manifest)
+            return sidecar_path(p)
     except c2pa.C2paError as exc:
         raise ContentCredentialsError(p, f"C2PA signing failed: {exc}") from exc
 
 
-def _state(library_state: str, failures: tuple[str, ...]) -> str:
-    """Our state from the library's (``Trusted``, ``Valid``, ``Invalid``) and its failure codes:
-    a code about the content or the claim means a change after signing; codes about the
-    signer's credential alone (``signingCredential.*``, ``timeStamp.*``) do not."""
-    content = [c for c in failures if not c.startswith(("signingCredential.", "timeStamp."))]
-    if content or (library_state not in ("Trusted", "Valid") and not failures):
+# Validation codes (C2PA 2.x, as c2pa-rs reports them) by what they say of a manifest
+_EXPIRED = ("signingCredential.expired", "claimSignature.outsideValidity")
+_REJECTED_SIGNER = ("signingCredential.invalid", "signingCredential.revoked",
+                    "signingCredential.ocsp.revoked")
+
+
+def _state(library_state: str, failures: tuple[str, ...], successes: tuple[str, ...]) -> str:
+    """Our state from the library's (``Trusted``, ``Valid``, ``Invalid``) and its codes.
+
+    A hash or signature that does not match, or a part gone, is a change after signing
+    (``tampered``); without ``claimSignature.validated`` no signature was checked
+    (``damaged``, as for a code about the manifest's form). Codes about the signer alone say
+    how far to trust an intact manifest: ``invalid`` (a revoked certificate, or one C2PA does
+    not accept), ``expired``, ``untrusted``; ``valid`` when nothing failed and a trust anchor
+    vouched."""
+    if any(c.endswith((".mismatch", ".missing")) for c in failures):
         return "tampered"
-    if any(c.endswith(".expired") for c in failures):
+    if "claimSignature.validated" not in successes:
+        return "damaged"
+    if any(c in _REJECTED_SIGNER for c in failures):
+        return "invalid"
+    if any(c in _EXPIRED for c in failures):
         return "expired"
+    if any(not c.startswith(("signingCredential.", "timeStamp.")) for c in failures):
+        return "damaged"
     return "valid" if library_state == "Trusted" and not failures else "untrusted"
 
 
@@ -142,8 +162,9 @@ def _evidence(reader: object, where: str) -> ManifestEvidence:
     state = reader.get_validation_state()  # type: ignore[attr-defined]
     results = reader.get_validation_results() or {}  # type: ignore[attr-defined]
     active = reader.get_active_manifest() or {}  # type: ignore[attr-defined]
-    failures = tuple(item.get("code", "?") for item in
-                     (results.get("activeManifest", {}) or {}).get("failure", []))
+    active_results = results.get("activeManifest", {}) or {}
+    failures = tuple(item.get("code", "?") for item in active_results.get("failure", []))
+    successes = tuple(item.get("code", "?") for item in active_results.get("success", []))
     generator = next((g.get("name") for g in active.get("claim_generator_info", [])), None)
     source_type = None
     for assertion in active.get("assertions", []):
@@ -151,8 +172,8 @@ def _evidence(reader: object, where: str) -> ManifestEvidence:
             for action in assertion.get("data", {}).get("actions", []):
                 source_type = source_type or action.get("digitalSourceType")
     signer_name = (active.get("signature_info") or {}).get("issuer")
-    return ManifestEvidence(_state(str(state), failures), generator, source_type, signer_name,
-                            where, failures)
+    return ManifestEvidence(_state(str(state), failures, successes), generator, source_type,
+                            signer_name, where, failures)
 
 
 def _context(trust_anchors: bytes | None):  # noqa: ANN202 (c2pa.Context or None)
@@ -162,7 +183,7 @@ def _context(trust_anchors: bytes | None):  # noqa: ANN202 (c2pa.Context or None
     import c2pa
 
     return c2pa.Context.from_dict({"verify": {"verify_trust": True},
-                                   "trust": {"trust_anchors": trust_anchors.decode("ascii")}})
+                                   "trust": {"trust_anchors": trust_anchors.decode()}})
 
 
 def read_manifest(path: str | os.PathLike[str], trust_anchors: bytes | None = None
@@ -174,13 +195,22 @@ def read_manifest(path: str | os.PathLike[str], trust_anchors: bytes | None = No
     when the file itself cannot be read (an unreadable sidecar is ``damaged``).
     """
     try:
-        import c2pa
+        import c2pa  # noqa: F401  (here only to say when it is missing)
     except ImportError:
         return ManifestEvidence("unchecked", problems=("c2pa-python is not installed",))
 
-    p = Path(path)
-    mime = _MIME.get(p.suffix.lower())
     context = _context(trust_anchors)
+    try:
+        return _read(Path(path), context)
+    finally:
+        if context is not None:
+            context.close()
+
+
+def _read(p: Path, context: object) -> ManifestEvidence:
+    import c2pa
+
+    mime = _MIME.get(p.suffix.lower())
     where = "embedded"
     try:
         if mime is not None and mime in c2pa.Reader.get_supported_mime_types():
@@ -214,14 +244,15 @@ def read_manifest(path: str | os.PathLike[str], trust_anchors: bytes | None = No
 
 
 def read_trust_anchors(path: str | os.PathLike[str]) -> bytes:
-    """PEM CA certificates to trust when reading manifests; raises ``ValueError`` naming the
-    file when it cannot be read or holds no certificate."""
+    """PEM CA certificates to trust when reading manifests, as bare PEM blocks (a bundle's
+    comments, names in any language, left out); raises ``ValueError`` naming the file when it
+    cannot be read or holds no certificate."""
     from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding
 
     p = Path(path)
     try:
-        data = p.read_bytes()
-        x509.load_pem_x509_certificates(data)
+        certificates = x509.load_pem_x509_certificates(p.read_bytes())
     except (OSError, ValueError) as exc:
         raise ValueError(f"{p}: not a readable PEM file of CA certificates ({exc})") from exc
-    return data
+    return b"".join(c.public_bytes(Encoding.PEM) for c in certificates)

@@ -338,10 +338,12 @@ def verify_file(path: str | os.PathLike[str], trust_anchors: bytes | None = None
     Raises :class:`UnreadableMediaError` for a missing, empty, corrupt, unsupported or
     unreadable file (a permission denied included).
     """
+    p = Path(path)
     try:
-        return _verify(Path(path), trust_anchors)
-    except OSError as exc:
-        raise UnreadableMediaError(Path(path), f"cannot read it: {exc.strerror or exc}"
+        return _verify(p, trust_anchors)
+    except OSError as exc:  # reading it, or a tool it needs (ffmpeg) failing to start
+        other = f" ({exc.filename})" if exc.filename and Path(exc.filename) != p else ""
+        raise UnreadableMediaError(p, f"cannot check it: {exc.strerror or exc}{other}"
                                    ) from exc
 
 

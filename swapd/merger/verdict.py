@@ -59,13 +59,17 @@ def c2pa_text(manifest: ManifestEvidence | None) -> str:
     where = " (sidecar)" if manifest.where == "sidecar" else ""
     if manifest.state == "damaged":
         reason = manifest.problems[0] if manifest.problems else "unreadable"
-        return f"C2PA manifest{where} damaged: not readable, no signature checked ({reason})"
+        return f"C2PA manifest{where} damaged: it cannot be read or checked ({reason})"
     maker = f"made by {manifest.generator}" if manifest.generator else "maker unknown"
     if manifest.state == "tampered":
         codes = ", ".join(c for c in manifest.problems
                           if not c.startswith("signingCredential.")) or "invalid"
         return f"C2PA manifest{where} TAMPERED: changed after signing ({codes})"
     signer = f" {manifest.signer!r}" if manifest.signer else ""
+    if manifest.state == "invalid":
+        codes = ", ".join(c for c in manifest.problems if c != "signingCredential.untrusted")
+        return (f"C2PA manifest{where} intact, {maker}, but its signer{signer}'s certificate is "
+                f"revoked or not one C2PA accepts ({codes}): not counted")
     if manifest.state == "expired":
         return (f"C2PA manifest{where} intact, {maker}, but its signer{signer}'s certificate "
                 "has expired since (no time-stamp proves the signature older)")
@@ -92,7 +96,8 @@ def verdict_line(result: VerifyResult) -> str:
     if result.disagree:
         if result.c2pa is not None and result.c2pa.state == "tampered":
             line += " (the marks disagree: the content credentials were broken by a change)"
-        elif result.c2pa is not None and result.c2pa.state == "damaged":
+        elif (result.c2pa is not None and result.c2pa.state == "damaged"
+              and result.watermark.marked and not result.metadata_tag):
             line += " (the marks disagree: the content credentials are damaged, the pixels" \
                     " carry the watermark)"
         elif result.metadata_tag or (result.c2pa is not None and result.c2pa.says_swapd):

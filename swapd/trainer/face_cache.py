@@ -59,7 +59,10 @@ def cgroup_memory_limit(root: Path, own_cgroups: Path) -> int | None:
         return None
     limits = []
     for line in lines:  # "0::/system.slice/swapd.service" (v2), "7:memory:/user.slice" (v1)
-        _, controllers, path = line.split(":", 2)
+        fields = line.split(":", 2)
+        if len(fields) != 3 or ".." in fields[2].split("/"):
+            continue  # not a cgroup line (a platform of its own), or a path out of the tree
+        _, controllers, path = fields
         if controllers == "":
             base, name = root, "memory.max"
         elif "memory" in controllers.split(","):

@@ -49,8 +49,8 @@ def _gaussian_band(n: int, window: int, sigma: float, device: torch.device,
 # batch's tensors outgrow the last-level cache (48 images at 256 px: 38 MB each), every op
 # waits on memory. The images are independent, so a large batch goes through in chunks of
 # about this many bytes of statistics, each chunk's ops finding the last one's output in the
-# cache: 1.3-1.6x faster from 128 px up, the same below (docs/benchmarks.md, "The cost of
-# growth"). A GPU takes the batch whole.
+# cache: SSIM alone 1.3-1.6x faster from 128 px up, a step at 256 px 1.35-1.4x (docs/
+# benchmarks.md, "The cost of growth"). A GPU takes the batch whole.
 _CPU_CHUNK_BYTES = 16 << 20
 
 
@@ -62,7 +62,7 @@ def ssim(pred: Tensor, target: Tensor, window_size: int = 11, sigma: float = 1.5
     twice as fast as a depthwise conv2d. The products grow with the side (n/11 times the work
     of an 11-tap blur), so at several hundred pixels a conv2d would win again.
     """
-    per_image = 5 * pred[0].numel() * 4  # the float32 statistics of one image
+    per_image = 5 * pred[0].numel() * 4 if len(pred) else 1  # one image's float32 statistics
     step = max(1, _CPU_CHUNK_BYTES // per_image)
     if pred.device.type != "cpu" or pred.shape[0] <= step:
         return _ssim(pred, target, window_size, sigma)

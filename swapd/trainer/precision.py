@@ -73,29 +73,27 @@ def cpu_has_native_bf16(capabilities: Mapping[str, Any] | None = None) -> bool:
     return any(bool(caps.get(name)) for name in NATIVE_BF16_FEATURES)
 
 
-def cuda_has_native_bf16() -> bool:
-    """Whether the current CUDA GPU computes bf16 in hardware (Ampere and later). torch's own
-    check counts emulation as support by default: on older GPUs bf16 runs through float32
-    and is slower than it, as on a CPU without native bf16."""
+def cuda_has_native_bf16(device: torch.device) -> bool:
+    """Whether the CUDA GPU ``device`` computes bf16 in hardware (compute capability 8.0,
+    Ampere, and later). torch's ``is_bf16_supported`` counts emulation as support by default,
+    and asks about the current device: on older GPUs bf16 runs through float32 and is slower
+    than it, as on a CPU without native bf16."""
     if not torch.cuda.is_available():
         return False
-    try:
-        return bool(torch.cuda.is_bf16_supported(including_emulation=False))
-    except TypeError:  # a torch before the argument: it did not count emulation then
-        return bool(torch.cuda.is_bf16_supported())
+    return torch.cuda.get_device_capability(device)[0] >= 8
 
 
 def resolve_precision(option: PrecisionOption, device: torch.device,
                       cpu_bf16: Callable[[], bool] = cpu_has_native_bf16,
                       allow_cpu: bool = False, auto_on_cpu: bool = AUTO_BF16_ON_CPU,
-                      cuda_bf16: Callable[[], bool] = cuda_has_native_bf16
+                      cuda_bf16: Callable[[torch.device], bool] = cuda_has_native_bf16
                       ) -> PrecisionMode:
     """The precision ``option`` trains in on ``device``, with a warning where an explicit
     choice cannot be honoured (then float32). ``cpu_bf16``, ``cuda_bf16``: the hardware
     checks (tests give their own); ``allow_cpu``: run any mode on the CPU (torch emulates it
     there, slowly); ``auto_on_cpu``: whether auto takes bf16 on a CPU that has it."""
     if device.type == "cuda":
-        bf16 = cuda_bf16()
+        bf16 = cuda_bf16(device)
         if option == "auto":
             return "bf16" if bf16 else "off"
         if option == "bf16" and not bf16:
