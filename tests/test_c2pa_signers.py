@@ -150,7 +150,8 @@ def test_an_expired_signer_is_not_tampering(tmp_path: Path,
     assert "signingCredential.expired" in manifest.problems
     result = verify_file(image)
     assert result.marked and result.marks == ["C2PA manifest"]
-    assert "certificate has expired" in verdict_line(result)
+    assert "the certificate of its signer" in verdict_line(result)
+    assert "has expired since" in verdict_line(result)
     assert "TAMPERED" not in verdict_line(result)
 
 

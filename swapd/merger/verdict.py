@@ -68,11 +68,11 @@ def c2pa_text(manifest: ManifestEvidence | None) -> str:
     signer = f" {manifest.signer!r}" if manifest.signer else ""
     if manifest.state == "invalid":
         codes = ", ".join(c for c in manifest.problems if c != "signingCredential.untrusted")
-        return (f"C2PA manifest{where} intact, {maker}, but its signer{signer}'s certificate is "
-                f"revoked or not one C2PA accepts ({codes}): not counted")
+        return (f"C2PA manifest{where} intact, {maker}, but the certificate of its signer"
+                f"{signer} is revoked or not one C2PA accepts ({codes}): not counted")
     if manifest.state == "expired":
-        return (f"C2PA manifest{where} intact, {maker}, but its signer{signer}'s certificate "
-                "has expired since (no time-stamp proves the signature older)")
+        return (f"C2PA manifest{where} intact, {maker}, but the certificate of its signer"
+                f"{signer} has expired since (no time-stamp proves the signature older)")
     if manifest.state == "untrusted":
         other = [c for c in manifest.problems if c != "signingCredential.untrusted"]
         why = f": {', '.join(other)}" if other else ""
