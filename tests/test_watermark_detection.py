@@ -59,6 +59,24 @@ def test_smooth_panning_clip_scaled_to_a_third_verifies(tmp_path: Path) -> None:
         assert copy.watermark.marked and not copy.metadata_tag, (seed, copy.watermark)
 
 
+@pytest.mark.parametrize("attack, vf", [
+    ("scaled to a 240 px short side", "scale=240:-2"),
+    ("10 % cropped from the right", "crop=trunc(iw*0.45)*2:ih:0:0"),
+    ("10 % cropped from the bottom", "crop=iw:trunc(ih*0.45)*2:0:0"),
+])
+def test_a_portrait_phone_clip_keeps_its_mark(tmp_path: Path, attack: str, vf: str) -> None:
+    """720x1280, as phones film: the cells follow the shorter side, so a portrait frame is
+    marked and found as a landscape one is (each copy re-encoded at CRF 28, tags stripped)."""
+    big = make_background((720 + 50, 1280 + 100), 8)  # the flattest demo backdrop
+    frames = [big[t * 4:t * 4 + 1280, t * 2:t * 2 + 720].copy() for t in range(25)]
+    marked = encode([watermark.embed(f) for f in frames], tmp_path / "portrait.mp4")
+    found = verify_file(scaled_copy(marked, vf, tmp_path / "copy.mp4")).watermark
+    assert found.marked, (attack, found)
+    plain = verify_file(scaled_copy(encode(frames, tmp_path / "plain.mp4"), vf,
+                                    tmp_path / "plain_copy.mp4")).watermark
+    assert not plain.marked, (attack, plain)
+
+
 def test_marks_of_the_first_v2_embedding_still_verify(tmp_path: Path,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     """Files merged before December 2026 carry +-2 on flat areas, +-4.5 on texture, texture
