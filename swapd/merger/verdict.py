@@ -66,15 +66,15 @@ def c2pa_text(manifest: ManifestEvidence | None) -> str:
                           if not c.startswith("signingCredential.")) or "invalid"
         return f"C2PA manifest{where} TAMPERED: changed after signing ({codes})"
     signer = f" {manifest.signer!r}" if manifest.signer else ""
+    # what failed besides the want of a trust anchor (which "untrusted" says in words)
+    other = [c for c in manifest.problems if c != "signingCredential.untrusted"]
     if manifest.state == "invalid":
-        codes = ", ".join(c for c in manifest.problems if c != "signingCredential.untrusted")
         return (f"C2PA manifest{where} intact, {maker}, but the certificate of its signer"
-                f"{signer} is revoked or not one C2PA accepts ({codes}): not counted")
+                f"{signer} is revoked or not one C2PA accepts ({', '.join(other)}): not counted")
     if manifest.state == "expired":
         return (f"C2PA manifest{where} intact, {maker}, but the certificate of its signer"
                 f"{signer} has expired since (no time-stamp proves the signature older)")
     if manifest.state == "untrusted":
-        other = [c for c in manifest.problems if c != "signingCredential.untrusted"]
         why = f": {', '.join(other)}" if other else ""
         return (f"C2PA manifest{where} intact, {maker}, untrusted signer{signer} "
                 f"(no trust anchor vouches for it{why})")
