@@ -126,8 +126,9 @@ def frames_of(path: Path) -> list[np.ndarray]:
 def test_keyframes_hold_the_mark_a_panning_copy_drags_away(tmp_path: Path) -> None:
     """A pan over a dense-edge photograph (scikit-image's coins), scaled to a third and
     re-encoded at CRF 28: x264 codes the mark afresh in the copy's keyframe only, its
-    P-frames drag that copy along with the content. The frames' two poolings miss it (6.3
-    when measured); ``swapd verify`` decodes the keyframes apart and finds it (11.1)."""
+    P-frames drag that copy along with the content. The frames' two poolings hold less of
+    it (10.3 when measured; 6.3, a miss, before tiles were flattened); ``swapd verify``
+    decodes the keyframes apart and finds more (11.5)."""
     data = pytest.importorskip("skimage.data")
     coins = cv2.cvtColor(np.asarray(data.coins()), cv2.COLOR_GRAY2BGR)
     big = cv2.resize(coins, (SIZE[0] + 100, SIZE[1] + 50), interpolation=cv2.INTER_CUBIC)
@@ -137,7 +138,7 @@ def test_keyframes_hold_the_mark_a_panning_copy_drags_away(tmp_path: Path) -> No
     decoded = frames_of(copy)
     frames_only = watermark.detect(decoded)  # the two poolings alone
     found = verify_file(copy).watermark
-    assert found.marked and found.score > frames_only.score + 2, (found, frames_only)
+    assert found.marked and found.score > frames_only.score + 0.8, (found, frames_only)
     assert found.chance_if_unmarked == pytest.approx(
         watermark.HYPOTHESES * math.exp(-found.score ** 2 / 2), rel=1e-6)
     source = verify_file(scaled_copy(encode(pan, tmp_path / "s.mp4"),
@@ -220,3 +221,48 @@ def test_without_its_keyframes_a_video_still_verifies(tmp_path: Path,
     monkeypatch.setattr(provenance, "_keyframes", fails)
     found = verify_file(marked).watermark
     assert found.marked and found.hypotheses == two, found
+
+
+def half_size_jpeg(frame: np.ndarray) -> np.ndarray:
+    """One frame at half size as a JPEG q75 (a still taken from a clip and shared)."""
+    small = cv2.resize(frame, (frame.shape[1] // 2, frame.shape[0] // 2),
+                       interpolation=cv2.INTER_AREA)
+    return cv2.imdecode(cv2.imencode(".jpg", small, [cv2.IMWRITE_JPEG_QUALITY, 75])[1],
+                        cv2.IMREAD_COLOR)
+
+
+def test_a_single_frame_of_dense_texture_keeps_its_mark(monkeypatch: pytest.MonkeyPatch
+                                                        ) -> None:
+    """scikit-image's *brick* (a fine, even texture over the whole frame) as one 1280x720
+    frame, shared at half size as a JPEG q75: the folded host's spectrum has the wall's
+    peaks, which flattening it weighs down (14.7 when measured); without flattening the
+    same frame missed (7.8). Unmarked, it stays far under the threshold."""
+    data = pytest.importorskip("skimage.data")
+    brick = cv2.cvtColor(np.asarray(data.brick()), cv2.COLOR_GRAY2BGR)
+    # The first frame of the benchmark's pan over it (watermark_robustness.clip_frames)
+    frame = cv2.resize(brick, (SIZE[0] + 100, SIZE[1] + 50),
+                       interpolation=cv2.INTER_CUBIC)[:SIZE[1], :SIZE[0]].copy()
+    found = watermark.detect([half_size_jpeg(watermark.embed(frame))])
+    assert found.marked and found.score > watermark.Z_THRESHOLD + 4, found
+    assert watermark.detect([half_size_jpeg(frame)]).score < watermark.Z_THRESHOLD - 2
+    monkeypatch.setattr(watermark_search, "_flatten_spectrum", lambda tiles: tiles)
+    unflattened = watermark.detect([half_size_jpeg(watermark.embed(frame))])
+    assert not unflattened.marked and unflattened.score < found.score - 4, unflattened
+
+
+def test_flattening_depends_on_the_tile_alone() -> None:
+    """A tile of nothing (flat content) stays nothing, not NaN; the flattened tile does not
+    change with the host's scale (so bright and dark content weigh alike); and a strong
+    periodic host (one frequency) is weighed down against the rest."""
+    nothing = watermark_search._flatten_spectrum(np.zeros((2, 64, 64), np.float32))
+    assert np.all(nothing == 0)
+    rng = np.random.default_rng(5)
+    noise = rng.normal(0, 1, (1, 64, 64)).astype(np.float32)
+    wave = 40 * np.cos(2 * np.pi * 9 * np.arange(64) / 64).astype(np.float32)[None, None, :]
+    tile = noise + wave
+    flat = watermark_search._flatten_spectrum(tile)
+    np.testing.assert_allclose(watermark_search._flatten_spectrum(tile * 100), flat,
+                               rtol=1e-4, atol=1e-5)
+    power = np.abs(np.fft.fft2(flat[0])) ** 2
+    before = np.abs(np.fft.fft2(tile[0])) ** 2
+    assert power[0, 9] / power.mean() < before[0, 9] / before.mean() / 20

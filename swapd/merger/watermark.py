@@ -27,12 +27,15 @@ Scheme ``swapd-wm-v2``
   strengthens the one and smooths the other; and the mean of the whitened frames), a third
   when the caller hands it the file's keyframes apart (the mean of the whitened keyframes:
   a re-encode codes the mark afresh only in them), and searches each for scale, rotation
-  (+-2.4 deg), horizontal flip and cyclic offset with FFT correlation against the key tile.
+  (+-2.4 deg), horizontal flip and cyclic offset with FFT correlation against the key tile,
+  after flattening the spectrum of what folding leaves of the host (a textured wall's peaks
+  weigh less than the frequencies where the mark stands out).
 
 Why the threshold is trustworthy
 --------------------------------
 For one hypothesis (scale, angle, flip, offset) the score is ``z = sum(a * k) / |a|``,
-where ``a`` is the folded host (a function of the content alone) and ``k`` the key.
+where ``a`` is the folded host, whitened and flattened (a function of the content alone:
+every weighting is computed from the frames, never from the key) and ``k`` the key.
 Over the key's randomness it is a Rademacher sum, so by Hoeffding's inequality
 ``P(z >= t) <= exp(-t^2 / 2)`` for *any* content, and by the union bound over the
 ``HYPOTHESES`` (11.5 million: 3.8 million per pooling, three poolings) hypotheses searched
