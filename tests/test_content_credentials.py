@@ -75,6 +75,21 @@ def test_manifest_names_the_source_as_ingredient(merged: dict[str, Path]) -> Non
     assert actions[0]["action"] == "c2pa.created"
 
 
+@pytest.mark.parametrize("kind", ["video", "image"])
+def test_manifests_carry_no_thumbnail_of_the_source(merged: dict[str, Path], kind: str) -> None:
+    """c2pa-python embeds a 1024 px JPEG of each ingredient and of the output by default: the
+    source's would carry the unswapped face inside the swapped file. swapd turns them off."""
+    import c2pa
+
+    with c2pa.Reader(str(merged[kind])) as reader:
+        store = json.loads(reader.json())
+    active = store["manifests"][store["active_manifest"]]
+    assert active["ingredients"] and "thumbnail" not in active["ingredients"][0]
+    assert "thumbnail" not in active
+    assert not [a for a in active["assertions"] if "thumbnail" in a["label"]]
+    assert "thumbnail" not in json.dumps(store)
+
+
 def test_changed_files_are_reported_tampered(merged: dict[str, Path], tmp_path: Path) -> None:
     """A pixel byte of the video, a date in the image's metadata: both break the hashes."""
     video = bytearray(merged["video"].read_bytes())

@@ -101,3 +101,32 @@ def test_json_lines_carry_the_same(files: dict[str, Path],
     assert stripped["c2pa"]["state"] == "absent"
     assert not plain["marked"] and plain["watermark"]["score"] < plain["watermark"]["threshold"]
     assert "broken.mp4" in broken["path"] and broken["error"]
+
+
+def test_a_score_under_the_threshold_yet_rare_unmarked_is_inconclusive() -> None:
+    """Between what unmarked content often reaches and the threshold, the line says
+    inconclusive, never "no watermark" beside a tiny chance (a heavily attacked copy)."""
+    from swapd.merger.verdict import watermark_text
+    from swapd.merger.watermark import WatermarkEvidence, chance_if_unmarked
+
+    def text(score: float) -> str:
+        return watermark_text(WatermarkEvidence(
+            score=score, marked=score >= watermark.Z_THRESHOLD, frames_checked=1,
+            chance_if_unmarked=chance_if_unmarked(score), hypotheses=watermark.HYPOTHESES))
+
+    assert text(5.0).startswith("no watermark (score 5.0 < threshold 8.4: a score unmarked")
+    faint = text(8.0)
+    assert faint.startswith("watermark inconclusive (score 8.0 < threshold 8.4, yet chance")
+    assert "no watermark" not in faint and "too weak to call marked" in faint
+    assert text(9.0).startswith("watermark found (score 9.0 >= threshold 8.4")
+
+
+def test_a_tampered_manifest_still_says_who_it_names() -> None:
+    """A swapd manifest broken by a change: the line says so, and that it names swapd."""
+    from swapd.merger.content_credentials import ManifestEvidence
+    from swapd.merger.verdict import c2pa_text
+
+    line = c2pa_text(ManifestEvidence("tampered", generator="swapd",
+                                      problems=("assertion.dataHash.mismatch",)))
+    assert line == ("C2PA manifest TAMPERED: made by swapd, changed after signing "
+                    "(assertion.dataHash.mismatch)")

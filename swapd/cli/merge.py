@@ -37,10 +37,14 @@ def cmd_verify(args: argparse.Namespace) -> int:
     from swapd.merger.provenance import verify_file
     from swapd.merger.verdict import verdict_line
 
+    pem_file, given_as = args.trust_anchors, "--trust-anchors"
+    if pem_file is None and args.config is not None:
+        pem_file = _merge_defaults(args.config).c2pa_trust_anchors
+        given_as = f"[merge] c2pa_trust_anchors of {args.config}:"
     try:
-        anchors = read_trust_anchors(args.trust_anchors) if args.trust_anchors else None
+        anchors = read_trust_anchors(pem_file) if pem_file else None
     except ValueError as exc:
-        print(f"swapd verify: --trust-anchors {exc}", file=sys.stderr)
+        print(f"swapd verify: {given_as} {exc}", file=sys.stderr)
         return EXIT_USAGE
     targets = _verify_targets(args.files)
     if not targets:
@@ -69,6 +73,13 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return status
 
 
+def _merge_defaults(config: Path):  # noqa: ANN202 (swapd.config.MergeDefaults)
+    """The [merge] section of the swapd.toml at *config* (a ConfigError names what is wrong)."""
+    from swapd.config import load_service_config
+
+    return load_service_config(config).merge
+
+
 def cmd_merge(args: argparse.Namespace) -> int:
     from swapd.extract.alignments import AlignmentsError, load_alignments, record_beside
     from swapd.extract.detectors.base import DetectorError
@@ -77,6 +88,7 @@ def cmd_merge(args: argparse.Namespace) -> int:
     from swapd.merger.content_credentials import ContentCredentialsError
     from swapd.merger.look import LOOK_KEYS
     from swapd.merger.merge import MergeError, MergeOptions, faceless_text, merge_file
+    from swapd.merger.session import ModelLoadError
 
     record = None if args.detect else (args.alignments or record_beside(args.input))
     try:
@@ -86,11 +98,18 @@ def cmd_merge(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     if alignments is not None:
         print(f"faces from {record} ({len(alignments)} frames recorded)")
+    # swapd.toml's [merge] section (--config), where a flag does not say otherwise; the
+    # certificate and its key come as a pair, from the flags or from the file
+    defaults = _merge_defaults(args.config) if args.config is not None else None
+    certificate, key = args.c2pa_certificate, args.c2pa_private_key
+    if defaults is not None and certificate is None and key is None:
+        certificate, key = defaults.c2pa_certificate, defaults.c2pa_private_key
+    device = args.device or (defaults.device if defaults is not None else "auto")
     try:
         options = MergeOptions.with_look(
             {key: getattr(args, key) for key in LOOK_KEYS if getattr(args, key) is not None},
-            faces=args.faces, device=args.device, learned_mask=not args.no_learned_mask,
-            c2pa_certificate=args.c2pa_certificate, c2pa_private_key=args.c2pa_private_key,
+            faces=args.faces, device=device, learned_mask=not args.no_learned_mask,
+            c2pa_certificate=certificate, c2pa_private_key=key,
             **output_options(args))
     except ValueError as exc:
         key, _, problem = str(exc).partition(":")
@@ -105,7 +124,7 @@ def cmd_merge(args: argparse.Namespace) -> int:
         result = merge_file(Path(args.input), Path(args.output), Path(args.model),
                             options=options, progress=progress, alignments=alignments)
     except (UnreadableMediaError, MergeError, DetectorError, CredentialsError,
-            ContentCredentialsError) as exc:  # DetectorError: a
+            ContentCredentialsError, ModelLoadError) as exc:  # DetectorError: a
         bar.close()  # missing detector or landmark model, with the fix in its message
         print(f"swapd merge: {exc}", file=sys.stderr)
         return 2
@@ -124,11 +143,13 @@ def _preview(args: argparse.Namespace, options: object) -> int:
     from swapd.merger.content_credentials import ContentCredentialsError
     from swapd.merger.merge import MergeError, Merger
     from swapd.merger.preview import preview
+    from swapd.merger.session import ModelLoadError
 
     try:
         merger = Merger(Path(args.model), options)  # type: ignore[arg-type]
         out = preview(merger, Path(args.input), args.preview, args.compare, Path(args.output))
-    except (UnreadableMediaError, MergeError, CredentialsError, ContentCredentialsError) as exc:
+    except (UnreadableMediaError, MergeError, CredentialsError, ContentCredentialsError,
+            ModelLoadError) as exc:
         print(f"swapd merge: {exc}", file=sys.stderr)
         return 2
     print(out)
@@ -174,6 +195,9 @@ def add_verify(sub: Subparsers) -> None:
     p.add_argument("--trust-anchors", metavar="PEM",
                    help="CA certificates to trust: a C2PA manifest signed under one is "
                         "reported valid (without, every intact manifest is 'untrusted')")
+    p.add_argument("--config", type=Path, metavar="TOML",
+                   help="swapd.toml: its [merge] c2pa_trust_anchors, unless --trust-anchors "
+                        "is given")
     p.set_defaults(func=cmd_verify)
 
 
@@ -184,7 +208,11 @@ def add_merge(sub: Subparsers) -> None:
     p.add_argument("--model", required=True, help="an .onnx file exported by swapd")
     p.add_argument("--output", default="merged", help="output folder")
     p.add_argument("--faces", default="all", choices=["all", "largest"])
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"],
+                   help="where onnxruntime runs (default: --config's [merge] device, or auto)")
+    p.add_argument("--config", type=Path, metavar="TOML",
+                   help="swapd.toml: its [merge] device, and c2pa_certificate and "
+                        "c2pa_private_key to sign with (the flags win)")
     p.add_argument("--alignments", type=Path,
                    help="faces per frame: swapd's .alignments.jsonl or faceswap's .fsa "
                         "(default: INPUT_STEM.alignments.jsonl or INPUT_STEM_alignments.fsa "

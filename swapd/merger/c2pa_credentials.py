@@ -20,13 +20,14 @@ import datetime
 import io
 import logging
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import platformdirs
 
 from swapd.errors import FileProblem
-from swapd.fsutil import atomic_write_bytes
+from swapd.fsutil import FolderLock, atomic_write_bytes
 
 log = logging.getLogger(__name__)
 
@@ -114,9 +115,10 @@ def make_local_ca(folder: Path) -> SigningCredentials:
     os.chmod(folder / "signer-key.pem", 0o600)
     atomic_write_bytes(folder / "local-ca.pem", ca.public_bytes(pem))
     log.warning("made a local C2PA CA and signing certificate in %s: merged files carry signed "
-                "content credentials, and validators will call the signer untrusted (set "
-                "[merge] c2pa_certificate and c2pa_private_key in swapd.toml to sign with "
-                "your own)", folder)
+                "content credentials, and validators will call the signer untrusted (to sign "
+                "with your own: [merge] c2pa_certificate and c2pa_private_key in the swapd.toml "
+                "of swapd run --config and swapd merge --config, or swapd merge's "
+                "--c2pa-certificate and --c2pa-private-key)", folder)
     return SigningCredentials(chain, key, str(folder), local_ca=True)
 
 
@@ -198,6 +200,16 @@ def signer(credentials: SigningCredentials):  # noqa: ANN201 (c2pa.Signer, impor
                                                      credentials.key_pem, None))
 
 
+def signing_context():  # noqa: ANN201 (c2pa.Context, imported lazily)
+    """The c2pa-python context every manifest is built in: no thumbnails. By default the
+    library embeds a 1024 px JPEG of each ingredient and of the output: the source's would
+    put the unswapped face inside the swapped file, and both add about 0.25-0.6 MB and 0.1 s
+    to every image or frame of a sequence."""
+    import c2pa
+
+    return c2pa.Context.from_dict({"builder": {"thumbnail": {"enabled": False}}})
+
+
 def try_signing(credentials: SigningCredentials, chain_path: Path) -> None:
     """Sign a tiny image with *credentials* (in memory, about 50 ms): whatever the C2PA library
     refuses is refused here, at start, not after a merge's work."""
@@ -212,12 +224,32 @@ def try_signing(credentials: SigningCredentials, chain_path: Path) -> None:
                 "assertions": [{"label": "c2pa.actions", "data": {"actions": [{
                     "action": "c2pa.created", "digitalSourceType": DIGITAL_SOURCE_TYPE}]}}]}
     try:
-        with c2pa.Builder.from_json(manifest) as builder, signer(credentials) as key:
+        with signing_context() as context, \
+                c2pa.Builder.from_json(manifest, context) as builder, \
+                signer(credentials) as key:
             builder.sign(key, "image/png", io.BytesIO(png), io.BytesIO())
     except c2pa.C2paError as exc:
         reason = " ".join(str(exc).split())[:300]
         raise CredentialsError(chain_path, f"the C2PA library refuses this certificate or key "
                                            f"({reason}); {_PROFILE}") from exc
+
+
+def _local_ca_made_once(folder: Path, wait_s: float = 30.0) -> SigningCredentials | None:
+    """Make the local CA in *folder* when neither of its files is there (None when they are),
+    under a lock: two merges started at once must not each write one half of a pair."""
+    lock = FolderLock(folder / ".make.lock")
+    deadline = time.monotonic() + wait_s
+    while not lock.acquire():
+        if time.monotonic() > deadline:
+            raise CredentialsError(folder, f"another swapd process has held {lock.path} for "
+                                           f"{wait_s:.0f} s while making the local CA")
+        time.sleep(0.05)
+    try:
+        if (folder / "signer-chain.pem").exists() or (folder / "signer-key.pem").exists():
+            return None
+        return make_local_ca(folder)
+    finally:
+        lock.release()
 
 
 def load_credentials(certificate: str | os.PathLike[str] | None = None,
@@ -226,16 +258,19 @@ def load_credentials(certificate: str | os.PathLike[str] | None = None,
     """The configured chain and key, checked; or the local CA's (made on first use)."""
     if (certificate is None) != (private_key is None):
         missing = "c2pa_private_key" if private_key is None else "c2pa_certificate"
+        flag = "--" + missing.replace("_", "-")
         raise CredentialsError(Path(str(certificate or private_key)),
-                               f"[merge] {missing} must be set too (a chain needs its key)")
+                               f"{missing} must be set too ([merge] {missing} in swapd.toml, "
+                               f"or {flag}): a chain needs its key")
     if certificate is not None and private_key is not None:
         chain_path, key_path = Path(certificate), Path(private_key)
         where, local = f"{chain_path} + {key_path}", False
     else:
         folder = local_dir or local_credentials_dir()
         chain_path, key_path = folder / "signer-chain.pem", folder / "signer-key.pem"
-        if not chain_path.exists() and not key_path.exists():
-            return make_local_ca(folder)
+        made = _local_ca_made_once(folder)
+        if made is not None:
+            return made
         for half in (chain_path, key_path):
             if not half.exists():
                 raise CredentialsError(half, f"swapd's local CA is incomplete ({half.name} is "
@@ -243,7 +278,14 @@ def load_credentials(certificate: str | os.PathLike[str] | None = None,
                                              "new one")
         where, local = str(folder), True
     chain, key = _read(chain_path, "certificate chain"), _read(key_path, "private key")
-    algorithm = check_credentials(chain, key, chain_path, key_path)
+    try:
+        algorithm = check_credentials(chain, key, chain_path, key_path)
+    except CredentialsError as exc:
+        if not local:
+            raise
+        raise CredentialsError(exc.path, f"{exc.reason} (swapd's local CA: delete "
+                                         f"{chain_path.parent} and swapd makes a new one)"
+                               ) from exc
     credentials = SigningCredentials(chain, key, where, local_ca=local, algorithm=algorithm)
     try_signing(credentials, chain_path)
     return credentials

@@ -34,7 +34,7 @@ from pathlib import Path
 from swapd import __version__
 from swapd.errors import FileProblem
 from swapd.fsutil import atomic_path
-from swapd.merger.c2pa_credentials import SigningCredentials, signer
+from swapd.merger.c2pa_credentials import SigningCredentials, signer, signing_context
 from swapd.merger.metadata_tag import DIGITAL_SOURCE_TYPE
 
 _MIME = {".mp4": "video/mp4", ".m4v": "video/mp4", ".mov": "video/quicktime",
@@ -105,7 +105,8 @@ def sign_file(path: str | os.PathLike[str], source: str | os.PathLike[str] | Non
     p = Path(path)
     mime = _MIME.get(p.suffix.lower())
     try:
-        with c2pa.Builder.from_json(_manifest(title or p.name)) as builder:
+        with signing_context() as context, \
+                c2pa.Builder.from_json(_manifest(title or p.name), context) as builder:
             if source is not None and Path(source).is_file():
                 src = Path(source)
                 kind = _MIME.get(src.suffix.lower(), "application/octet-stream")

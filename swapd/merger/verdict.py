@@ -4,7 +4,8 @@ A file is *marked* when any mark is found: the metadata tag, or the watermark (e
 The line names every mark found and missing, says when they disagree (a stripped tag, or a
 tag over pixels that do not carry the watermark), and gives the watermark's score against
 its threshold with the chance of such a score on unmarked content.  It never pairs "not
-marked" with a number that reads like confidence in a mark.
+marked" with a number that reads like confidence in a mark: a score under the threshold that
+unmarked content still reaches only rarely is called inconclusive, not "no watermark".
 """
 
 from __future__ import annotations
@@ -38,8 +39,9 @@ def _geometry_text(evidence: WatermarkEvidence) -> str:
 
 
 def watermark_text(evidence: WatermarkEvidence) -> str:
-    """'watermark found (score 23.1 >= threshold 8.4, ...)' or 'no watermark (score 3.2 <
-    threshold 8.4: ...)'; the threshold is the evidence's own (8.5 for a tagged video)."""
+    """'watermark found (score 23.1 >= threshold 8.4, ...)', 'no watermark (score 3.2 <
+    threshold 8.4: ...)', or between them 'watermark inconclusive (score 8.0 < threshold 8.4,
+    yet ...)'; the threshold is the evidence's own (8.5 for a tagged video)."""
     score = f"score {evidence.score:.1f}"
     chance = chance_text(evidence.chance_if_unmarked)
     if evidence.marked:
@@ -47,6 +49,9 @@ def watermark_text(evidence: WatermarkEvidence) -> str:
                 f"{_geometry_text(evidence)})")
     if evidence.frames_checked == 0:
         return "no watermark (no frame large enough to check)"
+    if evidence.chance_if_unmarked < 0.01:  # under the threshold, yet rare on unmarked content
+        return (f"watermark inconclusive ({score} < threshold {evidence.threshold:g}, yet "
+                f"{chance}: a faint trace, too weak to call marked)")
     return f"no watermark ({score} < threshold {evidence.threshold:g}: {chance})"
 
 
@@ -64,7 +69,7 @@ def c2pa_text(manifest: ManifestEvidence | None) -> str:
     if manifest.state == "tampered":
         codes = ", ".join(c for c in manifest.problems
                           if not c.startswith("signingCredential.")) or "invalid"
-        return f"C2PA manifest{where} TAMPERED: changed after signing ({codes})"
+        return f"C2PA manifest{where} TAMPERED: {maker}, changed after signing ({codes})"
     signer = f" {manifest.signer!r}" if manifest.signer else ""
     # what failed besides the want of a trust anchor (which "untrusted" says in words)
     other = [c for c in manifest.problems if c != "signingCredential.untrusted"]

@@ -22,8 +22,9 @@ How the search works
    caller decoded them apart (:mod:`swapd.merger.provenance` does for short videos): a
    re-encode codes the mark afresh in its keyframes, while its P-frames carry the keyframe's
    copy along with the moving content, so on a panning copy scaled to 33 % at CRF 28 the
-   pooled frames lost the mark that the first frame alone still held (a dense-edge photo:
-   6.3 pooled, 11.1 in its keyframe).  A single frame is one pooling.
+   pooled frames lost the mark that the first frame alone still held (a dense-edge photo,
+   before tiles were flattened (step 5): 6.3 pooled, 11.1 in its keyframe; since: 10.3 and
+   11.5).  A single frame is one pooling.
 4. For each scale (1.2 % steps) and angle (0.6 deg steps, +-2.4 deg) the whitened image is
    warped to a canonical grid of exactly two samples per cell and *folded*: samples one key
    tile apart are summed, so the whole frame's evidence lands in one 64 x 64 tile, and a
@@ -74,7 +75,9 @@ _HIGHPASS_CELLS = 0.5  # sigma of the low frequencies removed, in cells
 # re-encoded copy keeps on flat areas is not drowned by it (0.25 before: 33 % copies lost 1-2)
 _ENERGY_FLOOR = 0.01
 _KEPT_MAX = 120  # frames kept for the whitened frames' mean (about 14 MB at 720p)
-_SPECTRUM_BOX = 5  # frequencies (per axis) a folded tile's power spectrum is smoothed over
+# Frequencies (per axis) a folded tile's power spectrum is smoothed over: odd, so the
+# smoothing is centred and the flattening stays a real, symmetric filter
+_SPECTRUM_BOX = 5
 
 
 @lru_cache(maxsize=1)
@@ -184,9 +187,11 @@ def _flatten_spectrum(tiles: np.ndarray) -> np.ndarray:
     power = spectrum.real * spectrum.real + spectrum.imag * spectrum.imag
     smooth = scipy.ndimage.uniform_filter(power, size=(1, _SPECTRUM_BOX, _SPECTRUM_BOX),
                                           mode="wrap")
-    # A tile of nothing (flat content) stays nothing: its norm is then 0, its score 0.
+    # A tile of nothing (flat content: whiten() gives exact zeros) stays nothing, so its
+    # score is 0; any other tile comes out at the same scale whatever its host's strength.
     floor = 1e-6 * smooth.mean(axis=(-2, -1), keepdims=True) + 1e-30
-    return scipy.fft.ifft2(spectrum / np.sqrt(smooth + floor)).real.astype(np.float32)
+    flat = scipy.fft.ifft2(spectrum / np.sqrt(smooth + floor)).real
+    return flat.astype(np.float32, copy=False)
 
 
 def _best(tiles: np.ndarray) -> tuple[float, int, bool]:
@@ -200,7 +205,7 @@ def _best(tiles: np.ndarray) -> tuple[float, int, bool]:
     phases = np.stack([g[:, py::_SAMPLES, px::_SAMPLES]
                        for py in range(_SAMPLES) for px in range(_SAMPLES)], axis=1)
     norm = np.sqrt(np.sum(phases * phases, axis=(-2, -1), dtype=np.float64))[..., None, None]
-    norm = np.where(norm > 1e-9, norm, np.inf).astype(np.float32)  # no content: a score of 0
+    norm = np.where(norm > 1e-9, norm, np.inf).astype(np.float32)  # a zero tile: score 0
     # Real FFTs in single precision: the search's cost is mostly these transforms, and a
     # score needs no more than 3 significant digits.
     spectrum = scipy.fft.rfft2(phases.astype(np.float32))
