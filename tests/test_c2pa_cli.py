@@ -8,6 +8,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import cv2
@@ -77,15 +78,26 @@ def test_the_flags_win_over_the_config(setup: dict[str, Path], tmp_path: Path,
     capsys.readouterr()
     assert swapd_main(["verify", str(output), "--config", str(setup["config"]),
                        "--trust-anchors", str(tmp_path / "other" / "local-ca.pem")]) == 0
-    assert "trusted signer" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "C2PA manifest valid" in out and "untrusted" not in out, out
     assert swapd_main(["verify", str(output), "--config", str(setup["config"])]) == 0
     assert "untrusted signer" in capsys.readouterr().out
+    code = swapd_main(["merge", str(setup["picture"]), "--model", str(setup["model"]),
+                       "--output", str(tmp_path / "half"), "--config", str(setup["config"]),
+                       "--c2pa-certificate", str(tmp_path / "other" / "signer-chain.pem")])
+    assert code == 2 and "come together" in capsys.readouterr().err
+    assert not (tmp_path / "half").exists()
 
 
 def test_a_bad_config_or_a_missing_model_is_a_clear_error(
         setup: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """A config whose key is missing stops the merge before any output, naming what to set;
-    a model file that is not there is one line, not a traceback."""
+    a config file that is not there is named; a model file that is not there is one line,
+    not a traceback."""
+    code = swapd_main(["merge", str(setup["picture"]), "--model", str(setup["model"]),
+                       "--output", str(tmp_path / "out"), "--config", str(tmp_path / "no.toml")])
+    err = capsys.readouterr().err
+    assert code == 2 and "no.toml" in err and "Traceback" not in err, err
     half = tmp_path / "half.toml"
     half.write_text(f'[merge]\nc2pa_certificate = "{setup["chain"]}"\n')
     code = swapd_main(["merge", str(setup["picture"]), "--model", str(setup["model"]),
@@ -101,14 +113,16 @@ def test_a_bad_config_or_a_missing_model_is_a_clear_error(
 
 
 def test_merges_started_at_once_make_one_local_ca(tmp_path: Path) -> None:
-    """Four processes loading the (not yet made) local CA at the same moment: one makes it,
-    every one signs with that same pair."""
+    """Four processes loading the (not yet made) local CA at the same moment (each waits,
+    its imports done, for one start time): one makes it, every one signs with that pair."""
     folder = tmp_path / "ca"
-    script = ("import sys; from pathlib import Path; "
+    script = ("import sys, time; from pathlib import Path; "
               "from swapd.merger.c2pa_credentials import load_credentials; "
+              "time.sleep(max(0.0, float(sys.argv[2]) - time.time())); "
               "c = load_credentials(local_dir=Path(sys.argv[1])); "
               "print(c.chain_pem.decode().split()[2][:40])")
-    runs = [subprocess.Popen([sys.executable, "-c", script, str(folder)], cwd=ROOT,
+    start = f"{time.time() + 8:.3f}"  # after every child's imports, on a loaded machine too
+    runs = [subprocess.Popen([sys.executable, "-c", script, str(folder), start], cwd=ROOT,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
             for _ in range(4)]
     results = [run.communicate(timeout=120) for run in runs]
@@ -118,10 +132,14 @@ def test_merges_started_at_once_make_one_local_ca(tmp_path: Path) -> None:
 
 
 def test_a_mismatched_local_ca_says_how_to_get_a_new_one(tmp_path: Path) -> None:
-    """The local CA's chain with another CA's key: refused at start, saying to delete the
-    folder (swapd then makes a new one)."""
+    """The local CA's chain with another CA's key: refused at start, saying which files to
+    delete (swapd then makes a new CA); a CA already there is read without taking the lock
+    (nothing is written: its folder may be read-only)."""
     make_local_ca(tmp_path / "a")
     make_local_ca(tmp_path / "b")
     shutil.copy(tmp_path / "b" / "signer-key.pem", tmp_path / "a" / "signer-key.pem")
-    with pytest.raises(CredentialsError, match=r"delete .*a and swapd makes a new one"):
+    with pytest.raises(CredentialsError, match=r"delete signer-chain.pem, signer-key.pem and "
+                                               r"local-ca.pem in .*a and swapd makes a new CA"):
         load_credentials(local_dir=tmp_path / "a")
+    assert load_credentials(local_dir=tmp_path / "b").local_ca  # nothing written there
+    assert not (tmp_path / "b" / ".make.lock").exists()

@@ -222,3 +222,92 @@ def test_service_with_bad_certificate_does_not_start(
     assert code == 2
     err = capsys.readouterr().err
     assert "not started" in err and "missing.pem" in err
+
+
+def _edit_in_another_tool(parent: Path, out: Path, ca: Path, seed: int) -> Path:
+    """*parent* opened in a C2PA-aware editor ("PhotoEditor") and saved as *out* (new pixels),
+    the editor's manifest naming *parent* as its parentOf ingredient, as such editors do."""
+    import c2pa
+
+    from swapd.merger.c2pa_credentials import signer, signing_context
+
+    credentials = load_credentials(ca / "signer-chain.pem", ca / "signer-key.pem")
+    pixels = out.with_name("pixels_" + out.name)
+    cv2.imwrite(str(pixels), np.random.default_rng(seed).integers(0, 255, (120, 160, 3),
+                                                                   np.uint8))
+    manifest = {"claim_generator_info": [{"name": "PhotoEditor", "version": "1"}]}
+    with signing_context() as context, c2pa.Builder.from_json(manifest, context) as builder:
+        builder.set_intent(c2pa.C2paBuilderIntent.EDIT)
+        with open(parent, "rb") as stream:
+            builder.add_ingredient({"title": parent.name, "relationship": "parentOf"},
+                                   "image/png", stream)
+        with open(pixels, "rb") as source, open(out, "w+b") as signed, \
+                signer(credentials) as key:
+            builder.sign(key, "image/png", source, signed)
+    return out
+
+
+def test_an_edit_of_a_swapd_output_keeps_the_mark_in_its_ingredients(ca: Path,
+                                                                      tmp_path: Path) -> None:
+    """Edited in another tool (twice over), a swapd output's manifest travels as an
+    ingredient's: the edit's manifest counts as a mark and the line says where it comes from.
+    A swapd output changed before the edit took it in does not count (its recorded results
+    say tampered), nor does an edit of an unsigned file."""
+    credentials = load_credentials(ca / "signer-chain.pem", ca / "signer-key.pem")
+    output = tmp_path / "swapd_output.png"
+    cv2.imwrite(str(output), np.random.default_rng(1).integers(0, 255, (120, 160, 3), np.uint8))
+    sign_file(output, None, credentials)
+    edited = _edit_in_another_tool(output, tmp_path / "edited.png", ca, 2)
+    again = _edit_in_another_tool(edited, tmp_path / "edited_again.png", ca, 3)
+    for path in (edited, again):
+        manifest = read_manifest(path)
+        assert manifest.generator == "PhotoEditor" and manifest.derived_from == "swapd"
+        assert manifest.says_swapd
+        result = verify_file(path)
+        assert result.marked and not result.watermark.marked, result
+        assert "made by PhotoEditor from a file swapd made" in verdict_line(result)
+
+    changed = tmp_path / "changed.png"
+    data = bytearray(output.read_bytes())
+    data[-200] ^= 0xFF  # in the pixels' compressed data, after the manifest
+    changed.write_bytes(bytes(data))
+    assert read_manifest(changed).state == "tampered"
+    for parent, name in ((changed, "of_changed.png"), (tmp_path / "pixels_edited.png",
+                                                       "of_unsigned.png")):
+        manifest = read_manifest(_edit_in_another_tool(parent, tmp_path / name, ca, 4))
+        assert manifest.generator == "PhotoEditor" and manifest.derived_from is None
+        assert not manifest.says_swapd
+        assert not verify_file(tmp_path / name).marked
+
+
+def test_a_sources_own_credentials_are_not_copied_in(ca: Path, tmp_path: Path) -> None:
+    """A source signed by a camera (c2pa-python's defaults: a thumbnail in its manifest): the
+    merged file names it as its ingredient, with its format, but does not carry its manifest
+    store, whose thumbnail is the unswapped picture."""
+    import c2pa
+
+    from swapd.merger.c2pa_credentials import signer
+
+    credentials = load_credentials(ca / "signer-chain.pem", ca / "signer-key.pem")
+    rng = np.random.default_rng(6)
+    camera = tmp_path / "camera.jpg"
+    cv2.imwrite(str(camera), rng.integers(0, 255, (240, 320, 3), np.uint8))
+    signed = tmp_path / "camera_signed.jpg"
+    manifest = {"claim_generator_info": [{"name": "Camera"}],
+                "assertions": [{"label": "c2pa.actions", "data": {"actions": [{
+                    "action": "c2pa.created", "digitalSourceType":
+                    "http://cv.iptc.org/newscodes/digitalsourcetype/digitalCapture"}]}}]}
+    with c2pa.Builder.from_json(manifest) as builder, open(camera, "rb") as source, \
+            open(signed, "w+b") as out, signer(credentials) as key:
+        builder.sign(key, "image/jpeg", source, out)
+    with c2pa.Reader(str(signed)) as reader:
+        assert "thumbnail" in reader.json()  # what would have been copied
+    output = tmp_path / "merged.png"
+    cv2.imwrite(str(output), rng.integers(0, 255, (240, 320, 3), np.uint8))
+    sign_file(output, signed, credentials)
+    with c2pa.Reader(str(output)) as reader:
+        store = json.loads(reader.json())
+    assert len(store["manifests"]) == 1 and "thumbnail" not in json.dumps(store)
+    ingredient = store["manifests"][store["active_manifest"]]["ingredients"][0]
+    assert (ingredient["title"], ingredient["format"]) == ("camera_signed.jpg", "image/jpeg")
+    assert read_manifest(output).says_swapd

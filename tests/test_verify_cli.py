@@ -115,9 +115,12 @@ def test_a_score_under_the_threshold_yet_rare_unmarked_is_inconclusive() -> None
             chance_if_unmarked=chance_if_unmarked(score), hypotheses=watermark.HYPOTHESES))
 
     assert text(5.0).startswith("no watermark (score 5.0 < threshold 8.4: a score unmarked")
+    # the highest of the 2,000 unmarked inputs measured (benchmarks/results/watermark_fpr.json)
+    assert text(6.33).startswith("no watermark (score 6.3 < threshold 8.4:")
+    assert text(7.0).startswith("no watermark (score 7.0 < threshold 8.4: chance")
     faint = text(8.0)
-    assert faint.startswith("watermark inconclusive (score 8.0 < threshold 8.4, yet chance")
-    assert "no watermark" not in faint and "too weak to call marked" in faint
+    assert faint == ("watermark inconclusive (score 8.0 < threshold 8.4, higher than unmarked "
+                     "content usually scores: chance on unmarked content <= 1e-07)")
     assert text(9.0).startswith("watermark found (score 9.0 >= threshold 8.4")
 
 
@@ -128,5 +131,5 @@ def test_a_tampered_manifest_still_says_who_it_names() -> None:
 
     line = c2pa_text(ManifestEvidence("tampered", generator="swapd",
                                       problems=("assertion.dataHash.mismatch",)))
-    assert line == ("C2PA manifest TAMPERED: made by swapd, changed after signing "
-                    "(assertion.dataHash.mismatch)")
+    assert line == ("C2PA manifest TAMPERED: it names swapd as maker, but changed after "
+                    "signing (assertion.dataHash.mismatch)")

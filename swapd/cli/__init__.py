@@ -3,7 +3,7 @@
     swapd run     [--workspace DIR] [--config swapd.toml]   the service, in the foreground
     swapd demo    [--workspace DIR]                         a synthetic demo workspace, then run
     swapd status  [--workspace DIR] [--json]                jobs, problems, recent events
-    swapd verify  FILE [--json]                             is this file marked as made by swapd?
+    swapd verify  FILE|DIR... [--json]                      is each file marked as made by swapd?
     swapd merge   INPUT --model FILE.onnx [--output DIR]    one merge, now, with a progress bar
     swapd pause | resume | save | stop JOB                  control a training job
     swapd faces inspect FILE [--json]                       metadata of a faceswap / DFL face

@@ -101,15 +101,19 @@ def cmd_merge(args: argparse.Namespace) -> int:
     # swapd.toml's [merge] section (--config), where a flag does not say otherwise; the
     # certificate and its key come as a pair, from the flags or from the file
     defaults = _merge_defaults(args.config) if args.config is not None else None
-    certificate, key = args.c2pa_certificate, args.c2pa_private_key
-    if defaults is not None and certificate is None and key is None:
-        certificate, key = defaults.c2pa_certificate, defaults.c2pa_private_key
+    certificate, private_key = args.c2pa_certificate, args.c2pa_private_key
+    if defaults is not None and (certificate is None) != (private_key is None):
+        print("swapd merge: --c2pa-certificate and --c2pa-private-key come together; --config's"
+              " pair is used only when neither is given", file=sys.stderr)
+        return EXIT_USAGE
+    if defaults is not None and certificate is None:
+        certificate, private_key = defaults.c2pa_certificate, defaults.c2pa_private_key
     device = args.device or (defaults.device if defaults is not None else "auto")
     try:
         options = MergeOptions.with_look(
             {key: getattr(args, key) for key in LOOK_KEYS if getattr(args, key) is not None},
             faces=args.faces, device=device, learned_mask=not args.no_learned_mask,
-            c2pa_certificate=certificate, c2pa_private_key=key,
+            c2pa_certificate=certificate, c2pa_private_key=private_key,
             **output_options(args))
     except ValueError as exc:
         key, _, problem = str(exc).partition(":")

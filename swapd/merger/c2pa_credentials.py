@@ -234,18 +234,31 @@ def try_signing(credentials: SigningCredentials, chain_path: Path) -> None:
                                            f"({reason}); {_PROFILE}") from exc
 
 
+# What to do about a broken local CA (its files only: the folder may hold other things)
+_RENEW = ("delete signer-chain.pem, signer-key.pem and local-ca.pem in {folder} and swapd "
+          "makes a new CA")
+
+
 def _local_ca_made_once(folder: Path, wait_s: float = 30.0) -> SigningCredentials | None:
-    """Make the local CA in *folder* when neither of its files is there (None when they are),
-    under a lock: two merges started at once must not each write one half of a pair."""
+    """Make the local CA in *folder* when neither of its files is there (None when one is),
+    under a lock: two merges started at once must not each write one half of a pair. A CA
+    already there is not locked at all (its folder may be read-only)."""
+    halves = folder / "signer-chain.pem", folder / "signer-key.pem"
+    if all(h.exists() for h in halves):
+        return None
     lock = FolderLock(folder / ".make.lock")
     deadline = time.monotonic() + wait_s
-    while not lock.acquire():
-        if time.monotonic() > deadline:
-            raise CredentialsError(folder, f"another swapd process has held {lock.path} for "
-                                           f"{wait_s:.0f} s while making the local CA")
-        time.sleep(0.05)
     try:
-        if (folder / "signer-chain.pem").exists() or (folder / "signer-key.pem").exists():
+        while not lock.acquire():
+            if time.monotonic() > deadline:
+                raise CredentialsError(folder, f"another swapd process has held {lock.path} "
+                                               f"for {wait_s:.0f} s while making the local CA")
+            time.sleep(0.05)
+    except OSError as exc:
+        raise CredentialsError(folder, f"cannot make swapd's local CA here "
+                                       f"({exc.strerror or exc})") from exc
+    try:
+        if any(h.exists() for h in halves):  # made meanwhile (or half there: said below)
             return None
         return make_local_ca(folder)
     finally:
@@ -274,8 +287,7 @@ def load_credentials(certificate: str | os.PathLike[str] | None = None,
         for half in (chain_path, key_path):
             if not half.exists():
                 raise CredentialsError(half, f"swapd's local CA is incomplete ({half.name} is "
-                                             f"missing): delete {folder} and swapd makes a "
-                                             "new one")
+                                             f"missing): {_RENEW.format(folder=folder)}")
         where, local = str(folder), True
     chain, key = _read(chain_path, "certificate chain"), _read(key_path, "private key")
     try:
@@ -283,8 +295,8 @@ def load_credentials(certificate: str | os.PathLike[str] | None = None,
     except CredentialsError as exc:
         if not local:
             raise
-        raise CredentialsError(exc.path, f"{exc.reason} (swapd's local CA: delete "
-                                         f"{chain_path.parent} and swapd makes a new one)"
+        raise CredentialsError(exc.path, f"{exc.reason} (swapd's local CA: "
+                                         f"{_RENEW.format(folder=chain_path.parent)})"
                                ) from exc
     credentials = SigningCredentials(chain, key, where, local_ca=local, algorithm=algorithm)
     try_signing(credentials, chain_path)

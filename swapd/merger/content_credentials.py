@@ -26,6 +26,7 @@ The first three count as a mark when the manifest names swapd as its maker.
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from dataclasses import asdict, dataclass
@@ -62,11 +63,15 @@ class ManifestEvidence:
     signer: str | None = None
     where: str | None = None  # "embedded" | "sidecar"
     problems: tuple[str, ...] = ()
+    # Another maker's manifest that names, among its ingredients (at any depth), a file whose
+    # own manifest says swapd made it and checked out when that maker took it in: "swapd"
+    derived_from: str | None = None
 
     @property
     def says_swapd(self) -> bool:
-        """A manifest that checks out and says swapd made the file, synthetic."""
-        return self.state in STATES_THAT_MARK and self.generator == "swapd"
+        """A manifest that checks out and says swapd made the file, synthetic (or that it was
+        made from such a file: an edit of a swapd output in a C2PA-aware editor)."""
+        return self.state in STATES_THAT_MARK and "swapd" in (self.generator, self.derived_from)
 
     def to_dict(self) -> dict:
         """Plain JSON-serialisable form."""
@@ -110,9 +115,13 @@ def sign_file(path: str | os.PathLike[str], source: str | os.PathLike[str] | Non
             if source is not None and Path(source).is_file():
                 src = Path(source)
                 kind = _MIME.get(src.suffix.lower(), "application/octet-stream")
+                # Named by title and format, read as opaque bytes: read as its format, a
+                # source with content credentials of its own (a camera's) would have its
+                # manifest store copied in, thumbnail of the unswapped picture included.
                 with open(src, "rb") as stream:
-                    builder.add_ingredient({"title": src.name, "relationship": "inputTo"},
-                                           kind, stream)
+                    builder.add_ingredient({"title": src.name, "relationship": "inputTo",
+                                            "format": kind}, "application/octet-stream",
+                                           stream)
             if embeds(mime):
                 with atomic_path(p, keep_mode=True, suffix=p.suffix) as tmp, \
                         open(p, "rb") as original, open(tmp, "w+b") as signed, \
@@ -159,22 +168,50 @@ def _state(library_state: str, failures: tuple[str, ...], successes: tuple[str, 
     return "valid" if library_state == "Trusted" and not failures else "untrusted"
 
 
+def _codes(results: dict, kind: str) -> tuple[str, ...]:
+    return tuple(item.get("code", "?") for item in results.get(kind, []) or [])
+
+
+def _generator(manifest: dict) -> str | None:
+    return next((g.get("name") for g in manifest.get("claim_generator_info", [])), None)
+
+
+def _swapd_ancestor(reader: object, active: dict) -> bool:
+    """Whether an ingredient of *active*, or of its ingredients (a chain of edits), carries
+    a manifest by swapd that checked out when it was taken in (the results each ingredient
+    records; a tampered or unverified one does not count)."""
+    manifests = json.loads(reader.json()).get("manifests", {})  # type: ignore[attr-defined]
+    pending, seen = list(active.get("ingredients", [])), set()
+    while pending and len(seen) < 64:  # a hostile store may be deep or cyclic
+        ingredient = pending.pop()
+        label = ingredient.get("active_manifest")
+        if not label or label in seen or label not in manifests:
+            continue
+        seen.add(label)
+        results = (ingredient.get("validation_results") or {}).get("activeManifest") or {}
+        state = _state("Valid", _codes(results, "failure"), _codes(results, "success"))
+        if state in STATES_THAT_MARK and _generator(manifests[label]) == "swapd":
+            return True
+        pending += manifests[label].get("ingredients", [])
+    return False
+
+
 def _evidence(reader: object, where: str) -> ManifestEvidence:
     state = reader.get_validation_state()  # type: ignore[attr-defined]
     results = reader.get_validation_results() or {}  # type: ignore[attr-defined]
     active = reader.get_active_manifest() or {}  # type: ignore[attr-defined]
     active_results = results.get("activeManifest", {}) or {}
-    failures = tuple(item.get("code", "?") for item in active_results.get("failure", []))
-    successes = tuple(item.get("code", "?") for item in active_results.get("success", []))
-    generator = next((g.get("name") for g in active.get("claim_generator_info", [])), None)
+    failures, successes = _codes(active_results, "failure"), _codes(active_results, "success")
+    generator = _generator(active)
     source_type = None
     for assertion in active.get("assertions", []):
         if assertion.get("label", "").startswith("c2pa.actions"):
             for action in assertion.get("data", {}).get("actions", []):
                 source_type = source_type or action.get("digitalSourceType")
     signer_name = (active.get("signature_info") or {}).get("issuer")
+    derived = "swapd" if generator != "swapd" and _swapd_ancestor(reader, active) else None
     return ManifestEvidence(_state(str(state), failures, successes), generator, source_type,
-                            signer_name, where, failures)
+                            signer_name, where, failures, derived)
 
 
 def _context(trust_anchors: bytes | None):  # noqa: ANN202 (c2pa.Context or None)
