@@ -272,7 +272,7 @@ def test_the_dashboard_trusts_the_configured_anchors(tmp_path: Path,
 def test_validation_codes_decide_the_state(failures: tuple[str, ...],
                                            successes: tuple[str, ...], state: str) -> None:
     """What each C2PA validation code means for the verdict (codes as c2pa-rs reports them)."""
-    from swapd.merger.content_credentials import _state
+    from swapd.merger.c2pa_validation import manifest_state as _state
 
     library = "Valid" if not failures or failures == ("signingCredential.untrusted",) \
         else "Invalid"

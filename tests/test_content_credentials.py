@@ -265,7 +265,10 @@ def test_an_edit_of_a_swapd_output_keeps_the_mark_in_its_ingredients(ca: Path,
         assert manifest.says_swapd
         result = verify_file(path)
         assert result.marked and not result.watermark.marked, result
-        assert "made by PhotoEditor from a file swapd made" in verdict_line(result)
+        assert result.marks == ["C2PA ingredient"]
+        line = verdict_line(result)
+        assert "made by PhotoEditor from a file swapd made" in line
+        assert "an edit of a swapd output in another tool" in line
 
     changed = tmp_path / "changed.png"
     data = bytearray(output.read_bytes())
@@ -310,4 +313,5 @@ def test_a_sources_own_credentials_are_not_copied_in(ca: Path, tmp_path: Path) -
     assert len(store["manifests"]) == 1 and "thumbnail" not in json.dumps(store)
     ingredient = store["manifests"][store["active_manifest"]]["ingredients"][0]
     assert (ingredient["title"], ingredient["format"]) == ("camera_signed.jpg", "image/jpeg")
+    assert "active_manifest" not in ingredient and "validation_results" not in ingredient
     assert read_manifest(output).says_swapd

@@ -2,7 +2,10 @@
 
 Each merged video or image gets a manifest whose ``c2pa.actions`` says ``c2pa.created`` with
 the IPTC digital source type ``trainedAlgorithmicMedia``, made by swapd (the claim
-generator), with the source footage as an ingredient (``inputTo``).  Every format the C2PA
+generator), with the source footage as an ingredient (``inputTo``), named by title and
+format only: no thumbnail (the library's default would embed a 1024 px JPEG of the unswapped
+source), and not the source's own manifest store if it has one (a camera's carries such a
+thumbnail too), so the provenance chain is cut there on purpose.  Every format the C2PA
 library can embed in carries it embedded (MP4, MOV, JPEG, PNG, WebP, AVI, TIFF, ...); any
 other (MKV, WebM, BMP) gets a sidecar ``<name>.c2pa`` beside it.
 
@@ -21,7 +24,9 @@ Reading reports one of:
   or one whose signature could not be checked;
 * ``absent``, or ``unchecked`` without c2pa-python.
 
-The first three count as a mark when the manifest names swapd as its maker.
+The first three count as a mark when the manifest names swapd as its maker, or when another
+tool's manifest holds, among its ingredients, a swapd manifest that checked out when that
+tool took it in (:func:`swapd.merger.c2pa_validation.swapd_ancestor`).
 """
 
 from __future__ import annotations
@@ -36,6 +41,15 @@ from swapd import __version__
 from swapd.errors import FileProblem
 from swapd.fsutil import atomic_path
 from swapd.merger.c2pa_credentials import SigningCredentials, signer, signing_context
+from swapd.merger.c2pa_validation import (
+    STATES_THAT_MARK,
+    as_dict,
+    as_list,
+    codes,
+    generator,
+    manifest_state,
+    swapd_ancestor,
+)
 from swapd.merger.metadata_tag import DIGITAL_SOURCE_TYPE
 
 _MIME = {".mp4": "video/mp4", ".m4v": "video/mp4", ".mov": "video/quicktime",
@@ -46,7 +60,6 @@ _MIME = {".mp4": "video/mp4", ".m4v": "video/mp4", ".mov": "video/quicktime",
 SIDECAR_SUFFIX = ".c2pa"
 # A manifest store is kilobytes (a few MB with thumbnails): a sidecar past this is not read
 SIDECAR_MAX_BYTES = 64 * 1024 * 1024
-STATES_THAT_MARK = ("valid", "untrusted", "expired")
 
 
 class ContentCredentialsError(FileProblem, RuntimeError):
@@ -64,8 +77,10 @@ class ManifestEvidence:
     where: str | None = None  # "embedded" | "sidecar"
     problems: tuple[str, ...] = ()
     # Another maker's manifest that names, among its ingredients (at any depth), a file whose
-    # own manifest says swapd made it and checked out when that maker took it in: "swapd"
+    # own manifest says swapd made it and checked out when that maker took it in: "swapd",
+    # and that manifest's signer
     derived_from: str | None = None
+    derived_signer: str | None = None
 
     @property
     def says_swapd(self) -> bool:
@@ -140,78 +155,36 @@ def sign_file(path: str | os.PathLike[str], source: str | os.PathLike[str] | Non
         raise ContentCredentialsError(p, f"C2PA signing failed: {exc}") from exc
 
 
-# Validation codes (C2PA 2.x, as c2pa-rs reports them) by what they say of a manifest
-_EXPIRED = ("signingCredential.expired", "claimSignature.outsideValidity")
-_REJECTED_SIGNER = ("signingCredential.invalid", "signingCredential.revoked",
-                    "signingCredential.ocsp.revoked")
-
-
-def _state(library_state: str, failures: tuple[str, ...], successes: tuple[str, ...]) -> str:
-    """Our state from the library's (``Trusted``, ``Valid``, ``Invalid``) and its codes.
-
-    A hash or signature that does not match, or a part gone, is a change after signing
-    (``tampered``); without ``claimSignature.validated`` no signature was checked
-    (``damaged``, as for a code about the manifest's form). Codes about the signer alone say
-    how far to trust an intact manifest: ``invalid`` (a revoked certificate, or one C2PA does
-    not accept), ``expired``, ``untrusted``; ``valid`` when nothing failed and a trust anchor
-    vouched."""
-    if any(c.endswith((".mismatch", ".missing")) for c in failures):
-        return "tampered"
-    if "claimSignature.validated" not in successes:
-        return "damaged"
-    if any(c in _REJECTED_SIGNER for c in failures):
-        return "invalid"
-    if any(c in _EXPIRED for c in failures):
-        return "expired"
-    if any(not c.startswith(("signingCredential.", "timeStamp.")) for c in failures):
-        return "damaged"
-    return "valid" if library_state == "Trusted" and not failures else "untrusted"
-
-
-def _codes(results: dict, kind: str) -> tuple[str, ...]:
-    return tuple(item.get("code", "?") for item in results.get(kind, []) or [])
-
-
-def _generator(manifest: dict) -> str | None:
-    return next((g.get("name") for g in manifest.get("claim_generator_info", [])), None)
-
-
-def _swapd_ancestor(reader: object, active: dict) -> bool:
-    """Whether an ingredient of *active*, or of its ingredients (a chain of edits), carries
-    a manifest by swapd that checked out when it was taken in (the results each ingredient
-    records; a tampered or unverified one does not count)."""
-    manifests = json.loads(reader.json()).get("manifests", {})  # type: ignore[attr-defined]
-    pending, seen = list(active.get("ingredients", [])), set()
-    while pending and len(seen) < 64:  # a hostile store may be deep or cyclic
-        ingredient = pending.pop()
-        label = ingredient.get("active_manifest")
-        if not label or label in seen or label not in manifests:
-            continue
-        seen.add(label)
-        results = (ingredient.get("validation_results") or {}).get("activeManifest") or {}
-        state = _state("Valid", _codes(results, "failure"), _codes(results, "success"))
-        if state in STATES_THAT_MARK and _generator(manifests[label]) == "swapd":
-            return True
-        pending += manifests[label].get("ingredients", [])
-    return False
-
-
 def _evidence(reader: object, where: str) -> ManifestEvidence:
-    state = reader.get_validation_state()  # type: ignore[attr-defined]
-    results = reader.get_validation_results() or {}  # type: ignore[attr-defined]
-    active = reader.get_active_manifest() or {}  # type: ignore[attr-defined]
-    active_results = results.get("activeManifest", {}) or {}
-    failures, successes = _codes(active_results, "failure"), _codes(active_results, "success")
-    generator = _generator(active)
+    """The evidence of a reader's store (its JSON read defensively: a file shapes it)."""
+    store = as_dict(json.loads(reader.json()))  # type: ignore[attr-defined]
+    manifests = as_dict(store.get("manifests"))
+    label = store.get("active_manifest")
+    active = as_dict(manifests.get(label)) if isinstance(label, str) else {}
+    results = as_dict(as_dict(store.get("validation_results")).get("activeManifest"))
+    failures, successes = codes(results, "failure"), codes(results, "success")
+    maker = generator(active)
     source_type = None
-    for assertion in active.get("assertions", []):
-        if assertion.get("label", "").startswith("c2pa.actions"):
-            for action in assertion.get("data", {}).get("actions", []):
-                source_type = source_type or action.get("digitalSourceType")
-    signer_name = (active.get("signature_info") or {}).get("issuer")
-    derived = "swapd" if generator != "swapd" and _swapd_ancestor(reader, active) else None
-    return ManifestEvidence(_state(str(state), failures, successes), generator, source_type,
-                            signer_name, where, failures, derived)
+    for assertion in as_list(active.get("assertions")):
+        assertion = as_dict(assertion)
+        if str(assertion.get("label", "")).startswith("c2pa.actions"):
+            for action in as_list(as_dict(assertion.get("data")).get("actions")):
+                source_type = source_type or as_dict(action).get("digitalSourceType")
+    signer_name = as_dict(active.get("signature_info")).get("issuer")
+    ancestor = swapd_ancestor(store, active) if maker != "swapd" else None
+    state = manifest_state(str(reader.get_validation_state()),  # type: ignore[attr-defined]
+                           failures, successes)
+    return ManifestEvidence(state, maker, source_type, signer_name, where, failures,
+                            "swapd" if ancestor else None, ancestor.signer if ancestor else None)
+
+
+def _checked_evidence(reader: object, where: str) -> ManifestEvidence:
+    """:func:`_evidence`, or ``damaged`` when the store's JSON is not what C2PA defines."""
+    try:
+        return _evidence(reader, where)
+    except (KeyError, TypeError, AttributeError, ValueError) as exc:
+        return ManifestEvidence("damaged", where=where, problems=(
+            f"a manifest store of an unexpected shape ({type(exc).__name__}: {exc})"[:200],))
 
 
 def _context(trust_anchors: bytes | None):  # noqa: ANN202 (c2pa.Context or None)
@@ -256,7 +229,7 @@ def _read(p: Path, context: object) -> ManifestEvidence:
                 reader = c2pa.Reader.try_create(mime, stream, context=context)
                 if reader is not None:
                     with reader:
-                        return _evidence(reader, where)
+                        return _checked_evidence(reader, where)
         sidecar = sidecar_path(p)
         if not sidecar.is_file():
             return ManifestEvidence("absent")
@@ -273,7 +246,7 @@ def _read(p: Path, context: object) -> ManifestEvidence:
         with open(p, "rb") as stream, c2pa.Reader(
                 mime or "application/octet-stream", stream, manifest_data=store,
                 context=context) as reader:
-            return _evidence(reader, where)
+            return _checked_evidence(reader, where)
     except c2pa.C2paError as exc:
         # Not a manifest the library can parse (a stray or cut sidecar, a mangled box): no
         # signature was checked, so this is neither a mark nor proof of a change.

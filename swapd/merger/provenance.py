@@ -66,11 +66,11 @@ class VerifyResult:
 
     @property
     def marks(self) -> list[str]:
-        """The valid marks found: "C2PA manifest", "metadata tag", "watermark" (and
-        "watermark v1")."""
+        """The valid marks found: "C2PA manifest" (or "C2PA ingredient": another tool's
+        manifest holding a swapd one), "metadata tag", "watermark" (and "watermark v1")."""
         found = []
         if self.c2pa is not None and self.c2pa.says_swapd:
-            found.append("C2PA manifest")
+            found.append("C2PA manifest" if self.c2pa.generator == "swapd" else "C2PA ingredient")
         if self.metadata_tag:
             found.append("metadata tag")
         if self.watermark.marked:

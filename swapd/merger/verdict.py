@@ -71,7 +71,8 @@ def c2pa_text(manifest: ManifestEvidence | None) -> str:
         return f"C2PA manifest{where} damaged: it cannot be read or checked ({reason})"
     maker = f"made by {manifest.generator}" if manifest.generator else "maker unknown"
     if manifest.derived_from == "swapd":  # an edit of a swapd output, its manifest kept
-        maker += " from a file swapd made (its manifest among the ingredients)"
+        by = f", signed by {manifest.derived_signer!r}" if manifest.derived_signer else ""
+        maker += f" from a file swapd made (its manifest among the ingredients{by})"
     if manifest.state == "tampered":
         codes = ", ".join(c for c in manifest.problems
                           if not c.startswith("signingCredential.")) or "invalid"
@@ -112,6 +113,10 @@ def verdict_line(result: VerifyResult) -> str:
               and result.watermark.marked and not result.metadata_tag):
             line += " (the marks disagree: the content credentials are damaged, the pixels" \
                     " carry the watermark)"
+        elif (result.c2pa is not None and result.c2pa.derived_from == "swapd"
+              and not result.metadata_tag and not result.watermark.marked):
+            line += " (the marks disagree: an edit of a swapd output in another tool, whose" \
+                    " pixels no longer carry the watermark)"
         elif result.metadata_tag or (result.c2pa is not None and result.c2pa.says_swapd):
             line += " (the marks disagree: the labels are there but the pixels lack the watermark" \
                     " -- a tag copied onto other footage, or a copy changed past recognition)"
