@@ -267,6 +267,7 @@ def test_an_edit_of_a_swapd_output_keeps_the_mark_in_its_ingredients(ca: Path,
         assert result.marked and not result.watermark.marked, result
         assert result.marks == ["C2PA ingredient"]
         line = verdict_line(result)
+        assert line.startswith("MARKED as derived from synthetic media made by swapd")
         assert "made by PhotoEditor from a file swapd made" in line
         assert "an edit of a swapd output in another tool" in line
 

@@ -5,9 +5,13 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from swapd.cli.common import EXIT_USAGE, Subparsers, progress_bar
 from swapd.daemon.merge_worker import add_output_arguments, output_options
+
+if TYPE_CHECKING:
+    from swapd.config import MergeDefaults
 
 
 def _verify_targets(names: list[str]) -> list[Path]:
@@ -35,11 +39,12 @@ def cmd_verify(args: argparse.Namespace) -> int:
     from swapd.media import UnreadableMediaError
     from swapd.merger.content_credentials import read_trust_anchors
     from swapd.merger.provenance import verify_file
-    from swapd.merger.verdict import verdict_line
+    from swapd.merger.verdict import inconclusive, verdict_line
 
     pem_file, given_as = args.trust_anchors, "--trust-anchors"
-    if pem_file is None and args.config is not None:
-        pem_file = _merge_defaults(args.config).c2pa_trust_anchors
+    defaults = _merge_defaults(args.config)  # read (and checked) even when the flag wins
+    if pem_file is None and defaults.c2pa_trust_anchors:
+        pem_file = defaults.c2pa_trust_anchors
         given_as = f"[merge] c2pa_trust_anchors of {args.config}:"
     try:
         anchors = read_trust_anchors(pem_file) if pem_file else None
@@ -66,18 +71,38 @@ def cmd_verify(args: argparse.Namespace) -> int:
         if not result.marked:
             status = max(status, 1)
         if args.json:
-            print(json.dumps({**result.to_dict(), "verdict": verdict_line(result)},
+            print(json.dumps({**result.to_dict(), "verdict": verdict_line(result),
+                              "watermark_inconclusive": inconclusive(result.watermark)},
                              sort_keys=True), flush=True)
         else:
             print(f"{path}: {verdict_line(result)}", flush=True)
     return status
 
 
-def _merge_defaults(config: Path):  # noqa: ANN202 (swapd.config.MergeDefaults)
-    """The [merge] section of the swapd.toml at *config* (a ConfigError names what is wrong)."""
-    from swapd.config import load_service_config
+def _merge_defaults(config: Path | None) -> MergeDefaults:
+    """The [merge] section of the swapd.toml at *config*, or the defaults without one (a
+    ConfigError names what is wrong)."""
+    from swapd.config import MergeDefaults, load_service_config
 
-    return load_service_config(config).merge
+    return MergeDefaults() if config is None else load_service_config(config).merge
+
+
+def _signing_and_device(args: argparse.Namespace) -> tuple[str | None, str | None, str] | None:
+    """(certificate, private key, device): the flags over --config's [merge] section, the
+    certificate and its key as a pair from one or the other; None after saying why not."""
+    defaults = _merge_defaults(args.config)
+    flags = (args.c2pa_certificate, args.c2pa_private_key)
+    pair = (defaults.c2pa_certificate, defaults.c2pa_private_key)
+    if (flags[0] is None) != (flags[1] is None):
+        print("swapd merge: --c2pa-certificate and --c2pa-private-key come together (--config's"
+              " pair is used when neither is given)", file=sys.stderr)
+        return None
+    if flags[0] is None and (pair[0] is None) != (pair[1] is None):
+        print(f"swapd merge: {args.config}: [merge] c2pa_certificate and c2pa_private_key come "
+              "together (a chain needs its key)", file=sys.stderr)
+        return None
+    certificate, private_key = flags if flags[0] is not None else pair
+    return certificate, private_key, args.device or defaults.device
 
 
 def cmd_merge(args: argparse.Namespace) -> int:
@@ -90,6 +115,10 @@ def cmd_merge(args: argparse.Namespace) -> int:
     from swapd.merger.merge import MergeError, MergeOptions, faceless_text, merge_file
     from swapd.merger.session import ModelLoadError
 
+    chosen = _signing_and_device(args)
+    if chosen is None:
+        return EXIT_USAGE
+    certificate, private_key, device = chosen
     record = None if args.detect else (args.alignments or record_beside(args.input))
     try:
         alignments = None if record is None else load_alignments(record)
@@ -98,17 +127,6 @@ def cmd_merge(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     if alignments is not None:
         print(f"faces from {record} ({len(alignments)} frames recorded)")
-    # swapd.toml's [merge] section (--config), where a flag does not say otherwise; the
-    # certificate and its key come as a pair, from the flags or from the file
-    defaults = _merge_defaults(args.config) if args.config is not None else None
-    certificate, private_key = args.c2pa_certificate, args.c2pa_private_key
-    if defaults is not None and (certificate is None) != (private_key is None):
-        print("swapd merge: --c2pa-certificate and --c2pa-private-key come together; --config's"
-              " pair is used only when neither is given", file=sys.stderr)
-        return EXIT_USAGE
-    if defaults is not None and certificate is None:
-        certificate, private_key = defaults.c2pa_certificate, defaults.c2pa_private_key
-    device = args.device or (defaults.device if defaults is not None else "auto")
     try:
         options = MergeOptions.with_look(
             {key: getattr(args, key) for key in LOOK_KEYS if getattr(args, key) is not None},

@@ -271,10 +271,8 @@ def load_credentials(certificate: str | os.PathLike[str] | None = None,
     """The configured chain and key, checked; or the local CA's (made on first use)."""
     if (certificate is None) != (private_key is None):
         missing = "c2pa_private_key" if private_key is None else "c2pa_certificate"
-        flag = "--" + missing.replace("_", "-")
         raise CredentialsError(Path(str(certificate or private_key)),
-                               f"{missing} must be set too ([merge] {missing} in swapd.toml, "
-                               f"or {flag}): a chain needs its key")
+                               f"[merge] {missing} must be set too: a chain needs its key")
     if certificate is not None and private_key is not None:
         chain_path, key_path = Path(certificate), Path(private_key)
         where, local = f"{chain_path} + {key_path}", False

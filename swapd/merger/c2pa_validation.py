@@ -70,15 +70,15 @@ def generator(manifest: Any) -> str | None:
 class SwapdAncestor:
     """A swapd manifest among a store's ingredients, as the tool that took it in recorded it."""
 
-    state: str  # one of STATES_THAT_MARK
     signer: str | None
 
 
 def swapd_ancestor(store: Any, active: Any) -> SwapdAncestor | None:
-    """The first swapd manifest among *active*'s ingredients, at any depth (an edit of an
-    edit), that checked out when it was taken in, through ingredients that each checked out
-    too; None when there is none, or when the reader's own check of the ingredients
-    (``ingredientDeltas``) found one that no longer does.
+    """A swapd manifest among *active*'s ingredients, at any depth (an edit of an edit), that
+    checked out when it was taken in, through ingredients that each checked out too; None
+    when there is none, or when the reader's own check of the ingredients
+    (``ingredientDeltas``) fails any of them (not only the swapd one: a store whose
+    ingredients do not all check out is not trusted to say where a file came from).
 
     Any relationship counts (parentOf, componentOf, inputTo). An ingredient without
     recorded ``validation_results`` (the older ``validation_status`` form) does not."""
@@ -103,6 +103,6 @@ def swapd_ancestor(store: Any, active: Any) -> SwapdAncestor | None:
         manifest = as_dict(manifests[label])
         if generator(manifest) == "swapd":
             signer = as_dict(manifest.get("signature_info")).get("issuer")
-            return SwapdAncestor(state, signer if isinstance(signer, str) else None)
+            return SwapdAncestor(signer if isinstance(signer, str) else None)
         pending += as_list(manifest.get("ingredients"))[:_MAX_INGREDIENT_MANIFESTS]
     return None

@@ -169,8 +169,8 @@ def _evidence(reader: object, where: str) -> ManifestEvidence:
         assertion = as_dict(assertion)
         if str(assertion.get("label", "")).startswith("c2pa.actions"):
             for action in as_list(as_dict(assertion.get("data")).get("actions")):
-                source_type = source_type or as_dict(action).get("digitalSourceType")
-    signer_name = as_dict(active.get("signature_info")).get("issuer")
+                source_type = source_type or _text(as_dict(action).get("digitalSourceType"))
+    signer_name = _text(as_dict(active.get("signature_info")).get("issuer"))
     ancestor = swapd_ancestor(store, active) if maker != "swapd" else None
     state = manifest_state(str(reader.get_validation_state()),  # type: ignore[attr-defined]
                            failures, successes)
@@ -178,13 +178,18 @@ def _evidence(reader: object, where: str) -> ManifestEvidence:
                             "swapd" if ancestor else None, ancestor.signer if ancestor else None)
 
 
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) else None
+
+
 def _checked_evidence(reader: object, where: str) -> ManifestEvidence:
-    """:func:`_evidence`, or ``damaged`` when the store's JSON is not what C2PA defines."""
+    """:func:`_evidence`, or ``damaged`` when the library's store is not JSON (its shape is
+    checked field by field in :func:`_evidence`)."""
     try:
         return _evidence(reader, where)
-    except (KeyError, TypeError, AttributeError, ValueError) as exc:
+    except ValueError as exc:
         return ManifestEvidence("damaged", where=where, problems=(
-            f"a manifest store of an unexpected shape ({type(exc).__name__}: {exc})"[:200],))
+            f"a manifest store that is not JSON ({exc})"[:200],))
 
 
 def _context(trust_anchors: bytes | None):  # noqa: ANN202 (c2pa.Context or None)

@@ -19,6 +19,12 @@ from swapd.merger.watermark import AS_DISPLAYED, WatermarkEvidence
 INCONCLUSIVE_CHANCE = 1e-4
 
 
+def inconclusive(evidence: WatermarkEvidence) -> bool:
+    """Under the threshold, yet a score unmarked content reaches only rarely."""
+    return (not evidence.marked and evidence.frames_checked > 0
+            and evidence.chance_if_unmarked < INCONCLUSIVE_CHANCE)
+
+
 def chance_text(chance: float) -> str:
     """The chance of a score on unmarked content, in words."""
     if chance >= 0.01:
@@ -53,9 +59,9 @@ def watermark_text(evidence: WatermarkEvidence) -> str:
                 f"{_geometry_text(evidence)})")
     if evidence.frames_checked == 0:
         return "no watermark (no frame large enough to check)"
-    if evidence.chance_if_unmarked < INCONCLUSIVE_CHANCE:  # under the threshold, yet rare
+    if inconclusive(evidence):
         return (f"watermark inconclusive ({score} < threshold {evidence.threshold:g}, higher "
-                f"than unmarked content usually scores: {chance})")
+                f"than unmarked content usually scores)")
     return f"no watermark ({score} < threshold {evidence.threshold:g}: {chance})"
 
 
@@ -105,7 +111,9 @@ def verdict_line(result: VerifyResult) -> str:
         mark = watermark_text(result.watermark)
     if not result.marked:
         return f"not marked: {tag}, {mark}"
-    line = f"MARKED as synthetic media made by swapd: {mark}; {tag}"
+    made = "derived from synthetic media made by swapd" if result.marks == ["C2PA ingredient"] \
+        else "synthetic media made by swapd"
+    line = f"MARKED as {made}: {mark}; {tag}"
     if result.disagree:
         if result.c2pa is not None and result.c2pa.state == "tampered":
             line += " (the marks disagree: the content credentials were broken by a change)"
@@ -113,6 +121,9 @@ def verdict_line(result: VerifyResult) -> str:
               and result.watermark.marked and not result.metadata_tag):
             line += " (the marks disagree: the content credentials are damaged, the pixels" \
                     " carry the watermark)"
+        elif inconclusive(result.watermark):
+            line += " (the marks disagree: the labels are there, the watermark too faint to" \
+                    " confirm -- a copy changed heavily)"
         elif (result.c2pa is not None and result.c2pa.derived_from == "swapd"
               and not result.metadata_tag and not result.watermark.marked):
             line += " (the marks disagree: an edit of a swapd output in another tool, whose" \
