@@ -240,8 +240,8 @@ def test_the_dashboard_trusts_the_configured_anchors(tmp_path: Path,
         deadline = time.monotonic() + 60
         while (found := cache.result(image)) is None and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert found is not None and "line" in found, found
-        return str(found["line"])
+        assert found is not None and "verdict" in found, found
+        return str(found["verdict"])
 
     assert "untrusted signer" in line()
     cache.trust(str(ca))  # what was found before is checked again

@@ -247,8 +247,8 @@ def _edit_in_another_tool(parent: Path, out: Path, ca: Path, seed: int) -> Path:
     return out
 
 
-def test_an_edit_of_a_swapd_output_keeps_the_mark_in_its_ingredients(ca: Path,
-                                                                      tmp_path: Path) -> None:
+def test_an_edit_of_a_swapd_output_keeps_the_mark_in_its_ingredients(
+        ca: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """Edited in another tool (twice over), a swapd output's manifest travels as an
     ingredient's: the edit's manifest counts as a mark and the line says where it comes from.
     A swapd output changed before the edit took it in does not count (its recorded results
@@ -270,6 +270,12 @@ def test_an_edit_of_a_swapd_output_keeps_the_mark_in_its_ingredients(ca: Path,
         assert line.startswith("MARKED as derived from synthetic media made by swapd")
         assert "made by PhotoEditor from a file swapd made" in line
         assert "an edit of a swapd output in another tool" in line
+    # the dashboard keeps what `swapd verify --json` prints, the derived maker included
+    assert swapd_main(["verify", "--json", str(again)]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    shown = json.loads(json.dumps(_dashboard_record(again)))
+    assert shown == printed, (shown, printed)
+    assert shown["c2pa"]["derived_from"] == "swapd" and shown["marks"] == ["C2PA ingredient"]
 
     changed = tmp_path / "changed.png"
     data = bytearray(output.read_bytes())
@@ -282,6 +288,19 @@ def test_an_edit_of_a_swapd_output_keeps_the_mark_in_its_ingredients(ca: Path,
         assert manifest.generator == "PhotoEditor" and manifest.derived_from is None
         assert not manifest.says_swapd
         assert not verify_file(tmp_path / name).marked
+
+
+def _dashboard_record(path: Path) -> dict:
+    """What the outputs page's verify cache keeps for *path*, once checked."""
+    import time
+
+    from swapd.dashboard.verify_cache import VerifyCache, describe
+
+    cache, deadline = VerifyCache(), time.monotonic() + 60
+    while (found := cache.result(path)) is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert found is not None and describe(found) == found["verdict"], found
+    return found
 
 
 def test_a_sources_own_credentials_are_not_copied_in(ca: Path, tmp_path: Path) -> None:

@@ -1,6 +1,6 @@
 """The watermark where a copy travels: a real 1280x720 merged clip, attacked by real ffmpeg
-re-encodes (each chained with H.264 CRF 28 and every tag stripped), still verifies as marked;
-the same attacks on the unmerged source never do.
+re-encodes (each alone, and each chained with H.264 CRF 28 and every tag stripped), still
+verifies as marked; the same attacks on the unmerged source never do.
 
 Every frame is synthetic (swapd.demo's painted identity); every encode is the real ffmpeg.
 """
@@ -108,6 +108,23 @@ def test_attacked_copy_still_verifies(footage: dict[str, Path], name: str) -> No
     assert not result.metadata_tag  # stripped: the watermark alone must carry it
     assert result.watermark.marked, (name, result.watermark)
     assert result.marked and result.disagree
+
+
+# The attack alone: what it does, encoded at the quality a careful re-encode keeps (CRF 18),
+# its metadata kept as ffmpeg keeps it by default; the watermark must carry it all the same
+ALONE = ["-c:v", "libx264", "-preset", "veryfast", "-crf", "18", "-pix_fmt", "yuv420p", "-an"]
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n != "scale_33"
+                                  else n for n in ATTACKS if n != "crf28_only"])
+def test_each_attack_alone_keeps_the_watermark(footage: dict[str, Path], name: str) -> None:
+    opts = ATTACKS[name]
+    seek = opts[:4] if opts[:1] == ["-ss"] else []
+    copy = footage["attacked"] / f"alone.{name}.mp4"
+    _ffmpeg([*seek, "-i", str(footage["merged"]), *opts[len(seek):], *ALONE, str(copy)])
+    result = verify_file(copy)
+    assert result.watermark.marked, (name, result.watermark)
+    assert result.marked
 
 
 def test_single_frame_jpeg_at_half_size_verifies(footage: dict[str, Path]) -> None:

@@ -14,20 +14,45 @@ if TYPE_CHECKING:
     from swapd.config import MergeDefaults
 
 
-def _verify_targets(names: list[str]) -> list[Path]:
-    """The files named, with each folder replaced by the media files inside it (sorted)."""
+def _verify_targets(names: list[str]) -> tuple[list[Path], list[tuple[str, str]]]:
+    """The files named, with each folder replaced by the media files inside it (sorted), and
+    what could not be looked at inside the folders (a subfolder that cannot be listed, an
+    entry that cannot be examined), as (path, why): each said, never passed over in silence."""
+    import os
+
     from swapd.media import IMAGE_SUFFIXES, VIDEO_SUFFIXES
 
     media = IMAGE_SUFFIXES | VIDEO_SUFFIXES
     targets: list[Path] = []
+    problems: list[tuple[str, str]] = []
+
+    def unlisted(exc: OSError) -> None:
+        problems.append((str(exc.filename), f"cannot be listed ({exc.strerror})"))
+
     for name in names:
         path = Path(name)
-        if path.is_dir():
-            targets += sorted(p for p in path.rglob("*") if p.is_file()
-                              and p.suffix.lower() in media and not p.name.startswith("."))
-        else:
+        if not path.is_dir():
             targets.append(path)
-    return targets
+            continue
+        found = []
+        for folder, _dirs, files in os.walk(path, onerror=unlisted):
+            for file in files:
+                entry = Path(folder, file)
+                if entry.suffix.lower() not in media or file.startswith("."):
+                    continue
+                try:
+                    regular = entry.is_file()
+                except OSError as exc:  # a folder that can be listed but not entered
+                    problems.append((str(entry), f"cannot be examined ({exc.strerror})"))
+                    continue
+                if regular:
+                    found.append(entry)
+                else:  # a media name on a dangling link, a FIFO, a device: said, not opened
+                    problems.append((str(entry), "a link to a file that does not exist"
+                                     if entry.is_symlink() and not entry.exists()
+                                     else "not a regular file"))
+        targets += sorted(found)
+    return targets, problems
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
@@ -39,7 +64,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     from swapd.media import UnreadableMediaError
     from swapd.merger.content_credentials import read_trust_anchors
     from swapd.merger.provenance import verify_file
-    from swapd.merger.verdict import inconclusive, verdict_line
+    from swapd.merger.verdict import printable, verdict_line, verdict_record
 
     pem_file, given_as = args.trust_anchors, "--trust-anchors"
     defaults = _merge_defaults(args.config)  # read (and checked) even when the flag wins
@@ -51,13 +76,21 @@ def cmd_verify(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"swapd verify: {given_as} {exc}", file=sys.stderr)
         return EXIT_USAGE
-    targets = _verify_targets(args.files)
+    for stream in (sys.stdout, sys.stderr):  # a name the terminal cannot show stops nothing
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
+    targets, problems = _verify_targets(args.files)
+    for where, why in problems:
+        if args.json:
+            print(json.dumps({"path": where, "error": why}), flush=True)
+        print(f"swapd verify: {printable(where, None)}: {why}", file=sys.stderr, flush=True)
     if not targets:
-        print(f"swapd verify: no image or video files in {', '.join(args.files)}",
-              file=sys.stderr)
+        print(f"swapd verify: no image or video files in "
+              f"{printable(', '.join(args.files), None)}", file=sys.stderr)
         return 2
-    status = 0
+    status = 2 if problems else 0
     for path in targets:
+        shown = printable(str(path), None)
         try:
             result = verify_file(path, anchors)
         except Exception as exc:  # one file's problem never stops the others
@@ -66,16 +99,15 @@ def cmd_verify(args: argparse.Namespace) -> int:
                 f"verify failed ({type(exc).__name__}: {exc})"
             if args.json:
                 print(json.dumps({"path": str(path), "error": reason}), flush=True)
-            print(f"swapd verify: {path}: {reason}", file=sys.stderr, flush=True)
+            print(f"swapd verify: {shown}: {printable(reason, None)}", file=sys.stderr,
+                  flush=True)
             continue
         if not result.marked:
             status = max(status, 1)
         if args.json:
-            print(json.dumps({**result.to_dict(), "verdict": verdict_line(result),
-                              "watermark_inconclusive": inconclusive(result.watermark)},
-                             sort_keys=True), flush=True)
+            print(json.dumps(verdict_record(result), sort_keys=True), flush=True)
         else:
-            print(f"{path}: {verdict_line(result)}", flush=True)
+            print(f"{shown}: {verdict_line(result)}", flush=True)
     return status
 
 

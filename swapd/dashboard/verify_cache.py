@@ -51,19 +51,11 @@ class VerifyCache:
     def _check(self, key: _Key, path: Path, anchors: bytes | None, generation: int) -> None:
         from swapd.media import UnreadableMediaError
         from swapd.merger.provenance import verify_file
-        from swapd.merger.verdict import verdict_line
+        from swapd.merger.verdict import verdict_record
 
         try:
-            found = verify_file(path, anchors)
-            result: dict[str, Any] = {
-                "marked": found.marked, "metadata_tag": found.metadata_tag,
-                "watermark": {"marked": found.watermark.marked,
-                              "score": round(found.watermark.score, 2),
-                              "threshold": found.watermark.threshold,
-                              "chance_if_unmarked": found.watermark.chance_if_unmarked,
-                              "frames_checked": found.watermark.frames_checked},
-                "c2pa": found.c2pa.state if found.c2pa is not None else None,
-                "line": verdict_line(found)}  # what `swapd verify` prints for it
+            # what `swapd verify --json` prints for it, its line included
+            result: dict[str, Any] = verdict_record(verify_file(path, anchors))
         except UnreadableMediaError as exc:
             result = {"error": str(exc)}
         except Exception as exc:  # a page shows it; it never takes the dashboard down
@@ -75,16 +67,22 @@ class VerifyCache:
 
 
 def describe(result: dict[str, Any] | None) -> str:
-    """One line a person reads: what was found, and how sure."""
+    """The line `swapd verify` prints for the file, or why there is none (yet)."""
     if result is None:
         return "checking the marks…"
     if "error" in result:
         return f"cannot check: {result['error']}"
-    if "line" in result:
-        return str(result["line"])
-    mark = result["watermark"]
-    watermark = (f"watermark {'found' if mark['marked'] else 'not found'} (score "
-                 f"{mark['score']:.1f}, threshold {mark['threshold']:.1f})")
-    tag = "metadata tag found" if result["metadata_tag"] else "no metadata tag"
-    verdict = "marked as synthetic" if result["marked"] else "NOT MARKED"
-    return f"{verdict}: {tag}, {watermark}"
+    return str(result["verdict"])
+
+
+def shown_state(result: dict[str, Any] | None) -> str:
+    """The verdict's colour on a page: checking, ok (marked, the marks agreeing), doubt
+    (marked but the marks disagree, a tampered manifest among them; or not marked but an
+    inconclusive watermark) or bad (not marked, or not checkable)."""
+    if result is None:
+        return "checking"
+    if "error" in result:
+        return "bad"
+    if result["marked"]:
+        return "doubt" if result["marks_disagree"] else "ok"
+    return "doubt" if result["watermark_inconclusive"] else "bad"

@@ -162,9 +162,8 @@ def _jpeg_segments(path: Path, data: bytes) -> Iterator[tuple[int, int, int]]:
         raise UnreadableMediaError(path, "not a JPEG file (no SOI marker)")
     pos = 2
     while True:
-        while data[pos : pos + 2] == b"\xff\xff":
-            pos += 1  # optional fill bytes before a marker
-        if pos + 4 > len(data) or data[pos] != 0xFF:
+        pos = _next_marker(data, pos)
+        if pos + 4 > len(data):
             raise UnreadableMediaError(path, f"corrupt JPEG header at byte {pos}")
         marker = data[pos + 1]
         if marker == _JPEG_SOS:
@@ -175,6 +174,21 @@ def _jpeg_segments(path: Path, data: bytes) -> Iterator[tuple[int, int, int]]:
             raise UnreadableMediaError(path, f"truncated JPEG segment at byte {pos}")
         yield marker, pos, end
         pos = end
+
+
+def _next_marker(data: bytes, pos: int) -> int:
+    """Where the next marker starts at or after *pos*, as libjpeg finds it: stray bytes
+    before it ("extraneous bytes", which some cameras and editors leave), fill 0xFFs and a
+    stuffed 0xFF00 are skipped; len(data) when there is none."""
+    while True:
+        pos = data.find(b"\xff", pos)
+        if pos < 0:
+            return len(data)
+        while data[pos + 1 : pos + 2] == b"\xff":
+            pos += 1  # fill bytes
+        if data[pos + 1 : pos + 2] != b"\x00":
+            return pos
+        pos += 2
 
 
 def _is_swapd_com(data: bytes, marker: int, start: int) -> bool:
@@ -227,7 +241,9 @@ def _parse_payload(text: str | None) -> dict | None:
 def check_file(path: Path) -> None:
     """Raise UnreadableMediaError unless ``path`` is a non-empty file."""
     if not path.is_file():
-        raise UnreadableMediaError(path, "file does not exist")
+        why = ("not a regular file" if path.exists() else "a link to a file that does not "
+               "exist" if path.is_symlink() else "file does not exist")
+        raise UnreadableMediaError(path, why)
     if path.stat().st_size == 0:
         raise UnreadableMediaError(path, "file is empty (0 bytes)")
 

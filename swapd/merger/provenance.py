@@ -82,10 +82,12 @@ class VerifyResult:
     @property
     def disagree(self) -> bool:
         """The labels (tag, manifest) and the pixels (watermark) disagree: labels stripped
-        from marked pixels, a manifest tampered with, or labels on unmarked pixels."""
+        from marked pixels, a manifest naming swapd tampered with, or labels on unmarked
+        pixels. (Another maker's tampered manifest says nothing about swapd's marks.)"""
         watermarked = self.watermark.marked or (
             self.legacy_watermark is not None and self.legacy_watermark.marked)
-        tampered = self.c2pa is not None and self.c2pa.state == "tampered"
+        tampered = (self.c2pa is not None and self.c2pa.state == "tampered"
+                    and "swapd" in (self.c2pa.generator, self.c2pa.derived_from))
         labelled = self.metadata_tag or (self.c2pa is not None and self.c2pa.says_swapd)
         return tampered or labelled != watermarked
 
@@ -146,9 +148,11 @@ def _video_geometry(probe: dict | None) -> tuple[int, int, float] | None:
         if stream.get("codec_type") == "video":
             try:
                 duration = float(stream.get("duration") or probe["format"]["duration"])
-                return int(stream["width"]), int(stream["height"]), duration
+                width, height = int(stream["width"]), int(stream["height"])
             except (KeyError, TypeError, ValueError):
                 return None
+            # a hostile header's zero size would read zero-byte frames without end
+            return (width, height, duration) if width > 0 and height > 0 else None
     return None
 
 

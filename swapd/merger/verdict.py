@@ -10,6 +10,8 @@ unmarked content still reaches only rarely is called inconclusive, not "no water
 
 from __future__ import annotations
 
+import unicodedata
+
 from swapd.merger.content_credentials import ManifestEvidence
 from swapd.merger.provenance import VerifyResult
 from swapd.merger.watermark import AS_DISPLAYED, WatermarkEvidence
@@ -17,6 +19,19 @@ from swapd.merger.watermark import AS_DISPLAYED, WatermarkEvidence
 # Under the threshold, a score whose chance on unmarked content is below this reads
 # "inconclusive" (a score of 7.1 on a video): 0.8 above the highest of 2,000 unmarked inputs
 INCONCLUSIVE_CHANCE = 1e-4
+
+
+# Unicode's line and paragraph separators: str.splitlines() and many terminals break there
+_UNPRINTED = ("Zl", "Zp")
+
+
+def printable(text: str, limit: int | None = 80) -> str:
+    """*text* (a file's name, or a name a manifest gives) safe in a one-line verdict: control,
+    format (bidi overrides) and undecodable characters shown as '?', and cut at *limit*, so a
+    hostile file cannot print a second verdict line or turn the line around."""
+    shown = "".join("?" if unicodedata.category(ch) in _UNPRINTED or
+                    unicodedata.category(ch)[0] == "C" else ch for ch in text)
+    return shown if limit is None or len(shown) <= limit else shown[: limit - 3] + "..."
 
 
 def inconclusive(evidence: WatermarkEvidence) -> bool:
@@ -73,20 +88,29 @@ def c2pa_text(manifest: ManifestEvidence | None) -> str:
         return "C2PA manifest not checked (c2pa-python is not installed)"
     where = " (sidecar)" if manifest.where == "sidecar" else ""
     if manifest.state == "damaged":
-        reason = manifest.problems[0] if manifest.problems else "unreadable"
+        reason = printable(manifest.problems[0], 200) if manifest.problems else "unreadable"
         return f"C2PA manifest{where} damaged: it cannot be read or checked ({reason})"
-    maker = f"made by {manifest.generator}" if manifest.generator else "maker unknown"
+    # every name below comes from the file: printable() keeps it to one honest line
+    generator = printable(manifest.generator) if manifest.generator else None
+    maker = f"made by {generator}" if generator else "maker unknown"
+    if manifest.digital_source_type and manifest.generator != "swapd":
+        # another tool's own word on what the file is (IPTC's term: trainedAlgorithmicMedia,
+        # digitalCapture, ...); swapd's is the headline's "synthetic media"
+        term = manifest.digital_source_type.rstrip("/").rsplit("/", 1)[-1]
+        maker += f", declared {printable(term, 60)}"
     if manifest.derived_from == "swapd":  # an edit of a swapd output, its manifest kept
-        by = f", signed by {manifest.derived_signer!r}" if manifest.derived_signer else ""
+        by = f", signed by {printable(manifest.derived_signer)!r}" \
+            if manifest.derived_signer else ""
         maker += f" from a file swapd made (its manifest among the ingredients{by})"
+    problems = [printable(c, 60) for c in manifest.problems]
     if manifest.state == "tampered":
-        codes = ", ".join(c for c in manifest.problems
-                          if not c.startswith("signingCredential.")) or "invalid"
-        named = f"it names {manifest.generator} as maker, but " if manifest.generator else ""
+        codes = ", ".join(c for c in problems if not c.startswith("signingCredential.")) \
+            or "invalid"
+        named = f"it names {generator} as maker, but " if generator else ""
         return f"C2PA manifest{where} TAMPERED: {named}changed after signing ({codes})"
-    signer = f" {manifest.signer!r}" if manifest.signer else ""
+    signer = f" {printable(manifest.signer)!r}" if manifest.signer else ""
     # what failed besides the want of a trust anchor (which "untrusted" says in words)
-    other = [c for c in manifest.problems if c != "signingCredential.untrusted"]
+    other = [c for c in problems if c != "signingCredential.untrusted"]
     if manifest.state == "invalid":
         return (f"C2PA manifest{where} intact, {maker}, but the certificate of its signer"
                 f"{signer} is revoked or not one C2PA accepts ({', '.join(other)}): not counted")
@@ -101,36 +125,65 @@ def c2pa_text(manifest: ManifestEvidence | None) -> str:
 
 
 def verdict_line(result: VerifyResult) -> str:
-    """The one-line verdict for `swapd verify` (without the file name)."""
-    tag = "metadata tag present" if result.metadata_tag else "no metadata tag"
-    tag = f"{c2pa_text(result.c2pa)}; {tag}"
+    """The one-line verdict for `swapd verify` (without the file name): the headline, then
+    each mark, those found first, and whether they disagree."""
     legacy = result.legacy_watermark
     if legacy is not None and legacy.marked and not result.watermark.marked:
         mark = f"{watermark_text(legacy)} [older scheme {legacy.scheme}]"
     else:
         mark = watermark_text(result.watermark)
+    parts = [(mark, "watermark" in result.marks or "watermark v1" in result.marks),
+             (c2pa_text(result.c2pa), result.c2pa is not None and result.c2pa.says_swapd),
+             ("metadata tag present" if result.metadata_tag else "no metadata tag",
+              result.metadata_tag)]
+    found = "; ".join(text for text, counts in parts if counts)
+    missing = "; ".join(text for text, counts in parts if not counts)
     if not result.marked:
-        return f"not marked: {tag}, {mark}"
-    made = "derived from synthetic media made by swapd" if result.marks == ["C2PA ingredient"] \
-        else "synthetic media made by swapd"
-    line = f"MARKED as {made}: {mark}; {tag}"
-    if result.disagree:
-        if result.c2pa is not None and result.c2pa.state == "tampered":
-            line += " (the marks disagree: the content credentials were broken by a change)"
-        elif (result.c2pa is not None and result.c2pa.state == "damaged"
-              and result.watermark.marked and not result.metadata_tag):
-            line += " (the marks disagree: the content credentials are damaged, the pixels" \
-                    " carry the watermark)"
-        elif inconclusive(result.watermark):
-            line += " (the marks disagree: the labels are there, the watermark too faint to" \
-                    " confirm -- a copy changed heavily)"
-        elif (result.c2pa is not None and result.c2pa.derived_from == "swapd"
-              and not result.metadata_tag and not result.watermark.marked):
-            line += " (the marks disagree: an edit of a swapd output in another tool, whose" \
-                    " pixels no longer carry the watermark)"
-        elif result.metadata_tag or (result.c2pa is not None and result.c2pa.says_swapd):
-            line += " (the marks disagree: the labels are there but the pixels lack the watermark" \
-                    " -- a tag copied onto other footage, or a copy changed past recognition)"
-        else:
-            line += " (the marks disagree: the labels were stripped, the watermark remains)"
-    return line
+        line = f"not marked: {missing}"
+    else:
+        made = "derived from synthetic media made by swapd" \
+            if result.marks == ["C2PA ingredient"] else "synthetic media made by swapd"
+        line = f"MARKED as {made}: {found}" + (f"; {missing}" if missing else "")
+    why = _disagreement(result)
+    return f"{line} (the marks disagree: {why})" if why else line
+
+
+def _disagreement(result: VerifyResult) -> str | None:
+    """Why the labels (tag, manifest) and the pixels (watermark) disagree, in words; None when
+    they agree."""
+    if not result.disagree:
+        return None
+    manifest = result.c2pa
+    watermarked = "watermark" in result.marks or "watermark v1" in result.marks
+    labelled = result.metadata_tag or (manifest is not None and manifest.says_swapd)
+    # another maker's manifest, broken or not, says nothing of swapd's marks
+    names_swapd = manifest is not None and "swapd" in (manifest.generator,
+                                                       manifest.derived_from)
+    state = manifest.state if manifest is not None else "absent"
+    if state == "tampered" and names_swapd:
+        pixels = ("the watermark too faint to confirm" if inconclusive(result.watermark)
+                  else "the pixels carry no watermark")
+        return "the content credentials were broken by a change" + (
+            "" if result.marked else f", and {pixels}")
+    if (state == "damaged" or state == "invalid" and names_swapd) and watermarked \
+            and not result.metadata_tag:
+        why = "are damaged" if state == "damaged" else "do not count"
+        return f"the content credentials {why}, the pixels carry the watermark"
+    if labelled and inconclusive(result.watermark):
+        return "the labels are there, the watermark too faint to confirm -- a copy changed " \
+               "heavily"
+    if (manifest is not None and manifest.derived_from == "swapd"
+            and not result.metadata_tag and not watermarked):
+        return "an edit of a swapd output in another tool, whose pixels no longer carry the " \
+               "watermark"
+    if labelled:
+        return "the labels are there but the pixels lack the watermark -- a tag copied onto " \
+               "other footage, or a copy changed past recognition"
+    return "the labels were stripped, the watermark remains"
+
+
+def verdict_record(result: VerifyResult) -> dict:
+    """What `swapd verify --json` prints for a file (its path included), and what the
+    dashboard keeps: every finding, the line a person reads, and the inconclusive flag."""
+    return {**result.to_dict(), "verdict": verdict_line(result),
+            "watermark_inconclusive": inconclusive(result.watermark)}

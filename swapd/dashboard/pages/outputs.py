@@ -13,7 +13,7 @@ from swapd.dashboard import components as ui
 from swapd.dashboard import reads
 from swapd.dashboard.pages import merge_preview
 from swapd.dashboard.pages.overview import exports_table
-from swapd.dashboard.verify_cache import VerifyCache, describe
+from swapd.dashboard.verify_cache import VerifyCache, describe, shown_state
 from swapd.media import VIDEO_SUFFIXES
 from swapd.state import StateStore
 from swapd.workspace import Workspace
@@ -64,8 +64,6 @@ def output_card(workspace: Workspace, item: dict[str, Any]) -> Any:
         facts.append(f"{info['faces_swapped']:,} faces swapped")
     if info.get("fps"):
         facts.append(f"merged at {info['fps']:.1f} fps")
-    state = ("checking" if verdict is None else "bad" if "error" in verdict
-             or not verdict["marked"] else "ok")
     return html.Article([
         media,
         html.Div([
@@ -74,7 +72,7 @@ def output_card(workspace: Workspace, item: dict[str, Any]) -> Any:
             html.P(" · ".join(facts), className="facts-line"),
             html.P(f"from {workspace.relative(workspace.resolve(info['source']))}"
                    if info.get("source") else "", className="facts-line"),
-            html.P(describe(verdict), className=f"verify {state}"),
+            html.P(describe(verdict), className=f"verify {shown_state(verdict)}"),
         ], className="output-text"),
     ], className="output")
 
