@@ -32,16 +32,33 @@ def fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def _process_umask() -> int:
+    """This process's umask, read without changing it where Linux says it (os.umask both
+    sets and reads, which another thread could see for a moment)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o077)  # for that moment a file another thread makes is only stricter
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str], durable: bool = True, keep_mode: bool = False,
-                suffix: str = ".tmp") -> Iterator[Path]:
+                suffix: str = ".tmp", mode: int | None = None) -> Iterator[Path]:
     """Yield a temp path beside `path`; on clean exit it is moved over `path`.
 
     If the body raises, the temp file is removed and `path` is left as it was, so a caller can
     validate what it wrote (e.g. an ONNX parity check) before it goes live. `durable=False`
     skips the fsyncs (still atomic), for bulk files that can be regenerated. `keep_mode` keeps
-    the permissions of the file being replaced. `suffix` lets tools that guess the format from
-    the name (ffmpeg) write the temp file.
+    the permissions of the file being replaced. A new file gets `mode`, or else the mode a
+    plain open() gives under the umask (0644 under 022; the service unit's UMask=0077 keeps
+    its files private): the temp file alone would leave every output 0600. `suffix` lets
+    tools that guess the format from the name (ffmpeg) write the temp file.
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -49,9 +66,13 @@ def atomic_path(path: str | os.PathLike[str], durable: bool = True, keep_mode: b
     os.close(fd)
     tmp = Path(tmp_name)
     try:
+        if mode is not None:  # before the bytes: a private file is never readable by others
+            os.chmod(tmp, mode)
         yield tmp
         if keep_mode and target.exists():
             os.chmod(tmp, target.stat().st_mode & 0o7777)
+        elif mode is None:
+            os.chmod(tmp, 0o666 & ~_process_umask())
         durable_replace(tmp, target, durable)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -71,9 +92,9 @@ def durable_replace(tmp: Path, target: Path, durable: bool = True) -> None:
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, durable: bool = True,
-                       keep_mode: bool = False) -> Path:
-    """Write `data` to `path` atomically; returns the path."""
-    with atomic_path(path, durable=durable, keep_mode=keep_mode) as tmp:
+                       keep_mode: bool = False, mode: int | None = None) -> Path:
+    """Write `data` to `path` atomically (`mode`: as for :func:`atomic_path`); returns it."""
+    with atomic_path(path, durable=durable, keep_mode=keep_mode, mode=mode) as tmp:
         tmp.write_bytes(data)
     return Path(path)
 

@@ -111,8 +111,7 @@ def make_local_ca(folder: Path) -> SigningCredentials:
                                serialization.NoEncryption())
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(folder / "signer-chain.pem", chain)
-    atomic_write_bytes(folder / "signer-key.pem", key)
-    os.chmod(folder / "signer-key.pem", 0o600)
+    atomic_write_bytes(folder / "signer-key.pem", key, mode=0o600)
     atomic_write_bytes(folder / "local-ca.pem", ca.public_bytes(pem))
     log.warning("made a local C2PA CA and signing certificate in %s: merged files carry signed "
                 "content credentials, and validators will call the signer untrusted (to sign "
