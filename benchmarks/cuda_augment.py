@@ -2,7 +2,7 @@
 
     python benchmarks/cuda_augment.py [--steps 40] [--out benchmarks/results/cuda_augment.json]
 
-Needs a CUDA device (``--device cpu --steps 3`` only tries the script itself). For each
+Needs a CUDA device (``--device cpu --steps 3 --warmup 1`` only tries the script itself). For each
 configuration (lightweight and original at 64 px, batch 16 per side, in float32 and bf16;
 SAEHD at DeepFaceLab's defaults, liae-ud, 128 and 256 px, batch 8 as DeepFaceLab suggests for a
 GPU of 4 GB or more, float32 and bf16) it times, in turn:
@@ -121,6 +121,9 @@ def main() -> None:
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/cuda_augment.json"))
     args = parser.parse_args()
+    if not 0 <= args.warmup < args.steps:
+        parser.error(f"--warmup ({args.warmup}) must be below --steps ({args.steps}): the "
+                     "warm-up steps are not timed")
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("cuda_augment: no CUDA device here")
     results: dict[str, Any] = {

@@ -18,7 +18,9 @@ painter renders 1,000 distinct faces; larger sets repeat them under new names, w
 the loader the same) is loaded by a fresh process into a ``FaceSet`` as ``swapd train`` does
 (each file read, its header parsed, decoded, cut, masks drawn): start-up wall and CPU
 seconds, and the RAM the set holds per face (resident memory after the load minus before,
-over the faces), without a cap and with ``--cap-mib`` (the ``face_cache_mib`` option).
+over the faces), without a cap and with ``--cap-mib`` (the ``face_cache_mib`` option; with
+``--before OTHER_CHECKOUT``, capped by that checkout too), and the time to draw a side's batch
+of 16 random faces from it.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 BATCH = 16
+TAKES = 200  # batches drawn from a loaded set, timed
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
@@ -109,7 +112,23 @@ def one_load_run(folder: Path, size: int, capacity: int | None) -> dict[str, Any
     bounded = getattr(face_set, "bounded", None)
     if bounded is not None:
         result["decoded_held"] = bounded.decoded
-        result["compressed_kib_per_face"] = round(bounded.packed_bytes() / count / 1024, 1)
+        spilled = bounded.spilled_bytes() if hasattr(bounded, "spilled_bytes") else 0
+        # every compressed face, in RAM or spilled to disk: the same measure before and now
+        result["compressed_kib_per_face"] = round(
+            (bounded.packed_bytes() + spilled) / count / 1024, 1)
+        if hasattr(bounded, "spilled_bytes"):
+            result["compressed_in_ram_mib"] = round(bounded.packed_bytes() / 2**20, 1)
+            result["spilled_mib"] = round(spilled / 2**20, 1)
+    # drawing a side's batch (16 random faces), as the loader does: past the cap a face
+    # outside the LRU is decoded again, from RAM or (spilled) the page cache
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    face_set.take(rng.integers(0, count, BATCH))
+    wall = time.perf_counter()
+    for _ in range(TAKES):
+        face_set.take(rng.integers(0, count, BATCH))
+    result["take_ms_per_batch"] = round(1000 * (time.perf_counter() - wall) / TAKES, 2)
     return result
 
 
@@ -206,8 +225,8 @@ def main() -> None:
             for size in args.sizes or [64, 128]:
                 capacity = capacity_for(args.cap_mib, size, 3, MASK_CHANNELS)
                 runs = [("uncapped", None, ROOT), (f"cap {args.cap_mib} MiB", capacity, ROOT)]
-                if args.before is not None:
-                    runs.append(("before", None, args.before))
+                if args.before is not None:  # the capped set as that checkout holds it
+                    runs.append((f"cap {args.cap_mib} MiB, before", capacity, args.before))
                 for label, cap, path in runs:
                     if cap is not None and cap >= count:
                         continue

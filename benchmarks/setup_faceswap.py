@@ -163,18 +163,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("snapshot", type=Path, help="a local copy of faceswap's repository")
     parser.add_argument("--dest", type=Path, default=Path(tempfile.gettempdir()) / "fsbench")
-    parser.add_argument("--commit", default="acdcfa87",
-                        help="the snapshot's commit, recorded (read from .git when present)")
+    parser.add_argument("--commit", default=None,
+                        help="the snapshot's commit, recorded (read from .git when present; "
+                             "a snapshot without .git is recorded as of an unknown commit "
+                             "unless this says which)")
     parser.add_argument("--faces", type=int, default=200, help="faces per side")
     parser.add_argument("--size", type=int, default=512, help="extracted face size")
     args = parser.parse_args()
     if not (args.snapshot / "faceswap.py").exists():
         raise SystemExit(f"{args.snapshot}: not a faceswap snapshot (no faceswap.py)")
     args.dest.mkdir(parents=True, exist_ok=True)
-    commit = args.commit
+    commit = f"{args.commit} (as given)" if args.commit else "unknown (no .git; see --commit)"
     if (args.snapshot / ".git").exists():
-        commit = subprocess.run(["git", "-C", str(args.snapshot), "rev-parse", "HEAD"],
-                                capture_output=True, text=True).stdout.strip() or commit
+        found = subprocess.run(["git", "-C", str(args.snapshot), "rev-parse", "HEAD"],
+                               capture_output=True, text=True).stdout.strip()
+        if args.commit and found and not found.startswith(args.commit):
+            raise SystemExit(f"{args.snapshot}: at {found}, not --commit {args.commit}")
+        commit = found or commit
     python = make_venv(args.dest)
     copy = copy_faceswap(args.snapshot, args.dest, python)
     make_faces(args.dest, args.faces, args.size)

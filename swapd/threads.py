@@ -22,6 +22,8 @@ import sys
 import threading
 from pathlib import Path
 
+from swapd import cgroups
+
 log = logging.getLogger(__name__)
 
 WAIT_POLICY = "OMP_WAIT_POLICY"
@@ -46,25 +48,58 @@ def passive_waiting() -> bool:
     return os.environ.get(WAIT_POLICY, "").strip().upper() == "PASSIVE"
 
 
-def usable_cores() -> int:
-    """The cores this process may run on (its affinity, e.g. under taskset or a cgroup)."""
+def _affinity() -> set[int] | None:
     try:
-        return len(os.sched_getaffinity(0))
+        return os.sched_getaffinity(0)
     except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
+        return None
+
+
+def logical_cores() -> int:
+    """The logical CPUs this process may run on: its affinity (taskset, a cpuset)."""
+    affinity = _affinity()
+    return len(affinity) if affinity is not None else os.cpu_count() or 1
+
+
+def usable_cores() -> int:
+    """The logical CPUs this process may keep busy: :func:`logical_cores`, and no more than
+    a control group's CPU quota allows (``CPUQuota=``, ``docker --cpus``)."""
+    cores = logical_cores()
+    quota = cgroups.cpu_limit()
+    return min(cores, quota) if quota else cores
+
+
+def physical_cores(cpus: set[int] | None = None,
+                   topology: Path = Path("/sys/devices/system/cpu")) -> int | None:
+    """The physical cores among *cpus* (default: this process's affinity): hyperthreads of
+    one core count once (Linux's ``thread_siblings_list``); None where the platform does not
+    say."""
+    cpus = _affinity() if cpus is None else cpus
+    if not cpus:
+        return None
+    cores = set()
+    for cpu in cpus:
+        try:
+            cores.add((topology / f"cpu{cpu}" / "topology" / "thread_siblings_list")
+                      .read_text().strip())
+        except OSError:
+            return None
+    return len(cores)
 
 
 def training_threads() -> int:
     """torch's thread count for training on the CPU.
 
-    ``OMP_NUM_THREADS`` when the user set it; otherwise every core with passive waiting, and
-    every core but one with spinning threads (a user's ``OMP_WAIT_POLICY=ACTIVE``): spinning
-    threads on every core stall the batch loader's thread (see the module's note).
+    ``OMP_NUM_THREADS`` when the user set it; otherwise one a physical core (torch's own
+    default: two threads on one core's hyperthreads only contend for its vector units),
+    within the CPUs :func:`usable_cores` allows, with passive waiting; every one but one with
+    spinning threads (a user's ``OMP_WAIT_POLICY=ACTIVE``): spinning threads on every core
+    stall the batch loader's thread (see the module's note).
     """
     wanted = os.environ.get("OMP_NUM_THREADS", "").strip()
     if wanted.isdigit() and int(wanted) > 0:
         return int(wanted)
-    cores = usable_cores()
+    cores = min(usable_cores(), physical_cores() or sys.maxsize)
     return cores if passive_waiting() else max(1, cores - 1)
 
 

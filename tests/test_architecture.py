@@ -22,7 +22,7 @@ PACKAGE = REPO / "swapd"
 # A unit is a top-level package or module of swapd ("swapd" is the package's own __init__,
 # which holds the version). Each unit may import itself and the units listed for it.
 GROUND = frozenset({"media", "config", "fsutil", "state", "workspace", "runtime", "errors",
-                    "threads", "swapd"})
+                    "threads", "cgroups", "swapd"})
 ALLOWED: dict[str, frozenset[str]] = {
     # Entry points: parse, supervise, show. The CLI starts the service; the service serves the
     # dashboard; the dashboard reads the state store and the workspace, and checks outputs'
@@ -49,7 +49,8 @@ ALLOWED: dict[str, frozenset[str]] = {
     "runtime": frozenset({"errors"}),
     "errors": frozenset(),
     # swapd's __init__ sets OpenMP's wait policy (swapd.threads) before anything loads torch.
-    "threads": frozenset(),
+    "threads": frozenset({"cgroups"}),
+    "cgroups": frozenset(),  # what the control groups allow: memory, CPU time
     "swapd": frozenset({"threads"}),
 }
 # The demo (synthetic people, clip, demo workspace) may import anything below the entry points;

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 from pathlib import Path
 
@@ -18,9 +19,7 @@ from swapd.trainer.data import FaceSet
 from swapd.trainer.face_cache import (
     BoundedFaces,
     capacity_for,
-    cgroup_memory_limit,
     face_bytes,
-    machine_memory,
 )
 from swapd.trainer.options import TrainerOptions
 
@@ -111,6 +110,10 @@ def test_a_set_that_outgrows_its_cap_while_training_is_capped(folders: dict[str,
     write_face_set(folder, DEMO_B, 10, seed=9, size=64)  # 30 files now: past the cap
     assert face_set.refresh() == (10, 0)
     assert face_set.bounded is not None and face_set.bounded.decoded <= 24
+    # the faces it had were rows of one stacked array: each held face owns its own memory,
+    # or one of them would keep the whole old stack alive
+    held = [a for pair in face_set.bounded._decoded.values() for a in pair]
+    assert held and all(a.base is None for a in held)
     gone = face_set.paths[0]
     gone.unlink()
     assert face_set.refresh() == (0, 1)
@@ -123,41 +126,103 @@ def test_a_set_that_outgrows_its_cap_while_training_is_capped(folders: dict[str,
 def test_the_cap_from_the_job_option() -> None:
     per_face = face_bytes(64, 3, 3)
     assert per_face == 64 * 64 * 6
-    # 100 MiB for both sets: half each.
-    assert capacity_for(100, 64, 3, 3) == 100 * 2**20 // 2 // per_face
+    # 100 MiB for both sets: half each, three quarters of it decoded, a quarter compressed.
+    assert capacity_for(100, 64, 3, 3) == int(100 * 2**20 * 0.75) // 2 // per_face
+    cache = BoundedFaces(capacity_for(100, 64, 3, 3), (64, 64, 3), (64, 64, 3))
+    assert cache.packed_limit == pytest.approx(100 * 2**20 / 2 / 4, rel=0.01)
     assert capacity_for(1, 256, 3, 3) == 64  # never fewer than a few batches' faces
     assert capacity_for(0, 64, 3, 3) is not None  # auto: a share of this machine's memory
     assert TrainerOptions().face_cache_mib == 0
     assert TrainerOptions(face_cache_mib=2048).face_cache_mib == 2048
 
 
-def _group(root: Path, own: str, limits: dict[str, str]) -> tuple[Path, Path]:
-    """A control-group tree as the kernel shows it: *limits* maps a file under *root* to its
-    text; *own* is /proc/self/cgroup's text."""
-    for name, text in limits.items():
-        (root / name).parent.mkdir(parents=True, exist_ok=True)
-        (root / name).write_text(text + "\n")
-    (root / "self_cgroup").write_text(own)
-    return root, root / "self_cgroup"
+def _noise_faces(count: int, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
+    rng = np.random.default_rng(seed)  # noise: compresses no smaller than its pixels
+    return [(rng.integers(0, 255, (SIZE, SIZE, 3), np.uint8),
+             rng.integers(0, 255, (SIZE, SIZE, 3), np.uint8)) for _ in range(count)]
 
 
-def test_the_automatic_cap_follows_a_control_groups_memory_limit(tmp_path: Path) -> None:
-    """A service under systemd's MemoryMax= (cgroup v2) or in a container (v1) gets a quarter
-    of what it may use, not of the machine; the tightest group on the way up counts."""
-    gib = 1 << 30
-    physical = machine_memory(tmp_path / "none", tmp_path / "no_such_file")
-    assert physical and physical > gib  # no groups: the machine's memory
-    v2 = _group(tmp_path / "v2", "0::/system.slice/swapd.service\n", {
-        "system.slice/swapd.service/memory.max": str(gib), "system.slice/memory.max": "max"})
-    assert machine_memory(*v2) == min(gib, physical)
-    (v2[0] / "system.slice/memory.max").write_text(str(gib // 2))  # the slice is tighter
-    assert cgroup_memory_limit(*v2) == gib // 2
-    v1 = _group(tmp_path / "v1", "4:memory:/docker/abc\n3:cpuset:/\n", {
-        "memory/docker/abc/memory.limit_in_bytes": str(3 * gib),
-        "memory/memory.limit_in_bytes": "9223372036854771712"})  # v1's "no limit"
-    assert cgroup_memory_limit(*v1) == 3 * gib
-    unlimited = _group(tmp_path / "max", "0::/user.slice\n", {"user.slice/memory.max": "max"})
-    assert cgroup_memory_limit(*unlimited) is None
-    odd = _group(tmp_path / "odd", "\nnot a cgroup line\n4:memory:/../../etc\n0::/a\n",
-                 {"a/memory.max": str(gib)})  # only the well-formed line inside the tree counts
-    assert cgroup_memory_limit(*odd) == gib
+def test_compressed_faces_past_their_share_go_to_disk(tmp_path: Path) -> None:
+    """The compressed faces' RAM is bounded too: past packed_limit they go to an unnamed file
+    in the spill folder and come back the same pixels; replacing and discarding keep the
+    count of RAM right."""
+    faces = _noise_faces(40)
+    cache = BoundedFaces(4, (SIZE, SIZE, 3), (SIZE, SIZE, 3), spill_dir=tmp_path)
+    assert cache.packed_limit == 4 * face_bytes(SIZE, 3, 3) // 3  # a quarter of 4 faces' cap
+    for key, (face, mask) in enumerate(faces):
+        cache.put(key, face, mask)
+    assert cache.packed_bytes() <= cache.packed_limit and cache.spilled_bytes() > 0
+    assert cache.decoded == 4
+    assert all(p.name.startswith(".swapd-faces-") for p in tmp_path.iterdir())
+    if Path("/proc/self/fd").is_dir():  # Linux: unnamed (nothing left by a crash), yet there
+        assert not list(tmp_path.iterdir())
+        spill = cache._spill
+        assert spill is not None
+        assert os.readlink(f"/proc/self/fd/{spill.fileno()}").startswith(str(tmp_path))
+    for key, (face, mask) in enumerate(faces):  # from RAM, the file and the LRU alike
+        got_face, got_mask = cache.get(key)
+        assert np.array_equal(got_face, face) and np.array_equal(got_mask, mask)
+    in_ram = cache.packed_bytes()
+    cache.put(0, *faces[1])  # a face in RAM replaced (the new bytes may go either way)
+    cache.discard(1)
+    assert cache.packed_bytes() <= in_ram and len(cache) == 39
+    assert np.array_equal(cache.get(0)[0], faces[1][0])
+    with pytest.raises(KeyError):
+        cache.get(1)
+    cache.close()
+
+
+_FULL_DISK_PROBE = """
+import logging, resource, signal, sys
+import numpy as np
+from swapd.trainer.face_cache import BoundedFaces
+logging.basicConfig(level=logging.WARNING)
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG
+resource.setrlimit(resource.RLIMIT_FSIZE, (3000, 3000))  # the spill file's disk is 'full'
+rng = np.random.default_rng(2)
+faces = [np.full((32, 32, 3), i, np.uint8) if i % 3 else  # flat: a few hundred bytes
+         rng.integers(0, 255, (32, 32, 3), np.uint8) for i in range(40)]
+cache = BoundedFaces(2, (32, 32, 3), (32, 32, 3), packed_limit=0, spill_dir=sys.argv[1])
+for key, face in enumerate(faces):
+    cache.put(key, face, face)
+for key, face in enumerate(faces):
+    assert np.array_equal(cache.get(key)[0], face), key
+print("spilled", cache.spilled_bytes(), "in RAM", cache.packed_bytes())
+"""
+
+
+def test_a_full_disk_keeps_the_faces_in_ram(tmp_path: Path) -> None:
+    """A spill file that cannot grow (a real write refused by the kernel: the file-size
+    limit, as a full disk refuses it): the faces it cannot take stay in RAM, said once, and
+    every face, small ones that fit in a write buffer included, still comes back whole."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", _FULL_DISK_PROBE, str(tmp_path)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.count("cannot write compressed faces to disk") == 1, done.stderr
+    spilled, in_ram = (int(x) for x in done.stdout.split()[1::3])
+    assert 0 < spilled <= 3000 and in_ram > 0
+
+
+def test_a_capped_set_spills_into_its_folder(folders: dict[str, Path], tmp_path: Path) -> None:
+    """A FaceSet past its cap with a tiny RAM share for compressed faces draws the same
+    batches as one holding every face decoded; a new model's folder, not there yet, is made
+    for the spill file (a temp folder may be RAM)."""
+    spill = tmp_path / "model"
+    capped = FaceSet(folders["a"], SIZE, capacity=4, spill_dir=spill)
+    assert capped.bounded is not None
+    capped.bounded.packed_limit = 0  # every face refreshed from here on goes to the file
+    for path in capped.paths:
+        face, mask = capped.bounded.get(path)
+        capped.bounded.put(path, face, mask)
+    assert capped.bounded.packed_bytes() == 0 and capped.bounded.spilled_bytes() > 0
+    assert spill.is_dir()
+    if Path("/proc/self/fd").is_dir():
+        file = capped.bounded._spill
+        assert file is not None
+        assert os.readlink(f"/proc/self/fd/{file.fileno()}").startswith(str(spill))
+    whole = FaceSet(folders["a"], SIZE)
+    assert np.array_equal(capped.faces, whole.faces) and np.array_equal(capped.masks,
+                                                                        whole.masks)

@@ -76,6 +76,33 @@ def test_the_cpu_check_reads_avx512_bf16_and_amx() -> None:
                                                                flags.read_text())
 
 
+def test_a_onednn_capped_below_bf16_counts_as_without() -> None:
+    """ONEDNN_MAX_CPU_ISA below oneDNN's bf16 instructions makes every bf16 convolution an
+    emulation (50x slower than float32 here): auto stays float32 then, in a real process."""
+    import subprocess
+    import sys
+
+    from swapd.trainer.precision import onednn_may_use_bf16
+
+    assert not onednn_may_use_bf16({"ONEDNN_MAX_CPU_ISA": "AVX2"})
+    assert not onednn_may_use_bf16({"DNNL_MAX_CPU_ISA": "avx512_core"})
+    assert onednn_may_use_bf16({"ONEDNN_MAX_CPU_ISA": "AVX512_CORE_BF16"})
+    assert onednn_may_use_bf16({"ONEDNN_MAX_CPU_ISA": "all"})
+    probe = ("import torch; from swapd.trainer.precision import resolve_precision; "
+             "print(resolve_precision('auto', torch.device('cpu')), "
+             "resolve_precision('bf16', torch.device('cpu')))")
+    from swapd.trainer.precision import AUTO_BF16_ON_CPU
+
+    native = "bf16" if NATIVE_BF16 and AUTO_BF16_ON_CPU else "off"
+    for cap, expected in (("AVX2", "off"), ("", native)):
+        env = {**__import__("os").environ, "ONEDNN_MAX_CPU_ISA": cap}
+        done = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True,
+                              text=True, check=True)
+        assert done.stdout.split()[0] == expected, (cap, done.stdout)
+        if cap and NATIVE_BF16:  # asked for bf16 by name: the warning says why not
+            assert "ONEDNN_MAX_CPU_ISA caps it" in done.stderr, done.stderr
+
+
 def test_auto_and_bf16_follow_the_cpu_check(caplog: pytest.LogCaptureFixture) -> None:
     def has() -> bool:
         return True

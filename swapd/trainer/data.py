@@ -117,13 +117,15 @@ class FaceSet:
         uniform_yaw: bool = False,
         index: FaceIndex | None = None,
         capacity: int | None = None,
+        spill_dir: Path | None = None,
     ) -> None:
         """``index``: the service's face index (see :data:`FaceIndex`): the faces it holds
         are read from it, their files only decoded; other files are read whole (see
         :func:`swapd.faces.validate.inspect_face_bytes`), and ``find_landmarks`` finds the
         landmarks of those that carry none in their image. ``capacity``: with more usable
         faces than this, at most this many are held decoded and the rest compressed
-        (:class:`~swapd.trainer.face_cache.BoundedFaces`; None: all decoded)."""
+        (:class:`~swapd.trainer.face_cache.BoundedFaces`; None: all decoded), and those
+        past its RAM for compressed faces in a file in ``spill_dir``."""
         self.folder = Path(folder)
         self.index = index
         self.find_landmarks = find_landmarks
@@ -147,6 +149,7 @@ class FaceSet:
         self.skipped: dict[Path, str] = {}
         self.without_landmarks = 0
         self.capacity = capacity
+        self.spill_dir = spill_dir
         self.bounded: BoundedFaces | None = None  # made when the folder outgrows capacity
         self.refresh()
 
@@ -280,7 +283,8 @@ class FaceSet:
             if (self.bounded is None and self.capacity is not None
                     and len(found) > self.capacity):
                 self.bounded = BoundedFaces(self.capacity, self._arrays.faces.shape[1:],
-                                            self._arrays.masks.shape[1:])
+                                            self._arrays.masks.shape[1:],
+                                            spill_dir=self.spill_dir)
             entries = {}
             loaded = False
             for path, stamp in found.items():

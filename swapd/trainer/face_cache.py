@@ -1,13 +1,16 @@
-"""The face cache's memory cap: decoded faces past it are kept compressed, behind an LRU.
+"""The face cache's memory cap: past it faces are kept compressed (in RAM, then on disk),
+behind an LRU of decoded ones.
 
 A face set normally holds every face decoded (the model crop and its three masks, uint8):
 ``side² x (channels + 3)`` bytes a face, 384 KiB at 256 px, so 50,000 faces need 19 GiB. With
 a cap (the ``face_cache_mib`` training option) a :class:`BoundedFaces` keeps every face as its
-crop PNG-compressed in RAM (lossless: the same pixels, so the same batches for the same seed)
-and at most ``capacity`` decoded faces in a least-recently-used cache; a batch that draws a face
-outside it decodes the small PNG again (about 0.2 ms at 64 px, 1-2 ms at 256 px, in the batch
-loader's threads), which is far cheaper than cutting it from its file again (decode of the
-full image, re-alignment, landmark masks) and needs no file to be still there.
+crop PNG-compressed (lossless: the same pixels, so the same batches for the same seed), in RAM
+up to a quarter of the set's share and in an unnamed file on disk past it, and at most
+``capacity`` decoded faces (the other three quarters) in a least-recently-used cache; a batch
+that draws a face outside it decodes the small PNG again (about 0.2 ms at 64 px, 1-2 ms at
+256 px, in the batch loader's threads), which is far cheaper than cutting it from its file
+again (decode of the full image, re-alignment, landmark masks) and needs no file to be still
+there.
 """
 
 from __future__ import annotations
@@ -16,20 +19,30 @@ import contextlib
 import ctypes
 import ctypes.util
 import functools
+import logging
 import os
+import tempfile
 import threading
 from collections import OrderedDict
 from collections.abc import Hashable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import cv2
 import numpy as np
 
+from swapd.cgroups import memory_limit
+
+log = logging.getLogger(__name__)
+
 MIB = 1 << 20
 # The fast end of PNG's levels: faces compress nearly as well at 1 as at 9, 3-5x faster.
 PNG_LEVEL = 1
-AUTO_SHARE = 4  # face_cache_mib = 0: both sets' decoded faces may take a quarter of the RAM
+AUTO_SHARE = 4  # face_cache_mib = 0: both sets' faces may take a quarter of the RAM
+# Of the cap, the decoded faces' part; the compressed faces in RAM get the rest (a
+# photograph's crop compresses to a third to a half, a rendered one to a fifth: the rest holds
+# about as many compressed faces again as are decoded), and those past it go to disk
+DECODED_SHARE = 0.75
 
 
 def face_bytes(size: int, channels: int, mask_channels: int) -> int:
@@ -46,48 +59,16 @@ def machine_memory(cgroup_root: Path = Path("/sys/fs/cgroup"),
         physical: int | None = int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
     except (AttributeError, OSError, ValueError):
         physical = None
-    limits = [x for x in (physical, cgroup_memory_limit(cgroup_root, own_cgroups)) if x]
-    return min(limits) if limits else None
-
-
-def cgroup_memory_limit(root: Path, own_cgroups: Path) -> int | None:
-    """The tightest memory limit of this process's control group and the groups above it
-    (cgroup v2 ``memory.max``, v1 ``memory.limit_in_bytes``), or None: none, or not Linux."""
-    try:
-        lines = own_cgroups.read_text().splitlines()
-    except OSError:
-        return None
-    limits = []
-    for line in lines:  # "0::/system.slice/swapd.service" (v2), "7:memory:/user.slice" (v1)
-        fields = line.split(":", 2)
-        if len(fields) != 3 or ".." in fields[2].split("/"):
-            continue  # not a cgroup line (a platform of its own), or a path out of the tree
-        _, controllers, path = fields
-        if controllers == "":
-            base, name = root, "memory.max"
-        elif "memory" in controllers.split(","):
-            base, name = root / "memory", "memory.limit_in_bytes"
-        else:
-            continue
-        group = base / path.lstrip("/")
-        for folder in (group, *group.parents):  # a limit above the group binds it too
-            try:
-                text = (folder / name).read_text().strip()
-            except OSError:
-                text = ""
-            # v2 writes "max" for none; v1 a huge page-rounded number
-            if text.isdigit() and int(text) < 1 << 60:
-                limits.append(int(text))
-            if folder == base:
-                break
+    limits = [x for x in (physical, memory_limit(cgroup_root, own_cgroups)) if x]
     return min(limits) if limits else None
 
 
 def capacity_for(limit_mib: int, size: int, channels: int, mask_channels: int,
                  sets: int = 2, least: int = 64) -> int | None:
     """Decoded faces one of ``sets`` face sets may hold under ``limit_mib`` (0: auto, a quarter
-    of the memory the process may use, :func:`machine_memory`); None: no cap. Never fewer
-    than ``least``: a batch's faces must fit, or every batch would decode each face again."""
+    of the memory the process may use, :func:`machine_memory`), their :data:`DECODED_SHARE`
+    of it; None: no cap. Never fewer than ``least``: a batch's faces must fit, or every batch
+    would decode each face again."""
     if limit_mib == 0:
         memory = machine_memory()
         if memory is None:
@@ -95,7 +76,8 @@ def capacity_for(limit_mib: int, size: int, channels: int, mask_channels: int,
         budget = memory // AUTO_SHARE
     else:
         budget = limit_mib * MIB
-    return max(least, budget // sets // face_bytes(size, channels, mask_channels))
+    return max(least, int(budget * DECODED_SHARE) // sets // face_bytes(size, channels,
+                                                                        mask_channels))
 
 
 def release_freed_memory() -> None:
@@ -129,18 +111,40 @@ def _decode(data: bytes, shape: tuple[int, ...]) -> np.ndarray:
     return cv2.imdecode(np.frombuffer(data, np.uint8), flags).reshape(shape)
 
 
+# A compressed face in RAM (its face's and mask's PNGs), or where it lies in the spill file
+# (offset, face length, mask length)
+_Packed = tuple[bytes, bytes] | tuple[int, int, int]
+
+
 class BoundedFaces:
     """Faces and masks by key, all compressed, at most ``capacity`` of them decoded (LRU).
+
+    The compressed faces take RAM too (a photograph's crop compresses to a third to a half of
+    its pixels): past ``packed_limit`` bytes of them (default: the cap's share that
+    :data:`DECODED_SHARE` leaves them beside ``capacity`` decoded faces) the rest go to an
+    unnamed file in ``spill_dir`` (default: the system's temp folder), read back through the
+    page cache when drawn. So a set's faces stay within its share of the cap, however many
+    there are. A face replaced or discarded leaves its old bytes in that file until the set
+    is made again.
 
     Safe to use from the batch loader's threads: decoding happens outside the lock, so two
     threads decode different faces at once.
     """
 
     def __init__(self, capacity: int, face_shape: tuple[int, ...],
-                 mask_shape: tuple[int, ...]) -> None:
+                 mask_shape: tuple[int, ...], packed_limit: int | None = None,
+                 spill_dir: Path | None = None) -> None:
         self.capacity = capacity
         self.face_shape, self.mask_shape = face_shape, mask_shape
-        self._packed: dict[Hashable, tuple[bytes, bytes]] = {}
+        decoded = capacity * (int(np.prod(face_shape)) + int(np.prod(mask_shape)))
+        self.packed_limit = (int(decoded * (1 - DECODED_SHARE) / DECODED_SHARE)
+                             if packed_limit is None else packed_limit)
+        self.spill_dir = None if spill_dir is None else Path(spill_dir)
+        self._packed: dict[Hashable, _Packed] = {}
+        self._ram_bytes = 0  # the compressed faces held in RAM
+        self._spill: IO[bytes] | None = None  # made at the first face past packed_limit
+        self._spill_end = 0
+        self._spill_failed = False
         self._decoded: OrderedDict[Hashable, tuple[np.ndarray, np.ndarray]] = OrderedDict()
         self._lock = threading.Lock()
         self.hits = self.misses = 0
@@ -154,27 +158,103 @@ class BoundedFaces:
         return len(self._decoded)
 
     def packed_bytes(self) -> int:
-        """RAM the compressed faces take."""
+        """RAM the compressed faces take (at most ``packed_limit``, give or take a face)."""
         with self._lock:
-            return sum(len(f) + len(m) for f, m in self._packed.values())
+            return self._ram_bytes
+
+    def spilled_bytes(self) -> int:
+        """Bytes written to the spill file (0: none made)."""
+        with self._lock:
+            return self._spill_end
 
     def put(self, key: Hashable, face: np.ndarray, mask: np.ndarray) -> None:
-        """Hold (or replace) ``key``'s face and mask; they count as just used."""
-        packed = (_encode(face), _encode(mask))
+        """Hold (or replace) ``key``'s face and mask; they count as just used. A view (a row
+        of a set's stacked faces, when the set outgrows the cap while training) is copied:
+        it would keep the whole old stack alive while counting as one face."""
+        face, mask = (a if a.base is None else a.copy() for a in (face, mask))
+        face_png, mask_png = _encode(face), _encode(mask)
+        size = len(face_png) + len(mask_png)
         with self._lock:
-            self._packed[key] = packed
+            self._forget(key)
+            if self._ram_bytes + size > self.packed_limit and self._spilled(face_png, mask_png):
+                self._packed[key] = (self._spill_end - size, len(face_png), len(mask_png))
+            else:
+                self._packed[key] = (face_png, mask_png)
+                self._ram_bytes += size
             self._remember(key, (face, mask))
+
+    def _spilled(self, face_png: bytes, mask_png: bytes) -> bool:
+        """Append a face to the spill file; False (the face then stays in RAM, said once)
+        when the file cannot be made or written (a full disk)."""
+        try:
+            if self._spill is None:
+                self._spill = self._spill_file()
+            # unbuffered: a full disk fails this write, never a later read of other faces
+            self._spill.seek(self._spill_end)
+            data = memoryview(face_png + mask_png)
+            while data:
+                data = data[self._spill.write(data) or 0:]
+        except OSError as exc:
+            if not self._spill_failed:
+                log.warning("the face cache cannot write compressed faces to disk (%s): they "
+                            "stay in RAM, past its cap", exc)
+            self._spill_failed = True
+            return False
+        self._spill_end += len(face_png) + len(mask_png)
+        return True
+
+    def _spill_file(self) -> IO[bytes]:
+        """The spill file: unnamed where the platform allows (Linux), so a crash leaves
+        nothing behind; it lives as long as this cache (closed by close(), or with it). In
+        ``spill_dir`` (made if need be: a new model's folder may not exist yet), else in the
+        system's temp folder."""
+        folder = self.spill_dir
+        if folder is not None:
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError:
+                folder = None
+        return tempfile.TemporaryFile(prefix=".swapd-faces-", dir=folder,  # noqa: SIM115
+                                      buffering=0)
+
+    def _forget(self, key: Hashable) -> None:
+        old = self._packed.pop(key, None)
+        if old is not None and isinstance(old[0], bytes):
+            self._ram_bytes -= len(old[0]) + len(old[1])  # type: ignore[arg-type]
+        self._decoded.pop(key, None)
 
     def discard(self, key: Hashable) -> None:
         with self._lock:
-            self._packed.pop(key, None)
-            self._decoded.pop(key, None)
+            self._forget(key)
+
+    def close(self) -> None:
+        """Close the spill file (the faces in it are gone with it)."""
+        with self._lock:
+            if self._spill is not None:
+                self._spill.close()
+                self._spill = None
 
     def _remember(self, key: Hashable, pair: tuple[np.ndarray, np.ndarray]) -> None:
         self._decoded[key] = pair
         self._decoded.move_to_end(key)
         while len(self._decoded) > self.capacity:
             self._decoded.popitem(last=False)
+
+    def _read(self, packed: _Packed) -> tuple[bytes, bytes]:
+        """A face's PNGs, from RAM or the spill file (under the lock: one file position)."""
+        if isinstance(packed[0], bytes):
+            return packed  # type: ignore[return-value]
+        offset, face_len, mask_len = packed  # type: ignore[misc]
+        assert self._spill is not None
+        self._spill.seek(offset)
+        data = b""
+        while len(data) < face_len + mask_len:
+            more = self._spill.read(face_len + mask_len - len(data))
+            if not more:
+                raise OSError(f"the face cache's spill file ends at {offset + len(data)}, "
+                              f"before the face it holds at {offset}")
+            data += more
+        return data[:face_len], data[face_len:]
 
     def get(self, key: Hashable) -> tuple[np.ndarray, np.ndarray]:
         """``key``'s face and mask (KeyError if never put or discarded since)."""
@@ -184,7 +264,7 @@ class BoundedFaces:
                 self._decoded.move_to_end(key)
                 self.hits += 1
                 return pair
-            face_png, mask_png = self._packed[key]
+            face_png, mask_png = self._read(self._packed[key])
             self.misses += 1
         pair = (_decode(face_png, self.face_shape), _decode(mask_png, self.mask_shape))
         with self._lock:

@@ -154,7 +154,7 @@ class Trainer(Evaluator, StateCapture):
         self._loss_fn = setup.face_loss(options, self.model.image_channels, self.input_size)
         self.set_a, self.set_b = setup.face_sets((faces_a, faces_b), self.input_size, options,
                                                  self.model.image_channels, face_index,
-                                                 landmarks)
+                                                 landmarks, self.model_dir)
         self._preview_a, self._preview_mask_a = setup.pick_preview(self.set_a, options)
         self._preview_b, self._preview_mask_b = setup.pick_preview(self.set_b, options)
         self._preview_sources = (setup.preview_mask_sources(self.set_a, options),

@@ -133,10 +133,11 @@ class TrainerOptions(BaseModel):
         "device computes it (CUDA GPUs with bf16, CPUs with native bf16), else float32; "
         "true means bf16. Weights, checkpoints and exports stay float32")
     face_cache_mib: int = Field(
-        0, ge=0, description="RAM for both sets' decoded faces and masks, in MiB; faces past "
-        "it are held PNG-compressed and decoded again when drawn (an LRU keeps the recent "
-        "ones); 0 = auto: a quarter of the memory swapd may use (the machine's, or its control "
-        "group's limit)")
+        0, ge=0, description="RAM for both sets' faces and masks, in MiB: three quarters "
+        "for decoded ones (an LRU keeps the recently drawn), a quarter for the others "
+        "PNG-compressed, those past it in a file on disk beside the model; a face outside "
+        "the LRU is decoded again when drawn; 0 = auto: a quarter of the memory swapd may use "
+        "(the machine's, or its control group's limit)")
     mask_loss_weight: float = Field(
         1.0, ge=0, le=100, description="weight of a learned mask's loss (MSE against the "
         "landmark face mask; models with learn_mask)")

@@ -14,6 +14,7 @@ and the ONNX export stay float32.
 from __future__ import annotations
 
 import logging
+import os
 import platform
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager, nullcontext
@@ -63,11 +64,37 @@ def cpu_capabilities() -> Mapping[str, Any]:
     return {}
 
 
+# oneDNN's instruction sets (ONEDNN_MAX_CPU_ISA's values) that compute bf16 in hardware; a
+# cap below them makes every bf16 convolution an emulation, measured 50x slower than float32
+ONEDNN_BF16_ISAS = frozenset((
+    "AVX512_CORE_BF16", "AVX512_CORE_FP16", "AVX512_CORE_AMX", "AVX512_CORE_AMX_FP16",
+    "AVX10_1_512", "AVX10_1_512_AMX", "AVX10_1_512_AMX_FP16", "AVX10_2_512",
+    "AVX10_2_512_AMX_2", "ALL", "DEFAULT"))
+
+
+def onednn_may_use_bf16(environ: Mapping[str, str] = os.environ) -> bool:
+    """Whether oneDNN, torch's convolution library, may use the CPU's bf16 instructions:
+    not when ``ONEDNN_MAX_CPU_ISA`` (or the older ``DNNL_MAX_CPU_ISA``) caps it below them,
+    nor when torch says its oneDNN cannot do bf16 at all."""
+    for name in ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA"):
+        cap = environ.get(name, "").strip().upper()
+        if cap:
+            return cap in ONEDNN_BF16_ISAS
+    supported = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
+    try:
+        return bool(supported()) if supported is not None else True
+    except RuntimeError:  # a torch built without oneDNN
+        return False
+
+
 def cpu_has_native_bf16(capabilities: Mapping[str, Any] | None = None) -> bool:
     """Whether this CPU (or ``capabilities``: :func:`cpu_capabilities`' mapping) computes
-    bf16 in hardware. x86 only: ARM's bf16 extension exists but torch's CPU autocast has not
-    been measured there, so other CPUs count as without."""
+    bf16 in hardware, and (for this CPU) oneDNN may use it. x86 only: ARM's bf16 extension
+    exists but torch's CPU autocast has not been measured there, so other CPUs count as
+    without."""
     if platform.machine().lower() not in ("x86_64", "amd64", "x86", "i686"):
+        return False
+    if capabilities is None and not onednn_may_use_bf16():
         return False
     caps = cpu_capabilities() if capabilities is None else capabilities
     return any(bool(caps.get(name)) for name in NATIVE_BF16_FEATURES)
@@ -108,6 +135,13 @@ def resolve_precision(option: PrecisionOption, device: torch.device,
             return "bf16" if auto_on_cpu and cpu_bf16() else "off"
         if cpu_bf16():
             return "bf16"
+        if cpu_bf16 is cpu_has_native_bf16 and not onednn_may_use_bf16() \
+                and cpu_has_native_bf16(cpu_capabilities()):  # the CPU has it, oneDNN not
+            log.warning("mixed_precision \"bf16\": oneDNN may not use this CPU's bf16 "
+                        "instructions here (ONEDNN_MAX_CPU_ISA caps it, or torch's oneDNN "
+                        "lacks them: bf16 would be emulated, slower than float32); training "
+                        "in float32")
+            return "off"
         log.warning("mixed_precision \"bf16\": this CPU has no native bf16 (AVX512-BF16 or "
                     "AMX-BF16; torch would emulate it, slower than float32); training in "
                     "float32")

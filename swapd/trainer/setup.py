@@ -195,17 +195,20 @@ def start_from(model: SwapModel, state: dict[str, Any], path: Path, options: Tra
 
 
 def face_sets(folders: tuple[Path, Path], size: int, options: TrainerOptions, channels: int,
-              index: FaceIndex | None, landmarks: LandmarkFinder | None
-              ) -> tuple[FaceSet, FaceSet]:
+              index: FaceIndex | None, landmarks: LandmarkFinder | None,
+              spill_dir: Path | None = None) -> tuple[FaceSet, FaceSet]:
     """Both sides' faces, cut as the model sees them; FaceSetError if a side has none.
-    ``landmarks``: finds those a file lacks (default: one detector for both sides)."""
+    ``landmarks``: finds those a file lacks (default: one detector for both sides);
+    ``spill_dir``: where a capped set keeps the compressed faces past its RAM (the model's
+    folder: on the workspace's disk, where a temp folder may be RAM)."""
     find_landmarks = landmarks or FoundLandmarks()
     # Past this many faces a set keeps the rest compressed (face_cache_mib, per set half).
     capacity = capacity_for(options.face_cache_mib, size, channels, MASK_CHANNELS)
     sets = tuple(FaceSet(folder, size, options.coverage, mask_type=options.mask_type,
                          centering=options.centering, mask_dilation=options.mask_dilation,
                          find_landmarks=find_landmarks, uniform_yaw=options.uniform_yaw,
-                         grayscale=channels == 1, index=index, capacity=capacity)
+                         grayscale=channels == 1, index=index, capacity=capacity,
+                         spill_dir=spill_dir)
                  for folder in folders)
     for face_set in sets:
         if len(face_set) == 0:
@@ -274,7 +277,7 @@ def batch_loader(sets: tuple[FaceSet, FaceSet], batch_size: int, options: Traine
         shard=(0, 1) if distributed is None else (distributed.rank, distributed.world_size),
         device=device, background=background,
         # a load over one more than the cores: other programs are busy too
-        busy_above=threads.usable_cores() + 1.0 if background else None)
+        busy_above=threads.logical_cores() + 1.0 if background else None)
 
 
 def new_session(iteration: int, batch_size: int) -> dict[str, Any]:
