@@ -260,3 +260,21 @@ def test_a_users_blas_threads_are_left_alone() -> None:
     assert not run.limited
     assert run.counts == colour_transfer_run("plain", OPENBLAS_NUM_THREADS="2").counts
     assert max(run.counts) > 1 or usable_cores() == 1
+
+
+def test_loader_threads_beside_a_gpu_do_not_follow_the_hosts_cpus(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each loader worker draws from its own random stream: a count that followed the host's
+    CPUs would give one seed different batches on a 2-core and an 8-core GPU host."""
+    import torch
+
+    from swapd.trainer.options import TrainerOptions
+    from swapd.trainer.setup import loader_workers
+
+    counts = set()
+    for cpus in (2, 8, 64):
+        monkeypatch.setattr(os, "cpu_count", lambda cpus=cpus: cpus)
+        counts.add(loader_workers(TrainerOptions(), torch.device("cuda")))
+    assert counts == {4}
+    assert loader_workers(TrainerOptions(), torch.device("cpu")) == 1
+    assert loader_workers(TrainerOptions(loader_workers=3), torch.device("cuda")) == 3

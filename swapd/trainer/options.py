@@ -119,7 +119,8 @@ class TrainerOptions(BaseModel):
     channels_last: bool = Field(True, description="NHWC memory layout: faster convolutions")
     loader_workers: int = Field(
         0, ge=0, le=32, description="threads building batches; 0 = auto: 1 on the CPU "
-        "(reproducible order, and torch needs the cores), up to 4 beside a GPU; on the CPU "
+        "(reproducible order, and torch needs the cores), 4 beside a GPU (a seed's batches "
+        "follow the count, so it does not follow the host's CPUs); on the CPU "
         "they run at the lowest priority while they keep up")
     augment_device: Literal["auto", "loader", "device"] = Field(
         "auto", description="where batches are augmented: in the batch loader's threads "

@@ -75,13 +75,17 @@ def place(wanted: str) -> tuple[torch.device, Distributed | None]:
     return device, distributed
 
 
+GPU_LOADER_WORKERS = 4
+
+
 def loader_workers(options: TrainerOptions, device: torch.device) -> int:
-    """Batch-building threads: the option's, or 1 on the CPU, up to 4 beside a GPU."""
+    """Batch-building threads: the option's, or 1 on the CPU, 4 beside a GPU. A fixed
+    count: each worker draws from its own random stream, so the batches a seed gives follow
+    the count, which must not follow the host's CPUs (4 threads on a 2-core GPU host only
+    take turns)."""
     if options.loader_workers:
         return options.loader_workers
-    if device.type == "cpu":
-        return 1
-    return max(1, min(4, (os.cpu_count() or 2) - 1))
+    return 1 if device.type == "cpu" else GPU_LOADER_WORKERS
 
 
 def face_loss(options: TrainerOptions, channels: int, size: int) -> FaceLoss:
