@@ -42,7 +42,8 @@ def _process_umask() -> int:
                     return int(line.split()[1], 8)
     except (OSError, ValueError, IndexError):
         pass
-    mask = os.umask(0o077)  # for that moment a file another thread makes is only stricter
+    # what another thread makes in that moment comes out stricter, never looser (and stays so)
+    mask = os.umask(0o077)
     os.umask(mask)
     return mask
 
@@ -72,7 +73,10 @@ def atomic_path(path: str | os.PathLike[str], durable: bool = True, keep_mode: b
         if keep_mode and target.exists():
             os.chmod(tmp, target.stat().st_mode & 0o7777)
         elif mode is None:
-            os.chmod(tmp, 0o666 & ~_process_umask())
+            # a file system that refuses chmod (some FUSE and network mounts) leaves the
+            # stricter 0600: never a reason to lose a finished write
+            with contextlib.suppress(OSError):
+                os.chmod(tmp, 0o666 & ~_process_umask())
         durable_replace(tmp, target, durable)
     except BaseException:
         tmp.unlink(missing_ok=True)

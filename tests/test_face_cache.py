@@ -149,6 +149,7 @@ def test_compressed_faces_past_their_share_go_to_disk(tmp_path: Path) -> None:
     faces = _noise_faces(40)
     cache = BoundedFaces(4, (SIZE, SIZE, 3), (SIZE, SIZE, 3), spill_dir=tmp_path)
     assert cache.packed_limit == 4 * face_bytes(SIZE, 3, 3) // 3  # a quarter of 4 faces' cap
+    cache.packed_limit = 6 * face_bytes(SIZE, 3, 3)  # room for about five noise faces in RAM
     for key, (face, mask) in enumerate(faces):
         cache.put(key, face, mask)
     assert cache.packed_bytes() <= cache.packed_limit and cache.spilled_bytes() > 0
@@ -169,6 +170,14 @@ def test_compressed_faces_past_their_share_go_to_disk(tmp_path: Path) -> None:
     assert np.array_equal(cache.get(0)[0], faces[1][0])
     with pytest.raises(KeyError):
         cache.get(1)
+    on_disk = [k for k in range(2, 40) if not isinstance(cache._packed[k][0], bytes)]
+    in_ram = [k for k in range(2, 40) if isinstance(cache._packed[k][0], bytes)]
+    cache.close()  # the faces on disk go with the file; those in RAM stay
+    with pytest.raises(KeyError):
+        cache.get(on_disk[-1])
+    assert np.array_equal(cache.get(in_ram[0])[0], faces[in_ram[0]][0])
+    cache.put(on_disk[-1], *faces[on_disk[-1]])  # a new file from the start
+    assert np.array_equal(cache.get(on_disk[-1])[0], faces[on_disk[-1]][0])
     cache.close()
 
 

@@ -58,8 +58,13 @@ def _verify_targets(names: list[str]) -> tuple[list[Path], list[tuple[str, str]]
 def cmd_verify(args: argparse.Namespace) -> int:
     """One line per file (a file that cannot be checked: on stderr, and the others are still
     checked). 0: every file marked, 1: some file not marked, 2: some file unreadable (or a
-    folder without media files); 2 wins over 1."""
+    folder without media files, or inside a folder an entry that cannot be listed or examined,
+    a dangling link, a media name on something that is not a regular file); 2 wins over 1."""
     import json
+
+    for stream in (sys.stdout, sys.stderr):  # a name the terminal cannot show stops nothing
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
 
     from swapd.media import UnreadableMediaError
     from swapd.merger.content_credentials import read_trust_anchors
@@ -76,9 +81,6 @@ def cmd_verify(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"swapd verify: {given_as} {exc}", file=sys.stderr)
         return EXIT_USAGE
-    for stream in (sys.stdout, sys.stderr):  # a name the terminal cannot show stops nothing
-        if hasattr(stream, "reconfigure"):
-            stream.reconfigure(errors="backslashreplace")
     targets, problems = _verify_targets(args.files)
     for where, why in problems:
         if args.json:

@@ -271,6 +271,11 @@ class FaceSet:
             return None
         return points if points is not None and landmarks_inside(points, img.shape[0]) else None
 
+    def close(self) -> None:
+        """Let go of the capped cache's spill file (a set without a cap holds none)."""
+        if self.bounded is not None:
+            self.bounded.close()
+
     def refresh(self) -> tuple[int, int]:
         """Rescan the folder: decode new or changed files, drop removed ones.
 

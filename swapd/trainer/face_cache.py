@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import errno
 import functools
 import logging
 import os
@@ -193,7 +194,10 @@ class BoundedFaces:
             self._spill.seek(self._spill_end)
             data = memoryview(face_png + mask_png)
             while data:
-                data = data[self._spill.write(data) or 0:]
+                written = self._spill.write(data)
+                if not written:  # never for a regular file; a broken one must not spin here
+                    raise OSError(errno.EIO, "the spill file took no bytes")
+                data = data[written:]
         except OSError as exc:
             if not self._spill_failed:
                 log.warning("the face cache cannot write compressed faces to disk (%s): they "
@@ -204,10 +208,11 @@ class BoundedFaces:
         return True
 
     def _spill_file(self) -> IO[bytes]:
-        """The spill file: unnamed where the platform allows (Linux), so a crash leaves
-        nothing behind; it lives as long as this cache (closed by close(), or with it). In
-        ``spill_dir`` (made if need be: a new model's folder may not exist yet), else in the
-        system's temp folder."""
+        """The spill file: unnamed where the platform allows (Linux; on Windows a
+        ``.swapd-faces-*`` file while it is open), so a crash leaves nothing behind; it lives
+        as long as this cache (closed by close(), or with it). In ``spill_dir`` (made if need
+        be: a new model's folder may not exist yet), or the system's temp folder where that
+        folder cannot be made."""
         folder = self.spill_dir
         if folder is not None:
             try:
@@ -228,11 +233,14 @@ class BoundedFaces:
             self._forget(key)
 
     def close(self) -> None:
-        """Close the spill file (the faces in it are gone with it)."""
+        """Close the spill file: the faces in it are gone with it (a later get() of one
+        raises KeyError), those in RAM stay, and a later put() starts a new file."""
         with self._lock:
             if self._spill is not None:
                 self._spill.close()
-                self._spill = None
+                self._spill, self._spill_end = None, 0
+                for key in [k for k, p in self._packed.items() if not isinstance(p[0], bytes)]:
+                    self._forget(key)
 
     def _remember(self, key: Hashable, pair: tuple[np.ndarray, np.ndarray]) -> None:
         self._decoded[key] = pair

@@ -318,6 +318,8 @@ class Trainer(Evaluator, StateCapture):
         """Stop the batch loader and free the model folder. The caller saves first if it
         wants to keep progress."""
         self.loader.close()
+        self.set_a.close()  # after the loader: no thread draws faces any more
+        self.set_b.close()
         self._folder_lock.release()
         if self.distributed is not None:
             self.distributed.close()

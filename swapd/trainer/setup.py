@@ -52,8 +52,9 @@ def resolve_device(wanted: str) -> torch.device:
 
 
 def configure_threads() -> int:
-    """Set torch's CPU thread count for training (swapd.threads: every core with passive
-    OpenMP waiting, which swapd's entry points set before torch loads)."""
+    """Set torch's CPU thread count for training (swapd.threads: one a physical core within
+    the affinity and a control group's CPU quota, with passive OpenMP waiting, which swapd's
+    entry points set before torch loads)."""
     torch.set_num_threads(threads.training_threads())
     log.info("torch on the CPU: %d threads of %d cores, OpenMP wait policy %s",
              torch.get_num_threads(), threads.usable_cores(),
