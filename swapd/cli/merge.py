@@ -21,6 +21,7 @@ def _verify_targets(names: list[str]) -> tuple[list[Path], list[tuple[str, str]]
     import os
 
     from swapd.media import IMAGE_SUFFIXES, VIDEO_SUFFIXES
+    from swapd.merger.metadata_tag import not_a_file
 
     media = IMAGE_SUFFIXES | VIDEO_SUFFIXES
     targets: list[Path] = []
@@ -48,9 +49,7 @@ def _verify_targets(names: list[str]) -> tuple[list[Path], list[tuple[str, str]]
                 if regular:
                     found.append(entry)
                 else:  # a media name on a dangling link, a FIFO, a device: said, not opened
-                    problems.append((str(entry), "a link to a file that does not exist"
-                                     if entry.is_symlink() and not entry.exists()
-                                     else "not a regular file"))
+                    problems.append((str(entry), not_a_file(entry)))
         targets += sorted(found)
     return targets, problems
 

@@ -83,10 +83,16 @@ class ManifestEvidence:
     derived_signer: str | None = None
 
     @property
+    def names_swapd(self) -> bool:
+        """The manifest names swapd as the file's maker, or as the maker of a file it was
+        made from (an edit of a swapd output in a C2PA-aware editor), whether or not it
+        checks out."""
+        return "swapd" in (self.generator, self.derived_from)
+
+    @property
     def says_swapd(self) -> bool:
-        """A manifest that checks out and says swapd made the file, synthetic (or that it was
-        made from such a file: an edit of a swapd output in a C2PA-aware editor)."""
-        return self.state in STATES_THAT_MARK and "swapd" in (self.generator, self.derived_from)
+        """A manifest that checks out and names swapd (:attr:`names_swapd`)."""
+        return self.state in STATES_THAT_MARK and self.names_swapd
 
     def to_dict(self) -> dict:
         """Plain JSON-serialisable form."""

@@ -238,12 +238,18 @@ def _parse_payload(text: str | None) -> dict | None:
     return value if isinstance(value, dict) else None
 
 
+def not_a_file(path: Path) -> str:
+    """Why ``path``, which is not a regular file, cannot be read as one, in words."""
+    if path.exists():
+        return "not a regular file"  # a FIFO, a device, a folder
+    return "a link to a file that does not exist" if path.is_symlink() else \
+        "file does not exist"
+
+
 def check_file(path: Path) -> None:
     """Raise UnreadableMediaError unless ``path`` is a non-empty file."""
     if not path.is_file():
-        why = ("not a regular file" if path.exists() else "a link to a file that does not "
-               "exist" if path.is_symlink() else "file does not exist")
-        raise UnreadableMediaError(path, why)
+        raise UnreadableMediaError(path, not_a_file(path))
     if path.stat().st_size == 0:
         raise UnreadableMediaError(path, "file is empty (0 bytes)")
 

@@ -80,16 +80,24 @@ class VerifyResult:
         return found
 
     @property
+    def watermarked(self) -> bool:
+        """The pixels carry the watermark (either scheme)."""
+        return self.watermark.marked or (
+            self.legacy_watermark is not None and self.legacy_watermark.marked)
+
+    @property
+    def labelled(self) -> bool:
+        """A label says swapd made it: the metadata tag, or a manifest that checks out."""
+        return self.metadata_tag or (self.c2pa is not None and self.c2pa.says_swapd)
+
+    @property
     def disagree(self) -> bool:
         """The labels (tag, manifest) and the pixels (watermark) disagree: labels stripped
         from marked pixels, a manifest naming swapd tampered with, or labels on unmarked
         pixels. (Another maker's tampered manifest says nothing about swapd's marks.)"""
-        watermarked = self.watermark.marked or (
-            self.legacy_watermark is not None and self.legacy_watermark.marked)
         tampered = (self.c2pa is not None and self.c2pa.state == "tampered"
-                    and "swapd" in (self.c2pa.generator, self.c2pa.derived_from))
-        labelled = self.metadata_tag or (self.c2pa is not None and self.c2pa.says_swapd)
-        return tampered or labelled != watermarked
+                    and self.c2pa.names_swapd)
+        return tampered or self.labelled != self.watermarked
 
     def to_dict(self) -> dict:
         """Plain JSON-serialisable form."""

@@ -132,7 +132,7 @@ def verdict_line(result: VerifyResult) -> str:
         mark = f"{watermark_text(legacy)} [older scheme {legacy.scheme}]"
     else:
         mark = watermark_text(result.watermark)
-    parts = [(mark, "watermark" in result.marks or "watermark v1" in result.marks),
+    parts = [(mark, result.watermarked),
              (c2pa_text(result.c2pa), result.c2pa is not None and result.c2pa.says_swapd),
              ("metadata tag present" if result.metadata_tag else "no metadata tag",
               result.metadata_tag)]
@@ -154,11 +154,9 @@ def _disagreement(result: VerifyResult) -> str | None:
     if not result.disagree:
         return None
     manifest = result.c2pa
-    watermarked = "watermark" in result.marks or "watermark v1" in result.marks
-    labelled = result.metadata_tag or (manifest is not None and manifest.says_swapd)
+    watermarked, labelled = result.watermarked, result.labelled
     # another maker's manifest, broken or not, says nothing of swapd's marks
-    names_swapd = manifest is not None and "swapd" in (manifest.generator,
-                                                       manifest.derived_from)
+    names_swapd = manifest is not None and manifest.names_swapd
     state = manifest.state if manifest is not None else "absent"
     if state == "tampered" and names_swapd:
         pixels = ("the watermark too faint to confirm" if inconclusive(result.watermark)

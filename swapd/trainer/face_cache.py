@@ -32,7 +32,7 @@ from typing import IO, Any
 import cv2
 import numpy as np
 
-from swapd.cgroups import memory_limit
+from swapd import cgroups
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +51,8 @@ def face_bytes(size: int, channels: int, mask_channels: int) -> int:
     return size * size * (channels + mask_channels)
 
 
-def machine_memory(cgroup_root: Path = Path("/sys/fs/cgroup"),
-                   own_cgroups: Path = Path("/proc/self/cgroup")) -> int | None:
+def machine_memory(cgroup_root: Path = cgroups.ROOT,
+                   own_cgroups: Path = cgroups.OWN_CGROUPS) -> int | None:
     """Memory this process may use, in bytes: the physical memory, or less where a control
     group caps it (systemd's ``MemoryMax=``, a container's limit); None where the platform
     says neither."""
@@ -60,7 +60,7 @@ def machine_memory(cgroup_root: Path = Path("/sys/fs/cgroup"),
         physical: int | None = int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
     except (AttributeError, OSError, ValueError):
         physical = None
-    limits = [x for x in (physical, memory_limit(cgroup_root, own_cgroups)) if x]
+    limits = [x for x in (physical, cgroups.memory_limit(cgroup_root, own_cgroups)) if x]
     return min(limits) if limits else None
 
 
