@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -109,3 +110,27 @@ def test_threads_asking_first_at_once_get_one_compilation() -> None:
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split() == ["4", "1", "4"]  # four results, all the same, all warped
 
+
+
+def test_an_older_versions_folder_unused_for_a_month_is_removed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each upgrade starts a new digest folder; the old ones go once nothing has used them for
+    STALE_DAYS, and nothing else in the folder is touched."""
+    root = tmp_path / "kernels"
+    old, recent = root / "0123456789abcdef", root / "fedcba9876543210"
+    mine_but_not_a_digest = root / "notes"
+    for folder in (old, recent, mine_but_not_a_digest):
+        (folder / "sub").mkdir(parents=True)
+        (folder / "sub" / "k.nbi").write_bytes(b"x")
+    month_ago = time.time() - (jit.STALE_DAYS + 1) * 86400
+    for folder in (old, mine_but_not_a_digest):
+        os.utime(folder, (month_ago, month_ago))
+    os.utime(recent, (time.time() - 86400,) * 2)
+    monkeypatch.setenv(jit.ENV, str(root))
+    chosen = jit.cache_folder()
+    assert chosen is not None and chosen.is_dir()
+    assert not old.exists()
+    assert recent.is_dir() and mine_but_not_a_digest.is_dir()
+    # the folder in use is touched each start, so it never looks stale to another version
+    os.utime(chosen, (month_ago, month_ago))
+    assert jit.cache_folder() == chosen and chosen.stat().st_mtime > month_ago + 86400

@@ -16,9 +16,11 @@ numba checks a cached function against its own source only (not the functions it
 nor the options it was compiled with): a kernel that calls one from the other module would
 stay compiled with the callee's old code. So the folder's name carries a digest of this
 module, every kernel module, numba's version and the numba settings that change the code
-made; any change starts a new folder (old ones are left: the whole folder is safe to
-delete). ``tests/test_kernel_cache.py`` checks that every module compiling with
-:data:`njit` is in :data:`KERNEL_MODULES`.
+made; any change starts a new folder. The folder in use is touched at each start, and a
+sibling folder no swapd has used for :data:`STALE_DAYS` days (an older version's) is removed
+then, so upgrades do not pile up compiled code (the whole cache folder is safe to delete).
+``tests/test_kernel_cache.py`` checks that every module compiling with :data:`njit` is in
+:data:`KERNEL_MODULES`.
 
 Importing this module imports numba (about 100-150 MB of resident memory with LLVM).
 """
@@ -28,7 +30,10 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
+import shutil
 import tempfile
+import time
 from pathlib import Path
 
 import numba
@@ -39,6 +44,8 @@ log = logging.getLogger(__name__)
 # Every module whose functions are compiled with :data:`njit` (they call one another).
 KERNEL_MODULES = ("triangulation.py", "landmark_kernels.py")
 ENV = "SWAPD_KERNEL_CACHE"
+STALE_DAYS = 30
+_DIGEST_NAME = re.compile(r"[0-9a-f]{16}")
 
 
 def code_digest() -> str | None:
@@ -79,13 +86,36 @@ def cache_folder() -> Path | None:
             version.mkdir(parents=True, exist_ok=True)
             with tempfile.TemporaryFile(dir=version):
                 pass
+            os.utime(version)  # in use: keeps it from looking stale to another version
         except OSError as exc:
             log.debug("kernel cache: %s is not writable (%s)", version, exc)
             continue
+        remove_stale(folder, keep=version)
         return version
     log.info("compiled kernels are not cached: no writable folder among %s (set %s)",
              ", ".join(str(c) for c in candidates), ENV)
     return None
+
+
+def remove_stale(folder: Path, keep: Path, days: float = STALE_DAYS) -> None:
+    """Remove ``folder``'s code-digest subfolders, other than ``keep``, that no process has
+    started with for ``days`` days. Only names of the digest's form are touched: ``folder`` may
+    be one the user named."""
+    oldest = time.time() - days * 86400
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return
+    for entry in entries:
+        try:
+            stale = (entry.name != keep.name and _DIGEST_NAME.fullmatch(entry.name) is not None
+                     and entry.is_dir(follow_symlinks=False)
+                     and entry.stat(follow_symlinks=False).st_mtime < oldest)
+        except OSError:
+            continue
+        if stale:
+            log.info("kernel cache: removing %s, unused for %d days", entry.path, days)
+            shutil.rmtree(entry.path, ignore_errors=True)
 
 
 FOLDER = cache_folder()
