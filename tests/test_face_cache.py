@@ -235,3 +235,67 @@ def test_a_capped_set_spills_into_its_folder(folders: dict[str, Path], tmp_path:
     whole = FaceSet(folders["a"], SIZE)
     assert np.array_equal(capped.faces, whole.faces) and np.array_equal(capped.masks,
                                                                         whole.masks)
+
+
+def test_replaced_faces_do_not_grow_the_spill_file_without_end(tmp_path: Path) -> None:
+    """A folder refreshed again and again (faces re-extracted) replaces spilled faces: once
+    the replaced bytes outweigh the live ones the file is written again with the live faces
+    only, and every face still comes back the same."""
+    faces = _noise_faces(12)
+    cache = BoundedFaces(2, (SIZE, SIZE, 3), (SIZE, SIZE, 3), packed_limit=0,
+                         spill_dir=tmp_path, compact_least=1)
+    for key, (face, mask) in enumerate(faces):
+        cache.put(key, face, mask)
+    live = cache.spilled_bytes()
+    assert live > 0 and cache.spilled_garbage() == 0 and cache.packed_bytes() == 0
+    first_file = cache._spill
+    for round_ in range(5):  # every face replaced by another, five times over
+        for key in range(len(faces)):
+            cache.put(key, *faces[(key + round_ + 1) % len(faces)])
+            assert cache.spilled_bytes() <= 2 * live + 2 * face_bytes(SIZE, 3, 3)
+    assert cache._spill is not first_file and first_file is not None and first_file.closed
+    for key in range(len(faces)):
+        got_face, got_mask = cache.get(key)
+        want_face, want_mask = faces[(key + 5) % len(faces)]
+        assert np.array_equal(got_face, want_face) and np.array_equal(got_mask, want_mask)
+    for key in range(len(faces) - 1):  # discarding counts as well
+        cache.discard(key)
+    assert cache.spilled_bytes() - cache.spilled_garbage() < live
+    assert np.array_equal(cache.get(len(faces) - 1)[0], faces[(len(faces) + 4) % 12][0])
+    cache.close()
+
+
+_FULL_DISK_COMPACTION_PROBE = """
+import logging, resource, signal, sys
+import numpy as np
+from swapd.trainer.face_cache import BoundedFaces
+logging.basicConfig(level=logging.INFO)
+rng = np.random.default_rng(5)
+faces = [rng.integers(0, 255, (32, 32, 3), np.uint8) for i in range(10)]
+cache = BoundedFaces(2, (32, 32, 3), (32, 32, 3), packed_limit=0, spill_dir=sys.argv[1],
+                     compact_least=1)
+for key, face in enumerate(faces):
+    cache.put(key, face, face)
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (1000, 1000))  # no file may grow past 1000 bytes
+for key, face in enumerate(faces):  # replaced: neither appended nor compacted, kept in RAM
+    cache.put(key, face[::-1].copy(), face)
+for key, face in enumerate(faces):
+    assert np.array_equal(cache.get(key)[0], face[::-1]), key
+print("garbage", cache.spilled_garbage(), "in RAM", cache.packed_bytes())
+"""
+
+
+def test_a_compaction_the_disk_refuses_keeps_every_face(tmp_path: Path) -> None:
+    """The new spill file refused by a real write limit: the old one stays, said once, and
+    every face comes back."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", _FULL_DISK_COMPACTION_PROBE, str(tmp_path)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.count("could not compact its spill file") == 1, done.stderr
+    assert "compacted its spill file" not in done.stderr
+    garbage, in_ram = (int(x) for x in done.stdout.split()[1::3])
+    assert garbage > 0 and in_ram > 0

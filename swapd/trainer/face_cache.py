@@ -44,6 +44,9 @@ AUTO_SHARE = 4  # face_cache_mib = 0: both sets' faces may take a quarter of the
 # photograph's crop compresses to a third to a half, a rendered one to a fifth: the rest holds
 # about as many compressed faces again as are decoded), and those past it go to disk
 DECODED_SHARE = 0.75
+# The spill file is rewritten with its live faces only once the bytes of faces replaced or
+# discarded outweigh them and this much: a refreshed folder cannot grow it without end
+COMPACT_LEAST = 64 * MIB
 
 
 def face_bytes(size: int, channels: int, mask_channels: int) -> int:
@@ -107,6 +110,18 @@ def _encode(image: np.ndarray) -> bytes:
     return data.tobytes()
 
 
+def _write_at(file: IO[bytes], offset: int, data: bytes) -> None:
+    """Write all of ``data`` at ``offset`` of an unbuffered file (a full disk fails this
+    write, never a later read of other faces)."""
+    file.seek(offset)
+    view = memoryview(data)
+    while view:
+        written = file.write(view)
+        if not written:  # never for a regular file; a broken one must not spin here
+            raise OSError(errno.EIO, "the spill file took no bytes")
+        view = view[written:]
+
+
 def _decode(data: bytes, shape: tuple[int, ...]) -> np.ndarray:
     flags = cv2.IMREAD_UNCHANGED
     return cv2.imdecode(np.frombuffer(data, np.uint8), flags).reshape(shape)
@@ -125,8 +140,10 @@ class BoundedFaces:
     :data:`DECODED_SHARE` leaves them beside ``capacity`` decoded faces) the rest go to an
     unnamed file in ``spill_dir`` (default: the system's temp folder), read back through the
     page cache when drawn. So a set's faces stay within its share of the cap, however many
-    there are. A face replaced or discarded leaves its old bytes in that file until the set
-    is made again.
+    there are. A face replaced or discarded leaves its old bytes in that file; once those
+    outweigh the live faces' (and ``compact_least`` bytes) the file is written again with the
+    live faces only, so a folder refreshed again and again keeps it at most about twice
+    their size.
 
     Safe to use from the batch loader's threads: decoding happens outside the lock, so two
     threads decode different faces at once.
@@ -134,8 +151,9 @@ class BoundedFaces:
 
     def __init__(self, capacity: int, face_shape: tuple[int, ...],
                  mask_shape: tuple[int, ...], packed_limit: int | None = None,
-                 spill_dir: Path | None = None) -> None:
+                 spill_dir: Path | None = None, compact_least: int = COMPACT_LEAST) -> None:
         self.capacity = capacity
+        self.compact_least = compact_least
         self.face_shape, self.mask_shape = face_shape, mask_shape
         decoded = capacity * (int(np.prod(face_shape)) + int(np.prod(mask_shape)))
         self.packed_limit = (int(decoded * (1 - DECODED_SHARE) / DECODED_SHARE)
@@ -145,6 +163,7 @@ class BoundedFaces:
         self._ram_bytes = 0  # the compressed faces held in RAM
         self._spill: IO[bytes] | None = None  # made at the first face past packed_limit
         self._spill_end = 0
+        self._spill_garbage = 0  # bytes in the file of faces replaced or discarded since
         self._spill_failed = False
         self._decoded: OrderedDict[Hashable, tuple[np.ndarray, np.ndarray]] = OrderedDict()
         self._lock = threading.Lock()
@@ -164,9 +183,14 @@ class BoundedFaces:
             return self._ram_bytes
 
     def spilled_bytes(self) -> int:
-        """Bytes written to the spill file (0: none made)."""
+        """The spill file's size (0: none made)."""
         with self._lock:
             return self._spill_end
+
+    def spilled_garbage(self) -> int:
+        """Bytes of the spill file that no face uses any more."""
+        with self._lock:
+            return self._spill_garbage
 
     def put(self, key: Hashable, face: np.ndarray, mask: np.ndarray) -> None:
         """Hold (or replace) ``key``'s face and mask; they count as just used. A view (a row
@@ -183,6 +207,7 @@ class BoundedFaces:
                 self._packed[key] = (face_png, mask_png)
                 self._ram_bytes += size
             self._remember(key, (face, mask))
+            self._compact_if_wasteful()
 
     def _spilled(self, face_png: bytes, mask_png: bytes) -> bool:
         """Append a face to the spill file; False (the face then stays in RAM, said once)
@@ -190,14 +215,7 @@ class BoundedFaces:
         try:
             if self._spill is None:
                 self._spill = self._spill_file()
-            # unbuffered: a full disk fails this write, never a later read of other faces
-            self._spill.seek(self._spill_end)
-            data = memoryview(face_png + mask_png)
-            while data:
-                written = self._spill.write(data)
-                if not written:  # never for a regular file; a broken one must not spin here
-                    raise OSError(errno.EIO, "the spill file took no bytes")
-                data = data[written:]
+            _write_at(self._spill, self._spill_end, face_png + mask_png)
         except OSError as exc:
             if not self._spill_failed:
                 log.warning("the face cache cannot write compressed faces to disk (%s): they "
@@ -226,11 +244,44 @@ class BoundedFaces:
         old = self._packed.pop(key, None)
         if old is not None and isinstance(old[0], bytes):
             self._ram_bytes -= len(old[0]) + len(old[1])  # type: ignore[arg-type]
+        elif old is not None:
+            self._spill_garbage += old[1] + old[2]  # type: ignore[operator]
         self._decoded.pop(key, None)
 
     def discard(self, key: Hashable) -> None:
         with self._lock:
             self._forget(key)
+            self._compact_if_wasteful()
+
+    def _compact_if_wasteful(self) -> None:
+        """Write the live spilled faces to a new file and drop the old one, where the old
+        one's garbage outweighs them (under the lock: the loader threads wait for it, once
+        in a long while). A disk that cannot take the new file keeps the old one."""
+        garbage = self._spill_garbage
+        if self._spill is None or garbage <= max(self.compact_least, self._spill_end - garbage):
+            return
+        spilled = [(k, p) for k, p in self._packed.items() if not isinstance(p[0], bytes)]
+        fresh: IO[bytes] | None = None
+        end, moved = 0, {}
+        try:
+            fresh = self._spill_file()
+            for key, packed in spilled:
+                face_png, mask_png = self._read(packed)
+                _write_at(fresh, end, face_png + mask_png)
+                moved[key] = (end, len(face_png), len(mask_png))
+                end += len(face_png) + len(mask_png)
+        except OSError as exc:
+            log.warning("the face cache could not compact its spill file (%s): it keeps "
+                        "%d MiB of replaced faces", exc, garbage // MIB)
+            if fresh is not None:
+                fresh.close()
+            self.compact_least = max(self.compact_least, 2 * garbage)  # not at every put
+            return
+        self._spill.close()
+        self._spill, self._spill_end, self._spill_garbage = fresh, end, 0
+        self._packed.update(moved)
+        log.info("the face cache compacted its spill file: %d MiB of replaced faces freed",
+                 garbage // MIB)
 
     def close(self) -> None:
         """Close the spill file: the faces in it are gone with it (a later get() of one
@@ -238,7 +289,7 @@ class BoundedFaces:
         with self._lock:
             if self._spill is not None:
                 self._spill.close()
-                self._spill, self._spill_end = None, 0
+                self._spill, self._spill_end, self._spill_garbage = None, 0, 0
                 for key in [k for k, p in self._packed.items() if not isinstance(p[0], bytes)]:
                     self._forget(key)
 
