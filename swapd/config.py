@@ -69,6 +69,8 @@ class MergeDefaults(_Strict):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     c2pa_certificate: str | None = None  # PEM chain, signer first; None: swapd's local CA
     c2pa_private_key: str | None = None
+    # An RFC 3161 time-stamp authority's URL: signatures carry its time-stamps; None: none
+    c2pa_timestamp_url: str | None = None
     # PEM CA certificates: a C2PA manifest signed under one shows as valid on the dashboard
     c2pa_trust_anchors: str | None = None
 

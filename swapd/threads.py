@@ -27,6 +27,8 @@ from swapd import cgroups
 log = logging.getLogger(__name__)
 
 WAIT_POLICY = "OMP_WAIT_POLICY"
+# Set by the service for its training workers: how many may run side by side (max_workers)
+PROCESSES_ENV = "SWAPD_TRAINING_PROCESSES"
 # glibc's mallopt parameters, and the values swapd sets (see keep_freed_memory)
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 _MMAP_THRESHOLD = 32 << 20  # glibc's largest on 64-bit
@@ -87,20 +89,42 @@ def physical_cores(cpus: set[int] | None = None,
     return len(cores)
 
 
+def training_processes() -> int:
+    """How many training processes share this machine's CPUs and memory: torchrun's
+    ``LOCAL_WORLD_SIZE`` (its processes on this node), or what the service tells its
+    workers (:data:`PROCESSES_ENV`, its ``max_workers``); 1 by default."""
+    counts = [1]
+    for name in ("LOCAL_WORLD_SIZE", PROCESSES_ENV):
+        value = os.environ.get(name, "").strip()
+        if value.isdigit() and int(value) > 0:
+            counts.append(int(value))
+    return max(counts)
+
+
+def _torchrun_default_threads() -> bool:
+    """``OMP_NUM_THREADS=1`` as torchrun sets it for several processes on a node when the
+    user did not (it says so in its own warning): meant to keep them from overloading the
+    CPUs, which dividing the cores among them does too, without training on one core."""
+    return (os.environ.get("OMP_NUM_THREADS", "").strip() == "1"
+            and "TORCHELASTIC_RUN_ID" in os.environ
+            and os.environ.get("LOCAL_WORLD_SIZE", "1").strip() not in ("", "1"))
+
+
 def training_threads() -> int:
     """torch's thread count for training on the CPU.
 
-    ``OMP_NUM_THREADS`` when the user set it; otherwise one a physical core (torch's own
-    default: two threads on one core's hyperthreads only contend for its vector units),
-    within the CPUs :func:`usable_cores` allows, with passive waiting; every one but one with
+    ``OMP_NUM_THREADS`` when the user set it (not torchrun's default of 1); otherwise one a
+    physical core (torch's own default: two threads on one core's hyperthreads only contend
+    for its vector units), within the CPUs :func:`usable_cores` allows, divided among the
+    :func:`training_processes` that share them, with passive waiting; every one but one with
     spinning threads (a user's ``OMP_WAIT_POLICY=ACTIVE``): spinning threads on every core
     stall the batch loader's thread (see the module's note).
     """
     wanted = os.environ.get("OMP_NUM_THREADS", "").strip()
-    if wanted.isdigit() and int(wanted) > 0:
+    if wanted.isdigit() and int(wanted) > 0 and not _torchrun_default_threads():
         return int(wanted)
-    cores = min(usable_cores(), physical_cores() or sys.maxsize)
-    return cores if passive_waiting() else max(1, cores - 1)
+    cores = min(usable_cores(), physical_cores() or sys.maxsize) // training_processes()
+    return max(1, cores if passive_waiting() else cores - 1)
 
 
 @functools.cache

@@ -15,7 +15,7 @@ from swapd.demo.face_sets import write_face_set
 from swapd.demo.identity import DEMO_A, DEMO_B
 from swapd.trainer.augment import AugmentSettings
 from swapd.trainer.batches import BatchLoader
-from swapd.trainer.data import FaceSet
+from swapd.trainer.data import FaceSet, StaleSnapshot
 from swapd.trainer.face_cache import (
     BoundedFaces,
     capacity_for,
@@ -107,20 +107,29 @@ def test_a_set_that_outgrows_its_cap_while_training_is_capped(folders: dict[str,
     shutil.copytree(folders["b"], folder)
     face_set = FaceSet(folder, SIZE, capacity=24)
     assert face_set.bounded is None and len(face_set) == 20
+    uncapped = face_set.arrays  # what a loader thread may be building a batch from
     write_face_set(folder, DEMO_B, 10, seed=9, size=64)  # 30 files now: past the cap
     assert face_set.refresh() == (10, 0)
     assert face_set.bounded is not None and face_set.bounded.decoded <= 24
+    assert len(face_set.take(np.arange(20), uncapped)[0]) == 20  # its faces are its own
     # the faces it had were rows of one stacked array: each held face owns its own memory,
     # or one of them would keep the whole old stack alive
     held = [a for pair in face_set.bounded._decoded.values() for a in pair]
     assert held and all(a.base is None for a in held)
+    before = face_set.arrays
     gone = face_set.paths[0]
     gone.unlink()
     assert face_set.refresh() == (0, 1)
+    assert len(face_set.faces) == 29
+    # a loader thread still building a batch from the snapshot before reads all its faces
+    assert np.array_equal(face_set.take(np.arange(30), before)[0][1:], face_set.faces)
+    assert len(face_set.bounded) == 30  # the removed face goes at the next refresh
+    assert face_set.refresh() == (0, 0)
     assert len(face_set.bounded) == 29
     with pytest.raises(KeyError):
         face_set.bounded.get(gone)
-    assert len(face_set.faces) == 29
+    with pytest.raises(StaleSnapshot):  # two refreshes on: that thread draws again
+        face_set.take(np.arange(30), before)
 
 
 def test_the_cap_from_the_job_option() -> None:
@@ -299,3 +308,34 @@ def test_a_compaction_the_disk_refuses_keeps_every_face(tmp_path: Path) -> None:
     assert "compacted its spill file" not in done.stderr
     garbage, in_ram = (int(x) for x in done.stdout.split()[1::3])
     assert garbage > 0 and in_ram > 0
+
+
+def test_a_face_replaced_while_another_thread_decodes_it_is_not_served_stale(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A loader thread decodes a face outside the lock while a refresh puts the changed file's
+    new pixels: the thread's old decode must not land in the LRU over them."""
+    import threading
+
+    from swapd.trainer import face_cache
+
+    cache = BoundedFaces(1, (8, 8, 3), (8, 8, 3))
+    old, new, mask = (np.full((8, 8, 3), v, np.uint8) for v in (10, 200, 0))
+    cache.put("k", old, mask)
+    cache.put("other", old, mask)  # evicts "k" from the decoded LRU (capacity 1)
+    decoding, carry_on = threading.Event(), threading.Event()
+    real_decode = face_cache._decode
+
+    def held_decode(data: bytes, shape: tuple[int, ...]) -> np.ndarray:
+        decoding.set()
+        carry_on.wait(10)
+        return real_decode(data, shape)
+
+    monkeypatch.setattr(face_cache, "_decode", held_decode)
+    reader = threading.Thread(target=cache.get, args=("k",))
+    reader.start()
+    assert decoding.wait(10)
+    monkeypatch.setattr(face_cache, "_decode", real_decode)
+    cache.put("k", new, mask)  # the file changed; a refresh puts its new face
+    carry_on.set()
+    reader.join(10)
+    assert int(cache.get("k")[0][0, 0, 0]) == 200

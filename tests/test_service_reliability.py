@@ -86,15 +86,18 @@ def svc(ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> Iterator[Service]:
     """The service of ``ws``, its workers fakes that never run (``svc.started`` lists them)."""
     made = Service(ws, ServiceConfig.model_validate(tomllib.loads(CONFIG)))
     started: list[str] = []
+    environments: dict[str, dict] = {}
 
     def start(module: str, args: list[str], job: str, kind: str, log_path: Path,
               **fields: object) -> WorkerProcess:
         started.append(job)
+        environments[job] = fields.pop("env_extra", None) or {}  # type: ignore[assignment]
         return fake_worker(job, kind, log_path, **fields)
 
     monkeypatch.setattr(training, "start_worker", start)
     monkeypatch.setattr(merges, "start_worker", start)
     made.started = started  # type: ignore[attr-defined]
+    made.environments = environments  # type: ignore[attr-defined]
     yield made
     made.store.close()
 
@@ -262,6 +265,8 @@ def test_two_jobs_on_one_model_folder(svc: Service, ws: Workspace) -> None:
     (ws.jobs / "x.toml").unlink()
     _pass(svc)
     assert svc.started == ["x", "y"]
+    # two may train side by side: each worker is told, and takes half the cores and memory
+    assert svc.environments["y"] == {"SWAPD_TRAINING_PROCESSES": "2"}
 
 
 def test_a_folder_held_by_another_process_waits(svc: Service, ws: Workspace) -> None:

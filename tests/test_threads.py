@@ -63,6 +63,52 @@ def test_a_users_own_choice_is_kept(synthetic_sets: dict[str, Path], tmp_path: P
     assert policy == "PASSIVE" and threads == 1
 
 
+def test_training_processes_side_by_side_share_the_cores(synthetic_sets: dict[str, Path],
+                                                         tmp_path: Path) -> None:
+    """The service's workers (max_workers = 2) each take half the cores, as a process
+    started with the variable the service sets shows."""
+    threads, cores, _ = train(synthetic_sets, tmp_path / "s", SWAPD_TRAINING_PROCESSES="2")
+    assert threads == max(1, min(cores, physical_cores() or cores) // 2)
+
+
+def test_the_share_and_torchruns_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a 16-core machine: torchrun's OMP_NUM_THREADS=1 for 4 processes a node is its
+    default, not the user's choice, and the cores are divided instead; a user's own count
+    is kept; the service's share and torchrun's local world size divide the cores."""
+    from swapd import threads
+
+    monkeypatch.setattr(threads, "usable_cores", lambda: 16)
+    monkeypatch.setattr(threads, "physical_cores", lambda: 16)
+    for name in ("OMP_NUM_THREADS", "LOCAL_WORLD_SIZE", "TORCHELASTIC_RUN_ID",
+                 threads.PROCESSES_ENV):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("OMP_WAIT_POLICY", "PASSIVE")
+    assert (threads.training_processes(), threads.training_threads()) == (1, 16)
+    monkeypatch.setenv(threads.PROCESSES_ENV, "3")
+    assert (threads.training_processes(), threads.training_threads()) == (3, 5)
+    monkeypatch.setenv(threads.PROCESSES_ENV, "nonsense")
+    assert threads.training_processes() == 1
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert threads.training_threads() == 1  # not torchrun's: a user's own 1
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "none")
+    assert threads.training_threads() == 4  # torchrun's default: 16 cores among 4
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    assert threads.training_threads() == 2  # a user's own count under torchrun
+
+
+def test_the_automatic_face_cache_is_shared_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    from swapd import threads
+    from swapd.trainer import face_cache
+
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    monkeypatch.delenv(threads.PROCESSES_ENV, raising=False)
+    alone = face_cache.capacity_for(0, 256, 3, 3)
+    monkeypatch.setenv(threads.PROCESSES_ENV, "2")
+    shared = face_cache.capacity_for(0, 256, 3, 3)
+    assert alone is not None and shared is not None and abs(alone - 2 * shared) <= 1
+
+
 @pytest.mark.parametrize("entry", ["swapd.daemon.train_worker", "swapd.cli"])
 def test_torch_sees_passive_waiting_when_loaded_after_an_entry_point(entry: str) -> None:
     # What libgomp reads when torch loads it is the environment at that moment: the worker's

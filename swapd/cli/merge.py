@@ -120,9 +120,13 @@ def _merge_defaults(config: Path | None) -> MergeDefaults:
     return MergeDefaults() if config is None else load_service_config(config).merge
 
 
-def _signing_and_device(args: argparse.Namespace) -> tuple[str | None, str | None, str] | None:
-    """(certificate, private key, device): the flags over --config's [merge] section, the
-    certificate and its key as a pair from one or the other; None after saying why not."""
+def _signing_and_device(args: argparse.Namespace
+                        ) -> tuple[str | None, str | None, str | None, str] | None:
+    """(certificate, private key, time-stamp authority URL, device): the flags over
+    --config's [merge] section, the certificate and its key as a pair from one or the other;
+    None after saying why not."""
+    from swapd.merger.time_stamps import TimeStampUrlError, checked_url
+
     defaults = _merge_defaults(args.config)
     flags = (args.c2pa_certificate, args.c2pa_private_key)
     pair = (defaults.c2pa_certificate, defaults.c2pa_private_key)
@@ -135,7 +139,15 @@ def _signing_and_device(args: argparse.Namespace) -> tuple[str | None, str | Non
               "together (a chain needs its key)", file=sys.stderr)
         return None
     certificate, private_key = flags if flags[0] is not None else pair
-    return certificate, private_key, args.device or defaults.device
+    try:
+        timestamp_url = (checked_url(args.c2pa_timestamp_url, "--c2pa-timestamp-url")
+                         if args.c2pa_timestamp_url is not None else checked_url(
+                             defaults.c2pa_timestamp_url,
+                             f"{args.config}: [merge] c2pa_timestamp_url"))
+    except TimeStampUrlError as exc:
+        print(f"swapd merge: {exc}", file=sys.stderr)
+        return None
+    return certificate, private_key, timestamp_url, args.device or defaults.device
 
 
 def cmd_merge(args: argparse.Namespace) -> int:
@@ -151,7 +163,7 @@ def cmd_merge(args: argparse.Namespace) -> int:
     chosen = _signing_and_device(args)
     if chosen is None:
         return EXIT_USAGE
-    certificate, private_key, device = chosen
+    certificate, private_key, timestamp_url, device = chosen
     record = None if args.detect else (args.alignments or record_beside(args.input))
     try:
         alignments = None if record is None else load_alignments(record)
@@ -165,6 +177,7 @@ def cmd_merge(args: argparse.Namespace) -> int:
             {key: getattr(args, key) for key in LOOK_KEYS if getattr(args, key) is not None},
             faces=args.faces, device=device, learned_mask=not args.no_learned_mask,
             c2pa_certificate=certificate, c2pa_private_key=private_key,
+            c2pa_timestamp_url=timestamp_url,
             **output_options(args))
     except ValueError as exc:
         key, _, problem = str(exc).partition(":")
@@ -266,8 +279,9 @@ def add_merge(sub: Subparsers) -> None:
     p.add_argument("--device", choices=["auto", "cpu", "cuda"],
                    help="where onnxruntime runs (default: --config's [merge] device, or auto)")
     p.add_argument("--config", type=Path, metavar="TOML",
-                   help="swapd.toml: its [merge] device, and c2pa_certificate and "
-                        "c2pa_private_key to sign with (the flags win)")
+                   help="swapd.toml: its [merge] device, c2pa_certificate and "
+                        "c2pa_private_key to sign with and c2pa_timestamp_url (the flags "
+                        "win)")
     p.add_argument("--alignments", type=Path,
                    help="faces per frame: swapd's .alignments.jsonl or faceswap's .fsa "
                         "(default: INPUT_STEM.alignments.jsonl or INPUT_STEM_alignments.fsa "
@@ -278,6 +292,10 @@ def add_merge(sub: Subparsers) -> None:
                    help="C2PA signing chain, signer first (default: swapd's local CA, made on "
                         "first use; validators call it untrusted)")
     p.add_argument("--c2pa-private-key", metavar="PEM", help="the signing certificate's key")
+    p.add_argument("--c2pa-timestamp-url", metavar="URL",
+                   help="an RFC 3161 time-stamp authority: signatures carry its time-stamps, "
+                        "so they stay valid after the certificate expires (one that does not "
+                        "answer: signed without, said once); '' for none")
     p.add_argument("--detect", action="store_true",
                    help="detect every face, ignoring any alignments record")
     p.add_argument("--preview", type=int, metavar="N",

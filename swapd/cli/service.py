@@ -68,7 +68,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from swapd.merger.content_credentials import read_trust_anchors
 
     try:  # merges sign their outputs: bad credentials stop the service before it starts
-        load_credentials(config.merge.c2pa_certificate, config.merge.c2pa_private_key)
+        load_credentials(config.merge.c2pa_certificate, config.merge.c2pa_private_key,
+                         timestamp_url=config.merge.c2pa_timestamp_url)
         if config.merge.c2pa_trust_anchors:
             read_trust_anchors(config.merge.c2pa_trust_anchors)
     except (CredentialsError, ValueError) as exc:

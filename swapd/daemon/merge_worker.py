@@ -36,7 +36,7 @@ def run(workspace: Workspace, job: str, source: Path, model: Path, output: Path,
         look: dict[str, object] | None = None,
         output_options: dict[str, object] | None = None, model_iteration: int | None = None,
         remerge: bool = False, c2pa_certificate: str | None = None,
-        c2pa_private_key: str | None = None) -> int:
+        c2pa_private_key: str | None = None, c2pa_timestamp_url: str | None = None) -> int:
     from swapd.faces.validate import quarantine_file
     from swapd.media import UnreadableMediaError
     from swapd.merger.merge import (
@@ -64,7 +64,9 @@ def run(workspace: Workspace, job: str, source: Path, model: Path, output: Path,
     store.set_merge_progress(job, shown, 0, None)
     options = MergeOptions.with_look(look or {}, faces=faces, device=device,
                                      learned_mask=learned_mask, c2pa_certificate=c2pa_certificate,
-                                     c2pa_private_key=c2pa_private_key, **(output_options or {}))
+                                     c2pa_private_key=c2pa_private_key,
+                                     c2pa_timestamp_url=c2pa_timestamp_url,
+                                     **(output_options or {}))
     name_suffix = ""
     if remerge:  # beside the earlier outputs, never over one a user may have published
         name_suffix = f"_{model_iteration}" if model_iteration is not None else "_remerge"
@@ -175,6 +177,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="merged before: write beside it, the iteration in the name")
     parser.add_argument("--c2pa-certificate")
     parser.add_argument("--c2pa-private-key")
+    parser.add_argument("--c2pa-timestamp-url")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -182,7 +185,8 @@ def main(argv: list[str] | None = None) -> int:
                args.output, args.faces, args.device, learned_mask=not args.no_learned_mask,
                look=args.look, output_options=output_options(args),
                model_iteration=args.model_iteration, remerge=args.remerge,
-               c2pa_certificate=args.c2pa_certificate, c2pa_private_key=args.c2pa_private_key)
+               c2pa_certificate=args.c2pa_certificate, c2pa_private_key=args.c2pa_private_key,
+               c2pa_timestamp_url=args.c2pa_timestamp_url)
 
 
 if __name__ == "__main__":

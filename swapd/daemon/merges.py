@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from swapd.config import MergeLook, MergeSection, ServiceConfig
+from swapd.config import MergeDefaults, MergeLook, MergeSection, ServiceConfig
 from swapd.daemon.crashes import Backoff, crash_cause
 from swapd.daemon.disk import merge_needs, shortage
 from swapd.daemon.jobs import Job, JobRegistry
@@ -70,10 +70,12 @@ def output_args(merge: MergeSection) -> list[str]:
             "--image-format", merge.image_format, *ranges]
 
 
-def c2pa_args(certificate: str | None, private_key: str | None) -> list[str]:
+def c2pa_args(merge: MergeDefaults) -> list[str]:
     """The merge worker's C2PA options for swapd.toml's [merge] c2pa_* keys."""
-    return [*(["--c2pa-certificate", certificate] if certificate else []),
-            *(["--c2pa-private-key", private_key] if private_key else [])]
+    return [*(["--c2pa-certificate", merge.c2pa_certificate] if merge.c2pa_certificate else []),
+            *(["--c2pa-private-key", merge.c2pa_private_key] if merge.c2pa_private_key else []),
+            *(["--c2pa-timestamp-url", merge.c2pa_timestamp_url]
+              if merge.c2pa_timestamp_url else [])]
 
 
 class MergeQueue:
@@ -107,7 +109,7 @@ class MergeQueue:
             ["--workspace", str(self.ws.root), "--job", job.name, "--input", str(source),
              "--model", str(model), "--output", str(output), "--faces", job.spec.merge.faces,
              "--device", self.config.merge.device,
-             *c2pa_args(self.config.merge.c2pa_certificate, self.config.merge.c2pa_private_key),
+             *c2pa_args(self.config.merge),
              *([] if job.spec.merge.learned_mask else ["--no-learned-mask"]),
              "--look", look_json(job.spec.merge),
              *output_args(job.spec.merge),

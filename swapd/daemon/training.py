@@ -13,6 +13,7 @@ import logging
 import time
 from collections.abc import Callable
 
+from swapd import threads
 from swapd.config import JobFile
 from swapd.daemon.crashes import Backoff, crash_cause
 from swapd.daemon.edits import Restarts
@@ -152,7 +153,7 @@ class TrainingWorkers:
                 continue
             if running >= max_workers:
                 break
-            self._start(job)
+            self._start(job, max_workers)
             running += 1
 
     def _readiness(self, job: Job, row: JobRow, owner: str | None) -> Hold | None:
@@ -179,10 +180,13 @@ class TrainingWorkers:
             self.store.log_event(held.reason, name, level="warning")
         self._held[name] = held
 
-    def _start(self, job: Job) -> None:
+    def _start(self, job: Job, max_workers: int) -> None:
         self.store.set_job_state(job.name, "training")
         log_path = self.ws.logs / f"{job.name}.train.log"
+        # up to max_workers run side by side: each takes its share of the cores and of the
+        # memory its face cache may take by default
         self.workers[job.name] = start_worker(
             "train_worker", ["--workspace", str(self.ws.root), "--job", job.name],
-            job.name, "train", log_path)
+            job.name, "train", log_path,
+            env_extra={threads.PROCESSES_ENV: str(max_workers)})
         log.info("training %s (worker pid %d)", job.name, self.workers[job.name].pid)

@@ -77,8 +77,10 @@ class WorkerProcess:
 
 
 def start_worker(module: str, args: list[str], job: str, kind: str, log_path: Path,
-                 source: Path | None = None, output: Path | None = None) -> WorkerProcess:
-    """Start `python -m swapd.daemon.<module> ARGS` with its output appended to log_path."""
+                 source: Path | None = None, output: Path | None = None,
+                 env_extra: dict[str, str] | None = None) -> WorkerProcess:
+    """Start `python -m swapd.daemon.<module> ARGS` with its output appended to log_path
+    (``env_extra``: more environment variables for it)."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     command = [sys.executable, "-m", f"swapd.daemon.{module}", *args]
     kwargs: dict[str, object] = {}
@@ -90,6 +92,7 @@ def start_worker(module: str, args: list[str], job: str, kind: str, log_path: Pa
     # OpenMP threads that spin while waiting starve everything else on a small CPU (measured
     # 1.5-4x slower training on 2 shared cores); passive waiting costs nothing when idle.
     env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    env.update(env_extra or {})
     with open(log_path, "ab") as log:
         log.write(f"\n--- {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(command)}\n".encode())
         log.flush()

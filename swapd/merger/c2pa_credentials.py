@@ -12,10 +12,14 @@ PS256, Ed25519).  Bad, missing or unusable credentials are refused at start with
 error naming the file, after a trial signature of a tiny image, so whatever the C2PA library
 refuses (a TLS-only certificate, missing key identifiers) stops the service or the merge
 before any work: a merge never runs without its marks.
+
+A time-stamp authority (``[merge] c2pa_timestamp_url``) is asked once at start too; one that
+does not answer is a warning, not a refusal (:mod:`swapd.merger.time_stamps`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import io
 import logging
@@ -28,6 +32,7 @@ import platformdirs
 
 from swapd.errors import FileProblem
 from swapd.fsutil import FolderLock, atomic_write_bytes
+from swapd.merger import time_stamps
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +53,7 @@ class SigningCredentials:
     where: str  # the files they came from, for messages
     local_ca: bool  # made by swapd (a validator will call the signer untrusted)
     algorithm: str = "ES256"  # the C2PA signing algorithm the key calls for
+    timestamp_url: str | None = None  # an RFC 3161 time-stamp authority; None: no time-stamp
 
 
 def local_credentials_dir() -> Path:
@@ -190,13 +196,17 @@ def check_credentials(chain_pem: bytes, key_pem: bytes, chain_path: Path, key_pa
     return signing_algorithm(key, key_path)
 
 
-def signer(credentials: SigningCredentials):  # noqa: ANN201 (c2pa.Signer, imported lazily)
-    """A c2pa-python signer for *credentials*."""
+def signer(credentials: SigningCredentials, time_stamped: bool = False
+           ):  # noqa: ANN201 (c2pa.Signer, imported lazily)
+    """A c2pa-python signer for *credentials*; with *time_stamped*, one that asks their
+    time-stamp authority (if they name one) for a token on each signature."""
     import c2pa
 
     algorithm = getattr(c2pa.C2paSigningAlg, credentials.algorithm)
-    return c2pa.Signer.from_info(c2pa.C2paSignerInfo(algorithm, credentials.chain_pem,
-                                                     credentials.key_pem, None))
+    url = credentials.timestamp_url if time_stamped else None
+    return c2pa.Signer.from_info(c2pa.C2paSignerInfo(
+        algorithm, credentials.chain_pem, credentials.key_pem,
+        None if url is None else url.encode()))
 
 
 def signing_context():  # noqa: ANN201 (c2pa.Context, imported lazily)
@@ -209,9 +219,8 @@ def signing_context():  # noqa: ANN201 (c2pa.Context, imported lazily)
     return c2pa.Context.from_dict({"builder": {"thumbnail": {"enabled": False}}})
 
 
-def try_signing(credentials: SigningCredentials, chain_path: Path) -> None:
-    """Sign a tiny image with *credentials* (in memory, about 50 ms): whatever the C2PA library
-    refuses is refused here, at start, not after a merge's work."""
+def _trial_signature(credentials: SigningCredentials, time_stamped: bool) -> None:
+    """Sign a tiny image in memory (about 50 ms, and the time-stamp authority's answer)."""
     import c2pa
     import cv2
     import numpy as np
@@ -222,15 +231,32 @@ def try_signing(credentials: SigningCredentials, chain_path: Path) -> None:
     manifest = {"claim_generator_info": [{"name": "swapd"}],
                 "assertions": [{"label": "c2pa.actions", "data": {"actions": [{
                     "action": "c2pa.created", "digitalSourceType": DIGITAL_SOURCE_TYPE}]}}]}
+    with signing_context() as context, \
+            c2pa.Builder.from_json(manifest, context) as builder, \
+            signer(credentials, time_stamped) as key:
+        builder.sign(key, "image/png", io.BytesIO(png), io.BytesIO())
+
+
+def try_signing(credentials: SigningCredentials, chain_path: Path) -> None:
+    """Sign a tiny image with *credentials*: whatever the C2PA library refuses is refused
+    here, at start, not after a merge's work. Then, where they name a time-stamp authority,
+    once more with it: one that does not answer is said now (a warning: merges go on without
+    time-stamps until it answers)."""
+    import c2pa
+
     try:
-        with signing_context() as context, \
-                c2pa.Builder.from_json(manifest, context) as builder, \
-                signer(credentials) as key:
-            builder.sign(key, "image/png", io.BytesIO(png), io.BytesIO())
+        _trial_signature(credentials, time_stamped=False)
     except c2pa.C2paError as exc:
         reason = " ".join(str(exc).split())[:300]
         raise CredentialsError(chain_path, f"the C2PA library refuses this certificate or key "
                                            f"({reason}); {_PROFILE}") from exc
+    url = credentials.timestamp_url
+    if time_stamps.asking(url):
+        assert url is not None
+        try:
+            _trial_signature(credentials, time_stamped=True)
+        except c2pa.C2paError as exc:
+            time_stamps.failed(url, exc, "at start")
 
 
 # What to do about a broken local CA (its files only: the folder may hold other things)
@@ -266,8 +292,12 @@ def _local_ca_made_once(folder: Path, wait_s: float = 30.0) -> SigningCredential
 
 def load_credentials(certificate: str | os.PathLike[str] | None = None,
                      private_key: str | os.PathLike[str] | None = None,
-                     local_dir: Path | None = None) -> SigningCredentials:
-    """The configured chain and key, checked; or the local CA's (made on first use)."""
+                     local_dir: Path | None = None,
+                     timestamp_url: str | None = None) -> SigningCredentials:
+    """The configured chain and key, checked; or the local CA's (made on first use). With
+    *timestamp_url* (an RFC 3161 time-stamp authority), signatures carry its time-stamps; a
+    URL that cannot be one raises :class:`~swapd.merger.time_stamps.TimeStampUrlError`."""
+    timestamp_url = time_stamps.checked_url(timestamp_url)
     if (certificate is None) != (private_key is None):
         missing = "c2pa_private_key" if private_key is None else "c2pa_certificate"
         raise CredentialsError(Path(str(certificate or private_key)),
@@ -280,6 +310,9 @@ def load_credentials(certificate: str | os.PathLike[str] | None = None,
         chain_path, key_path = folder / "signer-chain.pem", folder / "signer-key.pem"
         made = _local_ca_made_once(folder)
         if made is not None:
+            made = dataclasses.replace(made, timestamp_url=timestamp_url)
+            if timestamp_url is not None:
+                try_signing(made, folder / "signer-chain.pem")
             return made
         for half in (chain_path, key_path):
             if not half.exists():
@@ -295,6 +328,7 @@ def load_credentials(certificate: str | os.PathLike[str] | None = None,
         raise CredentialsError(exc.path, f"{exc.reason} (swapd's local CA: "
                                          f"{_RENEW.format(folder=chain_path.parent)})"
                                ) from exc
-    credentials = SigningCredentials(chain, key, where, local_ca=local, algorithm=algorithm)
+    credentials = SigningCredentials(chain, key, where, local_ca=local, algorithm=algorithm,
+                                     timestamp_url=timestamp_url)
     try_signing(credentials, chain_path)
     return credentials

@@ -15,8 +15,9 @@ Reading reports one of:
   (``swapd verify --trust-anchors``, ``[merge] c2pa_trust_anchors``) vouches for the signer;
 * ``untrusted``: they check out, but no trust anchor vouches for the signer (swapd's local
   CA, or no anchors given);
-* ``expired``: they check out, but the signer's certificate has expired since (swapd signs
-  without a time-stamp authority, so nothing proves the signature is older than that);
+* ``expired``: they check out, but the signer's certificate has expired since, and no
+  time-stamp from a trusted authority proves the signature older than that (swapd signs
+  with one where ``[merge] c2pa_timestamp_url`` names it: :mod:`swapd.merger.time_stamps`);
 * ``invalid``: they check out, but the signer's certificate is revoked or not one C2PA
   accepts (not a mark: such a key may be in other hands);
 * ``tampered``: a content hash or the signature fails: the file was changed after signing;
@@ -40,6 +41,7 @@ from pathlib import Path
 from swapd import __version__
 from swapd.errors import FileProblem
 from swapd.fsutil import atomic_path
+from swapd.merger import time_stamps
 from swapd.merger.c2pa_credentials import SigningCredentials, signer, signing_context
 from swapd.merger.c2pa_validation import (
     STATES_THAT_MARK,
@@ -81,6 +83,10 @@ class ManifestEvidence:
     # and that manifest's signer
     derived_from: str | None = None
     derived_signer: str | None = None
+    # When a time-stamp authority's token, checked, dates the signature (ISO 8601), and
+    # whether a trust anchor vouches for that authority
+    time_stamp: str | None = None
+    time_stamp_trusted: bool = False
 
     @property
     def names_swapd(self) -> bool:
@@ -125,40 +131,59 @@ def embeds(mime: str | None) -> bool:
 def sign_file(path: str | os.PathLike[str], source: str | os.PathLike[str] | None,
               credentials: SigningCredentials, title: str | None = None) -> Path:
     """Add a signed manifest to the written file *path* (in place, atomically); returns where
-    the manifest is (the file itself, or its sidecar).  *title* defaults to the file name."""
+    the manifest is (the file itself, or its sidecar).  *title* defaults to the file name.
+    Time-stamped where the credentials name a time-stamp authority that answers; signed
+    without a time-stamp where it does not (:mod:`swapd.merger.time_stamps`)."""
     import c2pa
 
     p = Path(path)
-    mime = _MIME.get(p.suffix.lower())
+    url = credentials.timestamp_url
+    if time_stamps.asking(url):
+        assert url is not None
+        try:
+            where = _sign(p, source, credentials, title, time_stamped=True)
+        except c2pa.C2paError as exc:
+            time_stamps.failed(url, exc, f"for {p.name}")
+        else:
+            time_stamps.answered(url)
+            return where
     try:
-        with signing_context() as context, \
-                c2pa.Builder.from_json(_manifest(title or p.name), context) as builder:
-            if source is not None and Path(source).is_file():
-                src = Path(source)
-                kind = _MIME.get(src.suffix.lower(), "application/octet-stream")
-                # Named by title and format, read as opaque bytes: read as its format, a
-                # source with content credentials of its own (a camera's) would have its
-                # manifest store copied in, thumbnail of the unswapped picture included.
-                with open(src, "rb") as stream:
-                    builder.add_ingredient({"title": src.name, "relationship": "inputTo",
-                                            "format": kind}, "application/octet-stream",
-                                           stream)
-            if embeds(mime):
-                with atomic_path(p, keep_mode=True, suffix=p.suffix) as tmp, \
-                        open(p, "rb") as original, open(tmp, "w+b") as signed, \
-                        signer(credentials) as key:
-                    builder.sign(key, mime, original, signed)
-                return p
-            # No embedding for this format: a detached manifest bound to the file's bytes.
-            builder.set_no_embed()
-            with open(p, "rb") as original, tempfile.TemporaryFile() as scratch, \
-                    signer(credentials) as key:
-                manifest = builder.sign(key, mime or "application/octet-stream", original, scratch)
-            with atomic_path(sidecar_path(p)) as tmp:
-                Path(tmp).write_bytes(manifest)
-            return sidecar_path(p)
+        return _sign(p, source, credentials, title, time_stamped=False)
     except c2pa.C2paError as exc:
         raise ContentCredentialsError(p, f"C2PA signing failed: {exc}") from exc
+
+
+def _sign(p: Path, source: str | os.PathLike[str] | None, credentials: SigningCredentials,
+          title: str | None, time_stamped: bool) -> Path:
+    """:func:`sign_file`'s one try (a failed one leaves the file as it was)."""
+    import c2pa
+
+    mime = _MIME.get(p.suffix.lower())
+    with signing_context() as context, \
+            c2pa.Builder.from_json(_manifest(title or p.name), context) as builder:
+        if source is not None and Path(source).is_file():
+            src = Path(source)
+            kind = _MIME.get(src.suffix.lower(), "application/octet-stream")
+            # Named by title and format, read as opaque bytes: read as its format, a
+            # source with content credentials of its own (a camera's) would have its
+            # manifest store copied in, thumbnail of the unswapped picture included.
+            with open(src, "rb") as stream:
+                builder.add_ingredient({"title": src.name, "relationship": "inputTo",
+                                        "format": kind}, "application/octet-stream", stream)
+        if embeds(mime):
+            with atomic_path(p, keep_mode=True, suffix=p.suffix) as tmp, \
+                    open(p, "rb") as original, open(tmp, "w+b") as signed, \
+                    signer(credentials, time_stamped) as key:
+                builder.sign(key, mime, original, signed)
+            return p
+        # No embedding for this format: a detached manifest bound to the file's bytes.
+        builder.set_no_embed()
+        with open(p, "rb") as original, tempfile.TemporaryFile() as scratch, \
+                signer(credentials, time_stamped) as key:
+            manifest = builder.sign(key, mime or "application/octet-stream", original, scratch)
+        with atomic_path(sidecar_path(p)) as tmp:
+            Path(tmp).write_bytes(manifest)
+        return sidecar_path(p)
 
 
 def _evidence(reader: object, where: str) -> ManifestEvidence:
@@ -176,12 +201,16 @@ def _evidence(reader: object, where: str) -> ManifestEvidence:
         if str(assertion.get("label", "")).startswith("c2pa.actions"):
             for action in as_list(as_dict(assertion.get("data")).get("actions")):
                 source_type = source_type or _text(as_dict(action).get("digitalSourceType"))
-    signer_name = _text(as_dict(active.get("signature_info")).get("issuer"))
+    signature = as_dict(active.get("signature_info"))
+    signer_name = _text(signature.get("issuer"))
+    stamped = "timeStamp.validated" in successes
     ancestor = swapd_ancestor(store, active) if maker != "swapd" else None
     state = manifest_state(str(reader.get_validation_state()),  # type: ignore[attr-defined]
                            failures, successes)
     return ManifestEvidence(state, maker, source_type, signer_name, where, failures,
-                            "swapd" if ancestor else None, ancestor.signer if ancestor else None)
+                            "swapd" if ancestor else None, ancestor.signer if ancestor else None,
+                            _text(signature.get("time")) if stamped else None,
+                            stamped and "timeStamp.trusted" in successes)
 
 
 def _text(value: object) -> str | None:

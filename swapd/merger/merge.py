@@ -118,7 +118,8 @@ class Merger:
         self.options = options or MergeOptions()
         # Credentials first: bad ones stop the merge before any work (never a merge unmarked).
         self.credentials = load_credentials(self.options.c2pa_certificate,
-                                            self.options.c2pa_private_key)
+                                            self.options.c2pa_private_key,
+                                            timestamp_url=self.options.c2pa_timestamp_url)
         # The colour transfers' small matrix products would wake OpenBLAS's threads, which
         # then spin beside the merge (idt at 256 px: twice the CPU for the same work).
         threads.openblas_in_calling_thread()

@@ -85,6 +85,7 @@ class MergeOptions:
     # The C2PA signing chain and key (PEM); None: swapd's local CA (made on first use).
     c2pa_certificate: str | None = None
     c2pa_private_key: str | None = None
+    c2pa_timestamp_url: str | None = None  # an RFC 3161 time-stamp authority; None: none
 
     def __post_init__(self) -> None:
         if self.faces not in ("all", "largest"):

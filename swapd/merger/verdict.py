@@ -109,19 +109,35 @@ def c2pa_text(manifest: ManifestEvidence | None) -> str:
         named = f"it names {generator} as maker, but " if generator else ""
         return f"C2PA manifest{where} TAMPERED: {named}changed after signing ({codes})"
     signer = f" {printable(manifest.signer)!r}" if manifest.signer else ""
+    stamp = _time_stamp_text(manifest)
     # what failed besides the want of a trust anchor (which "untrusted" says in words)
     other = [c for c in problems if c != "signingCredential.untrusted"]
     if manifest.state == "invalid":
         return (f"C2PA manifest{where} intact, {maker}, but the certificate of its signer"
                 f"{signer} is revoked or not one C2PA accepts ({', '.join(other)}): not counted")
     if manifest.state == "expired":
+        when = printable(manifest.time_stamp or "", 40)
+        proof = ("no time-stamp proves the signature older" if not manifest.time_stamp
+                 else f"its time-stamp, {when}, is not older" if manifest.time_stamp_trusted
+                 else f"its time-stamp, {when}, is from an authority no trust anchor vouches "
+                      "for")
         return (f"C2PA manifest{where} intact, {maker}, but the certificate of its signer"
-                f"{signer} has expired since (no time-stamp proves the signature older)")
+                f"{signer} has expired since ({proof})")
     if manifest.state == "untrusted":
         why = f": {', '.join(other)}" if other else ""
         return (f"C2PA manifest{where} intact, {maker}, untrusted signer{signer} "
-                f"(no trust anchor vouches for it{why})")
-    return f"C2PA manifest{where} valid, {maker}, trusted signer{signer}"
+                f"(no trust anchor vouches for it{why}{stamp})")
+    return (f"C2PA manifest{where} valid, {maker}, trusted signer{signer}"
+            + (f" ({stamp.removeprefix('; ')})" if stamp else ""))
+
+
+def _time_stamp_text(manifest: ManifestEvidence) -> str:
+    """'; time-stamped 2026-12-07T23:08:08+00:00 by a trusted authority' (or 'an untrusted
+    authority'), or '' without a checked time-stamp."""
+    if manifest.time_stamp is None:
+        return ""
+    by = "a trusted" if manifest.time_stamp_trusted else "an untrusted"
+    return f"; time-stamped {printable(manifest.time_stamp, 40)} by {by} authority"
 
 
 def verdict_line(result: VerifyResult) -> str:

@@ -20,7 +20,7 @@ import torch
 from swapd import threads
 from swapd.trainer.augment import Augmenter, AugmentSettings
 from swapd.trainer.augment_device import DeviceAugmenter, RawBatch, RawSide, draw_augment
-from swapd.trainer.data import FaceSet, FaceSetError, to_channels_last
+from swapd.trainer.data import FaceSet, FaceSetError, StaleSnapshot, to_channels_last
 from swapd.trainer.warp_landmarks import ClosestMatches, candidate_landmarks
 
 Pixels = np.ndarray | torch.Tensor  # numpy from the loader's threads, tensors from a device
@@ -189,6 +189,8 @@ class BatchLoader:
                 # A folder emptied mid-training: wait for faces to come back (the trainer
                 # reports the empty set itself) rather than ending the thread.
                 self._stop.wait(0.5)
+                continue
+            except StaleSnapshot:  # this batch's faces were let go meanwhile: draw again
                 continue
             except BaseException as exc:  # handed to the consumer, then the thread ends
                 self._put(exc, out)

@@ -63,6 +63,11 @@ class FaceSetError(FileProblem, ValueError):
     """A face folder that is missing or holds no usable face."""
 
 
+class StaleSnapshot(KeyError):
+    """A capped set's snapshot outlived its faces: two refreshes came and went while a
+    loader thread built one batch from it (the thread draws again from the current one)."""
+
+
 # The service's face index, as a face set reads it: a folder -> its files' layouts by name,
 # each with the (mtime_ns, size) of the file it was read from (a changed file is read again).
 IndexedFaces = Mapping[str, tuple[tuple[int, int], FaceLayout]]
@@ -91,7 +96,10 @@ class FaceArrays(NamedTuple):
     landmarks: np.ndarray  # float32 (N, 68, 2) in the crop's pixels; NaN where unknown
     mask_known: np.ndarray  # bool (N,): the mask was drawn from landmarks (not all-face)
     weighted: bool = False  # draw by ``weights`` (uniform_yaw, or focus faces), not evenly
-    paths: tuple[Path, ...] = ()  # row i's file: its key in a capped cache
+    paths: tuple[Path, ...] = ()  # row i's file: its key in ``cache``
+    # A capped set's cache, which holds these rows' pixels (``faces`` and ``masks`` are then
+    # empty); None: they are in ``faces`` and ``masks``
+    cache: BoundedFaces | None = None
 
 
 class FaceSet:
@@ -151,6 +159,10 @@ class FaceSet:
         self.capacity = capacity
         self.spill_dir = spill_dir
         self.bounded: BoundedFaces | None = None  # made when the folder outgrows capacity
+        # Faces removed (or gone bad) at the last refresh, let go of at the next one: a loader
+        # thread may still be building a batch from the snapshot before it
+        self._retiring: set[Path] = set()
+        self._held: set[Path] = set()  # the current snapshot's faces
         self.refresh()
 
     @property
@@ -164,11 +176,17 @@ class FaceSet:
 
     def take(self, rows: np.ndarray, arrays: FaceArrays | None = None
              ) -> tuple[np.ndarray, np.ndarray]:
-        """The faces and masks of ``rows`` of ``arrays`` (default: the current snapshot)."""
+        """The faces and masks of ``rows`` of ``arrays`` (default: the current snapshot).
+        Raises :class:`StaleSnapshot` when a capped snapshot's faces were let go since."""
         arrays = self._arrays if arrays is None else arrays
-        if self.bounded is None:
+        if arrays.cache is None:
             return arrays.faces[rows], arrays.masks[rows]
-        return self.bounded.take([arrays.paths[int(i)] for i in np.atleast_1d(rows)])
+        try:
+            return arrays.cache.take([arrays.paths[int(i)] for i in np.atleast_1d(rows)])
+        except KeyError as exc:
+            if arrays is self._arrays:
+                raise
+            raise StaleSnapshot(*exc.args) from exc
 
     @property
     def landmarks(self) -> np.ndarray:
@@ -301,11 +319,6 @@ class FaceSet:
                 loaded |= entries[path] is not old
                 if self.bounded is not None and entries[path].face is not None:
                     entries[path] = self._pack(path, entries[path])
-                elif self.bounded is not None and entries[path].reason is not None:
-                    self.bounded.discard(path)  # a file that went bad: its old face goes
-            if self.bounded is not None:
-                for gone in self._entries.keys() - entries.keys():
-                    self.bounded.discard(gone)
             good = sorted(p for p, e in entries.items() if e.reason is None)
             self.skipped = {p: e.reason or "" for p, e in sorted(entries.items())
                             if e.reason is not None}
@@ -313,10 +326,21 @@ class FaceSet:
             self._entries = entries
             self._arrays = self._stack(good, entries)
             self.paths = good
+            self._retire(set(good))
             if loaded:
                 release_freed_memory()  # the per-face buffers just freed by the stacking
             now = set(good)
             return len(now - before), len(before - now)
+
+    def _retire(self, held: set[Path]) -> None:
+        """The new snapshot holds ``held``: a capped cache lets go of the faces the snapshot
+        before last held and the two since do not (a loader thread reads one snapshot for one
+        batch, so the faces of the one just replaced stay until the next refresh)."""
+        if self.bounded is not None:
+            for path in self._retiring - held:
+                self.bounded.discard(path)
+        self._retiring = self._held - held
+        self._held = held
 
     def _pack(self, path: Path, entry: _Entry) -> _Entry:
         """With a cap: the face's pixels go to the bounded cache, the entry keeps the rest."""
@@ -342,7 +366,7 @@ class FaceSet:
                               for p in good]) if good else np.empty((0, 68, 2), np.float32)
         return FaceArrays(faces, masks, weights, landmarks,  # type: ignore[arg-type]
                           np.array([entries[p].has_landmarks for p in good], bool), weighted,
-                          tuple(good))
+                          tuple(good), self.bounded)
 
     def _weights(self, good: list[Path], entries: dict[Path, _Entry]
                  ) -> tuple[np.ndarray, bool]:

@@ -32,7 +32,7 @@ from typing import IO, Any
 import cv2
 import numpy as np
 
-from swapd import cgroups
+from swapd import cgroups, threads
 
 log = logging.getLogger(__name__)
 
@@ -70,14 +70,15 @@ def machine_memory(cgroup_root: Path = cgroups.ROOT,
 def capacity_for(limit_mib: int, size: int, channels: int, mask_channels: int,
                  sets: int = 2, least: int = 64) -> int | None:
     """Decoded faces one of ``sets`` face sets may hold under ``limit_mib`` (0: auto, a quarter
-    of the memory the process may use, :func:`machine_memory`), their :data:`DECODED_SHARE`
-    of it; None: no cap. Never fewer than ``least``: a batch's faces must fit, or every batch
-    would decode each face again."""
+    of the memory the process may use, :func:`machine_memory`, shared among the training
+    processes on the machine, :func:`swapd.threads.training_processes`), their
+    :data:`DECODED_SHARE` of it; None: no cap. Never fewer than ``least``: a batch's faces
+    must fit, or every batch would decode each face again."""
     if limit_mib == 0:
         memory = machine_memory()
         if memory is None:
             return None
-        budget = memory // AUTO_SHARE
+        budget = memory // AUTO_SHARE // threads.training_processes()
     else:
         budget = limit_mib * MIB
     return max(least, int(budget * DECODED_SHARE) // sets // face_bytes(size, channels,
@@ -323,11 +324,14 @@ class BoundedFaces:
                 self._decoded.move_to_end(key)
                 self.hits += 1
                 return pair
-            face_png, mask_png = self._read(self._packed[key])
+            packed = self._packed[key]
+            face_png, mask_png = self._read(packed)
             self.misses += 1
         pair = (_decode(face_png, self.face_shape), _decode(mask_png, self.mask_shape))
         with self._lock:
-            if key in self._packed:  # not discarded meanwhile by a refresh
+            # not discarded or replaced meanwhile by a refresh (its new pixels would lose to
+            # these old ones); a compaction that moved it only costs this one decode
+            if self._packed.get(key) is packed:
                 self._remember(key, pair)
         return pair
 
