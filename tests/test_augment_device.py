@@ -241,6 +241,9 @@ def test_grayscale_faces_augment_on_the_device() -> None:
     assert inputs.shape == faces.shape
     assert np.abs(targets - cv_targets).mean() < 0.5
     assert np.abs(inputs - cv_inputs).mean() < 1.0
+    # no bias between the paths: the OpenCV path's lightness jitter truncated one-channel
+    # faces (-0.47 levels on average) where colour faces and the device are rounded
+    assert abs((inputs - cv_inputs).mean()) < 0.2
 
 
 def test_trainer_augment_device_option(faces: tuple[Path, Path], tmp_path: Path) -> None:

@@ -108,7 +108,7 @@ class Augmenter:
         if faces.shape[-1] == 1:
             faces = self._equalise(faces, equalise)
             lit = faces.astype(np.float32) * light[:, None, None, None]
-            return np.clip(lit, 0, 255).astype(np.uint8)
+            return np.clip(np.rint(lit), 0, 255).astype(np.uint8)  # rounded, as colour is
         tall = faces.reshape(n * size, size, 3)  # the batch as one image for cvtColor
         lab = cv2.cvtColor(tall, cv2.COLOR_BGR2LAB).reshape(faces.shape)
         shift = rng.uniform(-self.settings.chroma, self.settings.chroma, (n, 2)) * 255
