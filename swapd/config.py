@@ -210,6 +210,19 @@ SharpenMethod = Literal["none", "box", "gaussian", "unsharp_mask"]
 _PERCENT = {"ge": -100.0, "le": 100.0}
 
 
+# The highest crf of each codec a merge may encode at: past it the encode itself wears the
+# watermark down to a few points over its threshold (h264 and h265 at 40: 8.7 and 8.8 on a
+# demo clip; vp9 at 63: 5.9, not found), and a copy's re-encode then erases it. Here the
+# merged file alone still scores 13 or more (docs/benchmarks.md, "The highest crf").
+MAX_CRF = {"h264": 35, "h265": 35, "vp9": 55}
+
+
+def crf_problem(codec: str, crf: int) -> str:
+    """Why ``crf`` is refused for ``codec``."""
+    return (f"crf {crf} is above {MAX_CRF[codec]}, the most swapd encodes {codec} at (past it "
+            f"the encode wears the watermark away)")
+
+
 class MergeLook(_Strict):
     """The options of a merge's look; every default keeps a merge looking right untuned."""
 
@@ -257,8 +270,8 @@ class MergeSection(MergeLook):
                                "has one (else the mean face's outline)")
     # --- Output (issue 16, writers) ---
     codec: Literal["h264", "h265", "vp9"] = Field("h264", description="video codec, in MP4")
-    crf: int = Field(18, ge=0, le=63, description="quality: 0 lossless .. 51 (h264, h265), "
-                     "63 (vp9)")
+    crf: int = Field(18, ge=0, le=max(MAX_CRF.values()),
+                     description="quality: 0 lossless .. 35 (h264, h265), 55 (vp9)")
     preset: Literal["ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow",
                     "slower", "veryslow"] = "veryfast"
     image_format: Literal["png", "jpeg"] = Field("png", description="images and image "
@@ -277,8 +290,8 @@ class MergeSection(MergeLook):
 
     @model_validator(mode="after")
     def _crf_fits_codec(self) -> MergeSection:
-        if self.codec != "vp9" and self.crf > 51:
-            raise ValueError(f"crf {self.crf} is above 51, the most {self.codec} takes")
+        if self.crf > MAX_CRF[self.codec]:
+            raise ValueError(crf_problem(self.codec, self.crf))
         return self
 
 

@@ -278,3 +278,55 @@ def test_validation_codes_decide_the_state(failures: tuple[str, ...],
         else "Invalid"
     assert _state(library, failures, successes) == state
     assert _state("Trusted", (), ("claimSignature.validated",)) == "valid"
+
+
+def test_a_manifest_kept_remotely_is_never_fetched(tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """A file whose manifest lives at an address it names: verify reports the address and
+    does not contact it (whoever made the file would learn who checked it, and a server that
+    never answers would hold verify up for half a minute a file)."""
+    import io
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    import c2pa
+
+    from swapd.merger.c2pa_credentials import signer, signing_context
+
+    asked: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            asked.append(self.path)
+            self.send_error(404)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/m.c2pa"
+    credentials = load_credentials(local_dir=tmp_path / "ca")
+    jpeg = cv2.imencode(".jpg", np.full((64, 64, 3), 90, np.uint8))[1].tobytes()
+    manifest = {"claim_generator_info": [{"name": "swapd"}], "assertions": [{
+        "label": "c2pa.actions", "data": {"actions": [{
+            "action": "c2pa.created", "digitalSourceType":
+                "http://cv.iptc.org/newscodes/digitalsourcetype/trainedAlgorithmicMedia"}]}}]}
+    out = io.BytesIO()
+    try:
+        with signing_context() as context, c2pa.Builder.from_json(manifest, context) as builder, \
+                signer(credentials) as key:
+            builder.set_no_embed()
+            builder.set_remote_url(url)
+            builder.sign(key, "image/jpeg", io.BytesIO(jpeg), out)
+        image = tmp_path / "remote.jpg"
+        image.write_bytes(out.getvalue())
+        found = read_manifest(image)
+        assert (found.state, found.problems) == ("remote", (url,))
+        assert swapd_main(["verify", str(image)]) == 1
+        line = capsys.readouterr().out
+        assert f"C2PA manifest kept remotely at {url}, not fetched" in line
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert asked == []

@@ -5,6 +5,7 @@ stop a merge before it starts.  All pictures are synthetic; every encode is the 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -335,3 +336,44 @@ def test_a_sources_own_credentials_are_not_copied_in(ca: Path, tmp_path: Path) -
     assert (ingredient["title"], ingredient["format"]) == ("camera_signed.jpg", "image/jpeg")
     assert "active_manifest" not in ingredient and "validation_results" not in ingredient
     assert read_manifest(output).says_swapd
+
+
+@pytest.mark.skipif(os.name == "nt", reason="Windows file names are always Unicode")
+def test_a_source_whose_name_is_not_utf8_is_merged_and_signed(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Legal on Linux, common from old zip files: the manifest's JSON cannot carry the name's
+    undecodable bytes, and every merge of such footage failed at its very end."""
+    import c2pa
+
+    model = export_model(tmp_path / "invert.onnx")
+    make_local_ca(tmp_path / "ca")
+    source = tmp_path / os.fsdecode(b"still_\xff\xfe.png")
+    # (cv2.imwrite itself crashes on such a name: swapd reads and writes bytes)
+    source.write_bytes(cv2.imencode(".png", np.full((120, 160, 3), 90, np.uint8))[1])
+    code = swapd_main(["merge", str(source), "--model", str(model), "--output",
+                       str(tmp_path / "out"), "--detect",
+                       "--c2pa-certificate", str(tmp_path / "ca" / "signer-chain.pem"),
+                       "--c2pa-private-key", str(tmp_path / "ca" / "signer-key.pem")])
+    capsys.readouterr()
+    assert code == 0
+    (merged,) = (tmp_path / "out").iterdir()
+    manifest = read_manifest(merged)
+    assert manifest.state == "untrusted" and manifest.generator == "swapd"
+    with open(merged, "rb") as stream:
+        store = json.loads(c2pa.Reader("image/png", stream).json())
+    active = store["manifests"][store["active_manifest"]]
+    assert active["title"] == os.fsencode(merged.name).decode("utf-8", "replace")
+    assert [i["title"] for i in active["ingredients"]] == ["still_\ufffd\ufffd.png"]
+
+
+def test_a_renamed_copy_keeps_the_manifest_its_bytes_carry(merged: dict[str, Path],
+                                                           tmp_path: Path) -> None:
+    """An MP4 saved as .mkv or .webm, a JPEG as .png: the manifest is read by what the bytes
+    are, not by the name (the name alone made such a copy 'not marked' once stripped)."""
+    for kind, names in (("video", ("copy.mkv", "copy.webm", "copy.mov")),
+                        ("image", ("copy.png", "copy.bin"))):
+        for name in names:
+            copy = tmp_path / name
+            shutil.copyfile(merged[kind], copy)
+            manifest = read_manifest(copy)
+            assert (manifest.state, manifest.where) == ("untrusted", "embedded"), name

@@ -174,9 +174,14 @@ def test_frame_numbers_as_faceswap_reads_them() -> None:
 def test_bad_output_options_name_the_key(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="codec"):
         MergeOptions(codec="av1")  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="crf must be in 0..51 for h264"):
-        MergeOptions(crf=60)
-    assert MergeOptions(codec="vp9", crf=60).crf == 60
+    # past these, the encode itself wears the watermark away (config.MAX_CRF)
+    with pytest.raises(ValueError, match="crf 36 is above 35, the most swapd encodes h264"):
+        MergeOptions(crf=36)
+    with pytest.raises(ValueError, match="crf 36 is above 35.*h265"):
+        MergeOptions(codec="h265", crf=36)
+    assert MergeOptions(codec="vp9", crf=55).crf == 55 and MergeOptions(crf=35).crf == 35
+    with pytest.raises(ValueError, match="crf 56 is above 55.*vp9"):
+        MergeOptions(codec="vp9", crf=56)
     with pytest.raises(ValueError, match="preset"):
         MergeOptions(preset="quick")
     with pytest.raises(ValueError, match="'10' is not FIRST-LAST"):
@@ -184,7 +189,8 @@ def test_bad_output_options_name_the_key(tmp_path: Path) -> None:
     job = tmp_path / "job.toml"
     for bad, key in (('codec = "av1"', "merge.codec"), ('frame_ranges = ["9-3"]',
                                                         "merge.frame_ranges"),
-                     ("crf = 55", "merge"), ('image_format = "gif"', "merge.image_format")):
+                     ("crf = 40", "merge"), ("crf = 56", "merge.crf"),
+                     ('image_format = "gif"', "merge.image_format")):
         job.write_text(f'[merge]\nfootage = "f"\nmodel = "m.onnx"\n{bad}\n')
         with pytest.raises(ConfigError) as caught:
             load_job_file(job)

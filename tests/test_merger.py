@@ -19,6 +19,7 @@ import pytest
 import torch
 from torch import nn
 
+from swapd.cli import main as swapd_main
 from swapd.daemon.merge_worker import _recorded_faces
 from swapd.demo.clip import ClipTruth, truth_path
 from swapd.demo.identity import DEMO_A, DEMO_B
@@ -569,3 +570,47 @@ def test_the_merge_worker_ignores_a_broken_record_and_says_so(tmp_path: Path) ->
     assert _recorded_faces(ws, store, "job", source) is None
     [problem] = store.problems()
     assert "clip.alignments.jsonl" in problem.message and "line 1" in problem.message
+
+
+def test_a_video_too_small_to_watermark_is_refused_before_any_work(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Frames under the watermark's minimum: a clear error naming the file (the service sets
+    such footage aside), not a traceback after the first frame, for a merge and a preview."""
+    model = export_model(tmp_path / "invert.onnx")
+    clip = tmp_path / "tiny.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i",
+                    "testsrc=size=96x48:rate=10:duration=1", "-pix_fmt", "yuv420p", str(clip)],
+                   check=True)
+    for extra in ([], ["--preview", "0"]):
+        code = swapd_main(["merge", str(clip), "--model", str(model), "--output",
+                           str(tmp_path / "out"), *extra])
+        err = capsys.readouterr().err
+        assert code == 2, err
+        assert f"{clip}: " in err and "96x48 is too small to watermark (minimum 64x64)" in err
+        assert "Traceback" not in err
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_temp_files_of_a_merge_killed_while_signing_are_removed(tmp_path: Path) -> None:
+    """A merge killed while it tags or signs its part file in place leaves that part file and
+    the atomic write's own temp file beside it: both go; the user's files stay."""
+    from swapd.merger.video import _temp_path, remove_temp_files
+
+    part = _temp_path(tmp_path / "clip_swapd.mp4", ".mp4")
+    part.write_bytes(b"encoded")
+    killed = subprocess.run([sys.executable, "-c", (
+        "import os, sys\n"
+        "from pathlib import Path\n"
+        "from swapd.fsutil import atomic_path\n"
+        "part = Path(sys.argv[1])\n"
+        "with atomic_path(part, keep_mode=True, suffix=part.suffix) as tmp:\n"
+        "    Path(tmp).write_bytes(b'signed, half written')\n"
+        "    os._exit(9)\n"), str(part)], timeout=60)
+    assert killed.returncode == 9
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert len(left) == 2 and left[0].startswith(f".{part.name}.")
+    kept = ["clip_swapd.mp4", ".hidden.mp4", "notes.part.txt", ".a.part.mp4"]
+    for name in kept:
+        (tmp_path / name).write_bytes(b"mine")
+    assert remove_temp_files(tmp_path) == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(kept)

@@ -86,7 +86,11 @@ def test_a_folder_is_every_media_file_in_it(files: dict[str, Path],
     empty = folder.parent / "empty"
     empty.mkdir()
     code, _, err = _run(capsys, str(empty))
-    assert code == 2 and "no image or video files" in err
+    assert code == 2 and err == f"swapd verify: {empty}: a folder without image or video files\n"
+    # beside a marked file too: 0 would say every file given was checked and marked
+    (empty / "notes.txt").write_text("not media")
+    code, lines, err = _run(capsys, str(files["both.png"]), str(empty))
+    assert code == 2 and len(lines) == 1 and "a folder without image or video files" in err
 
 
 def test_json_lines_carry_the_same(files: dict[str, Path],

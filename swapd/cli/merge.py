@@ -17,7 +17,8 @@ if TYPE_CHECKING:
 def _verify_targets(names: list[str]) -> tuple[list[Path], list[tuple[str, str]]]:
     """The files named, with each folder replaced by the media files inside it (sorted), and
     what could not be looked at inside the folders (a subfolder that cannot be listed, an
-    entry that cannot be examined), as (path, why): each said, never passed over in silence."""
+    entry that cannot be examined, a folder with no media file at all), as (path, why): each
+    said, never passed over in silence."""
     import os
 
     from swapd.media import IMAGE_SUFFIXES, VIDEO_SUFFIXES
@@ -50,6 +51,8 @@ def _verify_targets(names: list[str]) -> tuple[list[Path], list[tuple[str, str]]
                     found.append(entry)
                 else:  # a media name on a dangling link, a FIFO, a device: said, not opened
                     problems.append((str(entry), not_a_file(entry)))
+        if not found:  # nothing to check there: said, so exit status 0 never covers it
+            problems.append((name, "a folder without image or video files"))
         targets += sorted(found)
     return targets, problems
 
@@ -60,10 +63,6 @@ def cmd_verify(args: argparse.Namespace) -> int:
     folder without media files, or inside a folder an entry that cannot be listed or examined,
     a dangling link, a media name on something that is not a regular file); 2 wins over 1."""
     import json
-
-    for stream in (sys.stdout, sys.stderr):  # a name the terminal cannot show stops nothing
-        if hasattr(stream, "reconfigure"):
-            stream.reconfigure(errors="backslashreplace")
 
     from swapd.media import UnreadableMediaError
     from swapd.merger.content_credentials import read_trust_anchors
@@ -85,9 +84,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps({"path": where, "error": why}), flush=True)
         print(f"swapd verify: {printable(where, None)}: {why}", file=sys.stderr, flush=True)
-    if not targets:
-        print(f"swapd verify: no image or video files in "
-              f"{printable(', '.join(args.files), None)}", file=sys.stderr)
+    if not targets:  # (each folder without media files was said above)
+        if not problems:
+            print(f"swapd verify: no image or video files in "
+                  f"{printable(', '.join(args.files), None)}", file=sys.stderr)
         return 2
     status = 2 if problems else 0
     for path in targets:

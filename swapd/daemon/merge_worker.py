@@ -39,6 +39,7 @@ def run(workspace: Workspace, job: str, source: Path, model: Path, output: Path,
         c2pa_private_key: str | None = None, c2pa_timestamp_url: str | None = None) -> int:
     from swapd.faces.validate import quarantine_file
     from swapd.media import UnreadableMediaError
+    from swapd.merger.content_credentials import ContentCredentialsError
     from swapd.merger.merge import (
         MergeError,
         MergeOptions,
@@ -78,9 +79,11 @@ def run(workspace: Workspace, job: str, source: Path, model: Path, output: Path,
                             options=options,
                             progress=progress,
                             alignments=_recorded_faces(workspace, store, job, source))
-    except (UnreadableMediaError, MergeError) as exc:
+    except (UnreadableMediaError, MergeError, ContentCredentialsError) as exc:
         store.end_merge_progress(job, shown)
-        # The footage itself is bad: set it aside so it is not tried again, and say why.
+        # The footage itself is bad, or its output cannot be signed (which a try again would
+        # find again, at the end of the whole merge): set it aside so it is not tried again,
+        # and say why.
         reason = exc.reason
         log.error("%s", exc)
         if source.exists():
@@ -149,7 +152,8 @@ def add_output_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--codec", default="h264", choices=["h264", "h265", "vp9"],
                    help="video codec (always in MP4)")
     p.add_argument("--crf", type=int, default=18,
-                   help="quality: 0 lossless .. 51 (h264, h265) or 63 (vp9); default 18")
+                   help="quality: 0 lossless .. 35 (h264, h265) or 55 (vp9): past those the "
+                        "encode wears the watermark away; default 18")
     p.add_argument("--preset", default="veryfast",
                    help="x264/x265 preset (ultrafast .. veryslow); vp9: its speed")
     p.add_argument("--image-format", default="png", choices=["png", "jpeg"],

@@ -23,6 +23,8 @@ Reading reports one of:
 * ``tampered``: a content hash or the signature fails: the file was changed after signing;
 * ``damaged``: something is there that is not a readable manifest (a stray or cut sidecar),
   or one whose signature could not be checked;
+* ``remote``: the file names an address where its manifest is kept; verify never fetches it
+  (that would tell whoever made the file who checked it, and when);
 * ``absent``, or ``unchecked`` without c2pa-python.
 
 The first three count as a mark when the manifest names swapd as its maker, or when another
@@ -60,6 +62,8 @@ _MIME = {".mp4": "video/mp4", ".m4v": "video/mp4", ".mov": "video/quicktime",
          ".mkv": "video/x-matroska", ".webm": "video/webm", ".bmp": "image/bmp",
          ".tif": "image/tiff", ".tiff": "image/tiff", ".gif": "image/gif"}
 SIDECAR_SUFFIX = ".c2pa"
+# How the C2PA library refuses a manifest it would have to fetch (remote fetching is off)
+_REMOTE = "Remote: must fetch remote manifests from url "
 # A manifest store is kilobytes (a few MB with thumbnails): a sidecar past this is not read
 SIDECAR_MAX_BYTES = 64 * 1024 * 1024
 
@@ -149,8 +153,16 @@ def sign_file(path: str | os.PathLike[str], source: str | os.PathLike[str] | Non
             return where
     try:
         return _sign(p, source, credentials, title, time_stamped=False)
-    except c2pa.C2paError as exc:
-        raise ContentCredentialsError(p, f"C2PA signing failed: {exc}") from exc
+    except c2pa.C2paError as exc:  # named by the output it is for, not its temporary file
+        raise ContentCredentialsError(p.with_name(title) if title else p,
+                                      f"C2PA signing failed: {exc}") from exc
+
+
+def _json_text(name: str) -> str:
+    """A file name as text a manifest's JSON can carry: a name that is not UTF-8 (legal on
+    Linux, common from old zip files) keeps its undecodable bytes as surrogates, which no
+    JSON encoder takes; they become U+FFFD."""
+    return os.fsencode(name).decode("utf-8", "replace")
 
 
 def _sign(p: Path, source: str | os.PathLike[str] | None, credentials: SigningCredentials,
@@ -160,7 +172,7 @@ def _sign(p: Path, source: str | os.PathLike[str] | None, credentials: SigningCr
 
     mime = _MIME.get(p.suffix.lower())
     with signing_context() as context, \
-            c2pa.Builder.from_json(_manifest(title or p.name), context) as builder:
+            c2pa.Builder.from_json(_manifest(_json_text(title or p.name)), context) as builder:
         if source is not None and Path(source).is_file():
             src = Path(source)
             kind = _MIME.get(src.suffix.lower(), "application/octet-stream")
@@ -168,7 +180,7 @@ def _sign(p: Path, source: str | os.PathLike[str] | None, credentials: SigningCr
             # source with content credentials of its own (a camera's) would have its
             # manifest store copied in, thumbnail of the unswapped picture included.
             with open(src, "rb") as stream:
-                builder.add_ingredient({"title": src.name, "relationship": "inputTo",
+                builder.add_ingredient({"title": _json_text(src.name), "relationship": "inputTo",
                                         "format": kind}, "application/octet-stream", stream)
         if embeds(mime):
             with atomic_path(p, keep_mode=True, suffix=p.suffix) as tmp, \
@@ -227,14 +239,18 @@ def _checked_evidence(reader: object, where: str) -> ManifestEvidence:
             f"a manifest store that is not JSON ({exc})"[:200],))
 
 
-def _context(trust_anchors: bytes | None):  # noqa: ANN202 (c2pa.Context or None)
-    """A reading context that trusts *trust_anchors* (PEM CA certificates), or None."""
-    if not trust_anchors:
-        return None
+def _context(trust_anchors: bytes | None):  # noqa: ANN202 (c2pa.Context)
+    """A reading context that trusts *trust_anchors* (PEM CA certificates), if any, and never
+    fetches a manifest from the address a file names (the library's default would: whoever
+    made the file would learn that, when and from where it was checked, and a file could
+    point the reader at any address, or at one that never answers)."""
     import c2pa
 
-    return c2pa.Context.from_dict({"verify": {"verify_trust": True},
-                                   "trust": {"trust_anchors": trust_anchors.decode()}})
+    settings: dict = {"verify": {"remote_manifest_fetch": False}}
+    if trust_anchors:
+        settings["verify"]["verify_trust"] = True
+        settings["trust"] = {"trust_anchors": trust_anchors.decode()}
+    return c2pa.Context.from_dict(settings)
 
 
 def read_manifest(path: str | os.PathLike[str], trust_anchors: bytes | None = None
@@ -254,14 +270,32 @@ def read_manifest(path: str | os.PathLike[str], trust_anchors: bytes | None = No
     try:
         return _read(Path(path), context)
     finally:
-        if context is not None:
-            context.close()
+        context.close()
+
+
+def sniffed_mime(p: Path) -> str | None:
+    """The media type a file's first bytes say (MP4/MOV, JPEG, PNG, WebP, AVI), whatever its
+    name: a copy renamed (an MP4 saved as .mkv) keeps the manifest its bytes carry."""
+    try:
+        with open(p, "rb") as stream:
+            head = stream.read(12)
+    except OSError:
+        return None
+    if head[4:8] == b"ftyp":
+        return "video/quicktime" if head[8:12] == b"qt  " else "video/mp4"
+    if head.startswith(b"\xff\xd8\xff"):
+        return "image/jpeg"
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "image/png"
+    if head.startswith(b"RIFF") and head[8:12] in (b"WEBP", b"AVI "):
+        return "image/webp" if head[8:12] == b"WEBP" else "video/x-msvideo"
+    return None
 
 
 def _read(p: Path, context: object) -> ManifestEvidence:
     import c2pa
 
-    mime = _MIME.get(p.suffix.lower())
+    mime = sniffed_mime(p) or _MIME.get(p.suffix.lower())
     where = "embedded"
     try:
         if mime is not None and mime in c2pa.Reader.get_supported_mime_types():
@@ -288,10 +322,13 @@ def _read(p: Path, context: object) -> ManifestEvidence:
                 context=context) as reader:
             return _checked_evidence(reader, where)
     except c2pa.C2paError as exc:
+        text = " ".join(str(exc).split())
+        if text.startswith(_REMOTE):  # a manifest kept elsewhere, at an address the file names
+            return ManifestEvidence("remote", where="remote",
+                                    problems=(text.removeprefix(_REMOTE)[:200],))
         # Not a manifest the library can parse (a stray or cut sidecar, a mangled box): no
         # signature was checked, so this is neither a mark nor proof of a change.
-        return ManifestEvidence("damaged", where=where,
-                                problems=(" ".join(str(exc).split())[:200],))
+        return ManifestEvidence("damaged", where=where, problems=(text[:200],))
 
 
 def read_trust_anchors(path: str | os.PathLike[str]) -> bytes:

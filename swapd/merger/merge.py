@@ -62,6 +62,14 @@ class MergeError(FileProblem, RuntimeError):
     :class:`swapd.media.UnreadableMediaError`)."""
 
 
+def require_markable(src: Path, width: int, height: int, what: str = "image") -> None:
+    """A MergeError when frames of ``width`` x ``height`` are too small to carry the
+    watermark: such a source is set aside before any work, never merged unmarked."""
+    if min(width, height) < watermark.MIN_SIZE:
+        raise MergeError(src, f"{what} {width}x{height} is too small to watermark (minimum "
+                              f"{watermark.MIN_SIZE}x{watermark.MIN_SIZE})")
+
+
 @dataclass(frozen=True)
 class _Plan:
     """A batch of frames with the faces found in them, placed by ``composer`` (frame index,
@@ -264,6 +272,7 @@ class Merger:
     def _merge_video(self, src: Path, out: Path, progress: Progress | None,
                      alignments: dict[str, list[Detection]] | None) -> tuple[int, int, int]:
         info = probe_video(src)
+        require_markable(src, info.width, info.height, "video")
         total = info.expected_frames
         done = faces = faceless = 0
         tracker: Detector = FaceTracker(self.detector, self.options.redetect_every)
@@ -332,9 +341,7 @@ class Merger:
     def _merge_image(self, src: Path, out: Path, progress: Progress | None,
                      alignments: dict[str, list[Detection]] | None) -> tuple[int, int, int]:
         image = read_image(src)
-        if min(image.shape[:2]) < watermark.MIN_SIZE:
-            raise MergeError(src, f"image {image.shape[1]}x{image.shape[0]} is too small to "
-                                  f"watermark (minimum {watermark.MIN_SIZE}x{watermark.MIN_SIZE})")
+        require_markable(src, image.shape[1], image.shape[0])
         frames = [image]
         detector = self.detector
         if alignments:

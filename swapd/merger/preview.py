@@ -16,7 +16,7 @@ from swapd.extract.detectors.base import Detection
 from swapd.media import IMAGE_SUFFIXES, probe_video, read_frames, read_image
 from swapd.merger import watermark
 from swapd.merger.look import candidates
-from swapd.merger.merge import MergeError, Merger
+from swapd.merger.merge import MergeError, Merger, require_markable
 from swapd.merger.sequence import write_marked_image
 
 TILE_WIDTH = 480
@@ -56,6 +56,7 @@ def preview(merger: Merger, src: Path, index: int, compare: str | None,
     :data:`swapd.merger.look.COMPARABLE`; None: the options as they are), each tile showing
     the part of the frame around its faces."""
     frame = read_frame(src, index)
+    require_markable(src, frame.shape[1], frame.shape[0], "frame")
     faces = merger._faces(frame, merger.detector)
     fixed = _Fixed(faces)
     tiles = [("source", frame)]

@@ -86,6 +86,10 @@ def c2pa_text(manifest: ManifestEvidence | None) -> str:
         return "no C2PA manifest"
     if manifest.state == "unchecked":
         return "C2PA manifest not checked (c2pa-python is not installed)"
+    if manifest.state == "remote":
+        url = printable(manifest.problems[0], 120) if manifest.problems else "?"
+        return (f"C2PA manifest kept remotely at {url}, not fetched (verify never contacts "
+                "an address a file names)")
     where = " (sidecar)" if manifest.where == "sidecar" else ""
     if manifest.state == "damaged":
         reason = printable(manifest.problems[0], 200) if manifest.problems else "unreadable"

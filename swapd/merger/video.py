@@ -43,7 +43,6 @@ MP4_AUDIO_CODECS = frozenset({"aac", "mp3", "alac", "ac3", "eac3", "opus"})
 CODECS = ("h264", "h265", "vp9")
 X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow",
                 "slower", "veryslow")
-MAX_CRF = {"h264": 51, "h265": 51, "vp9": 63}
 # libvpx has no presets: its speed (-cpu-used, 0 slowest .. 8 fastest) stands in for them.
 _VP9_SPEED = dict(zip(X264_PRESETS, (8, 8, 6, 5, 4, 3, 2, 1, 0), strict=True))
 
@@ -83,8 +82,10 @@ def _temp_path(final: Path, suffix: str) -> Path:
     return final.with_name(f".{final.stem}.{uuid.uuid4().hex[:8]}.part{suffix}")
 
 
-# A merge's temp files (videos here, images in merge.py): ".<output stem>.<8 hex>.part.<ext>".
-_TEMP_NAME = re.compile(r"\..+\.[0-9a-f]{8}\.part\.[A-Za-z0-9]+")
+# A merge's temp files (videos here, images in merge.py): ".<output stem>.<8 hex>.part.<ext>",
+# and the temp files fsutil.atomic_path makes beside one while tagging or signing it in place
+# (".<that name>.<mkstemp's 8 characters><suffix>").
+_TEMP_NAME = re.compile(r"\..+\.[0-9a-f]{8}\.part\.[A-Za-z0-9]+(?:\.[a-z0-9_]{8}\.[A-Za-z0-9]+)?")
 
 
 def remove_temp_files(folder: str | os.PathLike[str]) -> int:
