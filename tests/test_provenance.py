@@ -23,7 +23,7 @@ from swapd.media import (
     ffprobe_exe,
     probe_media,
 )
-from swapd.merger import provenance, watermark
+from swapd.merger import video_frames, watermark
 from swapd.merger.metadata_tag import (
     PROVENANCE_TEXT,
     ffmpeg_metadata_args,
@@ -431,7 +431,7 @@ def test_verify_marked_unmarked_stripped_videos(clips: dict[str, Path]) -> None:
     elapsed = time.process_time() - start
     assert elapsed < 3.0, f"verify took {elapsed:.2f} s of CPU on a 5 s 640x360 clip"
     assert marked.kind == "video" and marked.metadata_tag and marked.watermark.marked
-    assert marked.marked and marked.watermark.frames_checked == provenance.MAX_VIDEO_FRAMES
+    assert marked.marked and marked.watermark.frames_checked == video_frames.MAX_VIDEO_FRAMES
     as_json = json.loads(marked.to_json())
     assert as_json["marked"] is True and as_json["watermark"]["score"] > Z_THRESHOLD
 
@@ -447,13 +447,16 @@ def test_verify_marked_unmarked_stripped_videos(clips: dict[str, Path]) -> None:
     assert unmarked.watermark.score < UNMARKED_MAX
 
 
-def test_verify_long_video_samples_keyframes(
+def test_verify_long_video_decodes_a_window_and_its_keyframes(
     clips: dict[str, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Past the decode budget only keyframes are decoded (here: make every clip 'long')."""
-    monkeypatch.setattr(provenance, "_SEQUENTIAL_PIXEL_BUDGET", 0)
+    """Past the decode budget a window of consecutive frames from the middle is decoded, and
+    the keyframes apart (here: make every clip 'long'): as many frames as a short clip's."""
+    short = verify_file(clips["stripped"])
+    monkeypatch.setattr(video_frames, "_SEQUENTIAL_PIXEL_BUDGET", 0)
     stripped = verify_file(clips["stripped"])
-    assert 1 <= stripped.watermark.frames_checked < 10
+    assert stripped.watermark.frames_checked >= video_frames.MAX_VIDEO_FRAMES // 2
+    assert stripped.watermark.hypotheses == short.watermark.hypotheses  # three poolings
     assert stripped.watermark.marked and stripped.marked
     unmarked = verify_file(clips["unmarked"])
     assert unmarked.watermark.frames_checked >= 1 and not unmarked.marked

@@ -17,9 +17,10 @@ import numpy as np
 import pytest
 
 from swapd.demo.painter import make_background
-from swapd.media import MediaToolMissing, ffmpeg_exe
-from swapd.merger import provenance, watermark, watermark_search
-from swapd.merger.provenance import sample_keyframes, verify_file
+from swapd.media import MediaToolMissing, ffmpeg_exe, probe_media
+from swapd.merger import video_frames, watermark, watermark_search
+from swapd.merger.provenance import verify_file
+from swapd.merger.video_frames import sample_keyframes, sample_video_frames
 
 SIZE = (1280, 720)
 
@@ -177,9 +178,9 @@ def test_clipped_content_keeps_its_mark(tmp_path: Path) -> None:
 
 
 def test_a_short_videos_keyframes_are_decoded_apart(tmp_path: Path) -> None:
-    """``sample_keyframes`` yields a short video's keyframes (every 10th frame here), the
-    frames x264 coded afresh; a long video's sampled frames are keyframes already, so for it
-    nothing more is decoded."""
+    """``sample_keyframes`` yields a video's keyframes (every 10th frame here), the frames x264
+    coded afresh; a video too long to decode straight through gives, besides, a window of
+    consecutive frames from the keyframe at or before its middle."""
     frames = panning_backdrop(2)
     path = tmp_path / "gop10.mp4"
     cmd = [ffmpeg_exe(), "-y", "-v", "error", "-f", "rawvideo", "-pix_fmt", "bgr24",
@@ -197,11 +198,17 @@ def test_a_short_videos_keyframes_are_decoded_apart(tmp_path: Path) -> None:
         assert int(np.argmin(errors)) == index and errors[index] < 1.0, (index, errors[index])
     found = verify_file(path).watermark
     assert found.hypotheses == 3 * watermark_search.HYPOTHESES_PER_POOLING
-    # What ffprobe would say of a file too large to decode straight through (8K, 25 frames):
-    # sample_video_frames samples its keyframes, so there is nothing to decode apart.
-    large = {"streams": [{"codec_type": "video", "width": 7680, "height": 4320,
-                          "duration": "1"}], "format": {}}
-    assert list(sample_keyframes(path, probe=large)) == []
+    # The same file read as one too large to decode straight through: the window starts at
+    # the keyframe before its middle and runs to the end (or MAX_VIDEO_FRAMES)
+    probe = probe_media(path)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(video_frames, "_SEQUENTIAL_PIXEL_BUDGET", 0)
+        window = list(sample_video_frames(path, probe=probe))
+        assert len(list(sample_keyframes(path, probe=probe))) == 3
+    first = len(decoded) // 2 // 10 * 10
+    assert len(window) == len(decoded) - first
+    for frame, index in zip(window, range(first, len(decoded)), strict=True):
+        assert float(np.abs(frame.astype(np.float32) - decoded[index]).mean()) < 1.0
 
 
 
@@ -218,7 +225,7 @@ def test_without_its_keyframes_a_video_still_verifies(tmp_path: Path,
     def fails(*args: object, **kwargs: object) -> None:
         raise error
 
-    monkeypatch.setattr(provenance, "_keyframes", fails)
+    monkeypatch.setattr(video_frames, "_keyframes", fails)
     found = verify_file(marked).watermark
     assert found.marked and found.hypotheses == two, found
 

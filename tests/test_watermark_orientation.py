@@ -21,8 +21,9 @@ import pytest
 
 from swapd.media import display_turn, ffmpeg_exe, probe_media
 from swapd.merger import provenance, watermark, watermark_search
-from swapd.merger.provenance import sample_keyframes, verify_file
+from swapd.merger.provenance import verify_file
 from swapd.merger.verdict import watermark_text
+from swapd.merger.video_frames import sample_keyframes
 from tests.test_watermark_detection import SIZE, encode, panning_backdrop
 
 TWO_VIEWS = 2 * 3 * watermark_search.HYPOTHESES_PER_POOLING  # two views of three poolings

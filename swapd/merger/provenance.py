@@ -19,8 +19,6 @@ from __future__ import annotations
 import functools
 import json
 import os
-import subprocess
-import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -31,23 +29,15 @@ import numpy as np
 from swapd.media import (
     IMAGE_SUFFIXES,
     VIDEO_SUFFIXES,
-    MediaToolMissing,
     UnreadableMediaError,
-    display_turn,
-    ffmpeg_exe,
     ffprobe_exe,
     probe_media,
 )
 from swapd.merger import watermark, watermark_v1
 from swapd.merger.content_credentials import ManifestEvidence, read_manifest
 from swapd.merger.metadata_tag import check_file, read_image_tag, read_video_tag
+from swapd.merger.video_frames import sample_keyframes, sample_video_frames, video_turn
 from swapd.merger.watermark import AS_CODED, AS_DISPLAYED, WatermarkEvidence
-
-MAX_VIDEO_FRAMES = 60
-# Decoding a whole video with OpenCV is fine up to about this many pixels (900 frames of
-# 640x360, a second or two); past it only keyframes are decoded (or, without ffprobe, seeked).
-_SEQUENTIAL_PIXEL_BUDGET = 900 * 640 * 360
-_SEQUENTIAL_FRAME_LIMIT = 900
 
 
 @dataclass(frozen=True)
@@ -127,172 +117,6 @@ def _decode_image(path: Path, data: bytes) -> tuple[np.ndarray, np.ndarray | Non
     shown = cv2.imdecode(buffer, cv2.IMREAD_COLOR)
     same = shown is None or (shown.shape == image.shape and np.array_equal(shown, image))
     return image, None if same else shown
-
-
-def _video_turn(probe: dict | None) -> int:
-    """Degrees counter-clockwise a player turns the first video stream's frames."""
-    for stream in (probe or {}).get("streams", []):
-        if stream.get("codec_type") == "video" and not stream.get("disposition", {}).get(
-                "attached_pic"):  # cover art is no frame of the video
-            return display_turn(stream)
-    return 0
-
-
-def _frame_count(cap: cv2.VideoCapture, probe: dict | None) -> int:
-    n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
-    if n > 0 or not probe:
-        return n
-    for stream in probe.get("streams", []):
-        if stream.get("codec_type") == "video" and str(stream.get("nb_frames", "")).isdigit():
-            return int(stream["nb_frames"])
-    return 0
-
-
-def _video_geometry(probe: dict | None) -> tuple[int, int, float] | None:
-    """(width, height, duration s) of the first video stream, if ffprobe told us."""
-    if not probe:
-        return None
-    for stream in probe.get("streams", []):
-        if stream.get("codec_type") == "video":
-            try:
-                duration = float(stream.get("duration") or probe["format"]["duration"])
-                width, height = int(stream["width"]), int(stream["height"])
-            except (KeyError, TypeError, ValueError):
-                return None
-            # a hostile header's zero size would read zero-byte frames without end
-            return (width, height, duration) if width > 0 and height > 0 else None
-    return None
-
-
-def _keyframes(
-    path: Path, width: int, height: int, duration: float, max_frames: int
-) -> Iterator[np.ndarray]:
-    """Up to *max_frames* keyframes spread over the file, decoded by ffmpeg.
-
-    Only keyframes are decoded (``-skip_frame nokey``), so a long video costs about as
-    much as *max_frames* frame decodes; keyframes also carry the cleanest watermark.
-    """
-    step = max(duration / max_frames, 0.001)
-    spread = f"select='isnan(prev_selected_t)+gte(t-prev_selected_t\\,{step:.3f})'"
-    cmd = [
-        ffmpeg_exe(), "-nostdin", "-v", "error", "-noautorotate", "-skip_frame", "nokey",
-        "-i", str(path),
-        "-map", "0:v:0", "-vf", spread, "-fps_mode", "passthrough", "-frames:v", str(max_frames),
-        "-f", "rawvideo", "-pix_fmt", "bgr24", "-",
-    ]  # fmt: skip
-    frame_bytes = width * height * 3
-    with tempfile.TemporaryFile() as errors:
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=errors)
-        assert proc.stdout is not None
-        produced = 0
-        try:
-            while len(data := proc.stdout.read(frame_bytes)) == frame_bytes:
-                produced += 1
-                yield np.frombuffer(data, np.uint8).reshape(height, width, 3)
-        finally:
-            proc.stdout.close()
-            if proc.poll() is None:
-                proc.kill()
-            proc.wait()
-        if produced == 0 and proc.returncode != 0:
-            errors.seek(0)
-            lines = errors.read().decode("utf-8", "replace").strip().splitlines()
-            reason = lines[-1] if lines else f"ffmpeg exit status {proc.returncode}"
-            raise UnreadableMediaError(path, f"cannot decode its video ({reason})")
-
-
-def sample_video_frames(
-    path: str | os.PathLike[str], max_frames: int = MAX_VIDEO_FRAMES, probe: dict | None = None
-) -> Iterator[np.ndarray]:
-    """Yield up to *max_frames* BGR frames spread evenly over the whole video.
-
-    Short videos are decoded straight through with OpenCV, keeping every n-th frame;
-    long or large ones (with ffprobe data in *probe*) are sampled at keyframes by ffmpeg.
-    """
-    p = Path(path)
-    cap = _open_coded(p)
-    if not cap.isOpened():
-        raise UnreadableMediaError(p, "OpenCV cannot open it as a video")
-    try:
-        total = _frame_count(cap, probe)
-        geometry = _video_geometry(probe)
-        if _sampled_at_keyframes(total, geometry):
-            cap.release()
-            yield from _keyframes(p, *geometry, max_frames)
-            return
-        if total <= 0:  # unknown length: take the first frames
-            for _ in range(max_frames):
-                ok, frame = cap.read()
-                if not ok:
-                    return
-                yield frame
-            return
-        wanted = sorted({int(round(i)) for i in np.linspace(0, total - 1, min(max_frames, total))})
-        if total <= _SEQUENTIAL_FRAME_LIMIT:
-            targets = set(wanted)
-            for index in range(wanted[-1] + 1):
-                if not cap.grab():
-                    return  # the container over-reported its length
-                if index in targets:
-                    ok, frame = cap.retrieve()
-                    if ok:
-                        yield frame
-        else:  # long, and no ffprobe: seek (slow with long GOPs, but bounded)
-            for index in wanted:
-                cap.set(cv2.CAP_PROP_POS_FRAMES, index)
-                ok, frame = cap.read()
-                if ok:
-                    yield frame
-    finally:
-        cap.release()
-
-
-def _open_coded(path: Path) -> cv2.VideoCapture:
-    """*path* opened by OpenCV with its frames as coded: a rotation tag is not applied (the
-    mark is in the coded pixels, which a tag added to a copy does not turn; and ffmpeg's
-    keyframe decode, ``-noautorotate``, sees them so too)."""
-    cap = cv2.VideoCapture(str(path))
-    cap.set(cv2.CAP_PROP_ORIENTATION_AUTO, 0)
-    return cap
-
-
-def _sampled_at_keyframes(total: int, geometry: tuple[int, int, float] | None) -> bool:
-    """Does :func:`sample_video_frames` sample a video of *total* frames (and ffprobe's
-    *geometry*) at its keyframes, as too large to decode straight through?"""
-    return geometry is not None and total * geometry[0] * geometry[1] > _SEQUENTIAL_PIXEL_BUDGET
-
-
-def sample_keyframes(
-    path: str | os.PathLike[str], max_frames: int = MAX_VIDEO_FRAMES, probe: dict | None = None
-) -> Iterator[np.ndarray]:
-    """Yield up to *max_frames* keyframes of a video, decoded apart from the frames
-    :func:`sample_video_frames` yields (the watermark's keyframe pooling: a re-encode codes
-    the mark afresh in its keyframes only, and every re-encode starts with one).
-
-    Nothing when those frames are keyframes already (a video too large to decode straight
-    through, with ffprobe's data in *probe*), nor when ffmpeg cannot decode them: the
-    frames are evidence enough.
-    """
-    p = Path(path)
-    cap = _open_coded(p)
-    try:
-        total, geometry = _frame_count(cap, probe), _video_geometry(probe)
-        if _sampled_at_keyframes(total, geometry):
-            return
-        if geometry is None:
-            fps = cap.get(cv2.CAP_PROP_FPS) or 0.0
-            width = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH) or 0)
-            height = int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT) or 0)
-            if width <= 0 or height <= 0:
-                return
-            geometry = (width, height, total / fps if fps > 0 and total > 0 else 1.0)
-    finally:
-        cap.release()
-    try:
-        yield from _keyframes(p, *geometry, max_frames)
-    except (UnreadableMediaError, MediaToolMissing, OSError):
-        return
 
 
 Displayed = Callable[[np.ndarray], np.ndarray]  # a frame as coded -> as a player shows it
@@ -379,7 +203,7 @@ def _verify(p: Path, trust_anchors: bytes | None) -> VerifyResult:
         metadata = read_video_tag(p, probe)
         evidence, legacy, count = _check_watermarks(sample_video_frames(p, probe=probe),
                                                     sample_keyframes(p, probe=probe),
-                                                    _turned(_video_turn(probe)))
+                                                    _turned(video_turn(probe)))
         if count == 0:
             raise UnreadableMediaError(p, "no video frame could be decoded")
         kind = "video"
