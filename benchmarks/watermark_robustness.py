@@ -1,6 +1,7 @@
 """The watermark's robustness table, its false-positive measurement and its cost.
 
     python benchmarks/watermark_robustness.py fpr --inputs 2000        # unmarked inputs
+    python benchmarks/watermark_robustness.py fpr-v1 --inputs 2000     # ... the v1 detector
     python benchmarks/watermark_robustness.py table --clips 20         # attack x content
     python benchmarks/watermark_robustness.py table --kinds camera      # ... noisy footage
     python benchmarks/watermark_robustness.py cost                      # ms per frame, PSNR
@@ -30,7 +31,7 @@ import cv2
 import numpy as np
 
 from swapd.media import ffmpeg_exe
-from swapd.merger import watermark
+from swapd.merger import watermark, watermark_v1
 from swapd.merger.provenance import verify_file
 
 RESULTS = Path(__file__).parent / "results"
@@ -143,11 +144,12 @@ def unmarked_inputs(n: int) -> Iterator[tuple[str, list[np.ndarray]]]:
         yield f"synthetic:{label}:{seed}", item
 
 
-def _summary(scores: list[float], worst: tuple[str, float], seconds: float) -> dict:
+def _summary(scores: list[float], worst: tuple[str, float], seconds: float,
+             threshold: float = watermark.Z_THRESHOLD) -> dict:
     arr = np.array(scores)
     return {
-        "inputs": len(scores), "detections": int(np.sum(arr >= watermark.Z_THRESHOLD)),
-        "threshold": watermark.Z_THRESHOLD, "max": float(arr.max()), "max_input": worst[0],
+        "inputs": len(scores), "detections": int(np.sum(arr >= threshold)),
+        "threshold": threshold, "max": float(arr.max()), "max_input": worst[0],
         "mean": float(arr.mean()), "std": float(arr.std()),
         "percentiles": {str(p): float(np.percentile(arr, p)) for p in (50, 90, 99, 99.9)},
         "histogram": np.histogram(arr, bins=np.arange(0, 10.5, 0.5))[0].tolist(),
@@ -178,6 +180,24 @@ def run_fpr(n: int, shard: int = 0, shards: int = 1) -> dict:
     out.write_text(json.dumps({"scores": scores, "labels": labels,
                                "seconds": time.perf_counter() - started}))
     return _summary(scores, worst, time.perf_counter() - started)
+
+
+def run_fpr_v1(n: int) -> dict:
+    """The previous scheme's detector (``swapd-wm-v1``, which verify still runs and which
+    alone can call a file marked) on the same unmarked inputs: its z-scores against its
+    threshold."""
+    scores, labels, worst = [], [], ("", -np.inf)
+    started = time.perf_counter()
+    for label, frames in unmarked_inputs(n):
+        evidence = watermark_v1.detect(iter(frames))
+        scores.append(evidence.score)
+        labels.append(label)
+        if evidence.score > worst[1]:
+            worst = (label, evidence.score)
+    summary = _summary(scores, worst, time.perf_counter() - started, watermark_v1.Z_THRESHOLD)
+    summary["histogram"] = np.histogram(scores, bins=np.arange(-6, 6.5, 0.5))[0].tolist()
+    summary["histogram_bins"] = "-6 to 6 in steps of 0.5"
+    return summary
 
 
 def merge_fpr() -> dict:
@@ -367,7 +387,7 @@ def smooth_crop(frames: list[np.ndarray], png: str = "watermark_smooth_crop_400.
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("what", choices=["fpr", "fpr-merge", "table", "cost"])
+    parser.add_argument("what", choices=["fpr", "fpr-merge", "fpr-v1", "table", "cost"])
     parser.add_argument("--shard", default="0/1", help="I/N: this run's share of the inputs")
     parser.add_argument("--inputs", type=int, default=2000)
     parser.add_argument("--clips", type=int, default=20)
@@ -379,9 +399,11 @@ def main() -> None:
     RESULTS.mkdir(exist_ok=True)
     shard, shards = (int(x) for x in args.shard.split("/"))
     result = {"fpr": lambda: run_fpr(args.inputs, shard, shards), "fpr-merge": merge_fpr,
+              "fpr-v1": lambda: run_fpr_v1(args.inputs),
               "table": lambda: run_table(args.clips, tuple(args.kinds)),
               "cost": run_cost}[args.what]()
-    name = {"fpr": f"fpr.shard{shard}.summary", "fpr-merge": "fpr"}.get(args.what, args.what)
+    name = {"fpr": f"fpr.shard{shard}.summary", "fpr-merge": "fpr",
+            "fpr-v1": "fpr_v1"}.get(args.what, args.what)
     out = Path(args.out) if args.out else RESULTS / f"watermark_{name}.json"
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))

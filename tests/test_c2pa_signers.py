@@ -330,3 +330,30 @@ def test_a_manifest_kept_remotely_is_never_fetched(tmp_path: Path,
         server.shutdown()
         server.server_close()
     assert asked == []
+
+
+def test_the_dashboards_checks_keep_each_files_newest_version_only(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A dashboard that runs for months: a file written again replaces its old result, and
+    past MAX_RESULTS files the oldest checked go."""
+    from swapd.dashboard import verify_cache
+
+    monkeypatch.setattr(verify_cache, "MAX_RESULTS", 2)
+    cache = verify_cache.VerifyCache()
+
+    def checked(path: Path) -> dict:
+        deadline = time.monotonic() + 60
+        while (found := cache.result(path)) is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert found is not None
+        return found
+
+    first = _png(tmp_path / "a.png", 80)
+    checked(first)
+    _png(first, 120)  # written again: a new version
+    os.utime(first, ns=(time.time_ns(), time.time_ns() + 10**9))
+    checked(first)
+    assert [k[0] for k in cache._results] == [str(first)]
+    for name in ("b.png", "c.png"):
+        checked(_png(tmp_path / name))
+    assert [Path(k[0]).name for k in cache._results] == ["b.png", "c.png"]

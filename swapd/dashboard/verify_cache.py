@@ -1,5 +1,7 @@
 """`swapd verify` for the outputs page: run in one background thread, once per file version
-(path, size, mtime), so a page that lists many videos never waits on decoding them."""
+(path, size, mtime), so a page that lists many videos never waits on decoding them. Only each
+file's newest version is kept, and at most :data:`MAX_RESULTS` files (the oldest checked go
+first), so a dashboard that runs for months holds what its pages can show."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 _Key = tuple[str, int, int]
+MAX_RESULTS = 10_000
 
 
 class VerifyCache:
@@ -62,7 +65,11 @@ class VerifyCache:
             result = {"error": f"verify failed: {exc}"}
         with self._lock:
             if generation == self._generation:  # else checked with anchors since replaced
+                for old in [k for k in self._results if k[0] == key[0]]:  # older versions
+                    del self._results[old]
                 self._results[key] = result
+                while len(self._results) > MAX_RESULTS:
+                    del self._results[next(iter(self._results))]
             self._pending.pop(key, None)
 
 
