@@ -51,12 +51,13 @@ from swapd.trainer.model_crop import (
     to_tensor_layout,
     warp_aligned,
 )
+from swapd.trainer.sampling import YAW_BAND_DEGREES, draw_rows, face_weights, yaw_weights
 
 log = logging.getLogger(__name__)
 
 # (from landmark_finder and model_crop, where they moved)
-__all__ = ["FoundLandmarks", "LandmarkFinder", "crop_for_model", "crop_landmarks",
-           "to_channels_last", "to_tensor_layout"]
+__all__ = ["YAW_BAND_DEGREES", "FoundLandmarks", "LandmarkFinder", "crop_for_model",
+           "crop_landmarks", "to_channels_last", "to_tensor_layout", "yaw_weights"]
 
 
 class FaceSetError(FileProblem, ValueError):
@@ -370,15 +371,11 @@ class FaceSet:
 
     def _weights(self, good: list[Path], entries: dict[Path, _Entry]
                  ) -> tuple[np.ndarray, bool]:
-        """Each face's sampling probability and whether they are uneven: by yaw band with
-        ``uniform_yaw``, and focus faces ``focus_weight`` times their share."""
-        weights = (yaw_weights([entries[p].yaw for p in good]) if self.uniform_yaw
-                   else np.full(len(good), 1.0 / max(1, len(good))))
-        focused = np.array([p.name in self.focus for p in good], bool)
-        if not focused.any() or self.focus_weight == 1.0:
-            return weights, self.uniform_yaw
-        weights = np.where(focused, weights * self.focus_weight, weights)
-        return weights / weights.sum(), True
+        """Each face's sampling probability and whether they are uneven
+        (:func:`~swapd.trainer.sampling.face_weights`)."""
+        return face_weights([entries[p].yaw for p in good],
+                            np.array([p.name in self.focus for p in good], bool),
+                            self.uniform_yaw, self.focus_weight)
 
     def set_focus(self, names: set[str] | frozenset[str], weight: float) -> None:
         """Draw the faces named (file names) ``weight`` times as often as the others, from
@@ -396,26 +393,8 @@ class FaceSet:
 
     def draw(self, rng: np.random.Generator, n: int, arrays: FaceArrays) -> np.ndarray:
         """The rows of ``arrays`` (a snapshot from :attr:`arrays`) that :meth:`sample` takes."""
-        count = len(arrays.paths)
-        if count == 0:
+        if not arrays.paths:
             raise FaceSetError(self.folder, "no usable faces")
-        if self.uniform_yaw:
-            return rng.choice(count, size=n, p=arrays.weights)
-        if arrays.weighted:  # focus faces: their share raised, still each once per batch
-            return rng.choice(count, size=n, replace=count < n, p=arrays.weights)
-        return rng.choice(count, size=n, replace=count < n)
+        return draw_rows(rng, n, arrays.weights if arrays.weighted else None,
+                         len(arrays.paths), self.uniform_yaw)
 
-
-# DeepFaceLab's uniform_yaw: faces are drawn by yaw band, each band as often as any other.
-YAW_BAND_DEGREES = 10.0
-
-
-def yaw_weights(yaws: list[float | None]) -> np.ndarray:
-    """Sampling probabilities that give every occupied yaw band (and the faces of unknown
-    yaw, as one band) the same share."""
-    bands = [None if yaw is None else int(np.floor(yaw / YAW_BAND_DEGREES)) for yaw in yaws]
-    counts: dict[int | None, int] = {}
-    for band in bands:
-        counts[band] = counts.get(band, 0) + 1
-    weights = np.array([1.0 / counts[band] for band in bands])
-    return weights / weights.sum()
