@@ -210,17 +210,14 @@ SharpenMethod = Literal["none", "box", "gaussian", "unsharp_mask"]
 _PERCENT = {"ge": -100.0, "le": 100.0}
 
 
-# The highest crf of each codec a merge may encode at: past it the encode itself wears the
-# watermark down to a few points over its threshold (h264 and h265 at 40: 8.7 and 8.8 on a
-# demo clip; vp9 at 63: 5.9, not found), and a copy's re-encode then erases it. Here the
-# merged file alone still scores 13 or more (docs/benchmarks.md, "The highest crf").
+# The crf each codec takes (x264 and x265 to 51, libvpx to 63)...
+CODEC_MAX_CRF = {"h264": 51, "h265": 51, "vp9": 63}
+# ...and the highest a merge encodes at: past it the encode itself wears the watermark down to
+# a few points over its threshold (h264 and h265 at 40: 8.7 and 8.8 on a demo clip; vp9 at 63:
+# 5.9, not found), and a copy's re-encode then erases it. Here the merged file alone still
+# scores 13 or more (docs/benchmarks.md, "The highest crf"). A higher crf asked for is
+# encoded at this one, with a warning.
 MAX_CRF = {"h264": 35, "h265": 35, "vp9": 55}
-
-
-def crf_problem(codec: str, crf: int) -> str:
-    """Why ``crf`` is refused for ``codec``."""
-    return (f"crf {crf} is above {MAX_CRF[codec]}, the most swapd encodes {codec} at (past it "
-            f"the encode wears the watermark away)")
 
 
 class MergeLook(_Strict):
@@ -270,8 +267,9 @@ class MergeSection(MergeLook):
                                "has one (else the mean face's outline)")
     # --- Output (issue 16, writers) ---
     codec: Literal["h264", "h265", "vp9"] = Field("h264", description="video codec, in MP4")
-    crf: int = Field(18, ge=0, le=max(MAX_CRF.values()),
-                     description="quality: 0 lossless .. 35 (h264, h265), 55 (vp9)")
+    crf: int = Field(18, ge=0, le=max(CODEC_MAX_CRF.values()),
+                     description="quality: 0 lossless .. 51 (h264, h265), 63 (vp9); encoded "
+                     "at no more than 35 (h264, h265), 55 (vp9), where the watermark holds")
     preset: Literal["ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow",
                     "slower", "veryslow"] = "veryfast"
     image_format: Literal["png", "jpeg"] = Field("png", description="images and image "
@@ -290,8 +288,9 @@ class MergeSection(MergeLook):
 
     @model_validator(mode="after")
     def _crf_fits_codec(self) -> MergeSection:
-        if self.crf > MAX_CRF[self.codec]:
-            raise ValueError(crf_problem(self.codec, self.crf))
+        if self.crf > CODEC_MAX_CRF[self.codec]:
+            raise ValueError(f"crf {self.crf} is above {CODEC_MAX_CRF[self.codec]}, the most "
+                             f"{self.codec} takes")
         return self
 
 

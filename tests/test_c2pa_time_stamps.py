@@ -21,7 +21,7 @@ from swapd.cli import main as swapd_main
 from swapd.config import MergeDefaults
 from swapd.daemon.merges import c2pa_args
 from swapd.merger import time_stamps
-from swapd.merger.c2pa_credentials import load_credentials, make_local_ca
+from swapd.merger.c2pa_credentials import check_time_stamps, load_credentials, make_local_ca
 from swapd.merger.content_credentials import read_manifest, sign_file
 from swapd.merger.provenance import verify_file
 from swapd.merger.verdict import verdict_line
@@ -50,7 +50,8 @@ def _png(path: Path, grey: int = 90) -> Path:
 def test_signatures_carry_the_authoritys_time_stamp(tmp_path: Path, tsa: TimeStampAuthority,
                                                     capsys: pytest.CaptureFixture[str]) -> None:
     credentials = load_credentials(local_dir=tmp_path / "ca", timestamp_url=tsa.url)
-    assert tsa.requests == 1  # the trial signature at start asked it
+    assert tsa.requests == 0  # loading them asks nothing (the service's workers load them)
+    assert check_time_stamps(credentials) and tsa.requests == 1  # swapd run, swapd merge
     image = sign_file_and_return(_png(tmp_path / "out.png"), credentials)
     assert tsa.requests == 2
     manifest = read_manifest(image)
@@ -118,6 +119,7 @@ def test_an_authority_that_does_not_answer_never_stops_a_merge(
     tsa.answering = False
     with caplog.at_level(logging.INFO, logger="swapd.merger.time_stamps"):
         credentials = load_credentials(local_dir=tmp_path / "ca", timestamp_url=tsa.url)
+        assert not check_time_stamps(credentials)
         images = [sign_file_and_return(_png(tmp_path / f"{i}.png", 60 + i), credentials)
                   for i in range(3)]
         assert tsa.requests == 1  # the trial at start; the files did not ask again
@@ -157,7 +159,7 @@ def test_a_url_that_cannot_be_an_authority_is_refused_at_start(
 def test_merges_ask_the_configured_authority(tmp_path: Path, tsa: TimeStampAuthority,
                                              capsys: pytest.CaptureFixture[str]) -> None:
     """`swapd merge` takes the URL from --config's [merge] section (the flag wins, '' for
-    none), and the service hands it to its merge workers."""
+    none), and the service hands it to its merge workers (not to its previews)."""
     from tests.test_merger import export_model
 
     make_local_ca(tmp_path / "ca")
@@ -169,6 +171,7 @@ def test_merges_ask_the_configured_authority(tmp_path: Path, tsa: TimeStampAutho
                       f'c2pa_private_key = "{tmp_path / "ca" / "signer-key.pem"}"\n'
                       f'c2pa_timestamp_url = "{tsa.url}"\n')
     merged = []
+    asked = tsa.requests
     for extra in ([], ["--c2pa-timestamp-url", ""]):
         out = tmp_path / f"out{len(merged)}"
         assert swapd_main(["merge", str(image), "--model", str(model), "--output", str(out),
@@ -177,5 +180,31 @@ def test_merges_ask_the_configured_authority(tmp_path: Path, tsa: TimeStampAutho
     capsys.readouterr()
     assert read_manifest(merged[0]).time_stamp is not None
     assert read_manifest(merged[1]).time_stamp is None
+    assert tsa.requests - asked == 2  # the first merge's check at start, and its file
+    preview = tmp_path / "preview"
+    assert swapd_main(["merge", str(image), "--model", str(model), "--output", str(preview),
+                       "--config", str(config), "--preview", "0"]) == 0
+    capsys.readouterr()
+    assert tsa.requests - asked == 2  # a preview asks nothing
+    assert read_manifest(next(preview.iterdir())).time_stamp is None
     defaults = MergeDefaults(c2pa_timestamp_url=tsa.url)
     assert c2pa_args(defaults) == ["--c2pa-timestamp-url", tsa.url]
+    assert c2pa_args(defaults, time_stamped=False) == []
+
+
+def test_a_file_that_cannot_be_signed_is_not_the_authoritys_fault(
+        tmp_path: Path, tsa: TimeStampAuthority, caplog: pytest.LogCaptureFixture) -> None:
+    """A signing failure of the file's own (not a readable MP4) is that file's error: the
+    authority, which answered, is still asked for the files after it."""
+    from swapd.merger.content_credentials import ContentCredentialsError
+
+    credentials = load_credentials(local_dir=tmp_path / "ca", timestamp_url=tsa.url)
+    junk = tmp_path / "junk.mp4"
+    junk.write_bytes(b"\x00\x00\x00\x18ftypisom" + b"\xff" * 64)
+    with caplog.at_level(logging.WARNING, logger="swapd.merger.time_stamps"), \
+            pytest.raises(ContentCredentialsError, match="junk.mp4: C2PA signing failed"):
+        sign_file(junk, None, credentials)
+    assert not [r for r in caplog.records if r.name == time_stamps.__name__]
+    assert time_stamps.asking(tsa.url)
+    after = sign_file_and_return(_png(tmp_path / "after.png"), credentials)
+    assert read_manifest(after).time_stamp is not None

@@ -118,6 +118,21 @@ def test_codecs(merger: Merger, synthetic_clip: Path, tmp_path: Path, codec: str
     assert check.marked and check.metadata_tag
 
 
+def test_a_crf_past_the_marks_limit_is_encoded_at_it(merger: Merger, synthetic_clip: Path,
+                                                     tmp_path: Path,
+                                                     caplog: pytest.LogCaptureFixture) -> None:
+    """crf 45 asked for (a job file of an older swapd may say so): said, and encoded at 35,
+    as x264's own settings in the file show, the watermark kept."""
+    model = export_model(tmp_path / "invert.onnx")
+    with caplog.at_level("WARNING", logger="swapd.merger.merge"):
+        asked = Merger(model, MergeOptions(device="cpu", crf=45))
+    assert "crf 45 is above 35" in caplog.text and "encoded at 35" in caplog.text
+    result = with_options(merger, crf=45).merge_file(synthetic_clip, tmp_path)
+    assert asked.options.encode_crf == 35
+    assert b"crf=35.0" in result.output_path.read_bytes()  # x264's settings, in its SEI
+    assert verify_file(result.output_path).watermark.marked
+
+
 def test_frame_ranges_swap_only_inside(merger: Merger, synthetic_clip: Path, tmp_path: Path
                                        ) -> None:
     ranges = ((5, 12), (40, 44))
@@ -174,14 +189,12 @@ def test_frame_numbers_as_faceswap_reads_them() -> None:
 def test_bad_output_options_name_the_key(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="codec"):
         MergeOptions(codec="av1")  # type: ignore[arg-type]
-    # past these, the encode itself wears the watermark away (config.MAX_CRF)
-    with pytest.raises(ValueError, match="crf 36 is above 35, the most swapd encodes h264"):
-        MergeOptions(crf=36)
-    with pytest.raises(ValueError, match="crf 36 is above 35.*h265"):
-        MergeOptions(codec="h265", crf=36)
-    assert MergeOptions(codec="vp9", crf=55).crf == 55 and MergeOptions(crf=35).crf == 35
-    with pytest.raises(ValueError, match="crf 56 is above 55.*vp9"):
-        MergeOptions(codec="vp9", crf=56)
+    with pytest.raises(ValueError, match="crf must be in 0..51 for h264"):
+        MergeOptions(crf=60)
+    assert MergeOptions(codec="vp9", crf=60).crf == 60
+    # past these the encode itself wears the watermark away: encoded at them (config.MAX_CRF)
+    assert [MergeOptions(codec=c, crf=n).encode_crf  # type: ignore[arg-type]
+            for c, n in (("h264", 40), ("h265", 35), ("vp9", 60), ("vp9", 30))] == [35, 35, 55, 30]
     with pytest.raises(ValueError, match="preset"):
         MergeOptions(preset="quick")
     with pytest.raises(ValueError, match="'10' is not FIRST-LAST"):
@@ -189,7 +202,7 @@ def test_bad_output_options_name_the_key(tmp_path: Path) -> None:
     job = tmp_path / "job.toml"
     for bad, key in (('codec = "av1"', "merge.codec"), ('frame_ranges = ["9-3"]',
                                                         "merge.frame_ranges"),
-                     ("crf = 40", "merge"), ("crf = 56", "merge.crf"),
+                     ("crf = 55", "merge"), ("crf = 64", "merge.crf"),
                      ('image_format = "gif"', "merge.image_format")):
         job.write_text(f'[merge]\nfootage = "f"\nmodel = "m.onnx"\n{bad}\n')
         with pytest.raises(ConfigError) as caught:

@@ -18,7 +18,7 @@ from swapd.config import ServiceConfig
 from swapd.daemon import merges, training
 from swapd.daemon.crashes import MAX_DELAY, Backoff, crash_cause
 from swapd.daemon.service import Service
-from swapd.daemon.workers import EXIT_BAD_INPUT, EXIT_BUSY, WorkerProcess
+from swapd.daemon.workers import EXIT_BAD_INPUT, EXIT_BUSY, EXIT_NOT_FINISHED, WorkerProcess
 from swapd.fsutil import FolderLock
 from swapd.state import StateStore
 from swapd.workspace import Workspace
@@ -200,6 +200,25 @@ def test_a_killed_merge_is_tried_again_and_its_temp_files_go(svc: Service,
     svc.merges._backoff[source].not_before = 0.0
     svc.merges.start_next()
     assert svc.started == ["clip", "clip"], "tried again without a restart"
+
+
+def test_a_merge_whose_output_cannot_be_signed_keeps_its_footage_and_waits(
+        svc: Service, ws: Workspace) -> None:
+    """The worker's EXIT_NOT_FINISHED (its output could not be signed): the footage stays
+    where it is, and is not merged again, over and over, until it changes."""
+    source = _merge_job(ws)
+    svc.jobs.scan()
+    svc.merges.start_next()
+    worker = svc.merges.worker
+    assert worker is not None and worker.source == source
+    worker.process.code = EXIT_NOT_FINISHED  # type: ignore[attr-defined]
+    assert svc.merges.reap()
+    svc.merges.start_next()
+    assert svc.started == ["clip"] and svc.merges.worker is None and source.exists()
+    later = source.stat().st_mtime + 5
+    os.utime(source, (later, later))  # the footage changed: merged again
+    svc.merges.start_next()
+    assert svc.started == ["clip", "clip"]
 
 
 def test_a_merge_waits_for_room_for_its_output(svc: Service, ws: Workspace,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -154,7 +155,11 @@ def cmd_merge(args: argparse.Namespace) -> int:
     from swapd.extract.alignments import AlignmentsError, load_alignments, record_beside
     from swapd.extract.detectors.base import DetectorError
     from swapd.media import UnreadableMediaError
-    from swapd.merger.c2pa_credentials import CredentialsError
+    from swapd.merger.c2pa_credentials import (
+        CredentialsError,
+        check_time_stamps,
+        load_credentials,
+    )
     from swapd.merger.content_credentials import ContentCredentialsError
     from swapd.merger.look import LOOK_KEYS
     from swapd.merger.merge import MergeError, MergeOptions, faceless_text, merge_file
@@ -185,8 +190,15 @@ def cmd_merge(args: argparse.Namespace) -> int:
                  else str(exc))  # an output option's message names its key itself
         print(f"swapd merge: {shown}", file=sys.stderr)
         return EXIT_USAGE
-    if args.preview is not None:
-        return _preview(args, options)
+    if args.preview is not None:  # a look to choose by eye: no time-stamp asked for
+        return _preview(args, dataclasses.replace(options, c2pa_timestamp_url=None))
+    if timestamp_url is not None:  # the authority asked once now: a warning if it is down
+        try:
+            check_time_stamps(load_credentials(certificate, private_key,
+                                               timestamp_url=timestamp_url))
+        except CredentialsError as exc:
+            print(f"swapd merge: {exc}", file=sys.stderr)
+            return 2
     bar, progress = progress_bar(Path(args.input).name)
     try:
         result = merge_file(Path(args.input), Path(args.output), Path(args.model),

@@ -64,12 +64,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     if problem is not None:
         print(f"swapd: not started: {problem}", file=sys.stderr)
         return EXIT_USAGE
-    from swapd.merger.c2pa_credentials import CredentialsError, load_credentials
+    from swapd.merger.c2pa_credentials import (
+        CredentialsError,
+        check_time_stamps,
+        load_credentials,
+    )
     from swapd.merger.content_credentials import read_trust_anchors
 
     try:  # merges sign their outputs: bad credentials stop the service before it starts
-        load_credentials(config.merge.c2pa_certificate, config.merge.c2pa_private_key,
-                         timestamp_url=config.merge.c2pa_timestamp_url)
+        check_time_stamps(load_credentials(config.merge.c2pa_certificate,
+                                           config.merge.c2pa_private_key,
+                                           timestamp_url=config.merge.c2pa_timestamp_url))
         if config.merge.c2pa_trust_anchors:
             read_trust_anchors(config.merge.c2pa_trust_anchors)
     except (CredentialsError, ValueError) as exc:

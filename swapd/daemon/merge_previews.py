@@ -77,7 +77,7 @@ class MergePreviews:
                 "--output", str(self.ws.merge_preview_dir(request.job, request.id)),
                 "--preview", str(frame), *(["--compare", str(compare)] if compare else []),
                 "--faces", merge.faces, "--device", merge_config.device,
-                *c2pa_args(merge_config),
+                *c2pa_args(merge_config, time_stamped=False),
                 *([] if merge.learned_mask else ["--no-learned-mask"]), *look_flags(merge)]
 
     def _render(self, commands: list[tuple[ControlRequest, list[str]]]) -> None:

@@ -8,7 +8,8 @@ extract``) gives the faces of the frames it holds; a broken one is reported and 
 
 Exit status 0 when the merged file was written (recorded as a "merge" artifact), EXIT_BAD_INPUT
 when the footage cannot be read (it is moved to .swapd/quarantine/footage/<job>/ with its reason
-and recorded as a problem), anything else is a crash (the service reports it).
+and recorded as a problem), EXIT_NOT_FINISHED when its output could not be signed (a problem
+recorded; the footage stays), anything else is a crash (the service reports it).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from swapd.daemon.workers import EXIT_BAD_INPUT, EXIT_OK
+from swapd.daemon.workers import EXIT_BAD_INPUT, EXIT_NOT_FINISHED, EXIT_OK
 from swapd.state import StateStore
 from swapd.workspace import Workspace
 
@@ -79,11 +80,21 @@ def run(workspace: Workspace, job: str, source: Path, model: Path, output: Path,
                             options=options,
                             progress=progress,
                             alignments=_recorded_faces(workspace, store, job, source))
-    except (UnreadableMediaError, MergeError, ContentCredentialsError) as exc:
+    except ContentCredentialsError as exc:
+        # Its output could not be signed: the footage is not to blame (it stays where it is),
+        # but a try again would most likely fail the same way after the whole merge.
         store.end_merge_progress(job, shown)
-        # The footage itself is bad, or its output cannot be signed (which a try again would
-        # find again, at the end of the whole merge): set it aside so it is not tried again,
-        # and say why.
+        log.error("%s", exc)
+        store.report_problem(shown, "merge", f"{shown}: its output could not be signed, so it "
+                             f"was not kept ({exc.reason}); merged again once it changes or "
+                             f"the service restarts")
+        store.log_event(f"merge of {shown} not kept: its output could not be signed", job,
+                        level="error")
+        store.close()
+        return EXIT_NOT_FINISHED
+    except (UnreadableMediaError, MergeError) as exc:
+        store.end_merge_progress(job, shown)
+        # The footage itself is bad: set it aside so it is not tried again, and say why.
         reason = exc.reason
         log.error("%s", exc)
         if source.exists():
@@ -152,8 +163,8 @@ def add_output_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--codec", default="h264", choices=["h264", "h265", "vp9"],
                    help="video codec (always in MP4)")
     p.add_argument("--crf", type=int, default=18,
-                   help="quality: 0 lossless .. 35 (h264, h265) or 55 (vp9): past those the "
-                        "encode wears the watermark away; default 18")
+                   help="quality: 0 lossless .. 51 (h264, h265) or 63 (vp9), encoded at no more "
+                        "than 35 (h264, h265) or 55 (vp9), where the watermark holds; default 18")
     p.add_argument("--preset", default="veryfast",
                    help="x264/x265 preset (ultrafast .. veryslow); vp9: its speed")
     p.add_argument("--image-format", default="png", choices=["png", "jpeg"],

@@ -20,7 +20,13 @@ from swapd.config import MergeDefaults, MergeLook, MergeSection, ServiceConfig
 from swapd.daemon.crashes import Backoff, crash_cause
 from swapd.daemon.disk import merge_needs, shortage
 from swapd.daemon.jobs import Job, JobRegistry
-from swapd.daemon.workers import EXIT_BAD_INPUT, EXIT_OK, WorkerProcess, start_worker
+from swapd.daemon.workers import (
+    EXIT_BAD_INPUT,
+    EXIT_NOT_FINISHED,
+    EXIT_OK,
+    WorkerProcess,
+    start_worker,
+)
 from swapd.media import IMAGE_SUFFIXES, VIDEO_SUFFIXES
 from swapd.merger.sequence import SEQUENCE_SUFFIXES
 from swapd.merger.video import remove_temp_files
@@ -70,12 +76,13 @@ def output_args(merge: MergeSection) -> list[str]:
             "--image-format", merge.image_format, *ranges]
 
 
-def c2pa_args(merge: MergeDefaults) -> list[str]:
-    """The merge worker's C2PA options for swapd.toml's [merge] c2pa_* keys."""
+def c2pa_args(merge: MergeDefaults, time_stamped: bool = True) -> list[str]:
+    """The merge worker's C2PA options for swapd.toml's [merge] c2pa_* keys (a preview's,
+    ``time_stamped=False``: without the time-stamp authority)."""
     return [*(["--c2pa-certificate", merge.c2pa_certificate] if merge.c2pa_certificate else []),
             *(["--c2pa-private-key", merge.c2pa_private_key] if merge.c2pa_private_key else []),
             *(["--c2pa-timestamp-url", merge.c2pa_timestamp_url]
-              if merge.c2pa_timestamp_url else [])]
+              if merge.c2pa_timestamp_url and time_stamped else [])]
 
 
 class MergeQueue:
@@ -87,6 +94,9 @@ class MergeQueue:
         self._backoff: dict[Path, Backoff] = {}
         self._short: dict[Path, str] = {}  # footage waiting for disk space -> what was said
         self._cleaned: set[Path] = set()  # output folders cleared of temp files
+        # footage whose output could not be finished -> its last change then: not tried
+        # again until it changes (or the service restarts)
+        self._not_finished: dict[Path, float | None] = {}
 
     def clear_temp_files(self) -> None:
         """Remove what merges killed mid-write left in output/ (at start: none runs)."""
@@ -176,7 +186,7 @@ class MergeQueue:
             for source in sorted(footage.iterdir()):
                 again = str(source) in merged
                 changed = _last_change(source)
-                if (changed is None
+                if (changed is None or self._not_finished.get(source, -1.0) == changed
                         or (again and not self._remerge_due(merge, row.state, iteration,
                                                             merged[str(source)]))
                         or (source in self._backoff and self._backoff[source].waiting())):
@@ -214,12 +224,19 @@ class MergeQueue:
         self.store.end_merge_progress(worker.job, shown)  # (if it was killed)
         if code == EXIT_OK:
             self._backoff.pop(source, None)
+            self._not_finished.pop(source, None)
             self.store.clear_problems(shown)  # an earlier try's failure
             log.info("merged %s", shown)
             return True
         if code == EXIT_BAD_INPUT:
             log.warning("set aside %s (unreadable footage)", shown)
             return True  # the worker moved it and recorded why
+        if code == EXIT_NOT_FINISHED:  # the worker recorded why; the output is gone
+            self._not_finished[source] = _last_change(source)
+            if worker.output is not None:
+                remove_temp_files(worker.output)
+            log.warning("merge of %s not kept (its output could not be signed)", shown)
+            return True
         output = worker.output
         if output is not None:
             remove_temp_files(output)

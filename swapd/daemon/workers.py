@@ -26,6 +26,8 @@ EXIT_BAD_INPUT = 3  # the job or its input is wrong: do not retry until it chang
 EXIT_NON_FINITE = 4  # training diverged (NaN/inf loss) and could not recover
 EXIT_DISK_FULL = 5  # refused to write: too little free space (the job waits for it)
 EXIT_BUSY = 6  # the model folder is held by another process (the job waits for it)
+EXIT_NOT_FINISHED = 7  # a merge's output could not be finished (signed): the footage stays,
+#                        not tried again until it changes (or the service restarts)
 
 
 @dataclass

@@ -13,8 +13,9 @@ error naming the file, after a trial signature of a tiny image, so whatever the 
 refuses (a TLS-only certificate, missing key identifiers) stops the service or the merge
 before any work: a merge never runs without its marks.
 
-A time-stamp authority (``[merge] c2pa_timestamp_url``) is asked once at start too; one that
-does not answer is a warning, not a refusal (:mod:`swapd.merger.time_stamps`).
+A time-stamp authority (``[merge] c2pa_timestamp_url``) is asked once when ``swapd run`` or
+``swapd merge`` starts (:func:`check_time_stamps`); one that does not answer is a warning, not
+a refusal (:mod:`swapd.merger.time_stamps`).
 """
 
 from __future__ import annotations
@@ -239,9 +240,7 @@ def _trial_signature(credentials: SigningCredentials, time_stamped: bool) -> Non
 
 def try_signing(credentials: SigningCredentials, chain_path: Path) -> None:
     """Sign a tiny image with *credentials*: whatever the C2PA library refuses is refused
-    here, at start, not after a merge's work. Then, where they name a time-stamp authority,
-    once more with it: one that does not answer is said now (a warning: merges go on without
-    time-stamps until it answers)."""
+    here, at start, not after a merge's work."""
     import c2pa
 
     try:
@@ -250,13 +249,26 @@ def try_signing(credentials: SigningCredentials, chain_path: Path) -> None:
         reason = " ".join(str(exc).split())[:300]
         raise CredentialsError(chain_path, f"the C2PA library refuses this certificate or key "
                                            f"({reason}); {_PROFILE}") from exc
+
+
+def check_time_stamps(credentials: SigningCredentials) -> bool:
+    """Sign a tiny image with the time-stamp authority the credentials name (none: True):
+    one that does not answer is said now, as a warning (merges go on without time-stamps
+    until it answers). Called where a person starts something (``swapd run``, ``swapd
+    merge``), not in the service's workers: an authority that never answers costs a request's
+    timeout (30 s), once at start, not once a worker."""
+    import c2pa
+
     url = credentials.timestamp_url
-    if time_stamps.asking(url):
-        assert url is not None
-        try:
-            _trial_signature(credentials, time_stamped=True)
-        except c2pa.C2paError as exc:
-            time_stamps.failed(url, exc, "at start")
+    if not time_stamps.asking(url):
+        return url is None
+    assert url is not None
+    try:
+        _trial_signature(credentials, time_stamped=True)
+    except c2pa.C2paError as exc:
+        time_stamps.failed(url, exc, "at start")
+        return False
+    return True
 
 
 # What to do about a broken local CA (its files only: the folder may hold other things)
@@ -310,10 +322,7 @@ def load_credentials(certificate: str | os.PathLike[str] | None = None,
         chain_path, key_path = folder / "signer-chain.pem", folder / "signer-key.pem"
         made = _local_ca_made_once(folder)
         if made is not None:
-            made = dataclasses.replace(made, timestamp_url=timestamp_url)
-            if timestamp_url is not None:
-                try_signing(made, folder / "signer-chain.pem")
-            return made
+            return dataclasses.replace(made, timestamp_url=timestamp_url)
         for half in (chain_path, key_path):
             if not half.exists():
                 raise CredentialsError(half, f"swapd's local CA is incomplete ({half.name} is "

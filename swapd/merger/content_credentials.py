@@ -142,20 +142,25 @@ def sign_file(path: str | os.PathLike[str], source: str | os.PathLike[str] | Non
 
     p = Path(path)
     url = credentials.timestamp_url
+    stamp_failure: c2pa.C2paError | None = None
     if time_stamps.asking(url):
         assert url is not None
         try:
             where = _sign(p, source, credentials, title, time_stamped=True)
         except c2pa.C2paError as exc:
-            time_stamps.failed(url, exc, f"for {p.name}")
+            stamp_failure = exc
         else:
             time_stamps.answered(url)
             return where
     try:
-        return _sign(p, source, credentials, title, time_stamped=False)
+        where = _sign(p, source, credentials, title, time_stamped=False)
     except c2pa.C2paError as exc:  # named by the output it is for, not its temporary file
         raise ContentCredentialsError(p.with_name(title) if title else p,
                                       f"C2PA signing failed: {exc}") from exc
+    if stamp_failure is not None:  # signed without: the authority was what failed
+        assert url is not None
+        time_stamps.failed(url, stamp_failure, f"for {title or p.name}")
+    return where
 
 
 def _json_text(name: str) -> str:

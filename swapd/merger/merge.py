@@ -132,6 +132,11 @@ class Merger:
         # then spin beside the merge (idt at 256 px: twice the CPU for the same work).
         threads.openblas_in_calling_thread()
         self.look = self.options.look
+        if self.options.encode_crf < self.options.crf:
+            log.warning("crf %d is above %d, the most swapd encodes %s at (past it the encode "
+                        "wears the watermark away): videos are encoded at %d",
+                        self.options.crf, self.options.encode_crf, self.options.codec,
+                        self.options.encode_crf)
         self.session = SwapSession(model_path, device=self.options.device)
         self.detector = detector or create_detector(
             self.options.detector, min_face_size=self.options.min_face_size,
@@ -280,7 +285,7 @@ class Merger:
         if alignments:
             tracker = RecordedFaces(alignments, partial(video_frame_names, src), tracker)
         options = self.options
-        with VideoWriter(out, info.width, info.height, info.fps, info, crf=options.crf,
+        with VideoWriter(out, info.width, info.height, info.fps, info, crf=options.encode_crf,
                          preset=options.preset, provenance=self.provenance(src),
                          codec=options.codec, times=frame_times(src),
                          credentials=self.credentials) as writer:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from swapd.config import MAX_CRF, MergeLook, crf_problem
+from swapd.config import CODEC_MAX_CRF, MAX_CRF, MergeLook
 from swapd.merger.frame_ranges import FrameRanges
 from swapd.merger.look import LOOK_KEYS, look_of
 from swapd.merger.sequence import IMAGE_EXTENSIONS, ImageFormat
@@ -76,7 +76,7 @@ class MergeOptions:
 
     # --- Output (issue 16, writers): codec, quality, still/sequence format, frame ranges ---
     codec: Literal["h264", "h265", "vp9"] = "h264"  # video, always in MP4
-    crf: int = 18  # quality: 0 (lossless) .. 35 (h264, h265) or 55 (vp9): config.MAX_CRF
+    crf: int = 18  # quality: 0 (lossless) .. 51 (h264, h265) or 63 (vp9); see encode_crf
     preset: str = "veryfast"  # x264/x265 preset; for vp9 mapped onto libvpx's -cpu-used
     image_format: ImageFormat = "png"  # stills and image sequences: "png" or "jpeg"
     frame_ranges: FrameRanges = ()  # faceswap's: swap only in these (inclusive), copy the rest
@@ -95,10 +95,9 @@ class MergeOptions:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.codec not in CODECS:
             raise ValueError(f"codec must be one of {', '.join(CODECS)}, got {self.codec!r}")
-        if self.crf < 0:
-            raise ValueError(f"crf must be 0 or more, got {self.crf}")
-        if self.crf > MAX_CRF[self.codec]:
-            raise ValueError(crf_problem(self.codec, self.crf))
+        if not 0 <= self.crf <= CODEC_MAX_CRF[self.codec]:
+            raise ValueError(f"crf must be in 0..{CODEC_MAX_CRF[self.codec]} for {self.codec}, "
+                             f"got {self.crf}")
         if self.preset not in X264_PRESETS:
             raise ValueError(f"preset must be one of {', '.join(X264_PRESETS)}, "
                              f"got {self.preset!r}")
@@ -109,6 +108,12 @@ class MergeOptions:
                 raise ValueError(f"frame range {first}-{last} is not FIRST-LAST")
 
         self.look  # noqa: B018 (validates the look's options, naming the key)
+
+    @property
+    def encode_crf(self) -> int:
+        """The crf a video is encoded at: ``crf``, or :data:`swapd.config.MAX_CRF` where that
+        is lower (past it the encode wears the watermark away)."""
+        return min(self.crf, MAX_CRF[self.codec])
 
     @property
     def look(self) -> MergeLook:
