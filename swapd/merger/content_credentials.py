@@ -278,16 +278,22 @@ def read_manifest(path: str | os.PathLike[str], trust_anchors: bytes | None = No
         context.close()
 
 
+_BRANDS = {b"qt  ": "video/quicktime", b"heic": "image/heic", b"heix": "image/heic",
+           b"mif1": "image/heif", b"msf1": "image/heif", b"avif": "image/avif",
+           b"avis": "image/avif", b"M4A ": "audio/mp4"}
+
+
 def sniffed_mime(p: Path) -> str | None:
-    """The media type a file's first bytes say (MP4/MOV, JPEG, PNG, WebP, AVI), whatever its
-    name: a copy renamed (an MP4 saved as .mkv) keeps the manifest its bytes carry."""
+    """The media type a file's first bytes say (MP4/MOV and the other ISO base media files,
+    JPEG, PNG, WebP, AVI), whatever its name: a copy renamed (an MP4 saved as .mkv) keeps the
+    manifest its bytes carry."""
     try:
         with open(p, "rb") as stream:
             head = stream.read(12)
     except OSError:
         return None
-    if head[4:8] == b"ftyp":
-        return "video/quicktime" if head[8:12] == b"qt  " else "video/mp4"
+    if head[4:8] == b"ftyp":  # ISO base media: its major brand says which kind
+        return _BRANDS.get(head[8:12], "video/mp4")
     if head.startswith(b"\xff\xd8\xff"):
         return "image/jpeg"
     if head.startswith(b"\x89PNG\r\n\x1a\n"):
