@@ -223,14 +223,25 @@ def merge_fpr() -> dict:
 ATTACKS = {  # name -> ffmpeg filter (each chained with H.264 CRF 28, metadata stripped)
     "crf28": None, "scale75": "scale=trunc(iw*0.75/2)*2:-2", "scale50": "scale=trunc(iw/4)*2:-2",
     "scale33": "scale=trunc(iw/6)*2:240", "crop10_left": "crop=trunc(iw*0.45)*2:ih:iw*0.1:0",
+    "crop10_top": "crop=iw:trunc(ih*0.45)*2:0:ih*0.1",
+    "crop10_right": "crop=trunc(iw*0.45)*2:ih:0:0",
+    "crop10_bottom": "crop=iw:trunc(ih*0.45)*2:0:0",
     "crop10_all": "crop=trunc(iw*0.4)*2:trunc(ih*0.4)*2", "hflip": "hflip",
-    "rotate2": "rotate=2*PI/180", "letterbox43": "pad=iw:trunc(iw*3/8)*2:0:(oh-ih)/2",
+    "rotate2": "rotate=2*PI/180", "rotate-2": "rotate=-2*PI/180",
+    "letterbox43": "pad=iw:trunc(iw*3/8)*2:0:(oh-ih)/2",
+    "pillarbox219": "pad=trunc(ih*21/18)*2:ih:(ow-iw)/2:0",
     "fps15": "fps=15",
+    # the 1 s clip's middle half: fewer frames than the 2 s excerpt of a longer clip
+    "excerpt": ("-ss", "0.25", "-t", "0.5"),
+    "crop_flip_scale50": "crop=trunc(iw*0.45)*2:ih:iw*0.1:0,hflip,scale=trunc(iw/4)*2:-2",
 }
 
 
-def _encode(src: Path, out: Path, vf: str | None) -> Path:
-    cmd = [ffmpeg_exe(), "-y", "-v", "error", "-i", str(src), *(["-vf", vf] if vf else []),
+def _encode(src: Path, out: Path, attack: str | tuple[str, ...] | None) -> Path:
+    before = list(attack) if isinstance(attack, tuple) else []
+    vf = attack if isinstance(attack, str) else None
+    cmd = [ffmpeg_exe(), "-y", "-v", "error", *before, "-i", str(src),
+           *(["-vf", vf] if vf else []),
            "-map_metadata", "-1", "-c:v", "libx264", "-preset", "veryfast", "-crf", "28",
            "-pix_fmt", "yuv420p", "-an", str(out)]
     subprocess.run(cmd, check=True, timeout=600)
