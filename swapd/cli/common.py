@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -89,18 +90,22 @@ def read_state(workspace: Path | None, missing: str) -> tuple[Workspace, Any]:
     return ws, StateStore(ws.state_db, readonly=True)
 
 
-def progress_bar(name: str) -> tuple[Any, Callable[[int, int | None], None]]:
-    """A tqdm bar on stderr and the (done, total) callback merge and extract report to."""
+@contextlib.contextmanager
+def progress_bar(name: str) -> Iterator[Callable[[int, int | None], None]]:
+    """A tqdm bar on stderr while the block runs, closed when it ends (an error's message
+    then starts a line of its own), and the (done, total) callback merge and extract report
+    to. Log lines written meanwhile go above the bar, not into it."""
     from tqdm import tqdm
+    from tqdm.contrib.logging import logging_redirect_tqdm
 
-    bar = tqdm(unit="frame", desc=name)
+    with logging_redirect_tqdm(), tqdm(unit="frame", desc=name) as bar:
 
-    def progress(done: int, total: int | None) -> None:
-        bar.total = total
-        bar.n = done
-        bar.refresh()
+        def progress(done: int, total: int | None) -> None:
+            bar.total = total
+            bar.n = done
+            bar.refresh()
 
-    return bar, progress
+        yield progress
 
 
 def positive_int(text: str) -> int:

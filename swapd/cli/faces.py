@@ -82,18 +82,17 @@ def cmd_faces_extract(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"swapd: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    bar, progress = progress_bar(Path(args.input).name)
     try:
-        report = extract(Path(args.input), destination, size=args.size, centering=args.centering,
-                         detector=args.detector, min_face_size=args.min_face,
-                         redetect_every=args.redetect_every, progress=progress,
-                         face_format=args.format, face_type=FACE_TYPE_ALIASES[args.face_type],
-                         landmarker=args.landmarks)
+        with progress_bar(Path(args.input).name) as progress:
+            report = extract(Path(args.input), destination, size=args.size,
+                             centering=args.centering, detector=args.detector,
+                             min_face_size=args.min_face, redetect_every=args.redetect_every,
+                             progress=progress, face_format=args.format,
+                             face_type=FACE_TYPE_ALIASES[args.face_type],
+                             landmarker=args.landmarks)
     except (UnreadableMediaError, DetectorError) as exc:
-        bar.close()
         print(f"swapd: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    bar.close()
     resumed = f", {report.frames_skipped} already done" if report.frames_skipped else ""
     print(f"{report.faces} faces from {report.frames} frames into {destination}{resumed} "
           f"({report.frames_without_face} frames without a face, {report.fps:.1f} fps); "

@@ -199,16 +199,14 @@ def cmd_merge(args: argparse.Namespace) -> int:
         except CredentialsError as exc:
             print(f"swapd merge: {exc}", file=sys.stderr)
             return 2
-    bar, progress = progress_bar(Path(args.input).name)
     try:
-        result = merge_file(Path(args.input), Path(args.output), Path(args.model),
-                            options=options, progress=progress, alignments=alignments)
+        with progress_bar(Path(args.input).name) as progress:
+            result = merge_file(Path(args.input), Path(args.output), Path(args.model),
+                                options=options, progress=progress, alignments=alignments)
     except (UnreadableMediaError, MergeError, DetectorError, CredentialsError,
-            ContentCredentialsError, ModelLoadError) as exc:  # DetectorError: a
-        bar.close()  # missing detector or landmark model, with the fix in its message
-        print(f"swapd merge: {exc}", file=sys.stderr)
-        return 2
-    bar.close()
+            ContentCredentialsError, ModelLoadError) as exc:  # DetectorError: a missing
+        print(f"swapd merge: {exc}", file=sys.stderr)  # detector or landmark model, the fix
+        return 2  # in its message
     print(f"{result.output_path} ({result.frames} frames, {result.faces_swapped} faces swapped,"
           f" {result.fps:.1f} fps)")
     if result.frames_without_face:
