@@ -354,3 +354,23 @@ def test_the_outputs_page_colours_what_the_line_says() -> None:
     assert shown_state(record(3.0, False)) == "bad"
     assert shown_state({"error": "x"}) == "bad" and shown_state(None) == "checking"
     assert describe(record(3.0, False)).startswith("not marked: no watermark")
+
+
+def test_what_a_decoder_says_is_named_by_its_file(tmp_path: Path,
+                                                  capfd: pytest.CaptureFixture[str]) -> None:
+    """libpng's own warning (an ancillary chunk with a bad CRC, which it skips) comes on
+    stderr as one line naming the file, never in the middle of verify's lines."""
+    import struct
+
+    import cv2
+    import numpy as np
+
+    png = cv2.imencode(".png", np.full((96, 128, 3), 90, np.uint8))[1].tobytes()
+    chunk = struct.pack(">I", 3) + b"teXtk\x00v" + struct.pack(">I", 0)  # CRC 0: wrong
+    bad = tmp_path / "bad_crc.png"
+    bad.write_bytes(png[:33] + chunk + png[33:])
+    assert swapd_main(["verify", str(bad)]) == 1
+    out, err = capfd.readouterr()
+    assert out.startswith(f"{bad}: not marked")
+    assert err.splitlines() == [
+        f"swapd verify: {bad}: the decoder says: libpng warning: teXt: CRC error"]

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import os
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -58,6 +62,35 @@ def _verify_targets(names: list[str]) -> tuple[list[Path], list[tuple[str, str]]
     return targets, problems
 
 
+@contextlib.contextmanager
+def _decoder_words(shown: str) -> Iterator[None]:
+    """What the C libraries say on the process's stderr while a file is read (libpng's
+    "CRC error", libjpeg's "corrupt data"), each line said after it, named by the file,
+    instead of in the middle of verify's own lines. The CLI's alone: the dashboard's
+    checks run beside other threads, whose words this would catch too."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError, AttributeError):  # no real stderr (a service without one)
+        yield
+        return
+    from swapd.merger.verdict import printable
+
+    with tempfile.TemporaryFile() as words:
+        os.dup2(words.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            words.seek(0)
+            said = words.read().decode("utf-8", "replace").splitlines()
+            for line in dict.fromkeys(x.strip() for x in said if x.strip()):  # each once
+                print(f"swapd verify: {shown}: the decoder says: {printable(line, 200)}",
+                      file=sys.stderr, flush=True)
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
     """One line per file (a file that cannot be checked: on stderr, and the others are still
     checked). 0: every file marked, 1: some file not marked, 2: some file unreadable (or a
@@ -94,7 +127,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
     for path in targets:
         shown = printable(str(path), None)
         try:
-            result = verify_file(path, anchors)
+            with _decoder_words(shown):
+                result = verify_file(path, anchors)
         except Exception as exc:  # one file's problem never stops the others
             status = 2
             reason = exc.reason if isinstance(exc, UnreadableMediaError) else \
