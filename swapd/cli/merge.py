@@ -24,8 +24,6 @@ def _verify_targets(names: list[str]) -> tuple[list[Path], list[tuple[str, str]]
     what could not be looked at inside the folders (a subfolder that cannot be listed, an
     entry that cannot be examined, a folder with no media file at all), as (path, why): each
     said, never passed over in silence."""
-    import os
-
     from swapd.media import IMAGE_SUFFIXES, VIDEO_SUFFIXES
     from swapd.merger.metadata_tag import not_a_file
 

@@ -163,7 +163,6 @@ class FaceSet:
         # Faces removed (or gone bad) at the last refresh, let go of at the next one: a loader
         # thread may still be building a batch from the snapshot before it
         self._retiring: set[Path] = set()
-        self._held: set[Path] = set()  # the current snapshot's faces
         self.refresh()
 
     @property
@@ -327,21 +326,21 @@ class FaceSet:
             self._entries = entries
             self._arrays = self._stack(good, entries)
             self.paths = good
-            self._retire(set(good))
+            now = set(good)
+            self._retire(before, now)
             if loaded:
                 release_freed_memory()  # the per-face buffers just freed by the stacking
-            now = set(good)
             return len(now - before), len(before - now)
 
-    def _retire(self, held: set[Path]) -> None:
-        """The new snapshot holds ``held``: a capped cache lets go of the faces the snapshot
-        before last held and the two since do not (a loader thread reads one snapshot for one
-        batch, so the faces of the one just replaced stay until the next refresh)."""
+    def _retire(self, before: set[Path], held: set[Path]) -> None:
+        """The snapshot just replaced held ``before``, the new one holds ``held``: a capped
+        cache lets go of the faces the snapshot before last held and the two since do not (a
+        loader thread reads one snapshot for one batch, so the faces of the one just replaced
+        stay until the next refresh)."""
         if self.bounded is not None:
             for path in self._retiring - held:
                 self.bounded.discard(path)
-        self._retiring = self._held - held
-        self._held = held
+        self._retiring = before - held
 
     def _pack(self, path: Path, entry: _Entry) -> _Entry:
         """With a cap: the face's pixels go to the bounded cache, the entry keeps the rest."""
